@@ -1,0 +1,58 @@
+use object_store::path::Path;
+
+/// Errors of lake operations. Each names the key or value involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid lake URL {url:?}: {reason}")]
+    LakeUrl { url: String, reason: String },
+    #[error("storage error at {key}: {source}")]
+    Store {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("storage error: {0}")]
+    StoreOther(#[from] object_store::Error),
+    #[error("parquet error in {key}: {source}")]
+    Parquet {
+        key: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("corrupt state document {key}: {reason}")]
+    State { key: String, reason: String },
+    #[error("bronze object {key}: {reason}")]
+    Bronze { key: String, reason: String },
+    #[error("unexpected data in {key}: {reason}")]
+    Data { key: String, reason: String },
+    #[error("the lake is busy: {name} is held by {holder} until {expires_at}")]
+    Busy {
+        name: String,
+        holder: String,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    #[error("lost the {name} lease to {holder} while working; nothing after that point was committed")]
+    LeaseLost { name: String, holder: String },
+    #[error("ingest of {symbol} on {exchange}: {source}")]
+    Source {
+        exchange: String,
+        symbol: String,
+        #[source]
+        source: cryptolake_sources::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub(crate) fn store(key: &Path, source: object_store::Error) -> Error {
+        Error::Store {
+            key: key.to_string(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

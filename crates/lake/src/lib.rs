@@ -1,0 +1,32 @@
+//! The lake: where every byte of cryptolake lives and how it gets there.
+//!
+//! - [`store`] turns a lake URL into an object store; [`paths`] is the only place that builds keys.
+//! - [`bronze`] appends raw exchange responses; [`silver`] and [`gold`] are build operations that
+//!   plan which partitions change, execute, and return metrics.
+//! - [`state`] keeps incremental progress under `_state/`; [`lease`] keeps two runs from
+//!   overlapping.
+
+pub mod bronze;
+mod encode;
+mod error;
+pub mod gold;
+pub mod lease;
+mod parquet_io;
+pub mod paths;
+pub mod silver;
+pub mod state;
+pub mod store;
+
+pub use encode::{daily_from_batch, daily_to_batch, hourly_from_batch, hourly_to_batch};
+pub use error::{Error, Result};
+pub use parquet_io::{read_parquet, write_parquet};
+pub use store::Lake;
+
+/// A run id: sortable by start time and unique enough across processes.
+pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "{}-{:08x}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u32>()
+    )
+}

@@ -1,0 +1,219 @@
+//! The layout of the lake. This is the only module that builds or parses keys.
+//!
+//! ```text
+//! bronze/source=binance/dataset=klines_1m/symbol=BTC-USDT/date=2024-03-01/
+//!     {fetched_at}_{window_start}_{window_end}_{run_id}.bronze
+//! silver/ohlcv_1h/date=2024-03-01/part-00000.parquet
+//! gold/ohlcv_1d/date=2024-03-01/part-00000.parquet
+//! quarantine/ohlcv_1h/source=binance/dataset=klines_1m/symbol=BTC-USDT/date=2024-03-01/{bronze file}.json
+//! _state/ingest/{exchange}/{dataset}/{symbol}.json      ingest cursors
+//! _state/silver/ohlcv_1h.json                           bronze objects already in silver
+//! _state/gold/ohlcv_1d.json                             silver versions gold was built from
+//! _state/schedule.json                                  the scheduler's last slot
+//! _locks/{name}/{generation}.json                       leases
+//! ```
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use cryptolake_model::{Exchange, Symbol, format_compact};
+use object_store::path::Path;
+
+pub const BRONZE: &str = "bronze";
+pub const SILVER_OHLCV_1H: &str = "silver/ohlcv_1h";
+pub const GOLD_OHLCV_1D: &str = "gold/ohlcv_1d";
+pub const QUARANTINE_OHLCV_1H: &str = "quarantine/ohlcv_1h";
+const PART_FILE: &str = "part-00000.parquet";
+const BRONZE_EXT: &str = ".bronze";
+
+/// Where a bronze object sits and what it covers, all readable from its key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BronzeKey {
+    pub source: Exchange,
+    pub dataset: String,
+    pub symbol: Symbol,
+    /// UTC date of `window_start`.
+    pub date: NaiveDate,
+    pub fetched_at: DateTime<Utc>,
+    /// The requested interval of open times, `[window_start, window_end)`.
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub run_id: String,
+}
+
+impl BronzeKey {
+    pub fn path(&self) -> Path {
+        Path::from(format!(
+            "{}/{}_{}_{}_{}{BRONZE_EXT}",
+            bronze_partition(self.source, &self.dataset, &self.symbol, self.date),
+            format_compact(self.fetched_at),
+            format_compact(self.window_start),
+            format_compact(self.window_end),
+            self.run_id
+        ))
+    }
+
+    /// Parses a key written by [`BronzeKey::path`]; `None` for anything else.
+    pub fn parse(path: &Path) -> Option<BronzeKey> {
+        let parts: Vec<_> = path.parts().collect();
+        let [root, source, dataset, symbol, date, file] = parts.as_slice() else {
+            return None;
+        };
+        if root.as_ref() != BRONZE {
+            return None;
+        }
+        let source = source.as_ref().strip_prefix("source=")?.parse().ok()?;
+        let dataset = dataset.as_ref().strip_prefix("dataset=")?.to_string();
+        let symbol = Symbol::parse(symbol.as_ref().strip_prefix("symbol=")?).ok()?;
+        let date = parse_date(date.as_ref().strip_prefix("date=")?)?;
+        let stem = file.as_ref().strip_suffix(BRONZE_EXT)?;
+        let mut fields = stem.splitn(4, '_');
+        let fetched_at = parse_compact(fields.next()?)?;
+        let window_start = parse_compact(fields.next()?)?;
+        let window_end = parse_compact(fields.next()?)?;
+        let run_id = fields.next()?.to_string();
+        Some(BronzeKey {
+            source,
+            dataset,
+            symbol,
+            date,
+            fetched_at,
+            window_start,
+            window_end,
+            run_id,
+        })
+    }
+}
+
+pub fn bronze_root() -> Path {
+    Path::from(BRONZE)
+}
+
+pub fn bronze_partition(source: Exchange, dataset: &str, symbol: &Symbol, date: NaiveDate) -> Path {
+    Path::from(format!(
+        "{BRONZE}/source={source}/dataset={dataset}/symbol={symbol}/date={date}"
+    ))
+}
+
+pub fn silver_table() -> Path {
+    Path::from(SILVER_OHLCV_1H)
+}
+
+pub fn silver_partition_file(date: NaiveDate) -> Path {
+    Path::from(format!("{SILVER_OHLCV_1H}/date={date}/{PART_FILE}"))
+}
+
+pub fn gold_table() -> Path {
+    Path::from(GOLD_OHLCV_1D)
+}
+
+pub fn gold_partition_file(date: NaiveDate) -> Path {
+    Path::from(format!("{GOLD_OHLCV_1D}/date={date}/{PART_FILE}"))
+}
+
+/// The date of a table's partition file (`.../date=YYYY-MM-DD/part-00000.parquet`); `None` for
+/// anything that is not a partition file (including a store's temporary files).
+pub fn partition_file_date(table: &Path, path: &Path) -> Option<NaiveDate> {
+    let rest: Vec<_> = path.prefix_match(table)?.collect();
+    let [date, file] = rest.as_slice() else {
+        return None;
+    };
+    if file.as_ref() != PART_FILE {
+        return None;
+    }
+    parse_date(date.as_ref().strip_prefix("date=")?)
+}
+
+/// Where the rejected records of one bronze object go.
+pub fn quarantine_for(bronze: &Path) -> Path {
+    let rest: Vec<String> = bronze
+        .parts()
+        .skip(1)
+        .map(|p| p.as_ref().to_string())
+        .collect();
+    Path::from(format!("{QUARANTINE_OHLCV_1H}/{}.json", rest.join("/")))
+}
+
+pub fn ingest_cursor(exchange: Exchange, dataset: &str, symbol: &Symbol) -> Path {
+    Path::from(format!("_state/ingest/{exchange}/{dataset}/{symbol}.json"))
+}
+
+pub fn silver_state() -> Path {
+    Path::from("_state/silver/ohlcv_1h.json")
+}
+
+pub fn gold_state() -> Path {
+    Path::from("_state/gold/ohlcv_1d.json")
+}
+
+pub fn schedule_state() -> Path {
+    Path::from("_state/schedule.json")
+}
+
+pub fn demo_marker() -> Path {
+    Path::from("_state/demo.json")
+}
+
+pub fn lease_dir(name: &str) -> Path {
+    Path::from(format!("_locks/{name}"))
+}
+
+pub fn lease_generation(name: &str, generation: u64) -> Path {
+    Path::from(format!("_locks/{name}/{generation:020}.json"))
+}
+
+/// The generation number of a lease file.
+pub fn parse_lease_generation(path: &Path) -> Option<u64> {
+    path.filename()?.strip_suffix(".json")?.parse().ok()
+}
+
+fn parse_date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+fn parse_compact(s: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%S%.3fZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptolake_model::parse_time;
+
+    #[test]
+    fn bronze_key_round_trips() {
+        let key = BronzeKey {
+            source: Exchange::Binance,
+            dataset: "klines_1m".into(),
+            symbol: Symbol::parse("BTC-USDT").unwrap(),
+            date: NaiveDate::from_ymd_opt(2024, 3, 1).unwrap(),
+            fetched_at: parse_time("2024-03-02T10:00:01.250Z").unwrap(),
+            window_start: parse_time("2024-03-01T00:00:00Z").unwrap(),
+            window_end: parse_time("2024-03-01T16:40:00Z").unwrap(),
+            run_id: "20240302T100000Z-0a1b2c3d".into(),
+        };
+        let path = key.path();
+        assert_eq!(
+            path.as_ref(),
+            "bronze/source=binance/dataset=klines_1m/symbol=BTC-USDT/date=2024-03-01/\
+             20240302T100001.250Z_20240301T000000.000Z_20240301T164000.000Z_20240302T100000Z-0a1b2c3d.bronze"
+        );
+        assert_eq!(BronzeKey::parse(&path), Some(key));
+        assert_eq!(BronzeKey::parse(&Path::from("bronze/x.bronze")), None);
+    }
+
+    #[test]
+    fn partition_files_only() {
+        let d = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+        assert_eq!(
+            partition_file_date(&silver_table(), &silver_partition_file(d)),
+            Some(d)
+        );
+        let tmp = Path::from("silver/ohlcv_1h/date=2024-03-01/part-00000.parquet#1");
+        assert_eq!(partition_file_date(&silver_table(), &tmp), None);
+        assert_eq!(
+            partition_file_date(&silver_table(), &gold_partition_file(d)),
+            None
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! The lake URL and its object store.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+
+use crate::{Error, Result};
+
+/// A lake: an object store rooted at the lake URL.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    /// The URL of the lake root as engines address it (`file:///abs/path`), no trailing slash.
+    root_url: String,
+}
+
+impl Lake {
+    /// Opens the lake at `url`: `file:///abs`, `file://./rel`, or a bare path.
+    pub fn open(url: &str) -> Result<Lake> {
+        let invalid = |reason: &str| Error::LakeUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        if url.trim().is_empty() {
+            return Err(invalid("empty"));
+        }
+        let path_text = if let Some(rest) = url.strip_prefix("file://") {
+            rest
+        } else if let Some((scheme, _)) = url.split_once("://") {
+            return Err(invalid(&format!(
+                "unsupported scheme {scheme:?}; use file:// or a plain directory path"
+            )));
+        } else {
+            url
+        };
+        let path = std::path::Path::new(path_text);
+        std::fs::create_dir_all(path)
+            .map_err(|e| invalid(&format!("cannot create directory {}: {e}", path.display())))?;
+        let abs = std::fs::canonicalize(path)
+            .map_err(|e| invalid(&format!("cannot resolve {}: {e}", path.display())))?;
+        let probe = abs.join(".cryptolake-write-probe");
+        std::fs::write(&probe, b"")
+            .map_err(|e| invalid(&format!("directory {} is not writable: {e}", abs.display())))?;
+        let _ = std::fs::remove_file(&probe);
+        let store = LocalFileSystem::new_with_prefix(&abs)
+            .map_err(|e| invalid(&e.to_string()))?
+            .with_automatic_cleanup(true);
+        let root_url = format!("file://{}", abs.display())
+            .trim_end_matches('/')
+            .to_string();
+        Ok(Lake {
+            store: Arc::new(store),
+            root_url,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn root_url(&self) -> &str {
+        &self.root_url
+    }
+
+    /// The URL of a key or prefix inside the lake, as a query engine addresses it.
+    pub fn url_of(&self, prefix: &Path) -> String {
+        format!("{}/{}", self.root_url, prefix)
+    }
+
+    pub async fn get(&self, key: &Path) -> Result<Bytes> {
+        let r = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| Error::store(key, e))?;
+        r.bytes().await.map_err(|e| Error::store(key, e))
+    }
+
+    /// `None` when the key does not exist.
+    pub async fn get_opt(&self, key: &Path) -> Result<Option<Bytes>> {
+        match self.store.get(key).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| Error::store(key, e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(key, e)),
+        }
+    }
+
+    /// Writes a whole object atomically (a reader sees the old or the new object, never a part).
+    pub async fn put(&self, key: &Path, bytes: Bytes) -> Result<()> {
+        self.store
+            .put(key, PutPayload::from(bytes))
+            .await
+            .map_err(|e| Error::store(key, e))?;
+        Ok(())
+    }
+
+    /// Creates an object only if the key is free. `Ok(false)` if it already exists.
+    pub async fn put_new(&self, key: &Path, bytes: Bytes) -> Result<bool> {
+        match self
+            .store
+            .put_opts(key, PutPayload::from(bytes), PutMode::Create.into())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(Error::store(key, e)),
+        }
+    }
+
+    pub async fn delete(&self, key: &Path) -> Result<()> {
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store(key, e)),
+        }
+    }
+
+    pub async fn head(&self, key: &Path) -> Result<Option<ObjectMeta>> {
+        match self.store.head(key).await {
+            Ok(m) => Ok(Some(m)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(key, e)),
+        }
+    }
+
+    /// Every object under `prefix`, sorted by key.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+        let mut all: Vec<ObjectMeta> = self
+            .store
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(prefix, e))?;
+        all.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_other_schemes_and_names_them() {
+        let err = Lake::open("ftp://x/y").unwrap_err().to_string();
+        assert!(err.contains("ftp"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn put_new_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let key = Path::from("a/b.json");
+        assert!(lake.put_new(&key, Bytes::from_static(b"1")).await.unwrap());
+        assert!(!lake.put_new(&key, Bytes::from_static(b"2")).await.unwrap());
+        assert_eq!(lake.get(&key).await.unwrap(), Bytes::from_static(b"1"));
+        assert!(lake.root_url().starts_with("file:///"));
+    }
+}

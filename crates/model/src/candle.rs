@@ -1,0 +1,182 @@
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::{Error, Exchange, Symbol, time::minute_aligned};
+
+/// One closed one-minute candle from an exchange, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candle {
+    pub exchange: Exchange,
+    pub symbol: Symbol,
+    pub open_time: DateTime<Utc>,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    /// Traded amount in the base currency.
+    pub volume: f64,
+    /// Traded amount in the quote currency, where the exchange reports it.
+    pub quote_volume: Option<f64>,
+    pub trade_count: Option<i64>,
+}
+
+impl Candle {
+    /// The checked constructor: rejects non-finite or non-positive prices, `high` below any other
+    /// price, `low` above any other price, negative amounts and open times off the minute grid.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        exchange: Exchange,
+        symbol: Symbol,
+        open_time: DateTime<Utc>,
+        open: f64,
+        high: f64,
+        low: f64,
+        close: f64,
+        volume: f64,
+        quote_volume: Option<f64>,
+        trade_count: Option<i64>,
+    ) -> Result<Candle, Error> {
+        let fail = |reason: String| Error::InvalidCandle {
+            symbol: symbol.to_string(),
+            open_time,
+            reason,
+        };
+        if !minute_aligned(open_time) {
+            return Err(fail("open_time is not aligned to a whole minute".into()));
+        }
+        for (name, v) in [("open", open), ("high", high), ("low", low), ("close", close)] {
+            if !v.is_finite() || v <= 0.0 {
+                return Err(fail(format!("{name} price {v} is not a positive number")));
+            }
+        }
+        if high < open.max(close).max(low) {
+            return Err(fail(format!(
+                "high {high} is below open {open}, close {close} or low {low}"
+            )));
+        }
+        if low > open.min(close) {
+            return Err(fail(format!("low {low} is above open {open} or close {close}")));
+        }
+        if !volume.is_finite() || volume < 0.0 {
+            return Err(fail(format!("volume {volume} is negative or not a number")));
+        }
+        if let Some(q) = quote_volume
+            && (!q.is_finite() || q < 0.0)
+        {
+            return Err(fail(format!("quote_volume {q} is negative or not a number")));
+        }
+        if let Some(n) = trade_count
+            && n < 0
+        {
+            return Err(fail(format!("trade_count {n} is negative")));
+        }
+        Ok(Candle {
+            exchange,
+            symbol,
+            open_time,
+            open,
+            high,
+            low,
+            close,
+            volume,
+            quote_volume,
+            trade_count,
+        })
+    }
+}
+
+/// A row of silver `ohlcv_1h`: one exchange, symbol and UTC hour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourlyCandle {
+    pub exchange: Exchange,
+    pub symbol: Symbol,
+    pub open_time: DateTime<Utc>,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+    pub quote_volume: Option<f64>,
+    pub trade_count: Option<i64>,
+    /// How many one-minute candles made this hour (0..=60).
+    pub minutes_present: i32,
+    /// When the newest bronze object that contributed to this hour was fetched.
+    pub ingested_at: DateTime<Utc>,
+}
+
+/// A row of gold `ohlcv_1d`: one exchange, symbol and UTC day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DailyCandle {
+    pub exchange: Exchange,
+    pub symbol: Symbol,
+    pub date: NaiveDate,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+    pub quote_volume: Option<f64>,
+    pub trade_count: Option<i64>,
+    pub hours_present: i32,
+    /// All 24 hours present, each with all 60 minutes.
+    pub is_complete: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_time;
+
+    fn make(o: f64, h: f64, l: f64, c: f64, v: f64) -> Result<Candle, Error> {
+        Candle::new(
+            Exchange::Binance,
+            Symbol::parse("BTC-USDT").unwrap(),
+            parse_time("2024-01-01T00:01:00Z").unwrap(),
+            o,
+            h,
+            l,
+            c,
+            v,
+            Some(1.0),
+            Some(1),
+        )
+    }
+
+    #[test]
+    fn accepts_valid_and_zero_volume() {
+        assert!(make(10.0, 12.0, 9.0, 11.0, 3.0).is_ok());
+        assert!(make(10.0, 10.0, 10.0, 10.0, 0.0).is_ok());
+    }
+
+    #[test]
+    fn rejects_broken_invariants() {
+        let cases = [
+            (make(10.0, 9.0, 8.0, 9.5, 1.0), "high"),
+            (make(10.0, 12.0, 10.5, 11.0, 1.0), "low"),
+            (make(10.0, 12.0, 9.0, 11.0, -1.0), "volume"),
+            (make(f64::NAN, 12.0, 9.0, 11.0, 1.0), "open"),
+            (make(0.0, 12.0, 0.0, 11.0, 1.0), "open"),
+        ];
+        for (res, word) in cases {
+            let msg = res.unwrap_err().to_string();
+            assert!(msg.contains(word), "{msg} should mention {word}");
+        }
+    }
+
+    #[test]
+    fn rejects_unaligned_open_time() {
+        let err = Candle::new(
+            Exchange::Binance,
+            Symbol::parse("BTC-USDT").unwrap(),
+            parse_time("2024-01-01T00:01:30Z").unwrap(),
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            0.0,
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("aligned"));
+    }
+}

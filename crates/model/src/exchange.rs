@@ -1,0 +1,41 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// An exchange cryptolake has an adapter for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Exchange {
+    Binance,
+}
+
+impl Exchange {
+    pub const ALL: [Exchange; 1] = [Exchange::Binance];
+
+    /// The lowercase name used in keys, tables and configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exchange::Binance => "binance",
+        }
+    }
+}
+
+impl fmt::Display for Exchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Exchange {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Exchange::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| Error::UnknownExchange(s.to_string()))
+    }
+}

@@ -1,0 +1,50 @@
+//! Arrow schemas of the lake's tables: the one definition writers, readers and DDL share.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Parquet timestamps are microseconds in UTC: what Athena, Spark and Hive read correctly.
+pub fn timestamp_utc() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The Hive partition column of every table, `date=YYYY-MM-DD`. It lives in the path, not the file.
+pub const PARTITION_COLUMN: &str = "date";
+
+/// Silver `ohlcv_1h` as stored in each Parquet file (without the partition column).
+pub fn ohlcv_1h() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("exchange", DataType::Utf8, false),
+        Field::new("symbol", DataType::Utf8, false),
+        Field::new("base", DataType::Utf8, false),
+        Field::new("quote", DataType::Utf8, false),
+        Field::new("open_time", timestamp_utc(), false),
+        Field::new("open", DataType::Float64, false),
+        Field::new("high", DataType::Float64, false),
+        Field::new("low", DataType::Float64, false),
+        Field::new("close", DataType::Float64, false),
+        Field::new("volume", DataType::Float64, false),
+        Field::new("quote_volume", DataType::Float64, true),
+        Field::new("trade_count", DataType::Int64, true),
+        Field::new("minutes_present", DataType::Int32, false),
+        Field::new("ingested_at", timestamp_utc(), false),
+    ]))
+}
+
+/// Gold `ohlcv_1d` as stored in each Parquet file (without the partition column).
+pub fn ohlcv_1d() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("exchange", DataType::Utf8, false),
+        Field::new("symbol", DataType::Utf8, false),
+        Field::new("open", DataType::Float64, false),
+        Field::new("high", DataType::Float64, false),
+        Field::new("low", DataType::Float64, false),
+        Field::new("close", DataType::Float64, false),
+        Field::new("volume", DataType::Float64, false),
+        Field::new("quote_volume", DataType::Float64, true),
+        Field::new("trade_count", DataType::Int64, true),
+        Field::new("hours_present", DataType::Int32, false),
+        Field::new("is_complete", DataType::Boolean, false),
+    ]))
+}

@@ -1,0 +1,67 @@
+use chrono::{DateTime, NaiveDate, TimeZone, Timelike, Utc};
+
+use crate::Error;
+
+pub const MICROS_PER_MINUTE: i64 = 60_000_000;
+
+/// Parses an RFC 3339 timestamp or a plain date (midnight UTC).
+pub fn parse_time(input: &str) -> Result<DateTime<Utc>, Error> {
+    let s = input.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(day_start(d));
+    }
+    Err(Error::InvalidTime {
+        input: input.to_string(),
+    })
+}
+
+pub fn day_start(d: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists"))
+}
+
+pub fn date_of(t: DateTime<Utc>) -> NaiveDate {
+    t.date_naive()
+}
+
+pub fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = t.timestamp().div_euclid(3600) * 3600;
+    DateTime::from_timestamp(secs, 0).expect("in range")
+}
+
+pub fn minute_aligned(t: DateTime<Utc>) -> bool {
+    t.second() == 0 && t.nanosecond() == 0
+}
+
+/// `20240102T030405.678Z`: sortable and safe in object keys.
+pub fn format_compact(t: DateTime<Utc>) -> String {
+    t.format("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dates_and_timestamps_as_utc() {
+        assert_eq!(
+            parse_time("2024-01-02").unwrap().to_rfc3339(),
+            "2024-01-02T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2024-01-02T03:04:05+02:00").unwrap().to_rfc3339(),
+            "2024-01-02T01:04:05+00:00"
+        );
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn compact_format_sorts_like_time() {
+        let a = parse_time("2024-01-02T03:04:05Z").unwrap();
+        let b = parse_time("2024-01-10T00:00:00Z").unwrap();
+        assert!(format_compact(a) < format_compact(b));
+        assert_eq!(format_compact(a), "20240102T030405.000Z");
+    }
+}

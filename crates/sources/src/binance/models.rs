@@ -1,0 +1,29 @@
+//! Binance's own wire types.
+
+use serde::Deserialize;
+
+/// One kline as Binance sends it:
+/// `[open_time_ms, "open", "high", "low", "close", "volume", close_time_ms, "quote_volume",
+///   trades, "taker_buy_base", "taker_buy_quote", "ignore"]`.
+#[derive(Debug, Deserialize)]
+pub struct RawKline(
+    pub i64,
+    pub String,
+    pub String,
+    pub String,
+    pub String,
+    pub String,
+    pub i64,
+    pub String,
+    pub i64,
+    pub serde::de::IgnoredAny,
+    pub serde::de::IgnoredAny,
+    pub serde::de::IgnoredAny,
+);
+
+/// Binance's error body: `{"code": -1121, "msg": "Invalid symbol."}`.
+#[derive(Debug, Deserialize)]
+pub struct ApiError {
+    pub code: i64,
+    pub msg: String,
+}

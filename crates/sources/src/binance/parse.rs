@@ -1,0 +1,153 @@
+//! Binance wire types to domain candles.
+
+use chrono::{DateTime, Utc};
+use cryptolake_model::{Candle, Exchange, Symbol};
+
+use super::models::RawKline;
+use crate::Record;
+
+/// `BTC-USDT` -> `BTCUSDT`.
+pub fn exchange_symbol(symbol: &Symbol) -> String {
+    format!("{}{}", symbol.base(), symbol.quote())
+}
+
+/// Parses a klines body. A body that is not a JSON array is an error for the whole page; a row
+/// that is malformed or breaks a candle invariant becomes a [`Record::Rejected`] with its reason.
+pub fn parse_klines(body: &[u8], symbol: &Symbol) -> Result<Vec<Record>, String> {
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| format!("not a JSON array of klines: {e}"))?;
+    Ok(rows
+        .into_iter()
+        .enumerate()
+        .map(|(index, row)| match parse_row(&row, symbol) {
+            Ok((candle, close_time)) => Record::Candle { candle, close_time },
+            Err(reason) => Record::Rejected {
+                index,
+                raw: row.to_string(),
+                reason,
+            },
+        })
+        .collect())
+}
+
+/// Counts the rows of a body without validating them; `Err` if the body is not a klines array.
+pub fn count_rows(body: &[u8]) -> Result<usize, String> {
+    let rows: Vec<serde::de::IgnoredAny> =
+        serde_json::from_slice(body).map_err(|e| format!("not a JSON array of klines: {e}"))?;
+    Ok(rows.len())
+}
+
+fn parse_row(row: &serde_json::Value, symbol: &Symbol) -> Result<(Candle, DateTime<Utc>), String> {
+    let k: RawKline = serde_json::from_value(row.clone())
+        .map_err(|e| format!("not a 12-field kline array: {e}"))?;
+    let open_time = millis(k.0, "open_time")?;
+    let close_time = millis(k.6, "close_time")?;
+    let num = |name: &str, s: &str| -> Result<f64, String> {
+        s.parse::<f64>()
+            .map_err(|_| format!("{name} {s:?} is not a decimal number"))
+    };
+    let candle = Candle::new(
+        Exchange::Binance,
+        symbol.clone(),
+        open_time,
+        num("open", &k.1)?,
+        num("high", &k.2)?,
+        num("low", &k.3)?,
+        num("close", &k.4)?,
+        num("volume", &k.5)?,
+        Some(num("quote_volume", &k.7)?),
+        Some(k.8),
+    )
+    .map_err(|e| e.to_string())?;
+    if close_time <= open_time {
+        return Err(format!(
+            "close_time {close_time} is not after open_time {open_time}"
+        ));
+    }
+    Ok((candle, close_time))
+}
+
+fn millis(ms: i64, name: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("{name} {ms} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/binance_klines_btcusdt.json");
+
+    fn btc() -> Symbol {
+        Symbol::parse("BTC-USDT").unwrap()
+    }
+
+    #[test]
+    fn parses_documented_format() {
+        let records = parse_klines(FIXTURE, &btc()).unwrap();
+        assert_eq!(records.len(), 4);
+        let Record::Candle { candle, close_time } = &records[0] else {
+            panic!("first row should parse: {:?}", records[0]);
+        };
+        assert_eq!(candle.open_time.to_rfc3339(), "2024-03-01T00:00:00+00:00");
+        assert_eq!(close_time.timestamp_millis(), 1709251259999);
+        assert_eq!(candle.open, 61130.98);
+        assert_eq!(candle.high, 61200.0);
+        assert_eq!(candle.low, 61100.5);
+        assert_eq!(candle.close, 61150.01);
+        assert_eq!(candle.volume, 12.5);
+        assert_eq!(candle.quote_volume, Some(764_000.25));
+        assert_eq!(candle.trade_count, Some(812));
+    }
+
+    #[test]
+    fn zero_trade_candle_is_valid() {
+        let records = parse_klines(FIXTURE, &btc()).unwrap();
+        let Record::Candle { candle, .. } = &records[1] else {
+            panic!("zero-trade row should parse");
+        };
+        assert_eq!(candle.volume, 0.0);
+        assert_eq!(candle.trade_count, Some(0));
+        assert_eq!(candle.open, candle.close);
+    }
+
+    #[test]
+    fn open_last_candle_keeps_its_future_close_time() {
+        let records = parse_klines(FIXTURE, &btc()).unwrap();
+        let Record::Candle { close_time, .. } = &records[3] else {
+            panic!("last row should parse");
+        };
+        // Fetched at 00:03:30, this last candle would still be open: its close_time says so.
+        assert_eq!(close_time.to_rfc3339(), "2024-03-01T00:03:59.999+00:00");
+    }
+
+    #[test]
+    fn bad_rows_are_rejected_with_reason_not_dropped() {
+        let body = br#"[[1709251200000,"1.0","0.5","0.9","1.0","1",1709251259999,"1",1,"0","0","0"],
+                        [1709251260000,"x","1","1","1","1",1709251319999,"1",1,"0","0","0"],
+                        [1]]"#;
+        let records = parse_klines(body, &btc()).unwrap();
+        let reasons: Vec<_> = records
+            .iter()
+            .map(|r| match r {
+                Record::Rejected { reason, .. } => reason.clone(),
+                Record::Candle { .. } => "ok".into(),
+            })
+            .collect();
+        assert!(reasons[0].contains("high"), "{reasons:?}");
+        assert!(reasons[1].contains("open \"x\""), "{reasons:?}");
+        assert!(reasons[2].contains("12-field"), "{reasons:?}");
+    }
+
+    #[test]
+    fn whole_page_garbage_is_an_error() {
+        assert!(parse_klines(b"{\"code\":-1121}", &btc()).is_err());
+        assert!(parse_klines(b"[[1709251200000,\"1.0\"", &btc()).is_err());
+        assert!(count_rows(b"[[1],[2]").is_err());
+        assert_eq!(count_rows(b"[[1],[2]]").unwrap(), 2);
+    }
+
+    #[test]
+    fn maps_symbols() {
+        assert_eq!(exchange_symbol(&btc()), "BTCUSDT");
+    }
+}

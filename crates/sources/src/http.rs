@@ -1,0 +1,222 @@
+//! The HTTP transport every adapter shares: timeouts, retries with jittered exponential backoff,
+//! `Retry-After`, and a body check so that a truncated or malformed body is retried, never stored.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use reqwest::StatusCode;
+use tracing::{debug, warn};
+
+use crate::{Error, Result};
+
+/// How hard to retry.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// A `Retry-After` longer than this is not waited for: the request fails instead.
+    pub max_retry_after: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)].
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
+        let cap = exp.min(self.max_delay);
+        let millis = cap.as_millis() as u64;
+        Duration::from_millis(rand::rng().random_range(0..=millis.max(1)))
+    }
+}
+
+/// A response that passed the caller's body check.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Bytes,
+    pub fetched_at: DateTime<Utc>,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    policy: RetryPolicy,
+}
+
+/// What the caller's check says of a 200 response body.
+pub enum BodyCheck<T> {
+    Ok(T),
+    /// Transient (truncated, malformed): retry.
+    Retry(String),
+    /// The exchange said no in a well-formed way: fail without retrying.
+    Fail(String),
+}
+
+impl HttpClient {
+    pub fn new(policy: RetryPolicy) -> Result<HttpClient> {
+        let client = reqwest::Client::builder()
+            .timeout(policy.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("cryptolake/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Client(e.to_string()))?;
+        Ok(HttpClient { client, policy })
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// GET `url?params`, retrying transient failures; `check` validates a 200 body.
+    pub async fn get<T>(
+        &self,
+        url: &str,
+        params: &[(String, String)],
+        check: impl Fn(&[u8]) -> BodyCheck<T>,
+    ) -> Result<(Response, T)> {
+        let mut last = String::new();
+        for attempt in 0..self.policy.max_attempts {
+            if attempt > 0 {
+                let wait = self.policy.backoff(attempt);
+                debug!(url, attempt, wait_ms = wait.as_millis() as u64, "retrying");
+                tokio::time::sleep(wait).await;
+            }
+            let sent = self.client.get(url).query(params).send().await;
+            let resp = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    last = describe_reqwest(&e);
+                    warn!(url, attempt, error = %last, "request failed");
+                    continue;
+                }
+            };
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let retry_after = retry_after(&headers);
+            let body = match resp.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    last = format!("reading body: {}", describe_reqwest(&e));
+                    warn!(url, attempt, error = %last, "body read failed");
+                    continue;
+                }
+            };
+            let fetched_at = Utc::now();
+            if status == StatusCode::IM_A_TEAPOT {
+                let wait = retry_after.unwrap_or(self.policy.max_retry_after);
+                return Err(Error::Banned {
+                    url: url.to_string(),
+                    until: fetched_at + chrono::Duration::from_std(wait).unwrap_or_default(),
+                });
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                last = format!("HTTP {}", status.as_u16());
+                let wait = match retry_after {
+                    Some(w) if w > self.policy.max_retry_after => {
+                        return Err(Error::Http {
+                            url: url.to_string(),
+                            status: status.as_u16(),
+                            message: format!("Retry-After {}s is longer than the cap", w.as_secs()),
+                        });
+                    }
+                    Some(w) => w,
+                    None => self.policy.backoff(attempt + 1),
+                };
+                warn!(url, attempt, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "throttled or server error");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(Error::Http {
+                    url: url.to_string(),
+                    status: status.as_u16(),
+                    message: snippet(&body),
+                });
+            }
+            match check(&body) {
+                BodyCheck::Ok(v) => {
+                    let response = Response {
+                        status: status.as_u16(),
+                        body,
+                        fetched_at,
+                        headers,
+                    };
+                    return Ok((response, v));
+                }
+                BodyCheck::Retry(reason) => {
+                    last = reason;
+                    warn!(url, attempt, error = %last, "malformed body, retrying");
+                }
+                BodyCheck::Fail(reason) => {
+                    return Err(Error::Malformed {
+                        url: url.to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
+        Err(Error::GaveUp {
+            url: url.to_string(),
+            attempts: self.policy.max_attempts,
+            last,
+        })
+    }
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = DateTime::parse_from_rfc2822(v.trim()).ok()?.with_timezone(&Utc);
+    (when - Utc::now()).to_std().ok()
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        format!("could not connect: {e}")
+    } else {
+        e.to_string()
+    }
+}
+
+/// The first bytes of a body, for error messages.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    text.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let p = RetryPolicy::default();
+        for attempt in 0..40 {
+            assert!(p.backoff(attempt) <= p.max_delay);
+        }
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| p.backoff(5)).collect();
+        assert!(samples.len() > 1, "backoff should be jittered");
+    }
+}

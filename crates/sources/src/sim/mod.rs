@@ -1,0 +1,8 @@
+//! The simulated exchange: a deterministic, seeded market served on loopback in the exchanges'
+//! real REST formats, so the whole pipeline runs offline through the real adapters over HTTP.
+
+mod market;
+mod server;
+
+pub use market::{SimCandle, SimMarket};
+pub use server::{SimClock, SimServer};
