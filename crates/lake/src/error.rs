@@ -33,7 +33,9 @@ pub enum Error {
         holder: String,
         expires_at: chrono::DateTime<chrono::Utc>,
     },
-    #[error("lost the {name} lease to {holder} while working; nothing after that point was committed")]
+    #[error(
+        "lost the {name} lease to {holder} while working; nothing after that point was committed"
+    )]
     LeaseLost { name: String, holder: String },
     #[error("ingest of {symbol} on {exchange}: {source}")]
     Source {

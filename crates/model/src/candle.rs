@@ -43,7 +43,12 @@ impl Candle {
         if !minute_aligned(open_time) {
             return Err(fail("open_time is not aligned to a whole minute".into()));
         }
-        for (name, v) in [("open", open), ("high", high), ("low", low), ("close", close)] {
+        for (name, v) in [
+            ("open", open),
+            ("high", high),
+            ("low", low),
+            ("close", close),
+        ] {
             if !v.is_finite() || v <= 0.0 {
                 return Err(fail(format!("{name} price {v} is not a positive number")));
             }
@@ -54,7 +59,9 @@ impl Candle {
             )));
         }
         if low > open.min(close) {
-            return Err(fail(format!("low {low} is above open {open} or close {close}")));
+            return Err(fail(format!(
+                "low {low} is above open {open} or close {close}"
+            )));
         }
         if !volume.is_finite() || volume < 0.0 {
             return Err(fail(format!("volume {volume} is negative or not a number")));
@@ -62,7 +69,9 @@ impl Candle {
         if let Some(q) = quote_volume
             && (!q.is_finite() || q < 0.0)
         {
-            return Err(fail(format!("quote_volume {q} is negative or not a number")));
+            return Err(fail(format!(
+                "quote_volume {q} is negative or not a number"
+            )));
         }
         if let Some(n) = trade_count
             && n < 0

@@ -13,7 +13,9 @@ pub enum Error {
         open_time: DateTime<Utc>,
         reason: String,
     },
-    #[error("invalid time {input:?}: expected an RFC 3339 timestamp (2024-01-02T03:04:05Z) or a date (2024-01-02)")]
+    #[error(
+        "invalid time {input:?}: expected an RFC 3339 timestamp (2024-01-02T03:04:05Z) or a date (2024-01-02)"
+    )]
     InvalidTime { input: String },
 }
 

@@ -105,8 +105,17 @@ mod tests {
     #[test]
     fn rejects_paths_and_garbage() {
         for bad in [
-            "", "../x", "BTC", "btc-usdt", "BTC-", "-USDT", "BTC-US-DT", "BTC/USDT", "BTC -USDT",
-            "BTC-USDT\n", "ÄBC-USDT",
+            "",
+            "../x",
+            "BTC",
+            "btc-usdt",
+            "BTC-",
+            "-USDT",
+            "BTC-US-DT",
+            "BTC/USDT",
+            "BTC -USDT",
+            "BTC-USDT\n",
+            "ÄBC-USDT",
         ] {
             let err = Symbol::parse(bad).unwrap_err();
             assert!(

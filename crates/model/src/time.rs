@@ -51,7 +51,9 @@ mod tests {
             "2024-01-02T00:00:00+00:00"
         );
         assert_eq!(
-            parse_time("2024-01-02T03:04:05+02:00").unwrap().to_rfc3339(),
+            parse_time("2024-01-02T03:04:05+02:00")
+                .unwrap()
+                .to_rfc3339(),
             "2024-01-02T01:04:05+00:00"
         );
         assert!(parse_time("yesterday").is_err());

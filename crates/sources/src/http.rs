@@ -140,7 +140,13 @@ impl HttpClient {
                     Some(w) => w,
                     None => self.policy.backoff(attempt + 1),
                 };
-                warn!(url, attempt, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "throttled or server error");
+                warn!(
+                    url,
+                    attempt,
+                    status = status.as_u16(),
+                    wait_ms = wait.as_millis() as u64,
+                    "throttled or server error"
+                );
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -186,7 +192,9 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     if let Ok(secs) = v.trim().parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let when = DateTime::parse_from_rfc2822(v.trim()).ok()?.with_timezone(&Utc);
+    let when = DateTime::parse_from_rfc2822(v.trim())
+        .ok()?
+        .with_timezone(&Utc);
     (when - Utc::now()).to_std().ok()
 }
 

@@ -61,7 +61,10 @@ impl BinanceClient {
         let params = vec![
             ("symbol".to_string(), exchange_symbol(symbol)),
             ("interval".to_string(), "1m".to_string()),
-            ("startTime".to_string(), start.timestamp_millis().to_string()),
+            (
+                "startTime".to_string(),
+                start.timestamp_millis().to_string(),
+            ),
             // endTime is inclusive and applies to open times.
             (
                 "endTime".to_string(),

@@ -113,7 +113,10 @@ fn api_error(code: i64, msg: &str) -> Response {
     (StatusCode::BAD_REQUEST, body).into_response()
 }
 
-fn param_i64(q: &HashMap<String, String>, name: &str) -> std::result::Result<Option<i64>, Response> {
+fn param_i64(
+    q: &HashMap<String, String>,
+    name: &str,
+) -> std::result::Result<Option<i64>, Response> {
     match q.get(name) {
         None => Ok(None),
         Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
@@ -155,7 +158,10 @@ async fn klines(
     }
     let now = state.clock.now();
     let now_minute = now.timestamp_millis().div_euclid(60_000) * 60_000;
-    let last_open = end.map_or(now_minute, |e| e.min(now_minute)).div_euclid(60_000) * 60_000;
+    let last_open = end
+        .map_or(now_minute, |e| e.min(now_minute))
+        .div_euclid(60_000)
+        * 60_000;
     let first_open = match start {
         Some(s) => (s + 59_999).div_euclid(60_000) * 60_000,
         None => last_open - (limit - 1) * 60_000,

@@ -1,0 +1,315 @@
+//! The ingest step: fetch closed candles from an exchange and append them to bronze.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use cryptolake_model::{Exchange, Symbol, date_of, day_start};
+use cryptolake_sources::binance::{BinanceClient, MAX_LIMIT};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::{Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo, encode};
+use crate::paths::{self, BronzeKey};
+use crate::{Error, Lake, Result, state};
+
+/// Where the next ingest of a symbol starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Cursor {
+    next_open_time: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    run_id: String,
+}
+
+/// Splits `[start, end)` into request windows of at most [`MAX_LIMIT`] minutes that never cross
+/// a UTC midnight, so every bronze object belongs to exactly one date.
+pub fn plan_windows(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut out = Vec::new();
+    let mut t = start;
+    while t < end {
+        let midnight = day_start(date_of(t)) + Duration::days(1);
+        let w_end = (t + Duration::minutes(MAX_LIMIT)).min(midnight).min(end);
+        out.push((t, w_end));
+        t = w_end;
+    }
+    out
+}
+
+fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp().div_euclid(60) * 60, 0).expect("in range")
+}
+
+/// The ingest operation: configure with `with_*`, [`Ingest::plan`], then [`Ingest::execute`].
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    exchange: Exchange,
+    symbols: Vec<Symbol>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    lookback: Duration,
+    run_id: String,
+    now: DateTime<Utc>,
+    concurrency: usize,
+}
+
+/// The windows each symbol will fetch.
+#[derive(Debug, Clone)]
+pub struct IngestPlan {
+    pub symbols: Vec<(Symbol, Vec<(DateTime<Utc>, DateTime<Utc>)>)>,
+}
+
+impl IngestPlan {
+    pub fn pages(&self) -> usize {
+        self.symbols.iter().map(|(_, w)| w.len()).sum()
+    }
+}
+
+/// What happened to one symbol.
+#[derive(Debug, Clone)]
+pub struct SymbolOutcome {
+    pub symbol: Symbol,
+    pub pages: usize,
+    pub rows: usize,
+    pub bytes: u64,
+    /// Where the next ingest continues.
+    pub next_open_time: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IngestMetrics {
+    pub pages: usize,
+    pub rows: usize,
+    pub bytes: u64,
+    pub symbols: Vec<SymbolOutcome>,
+}
+
+impl IngestMetrics {
+    pub fn failures(&self) -> impl Iterator<Item = &SymbolOutcome> {
+        self.symbols.iter().filter(|s| s.error.is_some())
+    }
+}
+
+impl Ingest {
+    pub fn new(
+        exchange: Exchange,
+        symbols: Vec<Symbol>,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> Ingest {
+        Ingest {
+            exchange,
+            symbols,
+            since: None,
+            until: None,
+            lookback: Duration::days(1),
+            run_id: run_id.to_string(),
+            now,
+            concurrency: 4,
+        }
+    }
+
+    pub fn with_since(mut self, since: Option<DateTime<Utc>>) -> Self {
+        self.since = since;
+        self
+    }
+
+    pub fn with_until(mut self, until: Option<DateTime<Utc>>) -> Self {
+        self.until = until;
+        self
+    }
+
+    /// How far back the first ingest of a symbol starts.
+    pub fn with_lookback(mut self, lookback: Duration) -> Self {
+        self.lookback = lookback;
+        self
+    }
+
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Works out each symbol's windows: from `since`, else the stored cursor, else `now -
+    /// lookback`; up to `until`, but never past the last closed minute.
+    pub async fn plan(&self, lake: &Lake) -> Result<IngestPlan> {
+        if let (Some(s), Some(u)) = (self.since, self.until)
+            && s >= u
+        {
+            return Err(Error::Invalid(format!(
+                "--since {s} is not before --until {u}"
+            )));
+        }
+        let closed_end = floor_minute(self.now);
+        let end = self.until.map_or(closed_end, |u| u.min(closed_end));
+        let mut symbols = Vec::new();
+        for symbol in &self.symbols {
+            let start = match self.since {
+                Some(s) => s,
+                None => {
+                    let key = paths::ingest_cursor(self.exchange, KLINES_1M, symbol);
+                    match state::read::<Cursor>(lake, &key).await? {
+                        Some(c) => c.next_open_time,
+                        None => self.now - self.lookback,
+                    }
+                }
+            };
+            // Round up to a whole minute: a partial minute is never requested.
+            let start = floor_minute(start + Duration::seconds(59));
+            let start = if start > self.now { closed_end } else { start };
+            symbols.push((symbol.clone(), plan_windows(start, end)));
+        }
+        Ok(IngestPlan { symbols })
+    }
+
+    pub async fn execute(
+        &self,
+        lake: &Lake,
+        client: &BinanceClient,
+        plan: IngestPlan,
+        on_page: &(dyn Fn(&Symbol, usize) + Sync),
+    ) -> Result<IngestMetrics> {
+        let outcomes: Vec<SymbolOutcome> = futures::stream::iter(plan.symbols)
+            .map(|(symbol, windows)| self.ingest_symbol(lake, client, symbol, windows, on_page))
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        let mut metrics = IngestMetrics::default();
+        for o in &outcomes {
+            metrics.pages += o.pages;
+            metrics.rows += o.rows;
+            metrics.bytes += o.bytes;
+        }
+        metrics.symbols = outcomes;
+        Ok(metrics)
+    }
+
+    async fn ingest_symbol(
+        &self,
+        lake: &Lake,
+        client: &BinanceClient,
+        symbol: Symbol,
+        windows: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+        on_page: &(dyn Fn(&Symbol, usize) + Sync),
+    ) -> SymbolOutcome {
+        let mut outcome = SymbolOutcome {
+            symbol: symbol.clone(),
+            pages: 0,
+            rows: 0,
+            bytes: 0,
+            next_open_time: None,
+            error: None,
+        };
+        for (start, end) in windows {
+            match self.ingest_window(lake, client, &symbol, start, end).await {
+                Ok((rows, bytes)) => {
+                    outcome.pages += 1;
+                    outcome.rows += rows;
+                    outcome.bytes += bytes;
+                    outcome.next_open_time = Some(end);
+                    on_page(&symbol, rows);
+                }
+                Err(e) => {
+                    warn!(exchange = %self.exchange, symbol = %symbol, window_start = %start, error = %e, "ingest stopped for symbol");
+                    outcome.error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        info!(exchange = %self.exchange, symbol = %symbol, pages = outcome.pages, rows = outcome.rows, "ingested");
+        outcome
+    }
+
+    async fn ingest_window(
+        &self,
+        lake: &Lake,
+        client: &BinanceClient,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<(usize, u64)> {
+        let page = client
+            .fetch_klines_1m(symbol, start, end)
+            .await
+            .map_err(|source| Error::Source {
+                exchange: self.exchange.to_string(),
+                symbol: symbol.to_string(),
+                source,
+            })?;
+        let envelope = Envelope {
+            format: FORMAT_VERSION,
+            source: self.exchange,
+            dataset: KLINES_1M.to_string(),
+            symbol: symbol.clone(),
+            request: RequestInfo {
+                method: "GET".into(),
+                url: page.url.clone(),
+                params: page.params.iter().cloned().collect::<BTreeMap<_, _>>(),
+            },
+            window_start: start,
+            window_end: end,
+            fetched_at: page.fetched_at,
+            http_status: page.status,
+            run_id: self.run_id.clone(),
+            payload_bytes: page.body.len() as u64,
+            rows: page.rows as u64,
+        };
+        let key = BronzeKey {
+            source: self.exchange,
+            dataset: KLINES_1M.to_string(),
+            symbol: symbol.clone(),
+            date: date_of(start),
+            fetched_at: page.fetched_at,
+            window_start: start,
+            window_end: end,
+            run_id: self.run_id.clone(),
+        };
+        // A fresh key per fetch: bronze is never rewritten.
+        let written = lake
+            .put_new(&key.path(), encode(&envelope, &page.body))
+            .await?;
+        if !written {
+            return Err(Error::Invalid(format!(
+                "bronze object {} already exists; refusing to overwrite",
+                key.path()
+            )));
+        }
+        // The cursor moves only after the data it describes is durable, and never backwards.
+        let cursor_key = paths::ingest_cursor(self.exchange, KLINES_1M, symbol);
+        let previous = state::read::<Cursor>(lake, &cursor_key).await?;
+        if previous.as_ref().is_none_or(|c| c.next_open_time < end) {
+            let cursor = Cursor {
+                next_open_time: end,
+                updated_at: Utc::now(),
+                run_id: self.run_id.clone(),
+            };
+            state::write(lake, &cursor_key, &cursor).await?;
+        }
+        Ok((page.rows, page.body.len() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptolake_model::parse_time;
+
+    #[test]
+    fn windows_split_at_limit_and_midnight() {
+        let s = parse_time("2024-03-01T20:00:00Z").unwrap();
+        let e = parse_time("2024-03-03T01:00:00Z").unwrap();
+        let w = plan_windows(s, e);
+        // 20:00..24:00 (240 min), then 1000 + 440 for Mar 2, then 60 min on Mar 3.
+        let minutes: Vec<i64> = w.iter().map(|(a, b)| (*b - *a).num_minutes()).collect();
+        assert_eq!(minutes, vec![240, 1000, 440, 60]);
+        for (a, b) in &w {
+            assert_eq!(date_of(*a), date_of(*b - Duration::milliseconds(1)));
+        }
+        assert_eq!(w.first().unwrap().0, s);
+        assert_eq!(w.last().unwrap().1, e);
+        assert!(plan_windows(e, s).is_empty());
+    }
+}

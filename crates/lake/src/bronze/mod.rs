@@ -1,0 +1,150 @@
+//! Bronze: raw exchange responses, append-only.
+//!
+//! A bronze object is one response exactly as received, preceded by its envelope:
+//!
+//! ```text
+//! {"format":1,"source":"binance","dataset":"klines_1m",...}\n
+//! <payload bytes as received>
+//! ```
+//!
+//! The first line is the envelope as one line of JSON; everything after the first newline is the
+//! payload, byte for byte. Objects are written once under a fresh key and never rewritten.
+
+mod ingest;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use cryptolake_model::{Exchange, Symbol};
+use cryptolake_sources::{Record, binance};
+use serde::{Deserialize, Serialize};
+
+pub use ingest::{Ingest, IngestMetrics, IngestPlan, SymbolOutcome, plan_windows};
+
+use crate::{Error, Result};
+
+/// The one dataset so far: one-minute klines.
+pub const KLINES_1M: &str = "klines_1m";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What was asked, without secrets (public endpoints take none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestInfo {
+    pub method: String,
+    pub url: String,
+    pub params: BTreeMap<String, String>,
+}
+
+/// The ingestion metadata stored with every raw payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub format: u32,
+    pub source: Exchange,
+    pub dataset: String,
+    pub symbol: Symbol,
+    pub request: RequestInfo,
+    /// The requested interval of open times, `[window_start, window_end)`.
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub fetched_at: DateTime<Utc>,
+    pub http_status: u16,
+    pub run_id: String,
+    pub payload_bytes: u64,
+    pub rows: u64,
+}
+
+pub fn encode(envelope: &Envelope, payload: &[u8]) -> Bytes {
+    let mut out = serde_json::to_vec(envelope).expect("envelope serialises");
+    out.push(b'\n');
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+/// Splits a bronze object into its envelope and payload, checking the payload is whole.
+pub fn decode(key: &str, bytes: &Bytes) -> Result<(Envelope, Bytes)> {
+    let bad = |reason: String| Error::Bronze {
+        key: key.to_string(),
+        reason,
+    };
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| bad("no envelope line".into()))?;
+    let envelope: Envelope = serde_json::from_slice(&bytes[..nl])
+        .map_err(|e| bad(format!("envelope is not valid: {e}")))?;
+    if envelope.format != FORMAT_VERSION {
+        return Err(bad(format!("unknown format version {}", envelope.format)));
+    }
+    let payload = bytes.slice(nl + 1..);
+    if payload.len() as u64 != envelope.payload_bytes {
+        return Err(bad(format!(
+            "payload has {} bytes, envelope says {}",
+            payload.len(),
+            envelope.payload_bytes
+        )));
+    }
+    Ok((envelope, payload))
+}
+
+/// Parses a payload into records with the parser of its source and dataset.
+pub fn parse_payload(
+    envelope: &Envelope,
+    payload: &[u8],
+) -> std::result::Result<Vec<Record>, String> {
+    match (envelope.source, envelope.dataset.as_str()) {
+        (Exchange::Binance, KLINES_1M) => binance::parse_klines(payload, &envelope.symbol),
+        (source, dataset) => Err(format!("no parser for {source} dataset {dataset}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptolake_model::parse_time;
+
+    fn envelope(payload: &[u8]) -> Envelope {
+        Envelope {
+            format: FORMAT_VERSION,
+            source: Exchange::Binance,
+            dataset: KLINES_1M.into(),
+            symbol: Symbol::parse("BTC-USDT").unwrap(),
+            request: RequestInfo {
+                method: "GET".into(),
+                url: "http://127.0.0.1:1/api/v3/klines".into(),
+                params: BTreeMap::from([("symbol".into(), "BTCUSDT".into())]),
+            },
+            window_start: parse_time("2024-03-01T00:00:00Z").unwrap(),
+            window_end: parse_time("2024-03-01T00:04:00Z").unwrap(),
+            fetched_at: parse_time("2024-03-01T01:00:00Z").unwrap(),
+            http_status: 200,
+            run_id: "r1".into(),
+            payload_bytes: payload.len() as u64,
+            rows: 0,
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_payload_bytes_exactly() {
+        let payload = b"[\n  [1, \"2\"]\n]\n\xff";
+        let env = envelope(payload);
+        let bytes = encode(&env, payload);
+        let (back, body) = decode("k", &bytes).unwrap();
+        assert_eq!(back, env);
+        assert_eq!(&body[..], payload);
+    }
+
+    #[test]
+    fn truncated_object_is_detected() {
+        let payload = b"[[1,2,3]]";
+        let bytes = encode(&envelope(payload), payload);
+        let cut = bytes.slice(..bytes.len() - 2);
+        let err = decode("bronze/x.bronze", &cut).unwrap_err().to_string();
+        assert!(
+            err.contains("bronze/x.bronze") && err.contains("payload has"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Gold: daily OHLCV per exchange and symbol (`gold/ohlcv_1d`), built from silver only.
+//!
+//! The plan compares each silver partition's current version (its e-tag) with the version the
+//! gold partition was last built from (`_state/gold/ohlcv_1d.json`); only dates whose silver
+//! changed are rebuilt, and a gold partition whose silver is gone is removed.
+
+pub mod aggregate;
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use cryptolake_model::{DailyCandle, HourlyCandle};
+use object_store::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::lease::Lease;
+use crate::{
+    Lake, Result, daily_to_batch, hourly_from_batch, paths, read_parquet, state, write_parquet,
+};
+
+pub const SORTED_BY: [usize; 2] = [0, 1];
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct GoldState {
+    /// Date -> version of the silver partition it was built from.
+    built_from: BTreeMap<NaiveDate, String>,
+}
+
+fn version(meta: &ObjectMeta) -> String {
+    match &meta.e_tag {
+        Some(tag) => tag.clone(),
+        None => format!("{}-{}", meta.size, meta.last_modified.timestamp_micros()),
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GoldBuild {
+    rebuild: bool,
+}
+
+#[derive(Debug)]
+pub struct GoldPlan {
+    pub rebuild: bool,
+    /// Dates to (re)build, with the silver version they will be built from.
+    pub build: BTreeMap<NaiveDate, String>,
+    /// Dates whose silver partition is gone.
+    pub remove: Vec<NaiveDate>,
+    previous: BTreeMap<NaiveDate, String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct GoldMetrics {
+    pub partitions_written: usize,
+    pub partitions_deleted: usize,
+    pub rows_written: usize,
+    pub changed_dates: Vec<NaiveDate>,
+}
+
+impl GoldBuild {
+    pub fn new() -> GoldBuild {
+        GoldBuild::default()
+    }
+
+    pub fn with_rebuild(mut self, rebuild: bool) -> Self {
+        self.rebuild = rebuild;
+        self
+    }
+
+    pub async fn plan(&self, lake: &Lake) -> Result<GoldPlan> {
+        let previous = state::read::<GoldState>(lake, &paths::gold_state())
+            .await?
+            .unwrap_or_default()
+            .built_from;
+        let mut silver = BTreeMap::new();
+        for meta in lake.list(&paths::silver_table()).await? {
+            if let Some(d) = paths::partition_file_date(&paths::silver_table(), &meta.location) {
+                silver.insert(d, version(&meta));
+            }
+        }
+        let build = silver
+            .iter()
+            .filter(|(d, v)| self.rebuild || previous.get(*d) != Some(*v))
+            .map(|(d, v)| (*d, v.clone()))
+            .collect();
+        let mut remove: Vec<NaiveDate> = previous
+            .keys()
+            .filter(|d| !silver.contains_key(*d))
+            .copied()
+            .collect();
+        if self.rebuild {
+            for meta in lake.list(&paths::gold_table()).await? {
+                if let Some(d) = paths::partition_file_date(&paths::gold_table(), &meta.location)
+                    && !silver.contains_key(&d)
+                    && !remove.contains(&d)
+                {
+                    remove.push(d);
+                }
+            }
+        }
+        Ok(GoldPlan {
+            rebuild: self.rebuild,
+            build,
+            remove,
+            previous,
+        })
+    }
+
+    pub async fn execute(
+        &self,
+        lake: &Lake,
+        plan: GoldPlan,
+        lease: Option<&Lease>,
+    ) -> Result<GoldMetrics> {
+        let mut metrics = GoldMetrics::default();
+        let mut built_from = if plan.rebuild {
+            BTreeMap::new()
+        } else {
+            plan.previous
+        };
+        for (date, silver_version) in &plan.build {
+            let silver_key = paths::silver_partition_file(*date);
+            let mut hours: Vec<HourlyCandle> = Vec::new();
+            for b in read_parquet(lake, &silver_key).await? {
+                hours.extend(hourly_from_batch(&b, silver_key.as_ref())?);
+            }
+            // Silver partitions are sorted by exchange, symbol, open_time.
+            let days: Vec<DailyCandle> = hours
+                .chunk_by(|a, b| a.exchange == b.exchange && a.symbol == b.symbol)
+                .filter_map(|group| aggregate::daily(*date, group))
+                .collect();
+            let key = paths::gold_partition_file(*date);
+            write_parquet(lake, &key, &daily_to_batch(&days)?, &SORTED_BY).await?;
+            metrics.partitions_written += 1;
+            metrics.rows_written += days.len();
+            metrics.changed_dates.push(*date);
+            built_from.insert(*date, silver_version.clone());
+            info!(%date, rows = days.len(), "gold partition written");
+        }
+        for date in &plan.remove {
+            lake.delete(&paths::gold_partition_file(*date)).await?;
+            built_from.remove(date);
+            metrics.partitions_deleted += 1;
+            metrics.changed_dates.push(*date);
+        }
+        if let Some(lease) = lease {
+            lease.check().await?;
+        }
+        if !plan.build.is_empty() || !plan.remove.is_empty() || plan.rebuild {
+            state::write(lake, &paths::gold_state(), &GoldState { built_from }).await?;
+        }
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,196 @@
+//! Pure aggregation of minutes into hours: deduplication and the OHLCV rules.
+
+use chrono::{DateTime, Duration, Utc};
+use cryptolake_model::{Candle, HourlyCandle, hour_start};
+
+/// One closed minute with the provenance that decides between duplicates.
+#[derive(Debug, Clone)]
+pub struct Minute {
+    pub candle: Candle,
+    /// When the bronze object holding it was fetched.
+    pub fetched_at: DateTime<Utc>,
+    /// The bronze key, to break ties between objects fetched at the same instant.
+    pub source_key: String,
+}
+
+/// Keeps one minute per open time: the one fetched last (ties broken by key). The result is
+/// sorted by open time and does not depend on the input order. Returns the number dropped.
+pub fn dedup_latest(mut minutes: Vec<Minute>) -> (Vec<Minute>, usize) {
+    minutes.sort_by(|a, b| {
+        (a.candle.open_time, a.fetched_at, &a.source_key).cmp(&(
+            b.candle.open_time,
+            b.fetched_at,
+            &b.source_key,
+        ))
+    });
+    let before = minutes.len();
+    let mut out: Vec<Minute> = Vec::with_capacity(before);
+    for m in minutes {
+        match out.last_mut() {
+            Some(last) if last.candle.open_time == m.candle.open_time => *last = m,
+            _ => out.push(m),
+        }
+    }
+    let dropped = before - out.len();
+    (out, dropped)
+}
+
+/// Aggregates the minutes of one exchange and symbol (sorted by open time, unique) into hours:
+/// open of the first minute, highest high, lowest low, close of the last minute, summed amounts
+/// (an amount is null for the hour if any minute lacks it), and the count of minutes present.
+/// `is_final(hour_start)` decides which hours may be emitted at all.
+pub fn hourly(minutes: &[Minute], is_final: impl Fn(DateTime<Utc>) -> bool) -> Vec<HourlyCandle> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < minutes.len() {
+        let hour = hour_start(minutes[i].candle.open_time);
+        let mut j = i;
+        while j < minutes.len() && minutes[j].candle.open_time < hour + Duration::hours(1) {
+            j += 1;
+        }
+        if is_final(hour) {
+            out.push(one_hour(hour, &minutes[i..j]));
+        }
+        i = j;
+    }
+    out
+}
+
+fn one_hour(hour: DateTime<Utc>, group: &[Minute]) -> HourlyCandle {
+    let first = &group[0].candle;
+    let last = &group[group.len() - 1].candle;
+    let mut high = f64::MIN;
+    let mut low = f64::MAX;
+    let mut volume = 0.0;
+    let mut quote_volume = Some(0.0);
+    let mut trade_count = Some(0i64);
+    let mut ingested_at = group[0].fetched_at;
+    for m in group {
+        let c = &m.candle;
+        high = high.max(c.high);
+        low = low.min(c.low);
+        volume += c.volume;
+        quote_volume = quote_volume.zip(c.quote_volume).map(|(a, b)| a + b);
+        trade_count = trade_count.zip(c.trade_count).map(|(a, b)| a + b);
+        ingested_at = ingested_at.max(m.fetched_at);
+    }
+    HourlyCandle {
+        exchange: first.exchange,
+        symbol: first.symbol.clone(),
+        open_time: hour,
+        open: first.open,
+        high,
+        low,
+        close: last.close,
+        volume,
+        quote_volume,
+        trade_count,
+        minutes_present: group.len() as i32,
+        ingested_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptolake_model::{Exchange, Symbol, parse_time};
+    use proptest::prelude::*;
+
+    fn minute(i: i64, o: f64, c: f64, spread: f64, v: f64, fetched: i64) -> Minute {
+        let t = parse_time("2024-03-01T00:00:00Z").unwrap() + Duration::minutes(i);
+        Minute {
+            candle: Candle::new(
+                Exchange::Binance,
+                Symbol::parse("BTC-USDT").unwrap(),
+                t,
+                o,
+                o.max(c) + spread,
+                o.min(c) - spread.min(o.min(c) / 2.0),
+                c,
+                v,
+                Some(v * o),
+                Some((v * 10.0) as i64),
+            )
+            .unwrap(),
+            fetched_at: parse_time("2024-03-02T00:00:00Z").unwrap() + Duration::seconds(fetched),
+            source_key: format!("k{fetched}"),
+        }
+    }
+
+    #[test]
+    fn hour_rules() {
+        let mins = vec![
+            minute(0, 10.0, 11.0, 1.0, 1.0, 0),
+            minute(1, 11.0, 9.0, 0.5, 2.0, 0),
+            minute(59, 9.0, 12.0, 0.0, 3.0, 0),
+            minute(60, 12.0, 12.5, 0.0, 4.0, 0),
+        ];
+        let hours = hourly(&mins, |_| true);
+        assert_eq!(hours.len(), 2);
+        let h = &hours[0];
+        assert_eq!((h.open, h.close, h.high, h.low), (10.0, 12.0, 12.0, 8.5));
+        assert_eq!((h.volume, h.minutes_present), (6.0, 3));
+        assert_eq!(hours[1].open_time.to_rfc3339(), "2024-03-01T01:00:00+00:00");
+        assert_eq!(hourly(&mins, |h| h.timestamp() % 7200 == 0).len(), 1);
+    }
+
+    #[test]
+    fn latest_fetch_wins() {
+        let (kept, dropped) = dedup_latest(vec![
+            minute(5, 1.0, 1.0, 0.0, 9.0, 20),
+            minute(5, 1.0, 1.0, 0.0, 1.0, 10),
+            minute(4, 1.0, 1.0, 0.0, 1.0, 10),
+        ]);
+        assert_eq!(dropped, 1);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[1].candle.volume, 9.0);
+    }
+
+    fn arb_minutes() -> impl Strategy<Value = Vec<Minute>> {
+        proptest::collection::vec(
+            (
+                0i64..300,
+                1.0f64..1000.0,
+                1.0f64..1000.0,
+                0.0f64..5.0,
+                0.0f64..50.0,
+                0i64..5,
+            ),
+            1..200,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(i, o, c, s, vol, f)| minute(i, o, c, s, vol, f))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn hourly_invariants(input in arb_minutes()) {
+            let mut shuffled = input.clone();
+            shuffled.reverse();
+            let (mins, dropped) = dedup_latest(input.clone());
+            let (again, _) = dedup_latest(shuffled);
+            // Order of arrival does not change the outcome.
+            prop_assert_eq!(
+                mins.iter().map(|m| (m.candle.open_time, m.source_key.clone())).collect::<Vec<_>>(),
+                again.iter().map(|m| (m.candle.open_time, m.source_key.clone())).collect::<Vec<_>>()
+            );
+            prop_assert_eq!(mins.len() + dropped, input.len());
+            let hours = hourly(&mins, |_| true);
+            let total: i32 = hours.iter().map(|h| h.minutes_present).sum();
+            prop_assert_eq!(total as usize, mins.len());
+            let v_min: f64 = mins.iter().map(|m| m.candle.volume).sum();
+            let v_hour: f64 = hours.iter().map(|h| h.volume).sum();
+            prop_assert!((v_min - v_hour).abs() <= 1e-9 * v_min.max(1.0));
+            for h in &hours {
+                prop_assert!(h.high >= h.open.max(h.close));
+                prop_assert!(h.low <= h.open.min(h.close));
+                prop_assert!(h.low <= h.high);
+                prop_assert!((1..=60).contains(&h.minutes_present));
+                prop_assert_eq!(h.open_time, hour_start(h.open_time));
+            }
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Silver: bronze minutes to validated, deduplicated hourly candles (`silver/ohlcv_1h`).
+//!
+//! The build is incremental. Its plan lists bronze, subtracts the objects already processed
+//! (`_state/silver/ohlcv_1h.json`) and, from the request windows in the new objects' keys, works
+//! out which (date, exchange, symbol) groups they touch. Execution recomputes exactly those groups
+//! from *all* their bronze objects, merges them with the untouched rows of each date's partition,
+//! and replaces the partition file whole. Because a group is always recomputed from all of its
+//! bronze, an incremental build gives the same content as `--rebuild`.
+
+pub mod aggregate;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use cryptolake_model::{Exchange, HourlyCandle, Symbol, date_of, day_start};
+use cryptolake_sources::Record;
+use futures::StreamExt;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::bronze::{decode, parse_payload};
+use crate::lease::Lease;
+use crate::paths::{self, BronzeKey};
+use crate::{Lake, Result, hourly_from_batch, hourly_to_batch, read_parquet, state, write_parquet};
+use aggregate::{Minute, dedup_latest, hourly};
+
+/// Sort order of every partition: exchange, symbol, open_time.
+pub const SORTED_BY: [usize; 3] = [0, 1, 4];
+
+type Pair = (Exchange, Symbol);
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SilverState {
+    /// Bronze keys whose content is in silver.
+    processed: BTreeSet<String>,
+}
+
+/// The silver build: `SilverBuild::new().with_rebuild(..)`, then `plan`, then `execute`.
+#[derive(Debug, Clone)]
+pub struct SilverBuild {
+    rebuild: bool,
+    concurrency: usize,
+}
+
+impl Default for SilverBuild {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a silver build will do.
+#[derive(Debug)]
+pub struct SilverPlan {
+    pub rebuild: bool,
+    /// Bronze objects not yet in silver.
+    pub new_objects: Vec<BronzeKey>,
+    /// The groups to recompute, by date.
+    pub affected: BTreeMap<NaiveDate, BTreeSet<Pair>>,
+    /// Every bronze object, by exchange and symbol.
+    index: HashMap<Pair, Vec<BronzeKey>>,
+    /// Keys not laid out as bronze objects (reported, left alone).
+    pub foreign_keys: Vec<String>,
+    processed: BTreeSet<String>,
+}
+
+/// What a silver build did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SilverMetrics {
+    pub new_objects: usize,
+    pub objects_read: usize,
+    pub candles_read: usize,
+    pub duplicates_dropped: usize,
+    pub open_candles_skipped: usize,
+    pub rejected_records: usize,
+    pub quarantined_objects: usize,
+    pub hours_written: usize,
+    pub partitions_written: usize,
+    pub partitions_unchanged: usize,
+    pub partitions_deleted: usize,
+    /// Dates whose partition changed.
+    pub changed_dates: Vec<NaiveDate>,
+}
+
+/// What one bronze object yielded.
+struct Parsed {
+    key: BronzeKey,
+    path: String,
+    minutes: Vec<Minute>,
+    open_skipped: usize,
+    quarantine: Option<QuarantineDoc>,
+}
+
+#[derive(Debug, Serialize)]
+struct QuarantineDoc {
+    bronze_key: String,
+    /// Set when the whole object could not be used.
+    object_error: Option<String>,
+    records: Vec<QuarantinedRecord>,
+}
+
+#[derive(Debug, Serialize)]
+struct QuarantinedRecord {
+    index: usize,
+    reason: String,
+    raw: String,
+}
+
+fn dates_of_window(start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<NaiveDate> {
+    let mut out = Vec::new();
+    if end <= start {
+        return out;
+    }
+    let last = date_of(end - Duration::microseconds(1));
+    let mut d = date_of(start);
+    while d <= last {
+        out.push(d);
+        d = d.succ_opt().expect("date in range");
+    }
+    out
+}
+
+fn overlaps(key: &BronzeKey, date: NaiveDate) -> bool {
+    let (s, e) = (day_start(date), day_start(date) + Duration::days(1));
+    key.window_start < e && key.window_end > s
+}
+
+impl SilverBuild {
+    pub fn new() -> SilverBuild {
+        SilverBuild {
+            rebuild: false,
+            concurrency: 8,
+        }
+    }
+
+    /// Recompute everything from bronze, ignoring what was processed before.
+    pub fn with_rebuild(mut self, rebuild: bool) -> Self {
+        self.rebuild = rebuild;
+        self
+    }
+
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    pub async fn plan(&self, lake: &Lake) -> Result<SilverPlan> {
+        let processed = if self.rebuild {
+            BTreeSet::new()
+        } else {
+            state::read::<SilverState>(lake, &paths::silver_state())
+                .await?
+                .unwrap_or_default()
+                .processed
+        };
+        let mut index: HashMap<Pair, Vec<BronzeKey>> = HashMap::new();
+        let mut new_objects = Vec::new();
+        let mut foreign_keys = Vec::new();
+        let mut affected: BTreeMap<NaiveDate, BTreeSet<Pair>> = BTreeMap::new();
+        for meta in lake.list(&paths::bronze_root()).await? {
+            let Some(key) = BronzeKey::parse(&meta.location) else {
+                foreign_keys.push(meta.location.to_string());
+                continue;
+            };
+            let pair = (key.source, key.symbol.clone());
+            if !processed.contains(meta.location.as_ref()) {
+                for d in dates_of_window(key.window_start, key.window_end) {
+                    affected.entry(d).or_default().insert(pair.clone());
+                }
+                new_objects.push(key.clone());
+            }
+            index.entry(pair).or_default().push(key);
+        }
+        if !foreign_keys.is_empty() {
+            warn!(count = foreign_keys.len(), first = %foreign_keys[0], "ignoring objects under bronze/ that are not bronze objects");
+        }
+        Ok(SilverPlan {
+            rebuild: self.rebuild,
+            new_objects,
+            affected,
+            index,
+            foreign_keys,
+            processed,
+        })
+    }
+
+    /// Executes a plan. With a lease, checks it is still held before committing state.
+    pub async fn execute(
+        &self,
+        lake: &Lake,
+        plan: SilverPlan,
+        lease: Option<&Lease>,
+    ) -> Result<SilverMetrics> {
+        let mut metrics = SilverMetrics {
+            new_objects: plan.new_objects.len(),
+            ..Default::default()
+        };
+        let new_keys: HashSet<String> = plan
+            .new_objects
+            .iter()
+            .map(|k| k.path().to_string())
+            .collect();
+        let mut quarantined: HashSet<String> = HashSet::new();
+        for (date, pairs) in &plan.affected {
+            let keys: Vec<&BronzeKey> = pairs
+                .iter()
+                .filter_map(|p| plan.index.get(p))
+                .flatten()
+                .filter(|k| overlaps(k, *date))
+                .collect();
+            let parsed: Vec<Result<Parsed>> = futures::stream::iter(keys)
+                .map(|k| read_object(lake, k))
+                .buffered(self.concurrency)
+                .collect()
+                .await;
+            let mut by_pair: BTreeMap<Pair, (Vec<Minute>, Vec<DateTime<Utc>>)> = BTreeMap::new();
+            for p in parsed {
+                let p = p?;
+                metrics.objects_read += 1;
+                if let Some(doc) = &p.quarantine
+                    && new_keys.contains(&p.path)
+                    && quarantined.insert(p.path.clone())
+                {
+                    metrics.quarantined_objects += 1;
+                    metrics.rejected_records += doc.records.len();
+                    let body = serde_json::to_vec_pretty(doc).expect("quarantine doc serialises");
+                    lake.put(
+                        &paths::quarantine_for(&Path::from(p.path.as_str())),
+                        Bytes::from(body),
+                    )
+                    .await?;
+                }
+                let entry = by_pair
+                    .entry((p.key.source, p.key.symbol.clone()))
+                    .or_default();
+                entry.1.push(p.key.window_end);
+                metrics.open_candles_skipped += p.open_skipped;
+                entry.0.extend(
+                    p.minutes
+                        .into_iter()
+                        .filter(|m| date_of(m.candle.open_time) == *date),
+                );
+            }
+            let mut fresh: Vec<HourlyCandle> = Vec::new();
+            for (_, (minutes, window_ends)) in by_pair {
+                metrics.candles_read += minutes.len();
+                let (minutes, dropped) = dedup_latest(minutes);
+                metrics.duplicates_dropped += dropped;
+                let asked_until = window_ends.into_iter().max();
+                // An hour is final once some request asked for it in full after it closed.
+                fresh.extend(hourly(&minutes, |h| {
+                    asked_until.is_some_and(|t| t >= h + Duration::hours(1))
+                }));
+            }
+            let key = paths::silver_partition_file(*date);
+            let existing = if lake.head(&key).await?.is_some() {
+                let mut rows = Vec::new();
+                for b in read_parquet(lake, &key).await? {
+                    rows.extend(hourly_from_batch(&b, key.as_ref())?);
+                }
+                rows
+            } else {
+                Vec::new()
+            };
+            let mut merged: Vec<HourlyCandle> = if plan.rebuild {
+                Vec::new()
+            } else {
+                existing
+                    .iter()
+                    .filter(|r| !pairs.contains(&(r.exchange, r.symbol.clone())))
+                    .cloned()
+                    .collect()
+            };
+            merged.extend(fresh);
+            merged.sort_by(|a, b| {
+                (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
+            });
+            if merged == existing {
+                metrics.partitions_unchanged += 1;
+                continue;
+            }
+            if merged.is_empty() {
+                lake.delete(&key).await?;
+                metrics.partitions_deleted += 1;
+            } else {
+                write_parquet(lake, &key, &hourly_to_batch(&merged)?, &SORTED_BY).await?;
+                metrics.partitions_written += 1;
+                metrics.hours_written += merged.len();
+            }
+            metrics.changed_dates.push(*date);
+            info!(%date, rows = merged.len(), "silver partition written");
+        }
+        if plan.rebuild {
+            // Partitions no bronze produces any more are not part of the rebuilt table.
+            for meta in lake.list(&paths::silver_table()).await? {
+                if let Some(d) = paths::partition_file_date(&paths::silver_table(), &meta.location)
+                    && !plan.affected.contains_key(&d)
+                {
+                    lake.delete(&meta.location).await?;
+                    metrics.partitions_deleted += 1;
+                    metrics.changed_dates.push(d);
+                }
+            }
+            metrics.changed_dates.sort();
+        }
+        if let Some(lease) = lease {
+            lease.check().await?;
+        }
+        // State moves only after the partitions it describes are durable.
+        if !plan.new_objects.is_empty() || plan.rebuild {
+            let mut processed = plan.processed;
+            processed.extend(new_keys);
+            state::write(lake, &paths::silver_state(), &SilverState { processed }).await?;
+        }
+        Ok(metrics)
+    }
+}
+
+async fn read_object(lake: &Lake, key: &BronzeKey) -> Result<Parsed> {
+    let path = key.path();
+    let path_text = path.to_string();
+    let bytes = lake.get(&path).await?;
+    let mut out = Parsed {
+        key: key.clone(),
+        path: path_text.clone(),
+        minutes: Vec::new(),
+        open_skipped: 0,
+        quarantine: None,
+    };
+    let whole_object_error = |reason: String| QuarantineDoc {
+        bronze_key: path_text.clone(),
+        object_error: Some(reason),
+        records: Vec::new(),
+    };
+    let (envelope, payload) = match decode(&path_text, &bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            out.quarantine = Some(whole_object_error(e.to_string()));
+            return Ok(out);
+        }
+    };
+    if envelope.source != key.source || envelope.symbol != key.symbol {
+        out.quarantine = Some(whole_object_error(format!(
+            "envelope says {} {} but the key says {} {}",
+            envelope.source, envelope.symbol, key.source, key.symbol
+        )));
+        return Ok(out);
+    }
+    let records = match parse_payload(&envelope, &payload) {
+        Ok(r) => r,
+        Err(reason) => {
+            out.quarantine = Some(whole_object_error(reason));
+            return Ok(out);
+        }
+    };
+    let mut rejected = Vec::new();
+    for (index, record) in records.into_iter().enumerate() {
+        match record {
+            Record::Candle { candle, close_time } => {
+                if candle.open_time < envelope.window_start
+                    || candle.open_time >= envelope.window_end
+                {
+                    rejected.push(QuarantinedRecord {
+                        index,
+                        reason: format!(
+                            "open_time {} is outside the requested window [{}, {})",
+                            candle.open_time, envelope.window_start, envelope.window_end
+                        ),
+                        raw: String::new(),
+                    });
+                } else if close_time > envelope.fetched_at {
+                    // Still open when fetched: not final, never counted.
+                    out.open_skipped += 1;
+                } else {
+                    out.minutes.push(Minute {
+                        candle,
+                        fetched_at: envelope.fetched_at,
+                        source_key: path_text.clone(),
+                    });
+                }
+            }
+            Record::Rejected { index, raw, reason } => {
+                rejected.push(QuarantinedRecord { index, reason, raw })
+            }
+        }
+    }
+    if !rejected.is_empty() {
+        out.quarantine = Some(QuarantineDoc {
+            bronze_key: path_text,
+            object_error: None,
+            records: rejected,
+        });
+    }
+    Ok(out)
+}
