@@ -1,1 +1,296 @@
-fn main() {}
+//! The `cryptolake` command line. The only place with `anyhow`, exit codes and argument parsing.
+
+mod config;
+mod demo;
+mod pipeline;
+mod schedule;
+mod shell;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use cryptolake_lake::{Lake, new_run_id};
+use cryptolake_model::{Exchange, Symbol, parse_time};
+use cryptolake_query::{OutputFormat, QueryEngine, render};
+
+use crate::config::{Config, DEFAULT_TOML, split_list};
+use crate::pipeline::{Env, IngestArgs, gold_summary, ingest_summary, silver_summary};
+
+/// cryptolake: a data lake for cryptocurrency market data.
+///
+/// Ingest pulls closed candles from exchanges into bronze (raw, append-only); silver builds
+/// hourly OHLCV candles; gold builds daily OHLCV; sql queries silver (crypto_analytics) and
+/// gold (crypto_gold).
+#[derive(Parser, Debug)]
+#[command(name = "cryptolake", version, about, long_about = None)]
+struct Cli {
+    /// The lake: file://PATH or a directory path [env: CRYPTOLAKE_LAKE; config: lake]
+    #[arg(long, global = true)]
+    lake: Option<String>,
+    /// Configuration file [env: CRYPTOLAKE_CONFIG; default: ./cryptolake.toml if present]
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Seconds to wait when another run holds the lake's lease (default: fail at once)
+    #[arg(long, global = true, default_value_t = 0)]
+    wait_lock: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a commented default cryptolake.toml
+    Init {
+        /// Where to write it
+        #[arg(long, default_value = "cryptolake.toml")]
+        path: PathBuf,
+        /// Overwrite an existing file
+        #[arg(long)]
+        force: bool,
+    },
+    /// Fetch closed 1-minute candles from an exchange into bronze
+    Ingest(IngestCmd),
+    /// Build silver ohlcv_1h from bronze objects not yet processed
+    Silver {
+        /// Recompute every partition from all of bronze
+        #[arg(long)]
+        rebuild: bool,
+    },
+    /// Build gold ohlcv_1d for the days whose silver changed
+    Gold {
+        /// Recompute every partition from silver
+        #[arg(long)]
+        rebuild: bool,
+    },
+    /// The hourly job once: ingest every enabled exchange, then silver, then gold
+    Run,
+    /// Run the hourly job on a cron schedule (UTC) until SIGINT or SIGTERM
+    Schedule {
+        /// Cron expression, UTC [config: schedule.cron]
+        #[arg(long)]
+        cron: Option<String>,
+    },
+    /// Run SQL over crypto_analytics.ohlcv_1h and crypto_gold.ohlcv_1d (read-only); without a
+    /// query, open an interactive shell
+    Sql {
+        /// The query; omit for the interactive shell
+        query: Option<String>,
+        /// Output format: table, csv or json
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Run everything offline against the built-in simulated exchange and show the result
+    Demo {
+        /// Days of history to backfill
+        #[arg(long, default_value_t = 3)]
+        days: u32,
+        /// Seed of the simulated market
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+struct IngestCmd {
+    /// Exchange to ingest from
+    #[arg(long, default_value = "binance")]
+    exchange: String,
+    /// Comma-separated BASE-QUOTE symbols [config: exchanges.<name>.symbols]
+    #[arg(long)]
+    symbols: Option<String>,
+    /// Start (RFC 3339 or YYYY-MM-DD, UTC); default: where the last ingest stopped
+    #[arg(long)]
+    since: Option<String>,
+    /// End, exclusive (RFC 3339 or YYYY-MM-DD, UTC); default and cap: the last closed minute
+    #[arg(long)]
+    until: Option<String>,
+    /// REST API root of the exchange [env: CRYPTOLAKE_<EXCHANGE>_BASE_URL]
+    #[arg(long)]
+    base_url: Option<String>,
+}
+
+fn init_logging(quiet: bool) {
+    use std::io::IsTerminal;
+    let filter = std::env::var("CRYPTOLAKE_LOG").unwrap_or_else(|_| {
+        if quiet {
+            "warn".to_string()
+        } else {
+            "warn,cryptolake=info,cryptolake_lake=info,cryptolake_sources=warn".to_string()
+        }
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Commands whose output is the point (query results, the demo's walk-through) log warnings
+    // only; the pipeline commands log each step.
+    init_logging(matches!(
+        cli.command,
+        Command::Sql { .. } | Command::Demo { .. } | Command::Init { .. }
+    ));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cryptolake_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("CRYPTOLAKE_"))
+        .collect()
+}
+
+fn load_env(cli: &Cli) -> Result<Env> {
+    let env_vars = cryptolake_env();
+    let config_path = cli.config.clone().or_else(|| {
+        env_vars
+            .iter()
+            .find(|(k, _)| k == "CRYPTOLAKE_CONFIG")
+            .map(|(_, v)| PathBuf::from(v))
+    });
+    let mut config = Config::load(config_path.as_deref(), &env_vars)?;
+    if let Some(lake) = &cli.lake {
+        config.lake = lake.clone();
+    }
+    let lake = Lake::open(&config.lake)?;
+    Ok(Env {
+        config,
+        lake,
+        lock_wait: Duration::from_secs(cli.wait_lock),
+    })
+}
+
+fn parse_symbols(text: &str) -> Result<Vec<Symbol>> {
+    let symbols: Vec<Symbol> = split_list(text)
+        .iter()
+        .map(|s| Symbol::parse(s))
+        .collect::<Result<_, _>>()?;
+    if symbols.is_empty() {
+        bail!("--symbols is empty");
+    }
+    Ok(symbols)
+}
+
+fn parse_opt_time(flag: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>>> {
+    v.as_deref()
+        .map(|s| parse_time(s).with_context(|| format!("--{flag}")))
+        .transpose()
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Init { path, force } => {
+            if path.exists() && !force {
+                bail!(
+                    "{} already exists; pass --force to overwrite it",
+                    path.display()
+                );
+            }
+            std::fs::write(path, DEFAULT_TOML)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Sql { query, format } => {
+            let format = OutputFormat::from_str(format).map_err(|e| anyhow!("--format: {e}"))?;
+            let env = load_env(&cli)?;
+            let engine = QueryEngine::open(&env.lake).await?;
+            return match query {
+                Some(q) => {
+                    let batches = engine.query(q).await?;
+                    print!("{}", render(&batches, format)?);
+                    if format == OutputFormat::Table {
+                        println!();
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => shell::run(&engine, format).await.map(|_| ExitCode::SUCCESS),
+            };
+        }
+        _ => {}
+    }
+    let env = load_env(&cli)?;
+    let now = Utc::now();
+    match &cli.command {
+        Command::Ingest(cmd) => {
+            let exchange = Exchange::from_str(&cmd.exchange)?;
+            let symbols = match &cmd.symbols {
+                Some(s) => parse_symbols(s)?,
+                None => env
+                    .config
+                    .enabled_exchanges()
+                    .into_iter()
+                    .find(|(e, _)| *e == exchange)
+                    .map(|(_, s)| s)
+                    .unwrap_or_default(),
+            };
+            let args = IngestArgs {
+                exchange,
+                symbols,
+                since: parse_opt_time("since", &cmd.since)?,
+                until: parse_opt_time("until", &cmd.until)?,
+                base_url: cmd.base_url.clone(),
+                run_id: new_run_id(now),
+            };
+            let m = env.ingest(&args, now, &|_, _| {}).await?;
+            print!("{}", ingest_summary(exchange, &m));
+            if m.failures().next().is_some() {
+                bail!(
+                    "ingest failed for {} symbol(s); see above",
+                    m.failures().count()
+                );
+            }
+        }
+        Command::Silver { rebuild } => {
+            let m = env.silver(*rebuild, &new_run_id(now)).await?;
+            print!("{}", silver_summary(&m));
+        }
+        Command::Gold { rebuild } => {
+            let m = env.gold(*rebuild, &new_run_id(now)).await?;
+            print!("{}", gold_summary(&m));
+        }
+        Command::Run => {
+            let summary = env.run_once(now).await?;
+            print!("{summary}");
+            if !summary.ingest_errors.is_empty() {
+                bail!(
+                    "the run finished, but ingest failed for {} symbol(s)",
+                    summary.ingest_errors.len()
+                );
+            }
+        }
+        Command::Schedule { cron } => {
+            let cron = cron
+                .clone()
+                .unwrap_or_else(|| env.config.schedule.cron.clone());
+            schedule::run(&env, &cron).await?;
+        }
+        Command::Demo { days, seed } => demo::run(&env, *days, *seed).await?,
+        Command::Init { .. } | Command::Sql { .. } => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,367 @@
+//! `cryptolake.toml`: the one configuration file, overridable by `CRYPTOLAKE_*` environment
+//! variables and by flags (flags win over the environment, which wins over the file).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::Duration;
+use cryptolake_model::{Exchange, Symbol};
+use serde::Deserialize;
+
+/// The file `cryptolake init` writes. Every key is documented where it stands.
+pub const DEFAULT_TOML: &str = r#"# cryptolake configuration.
+#
+# Every setting can be overridden by an environment variable (named beside it) and, where
+# noted, by a command-line flag. Unknown keys are errors. Secrets never belong here: AWS
+# credentials come from the standard AWS environment and credential chain.
+
+# Where the lake lives: file://PATH (a relative PATH is relative to the working directory)
+# or a plain directory path.
+# Env: CRYPTOLAKE_LAKE. Flag: --lake.
+lake = "file://./lake"
+
+[ingest]
+# How far back the first ingest of a symbol reaches when no --since is given. Later ingests
+# continue from where the previous one stopped. A number with m, h or d.
+# Env: CRYPTOLAKE_INGEST_LOOKBACK.
+lookback = "24h"
+# How many symbols are fetched at the same time.
+# Env: CRYPTOLAKE_INGEST_CONCURRENCY.
+concurrency = 4
+
+[schedule]
+# When `cryptolake schedule` runs the hourly job (ingest, silver, gold): a cron expression
+# (minute hour day-of-month month day-of-week), always in UTC. Default: 5 minutes past every
+# hour, so the hour just closed is complete at the exchange.
+# Env: CRYPTOLAKE_SCHEDULE_CRON. Flag: schedule --cron.
+cron = "5 * * * *"
+
+[exchanges.binance]
+# Whether `run` and `schedule` ingest from this exchange.
+# Env: CRYPTOLAKE_BINANCE_ENABLED.
+enabled = true
+# The REST API root: the real API, https://data-api.binance.vision, a proxy or a local replay.
+# Env: CRYPTOLAKE_BINANCE_BASE_URL. Flag: ingest --base-url.
+base_url = "https://api.binance.com"
+# Canonical BASE-QUOTE symbols.
+# Env: CRYPTOLAKE_BINANCE_SYMBOLS (comma separated). Flag: --symbols.
+symbols = ["BTC-USDT", "ETH-USDT"]
+"#;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_lake")]
+    pub lake: String,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default = "default_exchanges")]
+    pub exchanges: BTreeMap<String, ExchangeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    #[serde(default = "default_lookback")]
+    pub lookback: String,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    #[serde(default = "default_cron")]
+    pub cron: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub symbols: Vec<String>,
+}
+
+fn default_lake() -> String {
+    "file://./lake".into()
+}
+fn default_lookback() -> String {
+    "24h".into()
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_cron() -> String {
+    "5 * * * *".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_exchanges() -> BTreeMap<String, ExchangeConfig> {
+    BTreeMap::from([(
+        "binance".to_string(),
+        ExchangeConfig {
+            enabled: true,
+            base_url: None,
+            symbols: vec!["BTC-USDT".into(), "ETH-USDT".into()],
+        },
+    )])
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            lookback: default_lookback(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            cron: default_cron(),
+        }
+    }
+}
+
+/// Environment variables that are not settings but are still ours.
+const NON_SETTING_VARS: [&str; 2] = ["CRYPTOLAKE_CONFIG", "CRYPTOLAKE_LOG"];
+
+impl Config {
+    /// Loads `path` if given (it must exist), else `./cryptolake.toml` if present, else the
+    /// defaults; then applies the environment; then validates.
+    pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?,
+                p.to_path_buf(),
+            ),
+            None => {
+                let p = PathBuf::from("cryptolake.toml");
+                match std::fs::read_to_string(&p) {
+                    Ok(t) => (t, p),
+                    Err(_) => (String::new(), PathBuf::from("(defaults)")),
+                }
+            }
+        };
+        let mut config: Config = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(l) => anyhow!(
+                    "config {} line {l}: {}",
+                    origin.display(),
+                    e.message().trim()
+                ),
+                None => anyhow!("config {}: {}", origin.display(), e.message().trim()),
+            }
+        })?;
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn apply_env(&mut self, env: &[(String, String)]) -> Result<()> {
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("CRYPTOLAKE_") else {
+                continue;
+            };
+            if NON_SETTING_VARS.contains(&name.as_str()) {
+                continue;
+            }
+            match key {
+                "LAKE" => self.lake = value.clone(),
+                "INGEST_LOOKBACK" => self.ingest.lookback = value.clone(),
+                "INGEST_CONCURRENCY" => {
+                    self.ingest.concurrency = value
+                        .parse()
+                        .map_err(|_| anyhow!("{name}={value:?}: expected a whole number"))?
+                }
+                "SCHEDULE_CRON" => self.schedule.cron = value.clone(),
+                _ => {
+                    let known = Exchange::ALL.iter().find_map(|ex| {
+                        let prefix = format!("{}_", ex.as_str().to_uppercase());
+                        key.strip_prefix(&prefix).map(|rest| (*ex, rest))
+                    });
+                    let Some((ex, setting)) = known else {
+                        bail!("unknown environment variable {name}");
+                    };
+                    let entry =
+                        self.exchanges
+                            .entry(ex.as_str().to_string())
+                            .or_insert(ExchangeConfig {
+                                enabled: true,
+                                base_url: None,
+                                symbols: Vec::new(),
+                            });
+                    match setting {
+                        "BASE_URL" => entry.base_url = Some(value.clone()),
+                        "SYMBOLS" => entry.symbols = split_list(value),
+                        "ENABLED" => {
+                            entry.enabled = value
+                                .parse()
+                                .map_err(|_| anyhow!("{name}={value:?}: expected true or false"))?
+                        }
+                        _ => bail!("unknown environment variable {name}"),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        parse_duration(&self.ingest.lookback)
+            .with_context(|| "config key ingest.lookback".to_string())?;
+        if self.ingest.concurrency == 0 {
+            bail!("config key ingest.concurrency: must be at least 1");
+        }
+        croner::Cron::from_str(&self.schedule.cron)
+            .map_err(|e| anyhow!("config key schedule.cron {:?}: {e}", self.schedule.cron))?;
+        for (name, ex) in &self.exchanges {
+            Exchange::from_str(name).map_err(|e| anyhow!("config key exchanges.{name}: {e}"))?;
+            for s in &ex.symbols {
+                Symbol::parse(s)
+                    .map_err(|e| anyhow!("config key exchanges.{name}.symbols: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn lookback(&self) -> Duration {
+        parse_duration(&self.ingest.lookback).expect("validated")
+    }
+
+    pub fn exchange(&self, ex: Exchange) -> Option<&ExchangeConfig> {
+        self.exchanges.get(ex.as_str())
+    }
+
+    /// Enabled exchanges with their parsed symbols.
+    pub fn enabled_exchanges(&self) -> Vec<(Exchange, Vec<Symbol>)> {
+        self.exchanges
+            .iter()
+            .filter(|(_, c)| c.enabled)
+            .filter_map(|(name, c)| {
+                let ex = Exchange::from_str(name).ok()?;
+                let symbols = c
+                    .symbols
+                    .iter()
+                    .filter_map(|s| Symbol::parse(s).ok())
+                    .collect();
+                Some((ex, symbols))
+            })
+            .collect()
+    }
+}
+
+pub fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// `90m`, `24h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| anyhow!("{text:?} is not a duration like 90m, 24h or 7d"))?;
+    match unit {
+        "m" => Ok(Duration::minutes(n)),
+        "h" => Ok(Duration::hours(n)),
+        "d" => Ok(Duration::days(n)),
+        _ => bail!("{text:?} is not a duration like 90m, 24h or 7d"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config> {
+        let mut c: Config = toml::from_str(text).map_err(|e| anyhow!("{}", e.message()))?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        c.apply_env(&env)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn default_file_parses_to_defaults() {
+        let c = load_str(DEFAULT_TOML, &[]).unwrap();
+        assert_eq!(c.lake, "file://./lake");
+        assert_eq!(c.lookback(), Duration::hours(24));
+        assert_eq!(c.schedule.cron, "5 * * * *");
+        let ex = c.enabled_exchanges();
+        assert_eq!(ex.len(), 1);
+        assert_eq!(ex[0].1.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load_str("lake = \"x\"\nlaek = 1\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("laek"), "{err}");
+        let err = load_str("[exchanges.binance]\nbase_ulr = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("base_ulr"), "{err}");
+        let err = load_str("", &[("CRYPTOLAKE_LAEK", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CRYPTOLAKE_LAEK"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = load_str(
+            DEFAULT_TOML,
+            &[
+                ("CRYPTOLAKE_LAKE", "/tmp/l"),
+                ("CRYPTOLAKE_BINANCE_SYMBOLS", "SOL-USDT, DOGE-USDT"),
+                ("CRYPTOLAKE_BINANCE_BASE_URL", "http://127.0.0.1:9"),
+                ("CRYPTOLAKE_SCHEDULE_CRON", "0 * * * *"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.lake, "/tmp/l");
+        assert_eq!(
+            c.exchanges["binance"].symbols,
+            vec!["SOL-USDT", "DOGE-USDT"]
+        );
+        assert_eq!(
+            c.exchanges["binance"].base_url.as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        assert_eq!(c.schedule.cron, "0 * * * *");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = load_str("[exchanges.binance]\nsymbols = [\"../x\"]\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("../x"), "{err:#}");
+        let err = load_str("[schedule]\ncron = \"every hour\"\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("schedule.cron"), "{err:#}");
+        let err = load_str("[ingest]\nlookback = \"soon\"\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("ingest.lookback"), "{err:#}");
+        let err = load_str("[exchanges.bitfinex]\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("bitfinex"), "{err:#}");
+    }
+}

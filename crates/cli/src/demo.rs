@@ -1,0 +1,122 @@
+//! `cryptolake demo`: the whole pipeline offline, against the simulated exchange over HTTP.
+
+use anyhow::{Result, bail};
+use chrono::{Duration, Utc};
+use cryptolake_lake::{new_run_id, paths, state};
+use cryptolake_model::Exchange;
+use cryptolake_model::{date_of, day_start};
+use cryptolake_query::{OutputFormat, QueryEngine, render};
+use cryptolake_sources::sim::{SimClock, SimMarket, SimServer};
+
+use crate::pipeline::{Env, IngestArgs, gold_summary, ingest_summary, silver_summary};
+
+/// Marks a lake as made by the demo, so the demo never mixes simulated data into a real lake.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DemoMarker {
+    seed: u64,
+    created_at: chrono::DateTime<Utc>,
+}
+
+/// Example queries shown at the end: (what it shows, SQL).
+pub const EXAMPLES: [(&str, &str); 3] = [
+    (
+        "Daily candles (gold)",
+        "SELECT symbol, date, open, high, low, close, round(volume, 2) AS volume, hours_present, is_complete \
+         FROM crypto_gold.ohlcv_1d ORDER BY symbol, date",
+    ),
+    (
+        "Hourly coverage per symbol (silver)",
+        "SELECT symbol, count(*) AS hours, min(open_time) AS first_hour, max(open_time) AS last_hour, \
+         sum(minutes_present) AS minutes FROM crypto_analytics.ohlcv_1h GROUP BY symbol ORDER BY symbol",
+    ),
+    (
+        "Top traded symbol by quote volume per day",
+        "SELECT date, symbol, round(quote_volume, 0) AS quote_volume FROM ( \
+           SELECT date, symbol, quote_volume, row_number() OVER (PARTITION BY date ORDER BY quote_volume DESC) AS rank \
+           FROM crypto_gold.ohlcv_1d) WHERE rank = 1 ORDER BY date",
+    ),
+];
+
+pub async fn run(env: &Env, days: u32, seed: u64) -> Result<()> {
+    if days == 0 || days > 60 {
+        bail!("--days must be between 1 and 60");
+    }
+    let previous = state::read::<DemoMarker>(&env.lake, &paths::demo_marker()).await?;
+    if previous.is_none() && !env.lake.list(&paths::bronze_root()).await?.is_empty() {
+        bail!(
+            "the lake at {} already holds data that is not from a demo; pass --lake to run the demo in another directory",
+            env.lake.root_url()
+        );
+    }
+    if let Some(p) = &previous
+        && p.seed != seed
+    {
+        bail!(
+            "the demo lake at {} was made with seed {}; use that seed or another --lake",
+            env.lake.root_url(),
+            p.seed
+        );
+    }
+    state::write(
+        &env.lake,
+        &paths::demo_marker(),
+        &DemoMarker {
+            seed,
+            created_at: previous.as_ref().map_or_else(Utc::now, |p| p.created_at),
+        },
+    )
+    .await?;
+
+    let market = SimMarket::default_market(seed);
+    let symbols: Vec<_> = market.symbols().cloned().collect();
+    let sim = SimServer::start(market, SimClock::Real, 0).await?;
+    println!(
+        "simulated exchange (Binance klines format) listening on {}",
+        sim.base_url()
+    );
+
+    let now = Utc::now();
+    let since = day_start(date_of(now) - Duration::days(i64::from(days)));
+    let args = IngestArgs {
+        exchange: Exchange::Binance,
+        symbols,
+        // A second demo continues where the first stopped.
+        since: previous.is_none().then_some(since),
+        until: None,
+        base_url: Some(sim.base_url()),
+        run_id: new_run_id(now),
+    };
+    let started = std::time::Instant::now();
+    let m = env.ingest(&args, now, &|_, _| {}).await?;
+    print!("{}", ingest_summary(Exchange::Binance, &m));
+    if m.failures().next().is_some() {
+        bail!("demo ingest failed; see above");
+    }
+    let s = env.silver(false, &args.run_id).await?;
+    print!("{}", silver_summary(&s));
+    let g = env.gold(false, &args.run_id).await?;
+    print!("{}", gold_summary(&g));
+    sim.stop().await;
+    println!(
+        "pipeline done in {:.1}s; lake at {}\n",
+        started.elapsed().as_secs_f64(),
+        env.lake.root_url()
+    );
+
+    let engine = QueryEngine::open(&env.lake).await?;
+    for (title, sql) in EXAMPLES {
+        println!("-- {title}\n{sql}");
+        let batches = engine.query(sql).await?;
+        println!("{}\n", render(&batches, OutputFormat::Table)?);
+    }
+    let lake_flag =
+        if env.lake.root_url().ends_with("/lake") && std::path::Path::new("lake").exists() {
+            String::new()
+        } else {
+            format!(" --lake {}", env.lake.root_url())
+        };
+    println!(
+        "Keep exploring:\n  cryptolake{lake_flag} sql \"SELECT * FROM crypto_gold.ohlcv_1d LIMIT 10\"\n  cryptolake{lake_flag} sql   # interactive shell"
+    );
+    Ok(())
+}

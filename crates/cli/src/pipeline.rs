@@ -1,0 +1,231 @@
+//! The pipeline steps as the commands run them: leases, clients from config, and summaries.
+
+use std::time::Duration as StdDuration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use cryptolake_lake::bronze::{Ingest, IngestMetrics};
+use cryptolake_lake::gold::{GoldBuild, GoldMetrics};
+use cryptolake_lake::lease::{Lease, LeaseOptions};
+use cryptolake_lake::silver::{SilverBuild, SilverMetrics};
+use cryptolake_lake::{Lake, new_run_id};
+use cryptolake_model::{Exchange, Symbol};
+use cryptolake_sources::binance::{BinanceClient, DEFAULT_BASE_URL};
+use cryptolake_sources::http::{HttpClient, RetryPolicy};
+use tracing::info;
+
+use crate::config::Config;
+
+/// What every step needs.
+pub struct Env {
+    pub config: Config,
+    pub lake: Lake,
+    pub lock_wait: StdDuration,
+}
+
+/// An ingest request after flags and config are merged.
+pub struct IngestArgs {
+    pub exchange: Exchange,
+    pub symbols: Vec<Symbol>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub base_url: Option<String>,
+    pub run_id: String,
+}
+
+fn owner(run_id: &str) -> String {
+    format!("pid {} run {run_id}", std::process::id())
+}
+
+impl Env {
+    async fn lease(&self, name: &str, run_id: &str) -> Result<Lease> {
+        let opts = LeaseOptions {
+            wait: self.lock_wait,
+            ..LeaseOptions::default()
+        };
+        Lease::acquire(&self.lake, name, &owner(run_id), &opts)
+            .await
+            .with_context(|| {
+                format!("another cryptolake run is working on this lake ({name}); try again later or pass --wait-lock SECONDS")
+            })
+    }
+
+    pub fn binance_client(&self, base_url: Option<&str>) -> Result<BinanceClient> {
+        let configured = self
+            .config
+            .exchange(Exchange::Binance)
+            .and_then(|c| c.base_url.clone());
+        let url = base_url
+            .map(str::to_string)
+            .or(configured)
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let http = HttpClient::new(RetryPolicy::default())?;
+        Ok(BinanceClient::new(http, &url)?)
+    }
+
+    pub async fn ingest(
+        &self,
+        args: &IngestArgs,
+        now: DateTime<Utc>,
+        on_page: &(dyn Fn(&Symbol, usize) + Sync),
+    ) -> Result<IngestMetrics> {
+        if args.symbols.is_empty() {
+            bail!(
+                "no symbols to ingest for {}: pass --symbols or set exchanges.{}.symbols",
+                args.exchange,
+                args.exchange
+            );
+        }
+        let client = self.binance_client(args.base_url.as_deref())?;
+        let lease = self
+            .lease(&format!("ingest-{}", args.exchange), &args.run_id)
+            .await?;
+        let job = Ingest::new(args.exchange, args.symbols.clone(), &args.run_id, now)
+            .with_since(args.since)
+            .with_until(args.until)
+            .with_lookback(self.config.lookback())
+            .with_concurrency(self.config.ingest.concurrency);
+        let plan = job.plan(&self.lake).await?;
+        info!(exchange = %args.exchange, base_url = client.base_url(), pages = plan.pages(), "ingest planned");
+        let metrics = job.execute(&self.lake, &client, plan, on_page).await;
+        lease.release().await?;
+        Ok(metrics?)
+    }
+
+    pub async fn silver(&self, rebuild: bool, run_id: &str) -> Result<SilverMetrics> {
+        let lease = self.lease("transform", run_id).await?;
+        let build = SilverBuild::new().with_rebuild(rebuild);
+        let plan = build.plan(&self.lake).await?;
+        info!(
+            new_objects = plan.new_objects.len(),
+            dates = plan.affected.len(),
+            rebuild,
+            "silver planned"
+        );
+        let metrics = build.execute(&self.lake, plan, Some(&lease)).await;
+        lease.release().await?;
+        Ok(metrics?)
+    }
+
+    pub async fn gold(&self, rebuild: bool, run_id: &str) -> Result<GoldMetrics> {
+        let lease = self.lease("transform", run_id).await?;
+        let build = GoldBuild::new().with_rebuild(rebuild);
+        let plan = build.plan(&self.lake).await?;
+        info!(
+            dates = plan.build.len(),
+            removed = plan.remove.len(),
+            rebuild,
+            "gold planned"
+        );
+        let metrics = build.execute(&self.lake, plan, Some(&lease)).await;
+        lease.release().await?;
+        Ok(metrics?)
+    }
+
+    /// The hourly job: ingest every enabled exchange, then silver, then gold.
+    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<RunSummary> {
+        let run_id = new_run_id(now);
+        let mut summary = RunSummary {
+            run_id: run_id.clone(),
+            ..Default::default()
+        };
+        for (exchange, symbols) in self.config.enabled_exchanges() {
+            let args = IngestArgs {
+                exchange,
+                symbols,
+                since: None,
+                until: None,
+                base_url: None,
+                run_id: run_id.clone(),
+            };
+            let m = self.ingest(&args, now, &|_, _| {}).await?;
+            for f in m.failures() {
+                summary.ingest_errors.push(format!(
+                    "{exchange} {}: {}",
+                    f.symbol,
+                    f.error.as_deref().unwrap_or("")
+                ));
+            }
+            summary.pages += m.pages;
+            summary.candles += m.rows;
+        }
+        // Silver and gold run even when one symbol failed: what did arrive is still processed.
+        summary.silver = self.silver(false, &run_id).await?;
+        summary.gold = self.gold(false, &run_id).await?;
+        Ok(summary)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub pages: usize,
+    pub candles: usize,
+    pub ingest_errors: Vec<String>,
+    pub silver: SilverMetrics,
+    pub gold: GoldMetrics,
+}
+
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "run {}", self.run_id)?;
+        writeln!(
+            f,
+            "  ingest: {} pages, {} candles",
+            self.pages, self.candles
+        )?;
+        for e in &self.ingest_errors {
+            writeln!(f, "  ingest error: {e}")?;
+        }
+        write!(f, "{}", silver_summary(&self.silver))?;
+        write!(f, "{}", gold_summary(&self.gold))
+    }
+}
+
+pub fn ingest_summary(exchange: Exchange, m: &IngestMetrics) -> String {
+    let mut s = format!(
+        "ingest {exchange}: {} pages, {} candles, {} bytes into bronze\n",
+        m.pages, m.rows, m.bytes
+    );
+    for o in &m.symbols {
+        let next = o
+            .next_open_time
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "-".into());
+        match &o.error {
+            None => s.push_str(&format!(
+                "  {}: {} candles, next from {next}\n",
+                o.symbol, o.rows
+            )),
+            Some(e) => s.push_str(&format!(
+                "  {}: FAILED after {} candles: {e}\n",
+                o.symbol, o.rows
+            )),
+        }
+    }
+    s
+}
+
+pub fn silver_summary(m: &SilverMetrics) -> String {
+    format!(
+        "  silver: {} new bronze objects ({} read), {} candles, {} duplicates dropped, {} open candles skipped, {} records quarantined in {} objects; {} partitions written ({} hours), {} unchanged, {} deleted\n",
+        m.new_objects,
+        m.objects_read,
+        m.candles_read,
+        m.duplicates_dropped,
+        m.open_candles_skipped,
+        m.rejected_records,
+        m.quarantined_objects,
+        m.partitions_written,
+        m.hours_written,
+        m.partitions_unchanged,
+        m.partitions_deleted
+    )
+}
+
+pub fn gold_summary(m: &GoldMetrics) -> String {
+    format!(
+        "  gold: {} partitions written ({} rows), {} deleted\n",
+        m.partitions_written, m.rows_written, m.partitions_deleted
+    )
+}

@@ -1,0 +1,184 @@
+//! The long-running scheduler: the hourly job on a cron schedule in UTC.
+//!
+//! Runs never overlap (one loop, plus the lake's leases against other processes). After
+//! downtime the missed slots are caught up with a single run. SIGINT or SIGTERM stops the loop
+//! cleanly: a run in progress finishes first; a second signal aborts it.
+
+use std::str::FromStr;
+
+use anyhow::{Result, anyhow};
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use cryptolake_lake::{paths, state};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::pipeline::Env;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ScheduleState {
+    /// The last slot a run was started for.
+    last_slot: DateTime<Utc>,
+}
+
+/// The slot to run now, if any: the latest slot at or before `now` when it is newer than the
+/// last one run. Several missed slots give one run.
+pub fn due_slot(
+    cron: &Cron,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let latest = cron.find_previous_occurrence(&now, true).ok()?;
+    match last {
+        Some(l) if l >= latest => None,
+        Some(_) => Some(latest),
+        // First start: wait for the next slot rather than run at an arbitrary moment.
+        None => None,
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn run(env: &Env, cron_text: &str) -> Result<()> {
+    let cron = Cron::from_str(cron_text).map_err(|e| anyhow!("cron {cron_text:?}: {e}"))?;
+    info!(
+        cron = cron_text,
+        lake = env.lake.root_url(),
+        "scheduler started (UTC)"
+    );
+    loop {
+        let now = Utc::now();
+        let last = state::read::<ScheduleState>(&env.lake, &paths::schedule_state())
+            .await?
+            .map(|s| s.last_slot);
+        let slot = match due_slot(&cron, last, now) {
+            Some(slot) => slot,
+            None => {
+                if last.is_none() {
+                    // Remember where we started so that later downtime is caught up.
+                    let start = cron.find_previous_occurrence(&now, true).unwrap_or(now);
+                    state::write(
+                        &env.lake,
+                        &paths::schedule_state(),
+                        &ScheduleState { last_slot: start },
+                    )
+                    .await?;
+                }
+                let next = cron
+                    .find_next_occurrence(&now, false)
+                    .map_err(|e| anyhow!("cron {cron_text:?} has no next run: {e}"))?;
+                info!(next = %next, "waiting for the next slot");
+                let wait = (next - Utc::now()).to_std().unwrap_or_default();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = shutdown_signal() => {
+                        info!("signal received; scheduler stopped");
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        if let Some(l) = last
+            && cron.find_next_occurrence(&l, false).ok() != Some(slot)
+        {
+            warn!(last_run_slot = %l, slot = %slot, "slots were missed while down; catching up with one run");
+        }
+        info!(slot = %slot, "run starting");
+        state::write(
+            &env.lake,
+            &paths::schedule_state(),
+            &ScheduleState { last_slot: slot },
+        )
+        .await?;
+        let job = env.run_once(Utc::now());
+        tokio::pin!(job);
+        let mut stopping = false;
+        let outcome = loop {
+            tokio::select! {
+                r = &mut job => break Some(r),
+                _ = shutdown_signal() => {
+                    if stopping {
+                        warn!("second signal: aborting the run in progress");
+                        break None;
+                    }
+                    stopping = true;
+                    warn!("signal received; finishing the run in progress, then stopping (signal again to abort)");
+                }
+            }
+        };
+        match outcome {
+            Some(Ok(summary)) => {
+                info!(run_id = %summary.run_id, candles = summary.candles, silver_partitions = summary.silver.partitions_written, gold_partitions = summary.gold.partitions_written, errors = summary.ingest_errors.len(), "run finished");
+                for e in &summary.ingest_errors {
+                    warn!(error = %e, "ingest error");
+                }
+            }
+            Some(Err(e)) => error!(error = %format!("{e:#}"), "run failed"),
+            None => return Ok(()),
+        }
+        if stopping {
+            info!("scheduler stopped");
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptolake_model::parse_time;
+
+    #[test]
+    fn catches_up_once_and_never_twice() {
+        let cron = Cron::from_str("5 * * * *").unwrap();
+        let t = |s| parse_time(s).unwrap();
+        // Ran at 10:05, down until 13:20: one run, for the 13:05 slot.
+        assert_eq!(
+            due_slot(
+                &cron,
+                Some(t("2024-01-01T10:05:00Z")),
+                t("2024-01-01T13:20:00Z")
+            ),
+            Some(t("2024-01-01T13:05:00Z"))
+        );
+        // Already ran the 13:05 slot.
+        assert_eq!(
+            due_slot(
+                &cron,
+                Some(t("2024-01-01T13:05:00Z")),
+                t("2024-01-01T13:59:00Z")
+            ),
+            None
+        );
+        // On time.
+        assert_eq!(
+            due_slot(
+                &cron,
+                Some(t("2024-01-01T13:05:00Z")),
+                t("2024-01-01T14:05:00Z")
+            ),
+            Some(t("2024-01-01T14:05:00Z"))
+        );
+        assert_eq!(due_slot(&cron, None, t("2024-01-01T14:05:00Z")), None);
+    }
+}
