@@ -119,7 +119,9 @@ impl HttpClient {
                     continue;
                 }
             };
-            let fetched_at = Utc::now();
+            // Millisecond precision: the same instant survives keys, JSON and Parquet unchanged.
+            let fetched_at = DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
+                .unwrap_or_else(Utc::now);
             if status == StatusCode::IM_A_TEAPOT {
                 let wait = retry_after.unwrap_or(self.policy.max_retry_after);
                 return Err(Error::Banned {

@@ -128,6 +128,53 @@ impl SimMarket {
     }
 }
 
+impl SimMarket {
+    /// A Binance klines body for the minutes opening in `[first_open_ms, last_open_ms]`, at most
+    /// `limit` of them, as the exchange would answer at `now`: nothing after `now`, and the
+    /// candle containing `now` still open (its close time in the future, part of its volume).
+    pub fn binance_klines(
+        &self,
+        symbol: &Symbol,
+        first_open_ms: i64,
+        last_open_ms: i64,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> String {
+        let now_ms = now.timestamp_millis();
+        let mut rows = Vec::new();
+        let mut t = first_open_ms.div_euclid(60_000) * 60_000;
+        while t <= last_open_ms.min(now_ms) && rows.len() < limit {
+            let Some(open_time) = DateTime::from_timestamp_millis(t) else {
+                break;
+            };
+            if let Some(c) = self.candle(symbol, open_time) {
+                let close_ms = t + 59_999;
+                let share = if close_ms > now_ms {
+                    (now_ms - t) as f64 / 60_000.0
+                } else {
+                    1.0
+                };
+                rows.push(serde_json::json!([
+                    t,
+                    format!("{:.8}", c.open),
+                    format!("{:.8}", c.high),
+                    format!("{:.8}", c.low),
+                    format!("{:.8}", c.close),
+                    format!("{:.8}", c.volume * share),
+                    close_ms,
+                    format!("{:.8}", c.quote_volume * share),
+                    (c.trades as f64 * share).round() as i64,
+                    format!("{:.8}", c.volume * share / 2.0),
+                    format!("{:.8}", c.quote_volume * share / 2.0),
+                    "0"
+                ]));
+            }
+            t += 60_000;
+        }
+        serde_json::Value::Array(rows).to_string()
+    }
+}
+
 fn round8(x: f64) -> f64 {
     (x * 1e8).round() / 1e8
 }

@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::market::SimMarket;
@@ -166,38 +166,9 @@ async fn klines(
         Some(s) => (s + 59_999).div_euclid(60_000) * 60_000,
         None => last_open - (limit - 1) * 60_000,
     };
-    let mut rows = Vec::new();
-    let mut t = first_open;
-    while t <= last_open && (rows.len() as i64) < limit {
-        let Some(open_time) = DateTime::from_timestamp_millis(t) else {
-            break;
-        };
-        if let Some(c) = state.market.candle(&symbol, open_time) {
-            let close_ms = t + 59_999;
-            // The candle containing "now" is still open: only part of its volume has traded.
-            let share = if close_ms > now.timestamp_millis() {
-                (now.timestamp_millis() - t) as f64 / 60_000.0
-            } else {
-                1.0
-            };
-            rows.push(serde_json::json!([
-                t,
-                format!("{:.8}", c.open),
-                format!("{:.8}", c.high),
-                format!("{:.8}", c.low),
-                format!("{:.8}", c.close),
-                format!("{:.8}", c.volume * share),
-                close_ms,
-                format!("{:.8}", c.quote_volume * share),
-                (c.trades as f64 * share).round() as i64,
-                format!("{:.8}", c.volume * share / 2.0),
-                format!("{:.8}", c.quote_volume * share / 2.0),
-                "0"
-            ]));
-        }
-        t += Duration::minutes(1).num_milliseconds();
-    }
-    let body = serde_json::Value::Array(rows).to_string();
+    let body = state
+        .market
+        .binance_klines(&symbol, first_open, last_open, limit as usize, now);
     let mut resp = (StatusCode::OK, body).into_response();
     let weight = state.requests.load(Ordering::Relaxed) * 2;
     if let Ok(v) = HeaderValue::from_str(&weight.to_string()) {

@@ -1,0 +1,381 @@
+//! Silver and gold builds over bronze objects written the way ingest writes them.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use cryptolake_lake::bronze::{self, Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo};
+use cryptolake_lake::gold::GoldBuild;
+use cryptolake_lake::paths::{self, BronzeKey};
+use cryptolake_lake::silver::SilverBuild;
+use cryptolake_lake::{Lake, daily_from_batch, hourly_from_batch, read_parquet};
+use cryptolake_model::{DailyCandle, Exchange, HourlyCandle, Symbol, date_of, parse_time};
+use cryptolake_sources::sim::SimMarket;
+use proptest::prelude::*;
+
+fn t(s: &str) -> DateTime<Utc> {
+    parse_time(s).unwrap()
+}
+
+fn sym(s: &str) -> Symbol {
+    Symbol::parse(s).unwrap()
+}
+
+fn new_lake() -> (tempfile::TempDir, Lake) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    (dir, lake)
+}
+
+/// Writes one bronze object holding `body` for the window, as ingest would.
+async fn put_bronze(
+    lake: &Lake,
+    symbol: &Symbol,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    fetched_at: DateTime<Utc>,
+    body: &[u8],
+) -> BronzeKey {
+    let run_id = format!("test-{}", fetched_at.timestamp_millis());
+    let envelope = Envelope {
+        format: FORMAT_VERSION,
+        source: Exchange::Binance,
+        dataset: KLINES_1M.into(),
+        symbol: symbol.clone(),
+        request: RequestInfo {
+            method: "GET".into(),
+            url: "http://127.0.0.1:9/api/v3/klines".into(),
+            params: BTreeMap::new(),
+        },
+        window_start: start,
+        window_end: end,
+        fetched_at,
+        http_status: 200,
+        run_id: run_id.clone(),
+        payload_bytes: body.len() as u64,
+        rows: 0,
+    };
+    let key = BronzeKey {
+        source: Exchange::Binance,
+        dataset: KLINES_1M.into(),
+        symbol: symbol.clone(),
+        date: date_of(start),
+        fetched_at,
+        window_start: start,
+        window_end: end,
+        run_id,
+    };
+    assert!(
+        lake.put_new(&key.path(), bronze::encode(&envelope, body))
+            .await
+            .unwrap()
+    );
+    key
+}
+
+async fn put_sim(
+    lake: &Lake,
+    m: &SimMarket,
+    s: &Symbol,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    fetched_at: DateTime<Utc>,
+) {
+    let body = m.binance_klines(
+        s,
+        start.timestamp_millis(),
+        end.timestamp_millis() - 1,
+        100_000,
+        fetched_at,
+    );
+    put_bronze(lake, s, start, end, fetched_at, body.as_bytes()).await;
+}
+
+async fn build(lake: &Lake) -> (usize, usize) {
+    let s = SilverBuild::new();
+    let sm = s
+        .execute(lake, s.plan(lake).await.unwrap(), None)
+        .await
+        .unwrap();
+    let g = GoldBuild::new();
+    let gm = g
+        .execute(lake, g.plan(lake).await.unwrap(), None)
+        .await
+        .unwrap();
+    (sm.partitions_written, gm.partitions_written)
+}
+
+async fn rebuild(lake: &Lake) {
+    let s = SilverBuild::new().with_rebuild(true);
+    s.execute(lake, s.plan(lake).await.unwrap(), None)
+        .await
+        .unwrap();
+    let g = GoldBuild::new().with_rebuild(true);
+    g.execute(lake, g.plan(lake).await.unwrap(), None)
+        .await
+        .unwrap();
+}
+
+async fn silver_rows(lake: &Lake) -> Vec<HourlyCandle> {
+    let mut out = Vec::new();
+    for meta in lake.list(&paths::silver_table()).await.unwrap() {
+        for b in read_parquet(lake, &meta.location).await.unwrap() {
+            out.extend(hourly_from_batch(&b, meta.location.as_ref()).unwrap());
+        }
+    }
+    out
+}
+
+async fn gold_rows(lake: &Lake) -> Vec<DailyCandle> {
+    let mut out = Vec::new();
+    for meta in lake.list(&paths::gold_table()).await.unwrap() {
+        let d = paths::partition_file_date(&paths::gold_table(), &meta.location).unwrap();
+        for b in read_parquet(lake, &meta.location).await.unwrap() {
+            out.extend(daily_from_batch(&b, d, meta.location.as_ref()).unwrap());
+        }
+    }
+    out
+}
+
+/// The hour computed straight from the simulated market, independently of the pipeline.
+fn expected_hour(m: &SimMarket, s: &Symbol, hour: DateTime<Utc>) -> (f64, f64, f64, f64, f64) {
+    let mins: Vec<_> = (0..60)
+        .map(|i| m.candle(s, hour + Duration::minutes(i)).unwrap())
+        .collect();
+    let r = |x: f64| format!("{x:.8}").parse::<f64>().unwrap();
+    (
+        r(mins[0].open),
+        mins.iter().map(|c| r(c.high)).fold(f64::MIN, f64::max),
+        mins.iter().map(|c| r(c.low)).fold(f64::MAX, f64::min),
+        r(mins[59].close),
+        mins.iter().map(|c| r(c.volume)).sum(),
+    )
+}
+
+#[tokio::test]
+async fn silver_matches_the_market_and_gold_matches_silver() {
+    let (_d, lake) = new_lake();
+    let m = SimMarket::default_market(3);
+    let s = sym("ETH-USDT");
+    let fetched = t("2024-03-05T00:00:00Z");
+    // Two days in day-sized windows, as ingest writes them.
+    for day in ["2024-03-01", "2024-03-02"] {
+        let start = t(day);
+        put_sim(
+            &lake,
+            &m,
+            &s,
+            start,
+            start + Duration::minutes(1000),
+            fetched,
+        )
+        .await;
+        put_sim(
+            &lake,
+            &m,
+            &s,
+            start + Duration::minutes(1000),
+            start + Duration::days(1),
+            fetched,
+        )
+        .await;
+    }
+    build(&lake).await;
+    let hours = silver_rows(&lake).await;
+    assert_eq!(hours.len(), 48);
+    for h in &hours {
+        let (o, hi, lo, c, v) = expected_hour(&m, &s, h.open_time);
+        assert_eq!(
+            (h.open, h.high, h.low, h.close),
+            (o, hi, lo, c),
+            "{}",
+            h.open_time
+        );
+        assert!(
+            (h.volume - v).abs() < 1e-6,
+            "{} {} {}",
+            h.open_time,
+            h.volume,
+            v
+        );
+        assert_eq!(h.minutes_present, 60);
+        assert_eq!(h.ingested_at, fetched);
+    }
+    let days = gold_rows(&lake).await;
+    assert_eq!(days.len(), 2);
+    for d in &days {
+        let of_day: Vec<_> = hours
+            .iter()
+            .filter(|h| date_of(h.open_time) == d.date)
+            .collect();
+        assert_eq!(d.open, of_day[0].open);
+        assert_eq!(d.close, of_day[23].close);
+        let v: f64 = of_day.iter().map(|h| h.volume).sum();
+        assert!((d.volume - v).abs() < 1e-9 * v);
+        assert_eq!(d.hours_present, 24);
+        assert!(d.is_complete);
+    }
+}
+
+#[tokio::test]
+async fn hour_is_emitted_only_once_fully_requested() {
+    let (_d, lake) = new_lake();
+    let m = SimMarket::default_market(3);
+    let s = sym("BTC-USDT");
+    put_sim(
+        &lake,
+        &m,
+        &s,
+        t("2024-03-01T09:00:00Z"),
+        t("2024-03-01T10:35:00Z"),
+        t("2024-03-01T10:35:02Z"),
+    )
+    .await;
+    build(&lake).await;
+    let hours = silver_rows(&lake).await;
+    assert_eq!(
+        hours.iter().map(|h| h.open_time).collect::<Vec<_>>(),
+        vec![t("2024-03-01T09:00:00Z")]
+    );
+    put_sim(
+        &lake,
+        &m,
+        &s,
+        t("2024-03-01T10:35:00Z"),
+        t("2024-03-01T11:05:00Z"),
+        t("2024-03-01T11:05:02Z"),
+    )
+    .await;
+    build(&lake).await;
+    let hours = silver_rows(&lake).await;
+    assert_eq!(hours.len(), 2);
+    assert_eq!(hours[1].minutes_present, 60);
+    assert_eq!(hours[1].ingested_at, t("2024-03-01T11:05:02Z"));
+}
+
+#[tokio::test]
+async fn bad_records_are_quarantined_and_open_candles_skipped() {
+    let (_d, lake) = new_lake();
+    let s = sym("BTC-USDT");
+    // Row 1 breaks high >= low; row 2 is the still-open candle (fetched at 00:02:30).
+    let body = br#"[
+      [1709251200000,"100.0","101.0","99.0","100.5","1.0",1709251259999,"100.0",5,"0","0","0"],
+      [1709251260000,"100.5","99.0","100.0","100.2","1.0",1709251319999,"100.0",5,"0","0","0"],
+      [1709251320000,"100.2","100.9","100.1","100.3","0.4",1709251379999,"40.0",2,"0","0","0"]
+    ]"#;
+    let key = put_bronze(
+        &lake,
+        &s,
+        t("2024-03-01T00:00:00Z"),
+        t("2024-03-01T00:03:00Z"),
+        t("2024-03-01T00:02:30Z"),
+        body,
+    )
+    .await;
+    let garbage = BronzeKey {
+        fetched_at: t("2024-03-01T00:02:31Z"),
+        run_id: "garbage".into(),
+        ..key.clone()
+    };
+    lake.put(&garbage.path(), Bytes::from_static(b"not a bronze object"))
+        .await
+        .unwrap();
+
+    let sb = SilverBuild::new();
+    let metrics = sb
+        .execute(&lake, sb.plan(&lake).await.unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(metrics.rejected_records, 1);
+    assert_eq!(metrics.open_candles_skipped, 1);
+    assert_eq!(metrics.quarantined_objects, 2);
+    assert_eq!(metrics.candles_read, 1);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&lake.get(&paths::quarantine_for(&key.path())).await.unwrap())
+            .unwrap();
+    assert_eq!(doc["records"][0]["index"], 1);
+    assert!(
+        doc["records"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("high"),
+        "{doc}"
+    );
+    assert_eq!(doc["bronze_key"], key.path().to_string());
+    let doc: serde_json::Value = serde_json::from_slice(
+        &lake
+            .get(&paths::quarantine_for(&garbage.path()))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        doc["object_error"].as_str().unwrap().contains("envelope"),
+        "{doc}"
+    );
+    // Nothing is final in the 00:00 hour: it was never requested in full.
+    assert!(silver_rows(&lake).await.is_empty());
+    // Bronze is untouched.
+    assert!(lake.head(&key.path()).await.unwrap().is_some());
+}
+
+fn arb_cuts() -> impl Strategy<Value = (Vec<i64>, Vec<usize>, Vec<bool>)> {
+    // Cut points (minutes) over two days and a bit, the arrival order, and which windows get
+    // fetched twice.
+    (
+        proptest::collection::btree_set(1i64..3000, 1..12).prop_map(|s| s.into_iter().collect()),
+        proptest::collection::vec(0usize..100, 13),
+        proptest::collection::vec(any::<bool>(), 13),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Whatever order and batching bronze arrives in, with refetched duplicates and windows
+    /// crossing midnight, the incremental result equals a rebuild, and a re-run writes nothing.
+    #[test]
+    fn incremental_equals_rebuild((cuts, order, dup) in arb_cuts()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (_d, lake) = new_lake();
+            let m = SimMarket::default_market(11);
+            let syms = [sym("BTC-USDT"), sym("SOL-USDT")];
+            let origin = t("2024-03-01T00:00:00Z");
+            let mut bounds = vec![0i64];
+            bounds.extend(cuts.iter().copied());
+            bounds.push(3000);
+            let windows: Vec<(i64, i64)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
+            let mut arrival: Vec<usize> = (0..windows.len()).collect();
+            arrival.sort_by_key(|i| order[*i % order.len()]);
+            let mut fetch = 0i64;
+            for (n, wi) in arrival.iter().enumerate() {
+                let (a, b) = windows[*wi];
+                for s in &syms {
+                    let times = if dup[*wi % dup.len()] { 2 } else { 1 };
+                    for _ in 0..times {
+                        fetch += 1;
+                        let fetched_at = origin + Duration::days(10) + Duration::seconds(fetch);
+                        put_sim(&lake, &m, s, origin + Duration::minutes(a), origin + Duration::minutes(b), fetched_at).await;
+                    }
+                }
+                if n % 3 == 0 {
+                    build(&lake).await;
+                }
+            }
+            build(&lake).await;
+            let silver = silver_rows(&lake).await;
+            let gold = gold_rows(&lake).await;
+            // 3000 minutes = 50 hours per symbol, all requested in full.
+            prop_assert_eq!(silver.len(), 100);
+            prop_assert!(silver.iter().all(|h| h.minutes_present == 60));
+            prop_assert_eq!(build(&lake).await, (0, 0));
+            rebuild(&lake).await;
+            prop_assert_eq!(silver_rows(&lake).await, silver);
+            prop_assert_eq!(gold_rows(&lake).await, gold);
+            let dates: Vec<NaiveDate> = gold_rows(&lake).await.iter().map(|d| d.date).collect();
+            prop_assert_eq!(dates.len(), 6);
+            Ok(())
+        })?;
+    }
+}
