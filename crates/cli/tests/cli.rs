@@ -1,0 +1,424 @@
+//! End-to-end tests of the `cryptolake` binary against the simulated exchange over HTTP, each
+//! in a fresh temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use chrono::{DateTime, Duration, Utc};
+use cryptolake_model::{Symbol, parse_time};
+use cryptolake_sources::sim::{SimClock, SimMarket, SimServer};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn cryptolake(dir: &Path, args: &[&str]) -> Run {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cryptolake"));
+    cmd.current_dir(dir)
+        .args(args)
+        .env("CRYPTOLAKE_LOG", "warn");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CRYPTOLAKE_") && k != "CRYPTOLAKE_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("binary runs");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let r = cryptolake(dir, args);
+    assert_eq!(
+        r.code, 0,
+        "cryptolake {args:?} failed:\n{}\n{}",
+        r.stdout, r.stderr
+    );
+    r.stdout
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    parse_time(s).unwrap()
+}
+
+const SEED: u64 = 5;
+
+async fn sim() -> SimServer {
+    SimServer::start(
+        SimMarket::default_market(SEED),
+        SimClock::Fixed(t("2024-03-04T12:00:30Z")),
+        0,
+    )
+    .await
+    .unwrap()
+}
+
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+/// Every file under a directory with its bytes, to prove something did not change.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.to_string_lossy().contains("_locks") {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+const GOLD_QUERY: &str = "SELECT symbol, date, open, high, low, close, volume, hours_present, is_complete FROM crypto_gold.ohlcv_1d ORDER BY symbol, date";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_silver_gold_sql_over_http() {
+    let server = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = server.base_url();
+    let out = ok(
+        d,
+        &[
+            "ingest",
+            "--base-url",
+            &url,
+            "--symbols",
+            "BTC-USDT,ETH-USDT",
+            "--since",
+            "2024-03-01",
+            "--until",
+            "2024-03-03",
+        ],
+    );
+    assert!(out.contains("8 pages"), "{out}");
+    assert!(out.contains("BTC-USDT: 2880 candles"), "{out}");
+    ok(d, &["silver"]);
+    ok(d, &["gold"]);
+
+    // Gold agrees with the market computed directly, not through the pipeline.
+    let market = SimMarket::default_market(SEED);
+    let rows = csv_rows(&ok(d, &["sql", "--format", "csv", GOLD_QUERY]));
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
+        let symbol = Symbol::parse(&row[0]).unwrap();
+        let day = t(&row[1]);
+        let first = market.candle(&symbol, day).unwrap();
+        let last = market
+            .candle(&symbol, day + Duration::minutes(1439))
+            .unwrap();
+        let r8 = |x: f64| format!("{x:.8}").parse::<f64>().unwrap();
+        assert_eq!(row[2].parse::<f64>().unwrap(), r8(first.open), "{row:?}");
+        assert_eq!(row[5].parse::<f64>().unwrap(), r8(last.close), "{row:?}");
+        let volume: f64 = (0..1440)
+            .map(|i| {
+                r8(market
+                    .candle(&symbol, day + Duration::minutes(i))
+                    .unwrap()
+                    .volume)
+            })
+            .sum();
+        assert!(
+            (row[6].parse::<f64>().unwrap() - volume).abs() < 1e-6 * volume,
+            "{row:?}"
+        );
+        assert_eq!(row[7], "24");
+        assert_eq!(row[8], "true");
+    }
+
+    // The partition column prunes and filters.
+    let count = ok(
+        d,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM crypto_analytics.ohlcv_1h WHERE date = DATE '2024-03-02'",
+        ],
+    );
+    assert_eq!(csv_rows(&count), vec![vec!["48".to_string()]]);
+
+    // Parquet as the design says: microsecond UTC timestamps, zstd.
+    let file = d.join("lake/silver/ohlcv_1h/date=2024-03-01/part-00000.parquet");
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&file).unwrap())
+            .unwrap();
+    use parquet::file::reader::FileReader;
+    let meta = reader.metadata();
+    let col = meta.row_group(0).column(4);
+    assert_eq!(col.column_path().string(), "open_time");
+    assert!(
+        col.compression().to_string().starts_with("ZSTD"),
+        "{}",
+        col.compression()
+    );
+    let schema = format!(
+        "{:?}",
+        meta.file_metadata()
+            .schema_descr()
+            .column(4)
+            .logical_type_ref()
+    );
+    assert!(
+        schema.contains("MICROS") && schema.contains("is_adjusted_to_u_t_c: true"),
+        "{schema}"
+    );
+
+    // A re-run with nothing new changes nothing; a rebuild gives the same tables.
+    let before = snapshot(&d.join("lake/silver"));
+    let out = ok(d, &["silver"]);
+    assert!(
+        out.contains("0 new bronze objects") && out.contains("0 partitions written"),
+        "{out}"
+    );
+    assert_eq!(snapshot(&d.join("lake/silver")), before);
+    let gold_before = ok(d, &["sql", "--format", "csv", GOLD_QUERY]);
+    let silver_query =
+        "SELECT * FROM crypto_analytics.ohlcv_1h ORDER BY exchange, symbol, open_time";
+    let silver_before = ok(d, &["sql", "--format", "csv", silver_query]);
+    ok(d, &["silver", "--rebuild"]);
+    ok(d, &["gold", "--rebuild"]);
+    assert_eq!(ok(d, &["sql", "--format", "csv", GOLD_QUERY]), gold_before);
+    assert_eq!(
+        ok(d, &["sql", "--format", "csv", silver_query]),
+        silver_before
+    );
+
+    // Without --since, ingest continues where it stopped.
+    let out = ok(
+        d,
+        &[
+            "ingest",
+            "--base-url",
+            &url,
+            "--symbols",
+            "BTC-USDT",
+            "--until",
+            "2024-03-03T06:00:00Z",
+        ],
+    );
+    assert!(
+        out.contains("BTC-USDT: 360 candles, next from 2024-03-03T06:00:00+00:00"),
+        "{out}"
+    );
+    ok(d, &["silver"]);
+    ok(d, &["gold"]);
+    let rows = csv_rows(&ok(
+        d,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT symbol, hours_present, is_complete FROM crypto_gold.ohlcv_1d WHERE date = DATE '2024-03-03'",
+        ],
+    ));
+    assert_eq!(
+        rows,
+        vec![vec!["BTC-USDT".to_string(), "6".into(), "false".into()]]
+    );
+
+    // JSON output.
+    let json = ok(
+        d,
+        &[
+            "sql",
+            "--format",
+            "json",
+            "SELECT symbol, hours_present FROM crypto_gold.ohlcv_1d WHERE date = DATE '2024-03-03'",
+        ],
+    );
+    assert_eq!(json.trim(), r#"[{"symbol":"BTC-USDT","hours_present":6}]"#);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_refuses_to_write_and_bad_input_changes_nothing() {
+    let server = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = server.base_url();
+    ok(
+        d,
+        &[
+            "ingest",
+            "--base-url",
+            &url,
+            "--symbols",
+            "SOL-USDT",
+            "--since",
+            "2024-03-01",
+            "--until",
+            "2024-03-02",
+        ],
+    );
+    ok(d, &["silver"]);
+    ok(d, &["gold"]);
+    let before = snapshot(&d.join("lake"));
+    for sql in [
+        "DROP TABLE crypto_gold.ohlcv_1d",
+        "INSERT INTO crypto_gold.ohlcv_1d SELECT * FROM crypto_gold.ohlcv_1d",
+        "COPY (SELECT * FROM crypto_gold.ohlcv_1d) TO 'lake/gold/ohlcv_1d/date=2024-03-01/x.parquet'",
+        "CREATE TABLE x AS SELECT 1",
+        "DELETE FROM crypto_analytics.ohlcv_1h",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let r = cryptolake(d, &["sql", sql]);
+        assert_ne!(r.code, 0, "{sql} should fail");
+        assert!(r.stderr.contains("read-only"), "{sql}: {}", r.stderr);
+    }
+    let r = cryptolake(d, &["sql", "SELECT nope FROM crypto_gold.ohlcv_1d"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("nope"), "{}", r.stderr);
+
+    for (args, needle) in [
+        (
+            vec!["ingest", "--base-url", url.as_str(), "--symbols", "../x"],
+            "../x",
+        ),
+        (
+            vec![
+                "ingest",
+                "--base-url",
+                url.as_str(),
+                "--symbols",
+                "btc-usdt",
+            ],
+            "btc-usdt",
+        ),
+        (
+            vec![
+                "ingest",
+                "--base-url",
+                url.as_str(),
+                "--symbols",
+                "SOL-USDT",
+                "--since",
+                "last week",
+            ],
+            "last week",
+        ),
+        (
+            vec!["ingest", "--base-url", "ftp://x", "--symbols", "SOL-USDT"],
+            "ftp://x",
+        ),
+        (vec!["ingest", "--exchange", "mtgox"], "mtgox"),
+        (vec!["sql", "--format", "xml", "SELECT 1"], "xml"),
+    ] {
+        let r = cryptolake(d, &args);
+        assert_ne!(r.code, 0, "{args:?}");
+        assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+        assert_eq!(
+            r.stderr.lines().filter(|l| l.starts_with("error")).count(),
+            1,
+            "{}",
+            r.stderr
+        );
+    }
+    // An exchange's refusal is reported with its message, and nothing is written for it.
+    let r = cryptolake(
+        d,
+        &[
+            "ingest",
+            "--base-url",
+            &url,
+            "--symbols",
+            "XRP-USDT",
+            "--since",
+            "2024-03-01",
+            "--until",
+            "2024-03-02",
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stdout.contains("Invalid symbol"), "{}", r.stdout);
+    assert_eq!(snapshot(&d.join("lake")), before);
+
+    // Config: unknown keys are named, in the file and in the environment.
+    std::fs::write(
+        d.join("cryptolake.toml"),
+        "lake = \"lake\"\n[exchanges.binance]\nsymbol = [\"BTC-USDT\"]\n",
+    )
+    .unwrap();
+    let r = cryptolake(d, &["silver"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("symbol") && r.stderr.contains("line 3"),
+        "{}",
+        r.stderr
+    );
+    std::fs::remove_file(d.join("cryptolake.toml")).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cryptolake"));
+    let out = cmd
+        .current_dir(d)
+        .args(["silver"])
+        .env("CRYPTOLAKE_LAEK", "x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CRYPTOLAKE_LAEK"));
+    assert_eq!(snapshot(&d.join("lake")), before);
+    server.stop().await;
+}
+
+#[test]
+fn init_writes_a_config_that_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["init"]);
+    let text = std::fs::read_to_string(d.join("cryptolake.toml")).unwrap();
+    assert!(text.contains("lake = \"file://./lake\""));
+    let r = cryptolake(d, &["init"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
+    // The written file is what the commands read.
+    let out = ok(d, &["gold"]);
+    assert!(out.contains("gold: 0 partitions written"), "{out}");
+    assert!(d.join("lake").is_dir());
+}
+
+#[test]
+fn demo_runs_offline_and_leaves_a_queryable_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = ok(d, &["demo", "--days", "1"]);
+    assert!(out.contains("simulated exchange"), "{out}");
+    assert!(out.contains("Daily candles (gold)"), "{out}");
+    let rows = csv_rows(&ok(
+        d,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(DISTINCT symbol) FROM crypto_gold.ohlcv_1d WHERE is_complete",
+        ],
+    ));
+    assert_eq!(rows, vec![vec!["4".to_string()]]);
+    // A second demo continues the same lake.
+    ok(d, &["demo", "--days", "1"]);
+    // It refuses a lake with other data.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join("lake/bronze/x")).unwrap();
+    std::fs::write(other.path().join("lake/bronze/x/y"), b"1").unwrap();
+    let r = cryptolake(other.path(), &["demo"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not from a demo"), "{}", r.stderr);
+}
