@@ -55,10 +55,13 @@ pub struct Ingest {
     concurrency: usize,
 }
 
+/// A request window of open times, `[start, end)`.
+pub type Window = (DateTime<Utc>, DateTime<Utc>);
+
 /// The windows each symbol will fetch.
 #[derive(Debug, Clone)]
 pub struct IngestPlan {
-    pub symbols: Vec<(Symbol, Vec<(DateTime<Utc>, DateTime<Utc>)>)>,
+    pub symbols: Vec<(Symbol, Vec<Window>)>,
 }
 
 impl IngestPlan {
@@ -192,7 +195,7 @@ impl Ingest {
         lake: &Lake,
         client: &BinanceClient,
         symbol: Symbol,
-        windows: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+        windows: Vec<Window>,
         on_page: &(dyn Fn(&Symbol, usize) + Sync),
     ) -> SymbolOutcome {
         let mut outcome = SymbolOutcome {

@@ -113,18 +113,14 @@ fn api_error(code: i64, msg: &str) -> Response {
     (StatusCode::BAD_REQUEST, body).into_response()
 }
 
-fn param_i64(
+/// A numeric query parameter; `Err` holds the parameter's name.
+fn param_i64<'a>(
     q: &HashMap<String, String>,
-    name: &str,
-) -> std::result::Result<Option<i64>, Response> {
+    name: &'a str,
+) -> std::result::Result<Option<i64>, &'a str> {
     match q.get(name) {
         None => Ok(None),
-        Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
-            api_error(
-                -1100,
-                &format!("Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."),
-            )
-        }),
+        Some(v) => v.parse::<i64>().map(Some).map_err(|_| name),
     }
 }
 
@@ -151,7 +147,14 @@ async fn klines(
         param_i64(&q, "limit"),
     ) {
         (Ok(s), Ok(e), Ok(l)) => (s, e, l.unwrap_or(500)),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+        (Err(name), _, _) | (_, Err(name), _) | (_, _, Err(name)) => {
+            return api_error(
+                -1100,
+                &format!(
+                    "Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
+                ),
+            );
+        }
     };
     if !(1..=1000).contains(&limit) {
         return api_error(-1130, "Data sent for parameter 'limit' is not valid.");
