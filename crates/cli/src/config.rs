@@ -22,13 +22,21 @@ pub const DEFAULT_TOML: &str = r#"# cryptolake configuration.
 # Env: CRYPTOLAKE_LAKE. Flag: --lake.
 lake = "file://./lake"
 
+[s3]
+# For s3:// lakes only. An S3-compatible endpoint (MinIO, SeaweedFS, ...) instead of AWS;
+# leave unset for AWS. Env: CRYPTOLAKE_S3_ENDPOINT (or the standard AWS_ENDPOINT_URL).
+# endpoint = "http://127.0.0.1:8333"
+# The region; unset means AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.
+# Env: CRYPTOLAKE_S3_REGION.
+# region = "eu-west-1"
+
 [ingest]
 # How far back the first ingest of a symbol reaches when no --since is given. Later ingests
 # continue from where the previous one stopped. A number with m, h or d.
-# Env: CRYPTOLAKE_INGEST_LOOKBACK.
+# Env: CRYPTOLAKE_INGEST_LOOKBACK. Flag: ingest --lookback.
 lookback = "24h"
 # How many symbols are fetched at the same time.
-# Env: CRYPTOLAKE_INGEST_CONCURRENCY.
+# Env: CRYPTOLAKE_INGEST_CONCURRENCY. Flag: ingest --concurrency.
 concurrency = 4
 
 [schedule]
@@ -56,11 +64,20 @@ pub struct Config {
     #[serde(default = "default_lake")]
     pub lake: String,
     #[serde(default)]
+    pub s3: S3Config,
+    #[serde(default)]
     pub ingest: IngestConfig,
     #[serde(default)]
     pub schedule: ScheduleConfig,
     #[serde(default = "default_exchanges")]
     pub exchanges: BTreeMap<String, ExchangeConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +205,8 @@ impl Config {
                         .map_err(|_| anyhow!("{name}={value:?}: expected a whole number"))?
                 }
                 "SCHEDULE_CRON" => self.schedule.cron = value.clone(),
+                "S3_ENDPOINT" => self.s3.endpoint = Some(value.clone()),
+                "S3_REGION" => self.s3.region = Some(value.clone()),
                 _ => {
                     let known = Exchange::ALL.iter().find_map(|ex| {
                         let prefix = format!("{}_", ex.as_str().to_uppercase());
@@ -221,8 +240,13 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if let Some(e) = &self.s3.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            bail!("config key s3.endpoint {e:?}: must start with http:// or https://");
+        }
         parse_duration(&self.ingest.lookback)
-            .with_context(|| "config key ingest.lookback".to_string())?;
+            .with_context(|| "config key ingest.lookback (flag --lookback)".to_string())?;
         if self.ingest.concurrency == 0 {
             bail!("config key ingest.concurrency: must be at least 1");
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use cryptolake_lake::{Lake, new_run_id};
+use cryptolake_lake::{Lake, LakeOptions, new_run_id};
 use cryptolake_model::{Exchange, Symbol, parse_time};
 use cryptolake_query::{OutputFormat, QueryEngine, render};
 
@@ -112,6 +112,12 @@ struct IngestCmd {
     /// REST API root of the exchange [env: CRYPTOLAKE_<EXCHANGE>_BASE_URL]
     #[arg(long)]
     base_url: Option<String>,
+    /// How far back a symbol's first ingest reaches, e.g. 90m, 24h, 7d [config: ingest.lookback]
+    #[arg(long)]
+    lookback: Option<String>,
+    /// Symbols fetched at the same time [config: ingest.concurrency]
+    #[arg(long)]
+    concurrency: Option<usize>,
 }
 
 fn init_logging(quiet: bool) {
@@ -152,10 +158,30 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, leaving out causes the line already says.
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn cryptolake_env() -> Vec<(String, String)> {
@@ -164,7 +190,7 @@ fn cryptolake_env() -> Vec<(String, String)> {
         .collect()
 }
 
-fn load_env(cli: &Cli) -> Result<Env> {
+async fn load_env(cli: &Cli) -> Result<Env> {
     let env_vars = cryptolake_env();
     let config_path = cli.config.clone().or_else(|| {
         env_vars
@@ -176,7 +202,12 @@ fn load_env(cli: &Cli) -> Result<Env> {
     if let Some(lake) = &cli.lake {
         config.lake = lake.clone();
     }
-    let lake = Lake::open(&config.lake)?;
+    let options = LakeOptions {
+        s3_endpoint: config.s3.endpoint.clone(),
+        s3_region: config.s3.region.clone(),
+    };
+    let lake = Lake::open_with(&config.lake, &options)?;
+    lake.probe().await?;
     Ok(Env {
         config,
         lake,
@@ -217,7 +248,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Sql { query, format } => {
             let format = OutputFormat::from_str(format).map_err(|e| anyhow!("--format: {e}"))?;
-            let env = load_env(&cli)?;
+            let env = load_env(&cli).await?;
             let engine = QueryEngine::open(&env.lake).await?;
             return match query {
                 Some(q) => {
@@ -233,10 +264,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => {}
     }
-    let env = load_env(&cli)?;
+    let mut env = load_env(&cli).await?;
     let now = Utc::now();
     match &cli.command {
         Command::Ingest(cmd) => {
+            if let Some(l) = &cmd.lookback {
+                env.config.ingest.lookback = l.clone();
+            }
+            if let Some(c) = cmd.concurrency {
+                env.config.ingest.concurrency = c;
+            }
+            env.config.validate().context("ingest flags")?;
             let exchange = Exchange::from_str(&cmd.exchange)?;
             let symbols = match &cmd.symbols {
                 Some(s) => parse_symbols(s)?,

@@ -2,7 +2,7 @@
 
 use std::time::Duration as StdDuration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 use cryptolake_lake::bronze::{Ingest, IngestMetrics};
 use cryptolake_lake::gold::{GoldBuild, GoldMetrics};
@@ -43,11 +43,13 @@ impl Env {
             wait: self.lock_wait,
             ..LeaseOptions::default()
         };
-        Lease::acquire(&self.lake, name, &owner(run_id), &opts)
-            .await
-            .with_context(|| {
-                format!("another cryptolake run is working on this lake ({name}); try again later or pass --wait-lock SECONDS")
-            })
+        match Lease::acquire(&self.lake, name, &owner(run_id), &opts).await {
+            Ok(lease) => Ok(lease),
+            Err(e @ cryptolake_lake::Error::Busy { .. }) => Err(anyhow::anyhow!(
+                "{e}; another cryptolake run is working on this lake: try again later or pass --wait-lock SECONDS"
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn binance_client(&self, base_url: Option<&str>) -> Result<BinanceClient> {

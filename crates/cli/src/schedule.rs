@@ -37,30 +37,41 @@ pub fn due_slot(
     }
 }
 
-async fn shutdown_signal() {
+/// SIGINT and SIGTERM as a channel. The handlers are installed once, for the scheduler's whole
+/// life, so a signal that arrives between two waits is queued, never lost.
+fn shutdown_signals() -> Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                if tx.send(()).is_err() {
+                    return;
+                }
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        });
     }
     #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 pub async fn run(env: &Env, cron_text: &str) -> Result<()> {
     let cron = Cron::from_str(cron_text).map_err(|e| anyhow!("cron {cron_text:?}: {e}"))?;
+    let mut signals = shutdown_signals()?;
     info!(
         cron = cron_text,
         lake = env.lake.root_url(),
@@ -91,7 +102,7 @@ pub async fn run(env: &Env, cron_text: &str) -> Result<()> {
                 let wait = (next - Utc::now()).to_std().unwrap_or_default();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,
-                    _ = shutdown_signal() => {
+                    _ = signals.recv() => {
                         info!("signal received; scheduler stopped");
                         return Ok(());
                     }
@@ -116,7 +127,7 @@ pub async fn run(env: &Env, cron_text: &str) -> Result<()> {
         let outcome = loop {
             tokio::select! {
                 r = &mut job => break Some(r),
-                _ = shutdown_signal() => {
+                _ = signals.recv() => {
                     if stopping {
                         warn!("second signal: aborting the run in progress");
                         break None;
@@ -133,7 +144,7 @@ pub async fn run(env: &Env, cron_text: &str) -> Result<()> {
                     warn!(error = %e, "ingest error");
                 }
             }
-            Some(Err(e)) => error!(error = %format!("{e:#}"), "run failed"),
+            Some(Err(e)) => error!(error = %crate::one_line(&e), "run failed"),
             None => return Ok(()),
         }
         if stopping {

@@ -1,5 +1,7 @@
 //! End-to-end tests of the `cryptolake` binary against the simulated exchange over HTTP, each
-//! in a fresh temporary directory.
+//! in a fresh temporary directory, on local and S3 lakes.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -14,21 +16,31 @@ struct Run {
     stderr: String,
 }
 
-fn cryptolake(dir: &Path, args: &[&str]) -> Run {
+/// The binary with a clean environment: no CRYPTOLAKE_ or AWS_ variables but `envs`.
+fn command(dir: &Path, args: &[&str], envs: &[(String, String)]) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cryptolake"));
     cmd.current_dir(dir)
         .args(args)
         .env("CRYPTOLAKE_LOG", "warn");
     for (k, _) in std::env::vars() {
-        if k.starts_with("CRYPTOLAKE_") && k != "CRYPTOLAKE_LOG" {
+        if (k.starts_with("CRYPTOLAKE_") && k != "CRYPTOLAKE_LOG") || k.starts_with("AWS_") {
             cmd.env_remove(k);
         }
     }
+    cmd.envs(envs.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+fn cryptolake(dir: &Path, args: &[&str]) -> Run {
+    cryptolake_with(dir, args, &[])
+}
+
+fn cryptolake_with(dir: &Path, args: &[&str], envs: &[(String, String)]) -> Run {
     let Output {
         status,
         stdout,
         stderr,
-    } = cmd.output().expect("binary runs");
+    } = command(dir, args, envs).output().expect("binary runs");
     Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -37,7 +49,11 @@ fn cryptolake(dir: &Path, args: &[&str]) -> Run {
 }
 
 fn ok(dir: &Path, args: &[&str]) -> String {
-    let r = cryptolake(dir, args);
+    ok_with(dir, args, &[])
+}
+
+fn ok_with(dir: &Path, args: &[&str], envs: &[(String, String)]) -> String {
+    let r = cryptolake_with(dir, args, envs);
     assert_eq!(
         r.code, 0,
         "cryptolake {args:?} failed:\n{}\n{}",
@@ -90,34 +106,33 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 const GOLD_QUERY: &str = "SELECT symbol, date, open, high, low, close, volume, hours_present, is_complete FROM crypto_gold.ohlcv_1d ORDER BY symbol, date";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ingest_silver_gold_sql_over_http() {
-    let server = sim().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let url = server.base_url();
-    let out = ok(
-        d,
-        &[
-            "ingest",
-            "--base-url",
-            &url,
-            "--symbols",
-            "BTC-USDT,ETH-USDT",
-            "--since",
-            "2024-03-01",
-            "--until",
-            "2024-03-03",
-        ],
-    );
+/// The pipeline as a user drives it, on whatever lake `lake` names. Returns gold as CSV.
+fn pipeline_scenario(d: &Path, lake: &str, envs: &[(String, String)], url: &str) -> String {
+    let run = |args: &[&str]| {
+        let mut all = vec!["--lake", lake];
+        all.extend_from_slice(args);
+        ok_with(d, &all, envs)
+    };
+    let out = run(&[
+        "ingest",
+        "--base-url",
+        url,
+        "--symbols",
+        "BTC-USDT,ETH-USDT",
+        "--since",
+        "2024-03-01",
+        "--until",
+        "2024-03-03",
+    ]);
     assert!(out.contains("8 pages"), "{out}");
     assert!(out.contains("BTC-USDT: 2880 candles"), "{out}");
-    ok(d, &["silver"]);
-    ok(d, &["gold"]);
+    run(&["silver"]);
+    run(&["gold"]);
 
     // Gold agrees with the market computed directly, not through the pipeline.
     let market = SimMarket::default_market(SEED);
-    let rows = csv_rows(&ok(d, &["sql", "--format", "csv", GOLD_QUERY]));
+    let gold = run(&["sql", "--format", "csv", GOLD_QUERY]);
+    let rows = csv_rows(&gold);
     assert_eq!(rows.len(), 4);
     for row in &rows {
         let symbol = Symbol::parse(&row[0]).unwrap();
@@ -146,16 +161,77 @@ async fn ingest_silver_gold_sql_over_http() {
     }
 
     // The partition column prunes and filters.
-    let count = ok(
-        d,
-        &[
-            "sql",
-            "--format",
-            "csv",
-            "SELECT count(*) AS n FROM crypto_analytics.ohlcv_1h WHERE date = DATE '2024-03-02'",
-        ],
-    );
+    let count = run(&[
+        "sql",
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM crypto_analytics.ohlcv_1h WHERE date = DATE '2024-03-02'",
+    ]);
     assert_eq!(csv_rows(&count), vec![vec!["48".to_string()]]);
+
+    // A re-run with nothing new writes nothing; a rebuild gives the same tables.
+    let out = run(&["silver"]);
+    assert!(
+        out.contains("0 new bronze objects") && out.contains("0 partitions written"),
+        "{out}"
+    );
+    let out = run(&["gold"]);
+    assert!(out.contains("0 partitions written"), "{out}");
+    let silver_query =
+        "SELECT * FROM crypto_analytics.ohlcv_1h ORDER BY exchange, symbol, open_time";
+    let silver_before = run(&["sql", "--format", "csv", silver_query]);
+    run(&["silver", "--rebuild"]);
+    run(&["gold", "--rebuild"]);
+    assert_eq!(run(&["sql", "--format", "csv", GOLD_QUERY]), gold);
+    assert_eq!(
+        run(&["sql", "--format", "csv", silver_query]),
+        silver_before
+    );
+
+    // Without --since, ingest continues where it stopped.
+    let out = run(&[
+        "ingest",
+        "--base-url",
+        url,
+        "--symbols",
+        "BTC-USDT",
+        "--until",
+        "2024-03-03T06:00:00Z",
+    ]);
+    assert!(
+        out.contains("BTC-USDT: 360 candles, next from 2024-03-03T06:00:00+00:00"),
+        "{out}"
+    );
+    run(&["silver"]);
+    run(&["gold"]);
+    let rows = csv_rows(&run(&[
+        "sql",
+        "--format",
+        "csv",
+        "SELECT symbol, hours_present, is_complete FROM crypto_gold.ohlcv_1d WHERE date = DATE '2024-03-03'",
+    ]));
+    assert_eq!(
+        rows,
+        vec![vec!["BTC-USDT".to_string(), "6".into(), "false".into()]]
+    );
+
+    // JSON output.
+    let json = run(&[
+        "sql",
+        "--format",
+        "json",
+        "SELECT symbol, hours_present FROM crypto_gold.ohlcv_1d WHERE date = DATE '2024-03-03'",
+    ]);
+    assert_eq!(json.trim(), r#"[{"symbol":"BTC-USDT","hours_present":6}]"#);
+    gold
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_on_a_local_lake() {
+    let server = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pipeline_scenario(d, "lake", &[], &server.base_url());
 
     // Parquet as the design says: microsecond UTC timestamps, zstd.
     let file = d.join("lake/silver/ohlcv_1h/date=2024-03-01/part-00000.parquet");
@@ -183,70 +259,49 @@ async fn ingest_silver_gold_sql_over_http() {
         "{schema}"
     );
 
-    // A re-run with nothing new changes nothing; a rebuild gives the same tables.
+    // Nothing new: not one byte of silver or gold changes.
     let before = snapshot(&d.join("lake/silver"));
-    let out = ok(d, &["silver"]);
-    assert!(
-        out.contains("0 new bronze objects") && out.contains("0 partitions written"),
-        "{out}"
-    );
-    assert_eq!(snapshot(&d.join("lake/silver")), before);
-    let gold_before = ok(d, &["sql", "--format", "csv", GOLD_QUERY]);
-    let silver_query =
-        "SELECT * FROM crypto_analytics.ohlcv_1h ORDER BY exchange, symbol, open_time";
-    let silver_before = ok(d, &["sql", "--format", "csv", silver_query]);
-    ok(d, &["silver", "--rebuild"]);
-    ok(d, &["gold", "--rebuild"]);
-    assert_eq!(ok(d, &["sql", "--format", "csv", GOLD_QUERY]), gold_before);
-    assert_eq!(
-        ok(d, &["sql", "--format", "csv", silver_query]),
-        silver_before
-    );
-
-    // Without --since, ingest continues where it stopped.
-    let out = ok(
-        d,
-        &[
-            "ingest",
-            "--base-url",
-            &url,
-            "--symbols",
-            "BTC-USDT",
-            "--until",
-            "2024-03-03T06:00:00Z",
-        ],
-    );
-    assert!(
-        out.contains("BTC-USDT: 360 candles, next from 2024-03-03T06:00:00+00:00"),
-        "{out}"
-    );
+    let gold_before = snapshot(&d.join("lake/gold"));
     ok(d, &["silver"]);
     ok(d, &["gold"]);
-    let rows = csv_rows(&ok(
-        d,
-        &[
-            "sql",
-            "--format",
-            "csv",
-            "SELECT symbol, hours_present, is_complete FROM crypto_gold.ohlcv_1d WHERE date = DATE '2024-03-03'",
-        ],
-    ));
-    assert_eq!(
-        rows,
-        vec![vec!["BTC-USDT".to_string(), "6".into(), "false".into()]]
-    );
+    assert_eq!(snapshot(&d.join("lake/silver")), before);
+    assert_eq!(snapshot(&d.join("lake/gold")), gold_before);
+    server.stop().await;
+}
 
-    // JSON output.
-    let json = ok(
-        d,
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_on_an_s3_lake_matches_the_local_one() {
+    let server = sim().await;
+    let s3 = support::SeaweedFs::start("cryptolake-test");
+    let dir = tempfile::tempdir().unwrap();
+    let on_s3 = pipeline_scenario(
+        dir.path(),
+        "s3://cryptolake-test/some/prefix",
+        &s3.env(),
+        &server.base_url(),
+    );
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = pipeline_scenario(local_dir.path(), "lake", &[], &server.base_url());
+    assert_eq!(on_s3, local);
+    // Nothing was written locally for the S3 lake.
+    assert!(!dir.path().join("lake").exists());
+    // Credentials are required: without them the store refuses, with one clear error.
+    let r = cryptolake_with(
+        dir.path(),
+        &["--lake", "s3://cryptolake-test/some/prefix", "gold"],
         &[
-            "sql",
-            "--format",
-            "json",
-            "SELECT symbol, hours_present FROM crypto_gold.ohlcv_1d WHERE date = DATE '2024-03-03'",
+            ("CRYPTOLAKE_S3_ENDPOINT".into(), s3.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID".into(), "wrong".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "wrong".into()),
         ],
     );
-    assert_eq!(json.trim(), r#"[{"symbol":"BTC-USDT","hours_present":6}]"#);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("s3://cryptolake-test/some/prefix"),
+        "{}",
+        r.stderr
+    );
     server.stop().await;
 }
 
@@ -482,10 +537,21 @@ async fn schedule_runs_the_job_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = child;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the scheduler did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("run finished"), "{stderr}");

@@ -5,13 +5,13 @@ use object_store::path::Path;
 pub enum Error {
     #[error("invalid lake URL {url:?}: {reason}")]
     LakeUrl { url: String, reason: String },
-    #[error("storage error at {key}: {source}")]
+    #[error("storage error at {key}: {}", crate::store::root_cause(source))]
     Store {
         key: String,
         #[source]
         source: object_store::Error,
     },
-    #[error("storage error: {0}")]
+    #[error("storage error: {}", crate::store::root_cause(.0))]
     StoreOther(#[from] object_store::Error),
     #[error("parquet error in {key}: {source}")]
     Parquet {

@@ -20,7 +20,7 @@ pub mod store;
 pub use encode::{daily_from_batch, daily_to_batch, hourly_from_batch, hourly_to_batch};
 pub use error::{Error, Result};
 pub use parquet_io::{read_parquet, write_parquet};
-pub use store::Lake;
+pub use store::{Lake, LakeOptions};
 
 /// A run id: sortable by start time and unique enough across processes.
 pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {

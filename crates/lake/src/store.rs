@@ -4,9 +4,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{
+    BackoffConfig, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutPayload, RetryConfig,
+};
 
 use crate::{Error, Result};
 
@@ -14,13 +18,93 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
-    /// The URL of the lake root as engines address it (`file:///abs/path`), no trailing slash.
+    /// The URL of the lake root as engines address it (`file:///abs/path`,
+    /// `s3://bucket/prefix`), no trailing slash.
     root_url: String,
+    /// For S3: the bucket's URL and an unprefixed store, for a query engine to register.
+    bucket_store: Option<(String, Arc<dyn ObjectStore>)>,
+}
+
+/// Settings of a lake beyond its URL. Credentials are not among them: they come from the
+/// standard AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// web identity, ECS and EC2 instance credentials).
+#[derive(Debug, Clone, Default)]
+pub struct LakeOptions {
+    /// An S3-compatible endpoint (`http://127.0.0.1:8333`) instead of AWS.
+    pub s3_endpoint: Option<String>,
+    /// The AWS region; otherwise `AWS_REGION`/`AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub s3_region: Option<String>,
 }
 
 impl Lake {
-    /// Opens the lake at `url`: `file:///abs`, `file://./rel`, or a bare path.
+    /// Opens the lake at `url`: `file:///abs`, `file://./rel`, a bare path, or `s3://bucket/prefix`.
     pub fn open(url: &str) -> Result<Lake> {
+        Lake::open_with(url, &LakeOptions::default())
+    }
+
+    pub fn open_with(url: &str, options: &LakeOptions) -> Result<Lake> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            return Lake::open_s3(url, rest, options);
+        }
+        Lake::open_local(url)
+    }
+
+    fn open_s3(url: &str, rest: &str, options: &LakeOptions) -> Result<Lake> {
+        let invalid = |reason: String| Error::LakeUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/');
+        if bucket.is_empty()
+            || !bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        {
+            return Err(invalid(format!(
+                "bucket {bucket:?} is not a valid S3 bucket name"
+            )));
+        }
+        if prefix.split('/').any(|p| p == ".." || p == ".") {
+            return Err(invalid(
+                "the prefix may not contain . or .. segments".into(),
+            ));
+        }
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 4,
+                retry_timeout: std::time::Duration::from_secs(30),
+            });
+        if let Some(endpoint) = &options.s3_endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(region) = &options.s3_region {
+            builder = builder.with_region(region);
+        }
+        let s3: Arc<dyn ObjectStore> =
+            Arc::new(builder.build().map_err(|e| invalid(e.to_string()))?);
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            s3.clone()
+        } else {
+            Arc::new(PrefixStore::new(s3.clone(), prefix))
+        };
+        let root_url = if prefix.is_empty() {
+            format!("s3://{bucket}")
+        } else {
+            format!("s3://{bucket}/{prefix}")
+        };
+        Ok(Lake {
+            store,
+            root_url,
+            bucket_store: Some((format!("s3://{bucket}"), s3)),
+        })
+    }
+
+    fn open_local(url: &str) -> Result<Lake> {
         let invalid = |reason: &str| Error::LakeUrl {
             url: url.to_string(),
             reason: reason.to_string(),
@@ -55,7 +139,29 @@ impl Lake {
         Ok(Lake {
             store: Arc::new(store),
             root_url,
+            bucket_store: None,
         })
+    }
+
+    /// Checks the store answers a listing: one clear error for an unreachable store, a missing
+    /// bucket or refused credentials.
+    pub async fn probe(&self) -> Result<()> {
+        match self
+            .store
+            .list_with_delimiter(Some(&Path::from("_state")))
+            .await
+        {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::LakeUrl {
+                url: self.root_url.clone(),
+                reason: format!("the store refused a listing: {}", root_cause(&e)),
+            }),
+        }
+    }
+
+    /// For a remote lake: the store a query engine must register, and the URL it serves.
+    pub fn bucket_store(&self) -> Option<(&str, &Arc<dyn ObjectStore>)> {
+        self.bucket_store.as_ref().map(|(u, s)| (u.as_str(), s))
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -137,6 +243,19 @@ impl Lake {
         all.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(all)
     }
+}
+
+/// The innermost message of an error chain, on one line: object_store nests the same message
+/// several times over.
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

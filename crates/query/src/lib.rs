@@ -18,6 +18,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::object_store::ObjectStoreUrl;
 
 pub use output::{OutputFormat, render};
 
@@ -90,6 +91,11 @@ impl QueryEngine {
             .with_information_schema(true)
             .with_default_catalog_and_schema("datafusion", "crypto_analytics");
         let ctx = SessionContext::new_with_config(config);
+        if let Some((bucket_url, store)) = lake.bucket_store() {
+            let url = ObjectStoreUrl::parse(bucket_url)?;
+            ctx.runtime_env()
+                .register_object_store(url.as_ref(), store.clone());
+        }
         let catalog = ctx
             .catalog("datafusion")
             .ok_or_else(|| Error::Query("default catalog missing".into()))?;
