@@ -21,9 +21,39 @@ use crate::{Error, Lake, Result, paths, state};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LeaseDoc {
     owner: String,
+    /// Where the holder runs: the kernel's boot id and pid namespace, so that a contender on the
+    /// same machine and namespace can see the holder's process is gone.
+    #[serde(default)]
+    machine: Option<String>,
+    #[serde(default)]
+    pid: Option<u32>,
     acquired_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     released: bool,
+}
+
+/// Identifies this kernel boot and pid namespace (Linux); `None` elsewhere.
+fn machine_id() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let pidns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), pidns.display()))
+}
+
+impl LeaseDoc {
+    /// The holder is known to be dead: same machine and pid namespace, and its pid is gone.
+    /// A crashed run's lease is then free at once instead of after its expiry.
+    fn holder_dead(&self) -> bool {
+        match (&self.machine, self.pid, machine_id()) {
+            (Some(theirs), Some(pid), Some(ours)) if *theirs == ours => {
+                !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            }
+            _ => false,
+        }
+    }
+
+    fn is_free(&self, now: DateTime<Utc>) -> bool {
+        self.released || self.expires_at <= now || self.holder_dead()
+    }
 }
 
 /// How to take a lease.
@@ -84,8 +114,7 @@ impl Lease {
             let now = Utc::now();
             let current = latest(lake, name).await?;
             if let Some((_, doc)) = &current
-                && !doc.released
-                && doc.expires_at > now
+                && !doc.is_free(now)
             {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(Error::Busy {
@@ -100,11 +129,13 @@ impl Lease {
             if let Some((g, doc)) = &current
                 && !doc.released
             {
-                warn!(lease = name, generation = g, holder = %doc.owner, "taking over an expired lease");
+                warn!(lease = name, generation = g, holder = %doc.owner, "taking over an expired lease or one whose holder died");
             }
             let generation = current.as_ref().map_or(0, |(g, _)| g + 1);
             let doc = LeaseDoc {
                 owner: owner.to_string(),
+                machine: machine_id(),
+                pid: Some(std::process::id()),
                 acquired_at: now,
                 expires_at: now + chrono::Duration::from_std(opts.ttl).unwrap_or_default(),
                 released: false,
@@ -165,6 +196,8 @@ impl Lease {
         }
         let doc = LeaseDoc {
             owner: self.owner.clone(),
+            machine: machine_id(),
+            pid: Some(std::process::id()),
             acquired_at: self.acquired_at,
             expires_at: Utc::now(),
             released: true,
@@ -255,6 +288,46 @@ mod tests {
             .unwrap();
         assert!(matches!(a.check().await, Err(Error::LeaseLost { .. })));
         b.check().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn lease_of_a_dead_process_is_free_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let Some(machine) = machine_id() else {
+            return; // not Linux: only expiry frees a lease
+        };
+        // A holder on this machine whose process has exited.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        let doc = LeaseDoc {
+            owner: "crashed".into(),
+            machine: Some(machine.clone()),
+            pid: Some(dead_pid),
+            acquired_at: Utc::now(),
+            expires_at: Utc::now() + chrono::Duration::hours(1),
+            released: false,
+        };
+        state::write(&lake, &paths::lease_generation("pipeline", 0), &doc)
+            .await
+            .unwrap();
+        let b = Lease::acquire(&lake, "pipeline", "b", &opts(60_000))
+            .await
+            .unwrap();
+        b.check().await.unwrap();
+        // A live holder (this process) is respected.
+        let live = LeaseDoc {
+            pid: Some(std::process::id()),
+            ..doc
+        };
+        state::write(&lake, &paths::lease_generation("other", 0), &live)
+            .await
+            .unwrap();
+        assert!(matches!(
+            Lease::acquire(&lake, "other", "c", &opts(60_000)).await,
+            Err(Error::Busy { .. })
+        ));
     }
 
     #[tokio::test]

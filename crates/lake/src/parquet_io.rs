@@ -40,11 +40,15 @@ pub async fn write_parquet(
         .set_sorting_columns((!sorting.is_empty()).then_some(sorting))
         .set_created_by(concat!("cryptolake ", env!("CARGO_PKG_VERSION")).to_string())
         .build();
-    let sink = BufWriter::new(lake.store().clone(), key.clone());
-    let mut writer = AsyncArrowWriter::try_new(sink, batch.schema(), Some(props)).map_err(perr)?;
-    writer.write(batch).await.map_err(perr)?;
-    writer.close().await.map_err(perr)?;
-    Ok(())
+    lake.write_whole(key, |target| async move {
+        let sink = BufWriter::new(lake.store().clone(), target);
+        let mut writer =
+            AsyncArrowWriter::try_new(sink, batch.schema(), Some(props)).map_err(perr)?;
+        writer.write(batch).await.map_err(perr)?;
+        writer.close().await.map_err(perr)?;
+        Ok(())
+    })
+    .await
 }
 
 /// Reads a whole Parquet object.

@@ -11,6 +11,7 @@
 //! _state/gold/ohlcv_1d.json                             silver versions gold was built from
 //! _state/schedule.json                                  the scheduler's last slot
 //! _locks/{name}/{generation}.json                       leases
+//! _staging/                                             local writes before their rename
 //! ```
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -142,6 +143,18 @@ pub fn silver_state() -> Path {
 
 pub fn gold_state() -> Path {
     Path::from("_state/gold/ohlcv_1d.json")
+}
+
+/// Where local writes are staged before a rename puts them in place: outside every table, so
+/// a crash mid-write never leaves a partial file where readers look.
+pub const STAGING: &str = "_staging";
+
+pub fn staging_file(for_key: &Path) -> Path {
+    Path::from(format!(
+        "{STAGING}/{}-{:016x}",
+        for_key.as_ref().replace('/', "_"),
+        rand::random::<u64>()
+    ))
 }
 
 pub fn schedule_state() -> Path {

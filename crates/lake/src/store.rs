@@ -23,6 +23,8 @@ pub struct Lake {
     root_url: String,
     /// For S3: the bucket's URL and an unprefixed store, for a query engine to register.
     bucket_store: Option<(String, Arc<dyn ObjectStore>)>,
+    /// For a local lake: its directory.
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// Settings of a lake beyond its URL. Credentials are not among them: they come from the
@@ -101,6 +103,7 @@ impl Lake {
             store,
             root_url,
             bucket_store: Some((format!("s3://{bucket}"), s3)),
+            local_root: None,
         })
     }
 
@@ -140,6 +143,7 @@ impl Lake {
             store: Arc::new(store),
             root_url,
             bucket_store: None,
+            local_root: Some(abs),
         })
     }
 
@@ -157,6 +161,49 @@ impl Lake {
                 reason: format!("the store refused a listing: {}", root_cause(&e)),
             }),
         }
+    }
+
+    /// Whether a PUT is itself atomic and invisible until complete (S3), or a write must be
+    /// staged and renamed into place (local disk).
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
+    /// Writes `key` whole so that no reader ever sees part of it: `write` fills the object at
+    /// the key it is given; on local disk that is a staging key renamed over `key` afterwards.
+    pub async fn write_whole<F, Fut>(&self, key: &Path, write: F) -> Result<()>
+    where
+        F: FnOnce(Path) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        if !self.is_local() {
+            return write(key.clone()).await;
+        }
+        let staged = crate::paths::staging_file(key);
+        write(staged.clone()).await?;
+        self.store
+            .rename(&staged, key)
+            .await
+            .map_err(|e| Error::store(key, e))
+    }
+
+    /// Removes what crashed writers left in the staging area. Call only while holding the lease
+    /// of the writers that stage (silver and gold).
+    pub fn sweep_staging(&self) -> Result<usize> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        let dir = root.join(crate::paths::STAGING);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            if std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// For a remote lake: the store a query engine must register, and the URL it serves.

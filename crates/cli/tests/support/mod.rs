@@ -35,6 +35,14 @@ fn find_weed() -> Option<PathBuf> {
     })
 }
 
+/// A random number from the standard library's randomly seeded hasher.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
 /// Random enough for throwaway test credentials, made at run time and never stored.
 fn random_hex(n: usize) -> String {
     use std::hash::{BuildHasher, Hasher};

@@ -112,6 +112,13 @@ impl GoldBuild {
         plan: GoldPlan,
         lease: Option<&Lease>,
     ) -> Result<GoldMetrics> {
+        let swept = lake.sweep_staging()?;
+        if swept > 0 {
+            tracing::warn!(
+                files = swept,
+                "removed staged files left by an interrupted write"
+            );
+        }
         let mut metrics = GoldMetrics::default();
         let mut built_from = if plan.rebuild {
             BTreeMap::new()

@@ -192,6 +192,13 @@ impl SilverBuild {
         plan: SilverPlan,
         lease: Option<&Lease>,
     ) -> Result<SilverMetrics> {
+        let swept = lake.sweep_staging()?;
+        if swept > 0 {
+            tracing::warn!(
+                files = swept,
+                "removed staged files left by an interrupted write"
+            );
+        }
         let mut metrics = SilverMetrics {
             new_objects: plan.new_objects.len(),
             ..Default::default()
