@@ -84,6 +84,15 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// List recent runs from crypto_ops.runs, newest first
+    Runs {
+        /// How many steps to show
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Output format: table, csv or json
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// Run everything offline against the built-in simulated exchange and show the result
     Demo {
         /// Days of history to backfill
@@ -143,7 +152,7 @@ fn main() -> ExitCode {
     // only; the pipeline commands log each step.
     init_logging(matches!(
         cli.command,
-        Command::Sql { .. } | Command::Demo { .. } | Command::Init { .. }
+        Command::Sql { .. } | Command::Runs { .. } | Command::Demo { .. } | Command::Init { .. }
     ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -262,6 +271,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 None => shell::run(&engine, format).await.map(|_| ExitCode::SUCCESS),
             };
         }
+        Command::Runs { limit, format } => {
+            let format = OutputFormat::from_str(format).map_err(|e| anyhow!("--format: {e}"))?;
+            let env = load_env(&cli).await?;
+            let engine = QueryEngine::open(&env.lake).await?;
+            let sql = format!(
+                "SELECT run_id, step, started_at, round(extract(epoch FROM finished_at - started_at), 3) AS seconds, \
+                 status, inputs, outputs, rows, quarantined, error \
+                 FROM crypto_ops.runs ORDER BY started_at DESC, step LIMIT {limit}"
+            );
+            print!("{}", render(&engine.query(&sql).await?, format)?);
+            if format == OutputFormat::Table {
+                println!();
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let mut env = load_env(&cli).await?;
@@ -328,7 +352,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             schedule::run(&env, &cron).await?;
         }
         Command::Demo { days, seed } => demo::run(&env, *days, *seed).await?,
-        Command::Init { .. } | Command::Sql { .. } => unreachable!("handled above"),
+        Command::Init { .. } | Command::Sql { .. } | Command::Runs { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,12 +7,13 @@ use chrono::{DateTime, Utc};
 use cryptolake_lake::bronze::{Ingest, IngestMetrics};
 use cryptolake_lake::gold::{GoldBuild, GoldMetrics};
 use cryptolake_lake::lease::{Lease, LeaseOptions};
+use cryptolake_lake::ops::{RunRecord, record_run};
 use cryptolake_lake::silver::{SilverBuild, SilverMetrics};
 use cryptolake_lake::{Lake, new_run_id};
 use cryptolake_model::{Exchange, Symbol};
 use cryptolake_sources::binance::{BinanceClient, DEFAULT_BASE_URL};
 use cryptolake_sources::http::{HttpClient, RetryPolicy};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 
@@ -37,7 +38,53 @@ fn owner(run_id: &str) -> String {
     format!("pid {} run {run_id}", std::process::id())
 }
 
+/// What a step reports to the run history: inputs, outputs, rows, quarantined, details, and
+/// the problem that makes a finished step a failure (an ingest where some symbols failed).
+struct StepCounts(i64, i64, i64, i64, String, Option<String>);
+
 impl Env {
+    /// Writes the step's row in `crypto_ops.runs`. A failure to record is logged, never hides
+    /// the step's own outcome.
+    async fn record<T>(
+        &self,
+        run_id: &str,
+        step: &str,
+        started_at: DateTime<Utc>,
+        outcome: &Result<T>,
+        counts: impl Fn(&T) -> StepCounts,
+    ) {
+        let (status, error, c) = match outcome {
+            Ok(v) => {
+                let c = counts(v);
+                match c.5.clone() {
+                    None => ("ok", None, c),
+                    Some(problem) => ("failed", Some(problem), c),
+                }
+            }
+            Err(e) => (
+                "failed",
+                Some(crate::one_line(e)),
+                StepCounts(0, 0, 0, 0, "{}".into(), None),
+            ),
+        };
+        let record = RunRecord {
+            run_id: run_id.to_string(),
+            step: step.to_string(),
+            started_at,
+            finished_at: Utc::now(),
+            status: status.to_string(),
+            inputs: c.0,
+            outputs: c.1,
+            rows: c.2,
+            quarantined: c.3,
+            error,
+            details: c.4,
+        };
+        if let Err(e) = record_run(&self.lake, &record).await {
+            warn!(step, run_id, error = %e, "could not record the run");
+        }
+    }
+
     async fn lease(&self, name: &str, run_id: &str) -> Result<Lease> {
         let opts = LeaseOptions {
             wait: self.lock_wait,
@@ -71,6 +118,49 @@ impl Env {
         now: DateTime<Utc>,
         on_page: &(dyn Fn(&Symbol, usize) + Sync),
     ) -> Result<IngestMetrics> {
+        let started = Utc::now();
+        let outcome = self.ingest_inner(args, now, on_page).await;
+        self.record(
+            &args.run_id,
+            &format!("ingest:{}", args.exchange),
+            started,
+            &outcome,
+            |m| {
+                StepCounts(
+                    m.symbols.len() as i64,
+                    m.pages as i64,
+                    m.rows as i64,
+                    0,
+                    serde_json::json!({
+                        "bytes": m.bytes,
+                        "symbols": m.symbols.iter().map(|o| serde_json::json!({
+                            "symbol": o.symbol.as_str(),
+                            "pages": o.pages,
+                            "rows": o.rows,
+                            "next_open_time": o.next_open_time,
+                            "error": o.error,
+                        })).collect::<Vec<_>>(),
+                    })
+                    .to_string(),
+                    (m.failures().next().is_some()).then(|| {
+                        m.failures()
+                            .map(|f| format!("{}: {}", f.symbol, f.error.as_deref().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    }),
+                )
+            },
+        )
+        .await;
+        outcome
+    }
+
+    async fn ingest_inner(
+        &self,
+        args: &IngestArgs,
+        now: DateTime<Utc>,
+        on_page: &(dyn Fn(&Symbol, usize) + Sync),
+    ) -> Result<IngestMetrics> {
         if args.symbols.is_empty() {
             bail!(
                 "no symbols to ingest for {}: pass --symbols or set exchanges.{}.symbols",
@@ -95,6 +185,23 @@ impl Env {
     }
 
     pub async fn silver(&self, rebuild: bool, run_id: &str) -> Result<SilverMetrics> {
+        let started = Utc::now();
+        let outcome = self.silver_inner(rebuild, run_id).await;
+        self.record(run_id, "silver", started, &outcome, |m| {
+            StepCounts(
+                m.objects_read as i64,
+                (m.partitions_written + m.partitions_deleted) as i64,
+                m.hours_written as i64,
+                m.rejected_records as i64,
+                serde_json::to_string(m).unwrap_or_default(),
+                None,
+            )
+        })
+        .await;
+        outcome
+    }
+
+    async fn silver_inner(&self, rebuild: bool, run_id: &str) -> Result<SilverMetrics> {
         let lease = self.lease("transform", run_id).await?;
         let build = SilverBuild::new().with_rebuild(rebuild);
         let plan = build.plan(&self.lake).await?;
@@ -110,6 +217,23 @@ impl Env {
     }
 
     pub async fn gold(&self, rebuild: bool, run_id: &str) -> Result<GoldMetrics> {
+        let started = Utc::now();
+        let outcome = self.gold_inner(rebuild, run_id).await;
+        self.record(run_id, "gold", started, &outcome, |m| {
+            StepCounts(
+                m.changed_dates.len() as i64,
+                (m.partitions_written + m.partitions_deleted) as i64,
+                m.rows_written as i64,
+                0,
+                serde_json::to_string(m).unwrap_or_default(),
+                None,
+            )
+        })
+        .await;
+        outcome
+    }
+
+    async fn gold_inner(&self, rebuild: bool, run_id: &str) -> Result<GoldMetrics> {
         let lease = self.lease("transform", run_id).await?;
         let build = GoldBuild::new().with_rebuild(rebuild);
         let plan = build.plan(&self.lake).await?;

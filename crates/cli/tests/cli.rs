@@ -95,7 +95,9 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else if !p.to_string_lossy().contains("_locks") {
+            } else if !p.to_string_lossy().contains("_locks")
+                && !p.to_string_lossy().contains("/ops/")
+            {
                 out.push((p.clone(), std::fs::read(&p).unwrap()));
             }
         }

@@ -11,6 +11,7 @@ mod encode;
 mod error;
 pub mod gold;
 pub mod lease;
+pub mod ops;
 mod parquet_io;
 pub mod paths;
 pub mod silver;

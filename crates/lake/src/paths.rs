@@ -6,6 +6,7 @@
 //! silver/ohlcv_1h/date=2024-03-01/part-00000.parquet
 //! gold/ohlcv_1d/date=2024-03-01/part-00000.parquet
 //! quarantine/ohlcv_1h/source=binance/dataset=klines_1m/symbol=BTC-USDT/date=2024-03-01/{bronze file}.json
+//! ops/runs/date=2024-03-01/{started}_{run_id}_{step}.parquet   run history (crypto_ops.runs)
 //! _state/ingest/{exchange}/{dataset}/{symbol}.json      ingest cursors
 //! _state/silver/ohlcv_1h.json                           bronze objects already in silver
 //! _state/gold/ohlcv_1d.json                             silver versions gold was built from
@@ -22,6 +23,7 @@ pub const BRONZE: &str = "bronze";
 pub const SILVER_OHLCV_1H: &str = "silver/ohlcv_1h";
 pub const GOLD_OHLCV_1D: &str = "gold/ohlcv_1d";
 pub const QUARANTINE_OHLCV_1H: &str = "quarantine/ohlcv_1h";
+pub const OPS_RUNS: &str = "ops/runs";
 const PART_FILE: &str = "part-00000.parquet";
 const BRONZE_EXT: &str = ".bronze";
 
@@ -121,6 +123,15 @@ pub fn partition_file_date(table: &Path, path: &Path) -> Option<NaiveDate> {
         return None;
     }
     parse_date(date.as_ref().strip_prefix("date=")?)
+}
+
+/// One step of one run in `crypto_ops.runs`.
+pub fn run_record(started_at: DateTime<Utc>, run_id: &str, step: &str) -> Path {
+    Path::from(format!(
+        "{OPS_RUNS}/date={}/{}_{run_id}_{step}.parquet",
+        started_at.date_naive(),
+        format_compact(started_at)
+    ))
 }
 
 /// Where the rejected records of one bronze object go.

@@ -48,3 +48,20 @@ pub fn ohlcv_1d() -> SchemaRef {
         Field::new("is_complete", DataType::Boolean, false),
     ]))
 }
+
+/// `crypto_ops.runs`: one row per step of every run (without the partition column).
+pub fn runs() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("step", DataType::Utf8, false),
+        Field::new("started_at", timestamp_utc(), false),
+        Field::new("finished_at", timestamp_utc(), false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("inputs", DataType::Int64, false),
+        Field::new("outputs", DataType::Int64, false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("quarantined", DataType::Int64, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("details", DataType::Utf8, false),
+    ]))
+}

@@ -1,5 +1,5 @@
 //! SQL over the lake, the way Athena queries it on AWS: `crypto_analytics` holds silver,
-//! `crypto_gold` holds gold. The session is read-only: DDL, DML (including `COPY`) and
+//! `crypto_gold` holds gold, `crypto_ops` holds run history. The session is read-only: DDL, DML (including `COPY`) and
 //! session statements are refused before planning reaches any table.
 
 mod output;
@@ -36,6 +36,12 @@ pub fn tables() -> Vec<(&'static str, &'static str, String, SchemaRef)> {
             "ohlcv_1d",
             paths::GOLD_OHLCV_1D.to_string(),
             schema::ohlcv_1d(),
+        ),
+        (
+            "crypto_ops",
+            "runs",
+            paths::OPS_RUNS.to_string(),
+            schema::runs(),
         ),
     ]
 }
