@@ -270,14 +270,30 @@ async fn pipeline_on_a_local_lake() {
     assert_eq!(snapshot(&d.join("lake/gold")), gold_before);
 
     // Late data: a backfill of an older day updates exactly that day's partitions.
-    ok(d, &["ingest", "--base-url", &server.base_url(), "--symbols", "ETH-USDT", "--since", "2024-02-29", "--until", "2024-03-01"]);
+    ok(
+        d,
+        &[
+            "ingest",
+            "--base-url",
+            &server.base_url(),
+            "--symbols",
+            "ETH-USDT",
+            "--since",
+            "2024-02-29",
+            "--until",
+            "2024-03-01",
+        ],
+    );
     let out = ok(d, &["silver"]);
     assert!(out.contains("1 partitions written (24 hours)"), "{out}");
     let out = ok(d, &["gold"]);
     assert!(out.contains("gold: 1 partitions written (1 rows)"), "{out}");
     let mut after: Vec<_> = snapshot(&d.join("lake/silver"));
     after.retain(|(p, _)| !p.to_string_lossy().contains("date=2024-02-29"));
-    assert_eq!(after, before, "only the late day's silver partition may change");
+    assert_eq!(
+        after, before,
+        "only the late day's silver partition may change"
+    );
     let mut gold_after = snapshot(&d.join("lake/gold"));
     gold_after.retain(|(p, _)| !p.to_string_lossy().contains("date=2024-02-29"));
     assert_eq!(gold_after, gold_before);

