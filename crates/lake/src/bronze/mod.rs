@@ -148,3 +148,23 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod no_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A bronze reader given any bytes returns an error naming the key, or an envelope and
+        /// payload; it never panics.
+        #[test]
+        fn arbitrary_objects(head in "[ -~]{0,200}", tail in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut bytes = head.into_bytes();
+            bytes.push(b'\n');
+            bytes.extend(tail);
+            if let Err(e) = decode("bronze/k.bronze", &Bytes::from(bytes)) {
+                prop_assert!(e.to_string().contains("bronze/k.bronze"));
+            }
+        }
+    }
+}

@@ -152,3 +152,42 @@ mod tests {
         assert_eq!(exchange_symbol(&btc()), "BTCUSDT");
     }
 }
+
+#[cfg(test)]
+mod no_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn btc() -> Symbol {
+        Symbol::parse("BTC-USDT").unwrap()
+    }
+
+    proptest! {
+        /// Whatever arrives, parsing returns an error or records; it never panics.
+        #[test]
+        fn arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_klines(&body, &btc());
+            let _ = count_rows(&body);
+        }
+
+        /// Rows that look almost right: every field any JSON scalar.
+        #[test]
+        fn arbitrary_rows(rows in proptest::collection::vec(
+            proptest::collection::vec(prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|f| format!("\"{f}\"")),
+                "[a-z0-9.\\-]{0,8}".prop_map(|s| format!("\"{s}\"")),
+                Just("null".to_string()),
+            ], 0..14),
+            0..8,
+        )) {
+            let body = format!(
+                "[{}]",
+                rows.iter().map(|r| format!("[{}]", r.join(","))).collect::<Vec<_>>().join(",")
+            );
+            if let Ok(records) = parse_klines(body.as_bytes(), &btc()) {
+                prop_assert_eq!(records.len(), rows.len());
+            }
+        }
+    }
+}
