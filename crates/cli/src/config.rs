@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::Duration;
+use cryptolake_lake::quality::{Action, QualityRules};
 use cryptolake_model::{Exchange, Symbol};
 use serde::Deserialize;
 
@@ -46,6 +47,38 @@ concurrency = 4
 # Env: CRYPTOLAKE_SCHEDULE_CRON. Flag: schedule --cron.
 cron = "5 * * * *"
 
+[quality]
+# Data-quality rules. Actions: warn (report, keep the data), drop (leave the record out, count
+# it), quarantine (leave it out, keep it under quarantine/ with its reason), fail (the step
+# fails, exit status 1, naming the rows). Results of every run are in crypto_ops.quality_results;
+# `cryptolake check` evaluates the table rules on demand.
+#
+# Record rules, for every candle silver reads (drop, quarantine or fail):
+# high/low consistent with open and close, prices positive and finite.
+ohlc = "quarantine"
+# volume, quote volume and trade count not negative.
+amounts = "quarantine"
+# open time on the minute grid.
+alignment = "quarantine"
+# Table rules (warn or fail): the same minute fetched more than once (the latest is kept).
+duplicates = "warn"
+
+[quality.completeness]
+# Hours with fewer minutes, and closed days with fewer hours, are reported.
+min_minutes_per_hour = 60
+min_hours_per_day = 24
+action = "warn"
+
+[quality.freshness]
+# The newest closed hour of each symbol must have ended at most this long ago.
+max_age_minutes = 180
+action = "warn"
+
+[quality.price_jump]
+# Largest allowed change of an hour's close against the previous hour's close (0.2 = 20%).
+max_change = 0.2
+action = "warn"
+
 [exchanges.binance]
 # Whether `run` and `schedule` ingest from this exchange.
 # Env: CRYPTOLAKE_BINANCE_ENABLED.
@@ -69,8 +102,108 @@ pub struct Config {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub quality: QualityConfig,
     #[serde(default = "default_exchanges")]
     pub exchanges: BTreeMap<String, ExchangeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityConfig {
+    pub ohlc: Action,
+    pub amounts: Action,
+    pub alignment: Action,
+    pub duplicates: Action,
+    pub completeness: CompletenessConfig,
+    pub freshness: FreshnessConfig,
+    pub price_jump: PriceJumpConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompletenessConfig {
+    pub min_minutes_per_hour: i32,
+    pub min_hours_per_day: i32,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FreshnessConfig {
+    pub max_age_minutes: i64,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PriceJumpConfig {
+    pub max_change: f64,
+    pub action: Action,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        let r = QualityRules::default();
+        QualityConfig {
+            ohlc: r.ohlc,
+            amounts: r.amounts,
+            alignment: r.alignment,
+            duplicates: r.duplicates,
+            completeness: CompletenessConfig::default(),
+            freshness: FreshnessConfig::default(),
+            price_jump: PriceJumpConfig::default(),
+        }
+    }
+}
+
+impl Default for CompletenessConfig {
+    fn default() -> Self {
+        let r = QualityRules::default();
+        CompletenessConfig {
+            min_minutes_per_hour: r.min_minutes_per_hour,
+            min_hours_per_day: r.min_hours_per_day,
+            action: r.completeness,
+        }
+    }
+}
+
+impl Default for FreshnessConfig {
+    fn default() -> Self {
+        let r = QualityRules::default();
+        FreshnessConfig {
+            max_age_minutes: r.max_age_minutes,
+            action: r.freshness,
+        }
+    }
+}
+
+impl Default for PriceJumpConfig {
+    fn default() -> Self {
+        let r = QualityRules::default();
+        PriceJumpConfig {
+            max_change: r.max_price_change,
+            action: r.price_jump,
+        }
+    }
+}
+
+impl QualityConfig {
+    pub fn rules(&self) -> QualityRules {
+        QualityRules {
+            ohlc: self.ohlc,
+            amounts: self.amounts,
+            alignment: self.alignment,
+            duplicates: self.duplicates,
+            min_minutes_per_hour: self.completeness.min_minutes_per_hour,
+            min_hours_per_day: self.completeness.min_hours_per_day,
+            completeness: self.completeness.action,
+            max_age_minutes: self.freshness.max_age_minutes,
+            freshness: self.freshness.action,
+            max_price_change: self.price_jump.max_change,
+            price_jump: self.price_jump.action,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -240,6 +373,10 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
+        self.quality
+            .rules()
+            .validate()
+            .map_err(|e| anyhow!("config key {e}"))?;
         if let Some(e) = &self.s3.endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))
         {
@@ -351,6 +488,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("CRYPTOLAKE_LAEK"), "{err}");
+    }
+
+    #[test]
+    fn quality_rules_are_checked() {
+        let c = load_str(DEFAULT_TOML, &[]).unwrap();
+        assert_eq!(c.quality.rules(), QualityRules::default());
+        let c = load_str(
+            "[quality]\nohlc = \"fail\"\n[quality.freshness]\nmax_age_minutes = 30\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.quality.rules().ohlc, Action::Fail);
+        assert_eq!(c.quality.rules().max_age_minutes, 30);
+        let err = load_str("[quality]\nohlc = \"warn\"\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("quality.ohlc"), "{err:#}");
+        let err = load_str("[quality]\nohlc = \"ignore\"\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("ignore"), "{err:#}");
+        let err = load_str("[quality.freshness]\nmax_age = 3\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("max_age"), "{err:#}");
     }
 
     #[test]

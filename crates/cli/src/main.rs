@@ -84,6 +84,16 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// Evaluate the quality rules over silver and gold; exit 1 when a rule with action fail is
+    /// broken
+    Check {
+        /// First date (YYYY-MM-DD) to check
+        #[arg(long)]
+        from: Option<String>,
+        /// Last date (YYYY-MM-DD) to check
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// List recent runs from crypto_ops.runs, newest first
     Runs {
         /// How many steps to show
@@ -334,6 +344,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gold { rebuild } => {
             let m = env.gold(*rebuild, &new_run_id(now)).await?;
             print!("{}", gold_summary(&m));
+        }
+        Command::Check { from, to } => {
+            let day = |flag: &str, v: &Option<String>| -> Result<Option<chrono::NaiveDate>> {
+                Ok(parse_opt_time(flag, v)?.map(|t| t.date_naive()))
+            };
+            let (from, to) = (day("from", from)?, day("to", to)?);
+            let run_id = new_run_id(now);
+            let rules = env.config.quality.rules();
+            let results =
+                cryptolake_lake::quality::evaluate(&env.lake, &rules, from, to, now).await?;
+            let violations: Vec<_> = results.iter().filter(|r| r.is_violation()).collect();
+            for r in &violations {
+                println!("{:<5} {}", r.action.as_str(), pipeline::describe(r));
+            }
+            let rules_checked: std::collections::BTreeSet<_> =
+                results.iter().map(|r| r.rule.as_str()).collect();
+            println!(
+                "check: {} rules, {} violations ({} with action fail)",
+                rules_checked.len(),
+                violations.len(),
+                violations.iter().filter(|r| r.fails()).count()
+            );
+            env.quality_verdict(&run_id, "check", &results).await?;
         }
         Command::Run => {
             let summary = env.run_once(now).await?;

@@ -8,6 +8,7 @@ use cryptolake_lake::bronze::{Ingest, IngestMetrics};
 use cryptolake_lake::gold::{GoldBuild, GoldMetrics};
 use cryptolake_lake::lease::{Lease, LeaseOptions};
 use cryptolake_lake::ops::{RunRecord, record_run};
+use cryptolake_lake::quality::{self, QualityResult};
 use cryptolake_lake::silver::{SilverBuild, SilverMetrics};
 use cryptolake_lake::{Lake, new_run_id};
 use cryptolake_model::{Exchange, Symbol};
@@ -83,6 +84,36 @@ impl Env {
         if let Err(e) = record_run(&self.lake, &record).await {
             warn!(step, run_id, error = %e, "could not record the run");
         }
+    }
+
+    /// Records quality results, logs violations, and fails if a `fail` rule was broken.
+    pub async fn quality_verdict(
+        &self,
+        run_id: &str,
+        step: &str,
+        results: &[QualityResult],
+    ) -> Result<()> {
+        if let Err(e) = quality::record_results(&self.lake, run_id, step, Utc::now(), results).await
+        {
+            warn!(step, error = %e, "could not record quality results");
+        }
+        for r in results.iter().filter(|r| r.is_violation()) {
+            warn!(rule = %r.rule, action = r.action.as_str(), exchange = ?r.exchange, symbol = ?r.symbol, subject = ?r.subject, "{}", r.message);
+        }
+        let failed: Vec<String> = results.iter().filter(|r| r.fails()).map(describe).collect();
+        if !failed.is_empty() {
+            bail!(
+                "{} violation(s) of quality rules with action fail: {}",
+                failed.len(),
+                failed
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        Ok(())
     }
 
     async fn lease(&self, name: &str, run_id: &str) -> Result<Lease> {
@@ -185,8 +216,30 @@ impl Env {
     }
 
     pub async fn silver(&self, rebuild: bool, run_id: &str) -> Result<SilverMetrics> {
+        // (quality checks of the changed dates follow the build)
         let started = Utc::now();
-        let outcome = self.silver_inner(rebuild, run_id).await;
+        let mut outcome = self.silver_inner(rebuild, run_id).await;
+        if let Ok(m) = &outcome {
+            let rules = self.config.quality.rules();
+            let mut results = vec![quality::duplicates_result(&rules, m.duplicates_dropped)];
+            if let (Some(from), Some(to)) = (m.changed_dates.first(), m.changed_dates.last()) {
+                match quality::evaluate_silver(
+                    &self.lake,
+                    &rules,
+                    Some(*from),
+                    Some(*to),
+                    Utc::now(),
+                )
+                .await
+                {
+                    Ok(r) => results.extend(r),
+                    Err(e) => warn!(error = %e, "quality checks of silver could not run"),
+                }
+            }
+            if let Err(e) = self.quality_verdict(run_id, "silver", &results).await {
+                outcome = Err(e);
+            }
+        }
         self.record(run_id, "silver", started, &outcome, |m| {
             StepCounts(
                 m.objects_read as i64,
@@ -203,7 +256,9 @@ impl Env {
 
     async fn silver_inner(&self, rebuild: bool, run_id: &str) -> Result<SilverMetrics> {
         let lease = self.lease("transform", run_id).await?;
-        let build = SilverBuild::new().with_rebuild(rebuild);
+        let build = SilverBuild::new()
+            .with_rebuild(rebuild)
+            .with_rules(self.config.quality.rules());
         let plan = build.plan(&self.lake).await?;
         info!(
             new_objects = plan.new_objects.len(),
@@ -218,7 +273,27 @@ impl Env {
 
     pub async fn gold(&self, rebuild: bool, run_id: &str) -> Result<GoldMetrics> {
         let started = Utc::now();
-        let outcome = self.gold_inner(rebuild, run_id).await;
+        let mut outcome = self.gold_inner(rebuild, run_id).await;
+        if let Ok(m) = &outcome
+            && let (Some(from), Some(to)) = (m.changed_dates.first(), m.changed_dates.last())
+        {
+            let rules = self.config.quality.rules();
+            let verdict = match quality::evaluate_gold(
+                &self.lake,
+                &rules,
+                Some(*from),
+                Some(*to),
+                Utc::now(),
+            )
+            .await
+            {
+                Ok(results) => self.quality_verdict(run_id, "gold", &results).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = verdict {
+                outcome = Err(e);
+            }
+        }
         self.record(run_id, "gold", started, &outcome, |m| {
             StepCounts(
                 m.changed_dates.len() as i64,
@@ -334,12 +409,13 @@ pub fn ingest_summary(exchange: Exchange, m: &IngestMetrics) -> String {
 
 pub fn silver_summary(m: &SilverMetrics) -> String {
     format!(
-        "  silver: {} new bronze objects ({} read), {} candles, {} duplicates dropped, {} open candles skipped, {} records quarantined in {} objects; {} partitions written ({} hours), {} unchanged, {} deleted\n",
+        "  silver: {} new bronze objects ({} read), {} candles, {} duplicates dropped, {} open candles skipped, {} bad records dropped, {} records quarantined in {} objects; {} partitions written ({} hours), {} unchanged, {} deleted\n",
         m.new_objects,
         m.objects_read,
         m.candles_read,
         m.duplicates_dropped,
         m.open_candles_skipped,
+        m.dropped_records,
         m.rejected_records,
         m.quarantined_objects,
         m.partitions_written,
@@ -354,4 +430,18 @@ pub fn gold_summary(m: &GoldMetrics) -> String {
         "  gold: {} partitions written ({} rows), {} deleted\n",
         m.partitions_written, m.rows_written, m.partitions_deleted
     )
+}
+
+/// One finding as a line: rule, where, what.
+pub fn describe(r: &QualityResult) -> String {
+    let who = match (&r.exchange, &r.symbol) {
+        (Some(e), Some(s)) => format!(" {e} {s}"),
+        _ => String::new(),
+    };
+    let at = r
+        .subject
+        .as_deref()
+        .map(|s| format!(" at {s}"))
+        .unwrap_or_default();
+    format!("{}{who}{at}: {}", r.rule, r.message)
 }

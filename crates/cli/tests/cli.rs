@@ -811,3 +811,88 @@ async fn crash_at_any_point_then_rerun_gives_the_uninterrupted_tables() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quality_rules_report_gaps_and_check_fails_on_fail_rules() {
+    let server = sim().await;
+    let url = server.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A hole from 10:30 to 10:45: hour 10 has 45 minutes.
+    ok(
+        d,
+        &[
+            "ingest",
+            "--base-url",
+            &url,
+            "--symbols",
+            "BTC-USDT",
+            "--since",
+            "2024-03-01",
+            "--until",
+            "2024-03-01T10:30:00Z",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "ingest",
+            "--base-url",
+            &url,
+            "--symbols",
+            "BTC-USDT",
+            "--since",
+            "2024-03-01T10:45:00Z",
+            "--until",
+            "2024-03-02",
+        ],
+    );
+    ok(d, &["silver"]);
+    ok(d, &["gold"]);
+    let results = csv_rows(&ok(
+        d,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT step, rule, status, subject, observed FROM crypto_ops.quality_results WHERE status = 'violation' AND rule = 'completeness' ORDER BY step",
+        ],
+    ));
+    assert_eq!(
+        results,
+        vec![vec![
+            "silver".to_string(),
+            "completeness".into(),
+            "violation".into(),
+            "2024-03-01T10:00:00+00:00".into(),
+            "45.0".into()
+        ]]
+    );
+    // Warn rules: check reports and succeeds.
+    let out = ok(d, &["check"]);
+    assert!(
+        out.contains(
+            "completeness binance BTC-USDT at 2024-03-01T10:00:00+00:00: hour has 45 of 60 minutes"
+        ),
+        "{out}"
+    );
+    // The same rule with action fail: check exits 1 and names the rows.
+    std::fs::write(
+        d.join("cryptolake.toml"),
+        "[quality.completeness]\naction = \"fail\"\n",
+    )
+    .unwrap();
+    let r = cryptolake(d, &["check", "--from", "2024-03-01", "--to", "2024-03-01"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("violation(s) of quality rules with action fail")
+            && r.stderr.contains("2024-03-01T10:00:00"),
+        "{}",
+        r.stderr
+    );
+    // A range without the gap passes.
+    let r = cryptolake(d, &["check", "--from", "2024-03-02"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    server.stop().await;
+}

@@ -44,6 +44,15 @@ pub enum Error {
         #[source]
         source: cryptolake_sources::Error,
     },
+    #[error(
+        "quality rule {rule} (action fail) broken in {key}, record {index}: {reason}; nothing was committed"
+    )]
+    QualityFailed {
+        rule: String,
+        key: String,
+        index: usize,
+        reason: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }

@@ -14,6 +14,7 @@ pub mod lease;
 pub mod ops;
 mod parquet_io;
 pub mod paths;
+pub mod quality;
 pub mod silver;
 pub mod state;
 pub mod store;

@@ -7,6 +7,7 @@
 //! gold/ohlcv_1d/date=2024-03-01/part-00000.parquet
 //! quarantine/ohlcv_1h/source=binance/dataset=klines_1m/symbol=BTC-USDT/date=2024-03-01/{bronze file}.json
 //! ops/runs/date=2024-03-01/{started}_{run_id}_{step}.parquet   run history (crypto_ops.runs)
+//! ops/quality_results/date=2024-03-01/{checked}_{run_id}_{step}.parquet   (crypto_ops.quality_results)
 //! _state/ingest/{exchange}/{dataset}/{symbol}.json      ingest cursors
 //! _state/silver/ohlcv_1h.json                           bronze objects already in silver
 //! _state/gold/ohlcv_1d.json                             silver versions gold was built from
@@ -24,6 +25,7 @@ pub const SILVER_OHLCV_1H: &str = "silver/ohlcv_1h";
 pub const GOLD_OHLCV_1D: &str = "gold/ohlcv_1d";
 pub const QUARANTINE_OHLCV_1H: &str = "quarantine/ohlcv_1h";
 pub const OPS_RUNS: &str = "ops/runs";
+pub const OPS_QUALITY_RESULTS: &str = "ops/quality_results";
 const PART_FILE: &str = "part-00000.parquet";
 const BRONZE_EXT: &str = ".bronze";
 
@@ -131,6 +133,15 @@ pub fn run_record(started_at: DateTime<Utc>, run_id: &str, step: &str) -> Path {
         "{OPS_RUNS}/date={}/{}_{run_id}_{step}.parquet",
         started_at.date_naive(),
         format_compact(started_at)
+    ))
+}
+
+/// The quality results of one step of one run in `crypto_ops.quality_results`.
+pub fn quality_results(checked_at: DateTime<Utc>, run_id: &str, step: &str) -> Path {
+    Path::from(format!(
+        "{OPS_QUALITY_RESULTS}/date={}/{}_{run_id}_{step}.parquet",
+        checked_at.date_naive(),
+        format_compact(checked_at)
     ))
 }
 

@@ -379,3 +379,82 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn record_rules_drop_quarantine_or_fail() {
+    use cryptolake_lake::quality::{Action, QualityRules};
+    let s = sym("BTC-USDT");
+    // Row 1 breaks ohlc (high below low); row 2 has a negative volume (amounts).
+    let body = br#"[
+      [1709251200000,"100.0","101.0","99.0","100.5","1.0",1709251259999,"100.0",5,"0","0","0"],
+      [1709251260000,"100.5","99.0","100.0","100.2","1.0",1709251319999,"100.0",5,"0","0","0"],
+      [1709251320000,"100.2","100.9","100.1","100.3","-0.4",1709251379999,"40.0",2,"0","0","0"]
+    ]"#;
+    let window = (t("2024-03-01T00:00:00Z"), t("2024-03-01T01:00:00Z"));
+
+    // drop ohlc, quarantine amounts.
+    let (_d, lake) = new_lake();
+    let key = put_bronze(
+        &lake,
+        &s,
+        window.0,
+        window.1,
+        t("2024-03-01T02:00:00Z"),
+        body,
+    )
+    .await;
+    let rules = QualityRules {
+        ohlc: Action::Drop,
+        ..QualityRules::default()
+    };
+    let b = SilverBuild::new().with_rules(rules);
+    let m = b
+        .execute(&lake, b.plan(&lake).await.unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!((m.dropped_records, m.rejected_records), (1, 1));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&lake.get(&paths::quarantine_for(&key.path())).await.unwrap())
+            .unwrap();
+    assert_eq!(doc["records"].as_array().unwrap().len(), 1);
+    assert!(
+        doc["records"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("volume"),
+        "{doc}"
+    );
+    assert_eq!(silver_rows(&lake).await[0].minutes_present, 1);
+
+    // fail: the build stops, names the rule and record, and commits nothing.
+    let (_d, lake) = new_lake();
+    put_bronze(
+        &lake,
+        &s,
+        window.0,
+        window.1,
+        t("2024-03-01T02:00:00Z"),
+        body,
+    )
+    .await;
+    let rules = QualityRules {
+        amounts: Action::Fail,
+        ..QualityRules::default()
+    };
+    let b = SilverBuild::new().with_rules(rules);
+    let err = b
+        .execute(&lake, b.plan(&lake).await.unwrap(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("amounts") && err.contains("record 2") && err.contains("volume"),
+        "{err}"
+    );
+    assert_eq!(
+        b.plan(&lake).await.unwrap().new_objects.len(),
+        1,
+        "state must not move"
+    );
+    assert!(silver_rows(&lake).await.is_empty());
+}

@@ -1,6 +1,6 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::{Error, Exchange, Symbol, time::minute_aligned};
+use crate::{CandleRule, Error, Exchange, Symbol, time::minute_aligned};
 
 /// One closed one-minute candle from an exchange, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,13 +35,17 @@ impl Candle {
         quote_volume: Option<f64>,
         trade_count: Option<i64>,
     ) -> Result<Candle, Error> {
-        let fail = |reason: String| Error::InvalidCandle {
+        let fail = |rule: CandleRule, reason: String| Error::InvalidCandle {
             symbol: symbol.to_string(),
             open_time,
+            rule,
             reason,
         };
         if !minute_aligned(open_time) {
-            return Err(fail("open_time is not aligned to a whole minute".into()));
+            return Err(fail(
+                CandleRule::Alignment,
+                "open_time is not aligned to a whole minute".into(),
+            ));
         }
         for (name, v) in [
             ("open", open),
@@ -50,33 +54,45 @@ impl Candle {
             ("close", close),
         ] {
             if !v.is_finite() || v <= 0.0 {
-                return Err(fail(format!("{name} price {v} is not a positive number")));
+                return Err(fail(
+                    CandleRule::Ohlc,
+                    format!("{name} price {v} is not a positive number"),
+                ));
             }
         }
         if high < open.max(close).max(low) {
-            return Err(fail(format!(
-                "high {high} is below open {open}, close {close} or low {low}"
-            )));
+            return Err(fail(
+                CandleRule::Ohlc,
+                format!("high {high} is below open {open}, close {close} or low {low}"),
+            ));
         }
         if low > open.min(close) {
-            return Err(fail(format!(
-                "low {low} is above open {open} or close {close}"
-            )));
+            return Err(fail(
+                CandleRule::Ohlc,
+                format!("low {low} is above open {open} or close {close}"),
+            ));
         }
         if !volume.is_finite() || volume < 0.0 {
-            return Err(fail(format!("volume {volume} is negative or not a number")));
+            return Err(fail(
+                CandleRule::Amounts,
+                format!("volume {volume} is negative or not a number"),
+            ));
         }
         if let Some(q) = quote_volume
             && (!q.is_finite() || q < 0.0)
         {
-            return Err(fail(format!(
-                "quote_volume {q} is negative or not a number"
-            )));
+            return Err(fail(
+                CandleRule::Amounts,
+                format!("quote_volume {q} is negative or not a number"),
+            ));
         }
         if let Some(n) = trade_count
             && n < 0
         {
-            return Err(fail(format!("trade_count {n} is negative")));
+            return Err(fail(
+                CandleRule::Amounts,
+                format!("trade_count {n} is negative"),
+            ));
         }
         Ok(Candle {
             exchange,

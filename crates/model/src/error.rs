@@ -1,5 +1,26 @@
 use chrono::{DateTime, Utc};
 
+/// Which data-quality rule a candle broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CandleRule {
+    /// Prices positive and finite, high and low consistent with open and close.
+    Ohlc,
+    /// Volume, quote volume and trade count not negative.
+    Amounts,
+    /// Open time on the interval grid.
+    Alignment,
+}
+
+impl CandleRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CandleRule::Ohlc => "ohlc",
+            CandleRule::Amounts => "amounts",
+            CandleRule::Alignment => "alignment",
+        }
+    }
+}
+
 /// Errors raised when a domain value fails validation. Each message names the value and why.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
@@ -11,6 +32,7 @@ pub enum Error {
     InvalidCandle {
         symbol: String,
         open_time: DateTime<Utc>,
+        rule: CandleRule,
         reason: String,
     },
     #[error(

@@ -12,7 +12,7 @@ mod symbol;
 mod time;
 
 pub use candle::{Candle, DailyCandle, HourlyCandle};
-pub use error::{Error, Result};
+pub use error::{CandleRule, Error, Result};
 pub use exchange::Exchange;
 pub use symbol::Symbol;
 pub use time::{

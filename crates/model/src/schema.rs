@@ -65,3 +65,21 @@ pub fn runs() -> SchemaRef {
         Field::new("details", DataType::Utf8, false),
     ]))
 }
+
+/// `crypto_ops.quality_results`: one row per finding (or pass) of a quality rule.
+pub fn quality_results() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("step", DataType::Utf8, false),
+        Field::new("checked_at", timestamp_utc(), false),
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("exchange", DataType::Utf8, true),
+        Field::new("symbol", DataType::Utf8, true),
+        Field::new("subject", DataType::Utf8, true),
+        Field::new("observed", DataType::Float64, true),
+        Field::new("threshold", DataType::Float64, true),
+        Field::new("message", DataType::Utf8, false),
+    ]))
+}

@@ -43,6 +43,12 @@ pub fn tables() -> Vec<(&'static str, &'static str, String, SchemaRef)> {
             paths::OPS_RUNS.to_string(),
             schema::runs(),
         ),
+        (
+            "crypto_ops",
+            "quality_results",
+            paths::OPS_QUALITY_RESULTS.to_string(),
+            schema::quality_results(),
+        ),
     ]
 }
 

@@ -11,7 +11,7 @@ pub mod sim;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use cryptolake_model::Candle;
+use cryptolake_model::{Candle, CandleRule};
 
 pub use error::{Error, Result};
 
@@ -43,6 +43,8 @@ pub enum Record {
         index: usize,
         /// The record as it appeared (re-serialised JSON).
         raw: String,
+        /// The quality rule it broke; `None` when it is not a well-formed record at all.
+        rule: Option<CandleRule>,
         reason: String,
     },
 }

@@ -23,7 +23,10 @@ use tracing::{info, warn};
 use crate::bronze::{decode, parse_payload};
 use crate::lease::Lease;
 use crate::paths::{self, BronzeKey};
-use crate::{Lake, Result, hourly_from_batch, hourly_to_batch, read_parquet, state, write_parquet};
+use crate::quality::{Action, QualityRules};
+use crate::{
+    Error, Lake, Result, hourly_from_batch, hourly_to_batch, read_parquet, state, write_parquet,
+};
 use aggregate::{Minute, dedup_latest, hourly};
 
 /// Sort order of every partition: exchange, symbol, open_time.
@@ -42,6 +45,7 @@ struct SilverState {
 pub struct SilverBuild {
     rebuild: bool,
     concurrency: usize,
+    rules: QualityRules,
 }
 
 impl Default for SilverBuild {
@@ -74,6 +78,8 @@ pub struct SilverMetrics {
     pub duplicates_dropped: usize,
     pub open_candles_skipped: usize,
     pub rejected_records: usize,
+    /// Bad records left out without quarantine (rule action `drop`).
+    pub dropped_records: usize,
     pub quarantined_objects: usize,
     pub hours_written: usize,
     pub partitions_written: usize,
@@ -89,6 +95,9 @@ struct Parsed {
     path: String,
     minutes: Vec<Minute>,
     open_skipped: usize,
+    dropped: usize,
+    /// A record broke a rule whose action is `fail`.
+    failure: Option<Error>,
     quarantine: Option<QuarantineDoc>,
 }
 
@@ -131,7 +140,14 @@ impl SilverBuild {
         SilverBuild {
             rebuild: false,
             concurrency: 8,
+            rules: QualityRules::default(),
         }
+    }
+
+    /// The record rules (`ohlc`, `amounts`, `alignment`) decide what happens to a bad candle.
+    pub fn with_rules(mut self, rules: QualityRules) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// Recompute everything from bronze, ignoring what was processed before.
@@ -217,14 +233,20 @@ impl SilverBuild {
                 .filter(|k| overlaps(k, *date))
                 .collect();
             let parsed: Vec<Result<Parsed>> = futures::stream::iter(keys)
-                .map(|k| read_object(lake, k))
+                .map(|k| read_object(lake, k, &self.rules))
                 .buffered(self.concurrency)
                 .collect()
                 .await;
             let mut by_pair: BTreeMap<Pair, (Vec<Minute>, Vec<DateTime<Utc>>)> = BTreeMap::new();
             for p in parsed {
-                let p = p?;
+                let mut p = p?;
                 metrics.objects_read += 1;
+                if new_keys.contains(&p.path) {
+                    if let Some(e) = p.failure.take() {
+                        return Err(e);
+                    }
+                    metrics.dropped_records += p.dropped;
+                }
                 if let Some(doc) = &p.quarantine
                     && new_keys.contains(&p.path)
                     && quarantined.insert(p.path.clone())
@@ -324,7 +346,7 @@ impl SilverBuild {
     }
 }
 
-async fn read_object(lake: &Lake, key: &BronzeKey) -> Result<Parsed> {
+async fn read_object(lake: &Lake, key: &BronzeKey, rules: &QualityRules) -> Result<Parsed> {
     let path = key.path();
     let path_text = path.to_string();
     let bytes = lake.get(&path).await?;
@@ -333,6 +355,8 @@ async fn read_object(lake: &Lake, key: &BronzeKey) -> Result<Parsed> {
         path: path_text.clone(),
         minutes: Vec::new(),
         open_skipped: 0,
+        dropped: 0,
+        failure: None,
         quarantine: None,
     };
     let whole_object_error = |reason: String| QuarantineDoc {
@@ -387,9 +411,27 @@ async fn read_object(lake: &Lake, key: &BronzeKey) -> Result<Parsed> {
                     });
                 }
             }
-            Record::Rejected { index, raw, reason } => {
-                rejected.push(QuarantinedRecord { index, reason, raw })
-            }
+            Record::Rejected {
+                index,
+                raw,
+                rule,
+                reason,
+            } => match rule.map(|r| (r, rules.record_action(r))) {
+                Some((_, Action::Drop)) => out.dropped += 1,
+                Some((r, Action::Fail)) => {
+                    if out.failure.is_none() {
+                        out.failure = Some(Error::QualityFailed {
+                            rule: r.as_str().to_string(),
+                            key: path_text.clone(),
+                            index,
+                            reason: reason.clone(),
+                        });
+                    }
+                    rejected.push(QuarantinedRecord { index, reason, raw });
+                }
+                // Quarantine, and malformed records whatever the rules say.
+                _ => rejected.push(QuarantinedRecord { index, reason, raw }),
+            },
         }
     }
     if !rejected.is_empty() {

@@ -1,7 +1,7 @@
 //! Binance wire types to domain candles.
 
 use chrono::{DateTime, Utc};
-use cryptolake_model::{Candle, Exchange, Symbol};
+use cryptolake_model::{Candle, CandleRule, Exchange, Symbol};
 
 use super::models::RawKline;
 use crate::Record;
@@ -21,9 +21,10 @@ pub fn parse_klines(body: &[u8], symbol: &Symbol) -> Result<Vec<Record>, String>
         .enumerate()
         .map(|(index, row)| match parse_row(&row, symbol) {
             Ok((candle, close_time)) => Record::Candle { candle, close_time },
-            Err(reason) => Record::Rejected {
+            Err((rule, reason)) => Record::Rejected {
                 index,
                 raw: row.to_string(),
+                rule,
                 reason,
             },
         })
@@ -37,14 +38,19 @@ pub fn count_rows(body: &[u8]) -> Result<usize, String> {
     Ok(rows.len())
 }
 
-fn parse_row(row: &serde_json::Value, symbol: &Symbol) -> Result<(Candle, DateTime<Utc>), String> {
+type RowError = (Option<CandleRule>, String);
+
+fn parse_row(
+    row: &serde_json::Value,
+    symbol: &Symbol,
+) -> Result<(Candle, DateTime<Utc>), RowError> {
     let k: RawKline = serde_json::from_value(row.clone())
-        .map_err(|e| format!("not a 12-field kline array: {e}"))?;
-    let open_time = millis(k.0, "open_time")?;
-    let close_time = millis(k.6, "close_time")?;
-    let num = |name: &str, s: &str| -> Result<f64, String> {
+        .map_err(|e| (None, format!("not a 12-field kline array: {e}")))?;
+    let open_time = millis(k.0, "open_time").map_err(|e| (None, e))?;
+    let close_time = millis(k.6, "close_time").map_err(|e| (None, e))?;
+    let num = |name: &str, s: &str| -> Result<f64, RowError> {
         s.parse::<f64>()
-            .map_err(|_| format!("{name} {s:?} is not a decimal number"))
+            .map_err(|_| (None, format!("{name} {s:?} is not a decimal number")))
     };
     let candle = Candle::new(
         Exchange::Binance,
@@ -58,10 +64,14 @@ fn parse_row(row: &serde_json::Value, symbol: &Symbol) -> Result<(Candle, DateTi
         Some(num("quote_volume", &k.7)?),
         Some(k.8),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| match &e {
+        cryptolake_model::Error::InvalidCandle { rule, .. } => (Some(*rule), e.to_string()),
+        _ => (None, e.to_string()),
+    })?;
     if close_time <= open_time {
-        return Err(format!(
-            "close_time {close_time} is not after open_time {open_time}"
+        return Err((
+            Some(CandleRule::Alignment),
+            format!("close_time {close_time} is not after open_time {open_time}"),
         ));
     }
     Ok((candle, close_time))

@@ -1,0 +1,546 @@
+//! Data-quality rules and their results (`crypto_ops.quality_results`).
+//!
+//! Record rules (`ohlc`, `amounts`, `alignment`) are applied to every candle as silver reads
+//! bronze: a broken candle is dropped, quarantined with its reason, or fails the run. Table rules
+//! (`duplicates`, `completeness`, `freshness`, `price_jump`) are evaluated after silver and gold
+//! and by `cryptolake check`: they warn or fail, and never change data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use cryptolake_model::{CandleRule, DailyCandle, HourlyCandle, schema};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Lake, Result, daily_from_batch, hourly_from_batch, paths, read_parquet, write_parquet,
+};
+
+/// What a rule does when it is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Report it; keep the data.
+    Warn,
+    /// Leave the record out and count it.
+    Drop,
+    /// Leave the record out and keep it under `quarantine/` with its reason.
+    Quarantine,
+    /// Fail the run (exit non-zero), naming the rows.
+    Fail,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Warn => "warn",
+            Action::Drop => "drop",
+            Action::Quarantine => "quarantine",
+            Action::Fail => "fail",
+        }
+    }
+}
+
+/// The rules, as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityRules {
+    pub ohlc: Action,
+    pub amounts: Action,
+    pub alignment: Action,
+    pub duplicates: Action,
+    pub min_minutes_per_hour: i32,
+    pub min_hours_per_day: i32,
+    pub completeness: Action,
+    pub max_age_minutes: i64,
+    pub freshness: Action,
+    /// Largest allowed |close / previous close - 1| between consecutive hours.
+    pub max_price_change: f64,
+    pub price_jump: Action,
+}
+
+impl Default for QualityRules {
+    fn default() -> Self {
+        QualityRules {
+            ohlc: Action::Quarantine,
+            amounts: Action::Quarantine,
+            alignment: Action::Quarantine,
+            duplicates: Action::Warn,
+            min_minutes_per_hour: 60,
+            min_hours_per_day: 24,
+            completeness: Action::Warn,
+            max_age_minutes: 180,
+            freshness: Action::Warn,
+            max_price_change: 0.2,
+            price_jump: Action::Warn,
+        }
+    }
+}
+
+impl QualityRules {
+    pub fn record_action(&self, rule: CandleRule) -> Action {
+        match rule {
+            CandleRule::Ohlc => self.ohlc,
+            CandleRule::Amounts => self.amounts,
+            CandleRule::Alignment => self.alignment,
+        }
+    }
+
+    /// Checks the actions fit the rules; the error names the rule.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (name, a) in [
+            ("ohlc", self.ohlc),
+            ("amounts", self.amounts),
+            ("alignment", self.alignment),
+        ] {
+            if a == Action::Warn {
+                return Err(format!(
+                    "quality.{name}: a candle that breaks {name} cannot be kept; use drop, quarantine or fail"
+                ));
+            }
+        }
+        for (name, a) in [
+            ("duplicates", self.duplicates),
+            ("completeness", self.completeness),
+            ("freshness", self.freshness),
+            ("price_jump", self.price_jump),
+        ] {
+            if matches!(a, Action::Drop | Action::Quarantine) {
+                return Err(format!(
+                    "quality.{name}: a table rule only reports; use warn or fail"
+                ));
+            }
+        }
+        if !(0..=60).contains(&self.min_minutes_per_hour)
+            || !(0..=24).contains(&self.min_hours_per_day)
+        {
+            return Err(
+                "quality.completeness: minutes per hour must be 0..=60 and hours per day 0..=24"
+                    .into(),
+            );
+        }
+        if self.max_age_minutes < 1
+            || self.max_price_change.is_nan()
+            || self.max_price_change <= 0.0
+        {
+            return Err("quality.freshness.max_age_minutes and quality.price_jump.max_change must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// One finding, or the pass of a rule with nothing to report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityResult {
+    pub rule: String,
+    pub action: Action,
+    /// `pass` or `violation`.
+    pub status: String,
+    pub exchange: Option<String>,
+    pub symbol: Option<String>,
+    /// The hour, day or object concerned.
+    pub subject: Option<String>,
+    pub observed: Option<f64>,
+    pub threshold: Option<f64>,
+    pub message: String,
+}
+
+impl QualityResult {
+    pub fn is_violation(&self) -> bool {
+        self.status == "violation"
+    }
+
+    pub fn fails(&self) -> bool {
+        self.is_violation() && self.action == Action::Fail
+    }
+
+    fn pass(rule: &str, action: Action, message: String) -> QualityResult {
+        QualityResult {
+            rule: rule.into(),
+            action,
+            status: "pass".into(),
+            exchange: None,
+            symbol: None,
+            subject: None,
+            observed: None,
+            threshold: None,
+            message,
+        }
+    }
+}
+
+/// The duplicates found while building silver.
+pub fn duplicates_result(rules: &QualityRules, dropped: usize) -> QualityResult {
+    if dropped == 0 {
+        return QualityResult::pass(
+            "duplicates",
+            rules.duplicates,
+            "no duplicate minutes".into(),
+        );
+    }
+    QualityResult {
+        rule: "duplicates".into(),
+        action: rules.duplicates,
+        status: "violation".into(),
+        exchange: None,
+        symbol: None,
+        subject: None,
+        observed: Some(dropped as f64),
+        threshold: Some(0.0),
+        message: format!(
+            "{dropped} minutes arrived more than once; the latest fetch of each was kept"
+        ),
+    }
+}
+
+/// Completeness, price jumps and freshness of silver hours (sorted by exchange, symbol, time).
+pub fn check_hours(
+    rules: &QualityRules,
+    hours: &[HourlyCandle],
+    now: DateTime<Utc>,
+) -> Vec<QualityResult> {
+    let mut out = Vec::new();
+    let violation =
+        |rule: &str, action, h: &HourlyCandle, observed: f64, threshold: f64, message: String| {
+            QualityResult {
+                rule: rule.into(),
+                action,
+                status: "violation".into(),
+                exchange: Some(h.exchange.to_string()),
+                symbol: Some(h.symbol.to_string()),
+                subject: Some(h.open_time.to_rfc3339()),
+                observed: Some(observed),
+                threshold: Some(threshold),
+                message,
+            }
+        };
+    let mut incomplete = 0;
+    let mut jumps = 0;
+    for (i, h) in hours.iter().enumerate() {
+        if h.minutes_present < rules.min_minutes_per_hour {
+            incomplete += 1;
+            out.push(violation(
+                "completeness",
+                rules.completeness,
+                h,
+                f64::from(h.minutes_present),
+                f64::from(rules.min_minutes_per_hour),
+                format!("hour has {} of 60 minutes", h.minutes_present),
+            ));
+        }
+        if i > 0 {
+            let p = &hours[i - 1];
+            if p.exchange == h.exchange
+                && p.symbol == h.symbol
+                && p.open_time + Duration::hours(1) == h.open_time
+            {
+                let change = (h.close / p.close - 1.0).abs();
+                if change > rules.max_price_change {
+                    jumps += 1;
+                    out.push(violation(
+                        "price_jump",
+                        rules.price_jump,
+                        h,
+                        change,
+                        rules.max_price_change,
+                        format!(
+                            "close {} moved {:.1}% from the previous hour's close {}",
+                            h.close,
+                            change * 100.0,
+                            p.close
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if incomplete == 0 {
+        out.push(QualityResult::pass(
+            "completeness",
+            rules.completeness,
+            format!("{} hours complete", hours.len()),
+        ));
+    }
+    if jumps == 0 {
+        out.push(QualityResult::pass(
+            "price_jump",
+            rules.price_jump,
+            format!("{} hours within the threshold", hours.len()),
+        ));
+    }
+    // Freshness: the newest hour of each exchange and symbol.
+    let mut newest: BTreeMap<(String, String), &HourlyCandle> = BTreeMap::new();
+    for h in hours {
+        let key = (h.exchange.to_string(), h.symbol.to_string());
+        if newest.get(&key).is_none_or(|n| n.open_time < h.open_time) {
+            newest.insert(key, h);
+        }
+    }
+    let mut stale = 0;
+    for h in newest.values() {
+        let age = (now - (h.open_time + Duration::hours(1))).num_minutes();
+        if age > rules.max_age_minutes {
+            stale += 1;
+            out.push(violation(
+                "freshness",
+                rules.freshness,
+                h,
+                age as f64,
+                rules.max_age_minutes as f64,
+                format!("newest closed hour ended {age} minutes ago"),
+            ));
+        }
+    }
+    if stale == 0 {
+        out.push(QualityResult::pass(
+            "freshness",
+            rules.freshness,
+            format!("{} symbols fresh", newest.len()),
+        ));
+    }
+    out
+}
+
+/// Completeness of gold days; the current UTC day is not closed and is not judged.
+pub fn check_days(
+    rules: &QualityRules,
+    days: &[DailyCandle],
+    today: NaiveDate,
+) -> Vec<QualityResult> {
+    let mut out: Vec<QualityResult> = days
+        .iter()
+        .filter(|d| d.date < today && d.hours_present < rules.min_hours_per_day)
+        .map(|d| QualityResult {
+            rule: "completeness".into(),
+            action: rules.completeness,
+            status: "violation".into(),
+            exchange: Some(d.exchange.to_string()),
+            symbol: Some(d.symbol.to_string()),
+            subject: Some(d.date.to_string()),
+            observed: Some(f64::from(d.hours_present)),
+            threshold: Some(f64::from(rules.min_hours_per_day)),
+            message: format!("day has {} of 24 hours", d.hours_present),
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(QualityResult::pass(
+            "completeness",
+            rules.completeness,
+            format!(
+                "{} closed days complete",
+                days.iter().filter(|d| d.date < today).count()
+            ),
+        ));
+    }
+    out
+}
+
+async fn table_dates(lake: &Lake, table: &object_store::path::Path) -> Result<BTreeSet<NaiveDate>> {
+    Ok(lake
+        .list(table)
+        .await?
+        .iter()
+        .filter_map(|m| paths::partition_file_date(table, &m.location))
+        .collect())
+}
+
+/// Evaluates the table rules over silver and gold: all dates, or those in `[from, to]`.
+pub async fn evaluate(
+    lake: &Lake,
+    rules: &QualityRules,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    now: DateTime<Utc>,
+) -> Result<Vec<QualityResult>> {
+    let mut results = evaluate_silver(lake, rules, from, to, now).await?;
+    results.extend(evaluate_gold(lake, rules, from, to, now).await?);
+    Ok(results)
+}
+
+fn in_range(d: &NaiveDate, from: Option<NaiveDate>, to: Option<NaiveDate>) -> bool {
+    from.is_none_or(|f| *d >= f) && to.is_none_or(|t| *d <= t)
+}
+
+/// Completeness, price jumps and freshness of silver hours in `[from, to]`.
+pub async fn evaluate_silver(
+    lake: &Lake,
+    rules: &QualityRules,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    now: DateTime<Utc>,
+) -> Result<Vec<QualityResult>> {
+    let dates = table_dates(lake, &paths::silver_table()).await?;
+    let first = dates.iter().copied().find(|d| in_range(d, from, to));
+    let mut hours = Vec::new();
+    // The day before the range too, for the first hour's previous close.
+    for d in dates
+        .iter()
+        .filter(|d| in_range(d, from, to) || d.succ_opt() == first)
+    {
+        let key = paths::silver_partition_file(*d);
+        for b in read_parquet(lake, &key).await? {
+            hours.extend(hourly_from_batch(&b, key.as_ref())?);
+        }
+    }
+    hours.sort_by(|a, b| {
+        (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
+    });
+    let mut results = check_hours(rules, &hours, now);
+    // Hours of the day before the range were only context.
+    results.retain(|r| {
+        r.rule == "freshness"
+            || r.subject.as_deref().is_none_or(|s| {
+                DateTime::parse_from_rfc3339(s).is_ok_and(|t| in_range(&t.date_naive(), from, to))
+            })
+    });
+    Ok(results)
+}
+
+/// Completeness of the closed gold days in `[from, to]`.
+pub async fn evaluate_gold(
+    lake: &Lake,
+    rules: &QualityRules,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    now: DateTime<Utc>,
+) -> Result<Vec<QualityResult>> {
+    let mut days = Vec::new();
+    for d in table_dates(lake, &paths::gold_table())
+        .await?
+        .into_iter()
+        .filter(|d| in_range(d, from, to))
+    {
+        let key = paths::gold_partition_file(d);
+        for b in read_parquet(lake, &key).await? {
+            days.extend(daily_from_batch(&b, d, key.as_ref())?);
+        }
+    }
+    Ok(check_days(rules, &days, now.date_naive()))
+}
+
+fn opt_str(v: &[QualityResult], f: impl Fn(&QualityResult) -> Option<String>) -> ArrayRef {
+    Arc::new(StringArray::from(v.iter().map(f).collect::<Vec<_>>()))
+}
+
+/// Writes results as one Parquet file of `crypto_ops.quality_results`.
+pub async fn record_results(
+    lake: &Lake,
+    run_id: &str,
+    step: &str,
+    checked_at: DateTime<Utc>,
+    results: &[QualityResult],
+) -> Result<()> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    let n = results.len();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![run_id; n])),
+        Arc::new(StringArray::from(vec![step; n])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![checked_at.timestamp_micros(); n])
+                .with_timezone("UTC"),
+        ),
+        opt_str(results, |r| Some(r.rule.clone())),
+        opt_str(results, |r| Some(r.action.as_str().to_string())),
+        opt_str(results, |r| Some(r.status.clone())),
+        opt_str(results, |r| r.exchange.clone()),
+        opt_str(results, |r| r.symbol.clone()),
+        opt_str(results, |r| r.subject.clone()),
+        Arc::new(Float64Array::from(
+            results.iter().map(|r| r.observed).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(
+            results.iter().map(|r| r.threshold).collect::<Vec<_>>(),
+        )),
+        opt_str(results, |r| Some(r.message.clone())),
+    ];
+    let batch = RecordBatch::try_new(schema::quality_results(), cols)?;
+    write_parquet(
+        lake,
+        &paths::quality_results(checked_at, run_id, step),
+        &batch,
+        &[],
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptolake_model::{Exchange, Symbol, parse_time};
+
+    fn hour(t: &str, close: f64, minutes: i32) -> HourlyCandle {
+        HourlyCandle {
+            exchange: Exchange::Binance,
+            symbol: Symbol::parse("BTC-USDT").unwrap(),
+            open_time: parse_time(t).unwrap(),
+            open: close,
+            high: close,
+            low: close,
+            close,
+            volume: 1.0,
+            quote_volume: None,
+            trade_count: None,
+            minutes_present: minutes,
+            ingested_at: parse_time(t).unwrap(),
+        }
+    }
+
+    #[test]
+    fn finds_gaps_jumps_and_staleness() {
+        let rules = QualityRules::default();
+        let hours = vec![
+            hour("2024-03-01T00:00:00Z", 100.0, 60),
+            hour("2024-03-01T01:00:00Z", 130.0, 60),
+            hour("2024-03-01T02:00:00Z", 131.0, 42),
+        ];
+        let now = parse_time("2024-03-01T08:00:00Z").unwrap();
+        let v: Vec<_> = check_hours(&rules, &hours, now)
+            .into_iter()
+            .filter(|r| r.is_violation())
+            .collect();
+        let rules_hit: Vec<_> = v
+            .iter()
+            .map(|r| (r.rule.as_str(), r.subject.clone().unwrap()))
+            .collect();
+        assert!(
+            rules_hit.contains(&("price_jump", "2024-03-01T01:00:00+00:00".into())),
+            "{v:?}"
+        );
+        assert!(
+            rules_hit.contains(&("completeness", "2024-03-01T02:00:00+00:00".into())),
+            "{v:?}"
+        );
+        assert!(
+            rules_hit.contains(&("freshness", "2024-03-01T02:00:00+00:00".into())),
+            "{v:?}"
+        );
+        assert_eq!(v.len(), 3);
+        // Fresh and smooth: only passes.
+        let calm = vec![
+            hour("2024-03-01T06:00:00Z", 100.0, 60),
+            hour("2024-03-01T07:00:00Z", 101.0, 60),
+        ];
+        assert!(
+            check_hours(&rules, &calm, now)
+                .iter()
+                .all(|r| !r.is_violation())
+        );
+    }
+
+    #[test]
+    fn actions_must_fit_rules() {
+        assert!(QualityRules::default().validate().is_ok());
+        let r = QualityRules {
+            ohlc: Action::Warn,
+            ..QualityRules::default()
+        };
+        assert!(r.validate().unwrap_err().contains("quality.ohlc"));
+        let r = QualityRules {
+            freshness: Action::Drop,
+            ..QualityRules::default()
+        };
+        assert!(r.validate().unwrap_err().contains("quality.freshness"));
+    }
+}
