@@ -438,6 +438,26 @@ async fn sql_refuses_to_write_and_bad_input_changes_nothing() {
     assert!(r.stdout.contains("Invalid symbol"), "{}", r.stdout);
     assert_eq!(snapshot(&d.join("lake")), before);
 
+    // An unwritable lake directory and an unreachable store: one line naming the lake.
+    let ro = d.join("readonly");
+    std::fs::create_dir_all(&ro).unwrap();
+    let r = cryptolake(d, &["--lake", "/proc/cryptolake-lake", "gold"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("/proc/cryptolake-lake"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    let r = cryptolake_with(
+        d,
+        &["--lake", "s3://nowhere/lake", "gold"],
+        &[
+            ("CRYPTOLAKE_S3_ENDPOINT".into(), "http://127.0.0.1:9".into()),
+            ("AWS_ACCESS_KEY_ID".into(), "x".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "y".into()),
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("s3://nowhere/lake"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+
     // Config: unknown keys are named, in the file and in the environment.
     std::fs::write(
         d.join("cryptolake.toml"),
@@ -718,15 +738,14 @@ fn a_live_lease_makes_the_loser_exit_with_a_clear_message() {
 /// Kills ingest, silver and gold with SIGKILL at random moments, then lets the pipeline finish:
 /// the tables must equal those of a run that was never interrupted. More iterations:
 /// `CRYPTOLAKE_CRASH_ITERATIONS=200 cargo nextest run -p cryptolake crash`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_at_any_point_then_rerun_gives_the_uninterrupted_tables() {
+async fn crash_scenario(crashed: &str, envs: &[(String, String)]) {
     let iterations: usize = std::env::var("CRYPTOLAKE_CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(9);
     let server = sim().await;
     let url = server.base_url();
-    let ingest_args = |lake: &'static str| -> Vec<String> {
+    let ingest = |lake: &str| -> Vec<String> {
         [
             "--lake",
             lake,
@@ -748,30 +767,24 @@ async fn crash_at_any_point_then_rerun_gives_the_uninterrupted_tables() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let as_strs = |v: &[String]| v.iter().map(String::clone).collect::<Vec<String>>();
 
-    // The reference: never interrupted.
-    let reference_args = ingest_args("reference");
-    ok(
-        d,
-        &reference_args
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    // The reference: a local lake, never interrupted.
+    let reference = ingest("reference");
+    ok(d, &reference.iter().map(String::as_str).collect::<Vec<_>>());
     ok(d, &["--lake", "reference", "silver"]);
     ok(d, &["--lake", "reference", "gold"]);
-    let reference = tables_csv(d, "reference", &[]);
+    let expected = tables_csv(d, "reference", &[]);
 
-    let crashed_args = ingest_args("crashed");
-    let steps: [Vec<&str>; 3] = [
-        crashed_args.iter().map(String::as_str).collect(),
-        vec!["--lake", "crashed", "silver"],
-        vec!["--lake", "crashed", "gold"],
+    let steps: [Vec<String>; 3] = [
+        as_strs(&ingest(crashed)),
+        as_strs(&["--lake".into(), crashed.into(), "silver".into()]),
+        as_strs(&["--lake".into(), crashed.into(), "gold".into()]),
     ];
     let mut killed = 0;
     for i in 0..iterations {
-        let step = &steps[i % 3];
-        let mut child = command(d, step, &[])
+        let step: Vec<&str> = steps[i % 3].iter().map(String::as_str).collect();
+        let mut child = command(d, &step, envs)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -787,29 +800,46 @@ async fn crash_at_any_point_then_rerun_gives_the_uninterrupted_tables() {
     assert!(killed > 0 || iterations == 0, "no process was interrupted");
     // Recovery: the same commands, uninterrupted.
     for step in &steps {
-        ok(d, step);
+        ok_with(
+            d,
+            &step.iter().map(String::as_str).collect::<Vec<_>>(),
+            envs,
+        );
     }
-    assert_eq!(tables_csv(d, "crashed", &[]), reference);
+    assert_eq!(tables_csv(d, crashed, envs), expected);
 
-    // Readers globbing a table see exactly the partition files, nothing staged or stale.
-    for table in ["silver/ohlcv_1h", "gold/ohlcv_1d"] {
-        for (path, _) in snapshot(&d.join("crashed").join(table)) {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            assert_eq!(name, "part-00000.parquet", "stray file {}", path.display());
+    if !crashed.starts_with("s3://") {
+        // Readers globbing a table see exactly the partition files, nothing staged or stale.
+        for table in ["silver/ohlcv_1h", "gold/ohlcv_1d"] {
+            for (path, _) in snapshot(&d.join(crashed).join(table)) {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                assert_eq!(name, "part-00000.parquet", "stray file {}", path.display());
+            }
+        }
+        // Every bronze object is whole.
+        let lake = cryptolake_lake::Lake::open(d.join(crashed).to_str().unwrap()).unwrap();
+        let objects = lake
+            .list(&cryptolake_lake::paths::bronze_root())
+            .await
+            .unwrap();
+        assert!(!objects.is_empty());
+        for meta in objects {
+            let bytes = lake.get(&meta.location).await.unwrap();
+            cryptolake_lake::bronze::decode(meta.location.as_ref(), &bytes).unwrap();
         }
     }
-    // Every bronze object is whole.
-    let lake = cryptolake_lake::Lake::open(d.join("crashed").to_str().unwrap()).unwrap();
-    let objects = lake
-        .list(&cryptolake_lake::paths::bronze_root())
-        .await
-        .unwrap();
-    assert!(!objects.is_empty());
-    for meta in objects {
-        let bytes = lake.get(&meta.location).await.unwrap();
-        cryptolake_lake::bronze::decode(meta.location.as_ref(), &bytes).unwrap();
-    }
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_any_point_on_a_local_lake() {
+    crash_scenario("crashed", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_any_point_on_an_s3_lake() {
+    let s3 = support::SeaweedFs::start("cryptolake-crash");
+    crash_scenario("s3://cryptolake-crash/lake", &s3.env()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
