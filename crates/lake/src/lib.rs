@@ -15,6 +15,7 @@ pub mod ops;
 mod parquet_io;
 pub mod paths;
 pub mod quality;
+mod rollup;
 pub mod silver;
 pub mod state;
 pub mod store;

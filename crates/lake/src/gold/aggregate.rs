@@ -3,23 +3,17 @@
 use chrono::NaiveDate;
 use cryptolake_model::{DailyCandle, HourlyCandle};
 
+use crate::rollup::Rollup;
+
 /// Aggregates the hours of one exchange and symbol on one date (sorted by open time): open of
 /// the first hour, highest high, lowest low, close of the last hour, summed amounts, hours
 /// present, and complete when all 24 hours have all 60 minutes. `None` for no hours.
 pub fn daily(date: NaiveDate, hours: &[HourlyCandle]) -> Option<DailyCandle> {
     let first = hours.first()?;
     let last = hours.last()?;
-    let mut high = f64::MIN;
-    let mut low = f64::MAX;
-    let mut volume = 0.0;
-    let mut quote_volume = Some(0.0);
-    let mut trade_count = Some(0i64);
+    let mut r = Rollup::new();
     for h in hours {
-        high = high.max(h.high);
-        low = low.min(h.low);
-        volume += h.volume;
-        quote_volume = quote_volume.zip(h.quote_volume).map(|(a, b)| a + b);
-        trade_count = trade_count.zip(h.trade_count).map(|(a, b)| a + b);
+        r.add(h.high, h.low, h.volume, h.quote_volume, h.trade_count);
     }
     let hours_present = hours.len() as i32;
     Some(DailyCandle {
@@ -27,12 +21,12 @@ pub fn daily(date: NaiveDate, hours: &[HourlyCandle]) -> Option<DailyCandle> {
         symbol: first.symbol.clone(),
         date,
         open: first.open,
-        high,
-        low,
+        high: r.high,
+        low: r.low,
         close: last.close,
-        volume,
-        quote_volume,
-        trade_count,
+        volume: r.volume,
+        quote_volume: r.quote_volume,
+        trade_count: r.trade_count,
         hours_present,
         is_complete: hours_present == 24 && hours.iter().all(|h| h.minutes_present == 60),
     })

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Duration, Utc};
 use cryptolake_model::{Candle, HourlyCandle, hour_start};
 
+use crate::rollup::Rollup;
+
 /// One closed minute with the provenance that decides between duplicates.
 #[derive(Debug, Clone)]
 pub struct Minute {
@@ -59,19 +61,11 @@ pub fn hourly(minutes: &[Minute], is_final: impl Fn(DateTime<Utc>) -> bool) -> V
 fn one_hour(hour: DateTime<Utc>, group: &[Minute]) -> HourlyCandle {
     let first = &group[0].candle;
     let last = &group[group.len() - 1].candle;
-    let mut high = f64::MIN;
-    let mut low = f64::MAX;
-    let mut volume = 0.0;
-    let mut quote_volume = Some(0.0);
-    let mut trade_count = Some(0i64);
+    let mut r = Rollup::new();
     let mut ingested_at = group[0].fetched_at;
     for m in group {
         let c = &m.candle;
-        high = high.max(c.high);
-        low = low.min(c.low);
-        volume += c.volume;
-        quote_volume = quote_volume.zip(c.quote_volume).map(|(a, b)| a + b);
-        trade_count = trade_count.zip(c.trade_count).map(|(a, b)| a + b);
+        r.add(c.high, c.low, c.volume, c.quote_volume, c.trade_count);
         ingested_at = ingested_at.max(m.fetched_at);
     }
     HourlyCandle {
@@ -79,12 +73,12 @@ fn one_hour(hour: DateTime<Utc>, group: &[Minute]) -> HourlyCandle {
         symbol: first.symbol.clone(),
         open_time: hour,
         open: first.open,
-        high,
-        low,
+        high: r.high,
+        low: r.low,
         close: last.close,
-        volume,
-        quote_volume,
-        trade_count,
+        volume: r.volume,
+        quote_volume: r.quote_volume,
+        trade_count: r.trade_count,
         minutes_present: group.len() as i32,
         ingested_at,
     }
