@@ -353,7 +353,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let run_id = new_run_id(now);
             let rules = env.config.quality.rules();
             let results =
-                cryptolake_lake::quality::evaluate(&env.lake, &rules, from, to, now).await?;
+                cryptolake_lake::quality::evaluate(&env.lake, &rules, from, to, now).await;
+            env.record_check(&run_id, now, &results).await;
+            let results = results?;
             let violations: Vec<_> = results.iter().filter(|r| r.is_violation()).collect();
             for r in &violations {
                 println!("{:<5} {}", r.action.as_str(), pipeline::describe(r));

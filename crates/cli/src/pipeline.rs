@@ -86,6 +86,33 @@ impl Env {
         }
     }
 
+    /// The run-history row of a `check`.
+    pub async fn record_check(
+        &self,
+        run_id: &str,
+        started: DateTime<Utc>,
+        outcome: &cryptolake_lake::Result<Vec<QualityResult>>,
+    ) {
+        let outcome = match outcome {
+            Ok(r) => Ok(r),
+            Err(e) => Err(anyhow::anyhow!("{e}")),
+        };
+        self.record(run_id, "check", started, &outcome, |results| {
+            let violations = results.iter().filter(|r| r.is_violation()).count();
+            let fails = results.iter().filter(|r| r.fails()).count();
+            StepCounts(
+                results.len() as i64,
+                violations as i64,
+                0,
+                0,
+                serde_json::json!({ "violations": violations, "fail_violations": fails })
+                    .to_string(),
+                (fails > 0).then(|| format!("{fails} violation(s) of rules with action fail")),
+            )
+        })
+        .await;
+    }
+
     /// Records quality results, logs violations, and fails if a `fail` rule was broken.
     pub async fn quality_verdict(
         &self,

@@ -924,5 +924,23 @@ async fn quality_rules_report_gaps_and_check_fails_on_fail_rules() {
     // A range without the gap passes.
     let r = cryptolake(d, &["check", "--from", "2024-03-02"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // Each check is in the run history, the failing one as failed.
+    let runs = csv_rows(&ok(
+        d,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT status FROM crypto_ops.runs WHERE step = 'check' ORDER BY started_at",
+        ],
+    ));
+    assert_eq!(
+        runs,
+        vec![
+            vec!["ok".to_string()],
+            vec!["failed".into()],
+            vec!["ok".into()]
+        ]
+    );
     server.stop().await;
 }

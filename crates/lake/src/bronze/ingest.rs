@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use cryptolake_model::{Exchange, Symbol, date_of, day_start};
+use cryptolake_model::{Exchange, Symbol, date_of, day_start, hour_start};
 use cryptolake_sources::binance::{BinanceClient, MAX_LIMIT};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -156,7 +156,8 @@ impl Ingest {
                     let key = paths::ingest_cursor(self.exchange, KLINES_1M, symbol);
                     match state::read::<Cursor>(lake, &key).await? {
                         Some(c) => c.next_open_time,
-                        None => self.now - self.lookback,
+                        // Whole hours, so the first silver hour is not cut short.
+                        None => hour_start(self.now - self.lookback),
                     }
                 }
             };
