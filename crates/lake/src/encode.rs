@@ -126,41 +126,90 @@ impl<'a> Columns<'a> {
     }
 }
 
-fn opt<T: Array>(a: &T, i: usize) -> bool {
-    a.is_valid(i)
+/// The columns silver and gold share: identity, prices and amounts.
+struct OhlcvColumns<'a> {
+    exchange: &'a StringArray,
+    symbol: &'a StringArray,
+    open: &'a Float64Array,
+    high: &'a Float64Array,
+    low: &'a Float64Array,
+    close: &'a Float64Array,
+    volume: &'a Float64Array,
+    quote_volume: &'a Float64Array,
+    trade_count: &'a Int64Array,
+}
+
+/// One row of those columns.
+struct OhlcvRow {
+    exchange: Exchange,
+    symbol: Symbol,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    volume: f64,
+    quote_volume: Option<f64>,
+    trade_count: Option<i64>,
+}
+
+impl<'a> OhlcvColumns<'a> {
+    fn of(c: &Columns<'a>) -> Result<Self> {
+        Ok(OhlcvColumns {
+            exchange: c.get("exchange")?,
+            symbol: c.get("symbol")?,
+            open: c.get("open")?,
+            high: c.get("high")?,
+            low: c.get("low")?,
+            close: c.get("close")?,
+            volume: c.get("volume")?,
+            quote_volume: c.get("quote_volume")?,
+            trade_count: c.get("trade_count")?,
+        })
+    }
+
+    fn row(&self, c: &Columns<'_>, i: usize) -> Result<OhlcvRow> {
+        let (exchange, symbol) = c.identity(self.exchange, self.symbol, i)?;
+        Ok(OhlcvRow {
+            exchange,
+            symbol,
+            open: self.open.value(i),
+            high: self.high.value(i),
+            low: self.low.value(i),
+            close: self.close.value(i),
+            volume: self.volume.value(i),
+            quote_volume: self
+                .quote_volume
+                .is_valid(i)
+                .then(|| self.quote_volume.value(i)),
+            trade_count: self
+                .trade_count
+                .is_valid(i)
+                .then(|| self.trade_count.value(i)),
+        })
+    }
 }
 
 /// Decodes silver rows; `what` names the object for error messages.
 pub fn hourly_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<HourlyCandle>> {
     let c = Columns { batch, what };
-    let ex = c.get::<StringArray>("exchange")?;
-    let sym = c.get::<StringArray>("symbol")?;
+    let cols = OhlcvColumns::of(&c)?;
     let ot = c.get::<TimestampMicrosecondArray>("open_time")?;
-    let (o, h, l, cl, v) = (
-        c.get::<Float64Array>("open")?,
-        c.get::<Float64Array>("high")?,
-        c.get::<Float64Array>("low")?,
-        c.get::<Float64Array>("close")?,
-        c.get::<Float64Array>("volume")?,
-    );
-    let qv = c.get::<Float64Array>("quote_volume")?;
-    let tc = c.get::<Int64Array>("trade_count")?;
     let mp = c.get::<Int32Array>("minutes_present")?;
     let ing = c.get::<TimestampMicrosecondArray>("ingested_at")?;
     (0..batch.num_rows())
         .map(|i| {
-            let (exchange, symbol) = c.identity(ex, sym, i)?;
+            let r = cols.row(&c, i)?;
             Ok(HourlyCandle {
-                exchange,
-                symbol,
+                exchange: r.exchange,
+                symbol: r.symbol,
                 open_time: c.time(ot, i)?,
-                open: o.value(i),
-                high: h.value(i),
-                low: l.value(i),
-                close: cl.value(i),
-                volume: v.value(i),
-                quote_volume: opt(qv, i).then(|| qv.value(i)),
-                trade_count: opt(tc, i).then(|| tc.value(i)),
+                open: r.open,
+                high: r.high,
+                low: r.low,
+                close: r.close,
+                volume: r.volume,
+                quote_volume: r.quote_volume,
+                trade_count: r.trade_count,
                 minutes_present: mp.value(i),
                 ingested_at: c.time(ing, i)?,
             })
@@ -175,33 +224,23 @@ pub fn daily_from_batch(
     what: &str,
 ) -> Result<Vec<DailyCandle>> {
     let c = Columns { batch, what };
-    let ex = c.get::<StringArray>("exchange")?;
-    let sym = c.get::<StringArray>("symbol")?;
-    let (o, h, l, cl, v) = (
-        c.get::<Float64Array>("open")?,
-        c.get::<Float64Array>("high")?,
-        c.get::<Float64Array>("low")?,
-        c.get::<Float64Array>("close")?,
-        c.get::<Float64Array>("volume")?,
-    );
-    let qv = c.get::<Float64Array>("quote_volume")?;
-    let tc = c.get::<Int64Array>("trade_count")?;
+    let cols = OhlcvColumns::of(&c)?;
     let hp = c.get::<Int32Array>("hours_present")?;
     let ic = c.get::<BooleanArray>("is_complete")?;
     (0..batch.num_rows())
         .map(|i| {
-            let (exchange, symbol) = c.identity(ex, sym, i)?;
+            let r = cols.row(&c, i)?;
             Ok(DailyCandle {
-                exchange,
-                symbol,
+                exchange: r.exchange,
+                symbol: r.symbol,
                 date,
-                open: o.value(i),
-                high: h.value(i),
-                low: l.value(i),
-                close: cl.value(i),
-                volume: v.value(i),
-                quote_volume: opt(qv, i).then(|| qv.value(i)),
-                trade_count: opt(tc, i).then(|| tc.value(i)),
+                open: r.open,
+                high: r.high,
+                low: r.low,
+                close: r.close,
+                volume: r.volume,
+                quote_volume: r.quote_volume,
+                trade_count: r.trade_count,
                 hours_present: hp.value(i),
                 is_complete: ic.value(i),
             })
