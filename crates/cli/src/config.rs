@@ -36,9 +36,17 @@ lake = "file://./lake"
 # continue from where the previous one stopped. A number with m, h or d.
 # Env: CRYPTOLAKE_INGEST_LOOKBACK. Flag: ingest --lookback.
 lookback = "24h"
-# How many symbols are fetched at the same time.
-# Env: CRYPTOLAKE_INGEST_CONCURRENCY. Flag: ingest --concurrency.
+# How many symbols are fetched at the same time (each exchange's request budget still
+# applies across all of them).
+# Env: CRYPTOLAKE_INGEST_CONCURRENCY. Flag: ingest/backfill --concurrency.
 concurrency = 4
+# How long one request may take before it is abandoned and retried (s, m).
+# Env: CRYPTOLAKE_INGEST_REQUEST_TIMEOUT.
+request_timeout = "30s"
+# Gap refetches per symbol and run: missing or unconfirmed minutes found in silver are fetched
+# again by the next run or backfill, at most this many request windows per symbol each time.
+# Env: CRYPTOLAKE_INGEST_MAX_REFETCH_WINDOWS.
+max_refetch_windows = 24
 
 [schedule]
 # When `cryptolake schedule` runs the hourly job (ingest, silver, gold): a cron expression
@@ -79,16 +87,48 @@ action = "warn"
 max_change = 0.2
 action = "warn"
 
+# Exchanges. For each: whether `run` and `schedule` ingest from it, its REST API root, the
+# canonical BASE-QUOTE symbols, and its request budget (weight per interval; the defaults are
+# the exchange's published limits, lower them when other tools share your address).
+# Env: CRYPTOLAKE_<EXCHANGE>_ENABLED, _BASE_URL, _SYMBOLS (comma separated), _WEIGHT_LIMIT,
+# _WEIGHT_INTERVAL, with <EXCHANGE> one of BINANCE, BINANCE_FUTURES, COINBASE, KRAKEN.
+# Flags: ingest/backfill --base-url, --symbols.
+
 [exchanges.binance]
-# Whether `run` and `schedule` ingest from this exchange.
-# Env: CRYPTOLAKE_BINANCE_ENABLED.
+# Spot klines, 1000 per request, weight 2 each, 6000 weight per minute. Zero-trade minutes
+# are served as flat candles. Also https://data-api.binance.vision (market data only).
 enabled = true
-# The REST API root: the real API, https://data-api.binance.vision, a proxy or a local replay.
-# Env: CRYPTOLAKE_BINANCE_BASE_URL. Flag: ingest --base-url.
 base_url = "https://api.binance.com"
-# Canonical BASE-QUOTE symbols.
-# Env: CRYPTOLAKE_BINANCE_SYMBOLS (comma separated). Flag: --symbols.
 symbols = ["BTC-USDT", "ETH-USDT"]
+weight_limit = 6000
+weight_interval = "1m"
+
+[exchanges.binance-futures]
+# USDⓈ-M futures klines, 1000 per request, weight 5 each, 2400 weight per minute.
+enabled = false
+base_url = "https://fapi.binance.com"
+symbols = ["BTC-USDT"]
+weight_limit = 2400
+weight_interval = "1m"
+
+[exchanges.coinbase]
+# Coinbase Exchange candles, 300 per request, 10 requests per second. Minutes without trades
+# are left out by Coinbase: they show up as confirmed gaps, not as data.
+enabled = false
+base_url = "https://api.exchange.coinbase.com"
+symbols = ["BTC-USD", "ETH-USD"]
+weight_limit = 10
+weight_interval = "1s"
+
+[exchanges.kraken]
+# Kraken OHLC: only the latest 720 minutes (12 hours) are ever served, so the hourly job must
+# not pause longer than that; older ranges are reported as unservable. About 1 request per
+# second.
+enabled = false
+base_url = "https://api.kraken.com"
+symbols = ["BTC-USD", "ETH-USD"]
+weight_limit = 1
+weight_interval = "1s"
 "#;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +260,10 @@ pub struct IngestConfig {
     pub lookback: String,
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: String,
+    #[serde(default = "default_max_refetch_windows")]
+    pub max_refetch_windows: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,7 +273,7 @@ pub struct ScheduleConfig {
     pub cron: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeConfig {
     #[serde(default = "yes")]
@@ -237,6 +281,8 @@ pub struct ExchangeConfig {
     pub base_url: Option<String>,
     #[serde(default)]
     pub symbols: Vec<String>,
+    pub weight_limit: Option<u32>,
+    pub weight_interval: Option<String>,
 }
 
 fn default_lake() -> String {
@@ -248,6 +294,12 @@ fn default_lookback() -> String {
 fn default_concurrency() -> usize {
     4
 }
+fn default_request_timeout() -> String {
+    "30s".into()
+}
+fn default_max_refetch_windows() -> usize {
+    24
+}
 fn default_cron() -> String {
     "5 * * * *".into()
 }
@@ -255,14 +307,16 @@ fn yes() -> bool {
     true
 }
 fn default_exchanges() -> BTreeMap<String, ExchangeConfig> {
-    BTreeMap::from([(
-        "binance".to_string(),
-        ExchangeConfig {
-            enabled: true,
-            base_url: None,
-            symbols: vec!["BTC-USDT".into(), "ETH-USDT".into()],
-        },
-    )])
+    let ex = |enabled: bool, symbols: [&str; 2]| ExchangeConfig {
+        enabled,
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    BTreeMap::from([
+        ("binance".to_string(), ex(true, ["BTC-USDT", "ETH-USDT"])),
+        ("coinbase".to_string(), ex(false, ["BTC-USD", "ETH-USD"])),
+        ("kraken".to_string(), ex(false, ["BTC-USD", "ETH-USD"])),
+    ])
 }
 
 impl Default for IngestConfig {
@@ -270,6 +324,8 @@ impl Default for IngestConfig {
         IngestConfig {
             lookback: default_lookback(),
             concurrency: default_concurrency(),
+            request_timeout: default_request_timeout(),
+            max_refetch_windows: default_max_refetch_windows(),
         }
     }
 }
@@ -337,14 +393,25 @@ impl Config {
                         .parse()
                         .map_err(|_| anyhow!("{name}={value:?}: expected a whole number"))?
                 }
+                "INGEST_REQUEST_TIMEOUT" => self.ingest.request_timeout = value.clone(),
+                "INGEST_MAX_REFETCH_WINDOWS" => {
+                    self.ingest.max_refetch_windows = value
+                        .parse()
+                        .map_err(|_| anyhow!("{name}={value:?}: expected a whole number"))?
+                }
                 "SCHEDULE_CRON" => self.schedule.cron = value.clone(),
                 "S3_ENDPOINT" => self.s3.endpoint = Some(value.clone()),
                 "S3_REGION" => self.s3.region = Some(value.clone()),
                 _ => {
-                    let known = Exchange::ALL.iter().find_map(|ex| {
-                        let prefix = format!("{}_", ex.as_str().to_uppercase());
-                        key.strip_prefix(&prefix).map(|rest| (*ex, rest))
-                    });
+                    // The longest name wins: BINANCE_FUTURES_* is not BINANCE_*.
+                    let known = Exchange::ALL
+                        .iter()
+                        .filter_map(|ex| {
+                            let prefix =
+                                format!("{}_", ex.as_str().to_uppercase().replace('-', "_"));
+                            key.strip_prefix(&prefix).map(|rest| (*ex, rest))
+                        })
+                        .min_by_key(|(_, rest)| rest.len());
                     let Some((ex, setting)) = known else {
                         bail!("unknown environment variable {name}");
                     };
@@ -353,11 +420,16 @@ impl Config {
                             .entry(ex.as_str().to_string())
                             .or_insert(ExchangeConfig {
                                 enabled: true,
-                                base_url: None,
-                                symbols: Vec::new(),
+                                ..Default::default()
                             });
                     match setting {
                         "BASE_URL" => entry.base_url = Some(value.clone()),
+                        "WEIGHT_LIMIT" => {
+                            entry.weight_limit = Some(value.parse().map_err(|_| {
+                                anyhow!("{name}={value:?}: expected a whole number")
+                            })?)
+                        }
+                        "WEIGHT_INTERVAL" => entry.weight_interval = Some(value.clone()),
                         "SYMBOLS" => entry.symbols = split_list(value),
                         "ENABLED" => {
                             entry.enabled = value
@@ -387,6 +459,11 @@ impl Config {
         if self.ingest.concurrency == 0 {
             bail!("config key ingest.concurrency: must be at least 1");
         }
+        let timeout = parse_duration(&self.ingest.request_timeout)
+            .context("config key ingest.request_timeout")?;
+        if timeout <= Duration::zero() {
+            bail!("config key ingest.request_timeout: must be longer than 0s");
+        }
         croner::Cron::from_str(&self.schedule.cron)
             .map_err(|e| anyhow!("config key schedule.cron {:?}: {e}", self.schedule.cron))?;
         for (name, ex) in &self.exchanges {
@@ -394,6 +471,21 @@ impl Config {
             for s in &ex.symbols {
                 Symbol::parse(s)
                     .map_err(|e| anyhow!("config key exchanges.{name}.symbols: {e}"))?;
+            }
+            if ex.weight_limit == Some(0) {
+                bail!("config key exchanges.{name}.weight_limit: must be at least 1");
+            }
+            if let Some(i) = &ex.weight_interval {
+                let d = parse_duration(i)
+                    .with_context(|| format!("config key exchanges.{name}.weight_interval"))?;
+                if d <= Duration::zero() {
+                    bail!("config key exchanges.{name}.weight_interval: must be longer than 0s");
+                }
+            }
+            if let Some(u) = &ex.base_url
+                && let Err(e) = cryptolake_sources::http::check_base_url(u)
+            {
+                bail!("config key exchanges.{name}.base_url: {e}");
             }
         }
         Ok(())
@@ -405,6 +497,39 @@ impl Config {
 
     pub fn exchange(&self, ex: Exchange) -> Option<&ExchangeConfig> {
         self.exchanges.get(ex.as_str())
+    }
+
+    pub fn request_timeout(&self) -> std::time::Duration {
+        parse_duration(&self.ingest.request_timeout)
+            .ok()
+            .and_then(|d| d.to_std().ok())
+            .unwrap_or(std::time::Duration::from_secs(30))
+    }
+
+    /// The request budget configured for `ex`, each part defaulting to the exchange's own.
+    pub fn budget(&self, ex: Exchange) -> cryptolake_sources::limit::Budget {
+        let default = cryptolake_sources::ExchangeClient::default_budget(ex);
+        let c = self.exchange(ex);
+        cryptolake_sources::limit::Budget {
+            weight: c.and_then(|c| c.weight_limit).unwrap_or(default.weight),
+            interval: c
+                .and_then(|c| c.weight_interval.as_deref())
+                .and_then(|i| parse_duration(i).ok())
+                .and_then(|d| d.to_std().ok())
+                .unwrap_or(default.interval),
+        }
+    }
+
+    /// The configured symbols of `ex`, enabled or not.
+    pub fn symbols_of(&self, ex: Exchange) -> Vec<Symbol> {
+        self.exchange(ex)
+            .map(|c| {
+                c.symbols
+                    .iter()
+                    .filter_map(|s| Symbol::parse(s).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Enabled exchanges with their parsed symbols.
@@ -439,12 +564,14 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
     let n: i64 = num
         .parse()
-        .map_err(|_| anyhow!("{text:?} is not a duration like 90m, 24h or 7d"))?;
+        .map_err(|_| anyhow!("{text:?} is not a duration like 30s, 90m, 24h or 7d"))?;
     match unit {
+        "s" => Ok(Duration::seconds(n)),
+        "ms" => Ok(Duration::milliseconds(n)),
         "m" => Ok(Duration::minutes(n)),
         "h" => Ok(Duration::hours(n)),
         "d" => Ok(Duration::days(n)),
-        _ => bail!("{text:?} is not a duration like 90m, 24h or 7d"),
+        _ => bail!("{text:?} is not a duration like 30s, 90m, 24h or 7d"),
     }
 }
 
@@ -472,6 +599,39 @@ mod tests {
         let ex = c.enabled_exchanges();
         assert_eq!(ex.len(), 1);
         assert_eq!(ex[0].1.len(), 2);
+    }
+
+    #[test]
+    fn exchange_settings_from_file_and_env() {
+        let c = load_str(
+            DEFAULT_TOML,
+            &[
+                ("CRYPTOLAKE_BINANCE_FUTURES_WEIGHT_LIMIT", "100"),
+                ("CRYPTOLAKE_BINANCE_WEIGHT_INTERVAL", "2s"),
+                ("CRYPTOLAKE_COINBASE_ENABLED", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.budget(Exchange::BinanceFutures).weight, 100);
+        assert_eq!(c.budget(Exchange::Binance).weight, 6000);
+        assert_eq!(
+            c.budget(Exchange::Binance).interval,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(c.budget(Exchange::Kraken).weight, 1);
+        assert_eq!(c.enabled_exchanges().len(), 2);
+        let err = load_str("[exchanges.kraken]\nweight_limit = 0\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("exchanges.kraken.weight_limit"),
+            "{err}"
+        );
+        let err = load_str("[exchanges.coinbase]\nbase_url = \"ftp://x\"\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("exchanges.coinbase.base_url"),
+            "{err}"
+        );
+        let err = load_str("[exchanges.bitfinex]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("bitfinex"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use chrono::{Duration, Utc};
 use cryptolake_lake::{new_run_id, paths, state};
 use cryptolake_model::Exchange;
-use cryptolake_model::{date_of, day_start};
+use cryptolake_model::{date_of, day_start, hour_start};
 use cryptolake_query::{OutputFormat, QueryEngine, render};
 use cryptolake_sources::sim::{SimClock, SimMarket, SimServer};
 
@@ -18,22 +18,27 @@ struct DemoMarker {
 }
 
 /// Example queries shown at the end: (what it shows, SQL).
-pub const EXAMPLES: [(&str, &str); 3] = [
+pub const EXAMPLES: [(&str, &str); 4] = [
     (
         "Daily candles (gold)",
-        "SELECT symbol, date, open, high, low, close, round(volume, 2) AS volume, hours_present, is_complete \
-         FROM crypto_gold.ohlcv_1d ORDER BY symbol, date",
+        "SELECT exchange, symbol, date, open, high, low, close, round(volume, 2) AS volume, hours_present, is_complete \
+         FROM crypto_gold.ohlcv_1d ORDER BY exchange, symbol, date",
     ),
     (
-        "Hourly coverage per symbol (silver)",
-        "SELECT symbol, count(*) AS hours, min(open_time) AS first_hour, max(open_time) AS last_hour, \
-         sum(minutes_present) AS minutes FROM crypto_analytics.ohlcv_1h GROUP BY symbol ORDER BY symbol",
+        "Hourly coverage per exchange and symbol (silver)",
+        "SELECT exchange, symbol, count(*) AS hours, min(open_time) AS first_hour, max(open_time) AS last_hour, \
+         sum(minutes_present) AS minutes FROM crypto_analytics.ohlcv_1h GROUP BY exchange, symbol ORDER BY exchange, symbol",
+    ),
+    (
+        "Gaps by status (crypto_ops.gaps): Coinbase omits minutes without trades",
+        "SELECT exchange, symbol, status, count(*) AS gaps, sum(minutes) AS minutes \
+         FROM crypto_ops.gaps GROUP BY exchange, symbol, status ORDER BY exchange, symbol, status",
     ),
     (
         "Top traded symbol by quote volume per day",
         "SELECT date, symbol, round(quote_volume, 0) AS quote_volume FROM ( \
            SELECT date, symbol, quote_volume, row_number() OVER (PARTITION BY date ORDER BY quote_volume DESC) AS rank \
-           FROM crypto_gold.ohlcv_1d) WHERE rank = 1 ORDER BY date",
+           FROM crypto_gold.ohlcv_1d WHERE exchange = 'binance') WHERE rank = 1 ORDER BY date",
     ),
 ];
 
@@ -68,33 +73,60 @@ pub async fn run(env: &Env, days: u32, seed: u64) -> Result<()> {
     .await?;
 
     let market = SimMarket::default_market(seed);
-    let symbols: Vec<_> = market.symbols().cloned().collect();
-    let sim = SimServer::start(market, SimClock::Real, 0).await?;
+    let sim = SimServer::start(market.clone(), SimClock::Real, 0).await?;
     println!(
-        "simulated exchange (Binance klines format) listening on {}",
+        "simulated exchange (Binance, Coinbase and Kraken formats) listening on {}",
         sim.base_url()
     );
 
     let now = Utc::now();
-    let since = day_start(date_of(now) - Duration::days(i64::from(days)));
-    let args = IngestArgs {
-        exchange: Exchange::Binance,
-        symbols,
-        // A second demo continues where the first stopped.
-        since: previous.is_none().then_some(since),
-        until: None,
-        base_url: Some(sim.base_url()),
-        run_id: new_run_id(now),
-    };
+    let run_id = new_run_id(now);
     let started = std::time::Instant::now();
-    let m = env.ingest(&args, now, &|_, _| {}).await?;
-    print!("{}", ingest_summary(Exchange::Binance, &m));
-    if m.failures().next().is_some() {
-        bail!("demo ingest failed; see above");
+    for exchange in [Exchange::Binance, Exchange::Coinbase, Exchange::Kraken] {
+        let since = match exchange {
+            // Kraken serves only its latest 720 minutes: ask for the last 11 hours.
+            Exchange::Kraken => hour_start(now - Duration::hours(11)),
+            _ => day_start(date_of(now) - Duration::days(i64::from(days))),
+        };
+        let args = IngestArgs {
+            // A second demo continues where the first stopped.
+            since: previous.is_none().then_some(since),
+            base_url: Some(sim.base_url()),
+            ..IngestArgs::hourly(exchange, market.listed(exchange), &run_id)
+        };
+        let m = env.ingest(&args, now, &|_, _| {}).await?;
+        print!("{}", ingest_summary(exchange, &m));
+        if m.failures().next().is_some() {
+            bail!("demo ingest failed; see above");
+        }
     }
-    let s = env.silver(false, &args.run_id).await?;
+    let s = env.silver(false, &run_id).await?;
     print!("{}", silver_summary(&s));
-    let g = env.gold(false, &args.run_id).await?;
+    // Coinbase leaves out minutes without trades: the gap report lists them as unconfirmed,
+    // and one refetch confirms them, as the hourly job would.
+    for exchange in [Exchange::Binance, Exchange::Coinbase, Exchange::Kraken] {
+        let base = sim.base_url();
+        if let Some(m) = env
+            .refetch_gaps(
+                exchange,
+                None,
+                (None, None),
+                Some(&base),
+                &run_id,
+                now,
+                &|_, _| {},
+            )
+            .await?
+        {
+            println!(
+                "  {exchange} gap refetch: {} pages, {} candles",
+                m.pages, m.rows
+            );
+        }
+    }
+    let s = env.silver(false, &run_id).await?;
+    print!("{}", silver_summary(&s));
+    let g = env.gold(false, &run_id).await?;
     print!("{}", gold_summary(&g));
     sim.stop().await;
     println!(

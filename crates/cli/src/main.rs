@@ -1,8 +1,10 @@
 //! The `cryptolake` command line. The only place with `anyhow`, exit codes and argument parsing.
 
+mod backfill;
 mod config;
 mod demo;
 mod pipeline;
+mod progress;
 mod schedule;
 mod shell;
 
@@ -20,6 +22,8 @@ use cryptolake_query::{OutputFormat, QueryEngine, render};
 
 use crate::config::{Config, DEFAULT_TOML, split_list};
 use crate::pipeline::{Env, IngestArgs, gold_summary, ingest_summary, silver_summary};
+use cryptolake_lake::bronze::archive::Market;
+use cryptolake_sources::sim::{Fault, FaultPlan, SimClock, SimMarket, SimOptions, SimServer};
 
 /// cryptolake: a data lake for cryptocurrency market data.
 ///
@@ -55,6 +59,17 @@ enum Command {
     },
     /// Fetch closed 1-minute candles from an exchange into bronze
     Ingest(IngestCmd),
+    /// Fetch a range of history into bronze, resumably, with progress; then build silver (and
+    /// the gap report, refetching its gaps once) and gold
+    Backfill(BackfillCmd),
+    /// Import files into bronze, then build silver and gold
+    #[command(subcommand)]
+    Import(ImportCmd),
+    /// Report missing minutes per exchange and symbol (also as crypto_ops.gaps)
+    Gaps(GapsCmd),
+    /// Serve the simulated exchange (Binance, Binance futures, Coinbase and Kraken formats) on
+    /// loopback until interrupted, optionally injecting faults
+    Simulate(SimulateCmd),
     /// Build silver ohlcv_1h from bronze objects not yet processed
     Silver {
         /// Recompute every partition from all of bronze
@@ -115,6 +130,84 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
+struct BackfillCmd {
+    /// Exchange: binance, binance-futures, coinbase or kraken
+    #[arg(long)]
+    exchange: String,
+    /// Comma-separated BASE-QUOTE symbols [config: exchanges.<name>.symbols]
+    #[arg(long)]
+    symbols: Option<String>,
+    /// First day or instant (UTC), inclusive
+    #[arg(long)]
+    from: String,
+    /// Last day (inclusive) or instant (exclusive), UTC; capped at the last closed minute
+    #[arg(long)]
+    to: String,
+    /// REST API root of the exchange [config: exchanges.<name>.base_url]
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Symbols fetched at the same time, within the exchange's request budget
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Plain log lines instead of progress bars, even on a terminal
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportCmd {
+    /// data.binance.vision kline files (zip or CSV, daily or monthly, spot or USDⓈ-M futures);
+    /// a PATH.CHECKSUM beside a file is verified
+    BinanceArchive {
+        /// Files to import (directories are searched for .zip and .csv files)
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The BASE-QUOTE symbol, when the file name does not make it clear
+        #[arg(long)]
+        symbol: Option<String>,
+        /// spot or futures (USDⓈ-M), when the path does not say (.../spot/..., .../futures/um/...)
+        #[arg(long)]
+        market: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct GapsCmd {
+    /// Only this exchange
+    #[arg(long)]
+    exchange: Option<String>,
+    /// Only these comma-separated symbols
+    #[arg(long)]
+    symbols: Option<String>,
+    /// First date (UTC)
+    #[arg(long)]
+    from: Option<String>,
+    /// Last date (UTC), inclusive
+    #[arg(long)]
+    to: Option<String>,
+    /// Output format: table, csv or json
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+#[derive(Args, Debug)]
+struct SimulateCmd {
+    /// Port on 127.0.0.1 (0 picks a free one)
+    #[arg(long, default_value_t = 8765)]
+    port: u16,
+    /// Seed of the simulated market
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of requests answered with a fault, 0 to 1
+    #[arg(long, default_value_t = 0.0)]
+    fault_rate: f64,
+    /// Faults to draw from, comma separated: 429, 418, 5xx, timeout, reset, truncated,
+    /// malformed, duplicates, out-of-order [default: all but 418]
+    #[arg(long)]
+    faults: Option<String>,
+}
+
+#[derive(Args, Debug)]
 struct IngestCmd {
     /// Exchange to ingest from
     #[arg(long, default_value = "binance")]
@@ -162,7 +255,11 @@ fn main() -> ExitCode {
     // only; the pipeline commands log each step.
     init_logging(matches!(
         cli.command,
-        Command::Sql { .. } | Command::Runs { .. } | Command::Demo { .. } | Command::Init { .. }
+        Command::Sql { .. }
+            | Command::Runs { .. }
+            | Command::Demo { .. }
+            | Command::Init { .. }
+            | Command::Gaps(_)
     ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -251,6 +348,52 @@ fn parse_opt_time(flag: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>
         .transpose()
 }
 
+/// `cryptolake simulate`: the simulated exchange in the foreground.
+async fn simulate(cmd: &SimulateCmd) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&cmd.fault_rate) {
+        bail!(
+            "--fault-rate {}: expected a number from 0 to 1",
+            cmd.fault_rate
+        );
+    }
+    let kinds = match &cmd.faults {
+        None => Fault::RANDOM.to_vec(),
+        Some(list) => split_list(list)
+            .iter()
+            .map(|f| {
+                Fault::parse(f).ok_or_else(|| {
+                    anyhow!("--faults: unknown fault {f:?} (429, 418, 5xx, timeout, reset, truncated, malformed, duplicates, out-of-order)")
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    let mut options = SimOptions::new(SimClock::Real);
+    options.faults = FaultPlan {
+        kinds,
+        ..FaultPlan::random(cmd.fault_rate, cmd.seed)
+    };
+    let server =
+        SimServer::start_with(SimMarket::default_market(cmd.seed), options, cmd.port).await?;
+    let market = SimMarket::default_market(cmd.seed);
+    println!(
+        "simulated exchange on {} (seed {}, fault rate {})",
+        server.base_url(),
+        cmd.seed,
+        cmd.fault_rate
+    );
+    for ex in Exchange::ALL {
+        let listed: Vec<String> = market.listed(ex).iter().map(|s| s.to_string()).collect();
+        println!("  {ex:<16} {}", listed.join(", "));
+    }
+    println!(
+        "point an exchange at it with --base-url {} or CRYPTOLAKE_<EXCHANGE>_BASE_URL; Ctrl-C stops",
+        server.base_url()
+    );
+    tokio::signal::ctrl_c().await?;
+    server.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Init { path, force } => {
@@ -281,6 +424,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 None => shell::run(&engine, format).await.map(|_| ExitCode::SUCCESS),
             };
         }
+        Command::Simulate(cmd) => return simulate(cmd).await,
         Command::Runs { limit, format } => {
             let format = OutputFormat::from_str(format).map_err(|e| anyhow!("--format: {e}"))?;
             let env = load_env(&cli).await?;
@@ -312,21 +456,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let exchange = Exchange::from_str(&cmd.exchange)?;
             let symbols = match &cmd.symbols {
                 Some(s) => parse_symbols(s)?,
-                None => env
-                    .config
-                    .enabled_exchanges()
-                    .into_iter()
-                    .find(|(e, _)| *e == exchange)
-                    .map(|(_, s)| s)
-                    .unwrap_or_default(),
+                None => env.config.symbols_of(exchange),
             };
             let args = IngestArgs {
-                exchange,
-                symbols,
                 since: parse_opt_time("since", &cmd.since)?,
                 until: parse_opt_time("until", &cmd.until)?,
                 base_url: cmd.base_url.clone(),
-                run_id: new_run_id(now),
+                ..IngestArgs::hourly(exchange, symbols, &new_run_id(now))
             };
             let m = env.ingest(&args, now, &|_, _| {}).await?;
             print!("{}", ingest_summary(exchange, &m));
@@ -336,6 +472,47 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     m.failures().count()
                 );
             }
+        }
+        Command::Backfill(cmd) => {
+            if let Some(c) = cmd.concurrency {
+                env.config.ingest.concurrency = c;
+            }
+            env.config.validate().context("backfill flags")?;
+            let exchange = Exchange::from_str(&cmd.exchange)?;
+            let symbols = match &cmd.symbols {
+                Some(s) => parse_symbols(s)?,
+                None => env.config.symbols_of(exchange),
+            };
+            return backfill::run(&env, exchange, symbols, cmd, now).await;
+        }
+        Command::Import(ImportCmd::BinanceArchive {
+            paths,
+            symbol,
+            market,
+        }) => {
+            let symbol = symbol.as_deref().map(Symbol::parse).transpose()?;
+            let market = match market.as_deref() {
+                None => None,
+                Some("spot") => Some(Market::Spot),
+                Some("futures") => Some(Market::Futures),
+                Some(other) => bail!("--market {other:?}: expected spot or futures"),
+            };
+            return backfill::import(&env, paths, symbol.as_ref(), market, now).await;
+        }
+        Command::Gaps(cmd) => {
+            let format =
+                OutputFormat::from_str(&cmd.format).map_err(|e| anyhow!("--format: {e}"))?;
+            let day = |flag: &str, v: &Option<String>| -> Result<Option<chrono::NaiveDate>> {
+                Ok(parse_opt_time(flag, v)?.map(|t| t.date_naive()))
+            };
+            let (from, to) = (day("from", &cmd.from)?, day("to", &cmd.to)?);
+            let exchange = cmd
+                .exchange
+                .as_deref()
+                .map(Exchange::from_str)
+                .transpose()?;
+            let symbols = cmd.symbols.as_deref().map(parse_symbols).transpose()?;
+            return backfill::report_gaps(&env, exchange, symbols, (from, to), format).await;
         }
         Command::Silver { rebuild } => {
             let m = env.silver(*rebuild, &new_run_id(now)).await?;
@@ -387,7 +564,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             schedule::run(&env, &cron).await?;
         }
         Command::Demo { days, seed } => demo::run(&env, *days, *seed).await?,
-        Command::Init { .. } | Command::Sql { .. } | Command::Runs { .. } => {
+        Command::Init { .. }
+        | Command::Sql { .. }
+        | Command::Runs { .. }
+        | Command::Simulate(_) => {
             unreachable!("handled above")
         }
     }

@@ -4,16 +4,18 @@ use std::time::Duration as StdDuration;
 
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
-use cryptolake_lake::bronze::{Ingest, IngestMetrics};
+use cryptolake_lake::bronze::{Ingest, IngestMetrics, KLINES_1M, Window, plan_windows};
+use cryptolake_lake::gaps::{self, GapScan};
 use cryptolake_lake::gold::{GoldBuild, GoldMetrics};
 use cryptolake_lake::lease::{Lease, LeaseOptions};
 use cryptolake_lake::ops::{RunRecord, record_run};
+use cryptolake_lake::paths::{self, BronzeKey};
 use cryptolake_lake::quality::{self, QualityResult};
 use cryptolake_lake::silver::{SilverBuild, SilverMetrics};
 use cryptolake_lake::{Lake, new_run_id};
 use cryptolake_model::{Exchange, Symbol};
-use cryptolake_sources::binance::{BinanceClient, DEFAULT_BASE_URL};
-use cryptolake_sources::http::{HttpClient, RetryPolicy};
+use cryptolake_sources::ExchangeClient;
+use cryptolake_sources::http::RetryPolicy;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -33,6 +35,26 @@ pub struct IngestArgs {
     pub until: Option<DateTime<Utc>>,
     pub base_url: Option<String>,
     pub run_id: String,
+    /// Exact windows per symbol (backfill, gap refetch) instead of since/until.
+    pub windows: Option<Vec<(Symbol, Vec<Window>)>>,
+    /// Whether fetched windows move the hourly ingest's cursor.
+    pub move_cursor: bool,
+}
+
+impl IngestArgs {
+    /// The hourly ingest of `symbols` from where the cursor stands.
+    pub fn hourly(exchange: Exchange, symbols: Vec<Symbol>, run_id: &str) -> IngestArgs {
+        IngestArgs {
+            exchange,
+            symbols,
+            since: None,
+            until: None,
+            base_url: None,
+            run_id: run_id.to_string(),
+            windows: None,
+            move_cursor: true,
+        }
+    }
 }
 
 fn owner(run_id: &str) -> String {
@@ -157,17 +179,24 @@ impl Env {
         }
     }
 
-    pub fn binance_client(&self, base_url: Option<&str>) -> Result<BinanceClient> {
+    /// A client for `exchange`: base URL from the flag, else the config, else the real API;
+    /// the configured budget and request timeout.
+    pub fn client(&self, exchange: Exchange, base_url: Option<&str>) -> Result<ExchangeClient> {
         let configured = self
             .config
-            .exchange(Exchange::Binance)
+            .exchange(exchange)
             .and_then(|c| c.base_url.clone());
-        let url = base_url
-            .map(str::to_string)
-            .or(configured)
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        let http = HttpClient::new(RetryPolicy::default())?;
-        Ok(BinanceClient::new(http, &url)?)
+        let url = base_url.map(str::to_string).or(configured);
+        let policy = RetryPolicy {
+            request_timeout: self.config.request_timeout(),
+            ..RetryPolicy::default()
+        };
+        Ok(ExchangeClient::new(
+            exchange,
+            url.as_deref(),
+            policy,
+            Some(self.config.budget(exchange)),
+        )?)
     }
 
     pub async fn ingest(
@@ -226,15 +255,20 @@ impl Env {
                 args.exchange
             );
         }
-        let client = self.binance_client(args.base_url.as_deref())?;
+        let client = self.client(args.exchange, args.base_url.as_deref())?;
         let lease = self
             .lease(&format!("ingest-{}", args.exchange), &args.run_id)
             .await?;
-        let job = Ingest::new(args.exchange, args.symbols.clone(), &args.run_id, now)
+        let mut job = Ingest::new(args.exchange, args.symbols.clone(), &args.run_id, now)
             .with_since(args.since)
             .with_until(args.until)
             .with_lookback(self.config.lookback())
             .with_concurrency(self.config.ingest.concurrency);
+        if let Some(windows) = &args.windows {
+            job = job.with_windows(windows.clone());
+        } else if !args.move_cursor {
+            job = job.with_cursor(false);
+        }
         let plan = job.plan(&self.lake).await?;
         info!(exchange = %args.exchange, base_url = client.base_url(), pages = plan.pages(), "ingest planned");
         let metrics = job.execute(&self.lake, &client, plan, on_page).await;
@@ -246,6 +280,19 @@ impl Env {
         // (quality checks of the changed dates follow the build)
         let started = Utc::now();
         let mut outcome = self.silver_inner(rebuild, run_id).await;
+        if let Ok(m) = &outcome
+            && let (Some(from), Some(to)) = (m.affected_dates.first(), m.affected_dates.last())
+        {
+            // The gap report follows silver: whatever new bronze touched is rescanned.
+            match self.scan_gaps(Some(*from), Some(*to)).await {
+                Ok(scan) => info!(
+                    dates = scan.dates_scanned,
+                    gaps = scan.gaps.len(),
+                    "gap report updated"
+                ),
+                Err(e) => warn!(error = %e, "the gap report could not be updated"),
+            }
+        }
         if let Ok(m) = &outcome {
             let rules = self.config.quality.rules();
             let mut results = vec![quality::duplicates_result(&rules, m.duplicates_dropped)];
@@ -350,7 +397,53 @@ impl Env {
         Ok(metrics?)
     }
 
-    /// The hourly job: ingest every enabled exchange, then silver, then gold.
+    /// Rescans `crypto_ops.gaps` for the dates in `[from, to]` (the transform lease keeps it
+    /// from racing a silver build).
+    pub async fn scan_gaps(
+        &self,
+        from: Option<chrono::NaiveDate>,
+        to: Option<chrono::NaiveDate>,
+    ) -> Result<GapScan> {
+        Ok(gaps::scan(&self.lake, from, to, Utc::now()).await?)
+    }
+
+    /// Fetches again the recorded gaps of `exchange` worth refetching (missing or
+    /// unconfirmed, still served), for `symbols` (all when `None`) and dates in `[from, to]`.
+    pub async fn refetch_gaps(
+        &self,
+        exchange: Exchange,
+        symbols: Option<&[Symbol]>,
+        range: (Option<chrono::NaiveDate>, Option<chrono::NaiveDate>),
+        base_url: Option<&str>,
+        run_id: &str,
+        now: DateTime<Utc>,
+        on_page: &(dyn Fn(&Symbol, usize) + Sync),
+    ) -> Result<Option<IngestMetrics>> {
+        let recorded = gaps::read(&self.lake, range.0, range.1).await?;
+        let windows: Vec<(Symbol, Vec<Window>)> =
+            gaps::refetch_windows(&recorded, exchange, self.config.ingest.max_refetch_windows)
+                .into_iter()
+                .filter(|(s, _)| symbols.is_none_or(|list| list.contains(s)))
+                .collect();
+        if windows.is_empty() {
+            return Ok(None);
+        }
+        info!(%exchange, symbols = windows.len(), windows = windows.iter().map(|(_, w)| w.len()).sum::<usize>(), "refetching gaps");
+        let args = IngestArgs {
+            base_url: base_url.map(str::to_string),
+            windows: Some(windows.clone()),
+            move_cursor: false,
+            ..IngestArgs::hourly(
+                exchange,
+                windows.into_iter().map(|(s, _)| s).collect(),
+                run_id,
+            )
+        };
+        Ok(Some(self.ingest(&args, now, on_page).await?))
+    }
+
+    /// The hourly job: ingest every enabled exchange and refetch its gaps, then silver (with
+    /// the gap report), then gold.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<RunSummary> {
         let run_id = new_run_id(now);
         let mut summary = RunSummary {
@@ -358,29 +451,127 @@ impl Env {
             ..Default::default()
         };
         for (exchange, symbols) in self.config.enabled_exchanges() {
-            let args = IngestArgs {
-                exchange,
-                symbols,
-                since: None,
-                until: None,
-                base_url: None,
-                run_id: run_id.clone(),
-            };
-            let m = self.ingest(&args, now, &|_, _| {}).await?;
-            for f in m.failures() {
-                summary.ingest_errors.push(format!(
-                    "{exchange} {}: {}",
-                    f.symbol,
-                    f.error.as_deref().unwrap_or("")
-                ));
+            let args = IngestArgs::hourly(exchange, symbols.clone(), &run_id);
+            let mut metrics = vec![self.ingest(&args, now, &|_, _| {}).await?];
+            match self
+                .refetch_gaps(
+                    exchange,
+                    Some(&symbols),
+                    (None, None),
+                    None,
+                    &run_id,
+                    now,
+                    &|_, _| {},
+                )
+                .await
+            {
+                Ok(Some(m)) => metrics.push(m),
+                Ok(None) => {}
+                Err(e) => summary
+                    .ingest_errors
+                    .push(format!("{exchange} gap refetch: {}", crate::one_line(&e))),
             }
-            summary.pages += m.pages;
-            summary.candles += m.rows;
+            for m in metrics {
+                for f in m.failures() {
+                    summary.ingest_errors.push(format!(
+                        "{exchange} {}: {}",
+                        f.symbol,
+                        f.error.as_deref().unwrap_or("")
+                    ));
+                }
+                summary.pages += m.pages;
+                summary.candles += m.rows;
+            }
         }
         // Silver and gold run even when one symbol failed: what did arrive is still processed.
         summary.silver = self.silver(false, &run_id).await?;
         summary.gold = self.gold(false, &run_id).await?;
         Ok(summary)
+    }
+}
+
+/// What a backfill will fetch for one symbol.
+#[derive(Debug, Clone)]
+pub struct BackfillSymbol {
+    pub symbol: Symbol,
+    pub windows: Vec<Window>,
+    /// Minutes of the range already in bronze from earlier fetches or imports.
+    pub covered_minutes: i64,
+}
+
+/// Subtracts the sorted, merged `covered` intervals from `[start, end)`.
+fn uncovered(start: DateTime<Utc>, end: DateTime<Utc>, covered: &[Window]) -> Vec<Window> {
+    let mut out = Vec::new();
+    let mut t = start;
+    for (a, b) in covered {
+        if *b <= t || *a >= end {
+            continue;
+        }
+        if *a > t {
+            out.push((t, (*a).min(end)));
+        }
+        t = t.max(*b);
+        if t >= end {
+            break;
+        }
+    }
+    if t < end {
+        out.push((t, end));
+    }
+    out
+}
+
+impl Env {
+    /// Works out what a backfill of `[from, to)` still has to fetch: the range minus what
+    /// final bronze objects (fetched after their window closed, by any earlier run, backfill or
+    /// import) already cover, in windows of the exchange's page size.
+    pub async fn plan_backfill(
+        &self,
+        exchange: Exchange,
+        symbols: &[Symbol],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BackfillSymbol>> {
+        let max = ExchangeClient::max_window_minutes(exchange);
+        let mut out = Vec::new();
+        for symbol in symbols {
+            let mut covered: Vec<Window> = Vec::new();
+            for dataset in [KLINES_1M, cryptolake_lake::bronze::KLINES_1M_ARCHIVE] {
+                for meta in self
+                    .lake
+                    .list(&paths::bronze_symbol(exchange, dataset, symbol))
+                    .await?
+                {
+                    if let Some(k) = BronzeKey::parse(&meta.location)
+                        && k.fetched_at >= k.window_end
+                        && k.window_end > from
+                        && k.window_start < to
+                    {
+                        covered.push((k.window_start, k.window_end));
+                    }
+                }
+            }
+            covered.sort();
+            let mut merged: Vec<Window> = Vec::new();
+            for (a, b) in covered {
+                match merged.last_mut() {
+                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                    _ => merged.push((a, b)),
+                }
+            }
+            let todo = uncovered(from, to, &merged);
+            let todo_minutes: i64 = todo.iter().map(|(a, b)| (*b - *a).num_minutes()).sum();
+            let windows = todo
+                .into_iter()
+                .flat_map(|(a, b)| plan_windows(a, b, max))
+                .collect();
+            out.push(BackfillSymbol {
+                symbol: symbol.clone(),
+                windows,
+                covered_minutes: (to - from).num_minutes() - todo_minutes,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -436,12 +627,13 @@ pub fn ingest_summary(exchange: Exchange, m: &IngestMetrics) -> String {
 
 pub fn silver_summary(m: &SilverMetrics) -> String {
     format!(
-        "  silver: {} new bronze objects ({} read), {} candles, {} duplicates dropped, {} open candles skipped, {} bad records dropped, {} records quarantined in {} objects; {} partitions written ({} hours), {} unchanged, {} deleted\n",
+        "  silver: {} new bronze objects ({} read), {} candles, {} duplicates dropped, {} open candles skipped, {} outside their window skipped, {} bad records dropped, {} records quarantined in {} objects; {} partitions written ({} hours), {} unchanged, {} deleted\n",
         m.new_objects,
         m.objects_read,
         m.candles_read,
         m.duplicates_dropped,
         m.open_candles_skipped,
+        m.outside_window_skipped,
         m.dropped_records,
         m.rejected_records,
         m.quarantined_objects,
@@ -471,4 +663,30 @@ pub fn describe(r: &QualityResult) -> String {
         .map(|s| format!(" at {s}"))
         .unwrap_or_default();
     format!("{}{who}{at}: {}", r.rule, r.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptolake_model::parse_time;
+
+    #[test]
+    fn uncovered_subtracts_covered_windows() {
+        let t = |s: &str| parse_time(s).unwrap();
+        let (s, e) = (t("2024-03-01T00:00:00Z"), t("2024-03-02T00:00:00Z"));
+        let covered = vec![
+            (t("2024-02-29T12:00:00Z"), t("2024-03-01T01:00:00Z")),
+            (t("2024-03-01T05:00:00Z"), t("2024-03-01T06:00:00Z")),
+            (t("2024-03-01T23:00:00Z"), t("2024-03-02T03:00:00Z")),
+        ];
+        assert_eq!(
+            uncovered(s, e, &covered),
+            vec![
+                (t("2024-03-01T01:00:00Z"), t("2024-03-01T05:00:00Z")),
+                (t("2024-03-01T06:00:00Z"), t("2024-03-01T23:00:00Z")),
+            ]
+        );
+        assert_eq!(uncovered(s, e, &[]), vec![(s, e)]);
+        assert!(uncovered(s, e, &[(s, e)]).is_empty());
+    }
 }

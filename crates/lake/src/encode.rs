@@ -48,6 +48,9 @@ pub fn hourly_to_batch(rows: &[HourlyCandle]) -> Result<RecordBatch> {
         Arc::new(Int32Array::from_iter_values(
             rows.iter().map(|r| r.minutes_present),
         )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.minute_mask),
+        )),
         Arc::new(utc_micros(
             rows.iter().map(|r| micros(r.ingested_at)).collect(),
         )),
@@ -195,6 +198,11 @@ pub fn hourly_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<HourlyCa
     let cols = OhlcvColumns::of(&c)?;
     let ot = c.get::<TimestampMicrosecondArray>("open_time")?;
     let mp = c.get::<Int32Array>("minutes_present")?;
+    let mask = c.get::<Int64Array>("minute_mask").map_err(|_| {
+        c.bad(
+            "column minute_mask is missing: the partition was written by an older cryptolake; run `cryptolake silver --rebuild`".into(),
+        )
+    })?;
     let ing = c.get::<TimestampMicrosecondArray>("ingested_at")?;
     (0..batch.num_rows())
         .map(|i| {
@@ -211,6 +219,7 @@ pub fn hourly_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<HourlyCa
                 quote_volume: r.quote_volume,
                 trade_count: r.trade_count,
                 minutes_present: mp.value(i),
+                minute_mask: mask.value(i),
                 ingested_at: c.time(ing, i)?,
             })
         })

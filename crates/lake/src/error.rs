@@ -53,6 +53,13 @@ pub enum Error {
         index: usize,
         reason: String,
     },
+    #[error(
+        "{exchange} banned this client (HTTP 418) until {until}; no request is sent to it before then"
+    )]
+    Banned {
+        exchange: String,
+        until: chrono::DateTime<chrono::Utc>,
+    },
     #[error("{0}")]
     Invalid(String),
 }

@@ -9,6 +9,7 @@
 pub mod bronze;
 mod encode;
 mod error;
+pub mod gaps;
 pub mod gold;
 pub mod lease;
 pub mod ops;

@@ -8,7 +8,9 @@
 //! quarantine/ohlcv_1h/source=binance/dataset=klines_1m/symbol=BTC-USDT/date=2024-03-01/{bronze file}.json
 //! ops/runs/date=2024-03-01/{started}_{run_id}_{step}.parquet   run history (crypto_ops.runs)
 //! ops/quality_results/date=2024-03-01/{checked}_{run_id}_{step}.parquet   (crypto_ops.quality_results)
+//! ops/gaps/date=2024-03-01/part-00000.parquet           missing minutes (crypto_ops.gaps)
 //! _state/ingest/{exchange}/{dataset}/{symbol}.json      ingest cursors
+//! _state/ingest/{exchange}/ban.json                     an exchange's 418 ban, until it expires
 //! _state/silver/ohlcv_1h.json                           bronze objects already in silver
 //! _state/gold/ohlcv_1d.json                             silver versions gold was built from
 //! _state/schedule.json                                  the scheduler's last slot
@@ -26,6 +28,7 @@ pub const GOLD_OHLCV_1D: &str = "gold/ohlcv_1d";
 pub const QUARANTINE_OHLCV_1H: &str = "quarantine/ohlcv_1h";
 pub const OPS_RUNS: &str = "ops/runs";
 pub const OPS_QUALITY_RESULTS: &str = "ops/quality_results";
+pub const OPS_GAPS: &str = "ops/gaps";
 const PART_FILE: &str = "part-00000.parquet";
 const BRONZE_EXT: &str = ".bronze";
 
@@ -98,6 +101,13 @@ pub fn bronze_partition(source: Exchange, dataset: &str, symbol: &Symbol, date: 
     ))
 }
 
+/// Every bronze object of one source, dataset and symbol.
+pub fn bronze_symbol(source: Exchange, dataset: &str, symbol: &Symbol) -> Path {
+    Path::from(format!(
+        "{BRONZE}/source={source}/dataset={dataset}/symbol={symbol}"
+    ))
+}
+
 pub fn silver_table() -> Path {
     Path::from(SILVER_OHLCV_1H)
 }
@@ -157,6 +167,19 @@ pub fn quarantine_for(bronze: &Path) -> Path {
 
 pub fn ingest_cursor(exchange: Exchange, dataset: &str, symbol: &Symbol) -> Path {
     Path::from(format!("_state/ingest/{exchange}/{dataset}/{symbol}.json"))
+}
+
+/// A 418 ban an exchange gave this client: no request goes there until it expires.
+pub fn exchange_ban(exchange: Exchange) -> Path {
+    Path::from(format!("_state/ingest/{exchange}/ban.json"))
+}
+
+pub fn gaps_table() -> Path {
+    Path::from(OPS_GAPS)
+}
+
+pub fn gaps_partition_file(date: NaiveDate) -> Path {
+    Path::from(format!("{OPS_GAPS}/date={date}/{PART_FILE}"))
 }
 
 pub fn silver_state() -> Path {

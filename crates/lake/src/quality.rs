@@ -483,6 +483,7 @@ mod tests {
             quote_volume: None,
             trade_count: None,
             minutes_present: minutes,
+            minute_mask: (1i64 << minutes) - 1,
             ingested_at: parse_time(t).unwrap(),
         }
     }

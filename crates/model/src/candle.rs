@@ -124,6 +124,9 @@ pub struct HourlyCandle {
     pub trade_count: Option<i64>,
     /// How many one-minute candles made this hour (0..=60).
     pub minutes_present: i32,
+    /// Which minutes made it: bit `m` set when the candle opening at minute `m` of the hour
+    /// was present. The gap report reads missing minutes from here.
+    pub minute_mask: i64,
     /// When the newest bronze object that contributed to this hour was fetched.
     pub ingested_at: DateTime<Utc>,
 }

@@ -9,16 +9,30 @@ use crate::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Exchange {
+    /// Binance spot.
     Binance,
+    /// Binance USDⓈ-M futures (perpetuals settled in USDT/USDC): its own market and prices.
+    #[serde(rename = "binance-futures")]
+    BinanceFutures,
+    Coinbase,
+    Kraken,
 }
 
 impl Exchange {
-    pub const ALL: [Exchange; 1] = [Exchange::Binance];
+    pub const ALL: [Exchange; 4] = [
+        Exchange::Binance,
+        Exchange::BinanceFutures,
+        Exchange::Coinbase,
+        Exchange::Kraken,
+    ];
 
     /// The lowercase name used in keys, tables and configuration.
     pub fn as_str(self) -> &'static str {
         match self {
             Exchange::Binance => "binance",
+            Exchange::BinanceFutures => "binance-futures",
+            Exchange::Coinbase => "coinbase",
+            Exchange::Kraken => "kraken",
         }
     }
 }

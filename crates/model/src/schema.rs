@@ -28,6 +28,7 @@ pub fn ohlcv_1h() -> SchemaRef {
         Field::new("quote_volume", DataType::Float64, true),
         Field::new("trade_count", DataType::Int64, true),
         Field::new("minutes_present", DataType::Int32, false),
+        Field::new("minute_mask", DataType::Int64, false),
         Field::new("ingested_at", timestamp_utc(), false),
     ]))
 }
@@ -81,5 +82,20 @@ pub fn quality_results() -> SchemaRef {
         Field::new("observed", DataType::Float64, true),
         Field::new("threshold", DataType::Float64, true),
         Field::new("message", DataType::Utf8, false),
+    ]))
+}
+
+/// `crypto_ops.gaps`: minutes missing from silver, one row per run of consecutive minutes with
+/// one status within a UTC day (without the partition column).
+pub fn gaps() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("exchange", DataType::Utf8, false),
+        Field::new("symbol", DataType::Utf8, false),
+        Field::new("gap_start", timestamp_utc(), false),
+        Field::new("gap_end", timestamp_utc(), false),
+        Field::new("minutes", DataType::Int64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("fetches", DataType::Int32, false),
+        Field::new("detected_at", timestamp_utc(), false),
     ]))
 }

@@ -49,6 +49,12 @@ pub fn tables() -> Vec<(&'static str, &'static str, String, SchemaRef)> {
             paths::OPS_QUALITY_RESULTS.to_string(),
             schema::quality_results(),
         ),
+        (
+            "crypto_ops",
+            "gaps",
+            paths::OPS_GAPS.to_string(),
+            schema::gaps(),
+        ),
     ]
 }
 

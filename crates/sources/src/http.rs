@@ -1,6 +1,7 @@
 //! The HTTP transport every adapter shares: timeouts, retries with jittered exponential backoff,
 //! `Retry-After`, and a body check so that a truncated or malformed body is retried, never stored.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use rand::Rng;
 use reqwest::StatusCode;
 use tracing::{debug, warn};
 
+use crate::limit::Limiter;
 use crate::{Error, Result};
 
 /// How hard to retry.
@@ -59,6 +61,9 @@ pub struct Response {
 pub struct HttpClient {
     client: reqwest::Client,
     policy: RetryPolicy,
+    limiter: Option<Arc<Limiter>>,
+    /// The response header carrying the exchange's count of weight used in its window.
+    used_weight_header: Option<&'static str>,
 }
 
 /// What the caller's check says of a 200 response body.
@@ -78,18 +83,49 @@ impl HttpClient {
             .user_agent(concat!("cryptolake/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Client(e.to_string()))?;
-        Ok(HttpClient { client, policy })
+        Ok(HttpClient {
+            client,
+            policy,
+            limiter: None,
+            used_weight_header: None,
+        })
+    }
+
+    /// Every request (retries included) first takes its weight from `limiter`.
+    pub fn with_limiter(mut self, limiter: Arc<Limiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// Reads the exchange's own used-weight count from this response header.
+    pub fn with_used_weight_header(mut self, header: &'static str) -> Self {
+        self.used_weight_header = Some(header);
+        self
+    }
+
+    pub fn limiter(&self) -> Option<&Arc<Limiter>> {
+        self.limiter.as_ref()
+    }
+
+    async fn pause(&self, wait: Duration) {
+        match &self.limiter {
+            // Everyone talking to this exchange waits, not just this request.
+            Some(l) => l.pause_for(wait),
+            None => tokio::time::sleep(wait).await,
+        }
     }
 
     pub fn policy(&self) -> &RetryPolicy {
         &self.policy
     }
 
-    /// GET `url?params`, retrying transient failures; `check` validates a 200 body.
+    /// GET `url?params`, retrying transient failures; `check` validates a 200 body. Each
+    /// attempt spends `weight` from the limiter.
     pub async fn get<T>(
         &self,
         url: &str,
         params: &[(String, String)],
+        weight: u32,
         check: impl Fn(&[u8]) -> BodyCheck<T>,
     ) -> Result<(Response, T)> {
         let mut last = String::new();
@@ -98,6 +134,15 @@ impl HttpClient {
                 let wait = self.policy.backoff(attempt);
                 debug!(url, attempt, wait_ms = wait.as_millis() as u64, "retrying");
                 tokio::time::sleep(wait).await;
+            }
+            if let Some(limiter) = &self.limiter {
+                limiter
+                    .acquire(weight)
+                    .await
+                    .map_err(|until| Error::Banned {
+                        url: url.to_string(),
+                        until,
+                    })?;
             }
             let sent = self.client.get(url).query(params).send().await;
             let resp = match sent {
@@ -111,6 +156,14 @@ impl HttpClient {
             let status = resp.status();
             let headers = resp.headers().clone();
             let retry_after = retry_after(&headers);
+            if let (Some(limiter), Some(name)) = (&self.limiter, self.used_weight_header)
+                && let Some(used) = headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            {
+                limiter.observe_used(used);
+            }
             let body = match resp.bytes().await {
                 Ok(b) => b,
                 Err(e) => {
@@ -124,9 +177,13 @@ impl HttpClient {
                 .unwrap_or_else(Utc::now);
             if status == StatusCode::IM_A_TEAPOT {
                 let wait = retry_after.unwrap_or(self.policy.max_retry_after);
+                let until = fetched_at + chrono::Duration::from_std(wait).unwrap_or_default();
+                if let Some(limiter) = &self.limiter {
+                    limiter.ban(until);
+                }
                 return Err(Error::Banned {
                     url: url.to_string(),
-                    until: fetched_at + chrono::Duration::from_std(wait).unwrap_or_default(),
+                    until,
                 });
             }
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
@@ -149,7 +206,7 @@ impl HttpClient {
                     wait_ms = wait.as_millis() as u64,
                     "throttled or server error"
                 );
-                tokio::time::sleep(wait).await;
+                self.pause(wait).await;
                 continue;
             }
             if !status.is_success() {
@@ -208,6 +265,25 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
     } else {
         e.to_string()
     }
+}
+
+/// Checks an exchange's REST root and returns it without a trailing slash.
+pub fn check_base_url(base_url: &str) -> Result<String> {
+    let trimmed = base_url.trim_end_matches('/');
+    let bad = |reason: &str| Error::BaseUrl {
+        url: base_url.to_string(),
+        reason: reason.to_string(),
+    };
+    if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
+        return Err(bad("must start with http:// or https://"));
+    }
+    if trimmed.contains('?') || trimmed.contains('#') {
+        return Err(bad("must not carry a query or fragment"));
+    }
+    if trimmed.contains('@') {
+        return Err(bad("must not carry credentials"));
+    }
+    Ok(trimmed.to_string())
 }
 
 /// The first bytes of a body, for error messages.

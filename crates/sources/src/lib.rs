@@ -5,9 +5,15 @@
 //! Adapters return the raw response bytes with what was asked, so bronze can keep them as received.
 
 pub mod binance;
+mod client;
+pub mod coinbase;
 mod error;
 pub mod http;
+pub mod kraken;
+pub mod limit;
 pub mod sim;
+
+pub use client::{ExchangeClient, parse_page};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -47,4 +53,73 @@ pub enum Record {
         rule: Option<CandleRule>,
         reason: String,
     },
+}
+
+/// Why a row is not a candle: the quality rule it broke (`None`: not a well-formed row).
+pub(crate) type RowError = (Option<CandleRule>, String);
+
+/// A validated candle from parsed wire values; a broken invariant names its rule.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn checked_candle(
+    exchange: cryptolake_model::Exchange,
+    symbol: &cryptolake_model::Symbol,
+    open_time: DateTime<Utc>,
+    [open, high, low, close, volume]: [f64; 5],
+    quote_volume: Option<f64>,
+    trade_count: Option<i64>,
+) -> Result<Candle, RowError> {
+    Candle::new(
+        exchange,
+        symbol.clone(),
+        open_time,
+        open,
+        high,
+        low,
+        close,
+        volume,
+        quote_volume,
+        trade_count,
+    )
+    .map_err(|e| match &e {
+        cryptolake_model::Error::InvalidCandle { rule, .. } => (Some(*rule), e.to_string()),
+        _ => (None, e.to_string()),
+    })
+}
+
+/// Turns each JSON row into a candle or a rejection with its reason and position.
+pub(crate) fn rows_to_records(
+    rows: Vec<serde_json::Value>,
+    parse_row: impl Fn(&serde_json::Value) -> Result<(Candle, DateTime<Utc>), RowError>,
+) -> Vec<Record> {
+    rows.into_iter()
+        .enumerate()
+        .map(|(index, row)| match parse_row(&row) {
+            Ok((candle, close_time)) => Record::Candle { candle, close_time },
+            Err((rule, reason)) => Record::Rejected {
+                index,
+                raw: row.to_string(),
+                rule,
+                reason,
+            },
+        })
+        .collect()
+}
+
+/// A decimal carried as a JSON string (`"61130.98"`), as Binance and Kraken send prices.
+pub(crate) fn decimal(name: &str, s: &str) -> Result<f64, RowError> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err((None, format!("{name} {s:?} is not a decimal number"))),
+    }
+}
+
+/// The close time of a one-minute candle, as Binance states it (last millisecond).
+pub(crate) fn minute_close(open_time: DateTime<Utc>) -> DateTime<Utc> {
+    open_time + chrono::Duration::milliseconds(59_999)
+}
+
+/// A unix time in seconds as a UTC instant.
+pub(crate) fn unix_seconds(secs: i64, name: &str) -> Result<DateTime<Utc>, RowError> {
+    DateTime::from_timestamp(secs, 0)
+        .ok_or_else(|| (None, format!("{name} {secs} is out of range")))
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use cryptolake_model::{Exchange, Symbol, date_of, day_start, hour_start};
-use cryptolake_sources::binance::{BinanceClient, MAX_LIMIT};
+use cryptolake_sources::ExchangeClient;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -14,6 +14,14 @@ use crate::paths::{self, BronzeKey};
 use crate::{Error, Lake, Result, state};
 
 /// Where the next ingest of a symbol starts.
+/// A 418 ban, kept so that later runs leave the exchange alone until it expires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Ban {
+    until: DateTime<Utc>,
+    noticed_at: DateTime<Utc>,
+    run_id: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Cursor {
     next_open_time: DateTime<Utc>,
@@ -21,17 +29,18 @@ struct Cursor {
     run_id: String,
 }
 
-/// Splits `[start, end)` into request windows of at most [`MAX_LIMIT`] minutes that never cross
-/// a UTC midnight, so every bronze object belongs to exactly one date.
+/// Splits `[start, end)` into request windows of at most `max_minutes` that never cross a UTC
+/// midnight, so every bronze object belongs to exactly one date.
 pub fn plan_windows(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    max_minutes: i64,
 ) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     let mut out = Vec::new();
     let mut t = start;
     while t < end {
         let midnight = day_start(date_of(t)) + Duration::days(1);
-        let w_end = (t + Duration::minutes(MAX_LIMIT)).min(midnight).min(end);
+        let w_end = (t + Duration::minutes(max_minutes)).min(midnight).min(end);
         out.push((t, w_end));
         t = w_end;
     }
@@ -53,6 +62,9 @@ pub struct Ingest {
     run_id: String,
     now: DateTime<Utc>,
     concurrency: usize,
+    /// Explicit windows per symbol (gap refetches) instead of a range.
+    windows: Option<Vec<(Symbol, Vec<Window>)>>,
+    move_cursor: bool,
 }
 
 /// A request window of open times, `[start, end)`.
@@ -62,6 +74,8 @@ pub type Window = (DateTime<Utc>, DateTime<Utc>);
 #[derive(Debug, Clone)]
 pub struct IngestPlan {
     pub symbols: Vec<(Symbol, Vec<Window>)>,
+    /// Asked for but no longer served by the exchange (Kraken keeps 720 minutes), per symbol.
+    pub unservable: Vec<(Symbol, Window)>,
 }
 
 impl IngestPlan {
@@ -80,6 +94,8 @@ pub struct SymbolOutcome {
     /// Where the next ingest continues.
     pub next_open_time: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// Asked for but no longer served by the exchange.
+    pub unservable: Vec<Window>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -112,7 +128,25 @@ impl Ingest {
             run_id: run_id.to_string(),
             now,
             concurrency: 4,
+            windows: None,
+            move_cursor: true,
         }
+    }
+
+    /// Fetch exactly these windows (each split to fit one request) instead of a range; the
+    /// cursor is left alone.
+    pub fn with_windows(mut self, windows: Vec<(Symbol, Vec<Window>)>) -> Self {
+        self.symbols = windows.iter().map(|(s, _)| s.clone()).collect();
+        self.windows = Some(windows);
+        self.move_cursor = false;
+        self
+    }
+
+    /// Whether fetched windows move the symbol's cursor (the hourly ingest's resume point).
+    /// A backfill of old history leaves it alone.
+    pub fn with_cursor(mut self, move_cursor: bool) -> Self {
+        self.move_cursor = move_cursor;
+        self
     }
 
     pub fn with_since(mut self, since: Option<DateTime<Utc>>) -> Self {
@@ -137,7 +171,8 @@ impl Ingest {
     }
 
     /// Works out each symbol's windows: from `since`, else the stored cursor, else `now -
-    /// lookback`; up to `until`, but never past the last closed minute.
+    /// lookback`; up to `until`, but never past the last closed minute. What the exchange no
+    /// longer serves is set apart in [`IngestPlan::unservable`], never silently dropped.
     pub async fn plan(&self, lake: &Lake) -> Result<IngestPlan> {
         if let (Some(s), Some(u)) = (self.since, self.until)
             && s >= u
@@ -146,43 +181,96 @@ impl Ingest {
                 "--since {s} is not before --until {u}"
             )));
         }
+        let max = ExchangeClient::max_window_minutes(self.exchange);
         let closed_end = floor_minute(self.now);
-        let end = self.until.map_or(closed_end, |u| u.min(closed_end));
-        let mut symbols = Vec::new();
-        for symbol in &self.symbols {
-            let start = match self.since {
-                Some(s) => s,
-                None => {
-                    let key = paths::ingest_cursor(self.exchange, KLINES_1M, symbol);
-                    match state::read::<Cursor>(lake, &key).await? {
-                        Some(c) => c.next_open_time,
-                        // Whole hours, so the first silver hour is not cut short.
-                        None => hour_start(self.now - self.lookback),
+        let served_from = ExchangeClient::served_from(self.exchange, self.now);
+        let mut plan = IngestPlan {
+            symbols: Vec::new(),
+            unservable: Vec::new(),
+        };
+        let mut ranges: Vec<(Symbol, Vec<Window>)> = Vec::new();
+        if let Some(windows) = &self.windows {
+            ranges.clone_from(windows);
+        } else {
+            let end = self.until.map_or(closed_end, |u| u.min(closed_end));
+            for symbol in &self.symbols {
+                let start = match self.since {
+                    Some(s) => s,
+                    None => {
+                        let key = paths::ingest_cursor(self.exchange, KLINES_1M, symbol);
+                        match state::read::<Cursor>(lake, &key).await? {
+                            Some(c) => c.next_open_time,
+                            // Whole hours, so the first silver hour is not cut short.
+                            None => hour_start(self.now - self.lookback),
+                        }
                     }
-                }
-            };
-            // Round up to a whole minute: a partial minute is never requested.
-            let start = floor_minute(start + Duration::seconds(59));
-            let start = if start > self.now { closed_end } else { start };
-            symbols.push((symbol.clone(), plan_windows(start, end)));
+                };
+                // Round up to a whole minute: a partial minute is never requested.
+                let start = floor_minute(start + Duration::seconds(59));
+                let start = if start > self.now { closed_end } else { start };
+                ranges.push((symbol.clone(), vec![(start, end)]));
+            }
         }
-        Ok(IngestPlan { symbols })
+        for (symbol, windows) in ranges {
+            let mut planned = Vec::new();
+            for (start, end) in windows {
+                let end = end.min(closed_end);
+                let start = match served_from {
+                    Some(from) if start < from => {
+                        plan.unservable
+                            .push((symbol.clone(), (start, from.min(end))));
+                        from
+                    }
+                    _ => start,
+                };
+                planned.extend(plan_windows(start, end, max));
+            }
+            plan.symbols.push((symbol, planned));
+        }
+        Ok(plan)
     }
 
+    /// Fetches the plan's windows into bronze, symbols concurrently, every request within
+    /// the client's budget. Refuses to start while the exchange's 418 ban lasts, and records a
+    /// new ban so later runs wait for it too.
     pub async fn execute(
         &self,
         lake: &Lake,
-        client: &BinanceClient,
+        client: &ExchangeClient,
         plan: IngestPlan,
         on_page: &(dyn Fn(&Symbol, usize) + Sync),
     ) -> Result<IngestMetrics> {
-        let outcomes: Vec<SymbolOutcome> = futures::stream::iter(plan.symbols)
+        let ban_key = paths::exchange_ban(self.exchange);
+        if let Some(ban) = state::read::<Ban>(lake, &ban_key).await? {
+            if ban.until > Utc::now() {
+                return Err(Error::Banned {
+                    exchange: self.exchange.to_string(),
+                    until: ban.until,
+                });
+            }
+            lake.delete(&ban_key).await?;
+        }
+        let mut unservable: BTreeMap<Symbol, Vec<Window>> = BTreeMap::new();
+        for (symbol, w) in &plan.unservable {
+            warn!(exchange = %self.exchange, symbol = %symbol, from = %w.0, to = %w.1, "the exchange no longer serves this range");
+            unservable.entry(symbol.clone()).or_default().push(*w);
+        }
+        let mut outcomes: Vec<SymbolOutcome> = futures::stream::iter(plan.symbols)
             .map(|(symbol, windows)| self.ingest_symbol(lake, client, symbol, windows, on_page))
             .buffered(self.concurrency)
             .collect()
             .await;
+        if let Some(until) = client.limiter().banned_until() {
+            let ban = Ban {
+                until,
+                noticed_at: Utc::now(),
+                run_id: self.run_id.clone(),
+            };
+            state::write(lake, &ban_key, &ban).await?;
+        }
         let mut metrics = IngestMetrics::default();
-        for o in &outcomes {
+        for o in &mut outcomes {
+            o.unservable = unservable.remove(&o.symbol).unwrap_or_default();
             metrics.pages += o.pages;
             metrics.rows += o.rows;
             metrics.bytes += o.bytes;
@@ -194,7 +282,7 @@ impl Ingest {
     async fn ingest_symbol(
         &self,
         lake: &Lake,
-        client: &BinanceClient,
+        client: &ExchangeClient,
         symbol: Symbol,
         windows: Vec<Window>,
         on_page: &(dyn Fn(&Symbol, usize) + Sync),
@@ -206,6 +294,7 @@ impl Ingest {
             bytes: 0,
             next_open_time: None,
             error: None,
+            unservable: Vec::new(),
         };
         for (start, end) in windows {
             match self.ingest_window(lake, client, &symbol, start, end).await {
@@ -230,13 +319,13 @@ impl Ingest {
     async fn ingest_window(
         &self,
         lake: &Lake,
-        client: &BinanceClient,
+        client: &ExchangeClient,
         symbol: &Symbol,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<(usize, u64)> {
         let page = client
-            .fetch_klines_1m(symbol, start, end)
+            .fetch_1m(symbol, start, end)
             .await
             .map_err(|source| Error::Source {
                 exchange: self.exchange.to_string(),
@@ -281,6 +370,9 @@ impl Ingest {
                 key.path()
             )));
         }
+        if !self.move_cursor {
+            return Ok((page.rows, page.body.len() as u64));
+        }
         // The cursor moves only after the data it describes is durable, and never backwards.
         let cursor_key = paths::ingest_cursor(self.exchange, KLINES_1M, symbol);
         let previous = state::read::<Cursor>(lake, &cursor_key).await?;
@@ -305,7 +397,7 @@ mod tests {
     fn windows_split_at_limit_and_midnight() {
         let s = parse_time("2024-03-01T20:00:00Z").unwrap();
         let e = parse_time("2024-03-03T01:00:00Z").unwrap();
-        let w = plan_windows(s, e);
+        let w = plan_windows(s, e, 1000);
         // 20:00..24:00 (240 min), then 1000 + 440 for Mar 2, then 60 min on Mar 3.
         let minutes: Vec<i64> = w.iter().map(|(a, b)| (*b - *a).num_minutes()).collect();
         assert_eq!(minutes, vec![240, 1000, 440, 60]);
@@ -314,6 +406,11 @@ mod tests {
         }
         assert_eq!(w.first().unwrap().0, s);
         assert_eq!(w.last().unwrap().1, e);
-        assert!(plan_windows(e, s).is_empty());
+        assert!(plan_windows(e, s, 1000).is_empty());
+        let coinbase: Vec<i64> = plan_windows(s, s + Duration::hours(11), 300)
+            .iter()
+            .map(|(a, b)| (*b - *a).num_minutes())
+            .collect();
+        assert_eq!(coinbase, vec![240, 300, 120]);
     }
 }

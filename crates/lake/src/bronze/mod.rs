@@ -10,6 +10,7 @@
 //! The first line is the envelope as one line of JSON; everything after the first newline is the
 //! payload, byte for byte. Objects are written once under a fresh key and never rewritten.
 
+pub mod archive;
 mod ingest;
 
 use std::collections::BTreeMap;
@@ -17,14 +18,15 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use cryptolake_model::{Exchange, Symbol};
-use cryptolake_sources::{Record, binance};
+use cryptolake_sources::{Record, parse_page};
 use serde::{Deserialize, Serialize};
 
-pub use ingest::{Ingest, IngestMetrics, IngestPlan, SymbolOutcome, plan_windows};
+pub use archive::KLINES_1M_ARCHIVE;
+pub use ingest::{Ingest, IngestMetrics, IngestPlan, SymbolOutcome, Window, plan_windows};
 
 use crate::{Error, Result};
 
-/// The one dataset so far: one-minute klines.
+/// One-minute candles as the exchange's REST API serves them.
 pub const KLINES_1M: &str = "klines_1m";
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -94,9 +96,24 @@ pub fn parse_payload(
     envelope: &Envelope,
     payload: &[u8],
 ) -> std::result::Result<Vec<Record>, String> {
-    match (envelope.source, envelope.dataset.as_str()) {
-        (Exchange::Binance, KLINES_1M) => binance::parse_klines(payload, &envelope.symbol),
-        (source, dataset) => Err(format!("no parser for {source} dataset {dataset}")),
+    match envelope.dataset.as_str() {
+        KLINES_1M => parse_page(envelope.source, payload, &envelope.symbol),
+        KLINES_1M_ARCHIVE
+            if matches!(
+                envelope.source,
+                Exchange::Binance | Exchange::BinanceFutures
+            ) =>
+        {
+            cryptolake_sources::binance::archive::parse_csv(
+                envelope.source,
+                payload,
+                &envelope.symbol,
+            )
+        }
+        dataset => Err(format!(
+            "no parser for {} dataset {dataset}",
+            envelope.source
+        )),
     }
 }
 

@@ -52,6 +52,7 @@ mod tests {
             quote_volume: Some(v * o),
             trade_count: Some(3),
             minutes_present: minutes,
+            minute_mask: (1i64 << minutes) - 1,
             ingested_at: parse_time("2024-03-02T00:00:00Z").unwrap(),
         }
     }

@@ -63,10 +63,12 @@ fn one_hour(hour: DateTime<Utc>, group: &[Minute]) -> HourlyCandle {
     let last = &group[group.len() - 1].candle;
     let mut r = Rollup::new();
     let mut ingested_at = group[0].fetched_at;
+    let mut minute_mask = 0i64;
     for m in group {
         let c = &m.candle;
         r.add(c.high, c.low, c.volume, c.quote_volume, c.trade_count);
         ingested_at = ingested_at.max(m.fetched_at);
+        minute_mask |= 1 << ((c.open_time - hour).num_minutes());
     }
     HourlyCandle {
         exchange: first.exchange,
@@ -80,6 +82,7 @@ fn one_hour(hour: DateTime<Utc>, group: &[Minute]) -> HourlyCandle {
         quote_volume: r.quote_volume,
         trade_count: r.trade_count,
         minutes_present: group.len() as i32,
+        minute_mask,
         ingested_at,
     }
 }
@@ -183,6 +186,12 @@ mod tests {
                 prop_assert!(h.low <= h.open.min(h.close));
                 prop_assert!(h.low <= h.high);
                 prop_assert!((1..=60).contains(&h.minutes_present));
+                // The mask names exactly the minutes that made the hour.
+                prop_assert_eq!(h.minute_mask.count_ones() as i32, h.minutes_present);
+                for m in mins.iter().filter(|m| hour_start(m.candle.open_time) == h.open_time) {
+                    let bit = (m.candle.open_time - h.open_time).num_minutes();
+                    prop_assert!(h.minute_mask & (1 << bit) != 0);
+                }
                 prop_assert_eq!(h.open_time, hour_start(h.open_time));
             }
         }

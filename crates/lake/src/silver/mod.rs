@@ -77,6 +77,10 @@ pub struct SilverMetrics {
     pub candles_read: usize,
     pub duplicates_dropped: usize,
     pub open_candles_skipped: usize,
+    /// Valid candles outside the window their request asked for (Coinbase sends some from
+    /// before `start`, Kraken everything it still has): left out, the window that asked for
+    /// them carries them.
+    pub outside_window_skipped: usize,
     pub rejected_records: usize,
     /// Bad records left out without quarantine (rule action `drop`).
     pub dropped_records: usize,
@@ -87,6 +91,8 @@ pub struct SilverMetrics {
     pub partitions_deleted: usize,
     /// Dates whose partition changed.
     pub changed_dates: Vec<NaiveDate>,
+    /// Dates that new bronze touched, changed or not.
+    pub affected_dates: Vec<NaiveDate>,
 }
 
 /// What one bronze object yielded.
@@ -95,6 +101,7 @@ struct Parsed {
     path: String,
     minutes: Vec<Minute>,
     open_skipped: usize,
+    outside_window: usize,
     dropped: usize,
     /// A record broke a rule whose action is `fail`.
     failure: Option<Error>,
@@ -217,6 +224,7 @@ impl SilverBuild {
         }
         let mut metrics = SilverMetrics {
             new_objects: plan.new_objects.len(),
+            affected_dates: plan.affected.keys().copied().collect(),
             ..Default::default()
         };
         let new_keys: HashSet<String> = plan
@@ -265,6 +273,7 @@ impl SilverBuild {
                     .or_default();
                 entry.1.push(p.key.window_end);
                 metrics.open_candles_skipped += p.open_skipped;
+                metrics.outside_window_skipped += p.outside_window;
                 entry.0.extend(
                     p.minutes
                         .into_iter()
@@ -355,6 +364,7 @@ async fn read_object(lake: &Lake, key: &BronzeKey, rules: &QualityRules) -> Resu
         path: path_text.clone(),
         minutes: Vec::new(),
         open_skipped: 0,
+        outside_window: 0,
         dropped: 0,
         failure: None,
         quarantine: None,
@@ -386,20 +396,13 @@ async fn read_object(lake: &Lake, key: &BronzeKey, rules: &QualityRules) -> Resu
         }
     };
     let mut rejected = Vec::new();
-    for (index, record) in records.into_iter().enumerate() {
+    for record in records {
         match record {
             Record::Candle { candle, close_time } => {
                 if candle.open_time < envelope.window_start
                     || candle.open_time >= envelope.window_end
                 {
-                    rejected.push(QuarantinedRecord {
-                        index,
-                        reason: format!(
-                            "open_time {} is outside the requested window [{}, {})",
-                            candle.open_time, envelope.window_start, envelope.window_end
-                        ),
-                        raw: String::new(),
-                    });
+                    out.outside_window += 1;
                 } else if close_time > envelope.fetched_at {
                     // Still open when fetched: not final, never counted.
                     out.open_skipped += 1;

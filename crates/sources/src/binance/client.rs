@@ -1,42 +1,48 @@
 //! Transport for Binance klines.
 
 use chrono::{DateTime, Utc};
-use cryptolake_model::Symbol;
+use cryptolake_model::{Exchange, Symbol};
 use tracing::debug;
 
 use super::models::ApiError;
 use super::parse::{count_rows, exchange_symbol};
-use crate::http::{BodyCheck, HttpClient};
+use crate::http::{BodyCheck, HttpClient, check_base_url};
 use crate::{Error, FetchedPage, Result};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.binance.com";
+/// USDⓈ-M futures live on their own host.
+pub const FUTURES_BASE_URL: &str = "https://fapi.binance.com";
+/// `GET /fapi/v1/klines` with a limit of 1000 weighs 5.
+pub const FUTURES_KLINES_WEIGHT: u32 = 5;
 /// Binance serves at most 1000 klines per request.
 pub const MAX_LIMIT: i64 = 1000;
+/// The request weight of `GET /api/v3/klines` (any limit).
+pub const KLINES_WEIGHT: u32 = 2;
+/// Binance's count of the weight this address used in the current minute.
+pub const USED_WEIGHT_HEADER: &str = "x-mbx-used-weight-1m";
 
 #[derive(Debug, Clone)]
 pub struct BinanceClient {
     http: HttpClient,
     base_url: String,
+    exchange: Exchange,
 }
 
 impl BinanceClient {
+    /// A spot client (`/api/v3/klines`).
     pub fn new(http: HttpClient, base_url: &str) -> Result<BinanceClient> {
-        let trimmed = base_url.trim_end_matches('/');
-        if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
-            return Err(Error::BaseUrl {
-                url: base_url.to_string(),
-                reason: "must start with http:// or https://".into(),
-            });
-        }
-        if trimmed.contains('?') || trimmed.contains('#') {
-            return Err(Error::BaseUrl {
-                url: base_url.to_string(),
-                reason: "must not carry a query or fragment".into(),
-            });
-        }
         Ok(BinanceClient {
-            http,
-            base_url: trimmed.to_string(),
+            http: http.with_used_weight_header(USED_WEIGHT_HEADER),
+            base_url: check_base_url(base_url)?,
+            exchange: Exchange::Binance,
+        })
+    }
+
+    /// A USDⓈ-M futures client (`/fapi/v1/klines`, same row layout as spot).
+    pub fn futures(http: HttpClient, base_url: &str) -> Result<BinanceClient> {
+        Ok(BinanceClient {
+            exchange: Exchange::BinanceFutures,
+            ..Self::new(http, base_url)?
         })
     }
 
@@ -57,7 +63,11 @@ impl BinanceClient {
             (1..=MAX_LIMIT).contains(&minutes),
             "window of {minutes} minutes does not fit one request"
         );
-        let url = format!("{}/api/v3/klines", self.base_url);
+        let (path, weight) = match self.exchange {
+            Exchange::BinanceFutures => ("/fapi/v1/klines", FUTURES_KLINES_WEIGHT),
+            _ => ("/api/v3/klines", KLINES_WEIGHT),
+        };
+        let url = format!("{}{path}", self.base_url);
         let params = vec![
             ("symbol".to_string(), exchange_symbol(symbol)),
             ("interval".to_string(), "1m".to_string()),
@@ -74,7 +84,7 @@ impl BinanceClient {
         ];
         let (resp, rows) = self
             .http
-            .get(&url, &params, |body| match count_rows(body) {
+            .get(&url, &params, weight, |body| match count_rows(body) {
                 Ok(n) => BodyCheck::Ok(n),
                 Err(reason) => match serde_json::from_slice::<ApiError>(body) {
                     Ok(api) => BodyCheck::Fail(format!("Binance error {}: {}", api.code, api.msg)),
@@ -100,7 +110,7 @@ impl BinanceClient {
                 }
                 other => other,
             })?;
-        if let Some(w) = resp.headers.get("x-mbx-used-weight-1m") {
+        if let Some(w) = resp.headers.get(USED_WEIGHT_HEADER) {
             debug!(symbol = %symbol, used_weight_1m = ?w, "binance weight");
         }
         Ok(FetchedPage {

@@ -3,9 +3,13 @@
 //! Quirks handled here: klines are 12-field arrays with prices as strings; the last kline of a
 //! range reaching "now" is still open; minutes without trades come back as zero-volume candles.
 
+pub mod archive;
 mod client;
 pub mod models;
 pub mod parse;
 
-pub use client::{BinanceClient, DEFAULT_BASE_URL, MAX_LIMIT};
-pub use parse::{exchange_symbol, parse_klines};
+pub use client::{
+    BinanceClient, DEFAULT_BASE_URL, FUTURES_BASE_URL, FUTURES_KLINES_WEIGHT, KLINES_WEIGHT,
+    MAX_LIMIT, USED_WEIGHT_HEADER,
+};
+pub use parse::{exchange_symbol, parse_klines, parse_klines_of};

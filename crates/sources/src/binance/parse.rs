@@ -3,8 +3,10 @@
 use chrono::{DateTime, Utc};
 use cryptolake_model::{Candle, CandleRule, Exchange, Symbol};
 
+use serde::Deserialize;
+
 use super::models::RawKline;
-use crate::Record;
+use crate::{Record, RowError, checked_candle, decimal, rows_to_records};
 
 /// `BTC-USDT` -> `BTCUSDT`.
 pub fn exchange_symbol(symbol: &Symbol) -> String {
@@ -14,21 +16,20 @@ pub fn exchange_symbol(symbol: &Symbol) -> String {
 /// Parses a klines body. A body that is not a JSON array is an error for the whole page; a row
 /// that is malformed or breaks a candle invariant becomes a [`Record::Rejected`] with its reason.
 pub fn parse_klines(body: &[u8], symbol: &Symbol) -> Result<Vec<Record>, String> {
+    parse_klines_of(Exchange::Binance, body, symbol)
+}
+
+/// [`parse_klines`] for spot or USDⓈ-M futures, whose klines share one layout.
+pub fn parse_klines_of(
+    exchange: Exchange,
+    body: &[u8],
+    symbol: &Symbol,
+) -> Result<Vec<Record>, String> {
     let rows: Vec<serde_json::Value> =
         serde_json::from_slice(body).map_err(|e| format!("not a JSON array of klines: {e}"))?;
-    Ok(rows
-        .into_iter()
-        .enumerate()
-        .map(|(index, row)| match parse_row(&row, symbol) {
-            Ok((candle, close_time)) => Record::Candle { candle, close_time },
-            Err((rule, reason)) => Record::Rejected {
-                index,
-                raw: row.to_string(),
-                rule,
-                reason,
-            },
-        })
-        .collect())
+    Ok(rows_to_records(rows, |row| {
+        parse_row(exchange, row, symbol)
+    }))
 }
 
 /// Counts the rows of a body without validating them; `Err` if the body is not a klines array.
@@ -38,36 +39,29 @@ pub fn count_rows(body: &[u8]) -> Result<usize, String> {
     Ok(rows.len())
 }
 
-type RowError = (Option<CandleRule>, String);
-
 fn parse_row(
+    exchange: Exchange,
     row: &serde_json::Value,
     symbol: &Symbol,
 ) -> Result<(Candle, DateTime<Utc>), RowError> {
-    let k: RawKline = serde_json::from_value(row.clone())
+    let k = RawKline::deserialize(row)
         .map_err(|e| (None, format!("not a 12-field kline array: {e}")))?;
     let open_time = millis(k.0, "open_time").map_err(|e| (None, e))?;
     let close_time = millis(k.6, "close_time").map_err(|e| (None, e))?;
-    let num = |name: &str, s: &str| -> Result<f64, RowError> {
-        s.parse::<f64>()
-            .map_err(|_| (None, format!("{name} {s:?} is not a decimal number")))
-    };
-    let candle = Candle::new(
-        Exchange::Binance,
-        symbol.clone(),
+    let candle = checked_candle(
+        exchange,
+        symbol,
         open_time,
-        num("open", &k.1)?,
-        num("high", &k.2)?,
-        num("low", &k.3)?,
-        num("close", &k.4)?,
-        num("volume", &k.5)?,
-        Some(num("quote_volume", &k.7)?),
+        [
+            decimal("open", &k.1)?,
+            decimal("high", &k.2)?,
+            decimal("low", &k.3)?,
+            decimal("close", &k.4)?,
+            decimal("volume", &k.5)?,
+        ],
+        Some(decimal("quote_volume", &k.7)?),
         Some(k.8),
-    )
-    .map_err(|e| match &e {
-        cryptolake_model::Error::InvalidCandle { rule, .. } => (Some(*rule), e.to_string()),
-        _ => (None, e.to_string()),
-    })?;
+    )?;
     if close_time <= open_time {
         return Err((
             Some(CandleRule::Alignment),
@@ -77,7 +71,7 @@ fn parse_row(
     Ok((candle, close_time))
 }
 
-fn millis(ms: i64, name: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn millis(ms: i64, name: &str) -> Result<DateTime<Utc>, String> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("{name} {ms} is out of range"))
 }
 

@@ -2,7 +2,7 @@
 //! page can be served in any order and is always the same.
 
 use chrono::{DateTime, Utc};
-use cryptolake_model::Symbol;
+use cryptolake_model::{Exchange, Symbol};
 
 /// One simulated one-minute candle.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,12 +23,26 @@ pub struct SimMarket {
     symbols: Vec<(Symbol, f64)>,
 }
 
+/// Each exchange trades at its own, slightly different prices: its candles are drawn with this
+/// salt (Binance's is zero, so [`SimMarket::candle`] is Binance's market).
+fn venue_salt(exchange: Exchange) -> u64 {
+    match exchange {
+        Exchange::Binance => 0,
+        Exchange::BinanceFutures => 0xF0_7E5,
+        Exchange::Coinbase => 0xC0_1BA5E,
+        Exchange::Kraken => 0x4B_4A4E,
+    }
+}
+
 /// The default demo market.
-pub const DEFAULT_SYMBOLS: [(&str, f64); 4] = [
+pub const DEFAULT_SYMBOLS: [(&str, f64); 7] = [
     ("BTC-USDT", 60_000.0),
     ("ETH-USDT", 3_000.0),
     ("SOL-USDT", 150.0),
     ("DOGE-USDT", 0.15),
+    ("BTC-USD", 60_010.0),
+    ("ETH-USD", 3_001.0),
+    ("SOL-USD", 150.05),
 ];
 
 impl SimMarket {
@@ -48,6 +62,22 @@ impl SimMarket {
         self.symbols.iter().map(|(s, _)| s)
     }
 
+    /// The symbols an exchange lists: Binance the USDT pairs, Coinbase and Kraken the USD ones.
+    pub fn listed(&self, exchange: Exchange) -> Vec<Symbol> {
+        let quote = match exchange {
+            Exchange::Binance | Exchange::BinanceFutures => "USDT",
+            Exchange::Coinbase | Exchange::Kraken => "USD",
+        };
+        self.symbols()
+            .filter(|s| s.quote() == quote)
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_listed(&self, exchange: Exchange, symbol: &Symbol) -> bool {
+        self.listed(exchange).contains(symbol)
+    }
+
     /// Finds a symbol by its exchange name (`BTCUSDT`).
     pub fn by_exchange_name(&self, name: &str) -> Option<&Symbol> {
         self.symbols
@@ -63,13 +93,11 @@ impl SimMarket {
             .map(|(_, p)| *p)
     }
 
-    fn key(&self, symbol: &Symbol) -> u64 {
-        symbol
-            .as_str()
-            .bytes()
-            .fold(self.seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
-                splitmix(h ^ u64::from(b))
-            })
+    fn key(&self, exchange: Exchange, symbol: &Symbol) -> u64 {
+        symbol.as_str().bytes().fold(
+            self.seed ^ 0x9E37_79B9_7F4A_7C15 ^ venue_salt(exchange),
+            |h, b| splitmix(h ^ u64::from(b)),
+        )
     }
 
     /// Price at the start of a minute (minutes since the Unix epoch).
@@ -87,11 +115,22 @@ impl SimMarket {
         base * log.exp()
     }
 
-    /// The candle of `symbol` opening at `open_time` (must be minute-aligned). `None` for an
-    /// unknown symbol.
+    /// The Binance candle of `symbol` opening at `open_time` (must be minute-aligned). `None`
+    /// for an unknown symbol.
     pub fn candle(&self, symbol: &Symbol, open_time: DateTime<Utc>) -> Option<SimCandle> {
+        self.candle_on(Exchange::Binance, symbol, open_time)
+    }
+
+    /// The candle of `symbol` on `exchange` opening at `open_time`. A candle with zero volume
+    /// is a minute without trades (Binance and Kraken serve it flat; Coinbase leaves it out).
+    pub fn candle_on(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        open_time: DateTime<Utc>,
+    ) -> Option<SimCandle> {
         let base = self.base_price(symbol)?;
-        let key = self.key(symbol);
+        let key = self.key(exchange, symbol);
         let minute = open_time.timestamp().div_euclid(60);
         let h = splitmix(key ^ 0xC0FF_EE00 ^ minute as u64);
         let open = round8(self.price(key, base, minute));
@@ -128,7 +167,52 @@ impl SimMarket {
     }
 }
 
+/// A candle as an exchange serves it at some instant: the one containing "now" is still open
+/// and holds only part of its minute's trading.
+struct Served {
+    open_ms: i64,
+    candle: SimCandle,
+    open: bool,
+}
+
 impl SimMarket {
+    /// The candles opening in `[first_open_ms, last_open_ms]`, at most `limit`, as `exchange`
+    /// would serve them at `now`: nothing after `now`, the current minute partial.
+    fn served(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        first_open_ms: i64,
+        last_open_ms: i64,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Vec<Served> {
+        let now_ms = now.timestamp_millis();
+        let mut out = Vec::new();
+        let mut t = first_open_ms.div_euclid(60_000) * 60_000;
+        while t <= last_open_ms.min(now_ms) && out.len() < limit {
+            let Some(open_time) = DateTime::from_timestamp_millis(t) else {
+                break;
+            };
+            if let Some(mut c) = self.candle_on(exchange, symbol, open_time) {
+                let open = t + 60_000 > now_ms;
+                if open {
+                    let share = (now_ms - t) as f64 / 60_000.0;
+                    c.volume = round8(c.volume * share);
+                    c.quote_volume = round8(c.quote_volume * share);
+                    c.trades = (c.trades as f64 * share).round() as i64;
+                }
+                out.push(Served {
+                    open_ms: t,
+                    candle: c,
+                    open,
+                });
+            }
+            t += 60_000;
+        }
+        out
+    }
+
     /// A Binance klines body for the minutes opening in `[first_open_ms, last_open_ms]`, at most
     /// `limit` of them, as the exchange would answer at `now`: nothing after `now`, and the
     /// candle containing `now` still open (its close time in the future, part of its volume).
@@ -140,38 +224,129 @@ impl SimMarket {
         limit: usize,
         now: DateTime<Utc>,
     ) -> String {
-        let now_ms = now.timestamp_millis();
-        let mut rows = Vec::new();
-        let mut t = first_open_ms.div_euclid(60_000) * 60_000;
-        while t <= last_open_ms.min(now_ms) && rows.len() < limit {
-            let Some(open_time) = DateTime::from_timestamp_millis(t) else {
-                break;
-            };
-            if let Some(c) = self.candle(symbol, open_time) {
-                let close_ms = t + 59_999;
-                let share = if close_ms > now_ms {
-                    (now_ms - t) as f64 / 60_000.0
-                } else {
-                    1.0
-                };
-                rows.push(serde_json::json!([
-                    t,
+        self.klines_of(
+            Exchange::Binance,
+            symbol,
+            first_open_ms,
+            last_open_ms,
+            limit,
+            now,
+        )
+    }
+
+    /// [`SimMarket::binance_klines`] for spot or USDⓈ-M futures (same layout).
+    pub fn klines_of(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        first_open_ms: i64,
+        last_open_ms: i64,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> String {
+        let rows: Vec<serde_json::Value> = self
+            .served(exchange, symbol, first_open_ms, last_open_ms, limit, now)
+            .into_iter()
+            .map(|s| {
+                let c = s.candle;
+                serde_json::json!([
+                    s.open_ms,
                     format!("{:.8}", c.open),
                     format!("{:.8}", c.high),
                     format!("{:.8}", c.low),
                     format!("{:.8}", c.close),
-                    format!("{:.8}", c.volume * share),
-                    close_ms,
-                    format!("{:.8}", c.quote_volume * share),
-                    (c.trades as f64 * share).round() as i64,
-                    format!("{:.8}", c.volume * share / 2.0),
-                    format!("{:.8}", c.quote_volume * share / 2.0),
+                    format!("{:.8}", c.volume),
+                    s.open_ms + 59_999,
+                    format!("{:.8}", c.quote_volume),
+                    c.trades,
+                    format!("{:.8}", c.volume / 2.0),
+                    format!("{:.8}", c.quote_volume / 2.0),
                     "0"
-                ]));
-            }
-            t += 60_000;
-        }
+                ])
+            })
+            .collect();
         serde_json::Value::Array(rows).to_string()
+    }
+
+    /// A Coinbase candles body for the minutes opening in `[start_s, end_s]` (both inclusive,
+    /// seconds), newest first, with minutes without trades left out, as served at `now`.
+    pub fn coinbase_candles(
+        &self,
+        symbol: &Symbol,
+        start_s: i64,
+        end_s: i64,
+        now: DateTime<Utc>,
+    ) -> String {
+        let mut rows: Vec<serde_json::Value> = self
+            .served(
+                Exchange::Coinbase,
+                symbol,
+                start_s * 1000,
+                end_s * 1000,
+                usize::MAX,
+                now,
+            )
+            .into_iter()
+            .filter(|s| s.candle.volume > 0.0)
+            .map(|s| {
+                let c = s.candle;
+                serde_json::json!([s.open_ms / 1000, c.low, c.high, c.open, c.close, c.volume])
+            })
+            .collect();
+        rows.reverse();
+        serde_json::Value::Array(rows).to_string()
+    }
+
+    /// A Kraken OHLC body as served at `now`: of the latest 720 minutes (the last one still
+    /// open and always present), those opening after `since` (seconds).
+    pub fn kraken_ohlc(
+        &self,
+        symbol: &Symbol,
+        result_key: &str,
+        since: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> String {
+        let now_minute = now.timestamp().div_euclid(60) * 60;
+        let oldest = now_minute - 719 * 60;
+        let served = self.served(
+            Exchange::Kraken,
+            symbol,
+            oldest * 1000,
+            now_minute * 1000,
+            720,
+            now,
+        );
+        let last_committed = served
+            .iter()
+            .rev()
+            .find(|s| !s.open)
+            .map_or(oldest, |s| s.open_ms / 1000);
+        let rows: Vec<serde_json::Value> = served
+            .into_iter()
+            .filter(|s| s.open || since.is_none_or(|since| s.open_ms / 1000 > since))
+            .map(|s| {
+                let c = s.candle;
+                let vwap = if c.volume > 0.0 {
+                    c.quote_volume / c.volume
+                } else {
+                    c.close
+                };
+                serde_json::json!([
+                    s.open_ms / 1000,
+                    format!("{:.8}", c.open),
+                    format!("{:.8}", c.high),
+                    format!("{:.8}", c.low),
+                    format!("{:.8}", c.close),
+                    format!("{:.8}", vwap),
+                    format!("{:.8}", c.volume),
+                    c.trades
+                ])
+            })
+            .collect();
+        let mut result = serde_json::Map::new();
+        result.insert(result_key.to_string(), serde_json::Value::Array(rows));
+        result.insert("last".to_string(), serde_json::json!(last_committed));
+        serde_json::json!({ "error": [], "result": result }).to_string()
     }
 }
 

@@ -5,4 +5,4 @@ mod market;
 mod server;
 
 pub use market::{SimCandle, SimMarket};
-pub use server::{SimClock, SimServer};
+pub use server::{ExchangeStats, Fault, FaultPlan, SimClock, SimOptions, SimServer};

@@ -1,19 +1,29 @@
-//! The simulated exchange's HTTP server (Binance klines format).
+//! The simulated exchange's HTTP server: Binance, Coinbase and Kraken candle endpoints on one
+//! port, each in its exchange's real format, with request-weight accounting per client and
+//! faults injected on demand.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use cryptolake_model::{Exchange, Symbol};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::oneshot;
 
 use super::market::SimMarket;
+use crate::binance::{FUTURES_KLINES_WEIGHT, KLINES_WEIGHT, exchange_symbol};
+use crate::kraken::symbol_for_pair;
+use crate::limit::Budget;
 use crate::{Error, Result};
 
 /// What "now" is for the simulated exchange: candles after it do not exist yet, and the candle
@@ -33,10 +43,144 @@ impl SimClock {
     }
 }
 
+/// A fault the simulated exchange can inject into a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// HTTP 429 with `Retry-After: 1`.
+    TooManyRequests,
+    /// HTTP 418 with `Retry-After`: the client is banned for a while.
+    Banned,
+    /// HTTP 500, 502 or 503.
+    ServerError,
+    /// The answer comes only after the client's timeout.
+    Timeout,
+    /// Headers and part of the body, then the connection is dropped.
+    Reset,
+    /// HTTP 200 with only the first part of the body (well framed, so only parsing notices).
+    Truncated,
+    /// HTTP 200 with a body that is not the exchange's format at all.
+    Malformed,
+    /// A correct page with some candles repeated.
+    Duplicates,
+    /// A correct page with the candles shuffled.
+    OutOfOrder,
+}
+
+impl Fault {
+    /// The faults drawn by a random fault rate: everything but the 418 ban, which stops an
+    /// exchange and is injected on its own.
+    pub const RANDOM: [Fault; 8] = [
+        Fault::TooManyRequests,
+        Fault::ServerError,
+        Fault::Timeout,
+        Fault::Reset,
+        Fault::Truncated,
+        Fault::Malformed,
+        Fault::Duplicates,
+        Fault::OutOfOrder,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::TooManyRequests => "429",
+            Fault::Banned => "418",
+            Fault::ServerError => "5xx",
+            Fault::Timeout => "timeout",
+            Fault::Reset => "reset",
+            Fault::Truncated => "truncated",
+            Fault::Malformed => "malformed",
+            Fault::Duplicates => "duplicates",
+            Fault::OutOfOrder => "out-of-order",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Fault> {
+        [Fault::Banned]
+            .into_iter()
+            .chain(Fault::RANDOM)
+            .find(|f| f.as_str() == text)
+    }
+}
+
+/// Which faults to inject and how often.
+#[derive(Debug, Clone)]
+pub struct FaultPlan {
+    /// Share of requests that get a fault, 0.0 to 1.0.
+    pub rate: f64,
+    /// The faults to use, taken in turn so that every kind shows up.
+    pub kinds: Vec<Fault>,
+    pub seed: u64,
+    /// How long a `Timeout` answer is held back.
+    pub delay: Duration,
+}
+
+impl FaultPlan {
+    pub fn none() -> FaultPlan {
+        FaultPlan {
+            rate: 0.0,
+            kinds: Vec::new(),
+            seed: 0,
+            delay: Duration::from_secs(3),
+        }
+    }
+
+    pub fn random(rate: f64, seed: u64) -> FaultPlan {
+        FaultPlan {
+            rate,
+            kinds: Fault::RANDOM.to_vec(),
+            seed,
+            delay: Duration::from_secs(3),
+        }
+    }
+}
+
+/// How the simulated exchange behaves.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub clock: SimClock,
+    pub faults: FaultPlan,
+    /// The weight budgets the exchange enforces per client address: past them it answers 429.
+    pub budgets: HashMap<Exchange, Budget>,
+}
+
+impl SimOptions {
+    pub fn new(clock: SimClock) -> SimOptions {
+        SimOptions {
+            clock,
+            faults: FaultPlan::none(),
+            budgets: Exchange::ALL
+                .into_iter()
+                .map(|e| (e, crate::ExchangeClient::default_budget(e)))
+                .collect(),
+        }
+    }
+}
+
+/// What the simulated exchange saw of one exchange's endpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExchangeStats {
+    pub requests: u64,
+    /// The most weight one client spent in one budget window.
+    pub max_window_weight: u32,
+    /// Requests refused because the client was over its budget.
+    pub over_budget: u64,
+    pub faults: HashMap<&'static str, u64>,
+}
+
+struct Faults {
+    plan: FaultPlan,
+    rng: StdRng,
+    next_kind: usize,
+}
+
 struct SimState {
     market: SimMarket,
     clock: SimClock,
-    requests: AtomicU64,
+    budgets: HashMap<Exchange, Budget>,
+    faults: Mutex<Faults>,
+    /// Weight per (client, exchange, window index).
+    weights: Mutex<HashMap<(IpAddr, Exchange, i64), u32>>,
+    stats: Mutex<HashMap<Exchange, ExchangeStats>>,
 }
 
 /// A running simulated exchange on 127.0.0.1.
@@ -48,16 +192,34 @@ pub struct SimServer {
 }
 
 impl SimServer {
-    /// Starts on `127.0.0.1:port` (0 picks a free port).
+    /// Starts on `127.0.0.1:port` (0 picks a free port) with no faults.
     pub async fn start(market: SimMarket, clock: SimClock, port: u16) -> Result<SimServer> {
+        Self::start_with(market, SimOptions::new(clock), port).await
+    }
+
+    pub async fn start_with(
+        market: SimMarket,
+        options: SimOptions,
+        port: u16,
+    ) -> Result<SimServer> {
         let state = Arc::new(SimState {
             market,
-            clock,
-            requests: AtomicU64::new(0),
+            clock: options.clock,
+            budgets: options.budgets,
+            faults: Mutex::new(Faults {
+                rng: StdRng::seed_from_u64(options.faults.seed),
+                plan: options.faults,
+                next_kind: 0,
+            }),
+            weights: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::new()),
         });
         let app = Router::new()
             .route("/api/v3/ping", get(|| async { "{}" }))
-            .route("/api/v3/klines", get(klines))
+            .route("/api/v3/klines", get(binance_spot_klines))
+            .route("/fapi/v1/klines", get(binance_futures_klines))
+            .route("/products/{product}/candles", get(coinbase_candles))
+            .route("/0/public/OHLC", get(kraken_ohlc))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -67,11 +229,14 @@ impl SimServer {
             .map_err(|e| Error::Sim(e.to_string()))?;
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
         });
         Ok(SimServer {
             addr,
@@ -85,9 +250,23 @@ impl SimServer {
         format!("http://{}", self.addr)
     }
 
-    /// Requests served so far.
+    /// Requests served so far, all exchanges.
     pub fn requests(&self) -> u64 {
-        self.state.requests.load(Ordering::Relaxed)
+        let stats = self.state.stats.lock().expect("stats lock");
+        stats.values().map(|s| s.requests).sum()
+    }
+
+    pub fn stats(&self, exchange: Exchange) -> ExchangeStats {
+        let stats = self.state.stats.lock().expect("stats lock");
+        stats.get(&exchange).cloned().unwrap_or_default()
+    }
+
+    /// Changes the faults from the next request on.
+    pub fn set_faults(&self, plan: FaultPlan) {
+        let mut f = self.state.faults.lock().expect("faults lock");
+        f.rng = StdRng::seed_from_u64(plan.seed);
+        f.plan = plan;
+        f.next_kind = 0;
     }
 
     pub async fn stop(mut self) {
@@ -108,9 +287,217 @@ impl Drop for SimServer {
     }
 }
 
-fn api_error(code: i64, msg: &str) -> Response {
+/// What the accounting decided for one request.
+enum Admission {
+    /// Go ahead; the client's weight used so far in this window.
+    Ok(u32),
+    /// Over budget: answer 429 with this many seconds to wait.
+    OverBudget(u64),
+}
+
+impl SimState {
+    fn admit(&self, client: IpAddr, exchange: Exchange, weight: u32) -> Admission {
+        let budget = self.budgets.get(&exchange).copied();
+        let interval_ms = budget.map_or(60_000, |b| b.interval.as_millis().max(1) as i64);
+        let now_ms = Utc::now().timestamp_millis();
+        let window = now_ms.div_euclid(interval_ms);
+        let used = {
+            let mut w = self.weights.lock().expect("weights lock");
+            w.retain(|(_, _, win), _| *win >= window - 1);
+            let used = w.entry((client, exchange, window)).or_default();
+            *used += weight;
+            *used
+        };
+        let mut stats = self.stats.lock().expect("stats lock");
+        let s = stats.entry(exchange).or_default();
+        s.requests += 1;
+        s.max_window_weight = s.max_window_weight.max(used);
+        match budget {
+            Some(b) if used > b.weight => {
+                s.over_budget += 1;
+                let wait_ms = (window + 1) * interval_ms - now_ms;
+                Admission::OverBudget((wait_ms as u64).div_ceil(1000).max(1))
+            }
+            _ => Admission::Ok(used),
+        }
+    }
+
+    fn draw_fault(&self, exchange: Exchange) -> Option<(Fault, Duration, u64)> {
+        let mut f = self.faults.lock().expect("faults lock");
+        if f.plan.kinds.is_empty() || f.plan.rate <= 0.0 {
+            return None;
+        }
+        let rate = f.plan.rate;
+        if !f.rng.random_bool(rate.min(1.0)) {
+            return None;
+        }
+        let kind = f.plan.kinds[f.next_kind % f.plan.kinds.len()];
+        f.next_kind += 1;
+        let salt = f.rng.random::<u64>();
+        let delay = f.plan.delay;
+        drop(f);
+        let mut stats = self.stats.lock().expect("stats lock");
+        *stats
+            .entry(exchange)
+            .or_default()
+            .faults
+            .entry(kind.as_str())
+            .or_default() += 1;
+        Some((kind, delay, salt))
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    resp
+}
+
+fn with_header(mut resp: Response, name: &'static str, value: String) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        resp.headers_mut().insert(name, v);
+    }
+    resp
+}
+
+/// Shuffles or repeats the rows of a JSON array body (Binance, Coinbase) or of the pair's array
+/// in a Kraken result.
+fn rework_rows(body: &str, fault: Fault, salt: u64) -> String {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.to_string();
+    };
+    let rows = match &mut value {
+        serde_json::Value::Array(rows) => Some(rows),
+        serde_json::Value::Object(o) => o
+            .get_mut("result")
+            .and_then(|r| r.as_object_mut())
+            .and_then(|r| r.iter_mut().find(|(k, _)| *k != "last"))
+            .and_then(|(_, v)| v.as_array_mut()),
+        _ => None,
+    };
+    if let Some(rows) = rows
+        && rows.len() > 1
+    {
+        let mut rng = StdRng::seed_from_u64(salt);
+        match fault {
+            Fault::Duplicates => {
+                for _ in 0..rows.len().div_ceil(4) {
+                    let i = rng.random_range(0..rows.len());
+                    let j = rng.random_range(0..=rows.len());
+                    let row = rows[i].clone();
+                    rows.insert(j, row);
+                }
+            }
+            _ => {
+                // Fisher-Yates with the seeded generator.
+                for i in (1..rows.len()).rev() {
+                    let j = rng.random_range(0..=i);
+                    rows.swap(i, j);
+                }
+            }
+        }
+    }
+    value.to_string()
+}
+
+/// Serves `body` (a correct answer) through the fault drawn for this request, if any.
+async fn deliver(
+    state: &SimState,
+    exchange: Exchange,
+    client: IpAddr,
+    weight: u32,
+    body: String,
+) -> Response {
+    let used = match state.admit(client, exchange, weight) {
+        Admission::Ok(used) => used,
+        Admission::OverBudget(secs) => {
+            let resp = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"code":-1003,"msg":"Too much request weight used; please use the websocket for live updates to avoid polling the API."}"#.to_string(),
+            );
+            return with_header(resp, "retry-after", secs.to_string());
+        }
+    };
+    let fault = state.draw_fault(exchange);
+    let weight_header = |resp: Response| {
+        if matches!(exchange, Exchange::Binance | Exchange::BinanceFutures) {
+            with_header(resp, "x-mbx-used-weight-1m", used.to_string())
+        } else {
+            resp
+        }
+    };
+    let Some((fault, delay, salt)) = fault else {
+        return weight_header(json_response(StatusCode::OK, body));
+    };
+    match fault {
+        Fault::TooManyRequests => with_header(
+            json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"code":-1003,"msg":"Too many requests."}"#.into(),
+            ),
+            "retry-after",
+            "1".into(),
+        ),
+        Fault::Banned => with_header(
+            json_response(
+                StatusCode::IM_A_TEAPOT,
+                r#"{"code":-1003,"msg":"Way too many requests; IP banned."}"#.into(),
+            ),
+            "retry-after",
+            "120".into(),
+        ),
+        Fault::ServerError => {
+            let status = [
+                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::BAD_GATEWAY,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ][(salt % 3) as usize];
+            (status, "<html><body>upstream error</body></html>").into_response()
+        }
+        Fault::Timeout => {
+            tokio::time::sleep(delay).await;
+            weight_header(json_response(StatusCode::OK, body))
+        }
+        Fault::Reset => {
+            let bytes = Bytes::from(body.into_bytes());
+            let half = bytes.slice(..bytes.len() / 2);
+            let chunks: Vec<std::result::Result<Bytes, std::io::Error>> = vec![
+                Ok(half),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "simulated connection reset",
+                )),
+            ];
+            let stream = futures::stream::iter(chunks);
+            let mut resp = Response::new(Body::from_stream(stream));
+            resp.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json;charset=UTF-8"),
+            );
+            resp
+        }
+        Fault::Truncated => {
+            let cut = (body.len() / 2).max(1).min(body.len());
+            let truncated = String::from_utf8_lossy(&body.as_bytes()[..cut]).into_owned();
+            weight_header(json_response(StatusCode::OK, truncated))
+        }
+        Fault::Malformed => json_response(
+            StatusCode::OK,
+            "<html><head><title>502 Bad Gateway</title></head></html>".into(),
+        ),
+        Fault::Duplicates | Fault::OutOfOrder => weight_header(json_response(
+            StatusCode::OK,
+            rework_rows(&body, fault, salt),
+        )),
+    }
+}
+
+fn binance_error(code: i64, msg: &str) -> Response {
     let body = serde_json::json!({ "code": code, "msg": msg }).to_string();
-    (StatusCode::BAD_REQUEST, body).into_response()
+    json_response(StatusCode::BAD_REQUEST, body)
 }
 
 /// A numeric query parameter; `Err` holds the parameter's name.
@@ -124,31 +511,53 @@ fn param_i64<'a>(
     }
 }
 
-async fn klines(
+async fn binance_spot_klines(
     State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    state.requests.fetch_add(1, Ordering::Relaxed);
+    binance_klines(&state, Exchange::Binance, peer, &q).await
+}
+
+async fn binance_futures_klines(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    binance_klines(&state, Exchange::BinanceFutures, peer, &q).await
+}
+
+async fn binance_klines(
+    state: &SimState,
+    exchange: Exchange,
+    peer: SocketAddr,
+    q: &HashMap<String, String>,
+) -> Response {
     let Some(name) = q.get("symbol").filter(|s| !s.is_empty()) else {
-        return api_error(
+        return binance_error(
             -1102,
             "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
         );
     };
-    let Some(symbol) = state.market.by_exchange_name(name).cloned() else {
-        return api_error(-1121, "Invalid symbol.");
+    let Some(symbol) = state
+        .market
+        .listed(exchange)
+        .into_iter()
+        .find(|s| exchange_symbol(s) == *name)
+    else {
+        return binance_error(-1121, "Invalid symbol.");
     };
     if q.get("interval").map(String::as_str) != Some("1m") {
-        return api_error(-1120, "Invalid interval.");
+        return binance_error(-1120, "Invalid interval.");
     }
     let (start, end, limit) = match (
-        param_i64(&q, "startTime"),
-        param_i64(&q, "endTime"),
-        param_i64(&q, "limit"),
+        param_i64(q, "startTime"),
+        param_i64(q, "endTime"),
+        param_i64(q, "limit"),
     ) {
         (Ok(s), Ok(e), Ok(l)) => (s, e, l.unwrap_or(500)),
         (Err(name), _, _) | (_, Err(name), _) | (_, _, Err(name)) => {
-            return api_error(
+            return binance_error(
                 -1100,
                 &format!(
                     "Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
@@ -156,8 +565,13 @@ async fn klines(
             );
         }
     };
-    if !(1..=1000).contains(&limit) {
-        return api_error(-1130, "Data sent for parameter 'limit' is not valid.");
+    let max_limit = if exchange == Exchange::BinanceFutures {
+        1500
+    } else {
+        1000
+    };
+    if !(1..=max_limit).contains(&limit) {
+        return binance_error(-1130, "Data sent for parameter 'limit' is not valid.");
     }
     let now = state.clock.now();
     let now_minute = now.timestamp_millis().div_euclid(60_000) * 60_000;
@@ -169,17 +583,127 @@ async fn klines(
         Some(s) => (s + 59_999).div_euclid(60_000) * 60_000,
         None => last_open - (limit - 1) * 60_000,
     };
-    let body = state
-        .market
-        .binance_klines(&symbol, first_open, last_open, limit as usize, now);
-    let mut resp = (StatusCode::OK, body).into_response();
-    let weight = state.requests.load(Ordering::Relaxed) * 2;
-    if let Ok(v) = HeaderValue::from_str(&weight.to_string()) {
-        resp.headers_mut().insert("x-mbx-used-weight-1m", v);
-    }
-    resp.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=UTF-8"),
+    let body = state.market.klines_of(
+        exchange,
+        &symbol,
+        first_open,
+        last_open,
+        limit as usize,
+        now,
     );
-    resp
+    let weight = if exchange == Exchange::BinanceFutures {
+        FUTURES_KLINES_WEIGHT
+    } else {
+        KLINES_WEIGHT
+    };
+    deliver(state, exchange, peer.ip(), weight, body).await
+}
+
+fn coinbase_error(status: StatusCode, message: &str) -> Response {
+    json_response(
+        status,
+        serde_json::json!({ "message": message }).to_string(),
+    )
+}
+
+async fn coinbase_candles(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(product): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(symbol) = Symbol::parse(&product)
+        .ok()
+        .filter(|s| state.market.is_listed(Exchange::Coinbase, s))
+    else {
+        return coinbase_error(StatusCode::NOT_FOUND, "NotFound");
+    };
+    if q.get("granularity").map(String::as_str) != Some("60") {
+        return coinbase_error(
+            StatusCode::BAD_REQUEST,
+            "Unsupported granularity: the simulated exchange serves 60 only",
+        );
+    }
+    let time = |name: &str| -> std::result::Result<Option<i64>, Response> {
+        match q.get(name) {
+            None => Ok(None),
+            Some(v) => DateTime::parse_from_rfc3339(v)
+                .map(|t| Some(t.timestamp()))
+                .map_err(|_| coinbase_error(StatusCode::BAD_REQUEST, &format!("Invalid {name}"))),
+        }
+    };
+    let (start, end) = match (time("start"), time("end")) {
+        (Ok(s), Ok(e)) => (s, e),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let now = state.clock.now();
+    let end = end.unwrap_or(now.timestamp());
+    let start = start.unwrap_or(end - 299 * 60);
+    if end < start {
+        return coinbase_error(StatusCode::BAD_REQUEST, "start must be before end");
+    }
+    // Both ends inclusive, on the minute grid.
+    let first = (start + 59).div_euclid(60) * 60;
+    let last = end.div_euclid(60) * 60;
+    if (last - first) / 60 + 1 > 300 {
+        return coinbase_error(
+            StatusCode::BAD_REQUEST,
+            "granularity too small for the requested time range. Count of aggregations requested exceeds 300",
+        );
+    }
+    // Coinbase sometimes answers with a candle from before `start`: so does the simulation,
+    // for one request in three.
+    let first = if first.div_euclid(60) % 3 == 0 {
+        first - 60
+    } else {
+        first
+    };
+    let body = state.market.coinbase_candles(&symbol, first, last, now);
+    deliver(&state, Exchange::Coinbase, peer.ip(), 1, body).await
+}
+
+fn kraken_error(error: &str) -> Response {
+    json_response(
+        StatusCode::OK,
+        serde_json::json!({ "error": [error] }).to_string(),
+    )
+}
+
+/// The key Kraken answers under: the legacy eight-letter name for the old assets against fiat.
+fn kraken_result_key(symbol: &Symbol) -> String {
+    let pair = crate::kraken::pair_name(symbol);
+    let (base, quote) = pair.split_at(pair.len() - symbol.quote().len().min(pair.len()));
+    if ["XBT", "ETH", "XDG", "LTC"].contains(&base) && ["USD", "EUR"].contains(&quote) {
+        format!("X{base}Z{quote}")
+    } else {
+        pair
+    }
+}
+
+async fn kraken_ohlc(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(symbol) = q
+        .get("pair")
+        .and_then(|p| symbol_for_pair(p))
+        .filter(|s| state.market.is_listed(Exchange::Kraken, s))
+    else {
+        return kraken_error("EQuery:Unknown asset pair");
+    };
+    if q.get("interval").is_some_and(|i| i != "1") {
+        return kraken_error("EGeneral:Invalid arguments:interval");
+    }
+    let since = match param_i64(&q, "since") {
+        Ok(s) => s,
+        Err(_) => return kraken_error("EGeneral:Invalid arguments:since"),
+    };
+    let body = state.market.kraken_ohlc(
+        &symbol,
+        &kraken_result_key(&symbol),
+        since,
+        state.clock.now(),
+    );
+    deliver(&state, Exchange::Kraken, peer.ip(), 1, body).await
 }

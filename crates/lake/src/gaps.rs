@@ -1,0 +1,435 @@
+//! Gaps: minutes missing from silver, and whether the exchange has them at all.
+//!
+//! The expected grid of an (exchange, symbol) runs from the first minute any bronze request
+//! asked for to the last whole hour silver can hold. A minute on that grid that silver's
+//! `minute_mask` does not have is missing. Bronze keys say how many fetches, after the minute
+//! closed, covered it, which decides what the gap is:
+//!
+//! - `missing`: no fetch covered it (an ingestion failed or was skipped): refetch;
+//! - `unconfirmed`: one fetch covered it and had nothing: refetch once to confirm;
+//! - `confirmed`: two or more fetches had nothing: the exchange has no candle there (no
+//!   trades; Coinbase leaves such minutes out). Recorded, never refetched again;
+//! - `unservable`: not confirmed, and the exchange no longer serves that range (Kraken keeps
+//!   720 minutes). Recorded, not refetched.
+//!
+//! The result is written per date to `crypto_ops.gaps` (`ops/gaps/date=D/part-00000.parquet`).
+//! Because everything is derived from bronze keys and silver, a scan can be repeated at any time
+//! and gives the same answer.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use cryptolake_model::{Exchange, Symbol, date_of, day_start, hour_start, schema};
+use cryptolake_sources::ExchangeClient;
+
+use crate::paths::{self, BronzeKey};
+use crate::{Error, Lake, Result, hourly_from_batch, read_parquet, write_parquet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GapStatus {
+    Missing,
+    Unconfirmed,
+    Confirmed,
+    Unservable,
+}
+
+impl GapStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapStatus::Missing => "missing",
+            GapStatus::Unconfirmed => "unconfirmed",
+            GapStatus::Confirmed => "confirmed",
+            GapStatus::Unservable => "unservable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GapStatus> {
+        [
+            GapStatus::Missing,
+            GapStatus::Unconfirmed,
+            GapStatus::Confirmed,
+            GapStatus::Unservable,
+        ]
+        .into_iter()
+        .find(|g| g.as_str() == s)
+    }
+
+    /// Whether the next `run` or `backfill` fetches it again.
+    pub fn refetch(self) -> bool {
+        matches!(self, GapStatus::Missing | GapStatus::Unconfirmed)
+    }
+}
+
+/// Consecutive missing minutes of one exchange and symbol with one status, within one UTC day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gap {
+    pub exchange: Exchange,
+    pub symbol: Symbol,
+    /// First missing minute.
+    pub start: DateTime<Utc>,
+    /// End, exclusive.
+    pub end: DateTime<Utc>,
+    pub status: GapStatus,
+    /// Fetches after the minutes closed whose window covered the gap (the fewest over its
+    /// minutes).
+    pub fetches: i32,
+    pub detected_at: DateTime<Utc>,
+}
+
+impl Gap {
+    pub fn minutes(&self) -> i64 {
+        (self.end - self.start).num_minutes()
+    }
+}
+
+type Pair = (Exchange, Symbol);
+
+/// What a scan found and wrote.
+#[derive(Debug, Default)]
+pub struct GapScan {
+    pub gaps: Vec<Gap>,
+    pub dates_scanned: usize,
+    pub partitions_written: usize,
+    pub partitions_deleted: usize,
+}
+
+/// Scans the dates in `[from, to]` (all of the lake when `None`) and replaces their
+/// `crypto_ops.gaps` partitions. Gaps before `from` or after `to` are left as they were.
+pub async fn scan(
+    lake: &Lake,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    now: DateTime<Utc>,
+) -> Result<GapScan> {
+    // Every bronze object by pair: the requests made, and when.
+    let mut bronze: HashMap<Pair, Vec<BronzeKey>> = HashMap::new();
+    for meta in lake.list(&paths::bronze_root()).await? {
+        if let Some(k) = BronzeKey::parse(&meta.location) {
+            bronze
+                .entry((k.source, k.symbol.clone()))
+                .or_default()
+                .push(k);
+        }
+    }
+    // The grid of each pair: [first asked, last whole hour asked for).
+    let mut grids: BTreeMap<Pair, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
+    for (pair, keys) in &bronze {
+        let start = keys.iter().map(|k| k.window_start).min();
+        let end = keys.iter().map(|k| k.window_end).max().map(hour_start);
+        if let (Some(s), Some(e)) = (start, end)
+            && s < e
+        {
+            grids.insert(pair.clone(), (s, e));
+        }
+    }
+    let mut dates: BTreeSet<NaiveDate> = BTreeSet::new();
+    for (s, e) in grids.values() {
+        let mut d = date_of(*s);
+        while day_start(d) < *e {
+            if from.is_none_or(|f| d >= f) && to.is_none_or(|t| d <= t) {
+                dates.insert(d);
+            }
+            d = d.succ_opt().expect("date in range");
+        }
+    }
+    // Dates in range that hold an old gaps partition but no longer any grid.
+    for meta in lake.list(&paths::gaps_table()).await? {
+        if let Some(d) = paths::partition_file_date(&paths::gaps_table(), &meta.location)
+            && from.is_none_or(|f| d >= f)
+            && to.is_none_or(|t| d <= t)
+        {
+            dates.insert(d);
+        }
+    }
+    let mut out = GapScan {
+        dates_scanned: dates.len(),
+        ..Default::default()
+    };
+    for date in dates {
+        let gaps = scan_date(lake, date, &grids, &bronze, now).await?;
+        let key = paths::gaps_partition_file(date);
+        if gaps.is_empty() {
+            if lake.head(&key).await?.is_some() {
+                lake.delete(&key).await?;
+                out.partitions_deleted += 1;
+            }
+        } else {
+            write_parquet(lake, &key, &gaps_to_batch(&gaps)?, &[0, 1, 2]).await?;
+            out.partitions_written += 1;
+        }
+        out.gaps.extend(gaps);
+    }
+    Ok(out)
+}
+
+async fn scan_date(
+    lake: &Lake,
+    date: NaiveDate,
+    grids: &BTreeMap<Pair, (DateTime<Utc>, DateTime<Utc>)>,
+    bronze: &HashMap<Pair, Vec<BronzeKey>>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Gap>> {
+    let day = (day_start(date), day_start(date) + Duration::days(1));
+    // Minutes present per pair, as 1440 flags.
+    let mut present: HashMap<Pair, Vec<bool>> = HashMap::new();
+    let key = paths::silver_partition_file(date);
+    if lake.head(&key).await?.is_some() {
+        for batch in read_parquet(lake, &key).await? {
+            for h in hourly_from_batch(&batch, key.as_ref())? {
+                let flags = present
+                    .entry((h.exchange, h.symbol.clone()))
+                    .or_insert_with(|| vec![false; 1440]);
+                let base = (h.open_time - day.0).num_minutes();
+                for m in 0..60 {
+                    if h.minute_mask & (1 << m) != 0
+                        && let Some(f) = flags.get_mut((base + m) as usize)
+                    {
+                        *f = true;
+                    }
+                }
+            }
+        }
+    }
+    let mut gaps = Vec::new();
+    for (pair, (g_start, g_end)) in grids {
+        let (start, end) = ((*g_start).max(day.0), (*g_end).min(day.1));
+        if start >= end {
+            continue;
+        }
+        let served_from = ExchangeClient::served_from(pair.0, now);
+        let keys: Vec<&BronzeKey> = bronze
+            .get(pair)
+            .map(|v| {
+                v.iter()
+                    .filter(|k| k.window_start < end && k.window_end > start)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let flags = present.get(pair);
+        let mut current: Option<Gap> = None;
+        let mut t = start;
+        while t < end {
+            let idx = (t - day.0).num_minutes() as usize;
+            let missing = !flags.is_some_and(|f| f[idx]);
+            let status = missing.then(|| {
+                let minute_end = t + Duration::minutes(1);
+                let fetches = keys
+                    .iter()
+                    .filter(|k| {
+                        k.window_start <= t && t < k.window_end && k.fetched_at >= minute_end
+                    })
+                    .count() as i32;
+                let status = match fetches {
+                    0 | 1 if served_from.is_some_and(|f| t < f) => GapStatus::Unservable,
+                    0 => GapStatus::Missing,
+                    1 => GapStatus::Unconfirmed,
+                    _ => GapStatus::Confirmed,
+                };
+                (status, fetches)
+            });
+            match (&mut current, status) {
+                (Some(g), Some((s, f))) if g.status == s && g.end == t => {
+                    g.end = t + Duration::minutes(1);
+                    g.fetches = g.fetches.min(f);
+                }
+                (_, status) => {
+                    if let Some(g) = current.take() {
+                        gaps.push(g);
+                    }
+                    current = status.map(|(s, f)| Gap {
+                        exchange: pair.0,
+                        symbol: pair.1.clone(),
+                        start: t,
+                        end: t + Duration::minutes(1),
+                        status: s,
+                        fetches: f,
+                        detected_at: now,
+                    });
+                }
+            }
+            t += Duration::minutes(1);
+        }
+        gaps.extend(current);
+    }
+    Ok(gaps)
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn gaps_to_batch(gaps: &[Gap]) -> Result<RecordBatch> {
+    let ts = |f: &dyn Fn(&Gap) -> DateTime<Utc>| {
+        TimestampMicrosecondArray::from_iter_values(gaps.iter().map(|g| micros(f(g))))
+            .with_timezone("UTC")
+    };
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            gaps.iter().map(|g| g.exchange.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            gaps.iter().map(|g| g.symbol.as_str()),
+        )),
+        Arc::new(ts(&|g| g.start)),
+        Arc::new(ts(&|g| g.end)),
+        Arc::new(Int64Array::from_iter_values(gaps.iter().map(Gap::minutes))),
+        Arc::new(StringArray::from_iter_values(
+            gaps.iter().map(|g| g.status.as_str()),
+        )),
+        Arc::new(Int32Array::from_iter_values(gaps.iter().map(|g| g.fetches))),
+        Arc::new(ts(&|g| g.detected_at)),
+    ];
+    Ok(RecordBatch::try_new(schema::gaps(), cols)?)
+}
+
+fn gaps_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<Gap>> {
+    let bad = |reason: String| Error::Data {
+        key: what.to_string(),
+        reason,
+    };
+    fn col<'a, T: Array + 'static>(b: &'a RecordBatch, name: &str) -> Option<&'a T> {
+        b.column_by_name(name)?.as_any().downcast_ref::<T>()
+    }
+    let (Some(ex), Some(sym), Some(start), Some(end), Some(status), Some(fetches), Some(detected)) = (
+        col::<StringArray>(batch, "exchange"),
+        col::<StringArray>(batch, "symbol"),
+        col::<TimestampMicrosecondArray>(batch, "gap_start"),
+        col::<TimestampMicrosecondArray>(batch, "gap_end"),
+        col::<StringArray>(batch, "status"),
+        col::<Int32Array>(batch, "fetches"),
+        col::<TimestampMicrosecondArray>(batch, "detected_at"),
+    ) else {
+        return Err(bad("not a gaps table file: columns missing".into()));
+    };
+    let time = |a: &TimestampMicrosecondArray, i: usize| {
+        DateTime::from_timestamp_micros(a.value(i))
+            .ok_or_else(|| bad("timestamp out of range".into()))
+    };
+    (0..batch.num_rows())
+        .map(|i| {
+            Ok(Gap {
+                exchange: ex.value(i).parse().map_err(|e| bad(format!("{e}")))?,
+                symbol: Symbol::parse(sym.value(i)).map_err(|e| bad(e.to_string()))?,
+                start: time(start, i)?,
+                end: time(end, i)?,
+                status: GapStatus::parse(status.value(i))
+                    .ok_or_else(|| bad(format!("unknown gap status {:?}", status.value(i))))?,
+                fetches: fetches.value(i),
+                detected_at: time(detected, i)?,
+            })
+        })
+        .collect()
+}
+
+/// The gaps recorded by the last scans, for dates in `[from, to]`.
+pub async fn read(lake: &Lake, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<Vec<Gap>> {
+    let mut out = Vec::new();
+    for meta in lake.list(&paths::gaps_table()).await? {
+        let Some(d) = paths::partition_file_date(&paths::gaps_table(), &meta.location) else {
+            continue;
+        };
+        if from.is_some_and(|f| d < f) || to.is_some_and(|t| d > t) {
+            continue;
+        }
+        for batch in read_parquet(lake, &meta.location).await? {
+            out.extend(gaps_from_batch(&batch, meta.location.as_ref())?);
+        }
+    }
+    out.sort_by(|a, b| (a.exchange, &a.symbol, a.start).cmp(&(b.exchange, &b.symbol, b.start)));
+    Ok(out)
+}
+
+/// The windows to fetch again for the gaps worth refetching, per symbol of `exchange`: gaps
+/// close together share one window of at most the exchange's page size, at most `max_windows`
+/// per symbol (the oldest first).
+pub fn refetch_windows(
+    gaps: &[Gap],
+    exchange: Exchange,
+    max_windows: usize,
+) -> Vec<(Symbol, Vec<(DateTime<Utc>, DateTime<Utc>)>)> {
+    let max = Duration::minutes(ExchangeClient::max_window_minutes(exchange));
+    let mut by_symbol: BTreeMap<Symbol, Vec<(DateTime<Utc>, DateTime<Utc>)>> = BTreeMap::new();
+    let mut sorted: Vec<&Gap> = gaps
+        .iter()
+        .filter(|g| g.exchange == exchange && g.status.refetch())
+        .collect();
+    sorted.sort_by(|a, b| (&a.symbol, a.start).cmp(&(&b.symbol, b.start)));
+    for g in sorted {
+        let windows = by_symbol.entry(g.symbol.clone()).or_default();
+        let full = windows.len() >= max_windows;
+        match windows.last_mut() {
+            Some(w) if g.end - w.0 <= max && date_of(w.0) == date_of(g.start) => {
+                w.1 = w.1.max(g.end)
+            }
+            _ if full => {}
+            _ => windows.push((g.start, g.end)),
+        }
+    }
+    by_symbol.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptolake_model::parse_time;
+
+    fn gap(sym: &str, start: &str, minutes: i64, status: GapStatus) -> Gap {
+        let s = parse_time(start).unwrap();
+        Gap {
+            exchange: Exchange::Coinbase,
+            symbol: Symbol::parse(sym).unwrap(),
+            start: s,
+            end: s + Duration::minutes(minutes),
+            status,
+            fetches: 1,
+            detected_at: s,
+        }
+    }
+
+    #[test]
+    fn refetch_windows_merge_nearby_gaps_and_skip_settled_ones() {
+        let gaps = vec![
+            gap("BTC-USD", "2024-03-01T00:10:00Z", 1, GapStatus::Unconfirmed),
+            gap("BTC-USD", "2024-03-01T02:00:00Z", 3, GapStatus::Missing),
+            gap("BTC-USD", "2024-03-01T06:00:00Z", 1, GapStatus::Unconfirmed),
+            gap("BTC-USD", "2024-03-01T07:00:00Z", 1, GapStatus::Confirmed),
+            gap("ETH-USD", "2024-03-01T23:59:00Z", 1, GapStatus::Missing),
+            gap("ETH-USD", "2024-03-02T00:00:00Z", 1, GapStatus::Unservable),
+        ];
+        let w = refetch_windows(&gaps, Exchange::Coinbase, 10);
+        let t = |s| parse_time(s).unwrap();
+        assert_eq!(
+            w,
+            vec![
+                (
+                    Symbol::parse("BTC-USD").unwrap(),
+                    vec![
+                        // 00:10..02:03 fits one 300-minute Coinbase page; 06:00 does not.
+                        (t("2024-03-01T00:10:00Z"), t("2024-03-01T02:03:00Z")),
+                        (t("2024-03-01T06:00:00Z"), t("2024-03-01T06:01:00Z")),
+                    ]
+                ),
+                (
+                    Symbol::parse("ETH-USD").unwrap(),
+                    vec![(t("2024-03-01T23:59:00Z"), t("2024-03-02T00:00:00Z"))]
+                ),
+            ]
+        );
+        assert!(refetch_windows(&gaps, Exchange::Binance, 10).is_empty());
+        assert_eq!(refetch_windows(&gaps, Exchange::Coinbase, 1)[0].1.len(), 1);
+    }
+
+    #[test]
+    fn batch_round_trip() {
+        let gaps = vec![
+            gap("BTC-USD", "2024-03-01T00:10:00Z", 1, GapStatus::Unconfirmed),
+            gap("SOL-USD", "2024-03-01T05:00:00Z", 61, GapStatus::Unservable),
+        ];
+        let batch = gaps_to_batch(&gaps).unwrap();
+        assert_eq!(gaps_from_batch(&batch, "t").unwrap(), gaps);
+    }
+}

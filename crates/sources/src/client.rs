@@ -1,0 +1,139 @@
+//! One client type over every adapter, so ingestion treats all exchanges the same way.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use cryptolake_model::{Exchange, Symbol};
+
+use crate::binance::{self, BinanceClient};
+use crate::coinbase::{self, CoinbaseClient};
+use crate::http::{HttpClient, RetryPolicy};
+use crate::kraken::{self, KrakenClient};
+use crate::limit::{Budget, Limiter};
+use crate::{FetchedPage, Record, Result};
+
+#[derive(Debug, Clone)]
+enum Adapter {
+    Binance(BinanceClient),
+    Coinbase(CoinbaseClient),
+    Kraken(KrakenClient),
+}
+
+/// A client for one exchange with its shared request budget.
+#[derive(Debug, Clone)]
+pub struct ExchangeClient {
+    exchange: Exchange,
+    adapter: Adapter,
+    limiter: Arc<Limiter>,
+}
+
+impl ExchangeClient {
+    /// `base_url`: the exchange's REST root (default: the real API); `budget`: default the
+    /// exchange's published limit.
+    pub fn new(
+        exchange: Exchange,
+        base_url: Option<&str>,
+        policy: RetryPolicy,
+        budget: Option<Budget>,
+    ) -> Result<ExchangeClient> {
+        let limiter = Arc::new(Limiter::new(
+            budget.unwrap_or_else(|| Self::default_budget(exchange)),
+        ));
+        let http = HttpClient::new(policy)?.with_limiter(limiter.clone());
+        let url = base_url.unwrap_or_else(|| Self::default_base_url(exchange));
+        let adapter = match exchange {
+            Exchange::Binance => Adapter::Binance(BinanceClient::new(http, url)?),
+            Exchange::BinanceFutures => Adapter::Binance(BinanceClient::futures(http, url)?),
+            Exchange::Coinbase => Adapter::Coinbase(CoinbaseClient::new(http, url)?),
+            Exchange::Kraken => Adapter::Kraken(KrakenClient::new(http, url)?),
+        };
+        Ok(ExchangeClient {
+            exchange,
+            adapter,
+            limiter,
+        })
+    }
+
+    pub fn default_base_url(exchange: Exchange) -> &'static str {
+        match exchange {
+            Exchange::Binance => binance::DEFAULT_BASE_URL,
+            Exchange::BinanceFutures => binance::FUTURES_BASE_URL,
+            Exchange::Coinbase => coinbase::DEFAULT_BASE_URL,
+            Exchange::Kraken => kraken::DEFAULT_BASE_URL,
+        }
+    }
+
+    pub fn default_budget(exchange: Exchange) -> Budget {
+        match exchange {
+            Exchange::Binance => Budget::BINANCE,
+            Exchange::BinanceFutures => Budget::BINANCE_FUTURES,
+            Exchange::Coinbase => Budget::COINBASE,
+            Exchange::Kraken => Budget::KRAKEN,
+        }
+    }
+
+    /// The longest window of minutes one request answers whole.
+    pub fn max_window_minutes(exchange: Exchange) -> i64 {
+        match exchange {
+            Exchange::Binance | Exchange::BinanceFutures => binance::MAX_LIMIT,
+            Exchange::Coinbase => coinbase::MAX_ROWS,
+            Exchange::Kraken => kraken::SERVED_MINUTES,
+        }
+    }
+
+    /// The earliest open time the exchange still serves at `now`; `None` when it serves all
+    /// of its history. Kraken serves the latest 720 minutes; a few minutes of margin keep a
+    /// window planned now servable when its request goes out a little later.
+    pub fn served_from(exchange: Exchange, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match exchange {
+            Exchange::Kraken => {
+                let minute = DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0)?;
+                Some(minute - Duration::minutes(kraken::SERVED_MINUTES - 5))
+            }
+            Exchange::Binance | Exchange::BinanceFutures | Exchange::Coinbase => None,
+        }
+    }
+
+    pub fn exchange(&self) -> Exchange {
+        self.exchange
+    }
+
+    pub fn base_url(&self) -> &str {
+        match &self.adapter {
+            Adapter::Binance(c) => c.base_url(),
+            Adapter::Coinbase(c) => c.base_url(),
+            Adapter::Kraken(c) => c.base_url(),
+        }
+    }
+
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+
+    /// Fetches the 1-minute candles opening in `[start, end)`, a window of at most
+    /// [`ExchangeClient::max_window_minutes`]. The page may hold rows outside the window
+    /// (Coinbase, Kraken); those are the reader's to leave out.
+    pub async fn fetch_1m(
+        &self,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<FetchedPage> {
+        match &self.adapter {
+            Adapter::Binance(c) => c.fetch_klines_1m(symbol, start, end).await,
+            Adapter::Coinbase(c) => c.fetch_candles_1m(symbol, start, end).await,
+            Adapter::Kraken(c) => c.fetch_ohlc_1m(symbol, start).await,
+        }
+    }
+}
+
+/// Parses a page of 1-minute candles from `exchange` with that exchange's parser.
+pub fn parse_page(exchange: Exchange, body: &[u8], symbol: &Symbol) -> Result<Vec<Record>, String> {
+    match exchange {
+        Exchange::Binance | Exchange::BinanceFutures => {
+            binance::parse_klines_of(exchange, body, symbol)
+        }
+        Exchange::Coinbase => coinbase::parse_candles(body, symbol),
+        Exchange::Kraken => kraken::parse_ohlc(body, symbol),
+    }
+}

@@ -1,0 +1,75 @@
+//! Transport for Kraken OHLC.
+
+use chrono::{DateTime, Utc};
+use cryptolake_model::Symbol;
+
+use super::parse::{check_body, pair_name};
+use crate::http::{BodyCheck, HttpClient, check_base_url};
+use crate::{FetchedPage, Result};
+
+pub const DEFAULT_BASE_URL: &str = "https://api.kraken.com";
+/// Kraken serves only the latest 720 one-minute candles.
+pub const SERVED_MINUTES: i64 = 720;
+
+#[derive(Debug, Clone)]
+pub struct KrakenClient {
+    http: HttpClient,
+    base_url: String,
+}
+
+impl KrakenClient {
+    pub fn new(http: HttpClient, base_url: &str) -> Result<KrakenClient> {
+        Ok(KrakenClient {
+            http,
+            base_url: check_base_url(base_url)?,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Fetches the 1-minute candles after `start - 1s`: everything Kraken still serves from
+    /// `start` on, up to the open candle. Rows outside the caller's window are the caller's to
+    /// drop.
+    pub async fn fetch_ohlc_1m(
+        &self,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+    ) -> Result<FetchedPage> {
+        let url = format!("{}/0/public/OHLC", self.base_url);
+        // `since` is exclusive: candles with time > since come back.
+        let params = vec![
+            ("pair".to_string(), pair_name(symbol)),
+            ("interval".to_string(), "1".to_string()),
+            ("since".to_string(), (start.timestamp() - 1).to_string()),
+        ];
+        let (resp, rows) = self
+            .http
+            .get(&url, &params, 1, |body| match check_body(body) {
+                Ok(Ok(n)) => BodyCheck::Ok(n),
+                // Kraken's own error list: EGeneral:Temporary lockdown and EService:* are
+                // worth retrying; EQuery:Unknown asset pair is not.
+                Ok(Err(errors))
+                    if errors.iter().any(|e| {
+                        e.starts_with("EService")
+                            || e.contains("Temporary")
+                            || e.contains("Too many requests")
+                    }) =>
+                {
+                    BodyCheck::Retry(format!("Kraken error: {}", errors.join(", ")))
+                }
+                Ok(Err(errors)) => BodyCheck::Fail(format!("Kraken error: {}", errors.join(", "))),
+                Err(reason) => BodyCheck::Retry(reason),
+            })
+            .await?;
+        Ok(FetchedPage {
+            url,
+            params,
+            status: resp.status,
+            fetched_at: resp.fetched_at,
+            body: resp.body,
+            rows,
+        })
+    }
+}
