@@ -15,7 +15,7 @@ use cryptolake_query::{OutputFormat, render};
 use cryptolake_sources::ExchangeClient;
 
 use crate::BackfillCmd;
-use crate::pipeline::{Env, IngestArgs, gold_summary, ingest_summary, silver_summary};
+use crate::pipeline::{Env, GapRefetch, IngestArgs, gold_summary, ingest_summary, silver_summary};
 use crate::progress::Progress;
 
 /// `--from`/`--to`: a date means its whole day (for `--to`, through its end).
@@ -42,24 +42,14 @@ fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
 /// gold. Prints what each step did.
 async fn transform(
     env: &Env,
-    refetch: Option<(Exchange, &[Symbol], (NaiveDate, NaiveDate), Option<&str>)>,
+    refetch: Option<&GapRefetch>,
     run_id: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let s = env.silver(false, run_id).await?;
     print!("{}", silver_summary(&s));
-    if let Some((exchange, symbols, (from, to), base_url)) = refetch {
-        let m = env
-            .refetch_gaps(
-                exchange,
-                Some(symbols),
-                (Some(from), Some(to)),
-                base_url,
-                run_id,
-                now,
-                &|_, _| {},
-            )
-            .await?;
+    if let Some(scope) = refetch {
+        let m = env.refetch_gaps(scope, run_id, now).await?;
         if let Some(m) = m {
             println!("  gap refetch: {} pages, {} candles", m.pages, m.rows);
             let s = env.silver(false, run_id).await?;
@@ -157,13 +147,14 @@ pub async fn run(
         println!("  NOT SERVED by {exchange}: {u}");
     }
     let days = (from.date_naive(), (to - Duration::minutes(1)).date_naive());
-    transform(
-        env,
-        Some((exchange, &symbols, days, cmd.base_url.as_deref())),
-        &run_id,
-        now,
-    )
-    .await?;
+    let scope = GapRefetch {
+        symbols: Some(symbols.clone()),
+        from: Some(days.0),
+        to: Some(days.1),
+        base_url: cmd.base_url.clone(),
+        ..GapRefetch::all(exchange, None)
+    };
+    transform(env, Some(&scope), &run_id, now).await?;
     let failures = m.failures().count();
     if failures > 0 {
         bail!(

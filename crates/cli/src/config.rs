@@ -68,7 +68,8 @@ ohlc = "quarantine"
 amounts = "quarantine"
 # open time on the minute grid.
 alignment = "quarantine"
-# Table rules (warn or fail): the same minute fetched more than once (the latest is kept).
+# Table rules (warn or fail): the same minute fetched more than once with different values
+# (the exchange revised it; the latest fetch is kept). Identical refetches are expected.
 duplicates = "warn"
 
 [quality.completeness]

@@ -8,7 +8,7 @@ use cryptolake_model::{date_of, day_start, hour_start};
 use cryptolake_query::{OutputFormat, QueryEngine, render};
 use cryptolake_sources::sim::{SimClock, SimMarket, SimServer};
 
-use crate::pipeline::{Env, IngestArgs, gold_summary, ingest_summary, silver_summary};
+use crate::pipeline::{Env, GapRefetch, IngestArgs, gold_summary, ingest_summary, silver_summary};
 
 /// Marks a lake as made by the demo, so the demo never mixes simulated data into a real lake.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -108,13 +108,12 @@ pub async fn run(env: &Env, days: u32, seed: u64) -> Result<()> {
         let base = sim.base_url();
         if let Some(m) = env
             .refetch_gaps(
-                exchange,
-                None,
-                (None, None),
-                Some(&base),
+                &GapRefetch {
+                    base_url: Some(base),
+                    ..GapRefetch::all(exchange, None)
+                },
                 &run_id,
                 now,
-                &|_, _| {},
             )
             .await?
         {

@@ -328,6 +328,7 @@ async fn load_env(cli: &Cli) -> Result<Env> {
         config,
         lake,
         lock_wait: Duration::from_secs(cli.wait_lock),
+        clients: Default::default(),
     })
 }
 

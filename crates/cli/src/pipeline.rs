@@ -25,6 +25,9 @@ pub struct Env {
     pub config: Config,
     pub lake: Lake,
     pub lock_wait: StdDuration,
+    /// One client per exchange and base URL for the life of the process, so that every
+    /// request to an exchange (ingest, backfill, gap refetch) shares one budget.
+    pub clients: std::sync::Mutex<std::collections::HashMap<(Exchange, String), ExchangeClient>>,
 }
 
 /// An ingest request after flags and config are merged.
@@ -146,8 +149,24 @@ impl Env {
         {
             warn!(step, error = %e, "could not record quality results");
         }
+        // A few findings per rule in the log, the rest counted: all of them are in
+        // crypto_ops.quality_results.
+        let mut per_rule: std::collections::BTreeMap<&str, usize> = Default::default();
         for r in results.iter().filter(|r| r.is_violation()) {
-            warn!(rule = %r.rule, action = r.action.as_str(), exchange = ?r.exchange, symbol = ?r.symbol, subject = ?r.subject, "{}", r.message);
+            let n = per_rule.entry(r.rule.as_str()).or_default();
+            *n += 1;
+            if *n <= 3 {
+                warn!(rule = %r.rule, action = r.action.as_str(), exchange = ?r.exchange, symbol = ?r.symbol, subject = ?r.subject, "{}", r.message);
+            }
+        }
+        for (rule, n) in per_rule.into_iter().filter(|(_, n)| *n > 3) {
+            warn!(
+                rule,
+                findings = n,
+                step,
+                "{} more findings of this rule in crypto_ops.quality_results",
+                n - 3
+            );
         }
         let failed: Vec<String> = results.iter().filter(|r| r.fails()).map(describe).collect();
         if !failed.is_empty() {
@@ -187,16 +206,23 @@ impl Env {
             .exchange(exchange)
             .and_then(|c| c.base_url.clone());
         let url = base_url.map(str::to_string).or(configured);
+        let key = (exchange, url.clone().unwrap_or_default());
+        let mut clients = self.clients.lock().expect("clients lock");
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
         let policy = RetryPolicy {
             request_timeout: self.config.request_timeout(),
             ..RetryPolicy::default()
         };
-        Ok(ExchangeClient::new(
+        let client = ExchangeClient::new(
             exchange,
             url.as_deref(),
             policy,
             Some(self.config.budget(exchange)),
-        )?)
+        )?;
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 
     pub async fn ingest(
@@ -295,7 +321,7 @@ impl Env {
         }
         if let Ok(m) = &outcome {
             let rules = self.config.quality.rules();
-            let mut results = vec![quality::duplicates_result(&rules, m.duplicates_dropped)];
+            let mut results = vec![quality::duplicates_result(&rules, m.conflicting_duplicates)];
             if let (Some(from), Some(to)) = (m.changed_dates.first(), m.changed_dates.last()) {
                 match quality::evaluate_silver(
                     &self.lake,
@@ -407,19 +433,23 @@ impl Env {
         Ok(gaps::scan(&self.lake, from, to, Utc::now()).await?)
     }
 
-    /// Fetches again the recorded gaps of `exchange` worth refetching (missing or
-    /// unconfirmed, still served), for `symbols` (all when `None`) and dates in `[from, to]`.
+    /// Fetches again the recorded gaps worth refetching (missing or unconfirmed, still
+    /// served) that `scope` selects.
     pub async fn refetch_gaps(
         &self,
-        exchange: Exchange,
-        symbols: Option<&[Symbol]>,
-        range: (Option<chrono::NaiveDate>, Option<chrono::NaiveDate>),
-        base_url: Option<&str>,
+        scope: &GapRefetch,
         run_id: &str,
         now: DateTime<Utc>,
-        on_page: &(dyn Fn(&Symbol, usize) + Sync),
     ) -> Result<Option<IngestMetrics>> {
-        let recorded = gaps::read(&self.lake, range.0, range.1).await?;
+        let GapRefetch {
+            exchange,
+            symbols,
+            from,
+            to,
+            base_url,
+        } = scope;
+        let (exchange, symbols) = (*exchange, symbols.as_deref());
+        let recorded = gaps::read(&self.lake, *from, *to).await?;
         let windows: Vec<(Symbol, Vec<Window>)> =
             gaps::refetch_windows(&recorded, exchange, self.config.ingest.max_refetch_windows)
                 .into_iter()
@@ -430,7 +460,7 @@ impl Env {
         }
         info!(%exchange, symbols = windows.len(), windows = windows.iter().map(|(_, w)| w.len()).sum::<usize>(), "refetching gaps");
         let args = IngestArgs {
-            base_url: base_url.map(str::to_string),
+            base_url: base_url.clone(),
             windows: Some(windows.clone()),
             move_cursor: false,
             ..IngestArgs::hourly(
@@ -439,7 +469,7 @@ impl Env {
                 run_id,
             )
         };
-        Ok(Some(self.ingest(&args, now, on_page).await?))
+        Ok(Some(self.ingest(&args, now, &|_, _| {}).await?))
     }
 
     /// The hourly job: ingest every enabled exchange and refetch its gaps, then silver (with
@@ -454,15 +484,7 @@ impl Env {
             let args = IngestArgs::hourly(exchange, symbols.clone(), &run_id);
             let mut metrics = vec![self.ingest(&args, now, &|_, _| {}).await?];
             match self
-                .refetch_gaps(
-                    exchange,
-                    Some(&symbols),
-                    (None, None),
-                    None,
-                    &run_id,
-                    now,
-                    &|_, _| {},
-                )
+                .refetch_gaps(&GapRefetch::all(exchange, Some(symbols)), &run_id, now)
                 .await
             {
                 Ok(Some(m)) => metrics.push(m),
@@ -487,6 +509,29 @@ impl Env {
         summary.silver = self.silver(false, &run_id).await?;
         summary.gold = self.gold(false, &run_id).await?;
         Ok(summary)
+    }
+}
+
+/// Which recorded gaps to fetch again.
+#[derive(Debug, Clone)]
+pub struct GapRefetch {
+    pub exchange: Exchange,
+    /// `None`: every symbol with gaps.
+    pub symbols: Option<Vec<Symbol>>,
+    pub from: Option<chrono::NaiveDate>,
+    pub to: Option<chrono::NaiveDate>,
+    pub base_url: Option<String>,
+}
+
+impl GapRefetch {
+    pub fn all(exchange: Exchange, symbols: Option<Vec<Symbol>>) -> GapRefetch {
+        GapRefetch {
+            exchange,
+            symbols,
+            from: None,
+            to: None,
+            base_url: None,
+        }
     }
 }
 

@@ -4,67 +4,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use chrono::{DateTime, Duration, Utc};
-use cryptolake_model::{Symbol, parse_time};
+use support::run::*;
+
+use chrono::{Duration, Utc};
+use cryptolake_model::Symbol;
 use cryptolake_sources::sim::{SimClock, SimMarket, SimServer};
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// The binary with a clean environment: no CRYPTOLAKE_ or AWS_ variables but `envs`.
-fn command(dir: &Path, args: &[&str], envs: &[(String, String)]) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cryptolake"));
-    cmd.current_dir(dir)
-        .args(args)
-        .env("CRYPTOLAKE_LOG", "warn");
-    for (k, _) in std::env::vars() {
-        if (k.starts_with("CRYPTOLAKE_") && k != "CRYPTOLAKE_LOG") || k.starts_with("AWS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(envs.iter().map(|(k, v)| (k, v)));
-    cmd
-}
-
-fn cryptolake(dir: &Path, args: &[&str]) -> Run {
-    cryptolake_with(dir, args, &[])
-}
-
-fn cryptolake_with(dir: &Path, args: &[&str], envs: &[(String, String)]) -> Run {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command(dir, args, envs).output().expect("binary runs");
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    ok_with(dir, args, &[])
-}
-
-fn ok_with(dir: &Path, args: &[&str], envs: &[(String, String)]) -> String {
-    let r = cryptolake_with(dir, args, envs);
-    assert_eq!(
-        r.code, 0,
-        "cryptolake {args:?} failed:\n{}\n{}",
-        r.stdout, r.stderr
-    );
-    r.stdout
-}
-
-fn t(s: &str) -> DateTime<Utc> {
-    parse_time(s).unwrap()
-}
 
 const SEED: u64 = 5;
 
@@ -76,14 +21,6 @@ async fn sim() -> SimServer {
     )
     .await
     .unwrap()
-}
-
-fn csv_rows(text: &str) -> Vec<Vec<String>> {
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.is_empty())
-        .map(|l| l.split(',').map(str::to_string).collect())
-        .collect()
 }
 
 /// Every file under a directory with its bytes, to prove something did not change.

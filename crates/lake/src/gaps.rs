@@ -87,6 +87,72 @@ impl Gap {
 }
 
 type Pair = (Exchange, Symbol);
+type Span = (DateTime<Utc>, DateTime<Utc>);
+
+/// Ranges an ingest asked for that the exchange no longer served.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Unservable {
+    windows: Vec<Span>,
+}
+
+fn merge(mut spans: Vec<Span>) -> Vec<Span> {
+    spans.sort();
+    let mut out: Vec<Span> = Vec::new();
+    for (a, b) in spans {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Remembers that `windows` of `symbol` were asked for but not served, so that the gap report
+/// lists them as unservable instead of not knowing they were wanted.
+pub async fn record_unservable(
+    lake: &Lake,
+    exchange: Exchange,
+    symbol: &Symbol,
+    windows: &[Span],
+) -> Result<()> {
+    if windows.is_empty() {
+        return Ok(());
+    }
+    let key = paths::unservable_state(exchange, symbol);
+    let mut doc = crate::state::read::<Unservable>(lake, &key)
+        .await?
+        .unwrap_or_default();
+    doc.windows.extend_from_slice(windows);
+    doc.windows = merge(std::mem::take(&mut doc.windows));
+    crate::state::write(lake, &key, &doc).await
+}
+
+async fn read_unservable(lake: &Lake) -> Result<HashMap<Pair, Vec<Span>>> {
+    let mut out = HashMap::new();
+    for meta in lake
+        .list(&object_store::path::Path::from(paths::UNSERVABLE))
+        .await?
+    {
+        let parts: Vec<String> = meta
+            .location
+            .parts()
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        let [.., ex, file] = parts.as_slice() else {
+            continue;
+        };
+        let (Ok(ex), Some(Ok(symbol))) = (
+            ex.parse::<Exchange>(),
+            file.strip_suffix(".json").map(Symbol::parse),
+        ) else {
+            continue;
+        };
+        if let Some(doc) = crate::state::read::<Unservable>(lake, &meta.location).await? {
+            out.insert((ex, symbol), doc.windows);
+        }
+    }
+    Ok(out)
+}
 
 /// What a scan found and wrote.
 #[derive(Debug, Default)]
@@ -115,12 +181,28 @@ pub async fn scan(
                 .push(k);
         }
     }
-    // The grid of each pair: [first asked, last whole hour asked for).
-    let mut grids: BTreeMap<Pair, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
-    for (pair, keys) in &bronze {
-        let start = keys.iter().map(|k| k.window_start).min();
-        let end = keys.iter().map(|k| k.window_end).max().map(hour_start);
-        if let (Some(s), Some(e)) = (start, end)
+    // The grid of each pair: [first asked, last whole hour asked for), including what was
+    // asked for and not served.
+    let unservable = read_unservable(lake).await?;
+    let mut grids: BTreeMap<Pair, Span> = BTreeMap::new();
+    let pairs: BTreeSet<&Pair> = bronze.keys().chain(unservable.keys()).collect();
+    for pair in pairs {
+        let asked = bronze
+            .get(pair)
+            .into_iter()
+            .flatten()
+            .map(|k| (k.window_start, k.window_end))
+            .chain(unservable.get(pair).into_iter().flatten().copied());
+        let (start, end) = asked.fold(
+            (None, None),
+            |(s, e): (Option<DateTime<Utc>>, Option<DateTime<Utc>>), (a, b)| {
+                (
+                    Some(s.map_or(a, |s| s.min(a))),
+                    Some(e.map_or(b, |e| e.max(b))),
+                )
+            },
+        );
+        if let (Some(s), Some(e)) = (start, end.map(hour_start))
             && s < e
         {
             grids.insert(pair.clone(), (s, e));
@@ -169,7 +251,7 @@ pub async fn scan(
 async fn scan_date(
     lake: &Lake,
     date: NaiveDate,
-    grids: &BTreeMap<Pair, (DateTime<Utc>, DateTime<Utc>)>,
+    grids: &BTreeMap<Pair, Span>,
     bronze: &HashMap<Pair, Vec<BronzeKey>>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Gap>> {
@@ -350,9 +432,9 @@ pub fn refetch_windows(
     gaps: &[Gap],
     exchange: Exchange,
     max_windows: usize,
-) -> Vec<(Symbol, Vec<(DateTime<Utc>, DateTime<Utc>)>)> {
+) -> Vec<(Symbol, Vec<Span>)> {
     let max = Duration::minutes(ExchangeClient::max_window_minutes(exchange));
-    let mut by_symbol: BTreeMap<Symbol, Vec<(DateTime<Utc>, DateTime<Utc>)>> = BTreeMap::new();
+    let mut by_symbol: BTreeMap<Symbol, Vec<Span>> = BTreeMap::new();
     let mut sorted: Vec<&Gap> = gaps
         .iter()
         .filter(|g| g.exchange == exchange && g.status.refetch())

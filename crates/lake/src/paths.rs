@@ -11,6 +11,7 @@
 //! ops/gaps/date=2024-03-01/part-00000.parquet           missing minutes (crypto_ops.gaps)
 //! _state/ingest/{exchange}/{dataset}/{symbol}.json      ingest cursors
 //! _state/ingest/{exchange}/ban.json                     an exchange's 418 ban, until it expires
+//! _state/unservable/{exchange}/{symbol}.json            ranges asked for but no longer served
 //! _state/silver/ohlcv_1h.json                           bronze objects already in silver
 //! _state/gold/ohlcv_1d.json                             silver versions gold was built from
 //! _state/schedule.json                                  the scheduler's last slot
@@ -168,6 +169,14 @@ pub fn quarantine_for(bronze: &Path) -> Path {
 pub fn ingest_cursor(exchange: Exchange, dataset: &str, symbol: &Symbol) -> Path {
     Path::from(format!("_state/ingest/{exchange}/{dataset}/{symbol}.json"))
 }
+
+/// Ranges asked for that the exchange no longer served (Kraken's 720 minutes), so the gap
+/// report can name them.
+pub fn unservable_state(exchange: Exchange, symbol: &Symbol) -> Path {
+    Path::from(format!("{UNSERVABLE}/{exchange}/{symbol}.json"))
+}
+
+pub const UNSERVABLE: &str = "_state/unservable";
 
 /// A 418 ban an exchange gave this client: no request goes there until it expires.
 pub fn exchange_ban(exchange: Exchange) -> Path {

@@ -169,13 +169,14 @@ impl QualityResult {
     }
 }
 
-/// The duplicates found while building silver.
+/// Duplicates found while building silver that disagree with the copy kept. Identical copies
+/// (overlapping windows, gap refetches) are expected and not findings.
 pub fn duplicates_result(rules: &QualityRules, dropped: usize) -> QualityResult {
     if dropped == 0 {
         return QualityResult::pass(
             "duplicates",
             rules.duplicates,
-            "no duplicate minutes".into(),
+            "no conflicting duplicate minutes".into(),
         );
     }
     QualityResult {
@@ -188,7 +189,7 @@ pub fn duplicates_result(rules: &QualityRules, dropped: usize) -> QualityResult 
         observed: Some(dropped as f64),
         threshold: Some(0.0),
         message: format!(
-            "{dropped} minutes arrived more than once; the latest fetch of each was kept"
+            "{dropped} minutes arrived more than once with different values; the latest fetch of each was kept"
         ),
     }
 }

@@ -1,4 +1,8 @@
-//! Test support: a real S3-compatible server (SeaweedFS `weed mini`) on loopback.
+//! Test support: running the binary, and a real S3-compatible server (SeaweedFS `weed mini`)
+//! on loopback. Each test binary uses part of it.
+#![allow(dead_code)]
+
+pub mod run;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -255,6 +255,9 @@ impl Ingest {
             warn!(exchange = %self.exchange, symbol = %symbol, from = %w.0, to = %w.1, "the exchange no longer serves this range");
             unservable.entry(symbol.clone()).or_default().push(*w);
         }
+        for (symbol, windows) in &unservable {
+            crate::gaps::record_unservable(lake, self.exchange, symbol, windows).await?;
+        }
         let mut outcomes: Vec<SymbolOutcome> = futures::stream::iter(plan.symbols)
             .map(|(symbol, windows)| self.ingest_symbol(lake, client, symbol, windows, on_page))
             .buffered(self.concurrency)

@@ -15,9 +15,18 @@ pub struct Minute {
     pub source_key: String,
 }
 
+/// What deduplication left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Minutes fetched more than once: all but the latest copy.
+    pub total: usize,
+    /// Of those, copies whose values differ from the kept one: the exchange revised the candle.
+    pub conflicting: usize,
+}
+
 /// Keeps one minute per open time: the one fetched last (ties broken by key). The result is
-/// sorted by open time and does not depend on the input order. Returns the number dropped.
-pub fn dedup_latest(mut minutes: Vec<Minute>) -> (Vec<Minute>, usize) {
+/// sorted by open time and does not depend on the input order.
+pub fn dedup_latest(mut minutes: Vec<Minute>) -> (Vec<Minute>, Dropped) {
     minutes.sort_by(|a, b| {
         (a.candle.open_time, a.fetched_at, &a.source_key).cmp(&(
             b.candle.open_time,
@@ -27,13 +36,22 @@ pub fn dedup_latest(mut minutes: Vec<Minute>) -> (Vec<Minute>, usize) {
     });
     let before = minutes.len();
     let mut out: Vec<Minute> = Vec::with_capacity(before);
+    let mut conflicting = 0;
     for m in minutes {
         match out.last_mut() {
-            Some(last) if last.candle.open_time == m.candle.open_time => *last = m,
+            Some(last) if last.candle.open_time == m.candle.open_time => {
+                if last.candle != m.candle {
+                    conflicting += 1;
+                }
+                *last = m
+            }
             _ => out.push(m),
         }
     }
-    let dropped = before - out.len();
+    let dropped = Dropped {
+        total: before - out.len(),
+        conflicting,
+    };
     (out, dropped)
 }
 
@@ -137,8 +155,16 @@ mod tests {
             minute(5, 1.0, 1.0, 0.0, 9.0, 20),
             minute(5, 1.0, 1.0, 0.0, 1.0, 10),
             minute(4, 1.0, 1.0, 0.0, 1.0, 10),
+            minute(4, 1.0, 1.0, 0.0, 1.0, 11),
         ]);
-        assert_eq!(dropped, 1);
+        // Minute 5 was revised (volume 1 -> 9); minute 4 was fetched twice, identical.
+        assert_eq!(
+            dropped,
+            Dropped {
+                total: 2,
+                conflicting: 1
+            }
+        );
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[1].candle.volume, 9.0);
     }
@@ -174,7 +200,8 @@ mod tests {
                 mins.iter().map(|m| (m.candle.open_time, m.source_key.clone())).collect::<Vec<_>>(),
                 again.iter().map(|m| (m.candle.open_time, m.source_key.clone())).collect::<Vec<_>>()
             );
-            prop_assert_eq!(mins.len() + dropped, input.len());
+            prop_assert_eq!(mins.len() + dropped.total, input.len());
+            prop_assert!(dropped.conflicting <= dropped.total);
             let hours = hourly(&mins, |_| true);
             let total: i32 = hours.iter().map(|h| h.minutes_present).sum();
             prop_assert_eq!(total as usize, mins.len());

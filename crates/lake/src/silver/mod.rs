@@ -76,6 +76,8 @@ pub struct SilverMetrics {
     pub objects_read: usize,
     pub candles_read: usize,
     pub duplicates_dropped: usize,
+    /// Duplicates whose values differed from the copy kept (the exchange revised a candle).
+    pub conflicting_duplicates: usize,
     pub open_candles_skipped: usize,
     /// Valid candles outside the window their request asked for (Coinbase sends some from
     /// before `start`, Kraken everything it still has): left out, the window that asked for
@@ -284,7 +286,8 @@ impl SilverBuild {
             for (_, (minutes, window_ends)) in by_pair {
                 metrics.candles_read += minutes.len();
                 let (minutes, dropped) = dedup_latest(minutes);
-                metrics.duplicates_dropped += dropped;
+                metrics.duplicates_dropped += dropped.total;
+                metrics.conflicting_duplicates += dropped.conflicting;
                 let asked_until = window_ends.into_iter().max();
                 // An hour is final once some request asked for it in full after it closed.
                 fresh.extend(hourly(&minutes, |h| {

@@ -74,9 +74,11 @@ struct RawOhlc(i64, String, String, String, String, String, String, i64);
 /// says: it is never final.
 pub const STILL_OPEN: DateTime<Utc> = DateTime::<Utc>::MAX_UTC;
 
-fn split(
-    body: &[u8],
-) -> Result<Result<(String, Vec<serde_json::Value>, i64), Vec<String>>, String> {
+/// A well-formed answer: the pair's name, its rows and `last`.
+type PairRows = (String, Vec<serde_json::Value>, i64);
+
+/// `Ok(Ok(..))` an answer, `Ok(Err(errors))` Kraken's errors, `Err` not a Kraken response.
+fn split(body: &[u8]) -> Result<Result<PairRows, Vec<String>>, String> {
     let env: Envelope =
         serde_json::from_slice(body).map_err(|e| format!("not a Kraken response: {e}"))?;
     if !env.error.is_empty() {

@@ -624,17 +624,20 @@ async fn coinbase_candles(
             "Unsupported granularity: the simulated exchange serves 60 only",
         );
     }
-    let time = |name: &str| -> std::result::Result<Option<i64>, Response> {
+    // A parameter that is present must be an RFC 3339 time; `Err` names it.
+    let time = |name: &'static str| -> std::result::Result<Option<i64>, &'static str> {
         match q.get(name) {
             None => Ok(None),
             Some(v) => DateTime::parse_from_rfc3339(v)
                 .map(|t| Some(t.timestamp()))
-                .map_err(|_| coinbase_error(StatusCode::BAD_REQUEST, &format!("Invalid {name}"))),
+                .map_err(|_| name),
         }
     };
     let (start, end) = match (time("start"), time("end")) {
         (Ok(s), Ok(e)) => (s, e),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(name), _) | (_, Err(name)) => {
+            return coinbase_error(StatusCode::BAD_REQUEST, &format!("Invalid {name}"));
+        }
     };
     let now = state.clock.now();
     let end = end.unwrap_or(now.timestamp());
