@@ -253,14 +253,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Commands whose output is the point (query results, the demo's walk-through) log warnings
     // only; the pipeline commands log each step.
-    init_logging(matches!(
-        cli.command,
-        Command::Sql { .. }
-            | Command::Runs { .. }
-            | Command::Demo { .. }
-            | Command::Init { .. }
-            | Command::Gaps(_)
-    ));
+    // A backfill drawing progress bars logs warnings only, so lines do not tear the bars.
+    let bars = match &cli.command {
+        Command::Backfill(b) => {
+            !b.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        }
+        _ => false,
+    };
+    init_logging(
+        bars || matches!(
+            cli.command,
+            Command::Sql { .. }
+                | Command::Runs { .. }
+                | Command::Demo { .. }
+                | Command::Init { .. }
+                | Command::Gaps(_)
+        ),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -720,3 +720,171 @@ fn binance_archives_import_through_bronze() {
     );
     assert!(r.stdout.contains("only 1m klines"), "{}", r.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_backfill_continues_where_it_stopped() {
+    let d = tempfile::tempdir().unwrap();
+    let mut options = SimOptions::new(SimClock::Fixed(t("2024-03-04T12:00:30Z")));
+    // A slow exchange (3 requests a second), so the kill lands mid-way.
+    let slow = Budget {
+        weight: 3,
+        interval: StdDuration::from_secs(1),
+    };
+    options.budgets.insert(Exchange::Coinbase, slow);
+    let market = SimMarket::default_market(SEED);
+    let sim = SimServer::start_with(market.clone(), options, 0)
+        .await
+        .unwrap();
+    let url = sim.base_url();
+    let envs = env(&[
+        ("CRYPTOLAKE_COINBASE_WEIGHT_LIMIT", "3"),
+        ("CRYPTOLAKE_COINBASE_WEIGHT_INTERVAL", "1s"),
+    ]);
+    let lake = lake_arg(d.path());
+    let args = [
+        "--lake",
+        lake.as_str(),
+        "backfill",
+        "--exchange",
+        "coinbase",
+        "--symbols",
+        "BTC-USD,ETH-USD",
+        "--from",
+        "2024-03-01",
+        "--to",
+        "2024-03-02",
+        "--base-url",
+        url.as_str(),
+    ];
+    let mut child = command(d.path(), &args, &envs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(StdDuration::from_millis(2500)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = sim.requests();
+    assert!(
+        (2..20).contains(&before),
+        "killed mid-way: {before} requests"
+    );
+
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let d2 = d.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cryptolake_with(&d2, &args, &envs)
+    })
+    .await
+    .unwrap();
+    let out = must(out, "second backfill");
+    assert!(
+        out.contains("minutes already in bronze, not fetched again"),
+        "{out}"
+    );
+    assert!(out.contains("backfill complete"), "{out}");
+    let silver = silver_totals(d.path());
+    for s in ["BTC-USD", "ETH-USD"] {
+        let sym = Symbol::parse(s).unwrap();
+        let (n, v) = market_totals(
+            &market,
+            Exchange::Coinbase,
+            &sym,
+            t("2024-03-01T00:00:00Z"),
+            t("2024-03-03T00:00:00Z"),
+            false,
+        );
+        let got = silver[&("coinbase".to_string(), s.to_string())];
+        assert_eq!((got.0, got.1), (48, n), "{s}");
+        assert!(close(got.2, v), "{s}: {} vs {v}", got.2);
+    }
+    sim.stop().await;
+}
+
+#[test]
+fn bad_backfill_and_import_input_is_named_and_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &[
+                "backfill",
+                "--exchange",
+                "bitfinex",
+                "--from",
+                "2024-03-01",
+                "--to",
+                "2024-03-02",
+            ],
+            "unknown exchange \"bitfinex\"",
+        ),
+        (
+            &[
+                "backfill",
+                "--exchange",
+                "coinbase",
+                "--symbols",
+                "../x",
+                "--from",
+                "2024-03-01",
+                "--to",
+                "2024-03-02",
+            ],
+            "invalid symbol \"../x\"",
+        ),
+        (
+            &[
+                "backfill",
+                "--exchange",
+                "coinbase",
+                "--from",
+                "2024-03-02",
+                "--to",
+                "2024-03-01",
+            ],
+            "is not before",
+        ),
+        (
+            &[
+                "backfill",
+                "--exchange",
+                "coinbase",
+                "--from",
+                "yesterday",
+                "--to",
+                "2024-03-01",
+            ],
+            "--from",
+        ),
+        (
+            &[
+                "backfill",
+                "--exchange",
+                "kraken",
+                "--from",
+                "2024-03-01",
+                "--to",
+                "2024-03-02",
+                "--base-url",
+                "ftp://x",
+            ],
+            "must start with http:// or https://",
+        ),
+        (
+            &["import", "binance-archive", "does-not-exist.zip"],
+            "does-not-exist.zip",
+        ),
+        (
+            &["gaps", "--exchange", "binanse"],
+            "unknown exchange \"binanse\"",
+        ),
+    ];
+    for (args, expected) in cases {
+        let r = on_lake(d.path(), args, &[]);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stdout);
+        let all = format!("{}{}", r.stdout, r.stderr);
+        assert!(all.contains(expected), "{args:?}: {all}");
+    }
+    // Nothing reached bronze.
+    assert!(!d.path().join("lake/bronze").exists());
+}
