@@ -596,14 +596,7 @@ impl Env {
                     }
                 }
             }
-            covered.sort();
-            let mut merged: Vec<Window> = Vec::new();
-            for (a, b) in covered {
-                match merged.last_mut() {
-                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                    _ => merged.push((a, b)),
-                }
-            }
+            let merged = gaps::merge_spans(covered);
             let todo = uncovered(from, to, &merged);
             let todo_minutes: i64 = todo.iter().map(|(a, b)| (*b - *a).num_minutes()).sum();
             let windows = todo

@@ -37,6 +37,21 @@ fn on_lake(d: &Path, args: &[&str], envs: &[(String, String)]) -> Run {
     cryptolake_with(d, &all, envs)
 }
 
+/// [`on_lake`] off the async test's threads, so the simulated exchange keeps serving.
+fn on_lake_async(
+    d: &Path,
+    args: &[&str],
+    envs: &[(String, String)],
+) -> tokio::task::JoinHandle<Run> {
+    let d = d.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let envs = envs.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        on_lake(&d, &args, &envs)
+    })
+}
+
 fn must(r: Run, what: &str) -> String {
     assert_eq!(r.code, 0, "{what} failed:\n{}\n{}", r.stdout, r.stderr);
     r.stdout
@@ -142,43 +157,15 @@ async fn backfill_through_twenty_percent_faults_within_budget() {
         ("CRYPTOLAKE_INGEST_REQUEST_TIMEOUT", "1s"),
     ]);
     let (from, to) = (t("2024-03-01T00:00:00Z"), t("2024-03-04T00:00:00Z"));
-    let d2 = d.path().to_path_buf();
-    let (u, e) = (url.clone(), envs.clone());
-    let binance_out = tokio::task::spawn_blocking(move || {
-        on_lake(
-            &d2,
+    let backfill = |exchange: &str, symbols: &str| {
+        on_lake_async(
+            d.path(),
             &[
                 "backfill",
                 "--exchange",
-                "binance",
+                exchange,
                 "--symbols",
-                "BTC-USDT,ETH-USDT,SOL-USDT",
-                "--from",
-                "2024-03-01",
-                "--to",
-                "2024-03-03",
-                "--base-url",
-                &u,
-            ],
-            &e,
-        )
-    })
-    .await
-    .unwrap();
-    let out = must(binance_out, "binance backfill");
-    assert!(out.contains("18 pages to fetch"), "{out}");
-    assert!(out.contains("backfill complete"), "{out}");
-    assert!(out.contains("0 records quarantined in 0 objects"), "{out}");
-    let d2 = d.path().to_path_buf();
-    let coinbase_out = tokio::task::spawn_blocking(move || {
-        on_lake(
-            &d2,
-            &[
-                "backfill",
-                "--exchange",
-                "coinbase",
-                "--symbols",
-                "BTC-USD,ETH-USD",
+                symbols,
                 "--from",
                 "2024-03-01",
                 "--to",
@@ -188,10 +175,20 @@ async fn backfill_through_twenty_percent_faults_within_budget() {
             ],
             &envs,
         )
-    })
-    .await
-    .unwrap();
-    let out = must(coinbase_out, "coinbase backfill");
+    };
+    let out = must(
+        backfill("binance", "BTC-USDT,ETH-USDT,SOL-USDT")
+            .await
+            .unwrap(),
+        "binance backfill",
+    );
+    assert!(out.contains("18 pages to fetch"), "{out}");
+    assert!(out.contains("backfill complete"), "{out}");
+    assert!(out.contains("0 records quarantined in 0 objects"), "{out}");
+    let out = must(
+        backfill("coinbase", "BTC-USD,ETH-USD").await.unwrap(),
+        "coinbase backfill",
+    );
     assert!(out.contains("backfill complete"), "{out}");
 
     // Every fault kind happened, and the exchange never saw more than the budget.

@@ -95,7 +95,8 @@ struct Unservable {
     windows: Vec<Span>,
 }
 
-fn merge(mut spans: Vec<Span>) -> Vec<Span> {
+/// Sorts spans and merges the ones that overlap or touch.
+pub fn merge_spans(mut spans: Vec<Span>) -> Vec<Span> {
     spans.sort();
     let mut out: Vec<Span> = Vec::new();
     for (a, b) in spans {
@@ -123,7 +124,7 @@ pub async fn record_unservable(
         .await?
         .unwrap_or_default();
     doc.windows.extend_from_slice(windows);
-    doc.windows = merge(std::mem::take(&mut doc.windows));
+    doc.windows = merge_spans(std::mem::take(&mut doc.windows));
     crate::state::write(lake, &key, &doc).await
 }
 

@@ -36,6 +36,25 @@ pub struct FetchedPage {
     pub rows: usize,
 }
 
+impl FetchedPage {
+    /// A checked response to `url?params` holding `rows` rows.
+    pub fn new(
+        url: String,
+        params: Vec<(String, String)>,
+        resp: http::Response,
+        rows: usize,
+    ) -> FetchedPage {
+        FetchedPage {
+            url,
+            params,
+            status: resp.status,
+            fetched_at: resp.fetched_at,
+            body: resp.body,
+            rows,
+        }
+    }
+}
+
 /// One record of a page after parsing: a valid candle, or a reason it was rejected.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {

@@ -113,13 +113,6 @@ impl BinanceClient {
         if let Some(w) = resp.headers.get(USED_WEIGHT_HEADER) {
             debug!(symbol = %symbol, used_weight_1m = ?w, "binance weight");
         }
-        Ok(FetchedPage {
-            url,
-            params,
-            status: resp.status,
-            fetched_at: resp.fetched_at,
-            body: resp.body,
-            rows,
-        })
+        Ok(FetchedPage::new(url, params, resp, rows))
     }
 }

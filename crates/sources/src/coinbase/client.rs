@@ -89,13 +89,6 @@ impl CoinbaseClient {
                 },
                 other => other,
             })?;
-        Ok(FetchedPage {
-            url,
-            params,
-            status: resp.status,
-            fetched_at: resp.fetched_at,
-            body: resp.body,
-            rows,
-        })
+        Ok(FetchedPage::new(url, params, resp, rows))
     }
 }

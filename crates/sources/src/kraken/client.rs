@@ -63,13 +63,6 @@ impl KrakenClient {
                 Err(reason) => BodyCheck::Retry(reason),
             })
             .await?;
-        Ok(FetchedPage {
-            url,
-            params,
-            status: resp.status,
-            fetched_at: resp.fetched_at,
-            body: resp.body,
-            rows,
-        })
+        Ok(FetchedPage::new(url, params, resp, rows))
     }
 }
