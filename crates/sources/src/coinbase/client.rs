@@ -3,6 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use cryptolake_model::Symbol;
 
+use super::models::ApiError;
 use super::parse::{count_rows, product_id};
 use crate::http::{BodyCheck, HttpClient, check_base_url};
 use crate::{Error, FetchedPage, Result};
@@ -15,12 +16,6 @@ pub const MAX_ROWS: i64 = 300;
 pub struct CoinbaseClient {
     http: HttpClient,
     base_url: String,
-}
-
-/// Coinbase's error body: `{"message": "NotFound"}`.
-#[derive(Debug, serde::Deserialize)]
-struct ApiError {
-    message: String,
 }
 
 fn api_message(body: &[u8]) -> Option<String> {

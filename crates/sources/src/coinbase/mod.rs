@@ -7,6 +7,7 @@
 //! no quote volume or trade count.
 
 mod client;
+pub mod models;
 pub mod parse;
 
 pub use client::{CoinbaseClient, DEFAULT_BASE_URL, MAX_ROWS};

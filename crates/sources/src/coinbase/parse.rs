@@ -4,16 +4,13 @@ use chrono::{DateTime, Utc};
 use cryptolake_model::{Candle, Exchange, Symbol};
 use serde::Deserialize;
 
+use super::models::RawCandle;
 use crate::{Record, RowError, checked_candle, minute_close, rows_to_records, unix_seconds};
 
 /// `BTC-USD` is already Coinbase's product id.
 pub fn product_id(symbol: &Symbol) -> String {
     symbol.as_str().to_string()
 }
-
-/// One candle as Coinbase sends it: `[time, low, high, open, close, volume]`.
-#[derive(Debug, Deserialize)]
-struct RawCandle(i64, f64, f64, f64, f64, f64);
 
 /// Parses a candles body (any row order). A body that is not a JSON array fails the page; a bad
 /// row becomes a [`Record::Rejected`].

@@ -31,7 +31,9 @@ impl KrakenClient {
 
     /// Fetches the 1-minute candles after `start - 1s`: everything Kraken still serves from
     /// `start` on, up to the open candle. Rows outside the caller's window are the caller's to
-    /// drop.
+    /// drop. Kraken's advice is to poll again with `since = last` (the last committed candle);
+    /// the ingest cursor is the first minute not yet closed, which asks for exactly the same
+    /// rows, and it also survives between processes.
     pub async fn fetch_ohlc_1m(
         &self,
         symbol: &Symbol,
@@ -48,12 +50,14 @@ impl KrakenClient {
             .http
             .get(&url, &params, 1, |body| match check_body(body) {
                 Ok(Ok(n)) => BodyCheck::Ok(n),
-                // Kraken's own error list: EGeneral:Temporary lockdown and EService:* are
-                // worth retrying; EQuery:Unknown asset pair is not.
+                // Kraken's own error list: EService:* (unavailable, busy), EGeneral:Temporary
+                // lockdown and EAPI:Rate limit exceeded are worth retrying; EQuery:Unknown
+                // asset pair is not.
                 Ok(Err(errors))
                     if errors.iter().any(|e| {
                         e.starts_with("EService")
                             || e.contains("Temporary")
+                            || e.contains("Rate limit")
                             || e.contains("Too many requests")
                     }) =>
                 {

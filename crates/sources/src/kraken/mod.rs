@@ -8,6 +8,7 @@
 //! continues. Pair names differ from ours (`XBTUSD` asked, `XXBTZUSD` answered for BTC-USD).
 
 mod client;
+pub mod models;
 pub mod parse;
 
 pub use client::{DEFAULT_BASE_URL, KrakenClient, SERVED_MINUTES};

@@ -1,11 +1,10 @@
 //! Kraken wire types to domain candles, and Kraken's pair names.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use cryptolake_model::{Candle, Exchange, Symbol};
 use serde::Deserialize;
 
+use super::models::{Envelope, RawOhlc};
 use crate::{
     Record, RowError, checked_candle, decimal, minute_close, rows_to_records, unix_seconds,
 };
@@ -58,17 +57,6 @@ pub fn symbol_for_pair(name: &str) -> Option<Symbol> {
     };
     Symbol::parse(&format!("{}-{}", from_kraken(&base), from_kraken(&quote))).ok()
 }
-
-#[derive(Debug, Deserialize)]
-struct Envelope {
-    error: Vec<String>,
-    #[serde(default)]
-    result: Option<BTreeMap<String, serde_json::Value>>,
-}
-
-/// One OHLC row: `[time, "open", "high", "low", "close", "vwap", "volume", count]`.
-#[derive(Debug, Deserialize)]
-struct RawOhlc(i64, String, String, String, String, String, String, i64);
 
 /// The close time given to the last row, which Kraken says is still open whatever the clock
 /// says: it is never final.
