@@ -1,6 +1,7 @@
 //! The `cryptolake` command line. The only place with `anyhow`, exit codes and argument parsing.
 
 mod backfill;
+mod catalog;
 mod config;
 mod demo;
 mod pipeline;
@@ -67,6 +68,9 @@ enum Command {
     Import(ImportCmd),
     /// Report missing minutes per exchange and symbol (also as crypto_ops.gaps)
     Gaps(GapsCmd),
+    /// Catalog statements for other engines (Athena, Trino, Spark, DuckDB), and the Glue catalog
+    #[command(subcommand)]
+    Catalog(CatalogCmd),
     /// Serve the simulated exchange (Binance, Binance futures, Coinbase and Kraken formats) on
     /// loopback until interrupted, optionally injecting faults
     Simulate(SimulateCmd),
@@ -168,6 +172,38 @@ enum ImportCmd {
         /// spot or futures (USDⓈ-M), when the path does not say (.../spot/..., .../futures/um/...)
         #[arg(long)]
         market: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CatalogCmd {
+    /// Print CREATE statements for every silver and gold table, generated from the schemas
+    /// the writers use
+    Ddl {
+        /// athena, trino, spark or duckdb
+        #[arg(long)]
+        engine: String,
+        /// Where the lake is as the engine sees it (default: this lake's URL)
+        #[arg(long)]
+        location: Option<String>,
+        /// First day of Athena's partition projection (default: the lake's first day)
+        #[arg(long)]
+        first_day: Option<String>,
+    },
+    /// Create or update the Glue databases and tables (needs a build with --features glue)
+    Register {
+        /// Register in the AWS Glue Data Catalog
+        #[arg(long)]
+        glue: bool,
+        /// Where the lake is as Athena sees it (default: this lake's URL)
+        #[arg(long)]
+        location: Option<String>,
+        /// First day of the partition projection (default: the lake's first day)
+        #[arg(long)]
+        first_day: Option<String>,
+        /// Glue API endpoint instead of AWS (a stand-in such as moto in server mode)
+        #[arg(long)]
+        endpoint: Option<String>,
     },
 }
 
@@ -509,6 +545,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             return backfill::import(&env, paths, symbol.as_ref(), market, now).await;
         }
+        Command::Catalog(cmd) => return catalog::run(&env, cmd).await,
         Command::Gaps(cmd) => {
             let format =
                 OutputFormat::from_str(&cmd.format).map_err(|e| anyhow!("--format: {e}"))?;

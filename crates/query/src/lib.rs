@@ -2,6 +2,7 @@
 //! `crypto_gold` holds gold, `crypto_ops` holds run history. The session is read-only: DDL, DML (including `COPY`) and
 //! session statements are refused before planning reaches any table.
 
+pub mod ddl;
 mod output;
 
 use std::sync::Arc;
