@@ -65,6 +65,7 @@ pub struct Ingest {
     /// Explicit windows per symbol (gap refetches) instead of a range.
     windows: Option<Vec<(Symbol, Vec<Window>)>>,
     move_cursor: bool,
+    skip_done_by_run: bool,
 }
 
 /// A request window of open times, `[start, end)`.
@@ -130,7 +131,33 @@ impl Ingest {
             concurrency: 4,
             windows: None,
             move_cursor: true,
+            skip_done_by_run: false,
         }
+    }
+
+    /// Before fetching a window, look for a bronze object this run id already wrote for it and
+    /// skip the fetch if there is one: a retried invocation with the same run id (the Lambda
+    /// derives it from the scheduled time) writes no duplicate bronze, even when the first
+    /// attempt died between writing an object and moving the cursor.
+    pub fn with_skip_done_by_run(mut self, skip: bool) -> Self {
+        self.skip_done_by_run = skip;
+        self
+    }
+
+    /// Whether this run already wrote the window.
+    async fn done_by_run(
+        &self,
+        lake: &Lake,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<bool> {
+        let partition = paths::bronze_partition(self.exchange, KLINES_1M, symbol, date_of(start));
+        Ok(lake.list(&partition).await?.iter().any(|m| {
+            BronzeKey::parse(&m.location).is_some_and(|k| {
+                k.run_id == self.run_id && k.window_start == start && k.window_end == end
+            })
+        }))
     }
 
     /// Fetch exactly these windows (each split to fit one request) instead of a range; the
@@ -300,6 +327,24 @@ impl Ingest {
             unservable: Vec::new(),
         };
         for (start, end) in windows {
+            if self.skip_done_by_run {
+                match self.done_by_run(lake, &symbol, start, end).await {
+                    Ok(true) => {
+                        info!(exchange = %self.exchange, symbol = %symbol, window_start = %start, run_id = %self.run_id, "window already fetched by this run; not fetched again");
+                        if let Err(e) = self.advance_cursor(lake, &symbol, end).await {
+                            outcome.error = Some(e.to_string());
+                            break;
+                        }
+                        outcome.next_open_time = Some(end);
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        outcome.error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
             match self.ingest_window(lake, client, &symbol, start, end).await {
                 Ok((rows, bytes)) => {
                     outcome.pages += 1;
@@ -373,10 +418,16 @@ impl Ingest {
                 key.path()
             )));
         }
+        self.advance_cursor(lake, symbol, end).await?;
+        Ok((page.rows, page.body.len() as u64))
+    }
+
+    /// Moves the symbol's cursor to `end` (if this ingest moves cursors), never backwards. Called
+    /// only once the data it describes is durable.
+    async fn advance_cursor(&self, lake: &Lake, symbol: &Symbol, end: DateTime<Utc>) -> Result<()> {
         if !self.move_cursor {
-            return Ok((page.rows, page.body.len() as u64));
+            return Ok(());
         }
-        // The cursor moves only after the data it describes is durable, and never backwards.
         let cursor_key = paths::ingest_cursor(self.exchange, KLINES_1M, symbol);
         let previous = state::read::<Cursor>(lake, &cursor_key).await?;
         if previous.as_ref().is_none_or(|c| c.next_open_time < end) {
@@ -387,7 +438,7 @@ impl Ingest {
             };
             state::write(lake, &cursor_key, &cursor).await?;
         }
-        Ok((page.rows, page.body.len() as u64))
+        Ok(())
     }
 }
 
