@@ -4,6 +4,8 @@ mod backfill;
 mod catalog;
 mod config;
 mod demo;
+#[cfg(feature = "glue")]
+mod glue;
 mod pipeline;
 mod progress;
 mod schedule;

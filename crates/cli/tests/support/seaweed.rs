@@ -124,7 +124,7 @@ pub fn random_u64() -> u64 {
 }
 
 /// Random enough for throwaway test credentials, made at run time and never stored.
-fn random_hex(n: usize) -> String {
+pub fn random_hex(n: usize) -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut out = String::new();
     while out.len() < n {
@@ -136,7 +136,7 @@ fn random_hex(n: usize) -> String {
     out
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
+pub fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
