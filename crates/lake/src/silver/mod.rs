@@ -358,10 +358,19 @@ impl SilverBuild {
     }
 }
 
+/// Fetches a bronze object, then parses it on the blocking pool: parsing is the CPU-bound
+/// part, so objects parse in parallel on every core while others download.
 async fn read_object(lake: &Lake, key: &BronzeKey, rules: &QualityRules) -> Result<Parsed> {
     let path = key.path();
-    let path_text = path.to_string();
     let bytes = lake.get(&path).await?;
+    let (key, rules) = (key.clone(), rules.clone());
+    tokio::task::spawn_blocking(move || parse_object(&key, &bytes, &rules))
+        .await
+        .map_err(|e| Error::Invalid(format!("parsing bronze object {path}: {e}")))?
+}
+
+fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules) -> Result<Parsed> {
+    let path_text = key.path().to_string();
     let mut out = Parsed {
         key: key.clone(),
         path: path_text.clone(),
@@ -377,7 +386,7 @@ async fn read_object(lake: &Lake, key: &BronzeKey, rules: &QualityRules) -> Resu
         object_error: Some(reason),
         records: Vec::new(),
     };
-    let (envelope, payload) = match decode(&path_text, &bytes) {
+    let (envelope, payload) = match decode(&path_text, bytes) {
         Ok(v) => v,
         Err(e) => {
             out.quarantine = Some(whole_object_error(e.to_string()));

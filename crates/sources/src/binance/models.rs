@@ -5,16 +5,18 @@ use serde::Deserialize;
 /// One kline as Binance sends it:
 /// `[open_time_ms, "open", "high", "low", "close", "volume", close_time_ms, "quote_volume",
 ///   trades, "taker_buy_base", "taker_buy_quote", "ignore"]`.
+///
+/// `S` is `String`, or `&str` to borrow from the body when no field needs unescaping.
 #[derive(Debug, Deserialize)]
-pub struct RawKline(
+pub struct RawKline<S>(
     pub i64,
-    pub String,
-    pub String,
-    pub String,
-    pub String,
-    pub String,
+    pub S,
+    pub S,
+    pub S,
+    pub S,
+    pub S,
     pub i64,
-    pub String,
+    pub S,
     pub i64,
     pub serde::de::IgnoredAny,
     pub serde::de::IgnoredAny,
