@@ -1,6 +1,7 @@
 //! The `cryptolake` command line. The only place with `anyhow`, exit codes and argument parsing.
 
 mod backfill;
+mod bench;
 mod catalog;
 mod config;
 mod demo;
@@ -124,6 +125,9 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// Benchmark input: write a realistic bronze layer at a chosen scale (see bench/)
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Run everything offline against the built-in simulated exchange and show the result
     Demo {
         /// Days of history to backfill
@@ -174,6 +178,23 @@ enum ImportCmd {
         /// spot or futures (USDⓈ-M), when the path does not say (.../spot/..., .../futures/um/...)
         #[arg(long)]
         market: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// N symbols x D days of Binance 1-minute klines into bronze, as ingestion writes them,
+    /// with occasional gaps and duplicate pages
+    Generate {
+        #[arg(long)]
+        symbols: usize,
+        #[arg(long)]
+        days: u32,
+        /// First day (UTC)
+        #[arg(long, default_value = "2024-01-01")]
+        from: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -613,6 +634,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             schedule::run(&env, &cron).await?;
         }
         Command::Demo { days, seed } => demo::run(&env, *days, *seed).await?,
+        Command::Bench(BenchCmd::Generate {
+            symbols,
+            days,
+            from,
+            seed,
+        }) => {
+            let from = chrono::NaiveDate::parse_from_str(from, "%Y-%m-%d")
+                .map_err(|_| anyhow!("--from {from:?}: expected YYYY-MM-DD"))?;
+            let g = bench::generate(&env.lake, *symbols, *days, from, *seed).await?;
+            println!("{}", serde_json::to_string(&g)?);
+        }
         Command::Init { .. }
         | Command::Sql { .. }
         | Command::Runs { .. }
