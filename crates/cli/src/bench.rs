@@ -99,8 +99,8 @@ pub async fn generate(
                 .await?;
                 let (payload, rows, dropped) = body;
                 gaps.fetch_add(dropped, Ordering::Relaxed);
-                // About one window in a hundred was fetched twice.
-                let copies = if h % 100 == 7 { 2 } else { 1 };
+                // About one window in fifty was fetched twice.
+                let copies = if h % 50 == 7 { 2 } else { 1 };
                 for copy in 0..copies {
                     let fetched_at = b + Duration::minutes(5 + copy * 60);
                     let run_id = format!("bench-{}", fetched_at.format("%Y%m%dT%H%M"));
@@ -171,8 +171,8 @@ pub async fn generate(
     })
 }
 
-/// One klines page for `[a, b)` as served after the window closed; about one page in two
-/// hundred lacks a run of rows (an outage at the exchange). Returns the body, its rows, and
+/// One klines page for `[a, b)` as served after the window closed; about one page in fifty
+/// lacks a run of rows (an outage at the exchange). Returns the body, its rows, and
 /// the rows left out.
 fn page(
     market: &SimMarket,
@@ -189,7 +189,7 @@ fn page(
         MAX_LIMIT as usize,
         later,
     );
-    if h % 200 != 3 {
+    if (h >> 8) % 50 != 3 {
         let rows = body.matches("],[").count() + usize::from(body.len() > 2);
         return (body, rows, 0);
     }

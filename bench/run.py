@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""The benchmark runner: one command, same bronze input, cryptolake against DuckDB, Polars and
+pandas/pyarrow doing the same silver + gold job. Checks that every output agrees with
+cryptolake's and prints wall time, throughput and peak RSS (median of --runs).
+
+  python3 bench/run.py --scale small          # ~100k candles (CI smoke size)
+  python3 bench/run.py --scale medium         # 40 symbols x 365 days, ~21M candles
+  python3 bench/run.py --scale large          # 200 symbols x 365 days, ~105M candles
+  python3 bench/run.py --symbols 10 --days 30 --runs 5
+
+The peers run from bench/.venv (created on first use, pinned). A peer that exceeds
+--cap-seconds or runs out of memory is reported as such. Results go to WORK/results.json;
+The table it prints is what BENCHMARKS.md records.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+VENV = BENCH / ".venv"
+PINS = ["duckdb==2.0.0", "polars==2.1.0", "pandas==3.1.1", "pyarrow==26.0.1"]
+SCALES = {"small": (10, 7), "medium": (40, 365), "large": (200, 365)}
+
+
+def venv_python():
+    py = VENV / "bin" / "python"
+    if not py.exists() or subprocess.run([str(py), "-c", "import duckdb, polars, pandas, pyarrow"], capture_output=True).returncode:
+        print("== creating bench/.venv with " + " ".join(PINS), flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", *PINS], check=True)
+    return str(py)
+
+
+def measure(cmd, cap, env=None):
+    """Runs cmd; returns (seconds, peak RSS bytes, outcome)."""
+    start = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    deadline = start + cap
+    while True:
+        pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            os.killpg(p.pid, signal.SIGKILL)
+            _, status, usage = os.wait4(p.pid, 0)
+            return cap, usage.ru_maxrss * 1024, "over the time cap"
+        time.sleep(0.02)
+    seconds = time.monotonic() - start
+    err = p.stderr.read().decode(errors="replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code == -signal.SIGKILL or "MemoryError" in err or "Out of Memory" in err:
+        return seconds, usage.ru_maxrss * 1024, "out of memory"
+    if code != 0:
+        return seconds, usage.ru_maxrss * 1024, f"failed: {err.strip().splitlines()[-1] if err.strip() else code}"
+    return seconds, usage.ru_maxrss * 1024, "ok"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", choices=SCALES, default=None)
+    ap.add_argument("--symbols", type=int)
+    ap.add_argument("--days", type=int)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--engines", default="cryptolake,duckdb,polars,pandas")
+    ap.add_argument("--cap-seconds", type=float, default=3600)
+    ap.add_argument("--work", default=str(BENCH / "work"))
+    ap.add_argument("--binary", help="a cryptolake binary (default: build --release)")
+    ap.add_argument("--python", help="a python with duckdb, polars, pandas and pyarrow (default: bench/.venv)")
+    args = ap.parse_args()
+    symbols, days = SCALES[args.scale or "small"]
+    symbols, days = args.symbols or symbols, args.days or days
+
+    python = args.python or venv_python()
+    binary = args.binary
+    if not binary:
+        print("== cargo build --release -p cryptolake", flush=True)
+        subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "cryptolake"], cwd=ROOT, check=True)
+        target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+        binary = str(target / "release" / "cryptolake")
+
+    work = Path(args.work) / f"{symbols}x{days}"
+    lake = work / "lake"
+    marker = work / "generated.json"
+    if not marker.exists():
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        print(f"== generating bronze: {symbols} symbols x {days} days", flush=True)
+        out = subprocess.run([binary, "--lake", str(lake), "bench", "generate", "--symbols", str(symbols), "--days", str(days)],
+                             check=True, capture_output=True, text=True).stdout
+        marker.write_text(out)
+    generated = json.loads(marker.read_text())
+    candles, mb = generated["candles"], generated["bytes"] / 1e6
+    print(f"== input: {candles:,} candles, {generated['objects']:,} objects, {mb:,.0f} MB of bronze", flush=True)
+
+    env = dict(os.environ, CRYPTOLAKE_LOG="error")
+    results = {}
+    for engine in args.engines.split(","):
+        runs = []
+        for i in range(args.runs):
+            out = work / f"out-{engine}"
+            shutil.rmtree(out, ignore_errors=True)
+            if engine == "cryptolake":
+                for d in ("silver", "gold", "quarantine", "ops", "_state/silver", "_state/gold", "_locks"):
+                    shutil.rmtree(lake / d, ignore_errors=True)
+                s1, r1, o1 = measure([binary, "--lake", str(lake), "silver"], args.cap_seconds, env)
+                s2, r2, o2 = measure([binary, "--lake", str(lake), "gold"], args.cap_seconds, env)
+                run = (s1 + s2, max(r1, r2), o1 if o1 != "ok" else o2)
+            else:
+                out.mkdir(parents=True)
+                run = measure([python, str(BENCH / "jobs" / f"{engine}_job.py"), str(lake / "bronze"), str(out)], args.cap_seconds)
+            print(f"   {engine:10} run {i + 1}: {run[0]:8.2f} s, peak RSS {run[1] / 2**20:7.0f} MiB, {run[2]}", flush=True)
+            runs.append(run)
+            if run[2] != "ok":
+                break
+        ok = [r for r in runs if r[2] == "ok"]
+        agree = None
+        if ok and engine != "cryptolake":
+            c = subprocess.run([python, str(BENCH / "compare.py"), str(lake), str(work / f"out-{engine}")], capture_output=True, text=True)
+            agree = c.returncode == 0
+            print("   " + c.stdout.strip().replace("\n", "\n   "), flush=True)
+        results[engine] = {
+            "seconds": statistics.median(r[0] for r in ok) if ok else None,
+            "peak_rss_bytes": max(r[1] for r in ok) if ok else max(r[1] for r in runs),
+            "outcome": "ok" if ok else runs[-1][2],
+            "agrees": agree,
+        }
+
+    base = results.get("cryptolake", {}).get("seconds")
+    lines = [
+        f"{symbols} symbols x {days} days: {candles:,} candles, {mb:,.0f} MB bronze ({generated['objects']:,} objects); "
+        f"median of {args.runs}; {platform.machine()}, {os.cpu_count()} cores",
+        "",
+        "| engine | wall (s) | candles/s | bronze MB/s | peak RSS (MiB) | time vs cryptolake | output |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for engine, r in results.items():
+        s = r["seconds"]
+        if s is None:
+            lines.append(f"| {engine} | {r['outcome']} | | | {r['peak_rss_bytes'] / 2**20:.0f} | | |")
+            continue
+        ratio = f"{s / base:.2f}x" if base else ""
+        agree = "reference" if engine == "cryptolake" else ("agrees" if r["agrees"] else "DIFFERS")
+        lines.append(f"| {engine} | {s:.2f} | {candles / s:,.0f} | {mb / s:,.1f} | {r['peak_rss_bytes'] / 2**20:.0f} | {ratio} | {agree} |")
+    print("\n" + "\n".join(lines))
+    (work / "results.json").write_text(json.dumps({"generated": generated, "results": results}, indent=1))
+    if any(r.get("agrees") is False for r in results.values()):
+        sys.exit(1)
+
+
+main()

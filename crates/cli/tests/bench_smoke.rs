@@ -1,0 +1,57 @@
+//! The benchmark runner at its small scale: the same bronze through cryptolake, DuckDB, Polars
+//! and pandas must give the same silver and gold. (Timings are the runner's business, not a
+//! test's.)
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn every_engine_agrees_with_cryptolake_on_the_small_benchmark() {
+    let python = support::venv_with(
+        &[
+            "duckdb==2.0.0",
+            "polars==2.1.0",
+            "pandas==3.1.1",
+            "pyarrow==26.0.1",
+        ],
+        &|| support::venv_imports("duckdb, polars, pandas, pyarrow"),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/run.py");
+    let out = Command::new("python3")
+        .arg(runner)
+        .args(["--symbols", "10", "--days", "7", "--runs", "1"])
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_cryptolake"))
+        .arg("--python")
+        .arg(&python)
+        .arg("--work")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The input has what makes the job non-trivial: duplicate pages and gaps.
+    let generated: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work.path().join("10x7/generated.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        generated["duplicate_pages"].as_u64().unwrap() > 0,
+        "{generated}"
+    );
+    assert!(generated["gap_rows"].as_u64().unwrap() > 0, "{generated}");
+    for engine in ["duckdb", "polars", "pandas"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("| {engine} |")) && l.ends_with("| agrees |")),
+            "{engine}: {stdout}"
+        );
+    }
+    assert_eq!(stdout.matches(": agree").count(), 6, "{stdout}");
+}
