@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_lake::Lake;
 use cryptolake_lake::bronze::{
-    Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo, encode, plan_windows,
+    Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo, encode, plan_windows, write_object,
 };
 use cryptolake_lake::paths::BronzeKey;
 use cryptolake_model::{Exchange, Symbol, day_start};
@@ -143,7 +143,7 @@ pub async fn generate(
                     };
                     let object = encode(&envelope, payload.as_bytes());
                     bytes.fetch_add(object.len() as u64, Ordering::Relaxed);
-                    lake.put(&key.path(), object).await?;
+                    write_object(lake, &key, object).await?;
                     objects.fetch_add(1, Ordering::Relaxed);
                     if copy == 0 {
                         candles.fetch_add(rows as u64, Ordering::Relaxed);

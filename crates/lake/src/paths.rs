@@ -9,6 +9,8 @@
 //! ops/runs/date=2024-03-01/{started}_{run_id}_{step}.parquet   run history (crypto_ops.runs)
 //! ops/quality_results/date=2024-03-01/{checked}_{run_id}_{step}.parquet   (crypto_ops.quality_results)
 //! ops/gaps/date=2024-03-01/part-00000.parquet           missing minutes (crypto_ops.gaps)
+//! _manifest/bronze/{written_at}_{nonce}_{bronze key with / as +}   one empty entry per bronze
+//!                                                       object, written just before it
 //! _state/ingest/{exchange}/{dataset}/{symbol}.json      ingest cursors
 //! _state/ingest/{exchange}/ban.json                     an exchange's 418 ban, until it expires
 //! _state/unservable/{exchange}/{symbol}.json            ranges asked for but no longer served
@@ -100,6 +102,38 @@ pub fn bronze_partition(source: Exchange, dataset: &str, symbol: &Symbol, date: 
     Path::from(format!(
         "{BRONZE}/source={source}/dataset={dataset}/symbol={symbol}/date={date}"
     ))
+}
+
+pub const MANIFEST_BRONZE: &str = "_manifest/bronze";
+
+pub fn manifest_root() -> Path {
+    Path::from(MANIFEST_BRONZE)
+}
+
+/// The manifest entry announcing `bronze`, written at `written_at`. Entry names sort by time,
+/// so a reader lists only those after its watermark instead of all of bronze.
+pub fn manifest_entry(written_at: DateTime<Utc>, bronze: &Path) -> Path {
+    Path::from(format!(
+        "{MANIFEST_BRONZE}/{}_{:08x}_{}",
+        format_compact(written_at),
+        rand::random::<u32>(),
+        bronze.as_ref().replace('/', "+")
+    ))
+}
+
+/// Where a listing of entries written at or after `t` starts.
+pub fn manifest_offset(t: DateTime<Utc>) -> Path {
+    Path::from(format!("{MANIFEST_BRONZE}/{}", format_compact(t)))
+}
+
+/// A manifest entry's file name, write time and bronze key.
+pub fn parse_manifest_entry(path: &Path) -> Option<(String, DateTime<Utc>, BronzeKey)> {
+    let name = path.filename()?;
+    let mut parts = name.splitn(3, '_');
+    let written_at = parse_compact(parts.next()?)?;
+    let _nonce = parts.next()?;
+    let key = BronzeKey::parse(&Path::from(parts.next()?.replace('+', "/")))?;
+    Some((name.to_string(), written_at, key))
 }
 
 /// Every bronze object of one source, dataset and symbol.

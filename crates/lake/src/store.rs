@@ -279,6 +279,18 @@ impl Lake {
         }
     }
 
+    /// The objects under `prefix` whose keys sort after `offset`, sorted by key.
+    pub async fn list_after(&self, prefix: &Path, offset: &Path) -> Result<Vec<ObjectMeta>> {
+        let mut all: Vec<ObjectMeta> = self
+            .store
+            .list_with_offset(Some(prefix), offset)
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(prefix, e))?;
+        all.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(all)
+    }
+
     /// Every object under `prefix`, sorted by key.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
         let mut all: Vec<ObjectMeta> = self

@@ -66,7 +66,7 @@ async fn put_bronze(
         run_id,
     };
     assert!(
-        lake.put_new(&key.path(), bronze::encode(&envelope, body))
+        bronze::write_object(lake, &key, bronze::encode(&envelope, body))
             .await
             .unwrap()
     );
@@ -342,9 +342,11 @@ proptest! {
             let m = SimMarket::default_market(11);
             let syms = [sym("BTC-USDT"), sym("SOL-USDT")];
             let origin = t("2024-03-01T00:00:00Z");
-            let mut bounds = vec![0i64];
+            // Windows of at most a day, as every writer makes them (some crossing midnight).
+            let mut bounds = vec![0i64, 1000, 2000, 3000];
             bounds.extend(cuts.iter().copied());
-            bounds.push(3000);
+            bounds.sort();
+            bounds.dedup();
             let windows: Vec<(i64, i64)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
             let mut arrival: Vec<usize> = (0..windows.len()).collect();
             arrival.sort_by_key(|i| order[*i % order.len()]);
@@ -457,4 +459,106 @@ async fn record_rules_drop_quarantine_or_fail() {
         "state must not move"
     );
     assert!(silver_rows(&lake).await.is_empty());
+}
+
+/// After the first build, silver finds new bronze through the manifest and lists only the
+/// partitions it touches: an object written without a manifest entry is not seen until a
+/// rebuild lists everything, and an entry whose object never arrived is ignored.
+#[tokio::test]
+async fn incremental_builds_read_the_manifest_not_all_of_bronze() {
+    let (_d, lake) = new_lake();
+    let m = SimMarket::default_market(2);
+    let s = sym("ETH-USDT");
+    let day = t("2024-03-01T00:00:00Z");
+    let fetched = t("2024-03-05T00:00:00Z");
+    put_sim(&lake, &m, &s, day, day + Duration::hours(2), fetched).await;
+    let first = SilverBuild::new();
+    let plan = first.plan(&lake).await.unwrap();
+    assert!(plan.full_listing, "the first build lists all of bronze");
+    first.execute(&lake, plan, None).await.unwrap();
+
+    // Written with its entry, as every writer does: found without a full listing.
+    put_sim(
+        &lake,
+        &m,
+        &s,
+        day + Duration::hours(2),
+        day + Duration::hours(3),
+        fetched,
+    )
+    .await;
+    // Written behind silver's back, without an entry, in a partition nothing new touches: not
+    // found incrementally.
+    let other = day + Duration::days(2);
+    let b = m.binance_klines(
+        &s,
+        (other + Duration::hours(5)).timestamp_millis(),
+        (other + Duration::hours(6)).timestamp_millis() - 1,
+        1000,
+        fetched,
+    );
+    let hidden = BronzeKey {
+        source: Exchange::Binance,
+        dataset: KLINES_1M.into(),
+        symbol: s.clone(),
+        date: date_of(other),
+        fetched_at: fetched,
+        window_start: other + Duration::hours(5),
+        window_end: other + Duration::hours(6),
+        run_id: "hidden".into(),
+    };
+    let envelope = Envelope {
+        format: FORMAT_VERSION,
+        source: Exchange::Binance,
+        dataset: KLINES_1M.into(),
+        symbol: s.clone(),
+        request: RequestInfo {
+            method: "GET".into(),
+            url: "http://127.0.0.1:9/api/v3/klines".into(),
+            params: BTreeMap::new(),
+        },
+        window_start: hidden.window_start,
+        window_end: hidden.window_end,
+        fetched_at: fetched,
+        http_status: 200,
+        run_id: "hidden".into(),
+        payload_bytes: b.len() as u64,
+        rows: 60,
+    };
+    lake.put(&hidden.path(), bronze::encode(&envelope, b.as_bytes()))
+        .await
+        .unwrap();
+    // An entry whose object never came (its writer died in between).
+    let ghost = BronzeKey {
+        run_id: "ghost".into(),
+        ..hidden.clone()
+    };
+    lake.put(
+        &paths::manifest_entry(Utc::now() - Duration::hours(1), &ghost.path()),
+        Bytes::new(),
+    )
+    .await
+    .unwrap();
+
+    let next = SilverBuild::new();
+    let plan = next.plan(&lake).await.unwrap();
+    assert!(!plan.full_listing);
+    assert_eq!(plan.new_objects.len(), 1, "{:?}", plan.new_objects);
+    next.execute(&lake, plan, None).await.unwrap();
+    let hours: Vec<_> = silver_rows(&lake)
+        .await
+        .iter()
+        .map(|h| h.open_time)
+        .collect();
+    assert_eq!(hours.len(), 3, "the hidden hour is not in silver yet");
+
+    let all = SilverBuild::new().with_rebuild(true);
+    let plan = all.plan(&lake).await.unwrap();
+    assert!(plan.full_listing);
+    all.execute(&lake, plan, None).await.unwrap();
+    assert_eq!(silver_rows(&lake).await.len(), 4);
+    // And the next incremental build has nothing to do.
+    let again = SilverBuild::new();
+    let plan = again.plan(&lake).await.unwrap();
+    assert!(plan.new_objects.is_empty() && !plan.full_listing);
 }

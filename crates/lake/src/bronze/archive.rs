@@ -16,7 +16,7 @@ use cryptolake_model::{Exchange, Symbol, date_of, day_start};
 use cryptolake_sources::binance::archive::{TimeUnit, is_header, open_time_field};
 use sha2::{Digest, Sha256};
 
-use super::{Envelope, FORMAT_VERSION, RequestInfo, encode};
+use super::{Envelope, FORMAT_VERSION, RequestInfo, encode, write_object};
 use crate::paths::{self, BronzeKey};
 use crate::{Error, Lake, Result};
 
@@ -406,10 +406,7 @@ pub async fn import_archive(
             run_id,
         };
         out.bytes += payload.len() as u64;
-        if lake
-            .put_new(&key.path(), encode(&envelope, payload.as_bytes()))
-            .await?
-        {
+        if write_object(lake, &key, encode(&envelope, payload.as_bytes())).await? {
             out.days_written += 1;
         } else {
             out.days_present += 1;

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::{Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo, encode};
+use super::{Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo, encode, write_object};
 use crate::paths::{self, BronzeKey};
 use crate::{Error, Lake, Result, state};
 
@@ -409,9 +409,7 @@ impl Ingest {
             run_id: self.run_id.clone(),
         };
         // A fresh key per fetch: bronze is never rewritten.
-        let written = lake
-            .put_new(&key.path(), encode(&envelope, &page.body))
-            .await?;
+        let written = write_object(lake, &key, encode(&envelope, &page.body)).await?;
         if !written {
             return Err(Error::Invalid(format!(
                 "bronze object {} already exists; refusing to overwrite",

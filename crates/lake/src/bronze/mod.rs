@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 pub use archive::KLINES_1M_ARCHIVE;
 pub use ingest::{Ingest, IngestMetrics, IngestPlan, SymbolOutcome, Window, plan_windows};
 
-use crate::{Error, Result};
+use crate::paths::{self, BronzeKey};
+use crate::{Error, Lake, Result};
 
 /// One-minute candles as the exchange's REST API serves them.
 pub const KLINES_1M: &str = "klines_1m";
@@ -56,6 +57,17 @@ pub struct Envelope {
     pub run_id: String,
     pub payload_bytes: u64,
     pub rows: u64,
+}
+
+/// Writes a bronze object under its fresh key: first the manifest entry that lets silver find
+/// it without listing all of bronze, then the object itself, created only if absent (`false`
+/// when it already exists). An entry whose object never arrived (a crash in between) is
+/// ignored by silver.
+pub async fn write_object(lake: &Lake, key: &BronzeKey, bytes: Bytes) -> Result<bool> {
+    let path = key.path();
+    lake.put(&paths::manifest_entry(Utc::now(), &path), Bytes::new())
+        .await?;
+    lake.put_new(&path, bytes).await
 }
 
 pub fn encode(envelope: &Envelope, payload: &[u8]) -> Bytes {

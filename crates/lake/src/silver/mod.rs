@@ -1,8 +1,11 @@
 //! Silver: bronze minutes to validated, deduplicated hourly candles (`silver/ohlcv_1h`).
 //!
-//! The build is incremental. Its plan lists bronze, subtracts the objects already processed
-//! (`_state/silver/ohlcv_1h.json`) and, from the request windows in the new objects' keys, works
-//! out which (date, exchange, symbol) groups they touch. Execution recomputes exactly those groups
+//! The build is incremental. Its plan finds the bronze objects written since the last build
+//! from the bronze manifest (`_manifest/bronze/`, one entry per object, names ordered by write
+//! time; `_state/silver/ohlcv_1h.json` keeps the watermark), so it never lists all of bronze;
+//! only a first build, or `--rebuild`, lists everything. From the request windows in the new
+//! objects' keys it works out which (date, exchange, symbol) groups they touch, and lists just
+//! those bronze partitions. Execution recomputes exactly those groups
 //! from *all* their bronze objects, merges them with the untouched rows of each date's partition,
 //! and replaces the partition file whole. Because a group is always recomputed from all of its
 //! bronze, an incremental build gives the same content as `--rebuild`.
@@ -20,7 +23,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::bronze::{decode, parse_payload};
+use crate::bronze::{KLINES_1M, KLINES_1M_ARCHIVE, decode, parse_payload};
 use crate::lease::Lease;
 use crate::paths::{self, BronzeKey};
 use crate::quality::{Action, QualityRules};
@@ -34,10 +37,22 @@ pub const SORTED_BY: [usize; 3] = [0, 1, 4];
 
 type Pair = (Exchange, Symbol);
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// How far back each build re-reads the manifest: an entry is written just before its object,
+/// and a writer that started before the last build may finish after it.
+const MANIFEST_OVERLAP_MINUTES: i64 = 10;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SilverState {
-    /// Bronze keys whose content is in silver.
+    /// Written by builds before the manifest: bronze keys whose content is in silver. A build
+    /// with no watermark lists all of bronze once and then keeps only the watermark.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     processed: BTreeSet<String>,
+    /// Every manifest entry written before this instant has been dealt with.
+    #[serde(default)]
+    watermark: Option<DateTime<Utc>>,
+    /// Entries at or after the watermark already dealt with.
+    #[serde(default)]
+    recent: BTreeSet<String>,
 }
 
 /// The silver build: `SilverBuild::new().with_rebuild(..)`, then `plan`, then `execute`.
@@ -66,7 +81,11 @@ pub struct SilverPlan {
     index: HashMap<Pair, Vec<BronzeKey>>,
     /// Keys not laid out as bronze objects (reported, left alone).
     pub foreign_keys: Vec<String>,
-    processed: BTreeSet<String>,
+    /// Whether the plan listed all of bronze (first build, rebuild) or read the manifest.
+    pub full_listing: bool,
+    /// The state to commit once the partitions are durable.
+    next_state: SilverState,
+    state_changed: bool,
 }
 
 /// What a silver build did.
@@ -171,43 +190,132 @@ impl SilverBuild {
     }
 
     pub async fn plan(&self, lake: &Lake) -> Result<SilverPlan> {
-        let processed = if self.rebuild {
-            BTreeSet::new()
+        let started = Utc::now();
+        let previous = if self.rebuild {
+            SilverState::default()
         } else {
             state::read::<SilverState>(lake, &paths::silver_state())
                 .await?
                 .unwrap_or_default()
-                .processed
         };
-        let mut index: HashMap<Pair, Vec<BronzeKey>> = HashMap::new();
-        let mut new_objects = Vec::new();
-        let mut foreign_keys = Vec::new();
-        let mut affected: BTreeMap<NaiveDate, BTreeSet<Pair>> = BTreeMap::new();
-        for meta in lake.list(&paths::bronze_root()).await? {
-            let Some(key) = BronzeKey::parse(&meta.location) else {
-                foreign_keys.push(meta.location.to_string());
-                continue;
-            };
-            let pair = (key.source, key.symbol.clone());
-            if !processed.contains(meta.location.as_ref()) {
-                for d in dates_of_window(key.window_start, key.window_end) {
-                    affected.entry(d).or_default().insert(pair.clone());
-                }
-                new_objects.push(key.clone());
-            }
-            index.entry(pair).or_default().push(key);
-        }
-        if !foreign_keys.is_empty() {
-            warn!(count = foreign_keys.len(), first = %foreign_keys[0], "ignoring objects under bronze/ that are not bronze objects");
-        }
-        Ok(SilverPlan {
+        let watermark = started - Duration::minutes(MANIFEST_OVERLAP_MINUTES);
+        let mut plan = SilverPlan {
             rebuild: self.rebuild,
-            new_objects,
-            affected,
-            index,
-            foreign_keys,
-            processed,
-        })
+            new_objects: Vec::new(),
+            affected: BTreeMap::new(),
+            index: HashMap::new(),
+            foreign_keys: Vec::new(),
+            full_listing: false,
+            next_state: SilverState {
+                processed: BTreeSet::new(),
+                watermark: Some(previous.watermark.map_or(watermark, |w| w.max(watermark))),
+                recent: BTreeSet::new(),
+            },
+            state_changed: false,
+        };
+        let add_new = |plan: &mut SilverPlan, key: &BronzeKey| {
+            let pair = (key.source, key.symbol.clone());
+            for d in dates_of_window(key.window_start, key.window_end) {
+                plan.affected.entry(d).or_default().insert(pair.clone());
+            }
+            plan.new_objects.push(key.clone());
+        };
+        let Some(since) = previous.watermark else {
+            // First build (or a rebuild, or a lake from before the manifest): list everything.
+            plan.full_listing = true;
+            plan.state_changed = true;
+            let entries = lake
+                .list_after(&paths::manifest_root(), &paths::manifest_offset(watermark))
+                .await?;
+            let mut listed = HashSet::new();
+            for meta in lake.list(&paths::bronze_root()).await? {
+                let Some(key) = BronzeKey::parse(&meta.location) else {
+                    plan.foreign_keys.push(meta.location.to_string());
+                    continue;
+                };
+                listed.insert(meta.location.to_string());
+                if !previous.processed.contains(meta.location.as_ref()) {
+                    add_new(&mut plan, &key);
+                }
+                plan.index
+                    .entry((key.source, key.symbol.clone()))
+                    .or_default()
+                    .push(key);
+            }
+            // Entries in the overlap whose objects this listing already saw are done.
+            for e in entries {
+                if let Some((name, _, key)) = paths::parse_manifest_entry(&e.location)
+                    && listed.contains(key.path().as_ref())
+                {
+                    plan.next_state.recent.insert(name);
+                }
+            }
+            if !plan.foreign_keys.is_empty() {
+                warn!(count = plan.foreign_keys.len(), first = %plan.foreign_keys[0], "ignoring objects under bronze/ that are not bronze objects");
+            }
+            return Ok(plan);
+        };
+        // Incremental: the manifest entries since the watermark, then just the partitions
+        // they touch.
+        let entries = lake
+            .list_after(&paths::manifest_root(), &paths::manifest_offset(since))
+            .await?;
+        let mut candidates = Vec::new();
+        for e in &entries {
+            match paths::parse_manifest_entry(&e.location) {
+                Some((name, written_at, key)) if !previous.recent.contains(&name) => {
+                    candidates.push((name, written_at, key))
+                }
+                Some((name, written_at, _)) if written_at >= watermark => {
+                    plan.next_state.recent.insert(name);
+                }
+                Some(_) => {}
+                None => plan.foreign_keys.push(e.location.to_string()),
+            }
+        }
+        // A bronze object sits in the partition of its window's start, and a window spans at
+        // most a day (writers split at midnight; the longest is a one-day archive file), so
+        // every object overlapping date D is in partition D or D-1.
+        let mut partitions: BTreeSet<(Exchange, Symbol, NaiveDate)> = BTreeSet::new();
+        for (_, _, key) in &candidates {
+            for d in dates_of_window(key.window_start, key.window_end) {
+                partitions.insert((key.source, key.symbol.clone(), d));
+                if let Some(before) = d.pred_opt() {
+                    partitions.insert((key.source, key.symbol.clone(), before));
+                }
+            }
+        }
+        let mut existing: HashSet<String> = HashSet::new();
+        for (source, symbol, date) in partitions {
+            for dataset in [KLINES_1M, KLINES_1M_ARCHIVE] {
+                for meta in lake
+                    .list(&paths::bronze_partition(source, dataset, &symbol, date))
+                    .await?
+                {
+                    if let Some(key) = BronzeKey::parse(&meta.location)
+                        && existing.insert(meta.location.to_string())
+                    {
+                        plan.index
+                            .entry((key.source, key.symbol.clone()))
+                            .or_default()
+                            .push(key);
+                    }
+                }
+            }
+        }
+        for (name, written_at, key) in candidates {
+            if existing.contains(key.path().as_ref()) {
+                add_new(&mut plan, &key);
+                if written_at >= watermark {
+                    plan.next_state.recent.insert(name);
+                }
+            } else if written_at < watermark {
+                // Announced but never written: its writer died in between.
+                warn!(entry = %name, "bronze manifest entry without its object; ignoring it");
+            }
+            plan.state_changed = true;
+        }
+        Ok(plan)
     }
 
     /// Executes a plan. With a lease, checks it is still held before committing state.
@@ -349,10 +457,8 @@ impl SilverBuild {
             lease.check().await?;
         }
         // State moves only after the partitions it describes are durable.
-        if !plan.new_objects.is_empty() || plan.rebuild {
-            let mut processed = plan.processed;
-            processed.extend(new_keys);
-            state::write(lake, &paths::silver_state(), &SilverState { processed }).await?;
+        if plan.state_changed || plan.rebuild {
+            state::write(lake, &paths::silver_state(), &plan.next_state).await?;
         }
         Ok(metrics)
     }
