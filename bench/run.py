@@ -7,6 +7,11 @@ cryptolake's and prints wall time, throughput and peak RSS (median of --runs).
   python3 bench/run.py --scale medium         # 40 symbols x 365 days, ~21M candles
   python3 bench/run.py --scale large          # 200 symbols x 365 days, ~105M candles
   python3 bench/run.py --symbols 10 --days 30 --runs 5
+  python3 bench/run.py --scale medium --incremental --queries   # everything BENCHMARKS.md reports
+
+--incremental times one hourly run's worth of new bronze on the lake holding the whole history
+against the same hour on an empty lake. --queries times dashboard queries through
+`cryptolake sql` and through DuckDB over the same files (both as fresh processes).
 
 The peers run from bench/.venv (created on first use, pinned). A peer that exceeds
 --cap-seconds or runs out of memory is reported as such. Results go to WORK/results.json;
@@ -65,6 +70,68 @@ def measure(cmd, cap, env=None):
     return seconds, usage.ru_maxrss * 1024, "ok"
 
 
+START = "2024-01-01T00:00:00Z"
+
+
+def hour_after(days, i):
+    import datetime
+    t = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(days=days, hours=i)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def transform(binary, lake, cap, env):
+    s1, r1, o1 = measure([binary, "--lake", str(lake), "silver"], cap, env)
+    s2, r2, o2 = measure([binary, "--lake", str(lake), "gold"], cap, env)
+    return s1 + s2, max(r1, r2), o1 if o1 != "ok" else o2
+
+
+def incremental(binary, work, lake, symbols, days, runs, cap, env):
+    """One more hour of bronze for every symbol, on the full lake and on an empty one."""
+    full, empty = [], []
+    # The full lake as an hourly job finds it: silver and gold up to date.
+    transform(binary, lake, cap, env)
+    for i in range(runs):
+        at = hour_after(days, i)
+        gen = [binary, "bench", "generate", "--symbols", str(symbols), "--hours", "1", "--from", at]
+        subprocess.run([gen[0], "--lake", str(lake), *gen[1:]], check=True, capture_output=True)
+        full.append(transform(binary, lake, cap, env))
+        fresh = work / f"empty-{i}"
+        shutil.rmtree(fresh, ignore_errors=True)
+        subprocess.run([gen[0], "--lake", str(fresh), *gen[1:]], check=True, capture_output=True)
+        empty.append(transform(binary, fresh, cap, env))
+        shutil.rmtree(fresh, ignore_errors=True)
+    f = statistics.median(r[0] for r in full)
+    e = statistics.median(r[0] for r in empty)
+    print(f"\nincremental: one hour of new bronze for {symbols} symbols: {f:.2f} s on the lake holding "
+          f"{days} days, {e:.2f} s on an empty lake: {f / e:.2f}x (peak RSS {max(r[1] for r in full) / 2**20:.0f} MiB)")
+    return {"full_lake_seconds": f, "empty_lake_seconds": e, "ratio": f / e}
+
+
+def queries(binary, python, lake, days, runs, cap, env):
+    import datetime
+    last = datetime.date(2024, 1, 1) + datetime.timedelta(days=days - 1)
+    first = last - datetime.timedelta(days=89)
+    qs = {
+        "one symbol, 90 days of hourly candles": "SELECT open_time, open, high, low, close, volume FROM crypto_analytics.ohlcv_1h "
+        f"WHERE symbol = 'S0001-USDT' AND date BETWEEN DATE '{first}' AND DATE '{last}' ORDER BY open_time",
+        "top volume by day, all symbols": "SELECT date, symbol, quote_volume FROM (SELECT date, symbol, quote_volume, "
+        "row_number() OVER (PARTITION BY date ORDER BY quote_volume DESC) AS r FROM crypto_gold.ohlcv_1d) WHERE r = 1 ORDER BY date",
+    }
+    ddl = subprocess.run([binary, "--lake", str(lake), "catalog", "ddl", "--engine", "duckdb"], check=True, capture_output=True, text=True).stdout
+    out = {}
+    print()
+    for name, q in qs.items():
+        ours = [measure([binary, "--lake", str(lake), "sql", "--format", "csv", q], cap, env)[0] for _ in range(runs)]
+        script = "import duckdb,sys\ncon=duckdb.connect()\n" + "".join(
+            f"con.execute({stmt.strip()!r})\n" for stmt in ddl.split(";") if stmt.strip()
+        ) + f"rows=con.execute({q!r}).fetchall()\nprint(len(rows))\n"
+        theirs = [measure([python, "-c", script], cap)[0] for _ in range(runs)]
+        a, b = statistics.median(ours), statistics.median(theirs)
+        print(f"query {name}: cryptolake sql {a:.3f} s, DuckDB {b:.3f} s ({a / b:.2f}x)")
+        out[name] = {"cryptolake_seconds": a, "duckdb_seconds": b}
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", choices=SCALES, default=None)
@@ -75,6 +142,8 @@ def main():
     ap.add_argument("--cap-seconds", type=float, default=3600)
     ap.add_argument("--work", default=str(BENCH / "work"))
     ap.add_argument("--binary", help="a cryptolake binary (default: build --release)")
+    ap.add_argument("--incremental", action="store_true")
+    ap.add_argument("--queries", action="store_true")
     ap.add_argument("--python", help="a python with duckdb, polars, pandas and pyarrow (default: bench/.venv)")
     args = ap.parse_args()
     symbols, days = SCALES[args.scale or "small"]
@@ -152,7 +221,12 @@ def main():
         agree = "reference" if engine == "cryptolake" else ("agrees" if r["agrees"] else "DIFFERS")
         lines.append(f"| {engine} | {s:.2f} | {candles / s:,.0f} | {mb / s:,.1f} | {r['peak_rss_bytes'] / 2**20:.0f} | {ratio} | {agree} |")
     print("\n" + "\n".join(lines))
-    (work / "results.json").write_text(json.dumps({"generated": generated, "results": results}, indent=1))
+    extra = {}
+    if args.incremental:
+        extra["incremental"] = incremental(binary, work, lake, symbols, days, args.runs, args.cap_seconds, env)
+    if args.queries:
+        extra["queries"] = queries(binary, python, lake, days, args.runs, args.cap_seconds, env)
+    (work / "results.json").write_text(json.dumps({"generated": generated, "results": results, **extra}, indent=1))
     if any(r.get("agrees") is False for r in results.values()):
         sys.exit(1)
 

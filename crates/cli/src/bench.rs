@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Result, bail};
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, Utc};
 use cryptolake_lake::Lake;
 use cryptolake_lake::bronze::{
     Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo, encode, plan_windows, write_object,
 };
 use cryptolake_lake::paths::BronzeKey;
-use cryptolake_model::{Exchange, Symbol, day_start};
+use cryptolake_model::{Exchange, Symbol};
 use cryptolake_sources::binance::{MAX_LIMIT, exchange_symbol};
 use cryptolake_sources::sim::SimMarket;
 use futures::StreamExt;
@@ -24,7 +24,7 @@ use futures::StreamExt;
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Generated {
     pub symbols: usize,
-    pub days: u32,
+    pub minutes: i64,
     pub objects: u64,
     pub candles: u64,
     pub bytes: u64,
@@ -50,20 +50,18 @@ pub fn bench_market(symbols: usize, seed: u64) -> Result<SimMarket> {
     Ok(SimMarket::new(seed, list))
 }
 
-/// Writes the bronze layer for `symbols` x `days` from `from`.
+/// Writes the bronze layer for `symbols` over `[start, end)`.
 pub async fn generate(
     lake: &Lake,
     symbols: usize,
-    days: u32,
-    from: NaiveDate,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
     seed: u64,
 ) -> Result<Generated> {
-    if symbols == 0 || symbols > 9999 || days == 0 {
-        bail!("--symbols must be 1..=9999 and --days at least 1");
+    if symbols == 0 || symbols > 9999 || end <= start {
+        bail!("--symbols must be 1..=9999 and the range not empty");
     }
     let market = Arc::new(bench_market(symbols, seed)?);
-    let start = day_start(from);
-    let end = start + Duration::days(i64::from(days));
     let windows = plan_windows(start, end, MAX_LIMIT);
     let jobs: Vec<(Symbol, DateTime<Utc>, DateTime<Utc>)> = market
         .symbols()
@@ -162,7 +160,7 @@ pub async fn generate(
     }
     Ok(Generated {
         symbols,
-        days,
+        minutes: (end - start).num_minutes(),
         objects: objects.into_inner(),
         candles: candles.into_inner(),
         bytes: bytes.into_inner(),

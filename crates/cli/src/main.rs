@@ -188,9 +188,13 @@ enum BenchCmd {
     Generate {
         #[arg(long)]
         symbols: usize,
+        /// Days of history (or --hours)
         #[arg(long)]
-        days: u32,
-        /// First day (UTC)
+        days: Option<u32>,
+        /// Hours of history (an hourly run's worth: --hours 1)
+        #[arg(long)]
+        hours: Option<u32>,
+        /// Start (UTC date or RFC 3339 time)
         #[arg(long, default_value = "2024-01-01")]
         from: String,
         #[arg(long, default_value_t = 1)]
@@ -637,12 +641,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCmd::Generate {
             symbols,
             days,
+            hours,
             from,
             seed,
         }) => {
-            let from = chrono::NaiveDate::parse_from_str(from, "%Y-%m-%d")
-                .map_err(|_| anyhow!("--from {from:?}: expected YYYY-MM-DD"))?;
-            let g = bench::generate(&env.lake, *symbols, *days, from, *seed).await?;
+            let start = parse_time(from).context("--from")?;
+            let span = match (days, hours) {
+                (Some(d), None) => chrono::Duration::days(i64::from(*d)),
+                (None, Some(h)) => chrono::Duration::hours(i64::from(*h)),
+                _ => bail!("pass one of --days or --hours"),
+            };
+            let g = bench::generate(&env.lake, *symbols, start, start + span, *seed).await?;
             println!("{}", serde_json::to_string(&g)?);
         }
         Command::Init { .. }
