@@ -9,9 +9,11 @@ use crate::Error;
 ///
 /// Symbols end up in object keys, so anything but upper-case ASCII letters and digits on either
 /// side of one dash is rejected: `../x`, empty strings, spaces and lower case never get through.
+///
+/// Cloning is cheap (the text is shared): every candle carries its symbol.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Symbol {
-    text: String,
+    text: std::sync::Arc<str>,
     dash: usize,
 }
 
@@ -47,7 +49,7 @@ impl Symbol {
             }
         }
         Ok(Symbol {
-            text: input.to_string(),
+            text: input.into(),
             dash,
         })
     }
