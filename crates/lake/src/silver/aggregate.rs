@@ -12,7 +12,8 @@ pub struct Minute {
     /// When the bronze object holding it was fetched.
     pub fetched_at: DateTime<Utc>,
     /// The bronze key, to break ties between objects fetched at the same instant.
-    pub source_key: String,
+    /// Shared by every minute of the object.
+    pub source_key: std::sync::Arc<str>,
 }
 
 /// What deduplication left out.
@@ -128,7 +129,7 @@ mod tests {
             )
             .unwrap(),
             fetched_at: parse_time("2024-03-02T00:00:00Z").unwrap() + Duration::seconds(fetched),
-            source_key: format!("k{fetched}"),
+            source_key: format!("k{fetched}").into(),
         }
     }
 

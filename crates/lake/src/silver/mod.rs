@@ -477,6 +477,7 @@ async fn read_object(lake: &Lake, key: &BronzeKey, rules: &QualityRules) -> Resu
 
 fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules) -> Result<Parsed> {
     let path_text = key.path().to_string();
+    let source_key: std::sync::Arc<str> = path_text.as_str().into();
     let mut out = Parsed {
         key: key.clone(),
         path: path_text.clone(),
@@ -528,7 +529,7 @@ fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules) -> Result<
                     out.minutes.push(Minute {
                         candle,
                         fetched_at: envelope.fetched_at,
-                        source_key: path_text.clone(),
+                        source_key: source_key.clone(),
                     });
                 }
             }
