@@ -307,10 +307,11 @@ impl Env {
         let started = Utc::now();
         let mut outcome = self.silver_inner(rebuild, run_id).await;
         if let Ok(m) = &outcome
-            && let (Some(from), Some(to)) = (m.affected_dates.first(), m.affected_dates.last())
+            && !m.touched.is_empty()
         {
-            // The gap report follows silver: whatever new bronze touched is rescanned.
-            match self.scan_gaps(Some(*from), Some(*to)).await {
+            // The gap report follows silver: the groups new bronze touched are rescanned, from
+            // the bronze keys silver already listed.
+            match gaps::update(&self.lake, &m.touched, &m.listed, Utc::now()).await {
                 Ok(scan) => info!(
                     dates = scan.dates_scanned,
                     gaps = scan.gaps.len(),

@@ -155,6 +155,132 @@ async fn read_unservable(lake: &Lake) -> Result<HashMap<Pair, Vec<Span>>> {
     Ok(out)
 }
 
+/// The span each pair was ever asked for, kept so that an update after a silver build needs
+/// only the partitions the build listed, not all of bronze.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct AskedState {
+    /// `exchange/symbol` to [first window start, last window end).
+    asked: BTreeMap<String, Span>,
+}
+
+impl From<&BTreeMap<Pair, Span>> for AskedState {
+    fn from(m: &BTreeMap<Pair, Span>) -> Self {
+        AskedState {
+            asked: m
+                .iter()
+                .map(|((e, s), span)| (format!("{e}/{s}"), *span))
+                .collect(),
+        }
+    }
+}
+
+impl AskedState {
+    fn pairs(&self) -> BTreeMap<Pair, Span> {
+        self.asked
+            .iter()
+            .filter_map(|(k, span)| {
+                let (e, s) = k.split_once('/')?;
+                Some(((e.parse().ok()?, Symbol::parse(s).ok()?), *span))
+            })
+            .collect()
+    }
+}
+
+/// Widens each pair's asked span with `bronze` windows and unservable ranges.
+fn extend_asked(
+    asked: &mut BTreeMap<Pair, Span>,
+    bronze: &HashMap<Pair, Vec<BronzeKey>>,
+    unservable: &HashMap<Pair, Vec<Span>>,
+) {
+    let spans = bronze
+        .iter()
+        .flat_map(|(p, keys)| {
+            keys.iter()
+                .map(move |k| (p, (k.window_start, k.window_end)))
+        })
+        .chain(
+            unservable
+                .iter()
+                .flat_map(|(p, spans)| spans.iter().map(move |s| (p, *s))),
+        );
+    for (pair, (a, b)) in spans {
+        let e = asked.entry(pair.clone()).or_insert((a, b));
+        *e = (e.0.min(a), e.1.max(b));
+    }
+}
+
+/// The grid of each pair: from the first minute asked to the last whole hour asked.
+fn grids_of(asked: &BTreeMap<Pair, Span>) -> BTreeMap<Pair, Span> {
+    asked
+        .iter()
+        .filter_map(|(p, (s, e))| {
+            let e = hour_start(*e);
+            (*s < e).then(|| (p.clone(), (*s, e)))
+        })
+        .collect()
+}
+
+/// After a silver build: rescans only the (date, pair) groups it touched, from the bronze keys
+/// it already listed (`listed`: every object of those pairs overlapping those dates), keeping
+/// the other pairs' rows of each date as they were. Falls back to [`scan`] over the touched
+/// dates when no asked-span state exists yet.
+pub async fn update(
+    lake: &Lake,
+    touched: &BTreeMap<NaiveDate, BTreeSet<Pair>>,
+    listed: &HashMap<Pair, Vec<BronzeKey>>,
+    now: DateTime<Utc>,
+) -> Result<GapScan> {
+    let (Some(from), Some(to)) = (touched.keys().next(), touched.keys().next_back()) else {
+        return Ok(GapScan::default());
+    };
+    let Some(state) = crate::state::read::<AskedState>(lake, &paths::gaps_state()).await? else {
+        return scan(lake, Some(*from), Some(*to), now).await;
+    };
+    let mut asked = state.pairs();
+    let unservable = read_unservable(lake).await?;
+    extend_asked(&mut asked, listed, &unservable);
+    crate::state::write(lake, &paths::gaps_state(), &AskedState::from(&asked)).await?;
+    let grids = grids_of(&asked);
+    let mut out = GapScan {
+        dates_scanned: touched.len(),
+        ..Default::default()
+    };
+    for (date, pairs) in touched {
+        let only: BTreeMap<Pair, Span> = grids
+            .iter()
+            .filter(|(p, _)| pairs.contains(*p))
+            .map(|(p, s)| (p.clone(), *s))
+            .collect();
+        let fresh = scan_date(lake, *date, &only, listed, now).await?;
+        let key = paths::gaps_partition_file(*date);
+        let mut rows: Vec<Gap> = Vec::new();
+        if lake.head(&key).await?.is_some() {
+            for batch in read_parquet(lake, &key).await? {
+                rows.extend(
+                    gaps_from_batch(&batch, key.as_ref())?
+                        .into_iter()
+                        .filter(|g| !pairs.contains(&(g.exchange, g.symbol.clone()))),
+                );
+            }
+        }
+        rows.extend(fresh.iter().cloned());
+        rows.sort_by(|a, b| {
+            (a.exchange, &a.symbol, a.start).cmp(&(b.exchange, &b.symbol, b.start))
+        });
+        if rows.is_empty() {
+            if lake.head(&key).await?.is_some() {
+                lake.delete(&key).await?;
+                out.partitions_deleted += 1;
+            }
+        } else {
+            write_parquet(lake, &key, &gaps_to_batch(&rows)?, &[0, 1, 2]).await?;
+            out.partitions_written += 1;
+        }
+        out.gaps.extend(fresh);
+    }
+    Ok(out)
+}
+
 /// What a scan found and wrote.
 #[derive(Debug, Default)]
 pub struct GapScan {
@@ -185,30 +311,10 @@ pub async fn scan(
     // The grid of each pair: [first asked, last whole hour asked for), including what was
     // asked for and not served.
     let unservable = read_unservable(lake).await?;
-    let mut grids: BTreeMap<Pair, Span> = BTreeMap::new();
-    let pairs: BTreeSet<&Pair> = bronze.keys().chain(unservable.keys()).collect();
-    for pair in pairs {
-        let asked = bronze
-            .get(pair)
-            .into_iter()
-            .flatten()
-            .map(|k| (k.window_start, k.window_end))
-            .chain(unservable.get(pair).into_iter().flatten().copied());
-        let (start, end) = asked.fold(
-            (None, None),
-            |(s, e): (Option<DateTime<Utc>>, Option<DateTime<Utc>>), (a, b)| {
-                (
-                    Some(s.map_or(a, |s| s.min(a))),
-                    Some(e.map_or(b, |e| e.max(b))),
-                )
-            },
-        );
-        if let (Some(s), Some(e)) = (start, end.map(hour_start))
-            && s < e
-        {
-            grids.insert(pair.clone(), (s, e));
-        }
-    }
+    let mut asked: BTreeMap<Pair, Span> = BTreeMap::new();
+    extend_asked(&mut asked, &bronze, &unservable);
+    crate::state::write(lake, &paths::gaps_state(), &AskedState::from(&asked)).await?;
+    let grids = grids_of(&asked);
     let mut dates: BTreeSet<NaiveDate> = BTreeSet::new();
     for (s, e) in grids.values() {
         let mut d = date_of(*s);

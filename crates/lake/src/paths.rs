@@ -217,6 +217,11 @@ pub fn exchange_ban(exchange: Exchange) -> Path {
     Path::from(format!("_state/ingest/{exchange}/ban.json"))
 }
 
+/// What each exchange and symbol was ever asked for, for the gap report.
+pub fn gaps_state() -> Path {
+    Path::from("_state/gaps/asked.json")
+}
+
 pub fn gaps_table() -> Path {
     Path::from(OPS_GAPS)
 }

@@ -562,3 +562,71 @@ async fn incremental_builds_read_the_manifest_not_all_of_bronze() {
     let plan = again.plan(&lake).await.unwrap();
     assert!(plan.new_objects.is_empty() && !plan.full_listing);
 }
+
+/// The gap report kept up to date after each build from what silver listed equals a full scan
+/// of the lake.
+#[tokio::test]
+async fn gap_updates_after_builds_equal_a_full_scan() {
+    use cryptolake_lake::gaps;
+    let (_d, lake) = new_lake();
+    let m = SimMarket::default_market(4);
+    let (btc, eth) = (sym("BTC-USDT"), sym("ETH-USDT"));
+    let day = t("2024-03-01T00:00:00Z");
+    let fetched = t("2024-03-05T00:00:00Z");
+    let build_and_update = |lake: Lake| async move {
+        let s = SilverBuild::new();
+        let metrics = s
+            .execute(&lake, s.plan(&lake).await.unwrap(), None)
+            .await
+            .unwrap();
+        gaps::update(&lake, &metrics.touched, &metrics.listed, fetched)
+            .await
+            .unwrap();
+    };
+    put_sim(&lake, &m, &btc, day, day + Duration::hours(1), fetched).await;
+    put_sim(
+        &lake,
+        &m,
+        &btc,
+        day + Duration::hours(2),
+        day + Duration::hours(3),
+        fetched,
+    )
+    .await;
+    build_and_update(lake.clone()).await;
+    let first = gaps::read(&lake, None, None).await.unwrap();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].minutes(), 60);
+
+    // Part of the hole filled, another pair and another day arrive.
+    put_sim(
+        &lake,
+        &m,
+        &btc,
+        day + Duration::hours(1),
+        day + Duration::minutes(90),
+        fetched,
+    )
+    .await;
+    put_sim(
+        &lake,
+        &m,
+        &eth,
+        day + Duration::days(1),
+        day + Duration::days(1) + Duration::hours(2),
+        fetched,
+    )
+    .await;
+    build_and_update(lake.clone()).await;
+    let strip = |g: Vec<gaps::Gap>| -> Vec<_> {
+        g.into_iter()
+            .map(|g| (g.exchange, g.symbol, g.start, g.end, g.status, g.fetches))
+            .collect()
+    };
+    let updated = strip(gaps::read(&lake, None, None).await.unwrap());
+    gaps::scan(&lake, None, None, fetched).await.unwrap();
+    let scanned = strip(gaps::read(&lake, None, None).await.unwrap());
+    assert_eq!(updated, scanned);
+    assert_eq!(updated.len(), 1, "{updated:?}");
+    assert_eq!((updated[0].3 - updated[0].2).num_minutes(), 30);
+}

@@ -409,11 +409,7 @@ pub async fn handle_transform(event: Value, settings: &Settings) -> Result<Trans
             serde_json::to_string(&silver).unwrap_or_default(),
         )
         .await;
-        if let (Some(from), Some(to)) =
-            (silver.affected_dates.first(), silver.affected_dates.last())
-        {
-            cryptolake_lake::gaps::scan(&lake, Some(*from), Some(*to), Utc::now()).await?;
-        }
+        cryptolake_lake::gaps::update(&lake, &silver.touched, &silver.listed, Utc::now()).await?;
         let started = Utc::now();
         let build = GoldBuild::new();
         let plan = build.plan(&lake).await?;

@@ -35,7 +35,8 @@ use aggregate::{Minute, dedup_latest, hourly};
 /// Sort order of every partition: exchange, symbol, open_time.
 pub const SORTED_BY: [usize; 3] = [0, 1, 4];
 
-type Pair = (Exchange, Symbol);
+/// An exchange and one of its symbols.
+pub type Pair = (Exchange, Symbol);
 
 /// How far back each build re-reads the manifest: an entry is written just before its object,
 /// and a writer that started before the last build may finish after it.
@@ -114,6 +115,12 @@ pub struct SilverMetrics {
     pub changed_dates: Vec<NaiveDate>,
     /// Dates that new bronze touched, changed or not.
     pub affected_dates: Vec<NaiveDate>,
+    /// The (date, exchange, symbol) groups recomputed, and the bronze keys listed for them:
+    /// what the gap report needs to follow without listing bronze again.
+    #[serde(skip)]
+    pub touched: BTreeMap<NaiveDate, BTreeSet<Pair>>,
+    #[serde(skip)]
+    pub listed: HashMap<Pair, Vec<BronzeKey>>,
 }
 
 /// What one bronze object yielded.
@@ -460,6 +467,8 @@ impl SilverBuild {
         if plan.state_changed || plan.rebuild {
             state::write(lake, &paths::silver_state(), &plan.next_state).await?;
         }
+        metrics.touched = plan.affected;
+        metrics.listed = plan.index;
         Ok(metrics)
     }
 }
