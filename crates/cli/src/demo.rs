@@ -6,7 +6,10 @@ use cryptolake_lake::{new_run_id, paths, state};
 use cryptolake_model::Exchange;
 use cryptolake_model::{date_of, day_start, hour_start};
 use cryptolake_query::{OutputFormat, QueryEngine, render};
-use cryptolake_sources::sim::{SimClock, SimMarket, SimServer};
+use cryptolake_sources::ExchangeClient;
+use cryptolake_sources::http::RetryPolicy;
+use cryptolake_sources::limit::Budget;
+use cryptolake_sources::sim::{SimClock, SimMarket, SimOptions, SimServer};
 
 use crate::pipeline::{Env, GapRefetch, IngestArgs, gold_summary, ingest_summary, silver_summary};
 
@@ -73,7 +76,29 @@ pub async fn run(env: &Env, days: u32, seed: u64) -> Result<()> {
     .await?;
 
     let market = SimMarket::default_market(seed);
-    let sim = SimServer::start(market.clone(), SimClock::Real, 0).await?;
+    // The simulator is local: it and the clients talking to it get a generous budget, so the
+    // demo is not paced by the real exchanges' published limits.
+    let demo_budget = Budget {
+        weight: 10_000,
+        interval: std::time::Duration::from_secs(1),
+    };
+    let mut options = SimOptions::new(SimClock::Real);
+    for budget in options.budgets.values_mut() {
+        *budget = demo_budget;
+    }
+    let sim = SimServer::start_with(market.clone(), options, 0).await?;
+    {
+        let mut clients = env.clients.lock().expect("clients lock");
+        for exchange in Exchange::ALL {
+            let client = ExchangeClient::new(
+                exchange,
+                Some(&sim.base_url()),
+                RetryPolicy::default(),
+                Some(demo_budget),
+            )?;
+            clients.insert((exchange, sim.base_url()), client);
+        }
+    }
     println!(
         "simulated exchange (Binance, Coinbase and Kraken formats) listening on {}",
         sim.base_url()
