@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 use chrono::{DateTime, Duration, Utc};
 use cryptolake_lake::Lake;
 use cryptolake_lake::bronze::{
-    Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo, encode, plan_windows, write_object,
+    Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo, encode, plan_windows, write_object_at,
 };
 use cryptolake_lake::paths::BronzeKey;
 use cryptolake_model::{Exchange, Symbol};
@@ -141,7 +141,9 @@ pub async fn generate(
                     };
                     let object = encode(&envelope, payload.as_bytes());
                     bytes.fetch_add(object.len() as u64, Ordering::Relaxed);
-                    write_object(lake, &key, object).await?;
+                    // Entries dated as if written when fetched: a lake with history, not one
+                    // written a minute ago.
+                    write_object_at(lake, &key, object, fetched_at).await?;
                     objects.fetch_add(1, Ordering::Relaxed);
                     if copy == 0 {
                         candles.fetch_add(rows as u64, Ordering::Relaxed);

@@ -9,8 +9,9 @@
 //! ops/runs/date=2024-03-01/{started}_{run_id}_{step}.parquet   run history (crypto_ops.runs)
 //! ops/quality_results/date=2024-03-01/{checked}_{run_id}_{step}.parquet   (crypto_ops.quality_results)
 //! ops/gaps/date=2024-03-01/part-00000.parquet           missing minutes (crypto_ops.gaps)
-//! _manifest/bronze/{written_at}_{nonce}_{bronze key with / as +}   one empty entry per bronze
-//!                                                       object, written just before it
+//! _manifest/bronze/{date written}/{written_at}_{nonce}_{bronze key with / as +}
+//!                                                       one empty entry per bronze object,
+//!                                                       written just before it
 //! _state/ingest/{exchange}/{dataset}/{symbol}.json      ingest cursors
 //! _state/ingest/{exchange}/ban.json                     an exchange's 418 ban, until it expires
 //! _state/unservable/{exchange}/{symbol}.json            ranges asked for but no longer served
@@ -110,20 +111,31 @@ pub fn manifest_root() -> Path {
     Path::from(MANIFEST_BRONZE)
 }
 
-/// The manifest entry announcing `bronze`, written at `written_at`. Entry names sort by time,
-/// so a reader lists only those after its watermark instead of all of bronze.
+/// The manifest entry announcing `bronze`, written at `written_at`. Entries sit in one folder
+/// per UTC day and their names sort by time, so a reader lists only the days since its
+/// watermark, and within the first of them only the names after it.
 pub fn manifest_entry(written_at: DateTime<Utc>, bronze: &Path) -> Path {
     Path::from(format!(
-        "{MANIFEST_BRONZE}/{}_{:08x}_{}",
+        "{MANIFEST_BRONZE}/{}/{}_{:08x}_{}",
+        written_at.date_naive(),
         format_compact(written_at),
         rand::random::<u32>(),
         bronze.as_ref().replace('/', "+")
     ))
 }
 
-/// Where a listing of entries written at or after `t` starts.
+/// The manifest folder of one day.
+pub fn manifest_day(date: NaiveDate) -> Path {
+    Path::from(format!("{MANIFEST_BRONZE}/{date}"))
+}
+
+/// Where a listing of the entries of `t`'s day written at or after `t` starts.
 pub fn manifest_offset(t: DateTime<Utc>) -> Path {
-    Path::from(format!("{MANIFEST_BRONZE}/{}", format_compact(t)))
+    Path::from(format!(
+        "{MANIFEST_BRONZE}/{}/{}",
+        t.date_naive(),
+        format_compact(t)
+    ))
 }
 
 /// A manifest entry's file name, write time and bronze key.

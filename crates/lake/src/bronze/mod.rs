@@ -64,8 +64,19 @@ pub struct Envelope {
 /// when it already exists). An entry whose object never arrived (a crash in between) is
 /// ignored by silver.
 pub async fn write_object(lake: &Lake, key: &BronzeKey, bytes: Bytes) -> Result<bool> {
+    write_object_at(lake, key, bytes, Utc::now()).await
+}
+
+/// [`write_object`] with the manifest entry dated `written_at`: for tools that lay down
+/// history as if it had been written when it was fetched (the benchmark generator).
+pub async fn write_object_at(
+    lake: &Lake,
+    key: &BronzeKey,
+    bytes: Bytes,
+    written_at: DateTime<Utc>,
+) -> Result<bool> {
     let path = key.path();
-    lake.put(&paths::manifest_entry(Utc::now(), &path), Bytes::new())
+    lake.put(&paths::manifest_entry(written_at, &path), Bytes::new())
         .await?;
     lake.put_new(&path, bytes).await
 }

@@ -231,9 +231,7 @@ impl SilverBuild {
             // First build (or a rebuild, or a lake from before the manifest): list everything.
             plan.full_listing = true;
             plan.state_changed = true;
-            let entries = lake
-                .list_after(&paths::manifest_root(), &paths::manifest_offset(watermark))
-                .await?;
+            let entries = manifest_since(lake, watermark, started).await?;
             let mut listed = HashSet::new();
             for meta in lake.list(&paths::bronze_root()).await? {
                 let Some(key) = BronzeKey::parse(&meta.location) else {
@@ -264,9 +262,7 @@ impl SilverBuild {
         };
         // Incremental: the manifest entries since the watermark, then just the partitions
         // they touch.
-        let entries = lake
-            .list_after(&paths::manifest_root(), &paths::manifest_offset(since))
-            .await?;
+        let entries = manifest_since(lake, since, started).await?;
         let mut candidates = Vec::new();
         for e in &entries {
             match paths::parse_manifest_entry(&e.location) {
@@ -471,6 +467,26 @@ impl SilverBuild {
         metrics.listed = plan.index;
         Ok(metrics)
     }
+}
+
+/// The manifest entries written at or after `since`: the day folders from `since`'s to the day
+/// after `now` (a writer's clock may run ahead), within the first only the names after it.
+async fn manifest_since(
+    lake: &Lake,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<object_store::ObjectMeta>> {
+    let first = since.date_naive();
+    let mut out = lake
+        .list_after(&paths::manifest_day(first), &paths::manifest_offset(since))
+        .await?;
+    let mut day = first;
+    let last = (now + Duration::days(1)).date_naive();
+    while day < last {
+        day = day.succ_opt().expect("date in range");
+        out.extend(lake.list(&paths::manifest_day(day)).await?);
+    }
+    Ok(out)
 }
 
 /// Fetches a bronze object, then parses it on the blocking pool: parsing is the CPU-bound
