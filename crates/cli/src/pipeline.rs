@@ -306,20 +306,6 @@ impl Env {
         // (quality checks of the changed dates follow the build)
         let started = Utc::now();
         let mut outcome = self.silver_inner(rebuild, run_id).await;
-        if let Ok(m) = &outcome
-            && !m.touched.is_empty()
-        {
-            // The gap report follows silver: the groups new bronze touched are rescanned, from
-            // the bronze keys silver already listed.
-            match gaps::update(&self.lake, &m.touched, &m.listed, Utc::now()).await {
-                Ok(scan) => info!(
-                    dates = scan.dates_scanned,
-                    gaps = scan.gaps.len(),
-                    "gap report updated"
-                ),
-                Err(e) => warn!(error = %e, "the gap report could not be updated"),
-            }
-        }
         if let Ok(m) = &outcome {
             let rules = self.config.quality.rules();
             let mut results = vec![quality::duplicates_result(&rules, m.conflicting_duplicates)];
@@ -368,6 +354,20 @@ impl Env {
             "silver planned"
         );
         let metrics = build.execute(&self.lake, plan, Some(&lease)).await;
+        if let Ok(m) = &metrics
+            && !m.touched.is_empty()
+        {
+            // The gap report follows silver, still under its lease: the groups new bronze
+            // touched are rescanned, from the bronze keys silver already listed.
+            match gaps::update(&self.lake, &m.touched, &m.listed, Utc::now()).await {
+                Ok(scan) => info!(
+                    dates = scan.dates_scanned,
+                    gaps = scan.gaps.len(),
+                    "gap report updated"
+                ),
+                Err(e) => warn!(error = %e, "the gap report could not be updated"),
+            }
+        }
         lease.release().await?;
         Ok(metrics?)
     }
@@ -424,14 +424,17 @@ impl Env {
         Ok(metrics?)
     }
 
-    /// Rescans `crypto_ops.gaps` for the dates in `[from, to]` (the transform lease keeps it
-    /// from racing a silver build).
+    /// Rescans `crypto_ops.gaps` for the dates in `[from, to]`, under the transform lease so
+    /// that it never races a silver build rewriting the same partitions.
     pub async fn scan_gaps(
         &self,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
     ) -> Result<GapScan> {
-        Ok(gaps::scan(&self.lake, from, to, Utc::now()).await?)
+        let lease = self.lease("transform", &new_run_id(Utc::now())).await?;
+        let scan = gaps::scan(&self.lake, from, to, Utc::now()).await;
+        lease.release().await?;
+        Ok(scan?)
     }
 
     /// Fetches again the recorded gaps worth refetching (missing or unconfirmed, still

@@ -107,10 +107,6 @@ pub fn bronze_partition(source: Exchange, dataset: &str, symbol: &Symbol, date: 
 
 pub const MANIFEST_BRONZE: &str = "_manifest/bronze";
 
-pub fn manifest_root() -> Path {
-    Path::from(MANIFEST_BRONZE)
-}
-
 /// The manifest entry announcing `bronze`, written at `written_at`. Entries sit in one folder
 /// per UTC day and their names sort by time, so a reader lists only the days since its
 /// watermark, and within the first of them only the names after it.

@@ -439,6 +439,30 @@ pub async fn handle_transform(event: Value, settings: &Settings) -> Result<Trans
     result
 }
 
+/// Runs `handler` as the Lambda function: logging set up, settings read once per cold start
+/// (a bad one fails every invocation with its name), each event's report returned as JSON.
+pub async fn serve<T, F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    T: Serialize,
+    F: Fn(Value, Settings) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    init_logging();
+    let settings = Settings::from_env().map_err(|e| e.to_string());
+    let handler = &handler;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        |event: lambda_runtime::LambdaEvent<Value>| {
+            let settings = settings.clone();
+            async move {
+                let settings = settings.map_err(lambda_runtime::Error::from)?;
+                let report = handler(event.payload, settings).await?;
+                Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
+            }
+        },
+    ))
+    .await
+}
+
 /// JSON logs for CloudWatch, filter from `CRYPTOLAKE_LOG` (default `info`).
 pub fn init_logging() {
     let filter = std::env::var("CRYPTOLAKE_LOG").unwrap_or_else(|_| "info".to_string());

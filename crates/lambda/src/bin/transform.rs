@@ -1,20 +1,9 @@
 //! The batch Lambda: silver, the gap report and gold, after ingestion.
 
-use cryptolake_lambda::{Settings, handle_transform, init_logging};
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use serde_json::Value;
-
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    init_logging();
-    let settings = Settings::from_env().map_err(|e| e.to_string());
-    run(service_fn(|event: LambdaEvent<Value>| {
-        let settings = settings.clone();
-        async move {
-            let settings = settings.map_err(Error::from)?;
-            let report = handle_transform(event.payload, &settings).await?;
-            Ok::<_, Error>(serde_json::to_value(report)?)
-        }
-    }))
+async fn main() -> Result<(), lambda_runtime::Error> {
+    cryptolake_lambda::serve(|event, settings| async move {
+        cryptolake_lambda::handle_transform(event, &settings).await
+    })
     .await
 }
