@@ -1,5 +1,7 @@
 //! Pure aggregation of minutes into hours: deduplication and the OHLCV rules.
 
+use std::borrow::Borrow;
+
 use chrono::{DateTime, Duration, Utc};
 use cryptolake_model::{Candle, HourlyCandle, hour_start};
 
@@ -27,8 +29,11 @@ pub struct Dropped {
 
 /// Keeps one minute per open time: the one fetched last (ties broken by key). The result is
 /// sorted by open time and does not depend on the input order.
-pub fn dedup_latest(mut minutes: Vec<Minute>) -> (Vec<Minute>, Dropped) {
+///
+/// Works on minutes or on references to them (cheaper to move while sorting).
+pub fn dedup_latest<M: Borrow<Minute>>(mut minutes: Vec<M>) -> (Vec<M>, Dropped) {
     minutes.sort_by(|a, b| {
+        let (a, b) = (a.borrow(), b.borrow());
         (a.candle.open_time, a.fetched_at, &a.source_key).cmp(&(
             b.candle.open_time,
             b.fetched_at,
@@ -36,12 +41,12 @@ pub fn dedup_latest(mut minutes: Vec<Minute>) -> (Vec<Minute>, Dropped) {
         ))
     });
     let before = minutes.len();
-    let mut out: Vec<Minute> = Vec::with_capacity(before);
+    let mut out: Vec<M> = Vec::with_capacity(before);
     let mut conflicting = 0;
     for m in minutes {
         match out.last_mut() {
-            Some(last) if last.candle.open_time == m.candle.open_time => {
-                if last.candle != m.candle {
+            Some(last) if (*last).borrow().candle.open_time == m.borrow().candle.open_time => {
+                if (*last).borrow().candle != m.borrow().candle {
                     conflicting += 1;
                 }
                 *last = m
@@ -60,13 +65,17 @@ pub fn dedup_latest(mut minutes: Vec<Minute>) -> (Vec<Minute>, Dropped) {
 /// open of the first minute, highest high, lowest low, close of the last minute, summed amounts
 /// (an amount is null for the hour if any minute lacks it), and the count of minutes present.
 /// `is_final(hour_start)` decides which hours may be emitted at all.
-pub fn hourly(minutes: &[Minute], is_final: impl Fn(DateTime<Utc>) -> bool) -> Vec<HourlyCandle> {
+pub fn hourly<M: Borrow<Minute>>(
+    minutes: &[M],
+    is_final: impl Fn(DateTime<Utc>) -> bool,
+) -> Vec<HourlyCandle> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < minutes.len() {
-        let hour = hour_start(minutes[i].candle.open_time);
+        let hour = hour_start(minutes[i].borrow().candle.open_time);
         let mut j = i;
-        while j < minutes.len() && minutes[j].candle.open_time < hour + Duration::hours(1) {
+        while j < minutes.len() && minutes[j].borrow().candle.open_time < hour + Duration::hours(1)
+        {
             j += 1;
         }
         if is_final(hour) {
@@ -77,13 +86,14 @@ pub fn hourly(minutes: &[Minute], is_final: impl Fn(DateTime<Utc>) -> bool) -> V
     out
 }
 
-fn one_hour(hour: DateTime<Utc>, group: &[Minute]) -> HourlyCandle {
-    let first = &group[0].candle;
-    let last = &group[group.len() - 1].candle;
+fn one_hour<M: Borrow<Minute>>(hour: DateTime<Utc>, group: &[M]) -> HourlyCandle {
+    let first = &group[0].borrow().candle;
+    let last = &group[group.len() - 1].borrow().candle;
     let mut r = Rollup::new();
-    let mut ingested_at = group[0].fetched_at;
+    let mut ingested_at = group[0].borrow().fetched_at;
     let mut minute_mask = 0i64;
     for m in group {
+        let m = m.borrow();
         let c = &m.candle;
         r.add(c.high, c.low, c.volume, c.quote_volume, c.trade_count);
         ingested_at = ingested_at.max(m.fetched_at);

@@ -340,95 +340,64 @@ impl SilverBuild {
             affected_dates: plan.affected.keys().copied().collect(),
             ..Default::default()
         };
-        let new_keys: HashSet<String> = plan
-            .new_objects
-            .iter()
-            .map(|k| k.path().to_string())
-            .collect();
-        let mut quarantined: HashSet<String> = HashSet::new();
-        for (date, pairs) in &plan.affected {
-            let keys: Vec<&BronzeKey> = pairs
+        let new_keys: std::sync::Arc<HashSet<String>> = std::sync::Arc::new(
+            plan.new_objects
                 .iter()
-                .filter_map(|p| plan.index.get(p))
+                .map(|k| k.path().to_string())
+                .collect(),
+        );
+        let mut quarantined: HashSet<String> = HashSet::new();
+        let (affected, index) = (&plan.affected, &plan.index);
+        // Each date is read, parsed and aggregated by its own task while the dates before it
+        // are written, so parsing never waits for the single writer.
+        let jobs = affected.iter().map(|(date, pairs)| {
+            let keys: Vec<BronzeKey> = pairs
+                .iter()
+                .filter_map(|p| index.get(p))
                 .flatten()
                 .filter(|k| overlaps(k, *date))
+                .cloned()
                 .collect();
-            let parsed: Vec<Result<Parsed>> = futures::stream::iter(keys)
-                .map(|k| read_object(lake, k, &self.rules))
-                .buffered(self.concurrency)
-                .collect()
-                .await;
-            let mut by_pair: BTreeMap<Pair, (Vec<Minute>, Vec<DateTime<Utc>>)> = BTreeMap::new();
-            for p in parsed {
-                let mut p = p?;
-                metrics.objects_read += 1;
-                if new_keys.contains(&p.path) {
-                    if let Some(e) = p.failure.take() {
-                        return Err(e);
-                    }
-                    metrics.dropped_records += p.dropped;
-                }
-                if let Some(doc) = &p.quarantine
-                    && new_keys.contains(&p.path)
-                    && quarantined.insert(p.path.clone())
-                {
-                    metrics.quarantined_objects += 1;
-                    metrics.rejected_records += doc.records.len();
-                    let body = serde_json::to_vec_pretty(doc).expect("quarantine doc serialises");
-                    lake.put(
-                        &paths::quarantine_for(&Path::from(p.path.as_str())),
-                        Bytes::from(body),
-                    )
-                    .await?;
-                }
-                let entry = by_pair
-                    .entry((p.key.source, p.key.symbol.clone()))
-                    .or_default();
-                entry.1.push(p.key.window_end);
-                metrics.open_candles_skipped += p.open_skipped;
-                metrics.outside_window_skipped += p.outside_window;
-                entry.0.extend(
-                    p.minutes
-                        .into_iter()
-                        .filter(|m| date_of(m.candle.open_time) == *date),
-                );
-            }
-            let mut fresh: Vec<HourlyCandle> = Vec::new();
-            for (_, (minutes, window_ends)) in by_pair {
-                metrics.candles_read += minutes.len();
-                let (minutes, dropped) = dedup_latest(minutes);
-                metrics.duplicates_dropped += dropped.total;
-                metrics.conflicting_duplicates += dropped.conflicting;
-                let asked_until = window_ends.into_iter().max();
-                // An hour is final once some request asked for it in full after it closed.
-                fresh.extend(hourly(&minutes, |h| {
-                    asked_until.is_some_and(|t| t >= h + Duration::hours(1))
-                }));
-            }
-            let key = paths::silver_partition_file(*date);
-            let existing = if lake.head(&key).await?.is_some() {
-                let mut rows = Vec::new();
-                for b in read_parquet(lake, &key).await? {
-                    rows.extend(hourly_from_batch(&b, key.as_ref())?);
-                }
-                rows
-            } else {
-                Vec::new()
+            let job = DateJob {
+                lake: lake.clone(),
+                date: *date,
+                pairs: pairs.clone(),
+                keys,
+                rules: self.rules.clone(),
+                new_keys: new_keys.clone(),
+                concurrency: self.concurrency,
+                rebuild: plan.rebuild,
             };
-            let mut merged: Vec<HourlyCandle> = if plan.rebuild {
-                Vec::new()
-            } else {
-                existing
-                    .iter()
-                    .filter(|r| !pairs.contains(&(r.exchange, r.symbol.clone())))
-                    .cloned()
-                    .collect()
-            };
-            merged.extend(fresh);
-            merged.sort_by(|a, b| {
-                (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
-            });
-            if merged == existing {
+            let task = tokio::spawn(job.run());
+            let date = *date;
+            async move {
+                task.await
+                    .map_err(|e| Error::Invalid(format!("silver build for {date}: {e}")))?
+            }
+        });
+        let mut prepared = futures::stream::iter(jobs).buffered(DATES_IN_FLIGHT);
+        while let Some(done) = prepared.next().await {
+            let done = done?;
+            metrics.absorb(&done.counts);
+            for (path, doc) in done.quarantine {
+                if !quarantined.insert(path.clone()) {
+                    continue;
+                }
+                metrics.quarantined_objects += 1;
+                metrics.rejected_records += doc.records.len();
+                let body = serde_json::to_vec_pretty(&doc).expect("quarantine doc serialises");
+                lake.put(
+                    &paths::quarantine_for(&Path::from(path.as_str())),
+                    Bytes::from(body),
+                )
+                .await?;
+            }
+            let (date, key, merged) = (
+                done.date,
+                paths::silver_partition_file(done.date),
+                done.merged,
+            );
+            if done.unchanged {
                 metrics.partitions_unchanged += 1;
                 continue;
             }
@@ -440,9 +409,10 @@ impl SilverBuild {
                 metrics.partitions_written += 1;
                 metrics.hours_written += merged.len();
             }
-            metrics.changed_dates.push(*date);
+            metrics.changed_dates.push(date);
             info!(%date, rows = merged.len(), "silver partition written");
         }
+        drop(prepared);
         if plan.rebuild {
             // Partitions no bronze produces any more are not part of the rebuilt table.
             for meta in lake.list(&paths::silver_table()).await? {
@@ -489,12 +459,159 @@ async fn manifest_since(
     Ok(out)
 }
 
+/// How many dates are read and aggregated ahead of the one being written.
+const DATES_IN_FLIGHT: usize = 3;
+
+/// The counters one date contributes to [`SilverMetrics`].
+#[derive(Debug, Default)]
+struct DateCounts {
+    objects_read: usize,
+    candles_read: usize,
+    duplicates_dropped: usize,
+    conflicting_duplicates: usize,
+    open_candles_skipped: usize,
+    outside_window_skipped: usize,
+    dropped_records: usize,
+}
+
+impl SilverMetrics {
+    fn absorb(&mut self, c: &DateCounts) {
+        self.objects_read += c.objects_read;
+        self.candles_read += c.candles_read;
+        self.duplicates_dropped += c.duplicates_dropped;
+        self.conflicting_duplicates += c.conflicting_duplicates;
+        self.open_candles_skipped += c.open_candles_skipped;
+        self.outside_window_skipped += c.outside_window_skipped;
+        self.dropped_records += c.dropped_records;
+    }
+}
+
+/// Recomputes one date's partition: the touched groups from all their bronze, merged with the
+/// date's untouched rows.
+struct DateJob {
+    lake: Lake,
+    date: NaiveDate,
+    pairs: BTreeSet<Pair>,
+    keys: Vec<BronzeKey>,
+    rules: QualityRules,
+    new_keys: std::sync::Arc<HashSet<String>>,
+    concurrency: usize,
+    rebuild: bool,
+}
+
+/// A date's new partition content, ready to write.
+struct DatePrepared {
+    date: NaiveDate,
+    counts: DateCounts,
+    /// Quarantine documents of new objects, by bronze key.
+    quarantine: Vec<(String, QuarantineDoc)>,
+    merged: Vec<HourlyCandle>,
+    /// The partition already holds exactly `merged`.
+    unchanged: bool,
+}
+
+impl DateJob {
+    async fn run(self) -> Result<DatePrepared> {
+        let parsed: Vec<Result<Parsed>> = futures::stream::iter(self.keys.clone())
+            .map(|k| read_object(self.lake.clone(), k, self.rules.clone()))
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        let parsed = parsed.into_iter().collect::<Result<Vec<Parsed>>>()?;
+        let key = paths::silver_partition_file(self.date);
+        let existing = if self.lake.head(&key).await?.is_some() {
+            read_parquet(&self.lake, &key).await?
+        } else {
+            Vec::new()
+        };
+        let date = self.date;
+        tokio::task::spawn_blocking(move || self.assemble(parsed, existing, key.as_ref()))
+            .await
+            .map_err(|e| Error::Invalid(format!("silver build for {date}: {e}")))?
+    }
+
+    /// The CPU part, on the blocking pool: group, deduplicate, aggregate, merge.
+    fn assemble(
+        self,
+        mut parsed: Vec<Parsed>,
+        existing: Vec<arrow::record_batch::RecordBatch>,
+        partition: &str,
+    ) -> Result<DatePrepared> {
+        let date = self.date;
+        let mut counts = DateCounts::default();
+        let mut quarantine = Vec::new();
+        // Minutes stay where parsing put them; grouping and sorting move references.
+        let mut by_pair: BTreeMap<Pair, (Vec<&Minute>, Vec<DateTime<Utc>>)> = BTreeMap::new();
+        for p in &mut parsed {
+            counts.objects_read += 1;
+            if self.new_keys.contains(&p.path) {
+                if let Some(e) = p.failure.take() {
+                    return Err(e);
+                }
+                counts.dropped_records += p.dropped;
+                if let Some(doc) = p.quarantine.take() {
+                    quarantine.push((p.path.clone(), doc));
+                }
+            }
+            counts.open_candles_skipped += p.open_skipped;
+            counts.outside_window_skipped += p.outside_window;
+        }
+        for p in &parsed {
+            let entry = by_pair
+                .entry((p.key.source, p.key.symbol.clone()))
+                .or_default();
+            entry.1.push(p.key.window_end);
+            entry.0.extend(
+                p.minutes
+                    .iter()
+                    .filter(|m| date_of(m.candle.open_time) == date),
+            );
+        }
+        let mut fresh: Vec<HourlyCandle> = Vec::new();
+        for (_, (minutes, window_ends)) in by_pair {
+            counts.candles_read += minutes.len();
+            let (minutes, dropped) = dedup_latest(minutes);
+            counts.duplicates_dropped += dropped.total;
+            counts.conflicting_duplicates += dropped.conflicting;
+            let asked_until = window_ends.into_iter().max();
+            // An hour is final once some request asked for it in full after it closed.
+            fresh.extend(hourly(&minutes, |h| {
+                asked_until.is_some_and(|t| t >= h + Duration::hours(1))
+            }));
+        }
+        let mut existing_rows = Vec::new();
+        for b in &existing {
+            existing_rows.extend(hourly_from_batch(b, partition)?);
+        }
+        let mut merged: Vec<HourlyCandle> = if self.rebuild {
+            Vec::new()
+        } else {
+            existing_rows
+                .iter()
+                .filter(|r| !self.pairs.contains(&(r.exchange, r.symbol.clone())))
+                .cloned()
+                .collect()
+        };
+        merged.extend(fresh);
+        merged.sort_by(|a, b| {
+            (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
+        });
+        let unchanged = merged == existing_rows;
+        Ok(DatePrepared {
+            date,
+            counts,
+            quarantine,
+            merged,
+            unchanged,
+        })
+    }
+}
+
 /// Fetches a bronze object, then parses it on the blocking pool: parsing is the CPU-bound
 /// part, so objects parse in parallel on every core while others download.
-async fn read_object(lake: &Lake, key: &BronzeKey, rules: &QualityRules) -> Result<Parsed> {
+async fn read_object(lake: Lake, key: BronzeKey, rules: QualityRules) -> Result<Parsed> {
     let path = key.path();
     let bytes = lake.get(&path).await?;
-    let (key, rules) = (key.clone(), rules.clone());
     tokio::task::spawn_blocking(move || parse_object(&key, &bytes, &rules))
         .await
         .map_err(|e| Error::Invalid(format!("parsing bronze object {path}: {e}")))?

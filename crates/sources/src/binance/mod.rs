@@ -7,6 +7,7 @@ pub mod archive;
 mod client;
 pub mod models;
 pub mod parse;
+mod scan;
 
 pub use client::{
     BinanceClient, DEFAULT_BASE_URL, FUTURES_BASE_URL, FUTURES_KLINES_WEIGHT, KLINES_WEIGHT,
