@@ -46,10 +46,27 @@ def venv_python():
     return str(py)
 
 
-def measure(cmd, cap, env=None):
+# A run whose resident memory passes this is stopped and reported as out of memory, before the
+# kernel's OOM killer picks a victim on the shared machine (24 GiB, no swap).
+MEMORY_LIMIT = 20 * 2**30
+
+
+def rss_bytes(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measure(cmd, cap, env=None, stdout=subprocess.DEVNULL):
     """Runs cmd; returns (seconds, peak RSS bytes, outcome)."""
     start = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    errf = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-stderr-{os.getpid()}.txt", "w+b")
+    p = subprocess.Popen(cmd, stdout=stdout, stderr=errf, env=env, start_new_session=True)
     deadline = start + cap
     while True:
         pid, status, usage = os.wait4(p.pid, os.WNOHANG)
@@ -59,9 +76,16 @@ def measure(cmd, cap, env=None):
             os.killpg(p.pid, signal.SIGKILL)
             _, status, usage = os.wait4(p.pid, 0)
             return cap, usage.ru_maxrss * 1024, "over the time cap"
+        if rss_bytes(p.pid) > MEMORY_LIMIT:
+            os.killpg(p.pid, signal.SIGKILL)
+            _, status, usage = os.wait4(p.pid, 0)
+            return time.monotonic() - start, usage.ru_maxrss * 1024, f"out of memory (over {MEMORY_LIMIT / 2**30:.0f} GiB)"
         time.sleep(0.02)
     seconds = time.monotonic() - start
-    err = p.stderr.read().decode(errors="replace")
+    errf.seek(0)
+    err = errf.read().decode(errors="replace")
+    errf.close()
+    os.unlink(errf.name)
     code = os.waitstatus_to_exitcode(status)
     if code == -signal.SIGKILL or "MemoryError" in err or "Out of Memory" in err:
         return seconds, usage.ru_maxrss * 1024, "out of memory"
@@ -79,32 +103,58 @@ def hour_after(days, i):
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def transform(binary, lake, cap, env):
-    s1, r1, o1 = measure([binary, "--lake", str(lake), "silver"], cap, env)
+def transform(binary, lake, cap, env, expect_new=False):
+    """Silver then gold, as the hourly job runs them. With expect_new, fails unless silver
+    picked up new bronze (a measurement of a build that found nothing would be worthless)."""
+    out = lake.parent / "silver-stdout.txt"
+    with open(out, "wb") as f:
+        s1, r1, o1 = measure([binary, "--lake", str(lake), "silver"], cap, env, stdout=f)
+    if expect_new:
+        text = out.read_text()
+        words = text.split("silver: ", 1)[-1].split()
+        if not words or not words[0].isdigit() or int(words[0]) == 0:
+            sys.exit(f"incremental: silver found no new bronze in {lake}:\n{text}")
     s2, r2, o2 = measure([binary, "--lake", str(lake), "gold"], cap, env)
     return s1 + s2, max(r1, r2), o1 if o1 != "ok" else o2
 
 
+def generate_hour(binary, lake, symbols, at):
+    """One hourly run's worth of bronze, written now as ingestion writes it."""
+    subprocess.run([binary, "--lake", str(lake), "bench", "generate", "--symbols", str(symbols), "--hours", "1",
+                    "--from", at, "--written-at", "now"], check=True, capture_output=True)
+
+
 def incremental(binary, work, lake, symbols, days, runs, cap, env):
-    """One more hour of bronze for every symbol, on the full lake and on an empty one."""
-    full, empty = [], []
+    """One more hour of bronze for every symbol on the lake holding the history, against the
+    same hour on an empty lake. Measured for the first hour of a new day and for its last hour,
+    when the day already holds 23 hourly objects per symbol."""
+    first, last, empty = [], [], []
     # The full lake as an hourly job finds it: silver and gold up to date.
     transform(binary, lake, cap, env)
     for i in range(runs):
-        at = hour_after(days, i)
-        gen = [binary, "bench", "generate", "--symbols", str(symbols), "--hours", "1", "--from", at]
-        subprocess.run([gen[0], "--lake", str(lake), *gen[1:]], check=True, capture_output=True)
-        full.append(transform(binary, lake, cap, env))
+        day = days + i
+        generate_hour(binary, lake, symbols, hour_after(day, 0))
+        first.append(transform(binary, lake, cap, env, expect_new=True))
+        for h in range(1, 23):
+            generate_hour(binary, lake, symbols, hour_after(day, h))
+        transform(binary, lake, cap, env, expect_new=True)
+        generate_hour(binary, lake, symbols, hour_after(day, 23))
+        last.append(transform(binary, lake, cap, env, expect_new=True))
         fresh = work / f"empty-{i}"
         shutil.rmtree(fresh, ignore_errors=True)
-        subprocess.run([gen[0], "--lake", str(fresh), *gen[1:]], check=True, capture_output=True)
-        empty.append(transform(binary, fresh, cap, env))
+        fresh.mkdir(parents=True)
+        generate_hour(binary, fresh / "lake", symbols, hour_after(day, 23))
+        empty.append(transform(binary, fresh / "lake", cap, env, expect_new=True))
         shutil.rmtree(fresh, ignore_errors=True)
-    f = statistics.median(r[0] for r in full)
+    f = statistics.median(r[0] for r in first)
+    l = statistics.median(r[0] for r in last)
     e = statistics.median(r[0] for r in empty)
-    print(f"\nincremental: one hour of new bronze for {symbols} symbols: {f:.2f} s on the lake holding "
-          f"{days} days, {e:.2f} s on an empty lake: {f / e:.2f}x (peak RSS {max(r[1] for r in full) / 2**20:.0f} MiB)")
-    return {"full_lake_seconds": f, "empty_lake_seconds": e, "ratio": f / e}
+    rss = max(r[1] for r in first + last) / 2**20
+    print(f"\nincremental: one hour of new bronze for {symbols} symbols on the lake holding {days} days: "
+          f"first hour of a day {f:.3f} s ({f / e:.2f}x), last hour of a day {l:.3f} s ({l / e:.2f}x); "
+          f"the same hour on an empty lake {e:.3f} s (peak RSS {rss:.0f} MiB)")
+    return {"first_hour_seconds": f, "last_hour_seconds": l, "empty_lake_seconds": e,
+            "first_hour_ratio": f / e, "last_hour_ratio": l / e}
 
 
 def queries(binary, python, lake, days, runs, cap, env):

@@ -50,6 +50,15 @@ pub fn bench_market(symbols: usize, seed: u64) -> Result<SimMarket> {
     Ok(SimMarket::new(seed, list))
 }
 
+/// When the manifest says each generated object was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WrittenAt {
+    /// When it was fetched: a lake that ingestion filled over time (history).
+    Fetched,
+    /// Now, as ingestion writes: new bronze the next build must pick up.
+    Now,
+}
+
 /// Writes the bronze layer for `symbols` over `[start, end)`.
 pub async fn generate(
     lake: &Lake,
@@ -57,6 +66,7 @@ pub async fn generate(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     seed: u64,
+    written_at: WrittenAt,
 ) -> Result<Generated> {
     if symbols == 0 || symbols > 9999 || end <= start {
         bail!("--symbols must be 1..=9999 and the range not empty");
@@ -141,9 +151,11 @@ pub async fn generate(
                     };
                     let object = encode(&envelope, payload.as_bytes());
                     bytes.fetch_add(object.len() as u64, Ordering::Relaxed);
-                    // Entries dated as if written when fetched: a lake with history, not one
-                    // written a minute ago.
-                    write_object_at(lake, &key, object, fetched_at).await?;
+                    let at = match written_at {
+                        WrittenAt::Fetched => fetched_at,
+                        WrittenAt::Now => Utc::now(),
+                    };
+                    write_object_at(lake, &key, object, at).await?;
                     objects.fetch_add(1, Ordering::Relaxed);
                     if copy == 0 {
                         candles.fetch_add(rows as u64, Ordering::Relaxed);

@@ -199,6 +199,10 @@ enum BenchCmd {
         from: String,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Date the manifest entries when the pages were fetched (history) or now (new bronze
+        /// for the next build, as ingestion writes it)
+        #[arg(long, value_enum, default_value = "fetched")]
+        written_at: bench::WrittenAt,
     },
 }
 
@@ -644,6 +648,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             hours,
             from,
             seed,
+            written_at,
         }) => {
             let start = parse_time(from).context("--from")?;
             let span = match (days, hours) {
@@ -651,7 +656,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 (None, Some(h)) => chrono::Duration::hours(i64::from(*h)),
                 _ => bail!("pass one of --days or --hours"),
             };
-            let g = bench::generate(&env.lake, *symbols, start, start + span, *seed).await?;
+            let g = bench::generate(&env.lake, *symbols, start, start + span, *seed, *written_at)
+                .await?;
             println!("{}", serde_json::to_string(&g)?);
         }
         Command::Init { .. }

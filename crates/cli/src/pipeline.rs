@@ -586,12 +586,12 @@ impl Env {
         for symbol in symbols {
             let mut covered: Vec<Window> = Vec::new();
             for dataset in [KLINES_1M, cryptolake_lake::bronze::KLINES_1M_ARCHIVE] {
-                for meta in self
+                for location in self
                     .lake
-                    .list(&paths::bronze_symbol(exchange, dataset, symbol))
+                    .list_keys(&paths::bronze_symbol(exchange, dataset, symbol))
                     .await?
                 {
-                    if let Some(k) = BronzeKey::parse(&meta.location)
+                    if let Some(k) = BronzeKey::parse(&location)
                         && k.fetched_at >= k.window_end
                         && k.window_end > from
                         && k.window_start < to

@@ -300,8 +300,8 @@ pub async fn scan(
 ) -> Result<GapScan> {
     // Every bronze object by pair: the requests made, and when.
     let mut bronze: HashMap<Pair, Vec<BronzeKey>> = HashMap::new();
-    for meta in lake.list(&paths::bronze_root()).await? {
-        if let Some(k) = BronzeKey::parse(&meta.location) {
+    for key in lake.list_keys(&paths::bronze_root()).await? {
+        if let Some(k) = BronzeKey::parse(&key) {
             bronze
                 .entry((k.source, k.symbol.clone()))
                 .or_default()

@@ -9,7 +9,7 @@
 //! ops/runs/date=2024-03-01/{started}_{run_id}_{step}.parquet   run history (crypto_ops.runs)
 //! ops/quality_results/date=2024-03-01/{checked}_{run_id}_{step}.parquet   (crypto_ops.quality_results)
 //! ops/gaps/date=2024-03-01/part-00000.parquet           missing minutes (crypto_ops.gaps)
-//! _manifest/bronze/{date written}/{written_at}_{nonce}_{bronze key with / as +}
+//! _manifest/bronze/{date written}/{hour written}/{written_at}_{nonce}_{bronze key with / as +}
 //!                                                       one empty entry per bronze object,
 //!                                                       written just before it
 //! _state/ingest/{exchange}/{dataset}/{symbol}.json      ingest cursors
@@ -108,28 +108,42 @@ pub fn bronze_partition(source: Exchange, dataset: &str, symbol: &Symbol, date: 
 pub const MANIFEST_BRONZE: &str = "_manifest/bronze";
 
 /// The manifest entry announcing `bronze`, written at `written_at`. Entries sit in one folder
-/// per UTC day and their names sort by time, so a reader lists only the days since its
-/// watermark, and within the first of them only the names after it.
+/// per hour of writing, so a build lists only the hours since its watermark.
 pub fn manifest_entry(written_at: DateTime<Utc>, bronze: &Path) -> Path {
     Path::from(format!(
-        "{MANIFEST_BRONZE}/{}/{}_{:08x}_{}",
+        "{MANIFEST_BRONZE}/{}/{}/{}_{:08x}_{}",
         written_at.date_naive(),
+        written_at.format("%H"),
         format_compact(written_at),
         rand::random::<u32>(),
         bronze.as_ref().replace('/', "+")
     ))
 }
 
-/// The manifest folder of one day.
+/// The manifest folder of one day: its hour folders (and, from lakes written before hour
+/// folders, entries directly inside).
 pub fn manifest_day(date: NaiveDate) -> Path {
     Path::from(format!("{MANIFEST_BRONZE}/{date}"))
 }
 
-/// Where a listing of the entries of `t`'s day written at or after `t` starts.
+/// The hour of a manifest hour folder (`_manifest/bronze/2024-03-01/07`).
+pub fn manifest_hour_of(folder: &Path) -> Option<DateTime<Utc>> {
+    let mut parts = folder.as_ref().strip_prefix(MANIFEST_BRONZE)?.split('/');
+    let (_, date, hour) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || hour.len() != 2 {
+        return None;
+    }
+    let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    let hour: u32 = hour.parse().ok()?;
+    Some(date.and_hms_opt(hour, 0, 0)?.and_utc())
+}
+
+/// Where a listing of the entries of `t`'s hour folder written at or after `t` starts.
 pub fn manifest_offset(t: DateTime<Utc>) -> Path {
     Path::from(format!(
-        "{MANIFEST_BRONZE}/{}/{}",
+        "{MANIFEST_BRONZE}/{}/{}/{}",
         t.date_naive(),
+        t.format("%H"),
         format_compact(t)
     ))
 }

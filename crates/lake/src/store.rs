@@ -291,6 +291,78 @@ impl Lake {
         Ok(all)
     }
 
+    /// One level under `prefix`: the objects directly in it and its sub-folders, each sorted.
+    /// A prefix that does not exist has neither.
+    pub async fn list_level(&self, prefix: &Path) -> Result<(Vec<ObjectMeta>, Vec<Path>)> {
+        match self.store.list_with_delimiter(Some(prefix)).await {
+            Ok(mut r) => {
+                r.objects.sort_by(|a, b| a.location.cmp(&b.location));
+                r.common_prefixes.sort();
+                Ok((r.objects, r.common_prefixes))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok((Vec::new(), Vec::new())),
+            Err(e) => Err(Error::store(prefix, e)),
+        }
+    }
+
+    /// The keys under `prefix`, sorted, without their metadata: what a listing that needs only
+    /// names should use. A local lake reads the directories without a stat per file (a folder
+    /// of a backfill's manifest entries holds a hundred thousand); a remote one lists.
+    pub async fn list_keys(&self, prefix: &Path) -> Result<Vec<Path>> {
+        let Some(root) = &self.local_root else {
+            return Ok(self
+                .list(prefix)
+                .await?
+                .into_iter()
+                .map(|m| m.location)
+                .collect());
+        };
+        let dir = root.join(prefix.as_ref());
+        let shown = prefix.to_string();
+        let prefix = prefix.clone();
+        tokio::task::spawn_blocking(move || {
+            let failed = |d: &std::path::Path, e: std::io::Error| {
+                Error::Invalid(format!("listing {}: {e}", d.display()))
+            };
+            let mut out = Vec::new();
+            let mut pending = vec![(dir, prefix.as_ref().to_string())];
+            while let Some((d, key)) = pending.pop() {
+                let entries = match std::fs::read_dir(&d) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(failed(&d, e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| failed(&d, e))?;
+                    let name = entry.file_name();
+                    // Names that are not keys: the store's in-progress writes (`#`), hidden
+                    // files, anything not UTF-8.
+                    let Some(name) = name
+                        .to_str()
+                        .filter(|n| !n.contains('#') && !n.starts_with('.'))
+                    else {
+                        continue;
+                    };
+                    let child = if key.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{key}/{name}")
+                    };
+                    let kind = entry.file_type().map_err(|e| failed(&d, e))?;
+                    if kind.is_dir() {
+                        pending.push((entry.path(), child));
+                    } else if kind.is_file() {
+                        out.push(Path::from(child));
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("listing {shown}: {e}")))?
+    }
+
     /// Every object under `prefix`, sorted by key.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
         let mut all: Vec<ObjectMeta> = self
@@ -325,6 +397,34 @@ mod tests {
     fn rejects_other_schemes_and_names_them() {
         let err = Lake::open("ftp://x/y").unwrap_err().to_string();
         assert!(err.contains("ftp"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn list_keys_names_what_list_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        for k in [
+            "a/date=2024-01-01/x_1+y=2.bronze",
+            "a/date=2024-01-02/z.json",
+            "a/b/c/d.parquet",
+            "ab/not-under-a",
+        ] {
+            lake.put(&Path::from(k), Bytes::from_static(b"1"))
+                .await
+                .unwrap();
+        }
+        // A write in progress by the store: not a key.
+        std::fs::write(dir.path().join("a/b/c/d.parquet#1"), b"").unwrap();
+        let listed: Vec<Path> = lake
+            .list(&Path::from("a"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.location)
+            .collect();
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert_eq!(lake.list_keys(&Path::from("a")).await.unwrap(), listed);
+        assert!(lake.list_keys(&Path::from("nope")).await.unwrap().is_empty());
     }
 
     #[tokio::test]

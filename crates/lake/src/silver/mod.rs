@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use cryptolake_model::{Exchange, HourlyCandle, Symbol, date_of, day_start};
+use cryptolake_model::{Exchange, HourlyCandle, Symbol, date_of, day_start, hour_start};
 use cryptolake_sources::Record;
 use futures::StreamExt;
 use object_store::path::Path;
@@ -233,13 +233,13 @@ impl SilverBuild {
             plan.state_changed = true;
             let entries = manifest_since(lake, watermark, started).await?;
             let mut listed = HashSet::new();
-            for meta in lake.list(&paths::bronze_root()).await? {
-                let Some(key) = BronzeKey::parse(&meta.location) else {
-                    plan.foreign_keys.push(meta.location.to_string());
+            for location in lake.list_keys(&paths::bronze_root()).await? {
+                let Some(key) = BronzeKey::parse(&location) else {
+                    plan.foreign_keys.push(location.to_string());
                     continue;
                 };
-                listed.insert(meta.location.to_string());
-                if !previous.processed.contains(meta.location.as_ref()) {
+                listed.insert(location.to_string());
+                if !previous.processed.contains(location.as_ref()) {
                     add_new(&mut plan, &key);
                 }
                 plan.index
@@ -249,7 +249,7 @@ impl SilverBuild {
             }
             // Entries in the overlap whose objects this listing already saw are done.
             for e in entries {
-                if let Some((name, _, key)) = paths::parse_manifest_entry(&e.location)
+                if let Some((name, _, key)) = paths::parse_manifest_entry(&e)
                     && listed.contains(key.path().as_ref())
                 {
                     plan.next_state.recent.insert(name);
@@ -265,7 +265,7 @@ impl SilverBuild {
         let entries = manifest_since(lake, since, started).await?;
         let mut candidates = Vec::new();
         for e in &entries {
-            match paths::parse_manifest_entry(&e.location) {
+            match paths::parse_manifest_entry(e) {
                 Some((name, written_at, key)) if !previous.recent.contains(&name) => {
                     candidates.push((name, written_at, key))
                 }
@@ -273,7 +273,7 @@ impl SilverBuild {
                     plan.next_state.recent.insert(name);
                 }
                 Some(_) => {}
-                None => plan.foreign_keys.push(e.location.to_string()),
+                None => plan.foreign_keys.push(e.to_string()),
             }
         }
         // A bronze object sits in the partition of its window's start, and a window spans at
@@ -288,21 +288,30 @@ impl SilverBuild {
                 }
             }
         }
+        // Listed concurrently: an hourly run touches every symbol, and each listing is a
+        // round trip (a directory read locally, a request on S3).
+        let prefixes: Vec<Path> = partitions
+            .iter()
+            .flat_map(|(source, symbol, date)| {
+                [KLINES_1M, KLINES_1M_ARCHIVE]
+                    .map(|dataset| paths::bronze_partition(*source, dataset, symbol, *date))
+            })
+            .collect();
+        let listings: Vec<Result<Vec<Path>>> = futures::stream::iter(&prefixes)
+            .map(|prefix| lake.list_keys(prefix))
+            .buffered(LISTINGS_IN_FLIGHT)
+            .collect()
+            .await;
         let mut existing: HashSet<String> = HashSet::new();
-        for (source, symbol, date) in partitions {
-            for dataset in [KLINES_1M, KLINES_1M_ARCHIVE] {
-                for meta in lake
-                    .list(&paths::bronze_partition(source, dataset, &symbol, date))
-                    .await?
+        for listing in listings {
+            for location in listing? {
+                if let Some(key) = BronzeKey::parse(&location)
+                    && existing.insert(location.to_string())
                 {
-                    if let Some(key) = BronzeKey::parse(&meta.location)
-                        && existing.insert(meta.location.to_string())
-                    {
-                        plan.index
-                            .entry((key.source, key.symbol.clone()))
-                            .or_default()
-                            .push(key);
-                    }
+                    plan.index
+                        .entry((key.source, key.symbol.clone()))
+                        .or_default()
+                        .push(key);
                 }
             }
         }
@@ -348,6 +357,13 @@ impl SilverBuild {
         );
         let mut quarantined: HashSet<String> = HashSet::new();
         let (affected, index) = (&plan.affected, &plan.index);
+        let mut new_windows: HashMap<Pair, Vec<Window>> = HashMap::new();
+        for k in &plan.new_objects {
+            new_windows
+                .entry((k.source, k.symbol.clone()))
+                .or_default()
+                .push((k.window_start, k.window_end));
+        }
         // Each date is read, parsed and aggregated by its own task while the dates before it
         // are written, so parsing never waits for the single writer.
         let jobs = affected.iter().map(|(date, pairs)| {
@@ -367,6 +383,19 @@ impl SilverBuild {
                 new_keys: new_keys.clone(),
                 concurrency: self.concurrency,
                 rebuild: plan.rebuild,
+                new_windows: pairs
+                    .iter()
+                    .filter_map(|p| {
+                        let (s, e) = (day_start(*date), day_start(*date) + Duration::days(1));
+                        let w: Vec<Window> = new_windows
+                            .get(p)?
+                            .iter()
+                            .filter(|(a, b)| *a < e && *b > s)
+                            .copied()
+                            .collect();
+                        Some((p.clone(), w))
+                    })
+                    .collect(),
             };
             let task = tokio::spawn(job.run());
             let date = *date;
@@ -439,25 +468,49 @@ impl SilverBuild {
     }
 }
 
-/// The manifest entries written at or after `since`: the day folders from `since`'s to the day
-/// after `now` (a writer's clock may run ahead), within the first only the names after it.
+/// The manifest entries written at or after `since`: the hour folders from `since`'s hour to
+/// the day after `now` (a writer's clock may run ahead), within the first only the names
+/// after it. Each day is looked at one level deep, so only hour folders that exist are listed.
 async fn manifest_since(
     lake: &Lake,
     since: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<Vec<object_store::ObjectMeta>> {
-    let first = since.date_naive();
-    let mut out = lake
-        .list_after(&paths::manifest_day(first), &paths::manifest_offset(since))
-        .await?;
-    let mut day = first;
+) -> Result<Vec<Path>> {
+    let first_hour = hour_start(since);
+    let mut out = Vec::new();
+    let mut hours = Vec::new();
+    let mut day = since.date_naive();
     let last = (now + Duration::days(1)).date_naive();
-    while day < last {
+    while day <= last {
+        let (entries, folders) = lake.list_level(&paths::manifest_day(day)).await?;
+        // Entries directly in a day folder come from lakes written before hour folders.
+        out.extend(
+            entries
+                .into_iter()
+                .map(|e| e.location)
+                .filter(|k| paths::parse_manifest_entry(k).is_none_or(|(_, at, _)| at >= since)),
+        );
+        hours.extend(folders.into_iter().filter_map(|f| {
+            let h = paths::manifest_hour_of(&f)?;
+            (h >= first_hour).then_some((h, f))
+        }));
         day = day.succ_opt().expect("date in range");
-        out.extend(lake.list(&paths::manifest_day(day)).await?);
+    }
+    let offset = paths::manifest_offset(since);
+    let listings: Vec<Result<Vec<Path>>> = futures::stream::iter(&hours)
+        .map(|(_, folder)| lake.list_keys(folder))
+        .buffered(LISTINGS_IN_FLIGHT)
+        .collect()
+        .await;
+    for (l, (h, _)) in listings.into_iter().zip(&hours) {
+        // Within the first hour, only the names from the watermark on.
+        out.extend(l?.into_iter().filter(|k| *h != first_hour || *k >= offset));
     }
     Ok(out)
 }
+
+/// How many bronze partitions a plan lists at once.
+const LISTINGS_IN_FLIGHT: usize = 16;
 
 /// How many dates are read and aggregated ahead of the one being written.
 const DATES_IN_FLIGHT: usize = 3;
@@ -486,17 +539,23 @@ impl SilverMetrics {
     }
 }
 
-/// Recomputes one date's partition: the touched groups from all their bronze, merged with the
-/// date's untouched rows.
+/// A request window, `[start, end)`.
+type Window = (DateTime<Utc>, DateTime<Utc>);
+
+/// Recomputes one date's partition: for each touched group, the hours new bronze can change,
+/// from every bronze object overlapping them; merged with the rest of the date's rows.
 struct DateJob {
     lake: Lake,
     date: NaiveDate,
     pairs: BTreeSet<Pair>,
+    /// Every bronze object of the touched groups that overlaps the date.
     keys: Vec<BronzeKey>,
     rules: QualityRules,
     new_keys: std::sync::Arc<HashSet<String>>,
     concurrency: usize,
     rebuild: bool,
+    /// The windows of the new objects, by group.
+    new_windows: HashMap<Pair, Vec<Window>>,
 }
 
 /// A date's new partition content, ready to write.
@@ -512,36 +571,106 @@ struct DatePrepared {
 
 impl DateJob {
     async fn run(self) -> Result<DatePrepared> {
-        let parsed: Vec<Result<Parsed>> = futures::stream::iter(self.keys.clone())
+        let key = paths::silver_partition_file(self.date);
+        let mut existing = Vec::new();
+        if self.lake.head(&key).await?.is_some() {
+            for b in read_parquet(&self.lake, &key).await? {
+                existing.extend(hourly_from_batch(&b, key.as_ref())?);
+            }
+        }
+        let ranges = self.ranges(&existing);
+        // An hour is final once some request asked for it in full after it closed: that
+        // depends on every object of the group, read or not.
+        let mut asked: HashMap<Pair, DateTime<Utc>> = HashMap::new();
+        for k in &self.keys {
+            let t = asked
+                .entry((k.source, k.symbol.clone()))
+                .or_insert(k.window_end);
+            *t = (*t).max(k.window_end);
+        }
+        let keys: Vec<BronzeKey> = self
+            .keys
+            .iter()
+            .filter(|k| {
+                ranges
+                    .get(&(k.source, k.symbol.clone()))
+                    .is_some_and(|(lo, hi)| k.window_start < *hi && k.window_end > *lo)
+            })
+            .cloned()
+            .collect();
+        let parsed: Vec<Result<Parsed>> = futures::stream::iter(keys)
             .map(|k| read_object(self.lake.clone(), k, self.rules.clone()))
             .buffered(self.concurrency)
             .collect()
             .await;
         let parsed = parsed.into_iter().collect::<Result<Vec<Parsed>>>()?;
-        let key = paths::silver_partition_file(self.date);
-        let existing = if self.lake.head(&key).await?.is_some() {
-            read_parquet(&self.lake, &key).await?
-        } else {
-            Vec::new()
-        };
         let date = self.date;
-        tokio::task::spawn_blocking(move || self.assemble(parsed, existing, key.as_ref()))
+        tokio::task::spawn_blocking(move || self.assemble(parsed, existing, &ranges, &asked))
             .await
             .map_err(|e| Error::Invalid(format!("silver build for {date}: {e}")))?
+    }
+
+    /// The hours of each touched group to recompute, `[lo, hi)` within the date. New bronze
+    /// changes only the hours its windows cover, and the hours silver does not hold yet that a
+    /// later request may have made final; the other hours keep their rows. A rebuild, and a
+    /// group with no row yet, recompute the whole date.
+    fn ranges(&self, existing: &[HourlyCandle]) -> HashMap<Pair, Window> {
+        let (start, end) = (
+            day_start(self.date),
+            day_start(self.date) + Duration::days(1),
+        );
+        let mut held: HashMap<Pair, HashSet<DateTime<Utc>>> = HashMap::new();
+        for r in existing {
+            held.entry((r.exchange, r.symbol.clone()))
+                .or_default()
+                .insert(r.open_time);
+        }
+        let hour = Duration::hours(1);
+        self.pairs
+            .iter()
+            .map(|pair| {
+                let windows = self.new_windows.get(pair).filter(|w| !w.is_empty());
+                let (Some(windows), Some(held), false) = (windows, held.get(pair), self.rebuild)
+                else {
+                    return (pair.clone(), (start, end));
+                };
+                let lo = windows
+                    .iter()
+                    .map(|w| w.0)
+                    .min()
+                    .unwrap_or(start)
+                    .max(start);
+                let hi = windows.iter().map(|w| w.1).max().unwrap_or(end).min(end);
+                let mut lo = hour_start(lo);
+                let hi = if hour_start(hi) == hi {
+                    hi
+                } else {
+                    hour_start(hi) + hour
+                };
+                let mut h = start;
+                while h < lo {
+                    if !held.contains(&h) {
+                        lo = h;
+                        break;
+                    }
+                    h += hour;
+                }
+                (pair.clone(), (lo, hi))
+            })
+            .collect()
     }
 
     /// The CPU part, on the blocking pool: group, deduplicate, aggregate, merge.
     fn assemble(
         self,
         mut parsed: Vec<Parsed>,
-        existing: Vec<arrow::record_batch::RecordBatch>,
-        partition: &str,
+        existing: Vec<HourlyCandle>,
+        ranges: &HashMap<Pair, Window>,
+        asked: &HashMap<Pair, DateTime<Utc>>,
     ) -> Result<DatePrepared> {
         let date = self.date;
         let mut counts = DateCounts::default();
         let mut quarantine = Vec::new();
-        // Minutes stay where parsing put them; grouping and sorting move references.
-        let mut by_pair: BTreeMap<Pair, (Vec<&Minute>, Vec<DateTime<Utc>>)> = BTreeMap::new();
         for p in &mut parsed {
             counts.objects_read += 1;
             if self.new_keys.contains(&p.path) {
@@ -556,39 +685,39 @@ impl DateJob {
             counts.open_candles_skipped += p.open_skipped;
             counts.outside_window_skipped += p.outside_window;
         }
+        // Minutes stay where parsing put them; grouping and sorting move references.
+        let mut by_pair: BTreeMap<Pair, Vec<&Minute>> = BTreeMap::new();
         for p in &parsed {
-            let entry = by_pair
+            by_pair
                 .entry((p.key.source, p.key.symbol.clone()))
-                .or_default();
-            entry.1.push(p.key.window_end);
-            entry.0.extend(
-                p.minutes
-                    .iter()
-                    .filter(|m| date_of(m.candle.open_time) == date),
-            );
+                .or_default()
+                .extend(
+                    p.minutes
+                        .iter()
+                        .filter(|m| date_of(m.candle.open_time) == date),
+                );
         }
         let mut fresh: Vec<HourlyCandle> = Vec::new();
-        for (_, (minutes, window_ends)) in by_pair {
+        for (pair, minutes) in by_pair {
             counts.candles_read += minutes.len();
             let (minutes, dropped) = dedup_latest(minutes);
             counts.duplicates_dropped += dropped.total;
             counts.conflicting_duplicates += dropped.conflicting;
-            let asked_until = window_ends.into_iter().max();
-            // An hour is final once some request asked for it in full after it closed.
+            let asked_until = asked.get(&pair).copied();
+            let (lo, hi) = ranges[&pair];
             fresh.extend(hourly(&minutes, |h| {
-                asked_until.is_some_and(|t| t >= h + Duration::hours(1))
+                h >= lo && h < hi && asked_until.is_some_and(|t| t >= h + Duration::hours(1))
             }));
-        }
-        let mut existing_rows = Vec::new();
-        for b in &existing {
-            existing_rows.extend(hourly_from_batch(b, partition)?);
         }
         let mut merged: Vec<HourlyCandle> = if self.rebuild {
             Vec::new()
         } else {
-            existing_rows
+            existing
                 .iter()
-                .filter(|r| !self.pairs.contains(&(r.exchange, r.symbol.clone())))
+                .filter(|r| match ranges.get(&(r.exchange, r.symbol.clone())) {
+                    Some((lo, hi)) => r.open_time < *lo || r.open_time >= *hi,
+                    None => true,
+                })
                 .cloned()
                 .collect()
         };
@@ -596,7 +725,7 @@ impl DateJob {
         merged.sort_by(|a, b| {
             (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
         });
-        let unchanged = merged == existing_rows;
+        let unchanged = merged == existing;
         Ok(DatePrepared {
             date,
             counts,
