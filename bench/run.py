@@ -190,6 +190,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--engines", default="cryptolake,duckdb,polars,pandas")
     ap.add_argument("--cap-seconds", type=float, default=3600)
+    ap.add_argument("--budget-seconds", type=float, default=900,
+                    help="an engine is not run again once its runs so far took this long (the table says how many ran)")
     ap.add_argument("--work", default=str(BENCH / "work"))
     ap.add_argument("--binary", help="a cryptolake binary (default: build --release)")
     ap.add_argument("--incremental", action="store_true")
@@ -239,7 +241,7 @@ def main():
                 run = measure([python, str(BENCH / "jobs" / f"{engine}_job.py"), str(lake / "bronze"), str(out)], args.cap_seconds)
             print(f"   {engine:10} run {i + 1}: {run[0]:8.2f} s, peak RSS {run[1] / 2**20:7.0f} MiB, {run[2]}", flush=True)
             runs.append(run)
-            if run[2] != "ok":
+            if run[2] != "ok" or sum(r[0] for r in runs) >= args.budget_seconds:
                 break
         ok = [r for r in runs if r[2] == "ok"]
         agree = None
@@ -252,24 +254,25 @@ def main():
             "peak_rss_bytes": max(r[1] for r in ok) if ok else max(r[1] for r in runs),
             "outcome": "ok" if ok else runs[-1][2],
             "agrees": agree,
+            "runs": len(ok),
         }
 
     base = results.get("cryptolake", {}).get("seconds")
     lines = [
         f"{symbols} symbols x {days} days: {candles:,} candles, {mb:,.0f} MB bronze ({generated['objects']:,} objects); "
-        f"median of {args.runs}; {platform.machine()}, {os.cpu_count()} cores",
+        f"median of up to {args.runs} runs; {platform.machine()}, {os.cpu_count()} cores",
         "",
-        "| engine | wall (s) | candles/s | bronze MB/s | peak RSS (MiB) | time vs cryptolake | output |",
-        "|---|---|---|---|---|---|---|",
+        "| engine | wall (s) | runs | candles/s | bronze MB/s | peak RSS (MiB) | time vs cryptolake | output |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for engine, r in results.items():
         s = r["seconds"]
         if s is None:
-            lines.append(f"| {engine} | {r['outcome']} | | | {r['peak_rss_bytes'] / 2**20:.0f} | | |")
+            lines.append(f"| {engine} | {r['outcome']} | | | | {r['peak_rss_bytes'] / 2**20:.0f} | | |")
             continue
         ratio = f"{s / base:.2f}x" if base else ""
         agree = "reference" if engine == "cryptolake" else ("agrees" if r["agrees"] else "DIFFERS")
-        lines.append(f"| {engine} | {s:.2f} | {candles / s:,.0f} | {mb / s:,.1f} | {r['peak_rss_bytes'] / 2**20:.0f} | {ratio} | {agree} |")
+        lines.append(f"| {engine} | {s:.2f} | {r['runs']} | {candles / s:,.0f} | {mb / s:,.1f} | {r['peak_rss_bytes'] / 2**20:.0f} | {ratio} | {agree} |")
     print("\n" + "\n".join(lines))
     extra = {}
     if args.incremental:

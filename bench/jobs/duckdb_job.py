@@ -1,6 +1,8 @@
-"""The silver + gold job done as well as DuckDB can: read the bronze objects (envelope line,
+"""The silver + gold job done as well as DuckDB can, one bronze date partition at a time (so
+memory is that of one day, not of the input): read the day's bronze objects (envelope line,
 then the Binance klines page), keep closed candles inside their request window, keep the
-latest fetch of each minute, aggregate to hours and days, write partitioned Parquet (zstd).
+latest fetch of each minute, aggregate to hours, write the day's silver partition (zstd);
+then gold from silver in one query.
 
 usage: duckdb_job.py BRONZE_DIR OUT_DIR [THREADS]
 """
@@ -19,11 +21,13 @@ if len(sys.argv) > 3:
     con.execute(f"SET threads = {int(sys.argv[3])}")
 con.execute("SET preserve_insertion_order = false")
 
-con.execute(f"""
-CREATE TEMP TABLE minutes AS
+from days import bronze_days
+
+SILVER = """
+CREATE OR REPLACE TEMP TABLE minutes AS
 WITH files AS (
   SELECT filename, content, strpos(content, chr(10)) AS nl
-  FROM read_text('{bronze}/**/*.bronze')
+  FROM read_text($files)
 ), pages AS (
   SELECT filename,
          json_extract_string(substr(content, 1, nl - 1), '$.source') AS exchange,
@@ -47,9 +51,9 @@ FROM rows
 WHERE make_timestamptz(CAST(k[1] AS BIGINT) * 1000) >= window_start
   AND make_timestamptz(CAST(k[1] AS BIGINT) * 1000) < window_end
   AND make_timestamptz(CAST(k[7] AS BIGINT) * 1000) <= fetched_at
-""")
+"""
 
-con.execute(f"""
+COPY_SILVER = """
 COPY (
   WITH latest AS (
     SELECT * FROM minutes
@@ -72,8 +76,12 @@ COPY (
   GROUP BY l.exchange, l.symbol, date_trunc('hour', l.open_time), a.until
   HAVING date_trunc('hour', l.open_time) + INTERVAL 1 HOUR <= a.until
   ORDER BY l.exchange, l.symbol, open_time
-) TO '{out}/silver/ohlcv_1h' (FORMAT PARQUET, PARTITION_BY (date), COMPRESSION ZSTD, OVERWRITE_OR_IGNORE)
-""")
+) TO '{out}/silver/ohlcv_1h' (FORMAT PARQUET, PARTITION_BY (date), COMPRESSION ZSTD, APPEND)
+"""
+
+for _, files in bronze_days(bronze):
+    con.execute(SILVER, {"files": files})
+    con.execute(COPY_SILVER.format(out=out))
 
 con.execute(f"""
 COPY (

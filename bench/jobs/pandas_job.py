@@ -1,76 +1,87 @@
 """The silver + gold job written the way the original AWS design does its batch steps, with
-pandas and pyarrow: read each bronze object, parse its JSON, build a DataFrame, deduplicate,
-resample to hours and days, write partitioned Parquet (zstd).
+pandas and pyarrow: one batch per bronze date partition (as a scheduled job processes a
+partition per invocation, so memory stays that of one day): read each bronze object, parse
+its JSON, build a DataFrame, deduplicate, resample to hours and the day, append the day's
+partition to partitioned Parquet (zstd).
 
 usage: pandas_job.py BRONZE_DIR OUT_DIR
 """
 
-import glob
 import json
 import sys
 
 import numpy as np
 import pandas as pd
 
+from days import bronze_days
+
 bronze, out = sys.argv[1], sys.argv[2]
-frames = []
-for path in sorted(glob.glob(f"{bronze}/**/*.bronze", recursive=True)):
-    with open(path, "rb") as f:
-        data = f.read()
-    nl = data.index(b"\n")
-    env = json.loads(data[:nl])
-    rows = json.loads(data[nl + 1 :])
-    if not rows:
-        continue
-    df = pd.DataFrame(
-        [r[:9] for r in rows],
-        columns=["open_ms", "open", "high", "low", "close", "volume", "close_ms", "quote_volume", "trade_count"],
-    )
-    df["exchange"] = env["source"]
-    df["symbol"] = env["symbol"]
-    df["fetched_at"] = pd.Timestamp(env["fetched_at"])
-    df["window_start"] = pd.Timestamp(env["window_start"])
-    df["window_end"] = pd.Timestamp(env["window_end"])
-    df["filename"] = path
-    frames.append(df)
 
-m = pd.concat(frames, ignore_index=True)
-for c in ("open", "high", "low", "close", "volume", "quote_volume"):
-    m[c] = m[c].astype("float64")
-m["open_time"] = pd.to_datetime(m["open_ms"], unit="ms", utc=True)
-m["close_time"] = pd.to_datetime(m["close_ms"], unit="ms", utc=True)
-m = m[(m.open_time >= m.window_start) & (m.open_time < m.window_end) & (m.close_time <= m.fetched_at)]
-m["d"] = m.open_time.dt.date
-asked = m.groupby(["exchange", "symbol", "d"])["window_end"].max().rename("until").reset_index()
-m = m.sort_values(["fetched_at", "filename"]).drop_duplicates(["exchange", "symbol", "open_time"], keep="last")
-m = m.sort_values(["exchange", "symbol", "open_time"])
-m["hour"] = m.open_time.dt.floor("h")
-m["bit"] = np.left_shift(np.int64(1), m.open_time.dt.minute.to_numpy().astype(np.int64))
-g = m.groupby(["exchange", "symbol", "hour", "d"], sort=False)
-silver = g.agg(
-    open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"),
-    volume=("volume", "sum"), quote_volume=("quote_volume", "sum"), trade_count=("trade_count", "sum"),
-    minutes_present=("open", "size"), minute_mask=("bit", "sum"), ingested_at=("fetched_at", "max"),
-).reset_index()
-silver = silver.merge(asked, on=["exchange", "symbol", "d"])
-silver = silver[silver.hour + pd.Timedelta(hours=1) <= silver.until]
-silver["base"] = silver.symbol.str.split("-").str[0]
-silver["quote"] = silver.symbol.str.split("-").str[1]
-silver["minutes_present"] = silver.minutes_present.astype("int32")
-silver = silver.rename(columns={"hour": "open_time"})
-silver["date"] = silver.open_time.dt.strftime("%Y-%m-%d")
-cols = ["exchange", "symbol", "base", "quote", "open_time", "open", "high", "low", "close", "volume",
-        "quote_volume", "trade_count", "minutes_present", "minute_mask", "ingested_at", "date"]
-silver = silver[cols]
-silver.to_parquet(f"{out}/silver/ohlcv_1h", partition_cols=["date"], compression="zstd", index=False)
 
-s = silver.sort_values(["exchange", "symbol", "open_time"])
-gold = s.groupby(["exchange", "symbol", "date"], sort=False).agg(
-    open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"),
-    volume=("volume", "sum"), quote_volume=("quote_volume", "sum"), trade_count=("trade_count", "sum"),
-    hours_present=("open", "size"), min_minutes=("minutes_present", "min"),
-).reset_index()
-gold["is_complete"] = (gold.hours_present == 24) & (gold.min_minutes == 60)
-gold["hours_present"] = gold.hours_present.astype("int32")
-gold = gold.drop(columns=["min_minutes"])
-gold.to_parquet(f"{out}/gold/ohlcv_1d", partition_cols=["date"], compression="zstd", index=False)
+def one_day(paths):
+    frames = []
+    for path in paths:
+        with open(path, "rb") as f:
+            data = f.read()
+        nl = data.index(b"\n")
+        env = json.loads(data[:nl])
+        rows = json.loads(data[nl + 1 :])
+        if not rows:
+            continue
+        df = pd.DataFrame(
+            [r[:9] for r in rows],
+            columns=["open_ms", "open", "high", "low", "close", "volume", "close_ms", "quote_volume", "trade_count"],
+        )
+        df["exchange"] = env["source"]
+        df["symbol"] = env["symbol"]
+        df["fetched_at"] = pd.Timestamp(env["fetched_at"])
+        df["window_start"] = pd.Timestamp(env["window_start"])
+        df["window_end"] = pd.Timestamp(env["window_end"])
+        df["filename"] = path
+        frames.append(df)
+    if not frames:
+        return
+    m = pd.concat(frames, ignore_index=True)
+    for c in ("open", "high", "low", "close", "volume", "quote_volume"):
+        m[c] = m[c].astype("float64")
+    m["open_time"] = pd.to_datetime(m["open_ms"], unit="ms", utc=True)
+    m["close_time"] = pd.to_datetime(m["close_ms"], unit="ms", utc=True)
+    m = m[(m.open_time >= m.window_start) & (m.open_time < m.window_end) & (m.close_time <= m.fetched_at)]
+    m["d"] = m.open_time.dt.date
+    asked = m.groupby(["exchange", "symbol", "d"])["window_end"].max().rename("until").reset_index()
+    m = m.sort_values(["fetched_at", "filename"]).drop_duplicates(["exchange", "symbol", "open_time"], keep="last")
+    m = m.sort_values(["exchange", "symbol", "open_time"])
+    m["hour"] = m.open_time.dt.floor("h")
+    m["bit"] = np.left_shift(np.int64(1), m.open_time.dt.minute.to_numpy().astype(np.int64))
+    g = m.groupby(["exchange", "symbol", "hour", "d"], sort=False)
+    silver = g.agg(
+        open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"),
+        volume=("volume", "sum"), quote_volume=("quote_volume", "sum"), trade_count=("trade_count", "sum"),
+        minutes_present=("open", "size"), minute_mask=("bit", "sum"), ingested_at=("fetched_at", "max"),
+    ).reset_index()
+    silver = silver.merge(asked, on=["exchange", "symbol", "d"])
+    silver = silver[silver.hour + pd.Timedelta(hours=1) <= silver.until]
+    silver["base"] = silver.symbol.str.split("-").str[0]
+    silver["quote"] = silver.symbol.str.split("-").str[1]
+    silver["minutes_present"] = silver.minutes_present.astype("int32")
+    silver = silver.rename(columns={"hour": "open_time"})
+    silver["date"] = silver.open_time.dt.strftime("%Y-%m-%d")
+    cols = ["exchange", "symbol", "base", "quote", "open_time", "open", "high", "low", "close", "volume",
+            "quote_volume", "trade_count", "minutes_present", "minute_mask", "ingested_at", "date"]
+    silver = silver[cols]
+    silver.to_parquet(f"{out}/silver/ohlcv_1h", partition_cols=["date"], compression="zstd", index=False)
+
+    s = silver.sort_values(["exchange", "symbol", "open_time"])
+    gold = s.groupby(["exchange", "symbol", "date"], sort=False).agg(
+        open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"),
+        volume=("volume", "sum"), quote_volume=("quote_volume", "sum"), trade_count=("trade_count", "sum"),
+        hours_present=("open", "size"), min_minutes=("minutes_present", "min"),
+    ).reset_index()
+    gold["is_complete"] = (gold.hours_present == 24) & (gold.min_minutes == 60)
+    gold["hours_present"] = gold.hours_present.astype("int32")
+    gold = gold.drop(columns=["min_minutes"])
+    gold.to_parquet(f"{out}/gold/ohlcv_1d", partition_cols=["date"], compression="zstd", index=False)
+
+
+for _, paths in bronze_days(bronze):
+    one_day(paths)

@@ -22,7 +22,7 @@ fn every_engine_agrees_with_cryptolake_on_the_small_benchmark() {
     let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/run.py");
     let out = Command::new("python3")
         .arg(runner)
-        .args(["--symbols", "10", "--days", "7", "--runs", "1"])
+        .args(["--symbols", "10", "--days", "7", "--runs", "1", "--incremental"])
         .arg("--binary")
         .arg(env!("CARGO_BIN_EXE_cryptolake"))
         .arg("--python")
@@ -54,4 +54,10 @@ fn every_engine_agrees_with_cryptolake_on_the_small_benchmark() {
         );
     }
     assert_eq!(stdout.matches(": agree").count(), 6, "{stdout}");
+    // The incremental measurement ran, and each of its builds found the new hour (the runner
+    // exits non-zero otherwise).
+    assert!(
+        stdout.contains("incremental: one hour of new bronze for 10 symbols"),
+        "{stdout}"
+    );
 }
