@@ -22,7 +22,15 @@ fn every_engine_agrees_with_cryptolake_on_the_small_benchmark() {
     let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/run.py");
     let out = Command::new("python3")
         .arg(runner)
-        .args(["--symbols", "10", "--days", "7", "--runs", "1", "--incremental"])
+        .args([
+            "--symbols",
+            "10",
+            "--days",
+            "7",
+            "--runs",
+            "1",
+            "--incremental",
+        ])
         .arg("--binary")
         .arg(env!("CARGO_BIN_EXE_cryptolake"))
         .arg("--python")

@@ -25,6 +25,7 @@ use arrow::array::{
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_model::{Exchange, Symbol, date_of, day_start, hour_start, schema};
 use cryptolake_sources::ExchangeClient;
+use futures::StreamExt;
 
 use crate::paths::{self, BronzeKey};
 use crate::{Error, Lake, Result, hourly_from_batch, read_parquet, write_parquet};
@@ -227,7 +228,7 @@ fn grids_of(asked: &BTreeMap<Pair, Span>) -> BTreeMap<Pair, Span> {
 pub async fn update(
     lake: &Lake,
     touched: &BTreeMap<NaiveDate, BTreeSet<Pair>>,
-    listed: &HashMap<Pair, Vec<BronzeKey>>,
+    listed: &Arc<HashMap<Pair, Vec<BronzeKey>>>,
     now: DateTime<Utc>,
 ) -> Result<GapScan> {
     let (Some(from), Some(to)) = (touched.keys().next(), touched.keys().next_back()) else {
@@ -240,42 +241,79 @@ pub async fn update(
     let unservable = read_unservable(lake).await?;
     extend_asked(&mut asked, listed, &unservable);
     crate::state::write(lake, &paths::gaps_state(), &AskedState::from(&asked)).await?;
-    let grids = grids_of(&asked);
+    let grids = Arc::new(grids_of(&asked));
+    let jobs = touched
+        .iter()
+        .map(|(date, pairs)| (*date, Some(pairs.clone())))
+        .collect();
+    rewrite_dates(lake, jobs, grids, listed.clone(), now).await
+}
+
+/// How many dates of the gap report are scanned at once.
+const DATES_IN_FLIGHT: usize = 4;
+
+/// Rewrites the gaps partition of each date: the gaps of the date's pairs (every pair with a
+/// grid when `None`) scanned afresh, the other pairs' rows as they were. Dates are scanned
+/// concurrently, each in its own task.
+async fn rewrite_dates(
+    lake: &Lake,
+    jobs: Vec<(NaiveDate, Option<BTreeSet<Pair>>)>,
+    grids: Arc<BTreeMap<Pair, Span>>,
+    bronze: Arc<HashMap<Pair, Vec<BronzeKey>>>,
+    now: DateTime<Utc>,
+) -> Result<GapScan> {
     let mut out = GapScan {
-        dates_scanned: touched.len(),
+        dates_scanned: jobs.len(),
         ..Default::default()
     };
-    for (date, pairs) in touched {
-        let only: BTreeMap<Pair, Span> = grids
-            .iter()
-            .filter(|(p, _)| pairs.contains(*p))
-            .map(|(p, s)| (p.clone(), *s))
-            .collect();
-        let fresh = scan_date(lake, *date, &only, listed, now).await?;
-        let key = paths::gaps_partition_file(*date);
-        let mut rows: Vec<Gap> = Vec::new();
-        if lake.head(&key).await?.is_some() {
-            for batch in read_parquet(lake, &key).await? {
-                rows.extend(
-                    gaps_from_batch(&batch, key.as_ref())?
-                        .into_iter()
-                        .filter(|g| !pairs.contains(&(g.exchange, g.symbol.clone()))),
-                );
+    let tasks = jobs.into_iter().map(|(date, pairs)| {
+        let (lake, grids, bronze) = (lake.clone(), grids.clone(), bronze.clone());
+        let task = tokio::spawn(async move {
+            let only: BTreeMap<Pair, Span> = grids
+                .iter()
+                .filter(|(p, _)| pairs.as_ref().is_none_or(|ps| ps.contains(*p)))
+                .map(|(p, s)| (p.clone(), *s))
+                .collect();
+            let fresh = scan_date(&lake, date, &only, &bronze, now).await?;
+            let key = paths::gaps_partition_file(date);
+            let mut rows: Vec<Gap> = Vec::new();
+            let exists = lake.head(&key).await?.is_some();
+            if let Some(pairs) = &pairs
+                && exists
+            {
+                for batch in read_parquet(&lake, &key).await? {
+                    rows.extend(
+                        gaps_from_batch(&batch, key.as_ref())?
+                            .into_iter()
+                            .filter(|g| !pairs.contains(&(g.exchange, g.symbol.clone()))),
+                    );
+                }
             }
-        }
-        rows.extend(fresh.iter().cloned());
-        rows.sort_by(|a, b| {
-            (a.exchange, &a.symbol, a.start).cmp(&(b.exchange, &b.symbol, b.start))
+            rows.extend(fresh.iter().cloned());
+            rows.sort_by(|a, b| {
+                (a.exchange, &a.symbol, a.start).cmp(&(b.exchange, &b.symbol, b.start))
+            });
+            let (written, deleted) = if rows.is_empty() {
+                if exists {
+                    lake.delete(&key).await?;
+                }
+                (0, usize::from(exists))
+            } else {
+                write_parquet(&lake, &key, &gaps_to_batch(&rows)?, &[0, 1, 2]).await?;
+                (1, 0)
+            };
+            Ok::<_, Error>((fresh, written, deleted))
         });
-        if rows.is_empty() {
-            if lake.head(&key).await?.is_some() {
-                lake.delete(&key).await?;
-                out.partitions_deleted += 1;
-            }
-        } else {
-            write_parquet(lake, &key, &gaps_to_batch(&rows)?, &[0, 1, 2]).await?;
-            out.partitions_written += 1;
+        async move {
+            task.await
+                .map_err(|e| Error::Invalid(format!("gap report for {date}: {e}")))?
         }
+    });
+    let mut done = futures::stream::iter(tasks).buffered(DATES_IN_FLIGHT);
+    while let Some(r) = done.next().await {
+        let (fresh, written, deleted) = r?;
+        out.partitions_written += written;
+        out.partitions_deleted += deleted;
         out.gaps.extend(fresh);
     }
     Ok(out)
@@ -334,25 +372,8 @@ pub async fn scan(
             dates.insert(d);
         }
     }
-    let mut out = GapScan {
-        dates_scanned: dates.len(),
-        ..Default::default()
-    };
-    for date in dates {
-        let gaps = scan_date(lake, date, &grids, &bronze, now).await?;
-        let key = paths::gaps_partition_file(date);
-        if gaps.is_empty() {
-            if lake.head(&key).await?.is_some() {
-                lake.delete(&key).await?;
-                out.partitions_deleted += 1;
-            }
-        } else {
-            write_parquet(lake, &key, &gaps_to_batch(&gaps)?, &[0, 1, 2]).await?;
-            out.partitions_written += 1;
-        }
-        out.gaps.extend(gaps);
-    }
-    Ok(out)
+    let jobs = dates.into_iter().map(|d| (d, None)).collect();
+    rewrite_dates(lake, jobs, Arc::new(grids), Arc::new(bronze), now).await
 }
 
 async fn scan_date(
@@ -400,10 +421,17 @@ async fn scan_date(
             .unwrap_or_default();
         let flags = present.get(pair);
         let mut current: Option<Gap> = None;
-        let mut t = start;
-        while t < end {
-            let idx = (t - day.0).num_minutes() as usize;
+        // Minute by minute from `start`, as indices into the day's flags; a time only for
+        // minutes that are missing or end a gap.
+        let base = (start - day.0).num_minutes();
+        let steps = ((end - start).num_seconds() + 59) / 60;
+        for k in 0..steps {
+            let idx = (base + k) as usize;
             let missing = !flags.is_some_and(|f| f[idx]);
+            if !missing && current.is_none() {
+                continue;
+            }
+            let t = start + Duration::minutes(k);
             let status = missing.then(|| {
                 let minute_end = t + Duration::minutes(1);
                 let fetches = keys
@@ -440,7 +468,6 @@ async fn scan_date(
                     });
                 }
             }
-            t += Duration::minutes(1);
         }
         gaps.extend(current);
     }

@@ -194,112 +194,155 @@ pub fn duplicates_result(rules: &QualityRules, dropped: usize) -> QualityResult 
     }
 }
 
-/// Completeness, price jumps and freshness of silver hours (sorted by exchange, symbol, time).
+/// The hour rules (completeness, price jumps, freshness) over hours sorted by exchange, symbol
+/// and open time.
 pub fn check_hours(
     rules: &QualityRules,
     hours: &[HourlyCandle],
     now: DateTime<Utc>,
 ) -> Vec<QualityResult> {
-    let mut out = Vec::new();
-    let violation =
-        |rule: &str, action, h: &HourlyCandle, observed: f64, threshold: f64, message: String| {
-            QualityResult {
-                rule: rule.into(),
-                action,
-                status: "violation".into(),
-                exchange: Some(h.exchange.to_string()),
-                symbol: Some(h.symbol.to_string()),
-                subject: Some(h.open_time.to_rfc3339()),
-                observed: Some(observed),
-                threshold: Some(threshold),
-                message,
-            }
-        };
-    let mut incomplete = 0;
-    let mut jumps = 0;
-    for (i, h) in hours.iter().enumerate() {
-        if h.minutes_present < rules.min_minutes_per_hour {
-            incomplete += 1;
-            out.push(violation(
-                "completeness",
-                rules.completeness,
-                h,
-                f64::from(h.minutes_present),
-                f64::from(rules.min_minutes_per_hour),
-                format!("hour has {} of 60 minutes", h.minutes_present),
-            ));
+    let mut checks = HourChecks::new(rules, now);
+    checks.feed(hours, false);
+    checks.finish()
+}
+
+/// [`check_hours`] over a stream of dates, so memory holds one date's hours (plus one hour per
+/// symbol), not the range's: feed each date's hours, sorted by exchange, symbol and open time,
+/// in date order, then `finish`.
+pub struct HourChecks<'a> {
+    rules: &'a QualityRules,
+    now: DateTime<Utc>,
+    out: Vec<QualityResult>,
+    hours: usize,
+    incomplete: usize,
+    jumps: usize,
+    /// The newest hour seen of each exchange and symbol.
+    newest: BTreeMap<(String, String), HourlyCandle>,
+}
+
+fn violation(
+    rule: &str,
+    action: Action,
+    h: &HourlyCandle,
+    observed: f64,
+    threshold: f64,
+    message: String,
+) -> QualityResult {
+    QualityResult {
+        rule: rule.into(),
+        action,
+        status: "violation".into(),
+        exchange: Some(h.exchange.to_string()),
+        symbol: Some(h.symbol.to_string()),
+        subject: Some(h.open_time.to_rfc3339()),
+        observed: Some(observed),
+        threshold: Some(threshold),
+        message,
+    }
+}
+
+impl<'a> HourChecks<'a> {
+    pub fn new(rules: &'a QualityRules, now: DateTime<Utc>) -> Self {
+        HourChecks {
+            rules,
+            now,
+            out: Vec::new(),
+            hours: 0,
+            incomplete: 0,
+            jumps: 0,
+            newest: BTreeMap::new(),
         }
-        if i > 0 {
-            let p = &hours[i - 1];
-            if p.exchange == h.exchange
-                && p.symbol == h.symbol
-                && p.open_time + Duration::hours(1) == h.open_time
-            {
-                let change = (h.close / p.close - 1.0).abs();
-                if change > rules.max_price_change {
-                    jumps += 1;
-                    out.push(violation(
-                        "price_jump",
-                        rules.price_jump,
+    }
+
+    /// One date's hours. With `context`, they are not judged: they only give the next date's
+    /// first hour its previous close, and count for freshness.
+    pub fn feed(&mut self, hours: &[HourlyCandle], context: bool) {
+        let rules = self.rules;
+        for h in hours {
+            let key = (h.exchange.to_string(), h.symbol.to_string());
+            let previous = self.newest.get(&key);
+            if !context {
+                self.hours += 1;
+                if h.minutes_present < rules.min_minutes_per_hour {
+                    self.incomplete += 1;
+                    self.out.push(violation(
+                        "completeness",
+                        rules.completeness,
                         h,
-                        change,
-                        rules.max_price_change,
-                        format!(
-                            "close {} moved {:.1}% from the previous hour's close {}",
-                            h.close,
-                            change * 100.0,
-                            p.close
-                        ),
+                        f64::from(h.minutes_present),
+                        f64::from(rules.min_minutes_per_hour),
+                        format!("hour has {} of 60 minutes", h.minutes_present),
                     ));
                 }
+                if let Some(p) = previous
+                    && p.open_time + Duration::hours(1) == h.open_time
+                {
+                    let change = (h.close / p.close - 1.0).abs();
+                    if change > rules.max_price_change {
+                        self.jumps += 1;
+                        self.out.push(violation(
+                            "price_jump",
+                            rules.price_jump,
+                            h,
+                            change,
+                            rules.max_price_change,
+                            format!(
+                                "close {} moved {:.1}% from the previous hour's close {}",
+                                h.close,
+                                change * 100.0,
+                                p.close
+                            ),
+                        ));
+                    }
+                }
+            }
+            if previous.is_none_or(|p| p.open_time < h.open_time) {
+                self.newest.insert(key, h.clone());
             }
         }
     }
-    if incomplete == 0 {
-        out.push(QualityResult::pass(
-            "completeness",
-            rules.completeness,
-            format!("{} hours complete", hours.len()),
-        ));
-    }
-    if jumps == 0 {
-        out.push(QualityResult::pass(
-            "price_jump",
-            rules.price_jump,
-            format!("{} hours within the threshold", hours.len()),
-        ));
-    }
-    // Freshness: the newest hour of each exchange and symbol.
-    let mut newest: BTreeMap<(String, String), &HourlyCandle> = BTreeMap::new();
-    for h in hours {
-        let key = (h.exchange.to_string(), h.symbol.to_string());
-        if newest.get(&key).is_none_or(|n| n.open_time < h.open_time) {
-            newest.insert(key, h);
-        }
-    }
-    let mut stale = 0;
-    for h in newest.values() {
-        let age = (now - (h.open_time + Duration::hours(1))).num_minutes();
-        if age > rules.max_age_minutes {
-            stale += 1;
-            out.push(violation(
-                "freshness",
-                rules.freshness,
-                h,
-                age as f64,
-                rules.max_age_minutes as f64,
-                format!("newest closed hour ended {age} minutes ago"),
+
+    pub fn finish(mut self) -> Vec<QualityResult> {
+        let rules = self.rules;
+        if self.incomplete == 0 {
+            self.out.push(QualityResult::pass(
+                "completeness",
+                rules.completeness,
+                format!("{} hours complete", self.hours),
             ));
         }
+        if self.jumps == 0 {
+            self.out.push(QualityResult::pass(
+                "price_jump",
+                rules.price_jump,
+                format!("{} hours within the threshold", self.hours),
+            ));
+        }
+        // Freshness: the newest hour of each exchange and symbol.
+        let mut stale = 0;
+        for h in self.newest.values() {
+            let age = (self.now - (h.open_time + Duration::hours(1))).num_minutes();
+            if age > rules.max_age_minutes {
+                stale += 1;
+                self.out.push(violation(
+                    "freshness",
+                    rules.freshness,
+                    h,
+                    age as f64,
+                    rules.max_age_minutes as f64,
+                    format!("newest closed hour ended {age} minutes ago"),
+                ));
+            }
+        }
+        if stale == 0 {
+            self.out.push(QualityResult::pass(
+                "freshness",
+                rules.freshness,
+                format!("{} symbols fresh", self.newest.len()),
+            ));
+        }
+        self.out
     }
-    if stale == 0 {
-        out.push(QualityResult::pass(
-            "freshness",
-            rules.freshness,
-            format!("{} symbols fresh", newest.len()),
-        ));
-    }
-    out
 }
 
 /// Completeness of gold days; the current UTC day is not closed and is not judged.
@@ -338,10 +381,10 @@ pub fn check_days(
 
 async fn table_dates(lake: &Lake, table: &object_store::path::Path) -> Result<BTreeSet<NaiveDate>> {
     Ok(lake
-        .list(table)
+        .list_keys(table)
         .await?
         .iter()
-        .filter_map(|m| paths::partition_file_date(table, &m.location))
+        .filter_map(|k| paths::partition_file_date(table, k))
         .collect())
 }
 
@@ -372,28 +415,23 @@ pub async fn evaluate_silver(
 ) -> Result<Vec<QualityResult>> {
     let dates = table_dates(lake, &paths::silver_table()).await?;
     let first = dates.iter().copied().find(|d| in_range(d, from, to));
-    let mut hours = Vec::new();
-    // The day before the range too, for the first hour's previous close.
+    let mut checks = HourChecks::new(rules, now);
+    // Date by date; the day before the range too, for the first hour's previous close.
     for d in dates
         .iter()
         .filter(|d| in_range(d, from, to) || d.succ_opt() == first)
     {
         let key = paths::silver_partition_file(*d);
+        let mut hours = Vec::new();
         for b in read_parquet(lake, &key).await? {
             hours.extend(hourly_from_batch(&b, key.as_ref())?);
         }
+        hours.sort_by(|a, b| {
+            (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
+        });
+        checks.feed(&hours, !in_range(d, from, to));
     }
-    hours.sort_by(|a, b| {
-        (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
-    });
-    let mut results = check_hours(rules, &hours, now);
-    // Hours of the day before the range were only context.
-    results.retain(|r| {
-        r.rule == "freshness"
-            || r.subject.as_deref().is_none_or(|s| {
-                DateTime::parse_from_rfc3339(s).is_ok_and(|t| in_range(&t.date_naive(), from, to))
-            })
-    });
+    let results = checks.finish();
     Ok(results)
 }
 

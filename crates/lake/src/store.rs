@@ -424,7 +424,12 @@ mod tests {
             .collect();
         assert_eq!(listed.len(), 3, "{listed:?}");
         assert_eq!(lake.list_keys(&Path::from("a")).await.unwrap(), listed);
-        assert!(lake.list_keys(&Path::from("nope")).await.unwrap().is_empty());
+        assert!(
+            lake.list_keys(&Path::from("nope"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

@@ -120,7 +120,7 @@ pub struct SilverMetrics {
     #[serde(skip)]
     pub touched: BTreeMap<NaiveDate, BTreeSet<Pair>>,
     #[serde(skip)]
-    pub listed: HashMap<Pair, Vec<BronzeKey>>,
+    pub listed: std::sync::Arc<HashMap<Pair, Vec<BronzeKey>>>,
 }
 
 /// What one bronze object yielded.
@@ -463,7 +463,7 @@ impl SilverBuild {
             state::write(lake, &paths::silver_state(), &plan.next_state).await?;
         }
         metrics.touched = plan.affected;
-        metrics.listed = plan.index;
+        metrics.listed = std::sync::Arc::new(plan.index);
         Ok(metrics)
     }
 }
