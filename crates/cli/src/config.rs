@@ -55,6 +55,13 @@ max_refetch_windows = 24
 # Env: CRYPTOLAKE_SCHEDULE_CRON. Flag: schedule --cron.
 cron = "5 * * * *"
 
+[silver]
+# How far back each silver build re-reads the bronze manifest from the start of the build
+# before it: a writer announces an object, then writes it, and one that started before that
+# build may finish after it. Raise it if a writer can take longer between the two.
+# Env: CRYPTOLAKE_SILVER_MANIFEST_OVERLAP.
+manifest_overlap = "10m"
+
 [quality]
 # Data-quality rules. Actions: warn (report, keep the data), drop (leave the record out, count
 # it), quarantine (leave it out, keep it under quarantine/ with its reason), fail (the step
@@ -143,6 +150,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub silver: SilverConfig,
     #[serde(default)]
     pub quality: QualityConfig,
     #[serde(default = "default_exchanges")]
@@ -252,6 +261,31 @@ impl QualityConfig {
 pub struct S3Config {
     pub endpoint: Option<String>,
     pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilverConfig {
+    #[serde(default = "default_manifest_overlap")]
+    pub manifest_overlap: String,
+}
+
+fn default_manifest_overlap() -> String {
+    "10m".into()
+}
+
+impl Default for SilverConfig {
+    fn default() -> Self {
+        SilverConfig {
+            manifest_overlap: default_manifest_overlap(),
+        }
+    }
+}
+
+impl SilverConfig {
+    pub fn manifest_overlap(&self) -> Result<Duration> {
+        parse_duration(&self.manifest_overlap).context("config key silver.manifest_overlap")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -401,6 +435,7 @@ impl Config {
                         .map_err(|_| anyhow!("{name}={value:?}: expected a whole number"))?
                 }
                 "SCHEDULE_CRON" => self.schedule.cron = value.clone(),
+                "SILVER_MANIFEST_OVERLAP" => self.silver.manifest_overlap = value.clone(),
                 "S3_ENDPOINT" => self.s3.endpoint = Some(value.clone()),
                 "S3_REGION" => self.s3.region = Some(value.clone()),
                 _ => {
@@ -465,6 +500,7 @@ impl Config {
         if timeout <= Duration::zero() {
             bail!("config key ingest.request_timeout: must be longer than 0s");
         }
+        self.silver.manifest_overlap()?;
         croner::Cron::from_str(&self.schedule.cron)
             .map_err(|e| anyhow!("config key schedule.cron {:?}: {e}", self.schedule.cron))?;
         for (name, ex) in &self.exchanges {
@@ -704,5 +740,12 @@ mod tests {
         assert!(format!("{err:#}").contains("ingest.lookback"), "{err:#}");
         let err = load_str("[exchanges.bitfinex]\n", &[]).unwrap_err();
         assert!(format!("{err:#}").contains("bitfinex"), "{err:#}");
+        let err = load_str("", &[("CRYPTOLAKE_SILVER_MANIFEST_OVERLAP", "-5m")]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("silver.manifest_overlap"),
+            "{err:#}"
+        );
+        let ok = load_str("[silver]\nmanifest_overlap = \"0s\"\n", &[]).unwrap();
+        assert_eq!(ok.silver.manifest_overlap().unwrap(), Duration::zero());
     }
 }

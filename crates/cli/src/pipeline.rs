@@ -345,6 +345,7 @@ impl Env {
         let lease = self.lease("transform", run_id).await?;
         let build = SilverBuild::new()
             .with_rebuild(rebuild)
+            .with_manifest_overlap(self.config.silver.manifest_overlap()?)
             .with_rules(self.config.quality.rules());
         let plan = build.plan(&self.lake).await?;
         info!(

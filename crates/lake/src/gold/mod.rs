@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use cryptolake_model::{DailyCandle, HourlyCandle};
+use futures::StreamExt;
 use object_store::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -125,24 +126,27 @@ impl GoldBuild {
         } else {
             plan.previous
         };
-        for (date, silver_version) in &plan.build {
-            let silver_key = paths::silver_partition_file(*date);
-            let mut hours: Vec<HourlyCandle> = Vec::new();
-            for b in read_parquet(lake, &silver_key).await? {
-                hours.extend(hourly_from_batch(&b, silver_key.as_ref())?);
+        // Dates are independent: each is read, aggregated and written by its own task, a few
+        // at a time, so both cores work.
+        let tasks = plan.build.iter().map(|(date, silver_version)| {
+            let (lake, date, version) = (lake.clone(), *date, silver_version.clone());
+            let task = tokio::spawn(async move {
+                let rows = build_date(&lake, date).await?;
+                Ok::<_, crate::Error>((date, version, rows))
+            });
+            async move {
+                task.await
+                    .map_err(|e| crate::Error::Invalid(format!("gold build for {date}: {e}")))?
             }
-            // Silver partitions are sorted by exchange, symbol, open_time.
-            let days: Vec<DailyCandle> = hours
-                .chunk_by(|a, b| a.exchange == b.exchange && a.symbol == b.symbol)
-                .filter_map(|group| aggregate::daily(*date, group))
-                .collect();
-            let key = paths::gold_partition_file(*date);
-            write_parquet(lake, &key, &daily_to_batch(&days)?, &SORTED_BY).await?;
+        });
+        let mut done = futures::stream::iter(tasks).buffered(DATES_IN_FLIGHT);
+        while let Some(r) = done.next().await {
+            let (date, version, rows) = r?;
             metrics.partitions_written += 1;
-            metrics.rows_written += days.len();
-            metrics.changed_dates.push(*date);
-            built_from.insert(*date, silver_version.clone());
-            info!(%date, rows = days.len(), "gold partition written");
+            metrics.rows_written += rows;
+            metrics.changed_dates.push(date);
+            built_from.insert(date, version);
+            info!(%date, rows, "gold partition written");
         }
         for date in &plan.remove {
             lake.delete(&paths::gold_partition_file(*date)).await?;
@@ -158,4 +162,24 @@ impl GoldBuild {
         }
         Ok(metrics)
     }
+}
+
+/// How many gold dates are built at once.
+const DATES_IN_FLIGHT: usize = 4;
+
+/// Rebuilds one gold date from its silver partition; returns the rows written.
+async fn build_date(lake: &Lake, date: NaiveDate) -> Result<usize> {
+    let silver_key = paths::silver_partition_file(date);
+    let mut hours: Vec<HourlyCandle> = Vec::new();
+    for b in read_parquet(lake, &silver_key).await? {
+        hours.extend(hourly_from_batch(&b, silver_key.as_ref())?);
+    }
+    // Silver partitions are sorted by exchange, symbol, open_time.
+    let days: Vec<DailyCandle> = hours
+        .chunk_by(|a, b| a.exchange == b.exchange && a.symbol == b.symbol)
+        .filter_map(|group| aggregate::daily(date, group))
+        .collect();
+    let key = paths::gold_partition_file(date);
+    write_parquet(lake, &key, &daily_to_batch(&days)?, &SORTED_BY).await?;
+    Ok(days.len())
 }

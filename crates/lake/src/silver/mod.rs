@@ -38,9 +38,9 @@ pub const SORTED_BY: [usize; 3] = [0, 1, 4];
 /// An exchange and one of its symbols.
 pub type Pair = (Exchange, Symbol);
 
-/// How far back each build re-reads the manifest: an entry is written just before its object,
-/// and a writer that started before the last build may finish after it.
-const MANIFEST_OVERLAP_MINUTES: i64 = 10;
+/// How far back each build re-reads the manifest by default: an entry is written just before
+/// its object, and a writer that started before the last build may finish after it.
+pub const MANIFEST_OVERLAP_MINUTES: i64 = 10;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SilverState {
@@ -60,6 +60,7 @@ struct SilverState {
 #[derive(Debug, Clone)]
 pub struct SilverBuild {
     rebuild: bool,
+    manifest_overlap: Duration,
     concurrency: usize,
     rules: QualityRules,
 }
@@ -174,6 +175,7 @@ impl SilverBuild {
     pub fn new() -> SilverBuild {
         SilverBuild {
             rebuild: false,
+            manifest_overlap: Duration::minutes(MANIFEST_OVERLAP_MINUTES),
             concurrency: 8,
             rules: QualityRules::default(),
         }
@@ -191,6 +193,12 @@ impl SilverBuild {
         self
     }
 
+    /// How far back each build re-reads the manifest (at least zero).
+    pub fn with_manifest_overlap(mut self, overlap: Duration) -> Self {
+        self.manifest_overlap = overlap.max(Duration::zero());
+        self
+    }
+
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
@@ -205,7 +213,7 @@ impl SilverBuild {
                 .await?
                 .unwrap_or_default()
         };
-        let watermark = started - Duration::minutes(MANIFEST_OVERLAP_MINUTES);
+        let watermark = started - self.manifest_overlap;
         let mut plan = SilverPlan {
             rebuild: self.rebuild,
             new_objects: Vec::new(),
@@ -290,10 +298,30 @@ impl SilverBuild {
         }
         // Listed concurrently: an hourly run touches every symbol, and each listing is a
         // round trip (a directory read locally, a request on S3).
+        // Only the datasets each source has (most lakes hold no archive imports).
+        let mut datasets: HashMap<Exchange, Vec<&str>> = HashMap::new();
+        for source in partitions.iter().map(|p| p.0).collect::<BTreeSet<_>>() {
+            let (_, folders) = lake
+                .list_level(&Path::from(format!("{}/source={source}", paths::BRONZE)))
+                .await?;
+            let has = |dataset: &str| {
+                folders
+                    .iter()
+                    .any(|f| f.filename() == Some(&format!("dataset={dataset}")))
+            };
+            datasets.insert(
+                source,
+                [KLINES_1M, KLINES_1M_ARCHIVE]
+                    .into_iter()
+                    .filter(|d| has(d))
+                    .collect(),
+            );
+        }
         let prefixes: Vec<Path> = partitions
             .iter()
             .flat_map(|(source, symbol, date)| {
-                [KLINES_1M, KLINES_1M_ARCHIVE]
+                datasets[source]
+                    .iter()
                     .map(|dataset| paths::bronze_partition(*source, dataset, symbol, *date))
             })
             .collect();
