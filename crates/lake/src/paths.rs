@@ -181,6 +181,11 @@ pub fn gold_partition_file(date: NaiveDate) -> Path {
     Path::from(format!("{GOLD_OHLCV_1D}/date={date}/{PART_FILE}"))
 }
 
+/// The partition file of `date` in any partitioned table.
+pub fn partition_file(table: &Path, date: NaiveDate) -> Path {
+    Path::from(format!("{table}/date={date}/{PART_FILE}"))
+}
+
 /// The date of a table's partition file (`.../date=YYYY-MM-DD/part-00000.parquet`); `None` for
 /// anything that is not a partition file (including a store's temporary files).
 pub fn partition_file_date(table: &Path, path: &Path) -> Option<NaiveDate> {
@@ -298,15 +303,54 @@ fn parse_date(s: &str) -> Option<NaiveDate> {
 }
 
 fn parse_compact(s: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%S%.3fZ")
-        .ok()
-        .map(|t| t.and_utc())
+    // Keys are parsed by the thousand in every plan: the exact `YYYYMMDDTHHMMSS.mmmZ` form is
+    // read directly; anything else goes to chrono's format parser, which decides.
+    parse_compact_exact(s).or_else(|| {
+        NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%S%.3fZ")
+            .ok()
+            .map(|t| t.and_utc())
+    })
+}
+
+fn parse_compact_exact(s: &str) -> Option<DateTime<Utc>> {
+    let b = s.as_bytes();
+    if b.len() != 20 || b[8] != b'T' || b[15] != b'.' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(4..6)?, num(6..8)?)?;
+    let t = date.and_hms_milli_opt(num(9..11)?, num(11..13)?, num(13..15)?, num(16..19)?)?;
+    Some(t.and_utc())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use cryptolake_model::parse_time;
+
+    proptest::proptest! {
+        /// The direct reader of compact times agrees with chrono's format parser, on valid
+        /// times and on anything of the same length.
+        #[test]
+        fn compact_times_parse_as_chrono_does(
+            text in "[0-9]{8}T[0-9]{6}\\.[0-9]{3}Z",
+            noise in "[0-9TZ.]{20}",
+            ms in 0i64..4_102_444_800_000,
+        ) {
+            let t = DateTime::from_timestamp_millis(ms).unwrap();
+            proptest::prop_assert_eq!(parse_compact(&format_compact(t)), Some(t));
+            for s in [text.as_str(), noise.as_str()] {
+                let chrono = NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%S%.3fZ")
+                    .ok()
+                    .map(|t| t.and_utc());
+                proptest::prop_assert_eq!(parse_compact(s), chrono, "{}", s);
+            }
+        }
+    }
 
     #[test]
     fn bronze_key_round_trips() {

@@ -388,6 +388,29 @@ async fn table_dates(lake: &Lake, table: &object_store::path::Path) -> Result<BT
         .collect())
 }
 
+/// The dates of `table` in `[from - 1 day, to]`: when both ends are given, by looking up
+/// those dates' partitions (an hourly run's range is one date; listing the table would read
+/// a directory per date of history); otherwise from a listing.
+async fn dates_between(
+    lake: &Lake,
+    table: &object_store::path::Path,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<BTreeSet<NaiveDate>> {
+    let (Some(from), Some(to)) = (from, to) else {
+        return table_dates(lake, table).await;
+    };
+    let mut out = BTreeSet::new();
+    let mut d = from.pred_opt().unwrap_or(from);
+    while d <= to {
+        if lake.head(&paths::partition_file(table, d)).await?.is_some() {
+            out.insert(d);
+        }
+        d = d.succ_opt().expect("date in range");
+    }
+    Ok(out)
+}
+
 /// Evaluates the table rules over silver and gold: all dates, or those in `[from, to]`.
 pub async fn evaluate(
     lake: &Lake,
@@ -413,7 +436,7 @@ pub async fn evaluate_silver(
     to: Option<NaiveDate>,
     now: DateTime<Utc>,
 ) -> Result<Vec<QualityResult>> {
-    let dates = table_dates(lake, &paths::silver_table()).await?;
+    let dates = dates_between(lake, &paths::silver_table(), from, to).await?;
     let first = dates.iter().copied().find(|d| in_range(d, from, to));
     let mut checks = HourChecks::new(rules, now);
     // Date by date; the day before the range too, for the first hour's previous close.
@@ -444,7 +467,7 @@ pub async fn evaluate_gold(
     now: DateTime<Utc>,
 ) -> Result<Vec<QualityResult>> {
     let mut days = Vec::new();
-    for d in table_dates(lake, &paths::gold_table())
+    for d in dates_between(lake, &paths::gold_table(), from, to)
         .await?
         .into_iter()
         .filter(|d| in_range(d, from, to))

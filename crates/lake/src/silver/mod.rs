@@ -296,8 +296,8 @@ impl SilverBuild {
                 }
             }
         }
-        // Listed concurrently: an hourly run touches every symbol, and each listing is a
-        // round trip (a directory read locally, a request on S3).
+        // Listed together: an hourly run touches every symbol, and each listing is a round
+        // trip (a directory read locally, a request on S3, made concurrently).
         // Only the datasets each source has (most lakes hold no archive imports).
         let mut datasets: HashMap<Exchange, Vec<&str>> = HashMap::new();
         for source in partitions.iter().map(|p| p.0).collect::<BTreeSet<_>>() {
@@ -325,14 +325,12 @@ impl SilverBuild {
                     .map(|dataset| paths::bronze_partition(*source, dataset, symbol, *date))
             })
             .collect();
-        let listings: Vec<Result<Vec<Path>>> = futures::stream::iter(&prefixes)
-            .map(|prefix| lake.list_keys(prefix))
-            .buffered(LISTINGS_IN_FLIGHT)
-            .collect()
-            .await;
+        let listings = lake
+            .list_keys_many(prefixes.into_iter().map(|p| (p, None)).collect())
+            .await?;
         let mut existing: HashSet<String> = HashSet::new();
         for listing in listings {
-            for location in listing? {
+            for location in listing {
                 if let Some(key) = BronzeKey::parse(&location)
                     && existing.insert(location.to_string())
                 {
@@ -525,20 +523,18 @@ async fn manifest_since(
         day = day.succ_opt().expect("date in range");
     }
     let offset = paths::manifest_offset(since);
-    let listings: Vec<Result<Vec<Path>>> = futures::stream::iter(&hours)
-        .map(|(_, folder)| lake.list_keys(folder))
-        .buffered(LISTINGS_IN_FLIGHT)
-        .collect()
-        .await;
-    for (l, (h, _)) in listings.into_iter().zip(&hours) {
-        // Within the first hour, only the names from the watermark on.
-        out.extend(l?.into_iter().filter(|k| *h != first_hour || *k >= offset));
-    }
+    // Within the first hour, only the names from the watermark on.
+    let listings = lake
+        .list_keys_many(
+            hours
+                .iter()
+                .map(|(h, f)| (f.clone(), (*h == first_hour).then(|| offset.clone())))
+                .collect(),
+        )
+        .await?;
+    out.extend(listings.into_iter().flatten());
     Ok(out)
 }
-
-/// How many bronze partitions a plan lists at once.
-const LISTINGS_IN_FLIGHT: usize = 16;
 
 /// How many dates are read and aggregated ahead of the one being written.
 const DATES_IN_FLIGHT: usize = 3;
