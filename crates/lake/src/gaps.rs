@@ -268,7 +268,7 @@ async fn rewrite_dates(
     };
     let tasks = jobs.into_iter().map(|(date, pairs)| {
         let (lake, grids, bronze) = (lake.clone(), grids.clone(), bronze.clone());
-        let task = tokio::spawn(async move {
+        crate::in_task(format!("gap report for {date}"), async move {
             let only: BTreeMap<Pair, Span> = grids
                 .iter()
                 .filter(|(p, _)| pairs.as_ref().is_none_or(|ps| ps.contains(*p)))
@@ -302,12 +302,8 @@ async fn rewrite_dates(
                 write_parquet(&lake, &key, &gaps_to_batch(&rows)?, &[0, 1, 2]).await?;
                 (1, 0)
             };
-            Ok::<_, Error>((fresh, written, deleted))
-        });
-        async move {
-            task.await
-                .map_err(|e| Error::Invalid(format!("gap report for {date}: {e}")))?
-        }
+            Ok((fresh, written, deleted))
+        })
     });
     let mut done = futures::stream::iter(tasks).buffered(DATES_IN_FLIGHT);
     while let Some(r) = done.next().await {

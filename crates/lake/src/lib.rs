@@ -27,6 +27,21 @@ pub use parquet_io::{read_parquet, write_parquet};
 pub use store::{Lake, LakeOptions};
 
 /// A run id: sortable by start time and unique enough across processes.
+/// Starts `work` as its own task at once, so it makes progress (on another core) while the
+/// caller is busy; the returned future yields its result, a panic in it as an error naming
+/// `what`. The builds run one task per date through this, a few dates at a time.
+pub(crate) fn in_task<T, F>(what: String, work: F) -> impl std::future::Future<Output = Result<T>>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    let task = tokio::spawn(work);
+    async move {
+        task.await
+            .map_err(|e| Error::Invalid(format!("{what}: {e}")))?
+    }
+}
+
 pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
     format!(
         "{}-{:08x}",

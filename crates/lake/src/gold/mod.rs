@@ -130,14 +130,10 @@ impl GoldBuild {
         // at a time, so both cores work.
         let tasks = plan.build.iter().map(|(date, silver_version)| {
             let (lake, date, version) = (lake.clone(), *date, silver_version.clone());
-            let task = tokio::spawn(async move {
+            crate::in_task(format!("gold build for {date}"), async move {
                 let rows = build_date(&lake, date).await?;
-                Ok::<_, crate::Error>((date, version, rows))
-            });
-            async move {
-                task.await
-                    .map_err(|e| crate::Error::Invalid(format!("gold build for {date}: {e}")))?
-            }
+                Ok((date, version, rows))
+            })
         });
         let mut done = futures::stream::iter(tasks).buffered(DATES_IN_FLIGHT);
         while let Some(r) = done.next().await {

@@ -423,12 +423,7 @@ impl SilverBuild {
                     })
                     .collect(),
             };
-            let task = tokio::spawn(job.run());
-            let date = *date;
-            async move {
-                task.await
-                    .map_err(|e| Error::Invalid(format!("silver build for {date}: {e}")))?
-            }
+            crate::in_task(format!("silver build for {date}"), job.run())
         });
         let mut prepared = futures::stream::iter(jobs).buffered(DATES_IN_FLIGHT);
         while let Some(done) = prepared.next().await {
