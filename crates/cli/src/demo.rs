@@ -172,7 +172,7 @@ pub async fn run(env: &Env, days: u32, seed: u64) -> Result<()> {
             format!(" --lake {}", env.lake.root_url())
         };
     println!(
-        "Keep exploring (in the source tree, `cargo run --release --` stands for `cryptolake`):\n  \
+        "Keep exploring (in the source tree, `cargo run --release --bin cryptolake --` stands for `cryptolake`):\n  \
          cryptolake{lake_flag} sql \"SELECT * FROM crypto_gold.ohlcv_1d LIMIT 10\"\n  \
          cryptolake{lake_flag} sql   # interactive shell"
     );
