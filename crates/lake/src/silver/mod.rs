@@ -54,6 +54,19 @@ struct SilverState {
     /// Entries at or after the watermark already dealt with.
     #[serde(default)]
     recent: BTreeSet<String>,
+    /// Bronze partitions holding an object whose window runs past the partition's date. No
+    /// writer of this project makes one (windows are split at midnight), but a build that
+    /// recomputes date D must read such an object from partition D-1, so it lists D-1 only
+    /// for the partitions named here. `None` (state from an older build): D-1 is always listed.
+    #[serde(default)]
+    spilling: Option<BTreeSet<String>>,
+}
+
+/// The partition of `key` when its window runs past the end of that partition's date.
+fn spills(key: &BronzeKey) -> Option<String> {
+    (key.window_end > day_start(key.date) + Duration::days(1)).then(|| {
+        paths::bronze_partition(key.source, &key.dataset, &key.symbol, key.date).to_string()
+    })
 }
 
 /// The silver build: `SilverBuild::new().with_rebuild(..)`, then `plan`, then `execute`.
@@ -225,6 +238,7 @@ impl SilverBuild {
                 processed: BTreeSet::new(),
                 watermark: Some(previous.watermark.map_or(watermark, |w| w.max(watermark))),
                 recent: BTreeSet::new(),
+                spilling: previous.spilling.clone(),
             },
             state_changed: false,
         };
@@ -241,12 +255,14 @@ impl SilverBuild {
             plan.state_changed = true;
             let entries = manifest_since(lake, watermark, started).await?;
             let mut listed = HashSet::new();
+            let mut spilling = BTreeSet::new();
             for location in lake.list_keys(&paths::bronze_root()).await? {
                 let Some(key) = BronzeKey::parse(&location) else {
                     plan.foreign_keys.push(location.to_string());
                     continue;
                 };
                 listed.insert(location.to_string());
+                spilling.extend(spills(&key));
                 if !previous.processed.contains(location.as_ref()) {
                     add_new(&mut plan, &key);
                 }
@@ -255,6 +271,7 @@ impl SilverBuild {
                     .or_default()
                     .push(key);
             }
+            plan.next_state.spilling = Some(spilling);
             // Entries in the overlap whose objects this listing already saw are done.
             for e in entries {
                 if let Some((name, _, key)) = paths::parse_manifest_entry(&e)
@@ -286,21 +303,22 @@ impl SilverBuild {
         }
         // A bronze object sits in the partition of its window's start, and a window spans at
         // most a day (writers split at midnight; the longest is a one-day archive file), so
-        // every object overlapping date D is in partition D or D-1.
-        let mut partitions: BTreeSet<(Exchange, Symbol, NaiveDate)> = BTreeSet::new();
+        // every object overlapping date D is in partition D, or in D-1 when that partition
+        // spills over midnight (see `SilverState::spilling`).
+        let mut groups: BTreeSet<(Exchange, Symbol, NaiveDate)> = BTreeSet::new();
         for (_, _, key) in &candidates {
             for d in dates_of_window(key.window_start, key.window_end) {
-                partitions.insert((key.source, key.symbol.clone(), d));
-                if let Some(before) = d.pred_opt() {
-                    partitions.insert((key.source, key.symbol.clone(), before));
-                }
+                groups.insert((key.source, key.symbol.clone(), d));
+            }
+            if let (Some(spilling), Some(p)) = (plan.next_state.spilling.as_mut(), spills(key)) {
+                spilling.insert(p);
             }
         }
         // Listed together: an hourly run touches every symbol, and each listing is a round
         // trip (a directory read locally, a request on S3, made concurrently).
         // Only the datasets each source has (most lakes hold no archive imports).
         let mut datasets: HashMap<Exchange, Vec<&str>> = HashMap::new();
-        for source in partitions.iter().map(|p| p.0).collect::<BTreeSet<_>>() {
+        for source in groups.iter().map(|p| p.0).collect::<BTreeSet<_>>() {
             let (_, folders) = lake
                 .list_level(&Path::from(format!("{}/source={source}", paths::BRONZE)))
                 .await?;
@@ -317,14 +335,19 @@ impl SilverBuild {
                     .collect(),
             );
         }
-        let prefixes: Vec<Path> = partitions
-            .iter()
-            .flat_map(|(source, symbol, date)| {
-                datasets[source]
-                    .iter()
-                    .map(|dataset| paths::bronze_partition(*source, dataset, symbol, *date))
-            })
-            .collect();
+        let spilling = plan.next_state.spilling.as_ref();
+        let mut prefixes: BTreeSet<Path> = BTreeSet::new();
+        for (source, symbol, date) in &groups {
+            for dataset in &datasets[source] {
+                prefixes.insert(paths::bronze_partition(*source, dataset, symbol, *date));
+                if let Some(before) = date.pred_opt() {
+                    let p = paths::bronze_partition(*source, dataset, symbol, before);
+                    if spilling.is_none_or(|s| s.contains(p.as_ref())) {
+                        prefixes.insert(p);
+                    }
+                }
+            }
+        }
         let listings = lake
             .list_keys_many(prefixes.into_iter().map(|p| (p, None)).collect())
             .await?;
