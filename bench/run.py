@@ -189,8 +189,13 @@ def incremental(binary, work, lake, symbols, days, runs, cap, env):
     clock = Clock(lake)
     # The full lake as an hourly job finds it: silver and gold up to date.
     transform(binary, lake, cap, clock.env(env, 0, 6))
+    # New market days after the newest in silver (an earlier invocation may have added some).
+    import datetime
+    held = [p.name[5:] for p in (lake / "silver" / "ohlcv_1h").glob("date=*")]
+    newest = max((datetime.date.fromisoformat(d) for d in held), default=datetime.date(2024, 1, 1))
+    start_day = max(days, (newest - datetime.date(2024, 1, 1)).days + 1)
     for i in range(runs):
-        day = days + i
+        day = start_day + i
         for h in range(24):
             at = 1 + i * 24 + h
             generate_hour(binary, lake, symbols, hour_after(day, h), clock.env(env, at, 5))
@@ -210,11 +215,14 @@ def incremental(binary, work, lake, symbols, days, runs, cap, env):
     l = statistics.median(r[0] for r in last)
     e = statistics.median(r[0] for r in empty)
     rss = max(r[1] for r in first + last) / 2**20
+    spread = lambda rs: f"{min(r[0] for r in rs):.3f}-{max(r[0] for r in rs):.3f}"
     print(f"\nincremental: one hour of new bronze for {symbols} symbols on the lake holding {days} days: "
           f"first hour of a day {f:.3f} s ({f / e:.2f}x), last hour of a day {l:.3f} s ({l / e:.2f}x); "
-          f"the same hour on an empty lake {e:.3f} s (peak RSS {rss:.0f} MiB; median of {runs} simulated days)")
+          f"the same hour on an empty lake {e:.3f} s (peak RSS {rss:.0f} MiB; medians of {runs} simulated days; "
+          f"ranges {spread(first)}, {spread(last)}, {spread(empty)} s)")
     return {"first_hour_seconds": f, "last_hour_seconds": l, "empty_lake_seconds": e,
-            "first_hour_ratio": f / e, "last_hour_ratio": l / e}
+            "first_hour_ratio": f / e, "last_hour_ratio": l / e,
+            "samples": {"first_hour": [r[0] for r in first], "last_hour": [r[0] for r in last], "empty_lake": [r[0] for r in empty]}}
 
 
 def queries(binary, python, lake, days, runs, cap, env):
@@ -255,6 +263,8 @@ def main():
     ap.add_argument("--work", default=str(BENCH / "work"))
     ap.add_argument("--binary", help="a cryptolake binary (default: build --release)")
     ap.add_argument("--incremental", action="store_true")
+    ap.add_argument("--incremental-days", type=int, default=7,
+                    help="simulated days of hourly runs for --incremental (one sample of each measurement per day)")
     ap.add_argument("--queries", action="store_true")
     ap.add_argument("--python", help="a python with duckdb, polars, pandas and pyarrow (default: bench/.venv)")
     args = ap.parse_args()
@@ -336,7 +346,7 @@ def main():
     print("\n" + "\n".join(lines))
     extra = {}
     if args.incremental:
-        extra["incremental"] = incremental(binary, work, lake, symbols, days, args.runs, args.cap_seconds, env)
+        extra["incremental"] = incremental(binary, work, lake, symbols, days, args.incremental_days, args.cap_seconds, env)
     if args.queries:
         extra["queries"] = queries(binary, python, lake, days, args.runs, args.cap_seconds, env)
     (work / "results.json").write_text(json.dumps({"generated": generated, "results": results, **extra}, indent=1))

@@ -303,30 +303,14 @@ impl Env {
     }
 
     pub async fn silver(&self, rebuild: bool, run_id: &str) -> Result<SilverMetrics> {
-        // (quality checks of the changed dates follow the build)
         let started = Utc::now();
-        let mut outcome = self.silver_inner(rebuild, run_id).await;
-        if let Ok(m) = &outcome {
-            let rules = self.config.quality.rules();
-            let mut results = vec![quality::duplicates_result(&rules, m.conflicting_duplicates)];
-            if let (Some(from), Some(to)) = (m.changed_dates.first(), m.changed_dates.last()) {
-                match quality::evaluate_silver(
-                    &self.lake,
-                    &rules,
-                    Some(*from),
-                    Some(*to),
-                    Utc::now(),
-                )
-                .await
-                {
-                    Ok(r) => results.extend(r),
-                    Err(e) => warn!(error = %e, "quality checks of silver could not run"),
-                }
-            }
-            if let Err(e) = self.quality_verdict(run_id, "silver", &results).await {
-                outcome = Err(e);
-            }
-        }
+        let outcome = match self.silver_inner(rebuild, run_id).await {
+            Ok((m, results)) => match self.quality_verdict(run_id, "silver", &results).await {
+                Ok(()) => Ok(m),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
         self.record(run_id, "silver", started, &outcome, |m| {
             StepCounts(
                 m.objects_read as i64,
@@ -341,12 +325,18 @@ impl Env {
         outcome
     }
 
-    async fn silver_inner(&self, rebuild: bool, run_id: &str) -> Result<SilverMetrics> {
+    /// The build, then the gap report and the quality checks of the changed dates.
+    async fn silver_inner(
+        &self,
+        rebuild: bool,
+        run_id: &str,
+    ) -> Result<(SilverMetrics, Vec<QualityResult>)> {
         let lease = self.lease("transform", run_id).await?;
+        let rules = self.config.quality.rules();
         let build = SilverBuild::new()
             .with_rebuild(rebuild)
             .with_manifest_overlap(self.config.silver.manifest_overlap()?)
-            .with_rules(self.config.quality.rules());
+            .with_rules(rules.clone());
         let plan = build.plan(&self.lake).await?;
         info!(
             new_objects = plan.new_objects.len(),
@@ -355,22 +345,42 @@ impl Env {
             "silver planned"
         );
         let metrics = build.execute(&self.lake, plan, Some(&lease)).await;
-        if let Ok(m) = &metrics
-            && !m.touched.is_empty()
-        {
+        let mut results = Vec::new();
+        if let Ok(m) = &metrics {
+            results.push(quality::duplicates_result(&rules, m.conflicting_duplicates));
             // The gap report follows silver, still under its lease: the groups new bronze
-            // touched are rescanned, from the bronze keys silver already listed.
-            match gaps::update(&self.lake, &m.touched, &m.listed, Utc::now()).await {
-                Ok(scan) => info!(
-                    dates = scan.dates_scanned,
-                    gaps = scan.gaps.len(),
-                    "gap report updated"
-                ),
-                Err(e) => warn!(error = %e, "the gap report could not be updated"),
-            }
+            // touched are rescanned, from the bronze keys silver already listed. The quality
+            // checks only read the new partitions, so both run at once.
+            let gap_report = async {
+                if m.touched.is_empty() {
+                    return;
+                }
+                match gaps::update(&self.lake, &m.touched, &m.listed, Utc::now()).await {
+                    Ok(scan) => info!(
+                        dates = scan.dates_scanned,
+                        gaps = scan.gaps.len(),
+                        "gap report updated"
+                    ),
+                    Err(e) => warn!(error = %e, "the gap report could not be updated"),
+                }
+            };
+            let checks = async {
+                let (Some(from), Some(to)) = (m.changed_dates.first(), m.changed_dates.last())
+                else {
+                    return Vec::new();
+                };
+                quality::evaluate_silver(&self.lake, &rules, Some(*from), Some(*to), Utc::now())
+                    .await
+                    .unwrap_or_else(|e| {
+                        warn!(error = %e, "quality checks of silver could not run");
+                        Vec::new()
+                    })
+            };
+            let ((), found) = tokio::join!(gap_report, checks);
+            results.extend(found);
         }
         lease.release().await?;
-        Ok(metrics?)
+        Ok((metrics?, results))
     }
 
     pub async fn gold(&self, rebuild: bool, run_id: &str) -> Result<GoldMetrics> {

@@ -65,18 +65,23 @@ impl BronzeKey {
 
     /// Parses a key written by [`BronzeKey::path`]; `None` for anything else.
     pub fn parse(path: &Path) -> Option<BronzeKey> {
-        let parts: Vec<_> = path.parts().collect();
-        let [root, source, dataset, symbol, date, file] = parts.as_slice() else {
+        let mut parts = path.as_ref().split(object_store::path::DELIMITER);
+        let (Some(BRONZE), Some(source), Some(dataset), Some(symbol), Some(date), Some(file), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return None;
         };
-        if root.as_ref() != BRONZE {
-            return None;
-        }
-        let source = source.as_ref().strip_prefix("source=")?.parse().ok()?;
-        let dataset = dataset.as_ref().strip_prefix("dataset=")?.to_string();
-        let symbol = Symbol::parse(symbol.as_ref().strip_prefix("symbol=")?).ok()?;
-        let date = parse_date(date.as_ref().strip_prefix("date=")?)?;
-        let stem = file.as_ref().strip_suffix(BRONZE_EXT)?;
+        let source = source.strip_prefix("source=")?.parse().ok()?;
+        let dataset = dataset.strip_prefix("dataset=")?.to_string();
+        let symbol = Symbol::parse(symbol.strip_prefix("symbol=")?).ok()?;
+        let date = parse_date(date.strip_prefix("date=")?)?;
+        let stem = file.strip_suffix(BRONZE_EXT)?;
         let mut fields = stem.splitn(4, '_');
         let fetched_at = parse_compact(fields.next()?)?;
         let window_start = parse_compact(fields.next()?)?;
@@ -299,7 +304,21 @@ pub fn parse_lease_generation(path: &Path) -> Option<u64> {
 }
 
 fn parse_date(s: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+    // As with compact times: the exact `YYYY-MM-DD` form directly, anything else by chrono.
+    parse_date_exact(s).or_else(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+}
+
+fn parse_date_exact(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
 }
 
 fn parse_compact(s: &str) -> Option<DateTime<Utc>> {
@@ -348,6 +367,20 @@ mod tests {
                     .ok()
                     .map(|t| t.and_utc());
                 proptest::prop_assert_eq!(parse_compact(s), chrono, "{}", s);
+            }
+        }
+
+        /// Likewise for dates in keys.
+        #[test]
+        fn key_dates_parse_as_chrono_does(
+            text in "[0-9]{4}-[0-9]{2}-[0-9]{2}",
+            noise in "[0-9-]{10}",
+            days in -700_000i32..3_000_000,
+        ) {
+            let d = NaiveDate::from_num_days_from_ce_opt(days).unwrap();
+            proptest::prop_assert_eq!(parse_date(&d.to_string()), Some(d));
+            for s in [text.as_str(), noise.as_str()] {
+                proptest::prop_assert_eq!(parse_date(s), NaiveDate::parse_from_str(s, "%Y-%m-%d").ok(), "{}", s);
             }
         }
     }

@@ -7,6 +7,15 @@ use serde::de::DeserializeOwned;
 
 use crate::{Error, Lake, Result};
 
+/// The version of an object, as the store reports it: its e-tag, else its size and
+/// modification time. Plans compare versions to see what changed since they last looked.
+pub fn version(meta: &object_store::ObjectMeta) -> String {
+    match &meta.e_tag {
+        Some(tag) => tag.clone(),
+        None => format!("{}-{}", meta.size, meta.last_modified.timestamp_micros()),
+    }
+}
+
 /// Reads a state document; `None` if it does not exist yet.
 pub async fn read<T: DeserializeOwned>(lake: &Lake, key: &Path) -> Result<Option<T>> {
     let Some(bytes) = lake.get_opt(key).await? else {

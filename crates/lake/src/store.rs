@@ -337,14 +337,28 @@ impl Lake {
                 .map(|l| Ok(l?.into_iter().map(|m| m.location).collect()))
                 .collect();
         };
-        tokio::task::spawn_blocking(move || {
-            prefixes
-                .iter()
-                .map(|(p, after)| walk_keys(&root, p, after.as_ref().map(|a| a.as_ref())))
-                .collect::<Result<Vec<_>>>()
-        })
-        .await
-        .map_err(|e| Error::Invalid(format!("listing the lake: {e}")))?
+        // Many prefixes are shared out to a few blocking threads, each walking a run of them.
+        let threads = (prefixes.len() / LOCAL_PREFIXES_PER_THREAD).clamp(1, LOCAL_LIST_THREADS);
+        let per_thread = prefixes.len().div_ceil(threads).max(1);
+        let mut walks = Vec::new();
+        let mut prefixes = prefixes.into_iter().peekable();
+        while prefixes.peek().is_some() {
+            let run: Vec<(Path, Option<Path>)> = prefixes.by_ref().take(per_thread).collect();
+            let root = root.clone();
+            walks.push(tokio::task::spawn_blocking(move || {
+                run.iter()
+                    .map(|(p, after)| walk_keys(&root, p, after.as_ref().map(|a| a.as_ref())))
+                    .collect::<Result<Vec<_>>>()
+            }));
+        }
+        let mut out = Vec::new();
+        for walk in walks {
+            out.extend(
+                walk.await
+                    .map_err(|e| Error::Invalid(format!("listing the lake: {e}")))??,
+            );
+        }
+        Ok(out)
     }
 
     /// Every object under `prefix`, sorted by key.
@@ -358,6 +372,19 @@ impl Lake {
         all.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(all)
     }
+}
+
+/// How many blocking threads list a local lake's prefixes at once, and the fewest prefixes
+/// worth a thread of their own.
+const LOCAL_LIST_THREADS: usize = 4;
+const LOCAL_PREFIXES_PER_THREAD: usize = 32;
+
+/// The key of a file relative to the lake root. The store keeps a key's parts as file names
+/// exactly as they are (already encoded), so a name is taken as it is; [`Path::from`] (which
+/// would encode it a second time) only for a name no key has, such as one with a control
+/// character.
+fn key_of(relative: String) -> Path {
+    Path::parse(&relative).unwrap_or_else(|_| Path::from(relative))
 }
 
 /// The keys under `prefix` in a local lake rooted at `root`, sorted, reading directories only.
@@ -390,7 +417,7 @@ fn walk_keys(root: &std::path::Path, prefix: &Path, after: Option<&str>) -> Resu
             if kind.is_dir() {
                 pending.push((entry.path(), child));
             } else if kind.is_file() && after.is_none_or(|a| child.as_str() > a) {
-                out.push(Path::from(child));
+                out.push(key_of(child));
             }
         }
     }
@@ -429,6 +456,7 @@ mod tests {
             "a/date=2024-01-01/x_1+y=2.bronze",
             "a/date=2024-01-02/z.json",
             "a/b/c/d.parquet",
+            "a/odd name%/{k}[1].json",
             "ab/not-under-a",
         ] {
             lake.put(&Path::from(k), Bytes::from_static(b"1"))
@@ -444,7 +472,7 @@ mod tests {
             .into_iter()
             .map(|m| m.location)
             .collect();
-        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert_eq!(listed.len(), 4, "{listed:?}");
         assert_eq!(lake.list_keys(&Path::from("a")).await.unwrap(), listed);
         assert!(
             lake.list_keys(&Path::from("nope"))
@@ -452,6 +480,43 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn list_keys_many_answers_each_prefix_in_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        for i in 0..150 {
+            for f in 0..(i % 3) {
+                lake.put(&Path::from(format!("p/{i:03}/{f}.x")), Bytes::new())
+                    .await
+                    .unwrap();
+            }
+        }
+        // More prefixes than one thread takes, in an order of their own, some empty, one
+        // with an offset.
+        let prefixes: Vec<(Path, Option<Path>)> = (0..150)
+            .rev()
+            .map(|i| {
+                let p = Path::from(format!("p/{i:03}"));
+                let after = (i == 8).then(|| Path::from("p/008/0.x"));
+                (p, after)
+            })
+            .collect();
+        let many = lake.list_keys_many(prefixes.clone()).await.unwrap();
+        assert_eq!(many.len(), 150);
+        for ((p, after), got) in prefixes.iter().zip(&many) {
+            let want: Vec<Path> = lake
+                .list(p)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.location)
+                .filter(|k| after.as_ref().is_none_or(|a| k.as_ref() > a.as_ref()))
+                .collect();
+            assert_eq!(got, &want, "{p}");
+        }
+        assert_eq!(many[149 - 8], vec![Path::from("p/008/1.x")]);
     }
 
     #[tokio::test]

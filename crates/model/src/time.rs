@@ -1,4 +1,4 @@
-use chrono::{DateTime, NaiveDate, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 
 use crate::Error;
 
@@ -37,12 +37,38 @@ pub fn minute_aligned(t: DateTime<Utc>) -> bool {
 
 /// `20240102T030405.678Z`: sortable and safe in object keys.
 pub fn format_compact(t: DateTime<Utc>) -> String {
-    t.format("%Y%m%dT%H%M%S%.3fZ").to_string()
+    // Every key is built with this, thousands per plan: written out directly, with chrono's
+    // formatter for what the direct form does not cover (years outside 0..=9999, leap seconds).
+    let (year, nanos) = (t.year(), t.nanosecond());
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        return t.format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    }
+    format!(
+        "{year:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        nanos / 1_000_000
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The direct form of compact times is what chrono's formatter writes.
+        #[test]
+        fn compact_times_format_as_chrono_does(
+            secs in -80_000_000_000i64..300_000_000_000,
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let t = DateTime::from_timestamp(secs, nanos).unwrap();
+            proptest::prop_assert_eq!(format_compact(t), t.format("%Y%m%dT%H%M%S%.3fZ").to_string());
+        }
+    }
 
     #[test]
     fn parses_dates_and_timestamps_as_utc() {

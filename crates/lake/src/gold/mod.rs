@@ -1,8 +1,10 @@
 //! Gold: daily OHLCV per exchange and symbol (`gold/ohlcv_1d`), built from silver only.
 //!
-//! The plan compares each silver partition's current version (its e-tag) with the version the
-//! gold partition was last built from (`_state/gold/ohlcv_1d.json`); only dates whose silver
-//! changed are rebuilt, and a gold partition whose silver is gone is removed.
+//! The plan compares each silver partition's current version (its e-tag, as silver recorded it
+//! in its state after writing) with the version the gold partition was last built from
+//! (`_state/gold/ohlcv_1d.json`); only dates whose silver changed are rebuilt, and a gold
+//! partition whose silver is gone is removed. Reading silver's record instead of listing the
+//! table keeps an hourly plan from touching every date of history; `--rebuild` lists.
 
 pub mod aggregate;
 
@@ -11,7 +13,6 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use cryptolake_model::{DailyCandle, HourlyCandle};
 use futures::StreamExt;
-use object_store::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -26,13 +27,6 @@ pub const SORTED_BY: [usize; 2] = [0, 1];
 struct GoldState {
     /// Date -> version of the silver partition it was built from.
     built_from: BTreeMap<NaiveDate, String>,
-}
-
-fn version(meta: &ObjectMeta) -> String {
-    match &meta.e_tag {
-        Some(tag) => tag.clone(),
-        None => format!("{}-{}", meta.size, meta.last_modified.timestamp_micros()),
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -73,12 +67,16 @@ impl GoldBuild {
             .await?
             .unwrap_or_default()
             .built_from;
-        let mut silver = BTreeMap::new();
-        for meta in lake.list(&paths::silver_table()).await? {
-            if let Some(d) = paths::partition_file_date(&paths::silver_table(), &meta.location) {
-                silver.insert(d, version(&meta));
-            }
-        }
+        // The versions silver recorded when it last wrote or checked each partition; a
+        // rebuild, or a lake whose silver state predates them, lists the table instead.
+        let recorded = match self.rebuild {
+            true => None,
+            false => crate::silver::partition_versions(lake).await?,
+        };
+        let silver = match recorded {
+            Some(v) => v,
+            None => crate::silver::list_partition_versions(lake).await?,
+        };
         let build = silver
             .iter()
             .filter(|(d, v)| self.rebuild || previous.get(*d) != Some(*v))

@@ -60,6 +60,32 @@ struct SilverState {
     /// for the partitions named here. `None` (state from an older build): D-1 is always listed.
     #[serde(default)]
     spilling: Option<BTreeSet<String>>,
+    /// The version (e-tag) of every silver partition, as this build left it: what gold's plan
+    /// compares with, instead of listing the table. `None` (state from an older build): the
+    /// next build lists the table once to fill it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    partitions: Option<BTreeMap<NaiveDate, String>>,
+}
+
+/// The silver partitions and their versions as the last silver build recorded them; `None`
+/// when its state does not record them (no build yet, or one from an older version).
+pub async fn partition_versions(lake: &Lake) -> Result<Option<BTreeMap<NaiveDate, String>>> {
+    Ok(state::read::<SilverState>(lake, &paths::silver_state())
+        .await?
+        .and_then(|s| s.partitions))
+}
+
+/// The silver partitions and their versions, from a listing of the table.
+pub async fn list_partition_versions(lake: &Lake) -> Result<BTreeMap<NaiveDate, String>> {
+    let table = paths::silver_table();
+    Ok(lake
+        .list(&table)
+        .await?
+        .iter()
+        .filter_map(|meta| {
+            paths::partition_file_date(&table, &meta.location).map(|d| (d, state::version(meta)))
+        })
+        .collect())
 }
 
 /// The partition of `key` when its window runs past the end of that partition's date.
@@ -239,6 +265,7 @@ impl SilverBuild {
                 watermark: Some(previous.watermark.map_or(watermark, |w| w.max(watermark))),
                 recent: BTreeSet::new(),
                 spilling: previous.spilling.clone(),
+                partitions: previous.partitions.clone(),
             },
             state_changed: false,
         };
@@ -351,17 +378,27 @@ impl SilverBuild {
         let listings = lake
             .list_keys_many(prefixes.into_iter().map(|p| (p, None)).collect())
             .await?;
+        // Each listing is one partition (no key is in two), so of one exchange and symbol.
+        let wanted: HashSet<String> = candidates
+            .iter()
+            .map(|(_, _, k)| k.path().to_string())
+            .collect();
         let mut existing: HashSet<String> = HashSet::new();
         for listing in listings {
-            for location in listing {
-                if let Some(key) = BronzeKey::parse(&location)
-                    && existing.insert(location.to_string())
-                {
-                    plan.index
-                        .entry((key.source, key.symbol.clone()))
-                        .or_default()
-                        .push(key);
-                }
+            let keys: Vec<BronzeKey> = listing
+                .iter()
+                .filter_map(|location| {
+                    if wanted.contains(location.as_ref()) {
+                        existing.insert(location.to_string());
+                    }
+                    BronzeKey::parse(location)
+                })
+                .collect();
+            if let Some(first) = keys.first() {
+                plan.index
+                    .entry((first.source, first.symbol.clone()))
+                    .or_default()
+                    .extend(keys);
             }
         }
         for (name, written_at, key) in candidates {
@@ -383,7 +420,7 @@ impl SilverBuild {
     pub async fn execute(
         &self,
         lake: &Lake,
-        plan: SilverPlan,
+        mut plan: SilverPlan,
         lease: Option<&Lease>,
     ) -> Result<SilverMetrics> {
         let swept = lake.sweep_staging()?;
@@ -393,17 +430,19 @@ impl SilverBuild {
                 "removed staged files left by an interrupted write"
             );
         }
+        // The partitions' versions as this build leaves them (see `SilverState::partitions`).
+        let mut versions = match (&plan.next_state.partitions, plan.rebuild) {
+            (_, true) => BTreeMap::new(),
+            (Some(v), false) => v.clone(),
+            (None, false) => list_partition_versions(lake).await?,
+        };
         let mut metrics = SilverMetrics {
             new_objects: plan.new_objects.len(),
             affected_dates: plan.affected.keys().copied().collect(),
             ..Default::default()
         };
-        let new_keys: std::sync::Arc<HashSet<String>> = std::sync::Arc::new(
-            plan.new_objects
-                .iter()
-                .map(|k| k.path().to_string())
-                .collect(),
-        );
+        let new_keys: std::sync::Arc<HashSet<BronzeKey>> =
+            std::sync::Arc::new(plan.new_objects.iter().cloned().collect());
         let mut quarantined: HashSet<String> = HashSet::new();
         let (affected, index) = (&plan.affected, &plan.index);
         let mut new_windows: HashMap<Pair, Vec<Window>> = HashMap::new();
@@ -472,13 +511,21 @@ impl SilverBuild {
             );
             if done.unchanged {
                 metrics.partitions_unchanged += 1;
+                if let Some(v) = done.existing_version {
+                    versions.insert(date, v);
+                }
                 continue;
             }
             if merged.is_empty() {
                 lake.delete(&key).await?;
+                versions.remove(&date);
                 metrics.partitions_deleted += 1;
             } else {
                 write_parquet(lake, &key, &hourly_to_batch(&merged)?, &SORTED_BY).await?;
+                let meta = lake.head(&key).await?.ok_or_else(|| {
+                    Error::Invalid(format!("{key} is missing right after it was written"))
+                })?;
+                versions.insert(date, state::version(&meta));
                 metrics.partitions_written += 1;
                 metrics.hours_written += merged.len();
             }
@@ -502,8 +549,10 @@ impl SilverBuild {
         if let Some(lease) = lease {
             lease.check().await?;
         }
+        let versions_changed = plan.next_state.partitions.as_ref() != Some(&versions);
+        plan.next_state.partitions = Some(versions);
         // State moves only after the partitions it describes are durable.
-        if plan.state_changed || plan.rebuild {
+        if plan.state_changed || plan.rebuild || versions_changed {
             state::write(lake, &paths::silver_state(), &plan.next_state).await?;
         }
         metrics.touched = plan.affected;
@@ -593,7 +642,7 @@ struct DateJob {
     /// Every bronze object of the touched groups that overlaps the date.
     keys: Vec<BronzeKey>,
     rules: QualityRules,
-    new_keys: std::sync::Arc<HashSet<String>>,
+    new_keys: std::sync::Arc<HashSet<BronzeKey>>,
     concurrency: usize,
     rebuild: bool,
     /// The windows of the new objects, by group.
@@ -609,17 +658,33 @@ struct DatePrepared {
     merged: Vec<HourlyCandle>,
     /// The partition already holds exactly `merged`.
     unchanged: bool,
+    /// The version of the partition as it was read.
+    existing_version: Option<String>,
 }
 
 impl DateJob {
     async fn run(self) -> Result<DatePrepared> {
         let key = paths::silver_partition_file(self.date);
-        let mut existing = Vec::new();
-        if self.lake.head(&key).await?.is_some() {
-            for b in read_parquet(&self.lake, &key).await? {
-                existing.extend(hourly_from_batch(&b, key.as_ref())?);
+        // The new objects are read whatever the partition holds, so they are read while it
+        // is; the older ones only where the hours to recompute need them.
+        let (fresh, older): (Vec<BronzeKey>, Vec<BronzeKey>) = self
+            .keys
+            .iter()
+            .cloned()
+            .partition(|k| self.new_keys.contains(k));
+        let read_existing = async {
+            let mut rows = Vec::new();
+            let version = self.lake.head(&key).await?.map(|m| state::version(&m));
+            if version.is_some() {
+                for b in read_parquet(&self.lake, &key).await? {
+                    rows.extend(hourly_from_batch(&b, key.as_ref())?);
+                }
             }
-        }
+            Ok::<_, Error>((version, rows))
+        };
+        let (existing, parsed) = futures::join!(read_existing, self.read_objects(fresh));
+        let (existing_version, existing) = existing?;
+        let mut parsed = parsed?;
         let ranges = self.ranges(&existing);
         // An hour is final once some request asked for it in full after it closed: that
         // depends on every object of the group, read or not.
@@ -630,26 +695,32 @@ impl DateJob {
                 .or_insert(k.window_end);
             *t = (*t).max(k.window_end);
         }
-        let keys: Vec<BronzeKey> = self
-            .keys
-            .iter()
+        let older: Vec<BronzeKey> = older
+            .into_iter()
             .filter(|k| {
                 ranges
                     .get(&(k.source, k.symbol.clone()))
                     .is_some_and(|(lo, hi)| k.window_start < *hi && k.window_end > *lo)
             })
-            .cloned()
             .collect();
+        parsed.extend(self.read_objects(older).await?);
+        let date = self.date;
+        let mut prepared =
+            tokio::task::spawn_blocking(move || self.assemble(parsed, existing, &ranges, &asked))
+                .await
+                .map_err(|e| Error::Invalid(format!("silver build for {date}: {e}")))??;
+        prepared.existing_version = existing_version;
+        Ok(prepared)
+    }
+
+    /// Fetches and parses bronze objects, a few at a time.
+    async fn read_objects(&self, keys: Vec<BronzeKey>) -> Result<Vec<Parsed>> {
         let parsed: Vec<Result<Parsed>> = futures::stream::iter(keys)
             .map(|k| read_object(self.lake.clone(), k, self.rules.clone()))
             .buffered(self.concurrency)
             .collect()
             .await;
-        let parsed = parsed.into_iter().collect::<Result<Vec<Parsed>>>()?;
-        let date = self.date;
-        tokio::task::spawn_blocking(move || self.assemble(parsed, existing, &ranges, &asked))
-            .await
-            .map_err(|e| Error::Invalid(format!("silver build for {date}: {e}")))?
+        parsed.into_iter().collect()
     }
 
     /// The hours of each touched group to recompute, `[lo, hi)` within the date. New bronze
@@ -715,7 +786,7 @@ impl DateJob {
         let mut quarantine = Vec::new();
         for p in &mut parsed {
             counts.objects_read += 1;
-            if self.new_keys.contains(&p.path) {
+            if self.new_keys.contains(&p.key) {
                 if let Some(e) = p.failure.take() {
                     return Err(e);
                 }
@@ -774,6 +845,7 @@ impl DateJob {
             quarantine,
             merged,
             unchanged,
+            existing_version: None,
         })
     }
 }
