@@ -1,7 +1,8 @@
 //! Parquet files of the lake: zstd, microsecond UTC timestamps (from the schemas), one row group
-//! per partition file at our sizes, sorting recorded in the footer.
+//! per partition file at our sizes, sorting recorded in the footer, no dictionary for float columns.
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -9,6 +10,7 @@ use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::{Error, Lake, Result};
 
@@ -34,12 +36,21 @@ pub async fn write_parquet(
             nulls_first: false,
         })
         .collect::<Vec<_>>();
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(perr)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_sorting_columns((!sorting.is_empty()).then_some(sorting))
-        .set_created_by(concat!("cryptolake ", env!("CARGO_PKG_VERSION")).to_string())
-        .build();
+        .set_created_by(concat!("cryptolake ", env!("CARGO_PKG_VERSION")).to_string());
+    // Prices and volumes are nearly all distinct: a dictionary for them costs more time than
+    // anything else in the write, then falls back to plain pages anyway (and the files come
+    // out larger). Names, times and counts repeat and keep theirs.
+    for field in batch.schema().fields() {
+        if matches!(field.data_type(), DataType::Float64 | DataType::Float32) {
+            props =
+                props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+    }
+    let props = props.build();
     lake.write_whole(key, |target| async move {
         let sink = BufWriter::new(lake.store().clone(), target);
         let mut writer =
@@ -65,4 +76,58 @@ pub async fn read_parquet(lake: &Lake, key: &Path) -> Result<Vec<RecordBatch>> {
     reader
         .map(|b| b.map_err(Error::Arrow))
         .collect::<Result<Vec<_>>>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use parquet::basic::Encoding;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    #[tokio::test]
+    async fn floats_are_written_without_a_dictionary_names_with_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("symbol", DataType::Utf8, false),
+            Field::new("close", DataType::Float64, false),
+        ]));
+        let n = 5000;
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("S{}-USDT", i % 7)),
+                )),
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| 100.0 + f64::from(i) * 0.013),
+                )),
+            ],
+        )
+        .unwrap();
+        let key = Path::from("t/part.parquet");
+        write_parquet(&lake, &key, &batch, &[0]).await.unwrap();
+        let bytes = lake.get(&key).await.unwrap();
+        let reader = SerializedFileReader::new(bytes.clone()).unwrap();
+        let chunk = |i: usize| {
+            reader
+                .metadata()
+                .row_group(0)
+                .column(i)
+                .encodings()
+                .collect::<Vec<_>>()
+        };
+        let dictionary = |e: &Vec<Encoding>| {
+            e.contains(&Encoding::RLE_DICTIONARY) || e.contains(&Encoding::PLAIN_DICTIONARY)
+        };
+        assert!(dictionary(&chunk(0)), "{:?}", chunk(0));
+        assert!(!dictionary(&chunk(1)), "{:?}", chunk(1));
+        let back = read_parquet(&lake, &key).await.unwrap();
+        let back = arrow::compute::concat_batches(&back[0].schema(), &back).unwrap();
+        assert_eq!(back.columns(), batch.columns());
+    }
 }

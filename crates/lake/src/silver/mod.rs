@@ -441,8 +441,14 @@ impl SilverBuild {
             affected_dates: plan.affected.keys().copied().collect(),
             ..Default::default()
         };
-        let new_keys: std::sync::Arc<HashSet<BronzeKey>> =
-            std::sync::Arc::new(plan.new_objects.iter().cloned().collect());
+        let mut by_pair: HashMap<Pair, Vec<BronzeKey>> = HashMap::new();
+        for k in &plan.new_objects {
+            by_pair
+                .entry((k.source, k.symbol.clone()))
+                .or_default()
+                .push(k.clone());
+        }
+        let new_keys = std::sync::Arc::new(by_pair);
         let mut quarantined: HashSet<String> = HashSet::new();
         let (affected, index) = (&plan.affected, &plan.index);
         let mut new_windows: HashMap<Pair, Vec<Window>> = HashMap::new();
@@ -642,7 +648,8 @@ struct DateJob {
     /// Every bronze object of the touched groups that overlaps the date.
     keys: Vec<BronzeKey>,
     rules: QualityRules,
-    new_keys: std::sync::Arc<HashSet<BronzeKey>>,
+    /// The new objects, by group.
+    new_keys: std::sync::Arc<HashMap<Pair, Vec<BronzeKey>>>,
     concurrency: usize,
     rebuild: bool,
     /// The windows of the new objects, by group.
@@ -667,11 +674,23 @@ impl DateJob {
         let key = paths::silver_partition_file(self.date);
         // The new objects are read whatever the partition holds, so they are read while it
         // is; the older ones only where the hours to recompute need them.
-        let (fresh, older): (Vec<BronzeKey>, Vec<BronzeKey>) = self
+        // The job's keys come grouped by exchange and symbol: one lookup per group.
+        let mut fresh = Vec::new();
+        let mut older: Vec<&BronzeKey> = Vec::new();
+        for group in self
             .keys
-            .iter()
-            .cloned()
-            .partition(|k| self.new_keys.contains(k));
+            .chunk_by(|a, b| a.source == b.source && a.symbol == b.symbol)
+        {
+            let new = self
+                .new_keys
+                .get(&(group[0].source, group[0].symbol.clone()));
+            for k in group {
+                match new.is_some_and(|n| n.contains(k)) {
+                    true => fresh.push(k.clone()),
+                    false => older.push(k),
+                }
+            }
+        }
         let read_existing = async {
             let mut rows = Vec::new();
             let version = self.lake.head(&key).await?.map(|m| state::version(&m));
@@ -689,20 +708,32 @@ impl DateJob {
         // An hour is final once some request asked for it in full after it closed: that
         // depends on every object of the group, read or not.
         let mut asked: HashMap<Pair, DateTime<Utc>> = HashMap::new();
-        for k in &self.keys {
+        for group in self
+            .keys
+            .chunk_by(|a, b| a.source == b.source && a.symbol == b.symbol)
+        {
+            let end = group
+                .iter()
+                .map(|k| k.window_end)
+                .max()
+                .expect("a group is never empty");
             let t = asked
-                .entry((k.source, k.symbol.clone()))
-                .or_insert(k.window_end);
-            *t = (*t).max(k.window_end);
+                .entry((group[0].source, group[0].symbol.clone()))
+                .or_insert(end);
+            *t = (*t).max(end);
         }
-        let older: Vec<BronzeKey> = older
-            .into_iter()
-            .filter(|k| {
-                ranges
-                    .get(&(k.source, k.symbol.clone()))
-                    .is_some_and(|(lo, hi)| k.window_start < *hi && k.window_end > *lo)
-            })
-            .collect();
+        let mut wanted = Vec::new();
+        for group in older.chunk_by(|a, b| a.source == b.source && a.symbol == b.symbol) {
+            if let Some((lo, hi)) = ranges.get(&(group[0].source, group[0].symbol.clone())) {
+                wanted.extend(
+                    group
+                        .iter()
+                        .filter(|k| k.window_start < *hi && k.window_end > *lo)
+                        .map(|k| (*k).clone()),
+                );
+            }
+        }
+        let older = wanted;
         parsed.extend(self.read_objects(older).await?);
         let date = self.date;
         let mut prepared =
@@ -732,11 +763,12 @@ impl DateJob {
             day_start(self.date),
             day_start(self.date) + Duration::days(1),
         );
+        // Partitions are sorted by exchange and symbol: one entry per group.
         let mut held: HashMap<Pair, HashSet<DateTime<Utc>>> = HashMap::new();
-        for r in existing {
-            held.entry((r.exchange, r.symbol.clone()))
+        for group in existing.chunk_by(|a, b| a.exchange == b.exchange && a.symbol == b.symbol) {
+            held.entry((group[0].exchange, group[0].symbol.clone()))
                 .or_default()
-                .insert(r.open_time);
+                .extend(group.iter().map(|r| r.open_time));
         }
         let hour = Duration::hours(1);
         self.pairs
@@ -786,7 +818,8 @@ impl DateJob {
         let mut quarantine = Vec::new();
         for p in &mut parsed {
             counts.objects_read += 1;
-            if self.new_keys.contains(&p.key) {
+            let new = self.new_keys.get(&(p.key.source, p.key.symbol.clone()));
+            if new.is_some_and(|n| n.contains(&p.key)) {
                 if let Some(e) = p.failure.take() {
                     return Err(e);
                 }
@@ -825,14 +858,20 @@ impl DateJob {
         let mut merged: Vec<HourlyCandle> = if self.rebuild {
             Vec::new()
         } else {
-            existing
-                .iter()
-                .filter(|r| match ranges.get(&(r.exchange, r.symbol.clone())) {
-                    Some((lo, hi)) => r.open_time < *lo || r.open_time >= *hi,
-                    None => true,
-                })
-                .cloned()
-                .collect()
+            let mut kept = Vec::with_capacity(existing.len());
+            for group in existing.chunk_by(|a, b| a.exchange == b.exchange && a.symbol == b.symbol)
+            {
+                match ranges.get(&(group[0].exchange, group[0].symbol.clone())) {
+                    Some((lo, hi)) => kept.extend(
+                        group
+                            .iter()
+                            .filter(|r| r.open_time < *lo || r.open_time >= *hi)
+                            .cloned(),
+                    ),
+                    None => kept.extend_from_slice(group),
+                }
+            }
+            kept
         };
         merged.extend(fresh);
         merged.sort_by(|a, b| {
