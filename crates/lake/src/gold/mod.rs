@@ -170,7 +170,7 @@ async fn build_date(lake: &Lake, date: NaiveDate) -> Result<usize> {
     }
     // Silver partitions are sorted by exchange, symbol, open_time.
     let days: Vec<DailyCandle> = hours
-        .chunk_by(|a, b| a.exchange == b.exchange && a.symbol == b.symbol)
+        .chunk_by(crate::silver::same_rows_group)
         .filter_map(|group| aggregate::daily(date, group))
         .collect();
     let key = paths::gold_partition_file(date);

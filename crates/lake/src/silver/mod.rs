@@ -88,6 +88,16 @@ pub async fn list_partition_versions(lake: &Lake) -> Result<BTreeMap<NaiveDate, 
         .collect())
 }
 
+/// Whether two bronze keys belong to the same exchange and symbol.
+fn same_group(a: &BronzeKey, b: &BronzeKey) -> bool {
+    a.source == b.source && a.symbol == b.symbol
+}
+
+/// Whether two silver rows belong to the same exchange and symbol.
+pub(crate) fn same_rows_group(a: &HourlyCandle, b: &HourlyCandle) -> bool {
+    a.exchange == b.exchange && a.symbol == b.symbol
+}
+
 /// The partition of `key` when its window runs past the end of that partition's date.
 fn spills(key: &BronzeKey) -> Option<String> {
     (key.window_end > day_start(key.date) + Duration::days(1)).then(|| {
@@ -451,13 +461,6 @@ impl SilverBuild {
         let new_keys = std::sync::Arc::new(by_pair);
         let mut quarantined: HashSet<String> = HashSet::new();
         let (affected, index) = (&plan.affected, &plan.index);
-        let mut new_windows: HashMap<Pair, Vec<Window>> = HashMap::new();
-        for k in &plan.new_objects {
-            new_windows
-                .entry((k.source, k.symbol.clone()))
-                .or_default()
-                .push((k.window_start, k.window_end));
-        }
         // Each date is read, parsed and aggregated by its own task while the dates before it
         // are written, so parsing never waits for the single writer.
         let jobs = affected.iter().map(|(date, pairs)| {
@@ -477,19 +480,6 @@ impl SilverBuild {
                 new_keys: new_keys.clone(),
                 concurrency: self.concurrency,
                 rebuild: plan.rebuild,
-                new_windows: pairs
-                    .iter()
-                    .filter_map(|p| {
-                        let (s, e) = (day_start(*date), day_start(*date) + Duration::days(1));
-                        let w: Vec<Window> = new_windows
-                            .get(p)?
-                            .iter()
-                            .filter(|(a, b)| *a < e && *b > s)
-                            .copied()
-                            .collect();
-                        Some((p.clone(), w))
-                    })
-                    .collect(),
             };
             crate::in_task(format!("silver build for {date}"), job.run())
         });
@@ -652,8 +642,6 @@ struct DateJob {
     new_keys: std::sync::Arc<HashMap<Pair, Vec<BronzeKey>>>,
     concurrency: usize,
     rebuild: bool,
-    /// The windows of the new objects, by group.
-    new_windows: HashMap<Pair, Vec<Window>>,
 }
 
 /// A date's new partition content, ready to write.
@@ -677,10 +665,7 @@ impl DateJob {
         // The job's keys come grouped by exchange and symbol: one lookup per group.
         let mut fresh = Vec::new();
         let mut older: Vec<&BronzeKey> = Vec::new();
-        for group in self
-            .keys
-            .chunk_by(|a, b| a.source == b.source && a.symbol == b.symbol)
-        {
+        for group in self.keys.chunk_by(same_group) {
             let new = self
                 .new_keys
                 .get(&(group[0].source, group[0].symbol.clone()));
@@ -708,10 +693,7 @@ impl DateJob {
         // An hour is final once some request asked for it in full after it closed: that
         // depends on every object of the group, read or not.
         let mut asked: HashMap<Pair, DateTime<Utc>> = HashMap::new();
-        for group in self
-            .keys
-            .chunk_by(|a, b| a.source == b.source && a.symbol == b.symbol)
-        {
+        for group in self.keys.chunk_by(same_group) {
             let end = group
                 .iter()
                 .map(|k| k.window_end)
@@ -723,7 +705,7 @@ impl DateJob {
             *t = (*t).max(end);
         }
         let mut wanted = Vec::new();
-        for group in older.chunk_by(|a, b| a.source == b.source && a.symbol == b.symbol) {
+        for group in older.chunk_by(|a, b| same_group(a, b)) {
             if let Some((lo, hi)) = ranges.get(&(group[0].source, group[0].symbol.clone())) {
                 wanted.extend(
                     group
@@ -765,7 +747,7 @@ impl DateJob {
         );
         // Partitions are sorted by exchange and symbol: one entry per group.
         let mut held: HashMap<Pair, HashSet<DateTime<Utc>>> = HashMap::new();
-        for group in existing.chunk_by(|a, b| a.exchange == b.exchange && a.symbol == b.symbol) {
+        for group in existing.chunk_by(same_rows_group) {
             held.entry((group[0].exchange, group[0].symbol.clone()))
                 .or_default()
                 .extend(group.iter().map(|r| r.open_time));
@@ -774,7 +756,15 @@ impl DateJob {
         self.pairs
             .iter()
             .map(|pair| {
-                let windows = self.new_windows.get(pair).filter(|w| !w.is_empty());
+                let windows: Vec<Window> = self
+                    .new_keys
+                    .get(pair)
+                    .into_iter()
+                    .flatten()
+                    .filter(|k| overlaps(k, self.date))
+                    .map(|k| (k.window_start, k.window_end))
+                    .collect();
+                let windows = Some(&windows).filter(|w| !w.is_empty());
                 let (Some(windows), Some(held), false) = (windows, held.get(pair), self.rebuild)
                 else {
                     return (pair.clone(), (start, end));
@@ -859,8 +849,7 @@ impl DateJob {
             Vec::new()
         } else {
             let mut kept = Vec::with_capacity(existing.len());
-            for group in existing.chunk_by(|a, b| a.exchange == b.exchange && a.symbol == b.symbol)
-            {
+            for group in existing.chunk_by(same_rows_group) {
                 match ranges.get(&(group[0].exchange, group[0].symbol.clone())) {
                     Some((lo, hi)) => kept.extend(
                         group
