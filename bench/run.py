@@ -11,7 +11,7 @@ cryptolake's and prints wall time, throughput and peak RSS (median of --runs).
 
 --incremental times one hourly run's worth of new bronze on the lake holding the whole history
 against the same hour on an empty lake, as a day of hourly runs: the hours between runs pass on
-a simulated clock (libfaketime, `apt-get install faketime`), so the builds see what a real
+a simulated clock (the binary's injected clock, `--clock-at`), so the builds see what a real
 hourly schedule leaves them. --engines '' skips the full-build table. --queries times dashboard queries through
 `cryptolake sql` and through DuckDB over the same files (both as fresh processes).
 
@@ -117,36 +117,28 @@ def hour_after(days, i):
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def transform(binary, lake, cap, env, expect_new=False):
+def transform(binary, lake, cap, env, expect_new=False, clock=()):
     """Silver then gold, as the hourly job runs them. With expect_new, fails unless silver
     picked up new bronze (a measurement of a build that found nothing would be worthless)."""
     out = lake.parent / "silver-stdout.txt"
     with open(out, "wb") as f:
-        s1, r1, o1 = measure([binary, "--lake", str(lake), "silver"], cap, env, stdout=f)
+        s1, r1, o1 = measure([binary, "--lake", str(lake), *clock, "silver"], cap, env, stdout=f)
     if expect_new:
         text = out.read_text()
         words = text.split("silver: ", 1)[-1].split()
         if not words or not words[0].isdigit() or int(words[0]) == 0:
             sys.exit(f"incremental: silver found no new bronze in {lake}:\n{text}")
-    s2, r2, o2 = measure([binary, "--lake", str(lake), "gold"], cap, env)
+    s2, r2, o2 = measure([binary, "--lake", str(lake), *clock, "gold"], cap, env)
     if o1 != "ok" or o2 != "ok":
         sys.exit(f"incremental: a build failed in {lake}: {o1}, {o2}")
     return s1 + s2, max(r1, r2)
 
 
-def faketime_library():
-    import glob
-    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
-    if not found:
-        sys.exit("--incremental simulates the hours between hourly runs with libfaketime: apt-get install faketime")
-    return found[0]
-
-
 class Clock:
     """The wall clock the hourly runs see. Each simulated hour is an hour later on this clock
-    (libfaketime), so manifest entries land in their own hour folders and each build's
-    watermark is an hour after the last one, as in a real hourly schedule; the processes
-    themselves run at full speed, and monotonic time is left alone."""
+    (the binary's injected clock, `--clock-at`), so manifest entries land in their own hour
+    folders and each build's watermark is an hour after the last one, as in a real hourly
+    schedule; the processes themselves run at full speed."""
 
     def __init__(self, lake):
         import datetime
@@ -165,18 +157,16 @@ class Clock:
             if w:
                 latest = max(latest, datetime.datetime.fromisoformat(w.replace("Z", "+00:00")))
         self.base = latest.replace(minute=0, second=0, microsecond=0) + datetime.timedelta(hours=2)
-        self.library = faketime_library()
 
-    def env(self, env, hour, minute):
+    def args(self, hour, minute):
         import datetime
         t = self.base + datetime.timedelta(hours=hour, minutes=minute)
-        return dict(env, LD_PRELOAD=self.library, FAKETIME="@" + t.strftime("%Y-%m-%d %H:%M:%S"),
-                    FAKETIME_DONT_FAKE_MONOTONIC="1")
+        return ["--clock-at", t.strftime("%Y-%m-%dT%H:%M:%SZ")]
 
 
-def generate_hour(binary, lake, symbols, at, env):
+def generate_hour(binary, lake, symbols, at, env, clock=()):
     """One hourly run's worth of bronze, written now (on the simulated clock) as ingestion writes it."""
-    subprocess.run([binary, "--lake", str(lake), "bench", "generate", "--symbols", str(symbols), "--hours", "1",
+    subprocess.run([binary, "--lake", str(lake), *clock, "bench", "generate", "--symbols", str(symbols), "--hours", "1",
                     "--from", at, "--written-at", "now"], check=True, capture_output=True, env=env)
 
 
@@ -188,7 +178,7 @@ def incremental(binary, work, lake, symbols, days, runs, cap, env):
     first, last, empty = [], [], []
     clock = Clock(lake)
     # The full lake as an hourly job finds it: silver and gold up to date.
-    transform(binary, lake, cap, clock.env(env, 0, 6))
+    transform(binary, lake, cap, env, clock=clock.args(0, 6))
     # New market days after the newest in silver (an earlier invocation may have added some).
     import datetime
     held = [p.name[5:] for p in (lake / "silver" / "ohlcv_1h").glob("date=*")]
@@ -198,8 +188,8 @@ def incremental(binary, work, lake, symbols, days, runs, cap, env):
         day = start_day + i
         for h in range(24):
             at = 1 + i * 24 + h
-            generate_hour(binary, lake, symbols, hour_after(day, h), clock.env(env, at, 5))
-            r = transform(binary, lake, cap, clock.env(env, at, 6), expect_new=True)
+            generate_hour(binary, lake, symbols, hour_after(day, h), env, clock.args(at, 5))
+            r = transform(binary, lake, cap, env, expect_new=True, clock=clock.args(at, 6))
             if h == 0:
                 first.append(r)
             elif h == 23:
@@ -208,8 +198,8 @@ def incremental(binary, work, lake, symbols, days, runs, cap, env):
         shutil.rmtree(fresh, ignore_errors=True)
         fresh.mkdir(parents=True)
         at = 1 + i * 24 + 23
-        generate_hour(binary, fresh / "lake", symbols, hour_after(day, 23), clock.env(env, at, 5))
-        empty.append(transform(binary, fresh / "lake", cap, clock.env(env, at, 6), expect_new=True))
+        generate_hour(binary, fresh / "lake", symbols, hour_after(day, 23), env, clock.args(at, 5))
+        empty.append(transform(binary, fresh / "lake", cap, env, expect_new=True, clock=clock.args(at, 6)))
         shutil.rmtree(fresh, ignore_errors=True)
     f = statistics.median(r[0] for r in first)
     l = statistics.median(r[0] for r in last)

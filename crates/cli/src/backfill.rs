@@ -7,16 +7,14 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use cryptolake_lake::bronze::IngestMetrics;
-use cryptolake_lake::bronze::archive::{Checksum, Market, import_archive};
-use cryptolake_lake::{gaps, new_run_id};
+use cryptolake_lake::bronze::archive::{Checksum, Market};
+use cryptolake_lake::gaps;
 use cryptolake_model::{Exchange, Symbol, parse_time};
+use cryptolake_pipeline::Pipeline;
 use cryptolake_query::{OutputFormat, render};
-use cryptolake_sources::ExchangeClient;
 
-use crate::BackfillCmd;
-use crate::pipeline::{Env, GapRefetch, IngestArgs, gold_summary, ingest_summary, silver_summary};
 use crate::progress::Progress;
+use crate::{BackfillCmd, ingest_summary, parse_exchange, parse_symbols, transform_summary};
 
 /// `--from`/`--to`: a date means its whole day (for `--to`, through its end).
 fn range(from: &str, to: &str) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
@@ -24,7 +22,8 @@ fn range(from: &str, to: &str) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
     let is_date = |s: &str| s.len() == 10 && !s.contains('T');
     let end = parse_time(to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
     let end = if is_date(to) {
-        end + Duration::days(1)
+        end.checked_add_signed(Duration::days(1))
+            .ok_or_else(|| anyhow::anyhow!("--to {to}: out of range"))?
     } else {
         end
     };
@@ -34,138 +33,56 @@ fn range(from: &str, to: &str) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
     Ok((start, end))
 }
 
-fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.timestamp().div_euclid(60) * 60, 0).unwrap_or(t)
-}
-
-/// Silver (with the gap report), one round of gap refetches for `exchange` in the range, and
-/// gold. Prints what each step did.
-async fn transform(
-    env: &Env,
-    refetch: Option<&GapRefetch>,
-    run_id: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let s = env.silver(false, run_id).await?;
-    print!("{}", silver_summary(&s));
-    if let Some(scope) = refetch {
-        let m = env.refetch_gaps(scope, run_id, now).await?;
-        if let Some(m) = m {
-            println!("  gap refetch: {} pages, {} candles", m.pages, m.rows);
-            let s = env.silver(false, run_id).await?;
-            print!("{}", silver_summary(&s));
-        }
-    }
-    let g = env.gold(false, run_id).await?;
-    print!("{}", gold_summary(&g));
-    Ok(())
-}
-
-pub async fn run(
-    env: &Env,
-    exchange: Exchange,
-    symbols: Vec<Symbol>,
-    cmd: &BackfillCmd,
-    now: DateTime<Utc>,
-) -> Result<ExitCode> {
-    if symbols.is_empty() {
-        bail!(
-            "no symbols to backfill for {exchange}: pass --symbols or set exchanges.{exchange}.symbols"
-        );
-    }
-    let (from, to) = range(&cmd.from, &cmd.to)?;
-    let closed = floor_minute(now);
-    if from >= closed {
-        bail!("--from {} is in the future", cmd.from);
-    }
-    let to = to.min(closed);
-    // Fail on a bad base URL before anything else.
-    env.client(exchange, cmd.base_url.as_deref())?;
-    let plan = env.plan_backfill(exchange, &symbols, from, to).await?;
-    let run_id = new_run_id(now);
-    let pages: Vec<(Symbol, usize)> = plan
-        .iter()
-        .map(|p| (p.symbol.clone(), p.windows.len()))
-        .collect();
+pub async fn run(p: &Pipeline, cmd: &BackfillCmd) -> Result<ExitCode> {
+    let exchange = parse_exchange(&cmd.exchange)?;
+    let symbols = cmd.symbols.as_deref().map(parse_symbols).transpose()?;
+    let plan = p
+        .plan_backfill(
+            exchange,
+            symbols,
+            range(&cmd.from, &cmd.to)?,
+            cmd.base_url.clone(),
+        )
+        .await?;
     println!(
         "backfill {exchange} {} .. {}: {} symbols, {} pages to fetch",
-        from.to_rfc3339(),
-        to.to_rfc3339(),
-        plan.len(),
-        pages.iter().map(|(_, n)| n).sum::<usize>()
+        plan.from.to_rfc3339(),
+        plan.to.to_rfc3339(),
+        plan.symbols.len(),
+        plan.pages()
     );
-    for p in &plan {
-        if p.covered_minutes > 0 {
+    for s in &plan.symbols {
+        if s.covered_minutes > 0 {
             println!(
                 "  {}: {} minutes already in bronze, not fetched again",
-                p.symbol, p.covered_minutes
+                s.symbol, s.covered_minutes
             );
         }
     }
-    if let Some(served) = ExchangeClient::served_from(exchange, now)
-        && from < served
+    if let Some(served) = plan.served_from
+        && plan.from < served
     {
         println!(
             "  NOTE: {exchange} serves only its latest {} one-minute candles; everything before {} cannot be fetched from its API",
-            ExchangeClient::max_window_minutes(exchange),
+            cryptolake_sources::ExchangeClient::max_window_minutes(exchange),
             served.to_rfc3339()
         );
     }
-    let progress = Progress::new(exchange, &pages, !cmd.no_progress);
-    let args = IngestArgs {
-        base_url: cmd.base_url.clone(),
-        windows: Some(
-            plan.iter()
-                .map(|p| (p.symbol.clone(), p.windows.clone()))
-                .collect(),
-        ),
-        move_cursor: false,
-        ..IngestArgs::hourly(exchange, symbols.clone(), &run_id)
-    };
-    let fetched: Result<IngestMetrics> = env
-        .ingest(&args, now, &|symbol, rows| progress.page(symbol, rows))
-        .await;
-    progress.finish();
-    let m = fetched?;
-    print!("{}", ingest_summary(exchange, &m));
-    let unservable: Vec<String> = m
+    let pages: Vec<(Symbol, usize)> = plan
         .symbols
         .iter()
-        .flat_map(|o| {
-            o.unservable.iter().map(move |(a, b)| {
-                format!(
-                    "{} {} .. {} ({} minutes)",
-                    o.symbol,
-                    a.to_rfc3339(),
-                    b.to_rfc3339(),
-                    (*b - *a).num_minutes()
-                )
-            })
-        })
+        .map(|s| (s.symbol.clone(), s.windows.len()))
         .collect();
-    for u in &unservable {
-        println!("  NOT SERVED by {exchange}: {u}");
-    }
-    let days = (from.date_naive(), (to - Duration::minutes(1)).date_naive());
-    let scope = GapRefetch {
-        symbols: Some(symbols.clone()),
-        from: Some(days.0),
-        to: Some(days.1),
-        base_url: cmd.base_url.clone(),
-        ..GapRefetch::all(exchange, None)
-    };
-    transform(env, Some(&scope), &run_id, now).await?;
-    let failures = m.failures().count();
-    if failures > 0 {
-        bail!(
-            "backfill incomplete: {failures} symbol(s) failed (see above); run the same command again to continue where it stopped"
-        );
-    }
-    if !unservable.is_empty() {
-        bail!(
-            "backfill incomplete: {exchange} no longer serves part of the range ({} span(s) above); those minutes are recorded as unservable gaps",
-            unservable.len()
-        );
+    let progress = Progress::new(exchange, &pages, !cmd.no_progress);
+    let report = p
+        .backfill(&plan, &|symbol, rows| progress.page(symbol, rows))
+        .await;
+    progress.finish();
+    let report = report?;
+    print!("{}", ingest_summary(exchange, &report.ingest));
+    print!("{}", transform_summary(&report.transform));
+    if let Some(e) = report.incomplete(exchange) {
+        return Err(e.into());
     }
     println!("backfill complete");
     Ok(ExitCode::SUCCESS)
@@ -199,21 +116,19 @@ fn archive_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 pub async fn import(
-    env: &Env,
+    p: &Pipeline,
     paths: &[PathBuf],
     symbol: Option<&Symbol>,
     market: Option<Market>,
-    now: DateTime<Utc>,
 ) -> Result<ExitCode> {
     let files = archive_files(paths)?;
     if files.is_empty() {
         bail!("no .zip or .csv files found in the given paths");
     }
-    let run_id = new_run_id(now);
-    let mut failed = 0;
+    let report = p.import_archives(&files, symbol, market).await?;
     let (mut written, mut present) = (0, 0);
-    for f in &files {
-        match import_archive(&env.lake, f, symbol, market, now).await {
+    for (f, r) in &report.files {
+        match r {
             Ok(o) => {
                 written += o.days_written;
                 present += o.days_present;
@@ -235,18 +150,16 @@ pub async fn import(
                     o.days_present
                 );
             }
-            Err(e) => {
-                failed += 1;
-                println!("{}: FAILED: {e}", f.display());
-            }
+            Err(e) => println!("{}: FAILED: {e}", f.display()),
         }
     }
+    let failed = report.failed();
     println!(
         "import: {} files, {written} days written, {present} already present, {failed} failed",
         files.len()
     );
-    if written > 0 {
-        transform(env, None, &run_id, now).await?;
+    if let Some(t) = &report.transform {
+        print!("{}", transform_summary(t));
     }
     if failed > 0 {
         bail!("{failed} file(s) could not be imported; nothing of those was written");
@@ -255,13 +168,13 @@ pub async fn import(
 }
 
 pub async fn report_gaps(
-    env: &Env,
+    p: &Pipeline,
     exchange: Option<Exchange>,
     symbols: Option<Vec<Symbol>>,
     (from, to): (Option<NaiveDate>, Option<NaiveDate>),
     format: OutputFormat,
 ) -> Result<ExitCode> {
-    let scan = env.scan_gaps(from, to).await?;
+    let scan = p.scan_gaps(from, to).await?;
     let rows: Vec<&gaps::Gap> = scan
         .gaps
         .iter()

@@ -67,6 +67,7 @@ pub async fn generate(
     end: DateTime<Utc>,
     seed: u64,
     written_at: WrittenAt,
+    now: DateTime<Utc>,
 ) -> Result<Generated> {
     if symbols == 0 || symbols > 9999 || end <= start {
         bail!("--symbols must be 1..=9999 and the range not empty");
@@ -153,7 +154,7 @@ pub async fn generate(
                     bytes.fetch_add(object.len() as u64, Ordering::Relaxed);
                     let at = match written_at {
                         WrittenAt::Fetched => fetched_at,
-                        WrittenAt::Now => Utc::now(),
+                        WrittenAt::Now => now,
                     };
                     write_object_at(lake, &key, object, at).await?;
                     objects.fetch_add(1, Ordering::Relaxed);

@@ -8,39 +8,37 @@ use cryptolake_lake::paths;
 use cryptolake_query::ddl::{Engine, ddl};
 
 use crate::CatalogCmd;
-use crate::pipeline::Env;
+use cryptolake_pipeline::Pipeline;
 
 /// The lake's first day with silver, else today: where partition projection starts.
-async fn first_day(env: &Env, given: Option<&str>) -> Result<String> {
+async fn first_day(p: &Pipeline, given: Option<&str>) -> Result<String> {
     if let Some(d) = given {
         let day = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
             .map_err(|_| anyhow!("--first-day {d:?}: expected YYYY-MM-DD"))?;
         return Ok(day.to_string());
     }
     let table = paths::silver_table();
-    let first = env
-        .lake
+    let first = p
+        .lake()
         .list(&table)
         .await?
         .iter()
         .filter_map(|m| paths::partition_file_date(&table, &m.location))
         .min();
-    Ok(first
-        .unwrap_or_else(|| chrono::Utc::now().date_naive())
-        .to_string())
+    Ok(first.unwrap_or_else(|| p.now().date_naive()).to_string())
 }
 
 /// Where the engine finds the lake: `--location`, else this lake's URL (a local path for
 /// DuckDB, which does not take `file://` URLs).
-fn location(env: &Env, engine: Engine, given: Option<&str>) -> String {
-    let root = given.map_or_else(|| env.lake.root_url().to_string(), str::to_string);
+fn location(p: &Pipeline, engine: Engine, given: Option<&str>) -> String {
+    let root = given.map_or_else(|| p.lake().root_url().to_string(), str::to_string);
     match (engine, root.strip_prefix("file://")) {
         (Engine::DuckDb, Some(path)) => path.to_string(),
         _ => root,
     }
 }
 
-pub async fn run(env: &Env, cmd: &CatalogCmd) -> Result<ExitCode> {
+pub async fn run(p: &Pipeline, cmd: &CatalogCmd) -> Result<ExitCode> {
     match cmd {
         CatalogCmd::Ddl {
             engine,
@@ -48,10 +46,10 @@ pub async fn run(env: &Env, cmd: &CatalogCmd) -> Result<ExitCode> {
             first_day: first,
         } => {
             let engine = Engine::from_str(engine).map_err(|e| anyhow!("--engine: {e}"))?;
-            let first = first_day(env, first.as_deref()).await?;
+            let first = first_day(p, first.as_deref()).await?;
             print!(
                 "{}",
-                ddl(engine, &location(env, engine, loc.as_deref()), &first)
+                ddl(engine, &location(p, engine, loc.as_deref()), &first)
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -64,8 +62,8 @@ pub async fn run(env: &Env, cmd: &CatalogCmd) -> Result<ExitCode> {
             if !glue {
                 bail!("say which catalog: --glue");
             }
-            let first = first_day(env, first.as_deref()).await?;
-            let root = location(env, Engine::Athena, loc.as_deref());
+            let first = first_day(p, first.as_deref()).await?;
+            let root = location(p, Engine::Athena, loc.as_deref());
             if !root.starts_with("s3://") {
                 bail!(
                     "Glue tables must point at S3: pass --location s3://bucket/prefix (the lake is {root})"

@@ -1,17 +1,18 @@
 //! `cryptolake demo`: the whole pipeline offline, against the simulated exchange over HTTP.
 
+use std::process::ExitCode;
+
 use anyhow::{Result, bail};
 use chrono::{Duration, Utc};
-use cryptolake_lake::{new_run_id, paths, state};
+use cryptolake_lake::{paths, state};
 use cryptolake_model::Exchange;
 use cryptolake_model::{date_of, day_start, hour_start};
+use cryptolake_pipeline::{GapRefetch, IngestRequest, Options, Pipeline, Settings};
 use cryptolake_query::{OutputFormat, QueryEngine, render};
-use cryptolake_sources::ExchangeClient;
-use cryptolake_sources::http::RetryPolicy;
 use cryptolake_sources::limit::Budget;
 use cryptolake_sources::sim::{SimClock, SimMarket, SimOptions, SimServer};
 
-use crate::pipeline::{Env, GapRefetch, IngestArgs, gold_summary, ingest_summary, silver_summary};
+use crate::{Cli, Command, ingest_summary, transform_summary};
 
 /// Marks a lake as made by the demo, so the demo never mixes simulated data into a real lake.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -45,36 +46,16 @@ pub const EXAMPLES: [(&str, &str); 4] = [
     ),
 ];
 
-pub async fn run(env: &Env, days: u32, seed: u64) -> Result<()> {
+/// The demo: a simulated exchange on loopback, the exchanges pointed at it, then the
+/// pipeline's own steps over HTTP.
+pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
+    let Command::Demo { days, seed } = &cli.command else {
+        unreachable!("demo::run is called for the demo command")
+    };
+    let (days, seed) = (*days, *seed);
     if days == 0 || days > 60 {
         bail!("--days must be between 1 and 60");
     }
-    let previous = state::read::<DemoMarker>(&env.lake, &paths::demo_marker()).await?;
-    if previous.is_none() && !env.lake.list(&paths::bronze_root()).await?.is_empty() {
-        bail!(
-            "the lake at {} already holds data that is not from a demo; pass --lake to run the demo in another directory",
-            env.lake.root_url()
-        );
-    }
-    if let Some(p) = &previous
-        && p.seed != seed
-    {
-        bail!(
-            "the demo lake at {} was made with seed {}; use that seed or another --lake",
-            env.lake.root_url(),
-            p.seed
-        );
-    }
-    state::write(
-        &env.lake,
-        &paths::demo_marker(),
-        &DemoMarker {
-            seed,
-            created_at: previous.as_ref().map_or_else(Utc::now, |p| p.created_at),
-        },
-    )
-    .await?;
-
     let market = SimMarket::default_market(seed);
     // The simulator is local: it and the clients talking to it get a generous budget, so the
     // demo is not paced by the real exchanges' published limits.
@@ -87,94 +68,95 @@ pub async fn run(env: &Env, days: u32, seed: u64) -> Result<()> {
         *budget = demo_budget;
     }
     let sim = SimServer::start_with(market.clone(), options, 0).await?;
-    {
-        let mut clients = env.clients.lock().expect("clients lock");
-        for exchange in Exchange::ALL {
-            let client = ExchangeClient::new(
-                exchange,
-                Some(&sim.base_url()),
-                RetryPolicy::default(),
-                Some(demo_budget),
-            )?;
-            clients.insert((exchange, sim.base_url()), client);
-        }
+    for (exchange, s) in settings.exchanges.iter_mut() {
+        s.base_url = sim.base_url();
+        s.budget = demo_budget;
+        s.symbols = market.listed(*exchange);
     }
+    let options = Options {
+        lock_wait: std::time::Duration::from_secs(cli.wait_lock),
+        ..Options::default()
+    };
+    let p = Pipeline::open(settings, options).await?;
+    let lake = p.lake();
+    let previous = state::read::<DemoMarker>(lake, &paths::demo_marker()).await?;
+    if previous.is_none() && !lake.list(&paths::bronze_root()).await?.is_empty() {
+        bail!(
+            "the lake at {} already holds data that is not from a demo; pass --lake to run the demo in another directory",
+            lake.root_url()
+        );
+    }
+    if let Some(prev) = &previous
+        && prev.seed != seed
+    {
+        bail!(
+            "the demo lake at {} was made with seed {}; use that seed or another --lake",
+            lake.root_url(),
+            prev.seed
+        );
+    }
+    state::write(
+        lake,
+        &paths::demo_marker(),
+        &DemoMarker {
+            seed,
+            created_at: previous.as_ref().map_or_else(Utc::now, |p| p.created_at),
+        },
+    )
+    .await?;
     println!(
         "simulated exchange (Binance, Coinbase and Kraken formats) listening on {}",
         sim.base_url()
     );
 
-    let now = Utc::now();
-    let run_id = new_run_id(now);
+    let now = p.now();
+    let run_id = p.new_run_id();
     let started = std::time::Instant::now();
-    for exchange in [Exchange::Binance, Exchange::Coinbase, Exchange::Kraken] {
+    let exchanges = [Exchange::Binance, Exchange::Coinbase, Exchange::Kraken];
+    for exchange in exchanges {
         let since = match exchange {
             // Kraken serves only its latest 720 minutes: ask for the last 11 hours.
             Exchange::Kraken => hour_start(now - Duration::hours(11)),
             _ => day_start(date_of(now) - Duration::days(i64::from(days))),
         };
-        let args = IngestArgs {
+        let req = IngestRequest {
             // A second demo continues where the first stopped.
             since: previous.is_none().then_some(since),
-            base_url: Some(sim.base_url()),
-            ..IngestArgs::hourly(exchange, market.listed(exchange), &run_id)
+            ..IngestRequest::hourly(exchange, &run_id, now)
         };
-        let m = env.ingest(&args, now, &|_, _| {}).await?;
+        let m = p.ingest_strict(&req, &|_, _| {}).await?;
         print!("{}", ingest_summary(exchange, &m));
-        if m.failures().next().is_some() {
-            bail!("demo ingest failed; see above");
-        }
     }
-    let s = env.silver(false, &run_id).await?;
-    print!("{}", silver_summary(&s));
     // Coinbase leaves out minutes without trades: the gap report lists them as unconfirmed,
     // and one refetch confirms them, as the hourly job would.
-    for exchange in [Exchange::Binance, Exchange::Coinbase, Exchange::Kraken] {
-        let base = sim.base_url();
-        if let Some(m) = env
-            .refetch_gaps(
-                &GapRefetch {
-                    base_url: Some(base),
-                    ..GapRefetch::all(exchange, None)
-                },
-                &run_id,
-                now,
-            )
-            .await?
-        {
-            println!(
-                "  {exchange} gap refetch: {} pages, {} candles",
-                m.pages, m.rows
-            );
-        }
-    }
-    let s = env.silver(false, &run_id).await?;
-    print!("{}", silver_summary(&s));
-    let g = env.gold(false, &run_id).await?;
-    print!("{}", gold_summary(&g));
+    let refetch: Vec<GapRefetch> = exchanges
+        .iter()
+        .map(|e| GapRefetch::all(*e, None))
+        .collect();
+    let t = p.transform(&refetch, &run_id).await?;
+    print!("{}", transform_summary(&t));
     sim.stop().await;
     println!(
         "pipeline done in {:.1}s; lake at {}\n",
         started.elapsed().as_secs_f64(),
-        env.lake.root_url()
+        lake.root_url()
     );
 
-    let engine = QueryEngine::open(&env.lake).await?;
+    let engine = QueryEngine::open(lake).await?;
     for (title, sql) in EXAMPLES {
         println!("-- {title}\n{sql}");
         let batches = engine.query(sql).await?;
         println!("{}\n", render(&batches, OutputFormat::Table)?);
     }
-    let lake_flag =
-        if env.lake.root_url().ends_with("/lake") && std::path::Path::new("lake").exists() {
-            String::new()
-        } else {
-            format!(" --lake {}", env.lake.root_url())
-        };
+    let lake_flag = if lake.root_url().ends_with("/lake") && std::path::Path::new("lake").exists() {
+        String::new()
+    } else {
+        format!(" --lake {}", lake.root_url())
+    };
     println!(
         "Keep exploring (in the source tree, `cargo run --release --bin cryptolake --` stands for `cryptolake`):\n  \
          cryptolake{lake_flag} sql \"SELECT * FROM crypto_gold.ohlcv_1d LIMIT 10\"\n  \
          cryptolake{lake_flag} sql   # interactive shell"
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

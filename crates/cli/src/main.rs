@@ -1,32 +1,35 @@
-//! The `cryptolake` command line. The only place with `anyhow`, exit codes and argument parsing.
+//! The `cryptolake` command line: a front end over the pipeline library. It turns flags into
+//! calls on [`Pipeline`] and results into output; the only place with `anyhow`, exit codes
+//! and argument parsing.
 
 mod backfill;
 mod bench;
 mod catalog;
-mod config;
 mod demo;
 #[cfg(feature = "glue")]
 mod glue;
-mod pipeline;
 mod progress;
-mod schedule;
 mod shell;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use cryptolake_lake::{Lake, LakeOptions, new_run_id};
-use cryptolake_model::{Exchange, Symbol, parse_time};
-use cryptolake_query::{OutputFormat, QueryEngine, render};
-
-use crate::config::{Config, DEFAULT_TOML, split_list};
-use crate::pipeline::{Env, IngestArgs, gold_summary, ingest_summary, silver_summary};
+use cryptolake_lake::bronze::IngestMetrics;
 use cryptolake_lake::bronze::archive::Market;
+use cryptolake_lake::gold::GoldMetrics;
+use cryptolake_lake::silver::SilverMetrics;
+use cryptolake_model::{Exchange, ManualClock, Symbol, parse_time};
+use cryptolake_pipeline::settings::{parse_duration, split_list};
+use cryptolake_pipeline::{
+    DEFAULT_TOML, IngestRequest, Options, Pipeline, RunSummary, Settings, TransformReport,
+};
+use cryptolake_query::{OutputFormat, QueryEngine, render};
 use cryptolake_sources::sim::{Fault, FaultPlan, SimClock, SimMarket, SimOptions, SimServer};
 
 /// cryptolake: a data lake for cryptocurrency market data.
@@ -46,6 +49,10 @@ struct Cli {
     /// Seconds to wait when another run holds the lake's lease (default: fail at once)
     #[arg(long, global = true, default_value_t = 0)]
     wait_lock: u64,
+    /// Run as if the wall clock stood still at this UTC instant (RFC 3339): for the
+    /// benchmark's simulated hourly runs and for replaying a schedule
+    #[arg(long, global = true, hide = true)]
+    clock_at: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -305,7 +312,8 @@ fn init_logging(quiet: bool) {
         if quiet {
             "warn".to_string()
         } else {
-            "warn,cryptolake=info,cryptolake_lake=info,cryptolake_sources=warn".to_string()
+            "warn,cryptolake=info,cryptolake_pipeline=info,cryptolake_lake=info,cryptolake_sources=warn"
+                .to_string()
         }
     });
     let _ = tracing_subscriber::fmt()
@@ -316,27 +324,26 @@ fn init_logging(quiet: bool) {
         .try_init();
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // Commands whose output is the point (query results, the demo's walk-through) log warnings
-    // only; the pipeline commands log each step.
-    // A backfill drawing progress bars logs warnings only, so lines do not tear the bars.
-    let bars = match &cli.command {
+/// Commands whose output is the point (query results, the demo's walk-through) log warnings
+/// only, and so does a backfill drawing progress bars, so that lines do not tear the bars.
+fn quiet(command: &Command) -> bool {
+    match command {
         Command::Backfill(b) => {
             !b.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr())
         }
+        Command::Sql { .. }
+        | Command::Runs { .. }
+        | Command::Demo { .. }
+        | Command::Init { .. }
+        | Command::Gaps(_)
+        | Command::Catalog(_) => true,
         _ => false,
-    };
-    init_logging(
-        bars || matches!(
-            cli.command,
-            Command::Sql { .. }
-                | Command::Runs { .. }
-                | Command::Demo { .. }
-                | Command::Init { .. }
-                | Command::Gaps(_)
-        ),
-    );
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(quiet(&cli.command));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -376,43 +383,58 @@ pub(crate) fn one_line(e: &anyhow::Error) -> String {
     line
 }
 
-fn cryptolake_env() -> Vec<(String, String)> {
-    std::env::vars()
+/// The settings: the file (`--config`, `CRYPTOLAKE_CONFIG`, or `./cryptolake.toml`), the
+/// `CRYPTOLAKE_*` environment, then `--lake`.
+fn load_settings(cli: &Cli) -> Result<Settings> {
+    let env_vars: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("CRYPTOLAKE_"))
-        .collect()
-}
-
-async fn load_env(cli: &Cli) -> Result<Env> {
-    let env_vars = cryptolake_env();
+        .collect();
     let config_path = cli.config.clone().or_else(|| {
         env_vars
             .iter()
             .find(|(k, _)| k == "CRYPTOLAKE_CONFIG")
             .map(|(_, v)| PathBuf::from(v))
     });
-    let mut config = Config::load(config_path.as_deref(), &env_vars)?;
+    let mut settings = Settings::load(config_path.as_deref(), &env_vars)?;
     if let Some(lake) = &cli.lake {
-        config.lake = lake.clone();
+        settings.lake = lake.clone();
     }
-    let options = LakeOptions {
-        s3_endpoint: config.s3.endpoint.clone(),
-        s3_region: config.s3.region.clone(),
-    };
-    let lake = Lake::open_with(&config.lake, &options)?;
-    lake.probe().await?;
-    Ok(Env {
-        config,
-        lake,
+    Ok(settings)
+}
+
+/// Opens the pipeline the command needs: an existing lake only for commands that only read
+/// or report, and the CLI's printing of step events.
+async fn open(cli: &Cli, settings: Settings) -> Result<Pipeline> {
+    let existing_only = matches!(
+        cli.command,
+        Command::Sql { .. }
+            | Command::Runs { .. }
+            | Command::Gaps(_)
+            | Command::Check { .. }
+            | Command::Catalog(_)
+    );
+    let mut options = Options {
         lock_wait: Duration::from_secs(cli.wait_lock),
-        clients: Default::default(),
-    })
+        existing_only,
+        ..Options::default()
+    };
+    if let Some(at) = &cli.clock_at {
+        let at = parse_time(at).context("--clock-at")?;
+        options.clock = Arc::new(ManualClock::new(at));
+    }
+    let pipeline = Pipeline::open(settings, options).await?;
+    if quiet(&cli.command) {
+        return Ok(pipeline);
+    }
+    Ok(pipeline.with_events(Arc::new(|e| tracing::info!("step {}", e.line()))))
 }
 
 fn parse_symbols(text: &str) -> Result<Vec<Symbol>> {
     let symbols: Vec<Symbol> = split_list(text)
         .iter()
         .map(|s| Symbol::parse(s))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .context("--symbols")?;
     if symbols.is_empty() {
         bail!("--symbols is empty");
     }
@@ -423,6 +445,18 @@ fn parse_opt_time(flag: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>
     v.as_deref()
         .map(|s| parse_time(s).with_context(|| format!("--{flag}")))
         .transpose()
+}
+
+fn parse_day(flag: &str, v: &Option<String>) -> Result<Option<chrono::NaiveDate>> {
+    Ok(parse_opt_time(flag, v)?.map(|t| t.date_naive()))
+}
+
+fn parse_format(text: &str) -> Result<OutputFormat> {
+    OutputFormat::from_str(text).map_err(|e| anyhow!("--format: {e}"))
+}
+
+fn parse_exchange(text: &str) -> Result<Exchange> {
+    Exchange::from_str(text).context("--exchange")
 }
 
 /// `cryptolake simulate`: the simulated exchange in the foreground.
@@ -471,97 +505,46 @@ async fn simulate(cmd: &SimulateCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn init(path: &PathBuf, force: bool) -> Result<ExitCode> {
+    if path.exists() && !force {
+        bail!(
+            "{} already exists; pass --force to overwrite it",
+            path.display()
+        );
+    }
+    std::fs::write(path, DEFAULT_TOML).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Init { path, force } => {
-            if path.exists() && !force {
-                bail!(
-                    "{} already exists; pass --force to overwrite it",
-                    path.display()
-                );
-            }
-            std::fs::write(path, DEFAULT_TOML)
-                .with_context(|| format!("writing {}", path.display()))?;
-            println!("wrote {}", path.display());
-            return Ok(ExitCode::SUCCESS);
-        }
-        Command::Sql { query, format } => {
-            let format = OutputFormat::from_str(format).map_err(|e| anyhow!("--format: {e}"))?;
-            let env = load_env(&cli).await?;
-            let engine = QueryEngine::open(&env.lake).await?;
-            return match query {
-                Some(q) => {
-                    let batches = engine.query(q).await?;
-                    print!("{}", render(&batches, format)?);
-                    if format == OutputFormat::Table {
-                        println!();
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => shell::run(&engine, format).await.map(|_| ExitCode::SUCCESS),
-            };
-        }
+        Command::Init { path, force } => return init(path, *force),
         Command::Simulate(cmd) => return simulate(cmd).await,
-        Command::Runs { limit, format } => {
-            let format = OutputFormat::from_str(format).map_err(|e| anyhow!("--format: {e}"))?;
-            let env = load_env(&cli).await?;
-            let engine = QueryEngine::open(&env.lake).await?;
-            let sql = format!(
-                "SELECT run_id, step, started_at, round(extract(epoch FROM finished_at - started_at), 3) AS seconds, \
-                 status, inputs, outputs, rows, quarantined, error \
-                 FROM crypto_ops.runs ORDER BY started_at DESC, step LIMIT {limit}"
-            );
-            print!("{}", render(&engine.query(&sql).await?, format)?);
-            if format == OutputFormat::Table {
-                println!();
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
         _ => {}
     }
-    let mut env = load_env(&cli).await?;
-    let now = Utc::now();
+    let mut settings = load_settings(&cli)?;
+    // Flags that change settings are applied before the pipeline opens.
     match &cli.command {
         Command::Ingest(cmd) => {
-            if let Some(l) = &cmd.lookback {
-                env.config.ingest.lookback = l.clone();
-            }
             if let Some(c) = cmd.concurrency {
-                env.config.ingest.concurrency = c;
-            }
-            env.config.validate().context("ingest flags")?;
-            let exchange = Exchange::from_str(&cmd.exchange)?;
-            let symbols = match &cmd.symbols {
-                Some(s) => parse_symbols(s)?,
-                None => env.config.symbols_of(exchange),
-            };
-            let args = IngestArgs {
-                since: parse_opt_time("since", &cmd.since)?,
-                until: parse_opt_time("until", &cmd.until)?,
-                base_url: cmd.base_url.clone(),
-                ..IngestArgs::hourly(exchange, symbols, &new_run_id(now))
-            };
-            let m = env.ingest(&args, now, &|_, _| {}).await?;
-            print!("{}", ingest_summary(exchange, &m));
-            if m.failures().next().is_some() {
-                bail!(
-                    "ingest failed for {} symbol(s); see above",
-                    m.failures().count()
-                );
+                settings.ingest.concurrency = c.max(1);
             }
         }
         Command::Backfill(cmd) => {
             if let Some(c) = cmd.concurrency {
-                env.config.ingest.concurrency = c;
+                settings.ingest.concurrency = c.max(1);
             }
-            env.config.validate().context("backfill flags")?;
-            let exchange = Exchange::from_str(&cmd.exchange)?;
-            let symbols = match &cmd.symbols {
-                Some(s) => parse_symbols(s)?,
-                None => env.config.symbols_of(exchange),
-            };
-            return backfill::run(&env, exchange, symbols, cmd, now).await;
         }
+        Command::Demo { .. } => return demo::run(&cli, settings).await,
+        _ => {}
+    }
+    let p = open(&cli, settings).await?;
+    match &cli.command {
+        Command::Sql { query, format } => sql(&p, query.as_deref(), parse_format(format)?).await,
+        Command::Runs { limit, format } => runs(&p, *limit, parse_format(format)?).await,
+        Command::Ingest(cmd) => ingest(&p, cmd).await,
+        Command::Backfill(cmd) => backfill::run(&p, cmd).await,
         Command::Import(ImportCmd::BinanceArchive {
             paths,
             symbol,
@@ -574,74 +557,44 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Some("futures") => Some(Market::Futures),
                 Some(other) => bail!("--market {other:?}: expected spot or futures"),
             };
-            return backfill::import(&env, paths, symbol.as_ref(), market, now).await;
+            backfill::import(&p, paths, symbol.as_ref(), market).await
         }
-        Command::Catalog(cmd) => return catalog::run(&env, cmd).await,
+        Command::Catalog(cmd) => catalog::run(&p, cmd).await,
         Command::Gaps(cmd) => {
-            let format =
-                OutputFormat::from_str(&cmd.format).map_err(|e| anyhow!("--format: {e}"))?;
-            let day = |flag: &str, v: &Option<String>| -> Result<Option<chrono::NaiveDate>> {
-                Ok(parse_opt_time(flag, v)?.map(|t| t.date_naive()))
-            };
-            let (from, to) = (day("from", &cmd.from)?, day("to", &cmd.to)?);
-            let exchange = cmd
-                .exchange
-                .as_deref()
-                .map(Exchange::from_str)
-                .transpose()?;
+            let exchange = cmd.exchange.as_deref().map(parse_exchange).transpose()?;
             let symbols = cmd.symbols.as_deref().map(parse_symbols).transpose()?;
-            return backfill::report_gaps(&env, exchange, symbols, (from, to), format).await;
+            let range = (parse_day("from", &cmd.from)?, parse_day("to", &cmd.to)?);
+            backfill::report_gaps(&p, exchange, symbols, range, parse_format(&cmd.format)?).await
         }
         Command::Silver { rebuild } => {
-            let m = env.silver(*rebuild, &new_run_id(now)).await?;
+            let m = p.silver(*rebuild, &p.new_run_id()).await?;
             print!("{}", silver_summary(&m));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Gold { rebuild } => {
-            let m = env.gold(*rebuild, &new_run_id(now)).await?;
+            let m = p.gold(*rebuild, &p.new_run_id()).await?;
             print!("{}", gold_summary(&m));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check { from, to } => {
-            let day = |flag: &str, v: &Option<String>| -> Result<Option<chrono::NaiveDate>> {
-                Ok(parse_opt_time(flag, v)?.map(|t| t.date_naive()))
-            };
-            let (from, to) = (day("from", from)?, day("to", to)?);
-            let run_id = new_run_id(now);
-            let rules = env.config.quality.rules();
-            let results =
-                cryptolake_lake::quality::evaluate(&env.lake, &rules, from, to, now).await;
-            env.record_check(&run_id, now, &results).await;
-            let results = results?;
-            let violations: Vec<_> = results.iter().filter(|r| r.is_violation()).collect();
-            for r in &violations {
-                println!("{:<5} {}", r.action.as_str(), pipeline::describe(r));
-            }
-            let rules_checked: std::collections::BTreeSet<_> =
-                results.iter().map(|r| r.rule.as_str()).collect();
-            println!(
-                "check: {} rules, {} violations ({} with action fail)",
-                rules_checked.len(),
-                violations.len(),
-                violations.iter().filter(|r| r.fails()).count()
-            );
-            env.quality_verdict(&run_id, "check", &results).await?;
+            check(&p, parse_day("from", from)?, parse_day("to", to)?).await
         }
         Command::Run => {
-            let summary = env.run_once(now).await?;
-            print!("{summary}");
-            if !summary.ingest_errors.is_empty() {
-                bail!(
-                    "the run finished, but ingest failed for {} symbol(s)",
-                    summary.ingest_errors.len()
-                );
-            }
+            let summary = p.run_once().await;
+            print!("{}", run_summary(&summary));
+            finish_run(&summary)
         }
         Command::Schedule { cron } => {
             let cron = cron
                 .clone()
-                .unwrap_or_else(|| env.config.schedule.cron.clone());
-            schedule::run(&env, &cron).await?;
+                .unwrap_or_else(|| p.settings().schedule.cron.clone());
+            let signals = cryptolake_pipeline::schedule::shutdown_signals()?;
+            cryptolake_pipeline::schedule::run(&p, &cron, signals, &|s| {
+                print!("{}", run_summary(s))
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { days, seed } => demo::run(&env, *days, *seed).await?,
         Command::Bench(BenchCmd::Generate {
             symbols,
             days,
@@ -656,16 +609,217 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 (None, Some(h)) => chrono::Duration::hours(i64::from(*h)),
                 _ => bail!("pass one of --days or --hours"),
             };
-            let g = bench::generate(&env.lake, *symbols, start, start + span, *seed, *written_at)
-                .await?;
+            let g = bench::generate(
+                p.lake(),
+                *symbols,
+                start,
+                start + span,
+                *seed,
+                *written_at,
+                p.now(),
+            )
+            .await?;
             println!("{}", serde_json::to_string(&g)?);
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Init { .. }
-        | Command::Sql { .. }
-        | Command::Runs { .. }
-        | Command::Simulate(_) => {
-            unreachable!("handled above")
+        Command::Init { .. } | Command::Simulate(_) | Command::Demo { .. } => {
+            unreachable!("handled before the pipeline opens")
         }
     }
+}
+
+async fn sql(p: &Pipeline, query: Option<&str>, format: OutputFormat) -> Result<ExitCode> {
+    let engine = QueryEngine::open(p.lake()).await?;
+    match query {
+        Some(q) => {
+            let batches = engine.query(q).await?;
+            print!("{}", render(&batches, format)?);
+            if format == OutputFormat::Table {
+                println!();
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        None => shell::run(&engine, format).await.map(|_| ExitCode::SUCCESS),
+    }
+}
+
+async fn runs(p: &Pipeline, limit: usize, format: OutputFormat) -> Result<ExitCode> {
+    let engine = QueryEngine::open(p.lake()).await?;
+    let sql = format!(
+        "SELECT run_id, step, started_at, round(extract(epoch FROM finished_at - started_at), 3) AS seconds, \
+         status, inputs, outputs, rows, quarantined, error \
+         FROM crypto_ops.runs ORDER BY started_at DESC, step LIMIT {limit}"
+    );
+    print!("{}", render(&engine.query(&sql).await?, format)?);
+    if format == OutputFormat::Table {
+        println!();
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn ingest(p: &Pipeline, cmd: &IngestCmd) -> Result<ExitCode> {
+    let exchange = parse_exchange(&cmd.exchange)?;
+    let lookback = cmd
+        .lookback
+        .as_deref()
+        .map(|l| {
+            parse_duration(l)
+                .map_err(|e| anyhow!("--lookback: {e}"))
+                .and_then(|d| chrono::Duration::from_std(d).context("--lookback"))
+        })
+        .transpose()?;
+    let now = p.now();
+    let req = IngestRequest {
+        symbols: cmd.symbols.as_deref().map(parse_symbols).transpose()?,
+        since: parse_opt_time("since", &cmd.since)?,
+        until: parse_opt_time("until", &cmd.until)?,
+        base_url: cmd.base_url.clone(),
+        lookback,
+        ..IngestRequest::hourly(exchange, &p.new_run_id(), now)
+    };
+    let m = p.ingest(&req, &|_, _| {}).await?;
+    // What arrived is printed either way; the error names what did not.
+    print!("{}", ingest_summary(exchange, &m));
+    match cryptolake_pipeline::incomplete_ingest(exchange, &m) {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(e.into()),
+    }
+}
+
+async fn check(
+    p: &Pipeline,
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+) -> Result<ExitCode> {
+    let results = p.check(from, to, &p.new_run_id()).await?;
+    let violations: Vec<_> = results.iter().filter(|r| r.is_violation()).collect();
+    for r in &violations {
+        println!(
+            "{:<5} {}",
+            r.action.as_str(),
+            cryptolake_pipeline::describe(r)
+        );
+    }
+    let rules_checked: std::collections::BTreeSet<_> =
+        results.iter().map(|r| r.rule.as_str()).collect();
+    println!(
+        "check: {} rules, {} violations ({} with action fail)",
+        rules_checked.len(),
+        violations.len(),
+        violations.iter().filter(|r| r.fails()).count()
+    );
+    cryptolake_pipeline::verdict(&results)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit status 1, naming every problem, when any exchange or the transform failed.
+fn finish_run(summary: &RunSummary) -> Result<ExitCode> {
+    let problems = summary.problems();
+    if problems.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    bail!(
+        "the run finished with {} problem(s): {}",
+        problems.len(),
+        problems.join("; ")
+    )
+}
+
+pub fn run_summary(s: &RunSummary) -> String {
+    let mut out = format!("run {}\n", s.run_id);
+    for e in &s.exchanges {
+        match &e.ingest {
+            Ok(m) => out.push_str(&ingest_summary(e.exchange, m)),
+            Err(err) => out.push_str(&format!("ingest {}: FAILED: {err}\n", e.exchange)),
+        }
+        match &e.refetch {
+            Some(Ok(m)) => out.push_str(&format!(
+                "  gap refetch: {} pages, {} candles\n",
+                m.pages, m.rows
+            )),
+            Some(Err(err)) => out.push_str(&format!("  gap refetch FAILED: {err}\n")),
+            None => {}
+        }
+    }
+    match &s.transform {
+        Ok(t) => out.push_str(&transform_summary(t)),
+        Err(e) => out.push_str(&format!("  transform FAILED: {e}\n")),
+    }
+    out
+}
+
+pub fn transform_summary(t: &TransformReport) -> String {
+    let mut out = String::new();
+    for (i, s) in t.silver.iter().enumerate() {
+        if i == 1
+            && let Some(m) = &t.refetch
+        {
+            out.push_str(&format!(
+                "  gap refetch: {} pages, {} candles\n",
+                m.pages, m.rows
+            ));
+        }
+        out.push_str(&silver_summary(s));
+    }
+    out.push_str(&gold_summary(&t.gold));
+    out
+}
+
+pub fn ingest_summary(exchange: Exchange, m: &IngestMetrics) -> String {
+    let mut s = format!(
+        "ingest {exchange}: {} pages, {} candles, {} bytes into bronze\n",
+        m.pages, m.rows, m.bytes
+    );
+    for o in &m.symbols {
+        let next = o
+            .next_open_time
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "-".into());
+        match &o.error {
+            None => s.push_str(&format!(
+                "  {}: {} candles, next from {next}\n",
+                o.symbol, o.rows
+            )),
+            Some(e) => s.push_str(&format!(
+                "  {}: FAILED after {} candles: {e}\n",
+                o.symbol, o.rows
+            )),
+        }
+        for (a, b) in &o.unservable {
+            s.push_str(&format!(
+                "  NOT SERVED by {exchange}: {} {} .. {} ({} minutes)\n",
+                o.symbol,
+                a.to_rfc3339(),
+                b.to_rfc3339(),
+                (*b - *a).num_minutes()
+            ));
+        }
+    }
+    s
+}
+
+pub fn silver_summary(m: &SilverMetrics) -> String {
+    format!(
+        "  silver: {} new bronze objects ({} read), {} candles, {} duplicates dropped, {} open candles skipped, {} outside their window skipped, {} bad records dropped, {} records quarantined in {} objects; {} partitions written ({} hours), {} unchanged, {} deleted\n",
+        m.new_objects,
+        m.objects_read,
+        m.candles_read,
+        m.duplicates_dropped,
+        m.open_candles_skipped,
+        m.outside_window_skipped,
+        m.dropped_records,
+        m.rejected_records,
+        m.quarantined_objects,
+        m.partitions_written,
+        m.hours_written,
+        m.partitions_unchanged,
+        m.partitions_deleted
+    )
+}
+
+pub fn gold_summary(m: &GoldMetrics) -> String {
+    format!(
+        "  gold: {} partitions written ({} rows), {} deleted\n",
+        m.partitions_written, m.rows_written, m.partitions_deleted
+    )
 }

@@ -423,6 +423,29 @@ async fn sql_refuses_to_write_and_bad_input_changes_nothing() {
 }
 
 #[test]
+fn commands_that_only_read_never_create_a_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [
+        &["--lake", "tpyo", "sql", "SELECT 1"][..],
+        &["--lake", "tpyo", "runs"],
+        &["--lake", "tpyo", "gaps"],
+        &["--lake", "tpyo", "check"],
+        &["--lake", "tpyo", "catalog", "ddl", "--engine", "duckdb"],
+    ] {
+        let r = cryptolake(d, args);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.starts_with("error: ") && r.stderr.contains("no lake at tpyo"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        assert!(!d.join("tpyo").exists(), "{args:?} created the lake");
+    }
+}
+
+#[test]
 fn init_writes_a_config_that_loads() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -470,6 +493,7 @@ fn demo_runs_offline_and_leaves_a_queryable_lake() {
 fn sql_shell_reads_statements_until_quit() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lake")).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cryptolake"))
         .current_dir(dir.path())
         .env("HOME", dir.path())

@@ -399,7 +399,7 @@ async fn missed_ingestion_is_reported_and_refetched_by_run() {
         ]],
         "{before}"
     );
-    assert!(run.contains("ingest: 2 pages"), "{run}");
+    assert!(run.contains("gap refetch: 1 pages, 60 candles"), "{run}");
     assert!(after.contains("0 gaps, 0 minutes"), "{after}");
     sim.stop().await;
 }

@@ -48,7 +48,16 @@ impl Lake {
         if let Some(rest) = url.strip_prefix("s3://") {
             return Lake::open_s3(url, rest, options);
         }
-        Lake::open_local(url)
+        Lake::open_local(url, true)
+    }
+
+    /// Opens a lake that must already exist: a local directory is never created (nor written
+    /// to), so a read-only command with a mistyped `--lake` leaves nothing behind.
+    pub fn open_existing(url: &str, options: &LakeOptions) -> Result<Lake> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            return Lake::open_s3(url, rest, options);
+        }
+        Lake::open_local(url, false)
     }
 
     fn open_s3(url: &str, rest: &str, options: &LakeOptions) -> Result<Lake> {
@@ -107,7 +116,7 @@ impl Lake {
         })
     }
 
-    fn open_local(url: &str) -> Result<Lake> {
+    fn open_local(url: &str, create: bool) -> Result<Lake> {
         let invalid = |reason: &str| Error::LakeUrl {
             url: url.to_string(),
             reason: reason.to_string(),
@@ -125,14 +134,23 @@ impl Lake {
             url
         };
         let path = std::path::Path::new(path_text);
+        if !create && !path.is_dir() {
+            return Err(invalid(&format!(
+                "no lake at {}: the directory does not exist (commands that write, such as ingest or demo, create it)",
+                path.display()
+            )));
+        }
         std::fs::create_dir_all(path)
             .map_err(|e| invalid(&format!("cannot create directory {}: {e}", path.display())))?;
         let abs = std::fs::canonicalize(path)
             .map_err(|e| invalid(&format!("cannot resolve {}: {e}", path.display())))?;
-        let probe = abs.join(".cryptolake-write-probe");
-        std::fs::write(&probe, b"")
-            .map_err(|e| invalid(&format!("directory {} is not writable: {e}", abs.display())))?;
-        let _ = std::fs::remove_file(&probe);
+        if create {
+            let probe = abs.join(".cryptolake-write-probe");
+            std::fs::write(&probe, b"").map_err(|e| {
+                invalid(&format!("directory {} is not writable: {e}", abs.display()))
+            })?;
+            let _ = std::fs::remove_file(&probe);
+        }
         let store = LocalFileSystem::new_with_prefix(&abs)
             .map_err(|e| invalid(&e.to_string()))?
             .with_automatic_cleanup(true);

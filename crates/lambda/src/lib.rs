@@ -1,205 +1,64 @@
-//! AWS Lambda handlers for the cloud half of cryptolake.
+//! AWS Lambda handlers: a front end over the pipeline library, like the CLI.
 //!
-//! - **Ingest** (`cryptolake-ingest-lambda`): the bronze step only, as the design intends:
-//!   fetch closed candles from each configured exchange into the S3 lake. Invoked hourly by
-//!   EventBridge Scheduler with `{"scheduled_time": "<aws.scheduler.scheduled-time>"}`, or by a
-//!   classic EventBridge scheduled event (`"detail-type": "Scheduled Event"`, `"time"`). The
-//!   run id comes from the scheduled time and the ingest asks for candles up to that time, so a
-//!   retried invocation plans the same windows and skips those it already wrote: no duplicate
-//!   bronze.
-//! - **Transform** (`cryptolake-transform-lambda`): silver, then gold, incrementally, on its
-//!   own schedule after ingestion.
+//! - **Ingest** (`cryptolake-ingest-lambda`): the ingest half of the hourly job
+//!   ([`Pipeline::hourly_ingest`]): every enabled exchange up to the scheduled time, then its
+//!   recorded gaps. Invoked hourly by EventBridge Scheduler with
+//!   `{"scheduled_time": "<aws.scheduler.scheduled-time>"}`, or by a classic EventBridge
+//!   scheduled event (`"detail-type": "Scheduled Event"`, `"time"`). The run id comes from the
+//!   scheduled time, so a retried invocation plans the same windows and skips those it already
+//!   wrote: no duplicate bronze.
+//! - **Transform** (`cryptolake-transform-lambda`): the other half ([`Pipeline::transform`]):
+//!   silver with the gap report and the quality checks, then gold.
 //!
-//! Settings come from environment variables only (see [`Settings::from_vars`]); credentials
-//! come from the Lambda's execution role through the standard AWS chain.
+//! Settings are the CLI's: the same `CRYPTOLAKE_*` variables ([`Settings::from_env_only`]),
+//! with a file only where `CRYPTOLAKE_CONFIG` names one. Credentials come from the function's
+//! execution role through the standard AWS chain. Every step's event is logged as a CloudWatch
+//! Embedded Metric Format line.
 
-use std::collections::BTreeMap;
-use std::str::FromStr;
-use std::time::Duration as StdDuration;
+use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
-use cryptolake_lake::bronze::{Ingest, IngestMetrics};
-use cryptolake_lake::gold::{GoldBuild, GoldMetrics};
-use cryptolake_lake::lease::{Lease, LeaseOptions};
-use cryptolake_lake::ops::{RunRecord, record_run};
-use cryptolake_lake::silver::{SilverBuild, SilverMetrics};
-use cryptolake_lake::{Lake, LakeOptions};
-use cryptolake_model::{Exchange, Symbol};
-use cryptolake_sources::ExchangeClient;
-use cryptolake_sources::http::RetryPolicy;
+use chrono::{DateTime, Utc};
+use cryptolake_lake::gold::GoldMetrics;
+use cryptolake_lake::silver::SilverMetrics;
+use cryptolake_model::Exchange;
+use cryptolake_pipeline::{Freshness, Options, Pipeline, Settings};
 use serde::Serialize;
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::info;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("environment variable {name}: {reason}")]
-    Setting { name: String, reason: String },
     #[error(
         "unrecognised event: expected {{\"scheduled_time\": \"...\"}} from EventBridge Scheduler or an EventBridge \"Scheduled Event\"; got {0}"
     )]
     Event(String),
+    #[error(
+        "CRYPTOLAKE_LAKE: not set; expected s3://bucket/prefix (or a file that sets lake, named by CRYPTOLAKE_CONFIG)"
+    )]
+    NoLake,
     #[error(transparent)]
-    Lake(#[from] cryptolake_lake::Error),
-    #[error(transparent)]
-    Source(#[from] cryptolake_sources::Error),
-    #[error("ingest failed for {0}")]
+    Pipeline(#[from] cryptolake_pipeline::Error),
+    #[error("ingest failed: {0}")]
     Ingest(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// One exchange to ingest.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExchangeSettings {
-    pub exchange: Exchange,
-    pub symbols: Vec<Symbol>,
-    pub base_url: Option<String>,
+/// The settings of a function, from `(name, value)` pairs (the process environment in the
+/// Lambda). The lake must be named: a function has no working directory to default to.
+pub fn settings_from_vars(vars: &[(String, String)]) -> Result<Settings> {
+    let named = vars
+        .iter()
+        .any(|(k, _)| k == "CRYPTOLAKE_LAKE" || k == "CRYPTOLAKE_CONFIG");
+    if !named {
+        return Err(Error::NoLake);
+    }
+    Ok(Settings::from_env_only(vars)?)
 }
 
-/// What the handlers need, from `CRYPTOLAKE_*` environment variables.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// `CRYPTOLAKE_LAKE`: `s3://bucket/prefix` (required).
-    pub lake: String,
-    /// `CRYPTOLAKE_S3_ENDPOINT`: an S3-compatible endpoint instead of AWS (tests).
-    pub s3_endpoint: Option<String>,
-    /// `CRYPTOLAKE_S3_REGION`, else the Lambda's `AWS_REGION`.
-    pub s3_region: Option<String>,
-    /// `CRYPTOLAKE_EXCHANGES` (comma separated, default `binance`), each with
-    /// `CRYPTOLAKE_<EXCHANGE>_SYMBOLS` (required) and `CRYPTOLAKE_<EXCHANGE>_BASE_URL`.
-    pub exchanges: Vec<ExchangeSettings>,
-    /// `CRYPTOLAKE_INGEST_LOOKBACK_MINUTES` (default 1440): where a symbol's first ingest starts.
-    pub lookback: Duration,
-    /// `CRYPTOLAKE_INGEST_CONCURRENCY` (default 4).
-    pub concurrency: usize,
-    /// `CRYPTOLAKE_REQUEST_TIMEOUT_SECONDS` (default 20).
-    pub request_timeout: StdDuration,
-}
-
-fn env_name(exchange: Exchange) -> String {
-    exchange.as_str().to_uppercase().replace('-', "_")
-}
-
-impl Settings {
-    /// Reads the settings from `(name, value)` pairs (the process environment in the Lambda).
-    /// Unknown `CRYPTOLAKE_*` names are errors, so a typo never silently does nothing.
-    pub fn from_vars(vars: &[(String, String)]) -> Result<Settings> {
-        let map: BTreeMap<&str, &str> = vars
-            .iter()
-            .filter(|(k, _)| k.starts_with("CRYPTOLAKE_"))
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let bad = |name: &str, reason: String| Error::Setting {
-            name: name.to_string(),
-            reason,
-        };
-        let lake = map
-            .get("CRYPTOLAKE_LAKE")
-            .ok_or_else(|| {
-                bad(
-                    "CRYPTOLAKE_LAKE",
-                    "not set; expected s3://bucket/prefix".into(),
-                )
-            })?
-            .to_string();
-        let exchanges: Vec<Exchange> = map
-            .get("CRYPTOLAKE_EXCHANGES")
-            .unwrap_or(&"binance")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| Exchange::from_str(s).map_err(|e| bad("CRYPTOLAKE_EXCHANGES", e.to_string())))
-            .collect::<Result<_>>()?;
-        let mut known: Vec<String> = [
-            "CRYPTOLAKE_LAKE",
-            "CRYPTOLAKE_S3_ENDPOINT",
-            "CRYPTOLAKE_S3_REGION",
-            "CRYPTOLAKE_EXCHANGES",
-            "CRYPTOLAKE_INGEST_LOOKBACK_MINUTES",
-            "CRYPTOLAKE_INGEST_CONCURRENCY",
-            "CRYPTOLAKE_REQUEST_TIMEOUT_SECONDS",
-            "CRYPTOLAKE_LOG",
-        ]
-        .map(String::from)
-        .to_vec();
-        let mut per_exchange = Vec::new();
-        for exchange in exchanges {
-            let prefix = format!("CRYPTOLAKE_{}_", env_name(exchange));
-            let symbols_var = format!("{prefix}SYMBOLS");
-            let url_var = format!("{prefix}BASE_URL");
-            let symbols: Vec<Symbol> = map
-                .get(symbols_var.as_str())
-                .ok_or_else(|| {
-                    bad(
-                        &symbols_var,
-                        "not set; expected BASE-QUOTE symbols, comma separated".into(),
-                    )
-                })?
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| Symbol::parse(s).map_err(|e| bad(&symbols_var, e.to_string())))
-                .collect::<Result<_>>()?;
-            if symbols.is_empty() {
-                return Err(bad(&symbols_var, "is empty".into()));
-            }
-            let base_url = map.get(url_var.as_str()).map(|s| s.to_string());
-            if let Some(u) = &base_url {
-                cryptolake_sources::http::check_base_url(u)
-                    .map_err(|e| bad(&url_var, e.to_string()))?;
-            }
-            known.push(symbols_var);
-            known.push(url_var);
-            per_exchange.push(ExchangeSettings {
-                exchange,
-                symbols,
-                base_url,
-            });
-        }
-        if let Some(unknown) = map.keys().find(|k| !known.iter().any(|n| n == *k)) {
-            return Err(bad(unknown, "unknown setting".into()));
-        }
-        let number = |name: &str, default: u64| -> Result<u64> {
-            match map.get(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| bad(name, format!("{v:?} is not a positive whole number"))),
-            }
-        };
-        Ok(Settings {
-            lake,
-            s3_endpoint: map.get("CRYPTOLAKE_S3_ENDPOINT").map(|s| s.to_string()),
-            s3_region: map.get("CRYPTOLAKE_S3_REGION").map(|s| s.to_string()),
-            exchanges: per_exchange,
-            lookback: Duration::minutes(number("CRYPTOLAKE_INGEST_LOOKBACK_MINUTES", 1440)? as i64),
-            concurrency: number("CRYPTOLAKE_INGEST_CONCURRENCY", 4)? as usize,
-            request_timeout: StdDuration::from_secs(number(
-                "CRYPTOLAKE_REQUEST_TIMEOUT_SECONDS",
-                20,
-            )?),
-        })
-    }
-
-    pub fn from_env() -> Result<Settings> {
-        let vars: Vec<(String, String)> = std::env::vars().collect();
-        Self::from_vars(&vars)
-    }
-
-    async fn open_lake(&self) -> Result<Lake> {
-        let lake = Lake::open_with(
-            &self.lake,
-            &LakeOptions {
-                s3_endpoint: self.s3_endpoint.clone(),
-                s3_region: self.s3_region.clone(),
-            },
-        )?;
-        lake.probe().await?;
-        Ok(lake)
-    }
+pub fn settings_from_env() -> Result<Settings> {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    settings_from_vars(&vars)
 }
 
 /// The scheduled time an invocation stands for.
@@ -226,6 +85,20 @@ pub fn run_id_for(scheduled: DateTime<Utc>) -> String {
     format!("sched-{}", scheduled.format("%Y%m%dT%H%M%SZ"))
 }
 
+/// The pipeline a function works with: leases owned by `lambda`, events as EMF lines.
+pub async fn open(settings: Settings) -> Result<Pipeline> {
+    let options = Options {
+        owner: "lambda".into(),
+        ..Options::default()
+    };
+    let pipeline = Pipeline::open(settings, options).await?;
+    Ok(pipeline.with_events(Arc::new(|e| {
+        for line in e.emf_lines() {
+            println!("{line}");
+        }
+    })))
+}
+
 /// What an ingest invocation did, returned as the Lambda's result.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct IngestReport {
@@ -240,203 +113,71 @@ pub struct ExchangeReport {
     pub pages: usize,
     pub candles: usize,
     pub bytes: u64,
-    pub failed_symbols: Vec<String>,
+    /// Candles fetched again for recorded gaps.
+    pub refetched: usize,
+    pub problems: Vec<String>,
 }
 
-async fn record(
-    lake: &Lake,
-    run_id: &str,
-    step: &str,
-    started: DateTime<Utc>,
-    error: Option<String>,
-    counts: (i64, i64, i64),
-    details: String,
-) {
-    let record = RunRecord {
-        run_id: run_id.to_string(),
-        step: step.to_string(),
-        started_at: started,
-        finished_at: Utc::now(),
-        status: if error.is_some() { "failed" } else { "ok" }.to_string(),
-        inputs: counts.0,
-        outputs: counts.1,
-        rows: counts.2,
-        quarantined: 0,
-        error,
-        details,
-    };
-    if let Err(e) = record_run(lake, &record).await {
-        warn!(step, run_id, error = %e, "could not record the run");
-    }
-}
-
-fn owner(run_id: &str) -> String {
-    format!("lambda run {run_id}")
-}
-
-/// The ingestion handler: every configured exchange, up to the scheduled time.
+/// The ingestion handler: every enabled exchange up to the scheduled time, then its gaps.
 pub async fn handle_ingest(event: Value, settings: &Settings) -> Result<IngestReport> {
     let scheduled = scheduled_time(&event)?;
     let run_id = run_id_for(scheduled);
-    let lake = settings.open_lake().await?;
+    let pipeline = open(settings.clone()).await?;
+    let runs = pipeline.hourly_ingest(&run_id, scheduled, true).await;
     let mut report = IngestReport {
         run_id: run_id.clone(),
         scheduled_time: scheduled,
         exchanges: Vec::new(),
     };
-    let mut failures = Vec::new();
-    for ex in &settings.exchanges {
-        let started = Utc::now();
-        let outcome = ingest_exchange(&lake, settings, ex, &run_id, scheduled).await;
-        let step = format!("ingest:{}", ex.exchange);
-        match outcome {
-            Ok(m) => {
-                let failed: Vec<String> = m
-                    .failures()
-                    .map(|f| format!("{}: {}", f.symbol, f.error.as_deref().unwrap_or("")))
-                    .collect();
-                record(
-                    &lake,
-                    &run_id,
-                    &step,
-                    started,
-                    (!failed.is_empty()).then(|| failed.join("; ")),
-                    (m.symbols.len() as i64, m.pages as i64, m.rows as i64),
-                    serde_json::json!({ "bytes": m.bytes, "trigger": "lambda" }).to_string(),
-                )
-                .await;
-                failures.extend(failed.iter().map(|f| format!("{} {f}", ex.exchange)));
-                report.exchanges.push(ExchangeReport {
-                    exchange: ex.exchange,
-                    pages: m.pages,
-                    candles: m.rows,
-                    bytes: m.bytes,
-                    failed_symbols: failed,
-                });
-            }
-            Err(e) => {
-                record(
-                    &lake,
-                    &run_id,
-                    &step,
-                    started,
-                    Some(e.to_string()),
-                    (0, 0, 0),
-                    "{}".into(),
-                )
-                .await;
-                failures.push(format!("{}: {e}", ex.exchange));
-            }
-        }
+    let mut problems = Vec::new();
+    for r in &runs {
+        let (pages, candles, bytes) = r
+            .ingest
+            .as_ref()
+            .map_or((0, 0, 0), |m| (m.pages, m.rows, m.bytes));
+        let refetched = match &r.refetch {
+            Some(Ok(m)) => m.rows,
+            _ => 0,
+        };
+        problems.extend(r.problems());
+        report.exchanges.push(ExchangeReport {
+            exchange: r.exchange,
+            pages,
+            candles,
+            bytes,
+            refetched,
+            problems: r.problems(),
+        });
     }
     info!(run_id, report = %serde_json::to_string(&report).unwrap_or_default(), "ingest invocation done");
-    if !failures.is_empty() {
-        // A failed invocation is retried by the scheduler; what did arrive stays, and the retry
-        // skips it.
-        return Err(Error::Ingest(failures.join("; ")));
+    if !problems.is_empty() {
+        // A failed invocation is retried; what did arrive stays, and the retry skips it.
+        return Err(Error::Ingest(problems.join("; ")));
     }
     Ok(report)
-}
-
-async fn ingest_exchange(
-    lake: &Lake,
-    settings: &Settings,
-    ex: &ExchangeSettings,
-    run_id: &str,
-    scheduled: DateTime<Utc>,
-) -> Result<IngestMetrics> {
-    let policy = RetryPolicy {
-        request_timeout: settings.request_timeout,
-        ..RetryPolicy::default()
-    };
-    let client = ExchangeClient::new(ex.exchange, ex.base_url.as_deref(), policy, None)?;
-    let lease = Lease::acquire(
-        lake,
-        &format!("ingest-{}", ex.exchange),
-        &owner(run_id),
-        &LeaseOptions::default(),
-    )
-    .await?;
-    let job = Ingest::new(ex.exchange, ex.symbols.clone(), run_id, scheduled)
-        .with_lookback(settings.lookback)
-        .with_concurrency(settings.concurrency)
-        .with_skip_done_by_run(true);
-    let result = async {
-        let plan = job.plan(lake).await?;
-        job.execute(lake, &client, plan, &|_, _| {}).await
-    }
-    .await;
-    lease.release().await?;
-    Ok(result?)
 }
 
 /// What a transform invocation did.
 #[derive(Debug, Clone, Serialize)]
 pub struct TransformReport {
     pub run_id: String,
-    pub silver: SilverMetrics,
+    pub silver: Vec<SilverMetrics>,
     pub gold: GoldMetrics,
+    pub freshness: Vec<Freshness>,
 }
 
-/// The batch handler: silver, the gap report for what silver touched, then gold.
+/// The batch handler: silver with the gap report and the quality checks, then gold.
 pub async fn handle_transform(event: Value, settings: &Settings) -> Result<TransformReport> {
     let scheduled = scheduled_time(&event).unwrap_or_else(|_| Utc::now());
     let run_id = format!("{}-transform", run_id_for(scheduled));
-    let lake = settings.open_lake().await?;
-    let lease = Lease::acquire(
-        &lake,
-        "transform",
-        &owner(&run_id),
-        &LeaseOptions::default(),
-    )
-    .await?;
-    let result = async {
-        let started = Utc::now();
-        let build = SilverBuild::new();
-        let plan = build.plan(&lake).await?;
-        let silver = build.execute(&lake, plan, Some(&lease)).await?;
-        record(
-            &lake,
-            &run_id,
-            "silver",
-            started,
-            None,
-            (
-                silver.objects_read as i64,
-                silver.partitions_written as i64,
-                silver.hours_written as i64,
-            ),
-            serde_json::to_string(&silver).unwrap_or_default(),
-        )
-        .await;
-        cryptolake_lake::gaps::update(&lake, &silver.touched, &silver.listed, Utc::now()).await?;
-        let started = Utc::now();
-        let build = GoldBuild::new();
-        let plan = build.plan(&lake).await?;
-        let gold = build.execute(&lake, plan, Some(&lease)).await?;
-        record(
-            &lake,
-            &run_id,
-            "gold",
-            started,
-            None,
-            (
-                gold.changed_dates.len() as i64,
-                gold.partitions_written as i64,
-                gold.rows_written as i64,
-            ),
-            serde_json::to_string(&gold).unwrap_or_default(),
-        )
-        .await;
-        Ok::<_, Error>(TransformReport {
-            run_id: run_id.clone(),
-            silver,
-            gold,
-        })
-    }
-    .await;
-    lease.release().await?;
-    result
+    let pipeline = open(settings.clone()).await?;
+    let t = pipeline.transform(&[], &run_id).await?;
+    Ok(TransformReport {
+        run_id,
+        silver: t.silver,
+        gold: t.gold,
+        freshness: t.freshness,
+    })
 }
 
 /// Runs `handler` as the Lambda function: logging set up, settings read once per cold start
@@ -448,7 +189,7 @@ where
     Fut: std::future::Future<Output = Result<T>>,
 {
     init_logging();
-    let settings = Settings::from_env().map_err(|e| e.to_string());
+    let settings = settings_from_env().map_err(|e| e.to_string());
     let handler = &handler;
     lambda_runtime::run(lambda_runtime::service_fn(
         |event: lambda_runtime::LambdaEvent<Value>| {
@@ -463,7 +204,8 @@ where
     .await
 }
 
-/// JSON logs for CloudWatch, filter from `CRYPTOLAKE_LOG` (default `info`).
+/// JSON-free plain logs for CloudWatch on stderr (stdout carries the EMF lines whole), filter
+/// from `CRYPTOLAKE_LOG` (default `info`).
 pub fn init_logging() {
     let filter = std::env::var("CRYPTOLAKE_LOG").unwrap_or_else(|_| "info".to_string());
     let _ = tracing_subscriber::fmt()
@@ -471,6 +213,7 @@ pub fn init_logging() {
         .with_ansi(false)
         .without_time()
         .with_target(false)
+        .with_writer(std::io::stderr)
         .try_init();
 }
 
@@ -507,20 +250,28 @@ mod tests {
     }
 
     #[test]
-    fn settings_name_what_is_wrong() {
-        let s = Settings::from_vars(&vars(&[
+    fn a_function_reads_the_cli_settings_and_needs_only_the_lake() {
+        let env = vars(&[
             ("CRYPTOLAKE_LAKE", "s3://b/p"),
-            ("CRYPTOLAKE_EXCHANGES", "binance,coinbase"),
-            ("CRYPTOLAKE_BINANCE_SYMBOLS", "BTC-USDT"),
+            ("CRYPTOLAKE_COINBASE_ENABLED", "true"),
             ("CRYPTOLAKE_COINBASE_SYMBOLS", "BTC-USD,ETH-USD"),
+            ("CRYPTOLAKE_INGEST_LOOKBACK", "3h"),
             ("PATH", "/bin"),
-        ]))
-        .unwrap();
-        assert_eq!(s.exchanges.len(), 2);
-        assert_eq!(s.exchanges[1].symbols.len(), 2);
-        assert_eq!(s.lookback, Duration::minutes(1440));
+        ]);
+        let s = settings_from_vars(&env).unwrap();
+        // Exactly what the CLI makes of the same variables (with no file).
+        let cli_env: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("CRYPTOLAKE_"))
+            .cloned()
+            .collect();
+        assert_eq!(s, Settings::from_toml("", "(none)", &cli_env).unwrap());
+        assert_eq!(s.enabled_exchanges().count(), 2);
+        assert_eq!(s.ingest.lookback, chrono::Duration::hours(3));
+        // The transform function starts with the lake alone: no symbols needed.
+        assert!(settings_from_vars(&vars(&[("CRYPTOLAKE_LAKE", "s3://b/p")])).is_ok());
         let err =
-            |pairs: &[(&str, &str)]| Settings::from_vars(&vars(pairs)).unwrap_err().to_string();
+            |pairs: &[(&str, &str)]| settings_from_vars(&vars(pairs)).unwrap_err().to_string();
         assert!(err(&[]).contains("CRYPTOLAKE_LAKE"));
         assert!(
             err(&[
@@ -532,17 +283,17 @@ mod tests {
         assert!(
             err(&[
                 ("CRYPTOLAKE_LAKE", "s3://b"),
-                ("CRYPTOLAKE_BINANCE_SYMBOLS", "BTC-USDT"),
                 ("CRYPTOLAKE_BINANCE_SYMBLS", "x")
             ])
-            .contains("CRYPTOLAKE_BINANCE_SYMBLS: unknown setting")
+            .contains("CRYPTOLAKE_BINANCE_SYMBLS")
         );
+        // The former Lambda-only names are unknown everywhere now.
         assert!(
             err(&[
                 ("CRYPTOLAKE_LAKE", "s3://b"),
-                ("CRYPTOLAKE_EXCHANGES", "ftx")
+                ("CRYPTOLAKE_INGEST_LOOKBACK_MINUTES", "180")
             ])
-            .contains("ftx")
+            .contains("CRYPTOLAKE_INGEST_LOOKBACK_MINUTES")
         );
     }
 }

@@ -6,7 +6,7 @@ mod seaweed;
 
 use cryptolake_lake::paths::{self, BronzeKey};
 use cryptolake_lake::{Lake, LakeOptions};
-use cryptolake_lambda::{Settings, handle_ingest, handle_transform};
+use cryptolake_lambda::{handle_ingest, handle_transform, settings_from_vars};
 use cryptolake_model::parse_time;
 use cryptolake_sources::sim::{SimClock, SimMarket, SimServer};
 use serde_json::json;
@@ -45,16 +45,16 @@ async fn scheduled_ingest_is_idempotent_per_scheduled_time_and_transform_builds_
     vars.extend(
         [
             ("CRYPTOLAKE_LAKE", "s3://lake-bucket/prod"),
-            ("CRYPTOLAKE_EXCHANGES", "binance,coinbase"),
+            ("CRYPTOLAKE_COINBASE_ENABLED", "true"),
             ("CRYPTOLAKE_BINANCE_SYMBOLS", "BTC-USDT,ETH-USDT"),
             ("CRYPTOLAKE_BINANCE_BASE_URL", url.as_str()),
             ("CRYPTOLAKE_COINBASE_SYMBOLS", "BTC-USD"),
             ("CRYPTOLAKE_COINBASE_BASE_URL", url.as_str()),
-            ("CRYPTOLAKE_INGEST_LOOKBACK_MINUTES", "180"),
+            ("CRYPTOLAKE_INGEST_LOOKBACK", "180m"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let settings = Settings::from_vars(&vars).unwrap();
+    let settings = settings_from_vars(&vars).unwrap();
     let lake = Lake::open_with(
         "s3://lake-bucket/prod",
         &LakeOptions {
@@ -111,7 +111,7 @@ async fn scheduled_ingest_is_idempotent_per_scheduled_time_and_transform_builds_
     .await
     .unwrap();
     // Binance 2 symbols and Coinbase 1, 09:00..13:00 whole hours.
-    assert_eq!(t.silver.hours_written, 3 * 4);
+    assert_eq!(t.silver[0].hours_written, 3 * 4);
     assert_eq!(t.gold.partitions_written, 1);
     assert!(
         lake.head(&paths::gold_partition_file(

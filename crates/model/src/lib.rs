@@ -5,6 +5,7 @@
 //! [`schema`] so that writers, readers and DDL share one definition.
 
 mod candle;
+pub mod clock;
 mod error;
 mod exchange;
 pub mod schema;
@@ -12,6 +13,7 @@ mod symbol;
 mod time;
 
 pub use candle::{Candle, DailyCandle, HourlyCandle};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock, system_clock};
 pub use error::{CandleRule, Error, Result};
 pub use exchange::Exchange;
 pub use symbol::Symbol;

@@ -151,8 +151,4 @@ impl QueryEngine {
         let df = self.ctx.sql_with_options(sql, read_only()).await?;
         Ok(df.collect().await?)
     }
-
-    pub fn context(&self) -> &SessionContext {
-        &self.ctx
-    }
 }

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use cryptolake_model::{Exchange, Symbol, date_of, day_start, hour_start};
+use cryptolake_model::{Exchange, SharedClock, Symbol, date_of, day_start, hour_start};
 use cryptolake_sources::ExchangeClient;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::{Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo, encode, write_object};
+use super::{Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo, encode, write_object_at};
 use crate::paths::{self, BronzeKey};
 use crate::{Error, Lake, Result, state};
 
@@ -66,6 +66,8 @@ pub struct Ingest {
     windows: Option<Vec<(Symbol, Vec<Window>)>>,
     move_cursor: bool,
     skip_done_by_run: bool,
+    /// Dates manifest entries and ban checks (the system clock unless set).
+    clock: SharedClock,
 }
 
 /// A request window of open times, `[start, end)`.
@@ -132,7 +134,14 @@ impl Ingest {
             windows: None,
             move_cursor: true,
             skip_done_by_run: false,
+            clock: cryptolake_model::system_clock(),
         }
+    }
+
+    /// The clock that dates manifest entries, cursors and bans.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Before fetching a window, look for a bronze object this run id already wrote for it and
@@ -269,7 +278,7 @@ impl Ingest {
     ) -> Result<IngestMetrics> {
         let ban_key = paths::exchange_ban(self.exchange);
         if let Some(ban) = state::read::<Ban>(lake, &ban_key).await? {
-            if ban.until > Utc::now() {
+            if ban.until > self.clock.now() {
                 return Err(Error::Banned {
                     exchange: self.exchange.to_string(),
                     until: ban.until,
@@ -293,7 +302,7 @@ impl Ingest {
         if let Some(until) = client.limiter().banned_until() {
             let ban = Ban {
                 until,
-                noticed_at: Utc::now(),
+                noticed_at: self.clock.now(),
                 run_id: self.run_id.clone(),
             };
             state::write(lake, &ban_key, &ban).await?;
@@ -409,7 +418,8 @@ impl Ingest {
             run_id: self.run_id.clone(),
         };
         // A fresh key per fetch: bronze is never rewritten.
-        let written = write_object(lake, &key, encode(&envelope, &page.body)).await?;
+        let written =
+            write_object_at(lake, &key, encode(&envelope, &page.body), self.clock.now()).await?;
         if !written {
             return Err(Error::Invalid(format!(
                 "bronze object {} already exists; refusing to overwrite",
@@ -431,7 +441,7 @@ impl Ingest {
         if previous.as_ref().is_none_or(|c| c.next_open_time < end) {
             let cursor = Cursor {
                 next_open_time: end,
-                updated_at: Utc::now(),
+                updated_at: self.clock.now(),
                 run_id: self.run_id.clone(),
             };
             state::write(lake, &cursor_key, &cursor).await?;

@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use cryptolake_model::{Exchange, HourlyCandle, Symbol, date_of, day_start, hour_start};
+use cryptolake_model::{
+    Exchange, HourlyCandle, SharedClock, Symbol, date_of, day_start, hour_start,
+};
 use cryptolake_sources::Record;
 use futures::StreamExt;
 use object_store::path::Path;
@@ -112,6 +114,8 @@ pub struct SilverBuild {
     manifest_overlap: Duration,
     concurrency: usize,
     rules: QualityRules,
+    /// Dates the build's start, from which the next build's manifest watermark follows.
+    clock: SharedClock,
 }
 
 impl Default for SilverBuild {
@@ -227,7 +231,14 @@ impl SilverBuild {
             manifest_overlap: Duration::minutes(MANIFEST_OVERLAP_MINUTES),
             concurrency: 8,
             rules: QualityRules::default(),
+            clock: cryptolake_model::system_clock(),
         }
+    }
+
+    /// The clock that dates the build (the system clock unless set).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The record rules (`ohlc`, `amounts`, `alignment`) decide what happens to a bad candle.
@@ -254,7 +265,7 @@ impl SilverBuild {
     }
 
     pub async fn plan(&self, lake: &Lake) -> Result<SilverPlan> {
-        let started = Utc::now();
+        let started = self.clock.now();
         let previous = if self.rebuild {
             SilverState::default()
         } else {

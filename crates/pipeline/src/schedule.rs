@@ -6,14 +6,14 @@
 
 use std::str::FromStr;
 
-use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use croner::Cron;
 use cryptolake_lake::{paths, state};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{error, info, warn};
 
-use crate::pipeline::Env;
+use crate::{Error, Pipeline, Result, RunSummary};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct ScheduleState {
@@ -39,7 +39,7 @@ pub fn due_slot(
 
 /// SIGINT and SIGTERM as a channel. The handlers are installed once, for the scheduler's whole
 /// life, so a signal that arrives between two waits is queued, never lost.
-fn shutdown_signals() -> Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
+pub fn shutdown_signals() -> std::io::Result<UnboundedReceiver<()>> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     #[cfg(unix)]
     {
@@ -69,17 +69,25 @@ fn shutdown_signals() -> Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
     Ok(rx)
 }
 
-pub async fn run(env: &Env, cron_text: &str) -> Result<()> {
-    let cron = Cron::from_str(cron_text).map_err(|e| anyhow!("cron {cron_text:?}: {e}"))?;
-    let mut signals = shutdown_signals()?;
+/// Runs the hourly job on `cron_text` (UTC) until `stop` receives a signal. `on_run` sees
+/// each run's summary (a front end prints or counts it).
+pub async fn run(
+    pipeline: &Pipeline,
+    cron_text: &str,
+    mut stop: UnboundedReceiver<()>,
+    on_run: &(dyn Fn(&RunSummary) + Sync),
+) -> Result<()> {
+    let cron = Cron::from_str(cron_text)
+        .map_err(|e| Error::Invalid(format!("cron {cron_text:?}: {e}")))?;
+    let lake = pipeline.lake();
     info!(
         cron = cron_text,
-        lake = env.lake.root_url(),
+        lake = lake.root_url(),
         "scheduler started (UTC)"
     );
     loop {
-        let now = Utc::now();
-        let last = state::read::<ScheduleState>(&env.lake, &paths::schedule_state())
+        let now = pipeline.now();
+        let last = state::read::<ScheduleState>(lake, &paths::schedule_state())
             .await?
             .map(|s| s.last_slot);
         let slot = match due_slot(&cron, last, now) {
@@ -89,20 +97,20 @@ pub async fn run(env: &Env, cron_text: &str) -> Result<()> {
                     // Remember where we started so that later downtime is caught up.
                     let start = cron.find_previous_occurrence(&now, true).unwrap_or(now);
                     state::write(
-                        &env.lake,
+                        lake,
                         &paths::schedule_state(),
                         &ScheduleState { last_slot: start },
                     )
                     .await?;
                 }
-                let next = cron
-                    .find_next_occurrence(&now, false)
-                    .map_err(|e| anyhow!("cron {cron_text:?} has no next run: {e}"))?;
+                let next = cron.find_next_occurrence(&now, false).map_err(|e| {
+                    Error::Invalid(format!("cron {cron_text:?} has no next run: {e}"))
+                })?;
                 info!(next = %next, "waiting for the next slot");
-                let wait = (next - Utc::now()).to_std().unwrap_or_default();
+                let wait = (next - pipeline.now()).to_std().unwrap_or_default();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,
-                    _ = signals.recv() => {
+                    _ = stop.recv() => {
                         info!("signal received; scheduler stopped");
                         return Ok(());
                     }
@@ -116,18 +124,18 @@ pub async fn run(env: &Env, cron_text: &str) -> Result<()> {
         }
         info!(slot = %slot, "run starting");
         state::write(
-            &env.lake,
+            lake,
             &paths::schedule_state(),
             &ScheduleState { last_slot: slot },
         )
         .await?;
-        let job = env.run_once(Utc::now());
+        let job = pipeline.run_once();
         tokio::pin!(job);
         let mut stopping = false;
         let outcome = loop {
             tokio::select! {
                 r = &mut job => break Some(r),
-                _ = signals.recv() => {
+                _ = stop.recv() => {
                     if stopping {
                         warn!("second signal: aborting the run in progress");
                         break None;
@@ -138,13 +146,17 @@ pub async fn run(env: &Env, cron_text: &str) -> Result<()> {
             }
         };
         match outcome {
-            Some(Ok(summary)) => {
-                info!(run_id = %summary.run_id, candles = summary.candles, silver_partitions = summary.silver.partitions_written, gold_partitions = summary.gold.partitions_written, errors = summary.ingest_errors.len(), "run finished");
-                for e in &summary.ingest_errors {
-                    warn!(error = %e, "ingest error");
+            Some(summary) => {
+                let problems = summary.problems();
+                if problems.is_empty() {
+                    info!(run_id = %summary.run_id, "run finished");
+                } else {
+                    for p in &problems {
+                        error!(run_id = %summary.run_id, problem = %p, "run problem");
+                    }
                 }
+                on_run(&summary);
             }
-            Some(Err(e)) => error!(error = %crate::one_line(&e), "run failed"),
             None => return Ok(()),
         }
         if stopping {

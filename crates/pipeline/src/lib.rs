@@ -1,0 +1,78 @@
+//! The pipeline: every step of cryptolake and the hourly job, behind one typed configuration
+//! and one clock. The CLI, the Lambda functions and the server are front ends over it: they
+//! turn arguments, events or requests into calls on [`Pipeline`], and its results and
+//! [`events`] into output. None of them holds orchestration of its own.
+//!
+//! - [`settings`]: `cryptolake.toml` and the `CRYPTOLAKE_*` variables, typed once at load.
+//! - [`Pipeline`]: the steps (ingest, refetch, silver, gold, check, gaps, backfill, import),
+//!   each under its lease, each leaving a row in `crypto_ops.runs` and a [`StepEvent`].
+//! - [`schedule`]: the hourly job on a cron schedule.
+
+pub mod events;
+mod freshness;
+mod pipeline;
+pub mod schedule;
+pub mod settings;
+
+pub use cryptolake_model::{Clock, ManualClock, SharedClock, SystemClock, system_clock};
+pub use events::{Counts, ErrorKind, EventSink, Freshness, Outcome, Step, StepEvent};
+pub use pipeline::{
+    BackfillPlan, BackfillReport, BackfillSymbol, ExchangeRun, GapRefetch, ImportReport,
+    IngestRequest, Options, Pipeline, RunSummary, TransformReport, describe, incomplete_ingest,
+    verdict,
+};
+pub use settings::{DEFAULT_TOML, Settings};
+
+/// Errors of the pipeline. Each names what was wrong and where.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{key}: {reason}")]
+    Setting { key: String, reason: String },
+    #[error(transparent)]
+    Lake(#[from] cryptolake_lake::Error),
+    #[error(transparent)]
+    Source(#[from] cryptolake_sources::Error),
+    #[error(transparent)]
+    Model(#[from] cryptolake_model::Error),
+    #[error(
+        "{0}; another cryptolake run is working on this lake: try again later or pass --wait-lock SECONDS"
+    )]
+    Busy(cryptolake_lake::Error),
+    #[error("{0}")]
+    Quality(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// A step that finished but left part of its work undone.
+    #[error("{message}")]
+    Incomplete { kind: ErrorKind, message: String },
+}
+
+impl Error {
+    /// The kind of problem, for events and exit handling.
+    pub fn kind(&self) -> ErrorKind {
+        use cryptolake_lake::Error as L;
+        match self {
+            Error::Busy(_) | Error::Lake(L::Busy { .. }) => ErrorKind::Busy,
+            Error::Lake(L::Banned { .. }) => ErrorKind::Banned,
+            Error::Lake(L::QualityFailed { .. }) | Error::Quality(_) => ErrorKind::Quality,
+            Error::Lake(L::Source { .. }) | Error::Source(_) => ErrorKind::Exchange,
+            Error::Lake(L::Invalid(_) | L::LakeUrl { .. })
+            | Error::Setting { .. }
+            | Error::Model(_)
+            | Error::Invalid(_) => ErrorKind::Input,
+            Error::Lake(_) => ErrorKind::Storage,
+            Error::Incomplete { kind, .. } => *kind,
+        }
+    }
+
+    /// The outcome a step that ended with this error has.
+    pub fn outcome(&self) -> Outcome {
+        match self.kind() {
+            ErrorKind::Busy => Outcome::Busy,
+            ErrorKind::Banned => Outcome::Banned,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
