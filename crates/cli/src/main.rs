@@ -407,11 +407,7 @@ fn load_settings(cli: &Cli) -> Result<Settings> {
 async fn open(cli: &Cli, settings: Settings) -> Result<Pipeline> {
     let existing_only = matches!(
         cli.command,
-        Command::Sql { .. }
-            | Command::Runs { .. }
-            | Command::Gaps(_)
-            | Command::Check { .. }
-            | Command::Catalog(_)
+        Command::Sql { .. } | Command::Runs { .. } | Command::Gaps(_) | Command::Check { .. }
     );
     let mut options = Options {
         lock_wait: Duration::from_secs(cli.wait_lock),
@@ -537,6 +533,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Demo { .. } => return demo::run(&cli, settings).await,
+        Command::Catalog(cmd) => return catalog::run(&settings, cmd).await,
         _ => {}
     }
     let p = open(&cli, settings).await?;
@@ -559,7 +556,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             backfill::import(&p, paths, symbol.as_ref(), market).await
         }
-        Command::Catalog(cmd) => catalog::run(&p, cmd).await,
         Command::Gaps(cmd) => {
             let exchange = cmd.exchange.as_deref().map(parse_exchange).transpose()?;
             let symbols = cmd.symbols.as_deref().map(parse_symbols).transpose()?;
@@ -622,7 +618,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string(&g)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Init { .. } | Command::Simulate(_) | Command::Demo { .. } => {
+        Command::Init { .. }
+        | Command::Simulate(_)
+        | Command::Demo { .. }
+        | Command::Catalog(_) => {
             unreachable!("handled before the pipeline opens")
         }
     }

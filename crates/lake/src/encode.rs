@@ -51,6 +51,9 @@ pub fn hourly_to_batch(rows: &[HourlyCandle]) -> Result<RecordBatch> {
         Arc::new(Int64Array::from_iter_values(
             rows.iter().map(|r| r.minute_mask),
         )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.empty_mask),
+        )),
         Arc::new(utc_micros(
             rows.iter().map(|r| micros(r.ingested_at)).collect(),
         )),
@@ -203,6 +206,9 @@ pub fn hourly_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<HourlyCa
             "column minute_mask is missing: the partition was written by an older cryptolake; run `cryptolake silver --rebuild`".into(),
         )
     })?;
+    // Partitions written before confirmed-empty minutes were recorded have none: the next
+    // build of the date (or a rebuild) fills them in.
+    let empty = c.get::<Int64Array>("empty_mask").ok();
     let ing = c.get::<TimestampMicrosecondArray>("ingested_at")?;
     (0..batch.num_rows())
         .map(|i| {
@@ -220,6 +226,7 @@ pub fn hourly_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<HourlyCa
                 trade_count: r.trade_count,
                 minutes_present: mp.value(i),
                 minute_mask: mask.value(i),
+                empty_mask: empty.map_or(0, |e| e.value(i)),
                 ingested_at: c.time(ing, i)?,
             })
         })

@@ -263,15 +263,21 @@ impl<'a> HourChecks<'a> {
             let previous = self.newest.get(&key);
             if !context {
                 self.hours += 1;
-                if h.minutes_present < rules.min_minutes_per_hour {
+                // Minutes confirmed empty count as complete data, as in gold's is_complete.
+                let covered = h.minutes_covered();
+                if covered < rules.min_minutes_per_hour {
                     self.incomplete += 1;
                     self.out.push(violation(
                         "completeness",
                         rules.completeness,
                         h,
-                        f64::from(h.minutes_present),
+                        f64::from(covered),
                         f64::from(rules.min_minutes_per_hour),
-                        format!("hour has {} of 60 minutes", h.minutes_present),
+                        format!(
+                            "hour has {covered} of 60 minutes ({} present, {} confirmed empty)",
+                            h.minutes_present,
+                            covered - h.minutes_present
+                        ),
                     ));
                 }
                 if let Some(p) = previous
@@ -546,6 +552,7 @@ mod tests {
             trade_count: None,
             minutes_present: minutes,
             minute_mask: (1i64 << minutes) - 1,
+            empty_mask: 0,
             ingested_at: parse_time(t).unwrap(),
         }
     }

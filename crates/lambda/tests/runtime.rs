@@ -187,7 +187,7 @@ async fn query(lake: &Lake, sql: &str) -> String {
 async fn tables(lake: &Lake) -> Vec<String> {
     let mut out = Vec::new();
     for sql in [
-        "SELECT exchange, symbol, open_time, open, high, low, close, volume, quote_volume, trade_count, minutes_present, minute_mask FROM crypto_analytics.ohlcv_1h ORDER BY exchange, symbol, open_time",
+        "SELECT exchange, symbol, open_time, open, high, low, close, volume, quote_volume, trade_count, minutes_present, minute_mask, empty_mask FROM crypto_analytics.ohlcv_1h ORDER BY exchange, symbol, open_time",
         "SELECT * FROM crypto_gold.ohlcv_1d ORDER BY exchange, symbol, date",
         "SELECT exchange, symbol, gap_start, gap_end, minutes, status, fetches FROM crypto_ops.gaps ORDER BY exchange, symbol, gap_start",
     ] {

@@ -127,8 +127,24 @@ pub struct HourlyCandle {
     /// Which minutes made it: bit `m` set when the candle opening at minute `m` of the hour
     /// was present. The gap report reads missing minutes from here.
     pub minute_mask: i64,
+    /// Which missing minutes are confirmed empty: bit `m` set when the minute `m` has no
+    /// candle although two or more fetches asked for it after it closed (the exchange has
+    /// none: Coinbase leaves out minutes without trades). Such a minute is complete data.
+    pub empty_mask: i64,
     /// When the newest bronze object that contributed to this hour was fetched.
     pub ingested_at: DateTime<Utc>,
+}
+
+impl HourlyCandle {
+    /// Whether every minute of the hour is accounted for: present, or confirmed empty.
+    pub fn is_complete(&self) -> bool {
+        self.minutes_covered() == 60
+    }
+
+    /// Minutes present plus minutes confirmed empty (0..=60).
+    pub fn minutes_covered(&self) -> i32 {
+        self.minutes_present + (self.empty_mask & !self.minute_mask).count_ones() as i32
+    }
 }
 
 /// A row of gold `ohlcv_1d`: one exchange, symbol and UTC day.

@@ -29,6 +29,7 @@ pub fn ohlcv_1h() -> SchemaRef {
         Field::new("trade_count", DataType::Int64, true),
         Field::new("minutes_present", DataType::Int32, false),
         Field::new("minute_mask", DataType::Int64, false),
+        Field::new("empty_mask", DataType::Int64, false),
         Field::new("ingested_at", timestamp_utc(), false),
     ]))
 }

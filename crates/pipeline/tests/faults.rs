@@ -5,14 +5,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, Duration, Utc};
 use cryptolake_lake::lease::{Lease, LeaseOptions};
 use cryptolake_lake::paths;
-use cryptolake_model::{Exchange, ManualClock, Symbol, parse_time};
-use cryptolake_pipeline::{
-    ErrorKind, IngestRequest, Options, Outcome, Pipeline, Settings, Step, StepEvent,
-};
-use cryptolake_sources::sim::{SimClock, SimMarket, SimServer};
+use cryptolake_model::Exchange;
+use cryptolake_pipeline::{ErrorKind, IngestRequest, Outcome, Pipeline, Step, StepEvent};
+use cryptolake_sources::sim::SimServer;
+
+mod support;
+
+use support::t;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -21,48 +22,15 @@ struct Setup {
     events: Arc<std::sync::Mutex<Vec<StepEvent>>>,
 }
 
-fn t(s: &str) -> DateTime<Utc> {
-    parse_time(s).unwrap()
-}
-
-/// A local lake, the simulated exchange frozen at 14:10, Binance (and `more` exchanges)
-/// pointed at it, the pipeline's clock at `now`.
+/// Binance and `more` exchanges enabled, the pipeline's clock at `now`, every step event kept.
 async fn setup(more: &[Exchange], now: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = SimServer::start(
-        SimMarket::default_market(7),
-        SimClock::Fixed(t("2024-03-04T14:10:00Z")),
-        0,
-    )
-    .await
-    .unwrap();
-    let mut settings = Settings {
-        lake: dir.path().join("lake").display().to_string(),
-        ..Settings::default()
-    };
-    settings.ingest.lookback = Duration::hours(3);
-    for (exchange, s) in settings.exchanges.iter_mut() {
-        s.base_url = sim.base_url();
-        s.enabled = *exchange == Exchange::Binance || more.contains(exchange);
-        s.symbols = match exchange {
-            Exchange::Binance | Exchange::BinanceFutures => {
-                vec![Symbol::parse("BTC-USDT").unwrap()]
-            }
-            _ => vec![Symbol::parse("BTC-USD").unwrap()],
-        };
-    }
+    let enabled: Vec<Exchange> = std::iter::once(Exchange::Binance)
+        .chain(more.iter().copied())
+        .collect();
+    let (dir, sim, pipeline) = support::on_sim(7, &enabled, now).await;
     let events = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = events.clone();
-    let pipeline = Pipeline::open(
-        settings,
-        Options {
-            clock: Arc::new(ManualClock::new(t(now))),
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap()
-    .with_events(Arc::new(move |e| sink.lock().unwrap().push(e.clone())));
+    let pipeline = pipeline.with_events(Arc::new(move |e| sink.lock().unwrap().push(e.clone())));
     Setup {
         _dir: dir,
         sim,

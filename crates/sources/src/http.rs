@@ -120,7 +120,8 @@ impl HttpClient {
     }
 
     /// GET `url?params`, retrying transient failures; `check` validates a 200 body. Each
-    /// attempt spends `weight` from the limiter.
+    /// attempt spends `weight` from the limiter; what an attempt came to is decided in one
+    /// place, [`HttpClient::classify`].
     pub async fn get<T>(
         &self,
         url: &str,
@@ -144,97 +145,15 @@ impl HttpClient {
                         until,
                     })?;
             }
-            let sent = self.client.get(url).query(params).send().await;
-            let resp = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    last = describe_reqwest(&e);
-                    warn!(url, attempt, error = %last, "request failed");
-                    continue;
-                }
-            };
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let retry_after = retry_after(&headers);
-            if let (Some(limiter), Some(name)) = (&self.limiter, self.used_weight_header)
-                && let Some(used) = headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u32>().ok())
-            {
-                limiter.observe_used(used);
-            }
-            let body = match resp.bytes().await {
-                Ok(b) => b,
-                Err(e) => {
-                    last = format!("reading body: {}", describe_reqwest(&e));
-                    warn!(url, attempt, error = %last, "body read failed");
-                    continue;
-                }
-            };
-            // Millisecond precision: the same instant survives keys, JSON and Parquet unchanged.
-            let fetched_at = DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
-                .unwrap_or_else(Utc::now);
-            if status == StatusCode::IM_A_TEAPOT {
-                let wait = retry_after.unwrap_or(self.policy.max_retry_after);
-                let until = fetched_at + chrono::Duration::from_std(wait).unwrap_or_default();
-                if let Some(limiter) = &self.limiter {
-                    limiter.ban(until);
-                }
-                return Err(Error::Banned {
-                    url: url.to_string(),
-                    until,
-                });
-            }
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                last = format!("HTTP {}", status.as_u16());
-                let wait = match retry_after {
-                    Some(w) if w > self.policy.max_retry_after => {
-                        return Err(Error::Http {
-                            url: url.to_string(),
-                            status: status.as_u16(),
-                            message: format!("Retry-After {}s is longer than the cap", w.as_secs()),
-                        });
-                    }
-                    Some(w) => w,
-                    None => self.policy.backoff(attempt + 1),
-                };
-                warn!(
-                    url,
-                    attempt,
-                    status = status.as_u16(),
-                    wait_ms = wait.as_millis() as u64,
-                    "throttled or server error"
-                );
-                self.pause(wait).await;
-                continue;
-            }
-            if !status.is_success() {
-                return Err(Error::Http {
-                    url: url.to_string(),
-                    status: status.as_u16(),
-                    message: snippet(&body),
-                });
-            }
-            match check(&body) {
-                BodyCheck::Ok(v) => {
-                    let response = Response {
-                        status: status.as_u16(),
-                        body,
-                        fetched_at,
-                        headers,
-                    };
-                    return Ok((response, v));
-                }
-                BodyCheck::Retry(reason) => {
+            match self.attempt(url, params, attempt, &check).await {
+                Attempt::Done(response, v) => return Ok((response, v)),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry { reason, pause } => {
+                    warn!(url, attempt, error = %reason, pause_ms = pause.map(|p| p.as_millis() as u64), "attempt failed; retrying");
                     last = reason;
-                    warn!(url, attempt, error = %last, "malformed body, retrying");
-                }
-                BodyCheck::Fail(reason) => {
-                    return Err(Error::Malformed {
-                        url: url.to_string(),
-                        reason,
-                    });
+                    if let Some(wait) = pause {
+                        self.pause(wait).await;
+                    }
                 }
             }
         }
@@ -244,6 +163,131 @@ impl HttpClient {
             last,
         })
     }
+
+    /// One request: sent, its body read whole, then classified.
+    async fn attempt<T>(
+        &self,
+        url: &str,
+        params: &[(String, String)],
+        attempt: u32,
+        check: &impl Fn(&[u8]) -> BodyCheck<T>,
+    ) -> Attempt<T> {
+        let resp = match self.client.get(url).query(params).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Retry {
+                    reason: describe_reqwest(&e),
+                    pause: None,
+                };
+            }
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        if let (Some(limiter), Some(name)) = (&self.limiter, self.used_weight_header)
+            && let Some(used) = headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            limiter.observe_used(used);
+        }
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Attempt::Retry {
+                    reason: format!("reading body: {}", describe_reqwest(&e)),
+                    pause: None,
+                };
+            }
+        };
+        // Millisecond precision: the same instant survives keys, JSON and Parquet unchanged.
+        let fetched_at =
+            DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_else(Utc::now);
+        self.classify(
+            url,
+            Response {
+                status: status.as_u16(),
+                body,
+                fetched_at,
+                headers,
+            },
+            attempt,
+            check,
+        )
+    }
+
+    /// What a response means for the retry loop: 418 bans the exchange and stops; 429 and
+    /// 5xx pause everyone (for `Retry-After`, unless it is past the cap) and retry; another
+    /// non-2xx stops; a 2xx body is checked whole, and a malformed one is retried or refused.
+    fn classify<T>(
+        &self,
+        url: &str,
+        response: Response,
+        attempt: u32,
+        check: &impl Fn(&[u8]) -> BodyCheck<T>,
+    ) -> Attempt<T> {
+        let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let retry_after = retry_after(&response.headers);
+        if status == StatusCode::IM_A_TEAPOT {
+            let wait = retry_after.unwrap_or(self.policy.max_retry_after);
+            let until = response.fetched_at + chrono::Duration::from_std(wait).unwrap_or_default();
+            if let Some(limiter) = &self.limiter {
+                limiter.ban(until);
+            }
+            return Attempt::Fail(Error::Banned {
+                url: url.to_string(),
+                until,
+            });
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            let pause = match retry_after {
+                Some(w) if w > self.policy.max_retry_after => {
+                    return Attempt::Fail(Error::Http {
+                        url: url.to_string(),
+                        status: status.as_u16(),
+                        message: format!("Retry-After {}s is longer than the cap", w.as_secs()),
+                    });
+                }
+                Some(w) => w,
+                None => self.policy.backoff(attempt + 1),
+            };
+            return Attempt::Retry {
+                reason: format!("HTTP {}", status.as_u16()),
+                pause: Some(pause),
+            };
+        }
+        if !status.is_success() {
+            return Attempt::Fail(Error::Http {
+                url: url.to_string(),
+                status: status.as_u16(),
+                message: snippet(&response.body),
+            });
+        }
+        match check(&response.body) {
+            BodyCheck::Ok(v) => Attempt::Done(response, v),
+            BodyCheck::Retry(reason) => Attempt::Retry {
+                reason: format!("malformed body: {reason}"),
+                pause: None,
+            },
+            BodyCheck::Fail(reason) => Attempt::Fail(Error::Malformed {
+                url: url.to_string(),
+                reason,
+            }),
+        }
+    }
+}
+
+/// What one attempt came to, and so what the retry loop does next.
+enum Attempt<T> {
+    /// A checked response.
+    Done(Response, T),
+    /// Try again after the backoff; `pause` first holds every request to the exchange.
+    Retry {
+        reason: String,
+        pause: Option<Duration>,
+    },
+    /// Stop: retrying cannot help.
+    Fail(Error),
 }
 
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {

@@ -28,7 +28,7 @@ pub fn daily(date: NaiveDate, hours: &[HourlyCandle]) -> Option<DailyCandle> {
         quote_volume: r.quote_volume,
         trade_count: r.trade_count,
         hours_present,
-        is_complete: hours_present == 24 && hours.iter().all(|h| h.minutes_present == 60),
+        is_complete: hours_present == 24 && hours.iter().all(HourlyCandle::is_complete),
     })
 }
 
@@ -53,6 +53,7 @@ mod tests {
             trade_count: Some(3),
             minutes_present: minutes,
             minute_mask: (1i64 << minutes) - 1,
+            empty_mask: 0,
             ingested_at: parse_time("2024-03-02T00:00:00Z").unwrap(),
         }
     }
@@ -73,6 +74,13 @@ mod tests {
         assert!(day.is_complete);
         let mut partial = hours.clone();
         partial[3].minutes_present = 59;
+        partial[3].minute_mask = (1i64 << 59) - 1;
+        assert!(!daily(d(), &partial).unwrap().is_complete);
+        // A missing minute that two fetches confirmed empty is complete data.
+        partial[3].empty_mask = 1 << 59;
+        assert!(daily(d(), &partial).unwrap().is_complete);
+        // A bit for a minute that is present does not stand in for a missing one.
+        partial[3].empty_mask = 1;
         assert!(!daily(d(), &partial).unwrap().is_complete);
         assert!(!daily(d(), &hours[1..]).unwrap().is_complete);
         assert_eq!(daily(d(), &hours[1..]).unwrap().hours_present, 23);

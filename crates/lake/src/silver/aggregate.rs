@@ -112,8 +112,37 @@ fn one_hour<M: Borrow<Minute>>(hour: DateTime<Utc>, group: &[M]) -> HourlyCandle
         trade_count: r.trade_count,
         minutes_present: group.len() as i32,
         minute_mask,
+        empty_mask: 0,
         ingested_at,
     }
+}
+
+/// The minutes of `hour` that no fetch had a candle for (not in `minute_mask`) although at
+/// least two fetches asked for them after they closed: confirmed empty, as the gap report
+/// calls them. `fetches` are the windows `[start, end)` and fetch times of the group's bronze
+/// objects.
+pub fn confirmed_empty(
+    hour: DateTime<Utc>,
+    minute_mask: i64,
+    fetches: &[(DateTime<Utc>, DateTime<Utc>, DateTime<Utc>)],
+) -> i64 {
+    let mut mask = 0i64;
+    for m in 0..60 {
+        if minute_mask & (1 << m) != 0 {
+            continue;
+        }
+        let t = hour + Duration::minutes(m);
+        let end = t + Duration::minutes(1);
+        let asked = fetches
+            .iter()
+            .filter(|(s, e, fetched)| *s <= t && t < *e && *fetched >= end)
+            .take(2)
+            .count();
+        if asked >= 2 {
+            mask |= 1 << m;
+        }
+    }
+    mask
 }
 
 #[cfg(test)]

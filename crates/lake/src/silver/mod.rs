@@ -11,6 +11,7 @@
 //! bronze, an incremental build gives the same content as `--rebuild`.
 
 pub mod aggregate;
+mod plan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -23,16 +24,19 @@ use cryptolake_sources::Record;
 use futures::StreamExt;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::bronze::{KLINES_1M, KLINES_1M_ARCHIVE, decode, parse_payload};
+use crate::bronze::{decode, parse_payload};
 use crate::lease::Lease;
 use crate::paths::{self, BronzeKey};
 use crate::quality::{Action, QualityRules};
 use crate::{
     Error, Lake, Result, hourly_from_batch, hourly_to_batch, read_parquet, state, write_parquet,
 };
-use aggregate::{Minute, dedup_latest, hourly};
+use aggregate::{Minute, confirmed_empty, dedup_latest, hourly};
+
+/// A bronze object's window `[start, end)` and fetch time.
+type Fetch = (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
 
 /// Sort order of every partition: exchange, symbol, open_time.
 pub const SORTED_BY: [usize; 3] = [0, 1, 4];
@@ -274,7 +278,7 @@ impl SilverBuild {
                 .unwrap_or_default()
         };
         let watermark = started - self.manifest_overlap;
-        let mut plan = SilverPlan {
+        let plan = SilverPlan {
             rebuild: self.rebuild,
             new_objects: Vec::new(),
             affected: BTreeMap::new(),
@@ -290,151 +294,13 @@ impl SilverBuild {
             },
             state_changed: false,
         };
-        let add_new = |plan: &mut SilverPlan, key: &BronzeKey| {
-            let pair = (key.source, key.symbol.clone());
-            for d in dates_of_window(key.window_start, key.window_end) {
-                plan.affected.entry(d).or_default().insert(pair.clone());
-            }
-            plan.new_objects.push(key.clone());
-        };
-        let Some(since) = previous.watermark else {
+        match previous.watermark {
             // First build (or a rebuild, or a lake from before the manifest): list everything.
-            plan.full_listing = true;
-            plan.state_changed = true;
-            let entries = manifest_since(lake, watermark, started).await?;
-            let mut listed = HashSet::new();
-            let mut spilling = BTreeSet::new();
-            for location in lake.list_keys(&paths::bronze_root()).await? {
-                let Some(key) = BronzeKey::parse(&location) else {
-                    plan.foreign_keys.push(location.to_string());
-                    continue;
-                };
-                listed.insert(location.to_string());
-                spilling.extend(spills(&key));
-                if !previous.processed.contains(location.as_ref()) {
-                    add_new(&mut plan, &key);
-                }
-                plan.index
-                    .entry((key.source, key.symbol.clone()))
-                    .or_default()
-                    .push(key);
-            }
-            plan.next_state.spilling = Some(spilling);
-            // Entries in the overlap whose objects this listing already saw are done.
-            for e in entries {
-                if let Some((name, _, key)) = paths::parse_manifest_entry(&e)
-                    && listed.contains(key.path().as_ref())
-                {
-                    plan.next_state.recent.insert(name);
-                }
-            }
-            if !plan.foreign_keys.is_empty() {
-                warn!(count = plan.foreign_keys.len(), first = %plan.foreign_keys[0], "ignoring objects under bronze/ that are not bronze objects");
-            }
-            return Ok(plan);
-        };
-        // Incremental: the manifest entries since the watermark, then just the partitions
-        // they touch.
-        let entries = manifest_since(lake, since, started).await?;
-        let mut candidates = Vec::new();
-        for e in &entries {
-            match paths::parse_manifest_entry(e) {
-                Some((name, written_at, key)) if !previous.recent.contains(&name) => {
-                    candidates.push((name, written_at, key))
-                }
-                Some((name, written_at, _)) if written_at >= watermark => {
-                    plan.next_state.recent.insert(name);
-                }
-                Some(_) => {}
-                None => plan.foreign_keys.push(e.to_string()),
+            None => plan::full(lake, plan, &previous, watermark, started).await,
+            Some(since) => {
+                plan::incremental(lake, plan, &previous, (since, watermark), started).await
             }
         }
-        // A bronze object sits in the partition of its window's start, and a window spans at
-        // most a day (writers split at midnight; the longest is a one-day archive file), so
-        // every object overlapping date D is in partition D, or in D-1 when that partition
-        // spills over midnight (see `SilverState::spilling`).
-        let mut groups: BTreeSet<(Exchange, Symbol, NaiveDate)> = BTreeSet::new();
-        for (_, _, key) in &candidates {
-            for d in dates_of_window(key.window_start, key.window_end) {
-                groups.insert((key.source, key.symbol.clone(), d));
-            }
-            if let (Some(spilling), Some(p)) = (plan.next_state.spilling.as_mut(), spills(key)) {
-                spilling.insert(p);
-            }
-        }
-        // Listed together: an hourly run touches every symbol, and each listing is a round
-        // trip (a directory read locally, a request on S3, made concurrently).
-        // Only the datasets each source has (most lakes hold no archive imports).
-        let mut datasets: HashMap<Exchange, Vec<&str>> = HashMap::new();
-        for source in groups.iter().map(|p| p.0).collect::<BTreeSet<_>>() {
-            let (_, folders) = lake
-                .list_level(&Path::from(format!("{}/source={source}", paths::BRONZE)))
-                .await?;
-            let has = |dataset: &str| {
-                folders
-                    .iter()
-                    .any(|f| f.filename() == Some(&format!("dataset={dataset}")))
-            };
-            datasets.insert(
-                source,
-                [KLINES_1M, KLINES_1M_ARCHIVE]
-                    .into_iter()
-                    .filter(|d| has(d))
-                    .collect(),
-            );
-        }
-        let spilling = plan.next_state.spilling.as_ref();
-        let mut prefixes: BTreeSet<Path> = BTreeSet::new();
-        for (source, symbol, date) in &groups {
-            for dataset in &datasets[source] {
-                prefixes.insert(paths::bronze_partition(*source, dataset, symbol, *date));
-                if let Some(before) = date.pred_opt() {
-                    let p = paths::bronze_partition(*source, dataset, symbol, before);
-                    if spilling.is_none_or(|s| s.contains(p.as_ref())) {
-                        prefixes.insert(p);
-                    }
-                }
-            }
-        }
-        let listings = lake
-            .list_keys_many(prefixes.into_iter().map(|p| (p, None)).collect())
-            .await?;
-        // Each listing is one partition (no key is in two), so of one exchange and symbol.
-        let wanted: HashSet<String> = candidates
-            .iter()
-            .map(|(_, _, k)| k.path().to_string())
-            .collect();
-        let mut existing: HashSet<String> = HashSet::new();
-        for listing in listings {
-            let keys: Vec<BronzeKey> = listing
-                .iter()
-                .filter_map(|location| {
-                    if wanted.contains(location.as_ref()) {
-                        existing.insert(location.to_string());
-                    }
-                    BronzeKey::parse(location)
-                })
-                .collect();
-            if let Some(first) = keys.first() {
-                plan.index
-                    .entry((first.source, first.symbol.clone()))
-                    .or_default()
-                    .extend(keys);
-            }
-        }
-        for (name, written_at, key) in candidates {
-            if existing.contains(key.path().as_ref()) {
-                add_new(&mut plan, &key);
-                if written_at >= watermark {
-                    plan.next_state.recent.insert(name);
-                }
-            } else if written_at < watermark {
-                // Announced but never written: its writer died in between.
-                warn!(entry = %name, "bronze manifest entry without its object; ignoring it");
-            }
-            plan.state_changed = true;
-        }
-        Ok(plan)
     }
 
     /// Executes a plan. With a lease, checks it is still held before committing state.
@@ -844,6 +710,19 @@ impl DateJob {
                         .filter(|m| date_of(m.candle.open_time) == date),
                 );
         }
+        // What each group's objects asked for, and when: a missing minute asked for by two
+        // fetches after it closed is confirmed empty.
+        let mut fetches: HashMap<Pair, Vec<Fetch>> = HashMap::new();
+        for group in self.keys.chunk_by(same_group) {
+            fetches
+                .entry((group[0].source, group[0].symbol.clone()))
+                .or_default()
+                .extend(
+                    group
+                        .iter()
+                        .map(|k| (k.window_start, k.window_end, k.fetched_at)),
+                );
+        }
         let mut fresh: Vec<HourlyCandle> = Vec::new();
         for (pair, minutes) in by_pair {
             counts.candles_read += minutes.len();
@@ -852,9 +731,15 @@ impl DateJob {
             counts.conflicting_duplicates += dropped.conflicting;
             let asked_until = asked.get(&pair).copied();
             let (lo, hi) = ranges[&pair];
-            fresh.extend(hourly(&minutes, |h| {
+            let mut hours = hourly(&minutes, |h| {
                 h >= lo && h < hi && asked_until.is_some_and(|t| t >= h + Duration::hours(1))
-            }));
+            });
+            if let Some(f) = fetches.get(&pair) {
+                for h in hours.iter_mut().filter(|h| h.minutes_present < 60) {
+                    h.empty_mask = confirmed_empty(h.open_time, h.minute_mask, f);
+                }
+            }
+            fresh.extend(hours);
         }
         let mut merged: Vec<HourlyCandle> = if self.rebuild {
             Vec::new()

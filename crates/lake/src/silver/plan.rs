@@ -1,0 +1,183 @@
+//! The silver plan: which bronze objects are new and which (date, exchange, symbol) groups
+//! they touch. A first build or a rebuild lists all of bronze; an incremental build reads the
+//! manifest since its watermark and lists only the partitions the new objects touch.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use cryptolake_model::{Exchange, Symbol};
+use object_store::path::Path;
+use tracing::warn;
+
+use super::{SilverPlan, SilverState, dates_of_window, manifest_since, spills};
+use crate::bronze::{KLINES_1M, KLINES_1M_ARCHIVE};
+use crate::paths::{self, BronzeKey};
+use crate::{Lake, Result};
+
+impl SilverPlan {
+    /// Takes `key` as new: its groups on every date its window touches are recomputed.
+    fn add_new(&mut self, key: &BronzeKey) {
+        let pair = (key.source, key.symbol.clone());
+        for d in dates_of_window(key.window_start, key.window_end) {
+            self.affected.entry(d).or_default().insert(pair.clone());
+        }
+        self.new_objects.push(key.clone());
+    }
+}
+
+/// The plan of a first build or a rebuild: every bronze object listed, those not yet
+/// processed new.
+pub(super) async fn full(
+    lake: &Lake,
+    mut plan: SilverPlan,
+    previous: &SilverState,
+    watermark: DateTime<Utc>,
+    started: DateTime<Utc>,
+) -> Result<SilverPlan> {
+    plan.full_listing = true;
+    plan.state_changed = true;
+    let entries = manifest_since(lake, watermark, started).await?;
+    let mut listed = HashSet::new();
+    let mut spilling = BTreeSet::new();
+    for location in lake.list_keys(&paths::bronze_root()).await? {
+        let Some(key) = BronzeKey::parse(&location) else {
+            plan.foreign_keys.push(location.to_string());
+            continue;
+        };
+        listed.insert(location.to_string());
+        spilling.extend(spills(&key));
+        if !previous.processed.contains(location.as_ref()) {
+            plan.add_new(&key);
+        }
+        plan.index
+            .entry((key.source, key.symbol.clone()))
+            .or_default()
+            .push(key);
+    }
+    plan.next_state.spilling = Some(spilling);
+    // Entries in the overlap whose objects this listing already saw are done.
+    for e in entries {
+        if let Some((name, _, key)) = paths::parse_manifest_entry(&e)
+            && listed.contains(key.path().as_ref())
+        {
+            plan.next_state.recent.insert(name);
+        }
+    }
+    if !plan.foreign_keys.is_empty() {
+        warn!(count = plan.foreign_keys.len(), first = %plan.foreign_keys[0], "ignoring objects under bronze/ that are not bronze objects");
+    }
+    Ok(plan)
+}
+
+/// The plan of an incremental build: the manifest entries since the watermark (`since`, less
+/// the overlap, is `watermark`), then just the bronze partitions they touch.
+pub(super) async fn incremental(
+    lake: &Lake,
+    mut plan: SilverPlan,
+    previous: &SilverState,
+    (since, watermark): (DateTime<Utc>, DateTime<Utc>),
+    started: DateTime<Utc>,
+) -> Result<SilverPlan> {
+    // Incremental: the manifest entries since the watermark, then just the partitions
+    // they touch.
+    let entries = manifest_since(lake, since, started).await?;
+    let mut candidates = Vec::new();
+    for e in &entries {
+        match paths::parse_manifest_entry(e) {
+            Some((name, written_at, key)) if !previous.recent.contains(&name) => {
+                candidates.push((name, written_at, key))
+            }
+            Some((name, written_at, _)) if written_at >= watermark => {
+                plan.next_state.recent.insert(name);
+            }
+            Some(_) => {}
+            None => plan.foreign_keys.push(e.to_string()),
+        }
+    }
+    // A bronze object sits in the partition of its window's start, and a window spans at
+    // most a day (writers split at midnight; the longest is a one-day archive file), so
+    // every object overlapping date D is in partition D, or in D-1 when that partition
+    // spills over midnight (see `SilverState::spilling`).
+    let mut groups: BTreeSet<(Exchange, Symbol, NaiveDate)> = BTreeSet::new();
+    for (_, _, key) in &candidates {
+        for d in dates_of_window(key.window_start, key.window_end) {
+            groups.insert((key.source, key.symbol.clone(), d));
+        }
+        if let (Some(spilling), Some(p)) = (plan.next_state.spilling.as_mut(), spills(key)) {
+            spilling.insert(p);
+        }
+    }
+    // Listed together: an hourly run touches every symbol, and each listing is a round
+    // trip (a directory read locally, a request on S3, made concurrently).
+    // Only the datasets each source has (most lakes hold no archive imports).
+    let mut datasets: HashMap<Exchange, Vec<&str>> = HashMap::new();
+    for source in groups.iter().map(|p| p.0).collect::<BTreeSet<_>>() {
+        let (_, folders) = lake
+            .list_level(&Path::from(format!("{}/source={source}", paths::BRONZE)))
+            .await?;
+        let has = |dataset: &str| {
+            folders
+                .iter()
+                .any(|f| f.filename() == Some(&format!("dataset={dataset}")))
+        };
+        datasets.insert(
+            source,
+            [KLINES_1M, KLINES_1M_ARCHIVE]
+                .into_iter()
+                .filter(|d| has(d))
+                .collect(),
+        );
+    }
+    let spilling = plan.next_state.spilling.as_ref();
+    let mut prefixes: BTreeSet<Path> = BTreeSet::new();
+    for (source, symbol, date) in &groups {
+        for dataset in &datasets[source] {
+            prefixes.insert(paths::bronze_partition(*source, dataset, symbol, *date));
+            if let Some(before) = date.pred_opt() {
+                let p = paths::bronze_partition(*source, dataset, symbol, before);
+                if spilling.is_none_or(|s| s.contains(p.as_ref())) {
+                    prefixes.insert(p);
+                }
+            }
+        }
+    }
+    let listings = lake
+        .list_keys_many(prefixes.into_iter().map(|p| (p, None)).collect())
+        .await?;
+    // Each listing is one partition (no key is in two), so of one exchange and symbol.
+    let wanted: HashSet<String> = candidates
+        .iter()
+        .map(|(_, _, k)| k.path().to_string())
+        .collect();
+    let mut existing: HashSet<String> = HashSet::new();
+    for listing in listings {
+        let keys: Vec<BronzeKey> = listing
+            .iter()
+            .filter_map(|location| {
+                if wanted.contains(location.as_ref()) {
+                    existing.insert(location.to_string());
+                }
+                BronzeKey::parse(location)
+            })
+            .collect();
+        if let Some(first) = keys.first() {
+            plan.index
+                .entry((first.source, first.symbol.clone()))
+                .or_default()
+                .extend(keys);
+        }
+    }
+    for (name, written_at, key) in candidates {
+        if existing.contains(key.path().as_ref()) {
+            plan.add_new(&key);
+            if written_at >= watermark {
+                plan.next_state.recent.insert(name);
+            }
+        } else if written_at < watermark {
+            // Announced but never written: its writer died in between.
+            warn!(entry = %name, "bronze manifest entry without its object; ignoring it");
+        }
+        plan.state_changed = true;
+    }
+    Ok(plan)
+}

@@ -1,0 +1,55 @@
+//! A pipeline over a temporary local lake, its exchanges pointed at the simulated one.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use cryptolake_model::{Exchange, ManualClock, Symbol, parse_time};
+use cryptolake_pipeline::{Options, Pipeline, Settings};
+use cryptolake_sources::sim::{SimClock, SimMarket, SimServer};
+
+pub fn t(s: &str) -> DateTime<Utc> {
+    parse_time(s).unwrap()
+}
+
+/// The simulated market (seed `seed`) frozen at 2024-03-04T14:10, every exchange pointed at
+/// it with one symbol (BTC-USDT on Binance, BTC-USD elsewhere), only `enabled` enabled, a
+/// three-hour lookback, and the pipeline's clock standing at `now`.
+pub async fn on_sim(
+    seed: u64,
+    enabled: &[Exchange],
+    now: &str,
+) -> (tempfile::TempDir, SimServer, Pipeline) {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimServer::start(
+        SimMarket::default_market(seed),
+        SimClock::Fixed(t("2024-03-04T14:10:00Z")),
+        0,
+    )
+    .await
+    .unwrap();
+    let mut settings = Settings {
+        lake: dir.path().join("lake").display().to_string(),
+        ..Settings::default()
+    };
+    settings.ingest.lookback = Duration::hours(3);
+    for (exchange, s) in settings.exchanges.iter_mut() {
+        s.base_url = sim.base_url();
+        s.enabled = enabled.contains(exchange);
+        s.symbols = match exchange {
+            Exchange::Binance | Exchange::BinanceFutures => {
+                vec![Symbol::parse("BTC-USDT").unwrap()]
+            }
+            _ => vec![Symbol::parse("BTC-USD").unwrap()],
+        };
+    }
+    let pipeline = Pipeline::open(
+        settings,
+        Options {
+            clock: Arc::new(ManualClock::new(t(now))),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    (dir, sim, pipeline)
+}
