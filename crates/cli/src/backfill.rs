@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_lake::bronze::archive::{Checksum, Market};
+use cryptolake_lake::columns::Builder;
 use cryptolake_lake::gaps;
 use cryptolake_model::{Exchange, Symbol, parse_time};
 use cryptolake_pipeline::Pipeline;
@@ -181,50 +181,28 @@ pub async fn report_gaps(
         .filter(|g| exchange.is_none_or(|e| g.exchange == e))
         .filter(|g| symbols.as_ref().is_none_or(|s| s.contains(&g.symbol)))
         .collect();
-    let batch = RecordBatch::try_from_iter(vec![
-        (
+    let minute = |t: &DateTime<Utc>| t.format("%Y-%m-%dT%H:%MZ").to_string();
+    let spans: Vec<(&gaps::Gap, String, String)> = rows
+        .iter()
+        .map(|g| (*g, minute(&g.start), minute(&g.end)))
+        .collect();
+    let batch = Builder::new(&spans)
+        .text(|(g, _, _)| g.exchange.as_str())
+        .text(|(g, _, _)| g.symbol.as_str())
+        .text(|(_, start, _)| start.as_str())
+        .text(|(_, _, end)| end.as_str())
+        .int64(|(g, _, _)| g.minutes())
+        .text(|(g, _, _)| g.status.as_str())
+        .int32(|(g, _, _)| g.fetches)
+        .finish_named(&[
             "exchange",
-            std::sync::Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|g| g.exchange.as_str()),
-            )) as ArrayRef,
-        ),
-        (
             "symbol",
-            std::sync::Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|g| g.symbol.as_str()),
-            )),
-        ),
-        (
             "gap_start",
-            std::sync::Arc::new(StringArray::from_iter_values(
-                rows.iter()
-                    .map(|g| g.start.format("%Y-%m-%dT%H:%MZ").to_string()),
-            )),
-        ),
-        (
             "gap_end",
-            std::sync::Arc::new(StringArray::from_iter_values(
-                rows.iter()
-                    .map(|g| g.end.format("%Y-%m-%dT%H:%MZ").to_string()),
-            )),
-        ),
-        (
             "minutes",
-            std::sync::Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|g| g.minutes()),
-            )),
-        ),
-        (
             "status",
-            std::sync::Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|g| g.status.as_str()),
-            )),
-        ),
-        (
             "fetches",
-            std::sync::Arc::new(Int32Array::from_iter_values(rows.iter().map(|g| g.fetches))),
-        ),
-    ])?;
+        ])?;
     print!("{}", render(&[batch], format)?);
     if format == OutputFormat::Table {
         println!();

@@ -1,91 +1,50 @@
 //! Arrow encoding of silver and gold rows, kept apart from the domain types.
 
-use std::sync::Arc;
-
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    Array, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use cryptolake_model::{DailyCandle, Exchange, HourlyCandle, Symbol, schema};
 
+use crate::columns::Builder;
 use crate::{Error, Result};
 
-fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
-fn utc_micros(values: Vec<i64>) -> TimestampMicrosecondArray {
-    TimestampMicrosecondArray::from(values).with_timezone("UTC")
-}
-
 pub fn hourly_to_batch(rows: &[HourlyCandle]) -> Result<RecordBatch> {
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.exchange.as_str()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.symbol.as_str()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.symbol.base()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.symbol.quote()),
-        )),
-        Arc::new(utc_micros(
-            rows.iter().map(|r| micros(r.open_time)).collect(),
-        )),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.open))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.high))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.low))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.close))),
-        Arc::new(Float64Array::from_iter_values(
-            rows.iter().map(|r| r.volume),
-        )),
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.quote_volume))),
-        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.trade_count))),
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|r| r.minutes_present),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|r| r.minute_mask),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|r| r.empty_mask),
-        )),
-        Arc::new(utc_micros(
-            rows.iter().map(|r| micros(r.ingested_at)).collect(),
-        )),
-    ];
-    Ok(RecordBatch::try_new(schema::ohlcv_1h(), cols)?)
+    Builder::new(rows)
+        .text(|r| r.exchange.as_str())
+        .text(|r| r.symbol.as_str())
+        .text(|r| r.symbol.base())
+        .text(|r| r.symbol.quote())
+        .time(|r| r.open_time)
+        .float64(|r| r.open)
+        .float64(|r| r.high)
+        .float64(|r| r.low)
+        .float64(|r| r.close)
+        .float64(|r| r.volume)
+        .float64_opt(|r| r.quote_volume)
+        .int64_opt(|r| r.trade_count)
+        .int32(|r| r.minutes_present)
+        .int64(|r| r.minute_mask)
+        .int64(|r| r.empty_mask)
+        .time(|r| r.ingested_at)
+        .finish(schema::ohlcv_1h())
 }
 
 pub fn daily_to_batch(rows: &[DailyCandle]) -> Result<RecordBatch> {
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.exchange.as_str()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.symbol.as_str()),
-        )),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.open))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.high))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.low))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.close))),
-        Arc::new(Float64Array::from_iter_values(
-            rows.iter().map(|r| r.volume),
-        )),
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.quote_volume))),
-        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.trade_count))),
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|r| r.hours_present),
-        )),
-        Arc::new(BooleanArray::from_iter(
-            rows.iter().map(|r| Some(r.is_complete)),
-        )),
-    ];
-    Ok(RecordBatch::try_new(schema::ohlcv_1d(), cols)?)
+    Builder::new(rows)
+        .text(|r| r.exchange.as_str())
+        .text(|r| r.symbol.as_str())
+        .float64(|r| r.open)
+        .float64(|r| r.high)
+        .float64(|r| r.low)
+        .float64(|r| r.close)
+        .float64(|r| r.volume)
+        .float64_opt(|r| r.quote_volume)
+        .int64_opt(|r| r.trade_count)
+        .int32(|r| r.hours_present)
+        .boolean(|r| r.is_complete)
+        .finish(schema::ohlcv_1d())
 }
 
 /// Typed access to one column of a batch read back from the lake.

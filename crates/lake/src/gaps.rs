@@ -19,14 +19,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use arrow::array::{Array, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_model::{Exchange, Symbol, date_of, day_start, hour_start, schema};
 use cryptolake_sources::ExchangeClient;
 use futures::StreamExt;
 
+use crate::columns::Builder;
 use crate::paths::{self, BronzeKey};
 use crate::{Error, Lake, Result, hourly_from_batch, read_parquet, write_parquet};
 
@@ -470,32 +469,17 @@ async fn scan_date(
     Ok(gaps)
 }
 
-fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
 fn gaps_to_batch(gaps: &[Gap]) -> Result<RecordBatch> {
-    let ts = |f: &dyn Fn(&Gap) -> DateTime<Utc>| {
-        TimestampMicrosecondArray::from_iter_values(gaps.iter().map(|g| micros(f(g))))
-            .with_timezone("UTC")
-    };
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            gaps.iter().map(|g| g.exchange.as_str()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            gaps.iter().map(|g| g.symbol.as_str()),
-        )),
-        Arc::new(ts(&|g| g.start)),
-        Arc::new(ts(&|g| g.end)),
-        Arc::new(Int64Array::from_iter_values(gaps.iter().map(Gap::minutes))),
-        Arc::new(StringArray::from_iter_values(
-            gaps.iter().map(|g| g.status.as_str()),
-        )),
-        Arc::new(Int32Array::from_iter_values(gaps.iter().map(|g| g.fetches))),
-        Arc::new(ts(&|g| g.detected_at)),
-    ];
-    Ok(RecordBatch::try_new(schema::gaps(), cols)?)
+    Builder::new(gaps)
+        .text(|g| g.exchange.as_str())
+        .text(|g| g.symbol.as_str())
+        .time(|g| g.start)
+        .time(|g| g.end)
+        .int64(Gap::minutes)
+        .text(|g| g.status.as_str())
+        .int32(|g| g.fetches)
+        .time(|g| g.detected_at)
+        .finish(schema::gaps())
 }
 
 fn gaps_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<Gap>> {

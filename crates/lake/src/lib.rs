@@ -7,6 +7,7 @@
 //!   overlapping.
 
 pub mod bronze;
+pub mod columns;
 mod encode;
 mod error;
 pub mod gaps;

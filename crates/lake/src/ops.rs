@@ -1,11 +1,9 @@
 //! Run history: every step of every run leaves one row in `crypto_ops.runs`.
 
-use std::sync::Arc;
-
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use chrono::{DateTime, Utc};
 use cryptolake_model::schema;
 
+use crate::columns::Builder;
 use crate::{Lake, Result, paths, write_parquet};
 
 /// One step of one run.
@@ -30,26 +28,21 @@ pub struct RunRecord {
     pub details: String,
 }
 
-fn ts(t: DateTime<Utc>) -> TimestampMicrosecondArray {
-    TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone("UTC")
-}
-
 /// Writes the record as its own small Parquet file, so that concurrent runs never contend.
 pub async fn record_run(lake: &Lake, r: &RunRecord) -> Result<()> {
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![r.run_id.as_str()])),
-        Arc::new(StringArray::from(vec![r.step.as_str()])),
-        Arc::new(ts(r.started_at)),
-        Arc::new(ts(r.finished_at)),
-        Arc::new(StringArray::from(vec![r.status.as_str()])),
-        Arc::new(Int64Array::from(vec![r.inputs])),
-        Arc::new(Int64Array::from(vec![r.outputs])),
-        Arc::new(Int64Array::from(vec![r.rows])),
-        Arc::new(Int64Array::from(vec![r.quarantined])),
-        Arc::new(StringArray::from(vec![r.error.as_deref()])),
-        Arc::new(StringArray::from(vec![r.details.as_str()])),
-    ];
-    let batch = RecordBatch::try_new(schema::runs(), cols)?;
+    let batch = Builder::new(std::slice::from_ref(r))
+        .text(|r| r.run_id.as_str())
+        .text(|r| r.step.as_str())
+        .time(|r| r.started_at)
+        .time(|r| r.finished_at)
+        .text(|r| r.status.as_str())
+        .int64(|r| r.inputs)
+        .int64(|r| r.outputs)
+        .int64(|r| r.rows)
+        .int64(|r| r.quarantined)
+        .text_opt(|r| r.error.as_deref())
+        .text(|r| r.details.as_str())
+        .finish(schema::runs())?;
     let key = paths::run_record(r.started_at, &r.run_id, &r.step);
     write_parquet(lake, &key, &batch, &[]).await
 }

@@ -6,13 +6,12 @@
 //! and by `cryptolake check`: they warn or fail, and never change data.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_model::{CandleRule, DailyCandle, HourlyCandle, schema};
 use serde::{Deserialize, Serialize};
 
+use crate::columns::Builder;
 use crate::{
     Lake, Result, daily_from_batch, hourly_from_batch, paths, read_parquet, write_parquet,
 };
@@ -486,10 +485,6 @@ pub async fn evaluate_gold(
     Ok(check_days(rules, &days, now.date_naive()))
 }
 
-fn opt_str(v: &[QualityResult], f: impl Fn(&QualityResult) -> Option<String>) -> ArrayRef {
-    Arc::new(StringArray::from(v.iter().map(f).collect::<Vec<_>>()))
-}
-
 /// Writes results as one Parquet file of `crypto_ops.quality_results`.
 pub async fn record_results(
     lake: &Lake,
@@ -501,29 +496,20 @@ pub async fn record_results(
     if results.is_empty() {
         return Ok(());
     }
-    let n = results.len();
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![run_id; n])),
-        Arc::new(StringArray::from(vec![step; n])),
-        Arc::new(
-            TimestampMicrosecondArray::from(vec![checked_at.timestamp_micros(); n])
-                .with_timezone("UTC"),
-        ),
-        opt_str(results, |r| Some(r.rule.clone())),
-        opt_str(results, |r| Some(r.action.as_str().to_string())),
-        opt_str(results, |r| Some(r.status.clone())),
-        opt_str(results, |r| r.exchange.clone()),
-        opt_str(results, |r| r.symbol.clone()),
-        opt_str(results, |r| r.subject.clone()),
-        Arc::new(Float64Array::from(
-            results.iter().map(|r| r.observed).collect::<Vec<_>>(),
-        )),
-        Arc::new(Float64Array::from(
-            results.iter().map(|r| r.threshold).collect::<Vec<_>>(),
-        )),
-        opt_str(results, |r| Some(r.message.clone())),
-    ];
-    let batch = RecordBatch::try_new(schema::quality_results(), cols)?;
+    let batch = Builder::new(results)
+        .text(|_| run_id)
+        .text(|_| step)
+        .time(|_| checked_at)
+        .text(|r| r.rule.as_str())
+        .text(|r| r.action.as_str())
+        .text(|r| r.status.as_str())
+        .text_opt(|r| r.exchange.as_deref())
+        .text_opt(|r| r.symbol.as_deref())
+        .text_opt(|r| r.subject.as_deref())
+        .float64_opt(|r| r.observed)
+        .float64_opt(|r| r.threshold)
+        .text(|r| r.message.as_str())
+        .finish(schema::quality_results())?;
     write_parquet(
         lake,
         &paths::quality_results(checked_at, run_id, step),

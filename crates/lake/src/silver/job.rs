@@ -1,0 +1,432 @@
+//! One date's job: read the bronze objects of the touched groups, parse and validate them,
+//! deduplicate, aggregate to hours (recording confirmed-empty minutes), and merge with the
+//! partition's other rows.
+
+use super::*;
+
+/// A bronze object's window `[start, end)` and fetch time.
+pub(super) type Fetch = (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
+
+/// What one bronze object yielded.
+pub(super) struct Parsed {
+    pub(super) key: BronzeKey,
+    pub(super) path: String,
+    pub(super) minutes: Vec<Minute>,
+    pub(super) open_skipped: usize,
+    pub(super) outside_window: usize,
+    pub(super) dropped: usize,
+    /// A record broke a rule whose action is `fail`.
+    pub(super) failure: Option<Error>,
+    pub(super) quarantine: Option<QuarantineDoc>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct QuarantineDoc {
+    pub(super) bronze_key: String,
+    /// Set when the whole object could not be used.
+    pub(super) object_error: Option<String>,
+    pub(super) records: Vec<QuarantinedRecord>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct QuarantinedRecord {
+    pub(super) index: usize,
+    pub(super) reason: String,
+    pub(super) raw: String,
+}
+
+/// The counters one date contributes to [`SilverMetrics`].
+#[derive(Debug, Default)]
+pub(super) struct DateCounts {
+    pub(super) objects_read: usize,
+    pub(super) candles_read: usize,
+    pub(super) duplicates_dropped: usize,
+    pub(super) conflicting_duplicates: usize,
+    pub(super) open_candles_skipped: usize,
+    pub(super) outside_window_skipped: usize,
+    pub(super) dropped_records: usize,
+}
+
+impl SilverMetrics {
+    pub(super) fn absorb(&mut self, c: &DateCounts) {
+        self.objects_read += c.objects_read;
+        self.candles_read += c.candles_read;
+        self.duplicates_dropped += c.duplicates_dropped;
+        self.conflicting_duplicates += c.conflicting_duplicates;
+        self.open_candles_skipped += c.open_candles_skipped;
+        self.outside_window_skipped += c.outside_window_skipped;
+        self.dropped_records += c.dropped_records;
+    }
+}
+
+/// A request window, `[start, end)`.
+pub(super) type Window = (DateTime<Utc>, DateTime<Utc>);
+
+/// Recomputes one date's partition: for each touched group, the hours new bronze can change,
+/// from every bronze object overlapping them; merged with the rest of the date's rows.
+pub(super) struct DateJob {
+    pub(super) lake: Lake,
+    pub(super) date: NaiveDate,
+    pub(super) pairs: BTreeSet<Pair>,
+    /// Every bronze object of the touched groups that overlaps the date.
+    pub(super) keys: Vec<BronzeKey>,
+    pub(super) rules: QualityRules,
+    /// The new objects, by group.
+    pub(super) new_keys: std::sync::Arc<HashMap<Pair, Vec<BronzeKey>>>,
+    pub(super) concurrency: usize,
+    pub(super) rebuild: bool,
+}
+
+/// A date's new partition content, ready to write.
+pub(super) struct DatePrepared {
+    pub(super) date: NaiveDate,
+    pub(super) counts: DateCounts,
+    /// Quarantine documents of new objects, by bronze key.
+    pub(super) quarantine: Vec<(String, QuarantineDoc)>,
+    pub(super) merged: Vec<HourlyCandle>,
+    /// The partition already holds exactly `merged`.
+    pub(super) unchanged: bool,
+    /// The version of the partition as it was read.
+    pub(super) existing_version: Option<String>,
+}
+
+impl DateJob {
+    pub(super) async fn run(self) -> Result<DatePrepared> {
+        let key = paths::silver_partition_file(self.date);
+        // The new objects are read whatever the partition holds, so they are read while it
+        // is; the older ones only where the hours to recompute need them.
+        // The job's keys come grouped by exchange and symbol: one lookup per group.
+        let mut fresh = Vec::new();
+        let mut older: Vec<&BronzeKey> = Vec::new();
+        for group in self.keys.chunk_by(same_group) {
+            let new = self
+                .new_keys
+                .get(&(group[0].source, group[0].symbol.clone()));
+            for k in group {
+                match new.is_some_and(|n| n.contains(k)) {
+                    true => fresh.push(k.clone()),
+                    false => older.push(k),
+                }
+            }
+        }
+        let read_existing = async {
+            let mut rows = Vec::new();
+            let version = self.lake.head(&key).await?.map(|m| state::version(&m));
+            if version.is_some() {
+                for b in read_parquet(&self.lake, &key).await? {
+                    rows.extend(hourly_from_batch(&b, key.as_ref())?);
+                }
+            }
+            Ok::<_, Error>((version, rows))
+        };
+        let (existing, parsed) = futures::join!(read_existing, self.read_objects(fresh));
+        let (existing_version, existing) = existing?;
+        let mut parsed = parsed?;
+        let ranges = self.ranges(&existing);
+        // An hour is final once some request asked for it in full after it closed: that
+        // depends on every object of the group, read or not.
+        let mut asked: HashMap<Pair, DateTime<Utc>> = HashMap::new();
+        for group in self.keys.chunk_by(same_group) {
+            let end = group
+                .iter()
+                .map(|k| k.window_end)
+                .max()
+                .expect("a group is never empty");
+            let t = asked
+                .entry((group[0].source, group[0].symbol.clone()))
+                .or_insert(end);
+            *t = (*t).max(end);
+        }
+        let mut wanted = Vec::new();
+        for group in older.chunk_by(|a, b| same_group(a, b)) {
+            if let Some((lo, hi)) = ranges.get(&(group[0].source, group[0].symbol.clone())) {
+                wanted.extend(
+                    group
+                        .iter()
+                        .filter(|k| k.window_start < *hi && k.window_end > *lo)
+                        .map(|k| (*k).clone()),
+                );
+            }
+        }
+        let older = wanted;
+        parsed.extend(self.read_objects(older).await?);
+        let date = self.date;
+        let mut prepared =
+            tokio::task::spawn_blocking(move || self.assemble(parsed, existing, &ranges, &asked))
+                .await
+                .map_err(|e| Error::Invalid(format!("silver build for {date}: {e}")))??;
+        prepared.existing_version = existing_version;
+        Ok(prepared)
+    }
+
+    /// Fetches and parses bronze objects, a few at a time.
+    async fn read_objects(&self, keys: Vec<BronzeKey>) -> Result<Vec<Parsed>> {
+        let parsed: Vec<Result<Parsed>> = futures::stream::iter(keys)
+            .map(|k| read_object(self.lake.clone(), k, self.rules.clone()))
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        parsed.into_iter().collect()
+    }
+
+    /// The hours of each touched group to recompute, `[lo, hi)` within the date. New bronze
+    /// changes only the hours its windows cover, and the hours silver does not hold yet that a
+    /// later request may have made final; the other hours keep their rows. A rebuild, and a
+    /// group with no row yet, recompute the whole date.
+    fn ranges(&self, existing: &[HourlyCandle]) -> HashMap<Pair, Window> {
+        let (start, end) = (
+            day_start(self.date),
+            day_start(self.date) + Duration::days(1),
+        );
+        // Partitions are sorted by exchange and symbol: one entry per group.
+        let mut held: HashMap<Pair, HashSet<DateTime<Utc>>> = HashMap::new();
+        for group in existing.chunk_by(same_rows_group) {
+            held.entry((group[0].exchange, group[0].symbol.clone()))
+                .or_default()
+                .extend(group.iter().map(|r| r.open_time));
+        }
+        let hour = Duration::hours(1);
+        self.pairs
+            .iter()
+            .map(|pair| {
+                let windows: Vec<Window> = self
+                    .new_keys
+                    .get(pair)
+                    .into_iter()
+                    .flatten()
+                    .filter(|k| overlaps(k, self.date))
+                    .map(|k| (k.window_start, k.window_end))
+                    .collect();
+                let windows = Some(&windows).filter(|w| !w.is_empty());
+                let (Some(windows), Some(held), false) = (windows, held.get(pair), self.rebuild)
+                else {
+                    return (pair.clone(), (start, end));
+                };
+                let lo = windows
+                    .iter()
+                    .map(|w| w.0)
+                    .min()
+                    .unwrap_or(start)
+                    .max(start);
+                let hi = windows.iter().map(|w| w.1).max().unwrap_or(end).min(end);
+                let mut lo = hour_start(lo);
+                let hi = if hour_start(hi) == hi {
+                    hi
+                } else {
+                    hour_start(hi) + hour
+                };
+                let mut h = start;
+                while h < lo {
+                    if !held.contains(&h) {
+                        lo = h;
+                        break;
+                    }
+                    h += hour;
+                }
+                (pair.clone(), (lo, hi))
+            })
+            .collect()
+    }
+
+    /// The CPU part, on the blocking pool: group, deduplicate, aggregate, merge.
+    fn assemble(
+        self,
+        mut parsed: Vec<Parsed>,
+        existing: Vec<HourlyCandle>,
+        ranges: &HashMap<Pair, Window>,
+        asked: &HashMap<Pair, DateTime<Utc>>,
+    ) -> Result<DatePrepared> {
+        let date = self.date;
+        let mut counts = DateCounts::default();
+        let mut quarantine = Vec::new();
+        for p in &mut parsed {
+            counts.objects_read += 1;
+            let new = self.new_keys.get(&(p.key.source, p.key.symbol.clone()));
+            if new.is_some_and(|n| n.contains(&p.key)) {
+                if let Some(e) = p.failure.take() {
+                    return Err(e);
+                }
+                counts.dropped_records += p.dropped;
+                if let Some(doc) = p.quarantine.take() {
+                    quarantine.push((p.path.clone(), doc));
+                }
+            }
+            counts.open_candles_skipped += p.open_skipped;
+            counts.outside_window_skipped += p.outside_window;
+        }
+        // Minutes stay where parsing put them; grouping and sorting move references.
+        let mut by_pair: BTreeMap<Pair, Vec<&Minute>> = BTreeMap::new();
+        for p in &parsed {
+            by_pair
+                .entry((p.key.source, p.key.symbol.clone()))
+                .or_default()
+                .extend(
+                    p.minutes
+                        .iter()
+                        .filter(|m| date_of(m.candle.open_time) == date),
+                );
+        }
+        // What each group's objects asked for, and when: a missing minute asked for by two
+        // fetches after it closed is confirmed empty.
+        let mut fetches: HashMap<Pair, Vec<Fetch>> = HashMap::new();
+        for group in self.keys.chunk_by(same_group) {
+            fetches
+                .entry((group[0].source, group[0].symbol.clone()))
+                .or_default()
+                .extend(
+                    group
+                        .iter()
+                        .map(|k| (k.window_start, k.window_end, k.fetched_at)),
+                );
+        }
+        let mut fresh: Vec<HourlyCandle> = Vec::new();
+        for (pair, minutes) in by_pair {
+            counts.candles_read += minutes.len();
+            let (minutes, dropped) = dedup_latest(minutes);
+            counts.duplicates_dropped += dropped.total;
+            counts.conflicting_duplicates += dropped.conflicting;
+            let asked_until = asked.get(&pair).copied();
+            let (lo, hi) = ranges[&pair];
+            let mut hours = hourly(&minutes, |h| {
+                h >= lo && h < hi && asked_until.is_some_and(|t| t >= h + Duration::hours(1))
+            });
+            if let Some(f) = fetches.get(&pair) {
+                for h in hours.iter_mut().filter(|h| h.minutes_present < 60) {
+                    h.empty_mask = confirmed_empty(h.open_time, h.minute_mask, f);
+                }
+            }
+            fresh.extend(hours);
+        }
+        let mut merged: Vec<HourlyCandle> = if self.rebuild {
+            Vec::new()
+        } else {
+            let mut kept = Vec::with_capacity(existing.len());
+            for group in existing.chunk_by(same_rows_group) {
+                match ranges.get(&(group[0].exchange, group[0].symbol.clone())) {
+                    Some((lo, hi)) => kept.extend(
+                        group
+                            .iter()
+                            .filter(|r| r.open_time < *lo || r.open_time >= *hi)
+                            .cloned(),
+                    ),
+                    None => kept.extend_from_slice(group),
+                }
+            }
+            kept
+        };
+        merged.extend(fresh);
+        merged.sort_by(|a, b| {
+            (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
+        });
+        let unchanged = merged == existing;
+        Ok(DatePrepared {
+            date,
+            counts,
+            quarantine,
+            merged,
+            unchanged,
+            existing_version: None,
+        })
+    }
+}
+
+/// Fetches a bronze object, then parses it on the blocking pool: parsing is the CPU-bound
+/// part, so objects parse in parallel on every core while others download.
+pub(super) async fn read_object(lake: Lake, key: BronzeKey, rules: QualityRules) -> Result<Parsed> {
+    let path = key.path();
+    let bytes = lake.get(&path).await?;
+    tokio::task::spawn_blocking(move || parse_object(&key, &bytes, &rules))
+        .await
+        .map_err(|e| Error::Invalid(format!("parsing bronze object {path}: {e}")))?
+}
+
+pub(super) fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules) -> Result<Parsed> {
+    let path_text = key.path().to_string();
+    let source_key: std::sync::Arc<str> = path_text.as_str().into();
+    let mut out = Parsed {
+        key: key.clone(),
+        path: path_text.clone(),
+        minutes: Vec::new(),
+        open_skipped: 0,
+        outside_window: 0,
+        dropped: 0,
+        failure: None,
+        quarantine: None,
+    };
+    let whole_object_error = |reason: String| QuarantineDoc {
+        bronze_key: path_text.clone(),
+        object_error: Some(reason),
+        records: Vec::new(),
+    };
+    let (envelope, payload) = match decode(&path_text, bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            out.quarantine = Some(whole_object_error(e.to_string()));
+            return Ok(out);
+        }
+    };
+    if envelope.source != key.source || envelope.symbol != key.symbol {
+        out.quarantine = Some(whole_object_error(format!(
+            "envelope says {} {} but the key says {} {}",
+            envelope.source, envelope.symbol, key.source, key.symbol
+        )));
+        return Ok(out);
+    }
+    let records = match parse_payload(&envelope, &payload) {
+        Ok(r) => r,
+        Err(reason) => {
+            out.quarantine = Some(whole_object_error(reason));
+            return Ok(out);
+        }
+    };
+    let mut rejected = Vec::new();
+    for record in records {
+        match record {
+            Record::Candle { candle, close_time } => {
+                if candle.open_time < envelope.window_start
+                    || candle.open_time >= envelope.window_end
+                {
+                    out.outside_window += 1;
+                } else if close_time > envelope.fetched_at {
+                    // Still open when fetched: not final, never counted.
+                    out.open_skipped += 1;
+                } else {
+                    out.minutes.push(Minute {
+                        candle,
+                        fetched_at: envelope.fetched_at,
+                        source_key: source_key.clone(),
+                    });
+                }
+            }
+            Record::Rejected {
+                index,
+                raw,
+                rule,
+                reason,
+            } => match rule.map(|r| (r, rules.record_action(r))) {
+                Some((_, Action::Drop)) => out.dropped += 1,
+                Some((r, Action::Fail)) => {
+                    if out.failure.is_none() {
+                        out.failure = Some(Error::QualityFailed {
+                            rule: r.as_str().to_string(),
+                            key: path_text.clone(),
+                            index,
+                            reason: reason.clone(),
+                        });
+                    }
+                    rejected.push(QuarantinedRecord { index, reason, raw });
+                }
+                // Quarantine, and malformed records whatever the rules say.
+                _ => rejected.push(QuarantinedRecord { index, reason, raw }),
+            },
+        }
+    }
+    if !rejected.is_empty() {
+        out.quarantine = Some(QuarantineDoc {
+            bronze_key: path_text,
+            object_error: None,
+            records: rejected,
+        });
+    }
+    Ok(out)
+}
