@@ -36,7 +36,7 @@ fn range(from: &str, to: &str) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
 pub async fn run(p: &Pipeline, cmd: &BackfillCmd) -> Result<ExitCode> {
     let exchange = parse_exchange(&cmd.exchange)?;
     let symbols = cmd.symbols.as_deref().map(parse_symbols).transpose()?;
-    let plan = p
+    let mut plan = p
         .plan_backfill(
             exchange,
             symbols,
@@ -44,6 +44,7 @@ pub async fn run(p: &Pipeline, cmd: &BackfillCmd) -> Result<ExitCode> {
             cmd.base_url.clone(),
         )
         .await?;
+    plan.concurrency = cmd.concurrency.map(|c| c.max(1));
     println!(
         "backfill {exchange} {} .. {}: {} symbols, {} pages to fetch",
         plan.from.to_rfc3339(),

@@ -63,8 +63,7 @@ pub enum WrittenAt {
 pub async fn generate(
     lake: &Lake,
     symbols: usize,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
     seed: u64,
     written_at: WrittenAt,
     now: DateTime<Utc>,

@@ -514,34 +514,22 @@ fn init(path: &PathBuf, force: bool) -> Result<ExitCode> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    // The settings and the pipeline, for the commands that use them.
+    let settings = || load_settings(&cli);
+    let pipeline = async || open(&cli, settings()?).await;
     match &cli.command {
-        Command::Init { path, force } => return init(path, *force),
-        Command::Simulate(cmd) => return simulate(cmd).await,
-        _ => {}
-    }
-    let mut settings = load_settings(&cli)?;
-    // Flags that change settings are applied before the pipeline opens.
-    match &cli.command {
-        Command::Ingest(cmd) => {
-            if let Some(c) = cmd.concurrency {
-                settings.ingest.concurrency = c.max(1);
-            }
+        Command::Init { path, force } => init(path, *force),
+        Command::Simulate(cmd) => simulate(cmd).await,
+        Command::Demo { .. } => demo::run(&cli, settings()?).await,
+        Command::Catalog(cmd) => catalog::run(&settings()?, cmd).await,
+        Command::Sql { query, format } => {
+            sql(&pipeline().await?, query.as_deref(), parse_format(format)?).await
         }
-        Command::Backfill(cmd) => {
-            if let Some(c) = cmd.concurrency {
-                settings.ingest.concurrency = c.max(1);
-            }
+        Command::Runs { limit, format } => {
+            runs(&pipeline().await?, *limit, parse_format(format)?).await
         }
-        Command::Demo { .. } => return demo::run(&cli, settings).await,
-        Command::Catalog(cmd) => return catalog::run(&settings, cmd).await,
-        _ => {}
-    }
-    let p = open(&cli, settings).await?;
-    match &cli.command {
-        Command::Sql { query, format } => sql(&p, query.as_deref(), parse_format(format)?).await,
-        Command::Runs { limit, format } => runs(&p, *limit, parse_format(format)?).await,
-        Command::Ingest(cmd) => ingest(&p, cmd).await,
-        Command::Backfill(cmd) => backfill::run(&p, cmd).await,
+        Command::Ingest(cmd) => ingest(&pipeline().await?, cmd).await,
+        Command::Backfill(cmd) => backfill::run(&pipeline().await?, cmd).await,
         Command::Import(ImportCmd::BinanceArchive {
             paths,
             symbol,
@@ -554,43 +542,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Some("futures") => Some(Market::Futures),
                 Some(other) => bail!("--market {other:?}: expected spot or futures"),
             };
-            backfill::import(&p, paths, symbol.as_ref(), market).await
+            backfill::import(&pipeline().await?, paths, symbol.as_ref(), market).await
         }
         Command::Gaps(cmd) => {
             let exchange = cmd.exchange.as_deref().map(parse_exchange).transpose()?;
             let symbols = cmd.symbols.as_deref().map(parse_symbols).transpose()?;
             let range = (parse_day("from", &cmd.from)?, parse_day("to", &cmd.to)?);
-            backfill::report_gaps(&p, exchange, symbols, range, parse_format(&cmd.format)?).await
+            let format = parse_format(&cmd.format)?;
+            backfill::report_gaps(&pipeline().await?, exchange, symbols, range, format).await
         }
         Command::Silver { rebuild } => {
-            let m = p.silver(*rebuild, &p.new_run_id()).await?;
-            print!("{}", silver_summary(&m));
+            let p = pipeline().await?;
+            print!(
+                "{}",
+                silver_summary(&p.silver(*rebuild, &p.new_run_id()).await?)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Gold { rebuild } => {
-            let m = p.gold(*rebuild, &p.new_run_id()).await?;
-            print!("{}", gold_summary(&m));
+            let p = pipeline().await?;
+            print!(
+                "{}",
+                gold_summary(&p.gold(*rebuild, &p.new_run_id()).await?)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { from, to } => {
-            check(&p, parse_day("from", from)?, parse_day("to", to)?).await
+            let range = (parse_day("from", from)?, parse_day("to", to)?);
+            check(&pipeline().await?, range).await
         }
         Command::Run => {
-            let summary = p.run_once().await;
+            let summary = pipeline().await?.run_once().await;
             print!("{}", run_summary(&summary));
             finish_run(&summary)
         }
-        Command::Schedule { cron } => {
-            let cron = cron
-                .clone()
-                .unwrap_or_else(|| p.settings().schedule.cron.clone());
-            let signals = cryptolake_pipeline::schedule::shutdown_signals()?;
-            cryptolake_pipeline::schedule::run(&p, &cron, signals, &|s| {
-                print!("{}", run_summary(s))
-            })
-            .await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Schedule { cron } => schedule(&pipeline().await?, cron.as_deref()).await,
         Command::Bench(BenchCmd::Generate {
             symbols,
             days,
@@ -605,26 +591,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 (None, Some(h)) => chrono::Duration::hours(i64::from(*h)),
                 _ => bail!("pass one of --days or --hours"),
             };
-            let g = bench::generate(
-                p.lake(),
-                *symbols,
-                start,
-                start + span,
-                *seed,
-                *written_at,
-                p.now(),
-            )
-            .await?;
+            let p = pipeline().await?;
+            let range = (start, start + span);
+            let g = bench::generate(p.lake(), *symbols, range, *seed, *written_at, p.now()).await?;
             println!("{}", serde_json::to_string(&g)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Init { .. }
-        | Command::Simulate(_)
-        | Command::Demo { .. }
-        | Command::Catalog(_) => {
-            unreachable!("handled before the pipeline opens")
-        }
     }
+}
+
+async fn schedule(p: &Pipeline, cron: Option<&str>) -> Result<ExitCode> {
+    let cron = cron.unwrap_or(&p.settings().schedule.cron);
+    let signals = cryptolake_pipeline::schedule::shutdown_signals()?;
+    cryptolake_pipeline::schedule::run(p, cron, signals, &|s| print!("{}", run_summary(s))).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn sql(p: &Pipeline, query: Option<&str>, format: OutputFormat) -> Result<ExitCode> {
@@ -670,6 +650,7 @@ async fn ingest(p: &Pipeline, cmd: &IngestCmd) -> Result<ExitCode> {
     let now = p.now();
     let req = IngestRequest {
         symbols: cmd.symbols.as_deref().map(parse_symbols).transpose()?,
+        concurrency: cmd.concurrency.map(|c| c.max(1)),
         since: parse_opt_time("since", &cmd.since)?,
         until: parse_opt_time("until", &cmd.until)?,
         base_url: cmd.base_url.clone(),
@@ -687,8 +668,7 @@ async fn ingest(p: &Pipeline, cmd: &IngestCmd) -> Result<ExitCode> {
 
 async fn check(
     p: &Pipeline,
-    from: Option<chrono::NaiveDate>,
-    to: Option<chrono::NaiveDate>,
+    (from, to): (Option<chrono::NaiveDate>, Option<chrono::NaiveDate>),
 ) -> Result<ExitCode> {
     let results = p.check(from, to, &p.new_run_id()).await?;
     let violations: Vec<_> = results.iter().filter(|r| r.is_violation()).collect();
