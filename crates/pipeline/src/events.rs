@@ -162,7 +162,7 @@ pub struct Counts {
 pub struct Freshness {
     pub exchange: Exchange,
     pub symbol: Symbol,
-    /// The newest hour with every minute present (or confirmed empty), if any.
+    /// The newest hour whose every minute is present or confirmed empty, if any.
     pub newest_complete_hour: Option<DateTime<Utc>>,
     /// How long ago that hour ended; `None` when silver holds no complete hour.
     #[serde(serialize_with = "seconds_opt")]

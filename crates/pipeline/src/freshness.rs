@@ -32,7 +32,7 @@ pub async fn measure(
         let key = paths::silver_partition_file(*date);
         for batch in read_parquet(lake, &key).await? {
             for h in hourly_from_batch(&batch, key.as_ref())? {
-                if h.minutes_present < 60 {
+                if !h.is_complete() {
                     continue;
                 }
                 let pair = (h.exchange, h.symbol.clone());
