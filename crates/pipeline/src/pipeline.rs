@@ -291,6 +291,15 @@ fn ingest_problems(m: &IngestMetrics) -> Vec<String> {
 /// The error for an ingest that finished with failed symbols or unservable ranges, naming
 /// them; `None` when everything asked for arrived.
 pub fn incomplete_ingest(exchange: Exchange, m: &IngestMetrics) -> Option<Error> {
+    ingest_problem(m).map(|(kind, problems)| Error::Incomplete {
+        kind,
+        message: format!("ingest {exchange} incomplete: {problems}"),
+    })
+}
+
+/// What is wrong with a finished ingest, if anything: failed symbols (an exchange problem)
+/// before unservable ranges, and every problem on one line.
+fn ingest_problem(m: &IngestMetrics) -> Option<(ErrorKind, String)> {
     let problems = ingest_problems(m);
     if problems.is_empty() {
         return None;
@@ -300,10 +309,7 @@ pub fn incomplete_ingest(exchange: Exchange, m: &IngestMetrics) -> Option<Error>
     } else {
         ErrorKind::Unservable
     };
-    Some(Error::Incomplete {
-        kind,
-        message: format!("ingest {exchange} incomplete: {}", problems.join("; ")),
-    })
+    Some((kind, problems.join("; ")))
 }
 
 /// What a step reports to the run history and its event.
@@ -327,14 +333,8 @@ impl StepReport {
 }
 
 fn ingest_report(m: &IngestMetrics) -> StepReport {
-    let problems = ingest_problems(m);
-    let kind = if m.failures().next().is_some() {
-        ErrorKind::Exchange
-    } else {
-        ErrorKind::Unservable
-    };
     StepReport {
-        problem: (!problems.is_empty()).then(|| (kind, problems.join("; "))),
+        problem: ingest_problem(m),
         ..StepReport::new(
             Counts {
                 inputs: m.symbols.len() as i64,
