@@ -29,7 +29,7 @@ use cryptolake_pipeline::settings::{parse_duration, split_list};
 use cryptolake_pipeline::{
     DEFAULT_TOML, IngestRequest, Options, Pipeline, RunSummary, Settings, TransformReport,
 };
-use cryptolake_query::{OutputFormat, QueryEngine, render};
+use cryptolake_query::{OutputFormat, render};
 use cryptolake_sources::sim::{Fault, FaultPlan, SimClock, SimMarket, SimOptions, SimServer};
 
 /// cryptolake: a data lake for cryptocurrency market data.
@@ -122,6 +122,11 @@ enum Command {
         /// Last date (YYYY-MM-DD) to check
         #[arg(long)]
         to: Option<String>,
+        /// Check the tables' files instead of the data: stray, damaged (each file is read
+        /// whole) and missing files, with what the next build does about each. Exit status 1
+        /// when any is found.
+        #[arg(long)]
+        files: bool,
     },
     /// List recent runs from crypto_ops.runs, newest first
     Runs {
@@ -357,7 +362,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            eprintln!("error: {}", cryptolake_model::redact(&one_line(&e)));
             ExitCode::FAILURE
         }
     }
@@ -469,7 +474,7 @@ async fn simulate(cmd: &SimulateCmd) -> Result<ExitCode> {
             .iter()
             .map(|f| {
                 Fault::parse(f).ok_or_else(|| {
-                    anyhow!("--faults: unknown fault {f:?} (429, 418, 5xx, timeout, reset, truncated, malformed, duplicates, out-of-order)")
+                    anyhow!("--faults: unknown fault {f:?} (429, 418, 5xx, timeout, reset, truncated, malformed, duplicates, out-of-order, long-ban, oversized, overlong)")
                 })
             })
             .collect::<Result<_>>()?,
@@ -567,7 +572,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { from, to } => {
+        Command::Check { files: true, .. } => check_files(&pipeline().await?).await,
+        Command::Check { from, to, .. } => {
             let range = (parse_day("from", from)?, parse_day("to", to)?);
             check(&pipeline().await?, range).await
         }
@@ -608,7 +614,7 @@ async fn schedule(p: &Pipeline, cron: Option<&str>) -> Result<ExitCode> {
 }
 
 async fn sql(p: &Pipeline, query: Option<&str>, format: OutputFormat) -> Result<ExitCode> {
-    let engine = QueryEngine::open(p.lake()).await?;
+    let engine = p.query_engine().await?;
     match query {
         Some(q) => {
             let batches = engine.query(q).await?;
@@ -623,7 +629,7 @@ async fn sql(p: &Pipeline, query: Option<&str>, format: OutputFormat) -> Result<
 }
 
 async fn runs(p: &Pipeline, limit: usize, format: OutputFormat) -> Result<ExitCode> {
-    let engine = QueryEngine::open(p.lake()).await?;
+    let engine = p.query_engine().await?;
     let sql = format!(
         "SELECT run_id, step, started_at, round(extract(epoch FROM finished_at - started_at), 3) AS seconds, \
          status, inputs, outputs, rows, quarantined, error \
@@ -687,8 +693,34 @@ async fn check(
         violations.len(),
         violations.iter().filter(|r| r.fails()).count()
     );
+    let files = p.verify_files(false).await?;
+    if !files.is_empty() {
+        println!(
+            "files: {} stray or missing; `cryptolake check --files` lists them",
+            files.len()
+        );
+    }
     cryptolake_pipeline::verdict(&results)?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn check_files(p: &Pipeline) -> Result<ExitCode> {
+    let problems = p.verify_files(true).await?;
+    for f in &problems {
+        println!("{:<8} {}", f.problem.as_str(), f.key);
+        if !f.detail.is_empty() {
+            println!("         {}", f.detail);
+        }
+        println!("         -> {}", f.action);
+    }
+    if problems.is_empty() {
+        println!("files: every table file is the lake's own and readable");
+        return Ok(ExitCode::SUCCESS);
+    }
+    bail!(
+        "{} file problem(s) in the lake's tables (listed above)",
+        problems.len()
+    )
 }
 
 /// Exit status 1, naming every problem, when any exchange or the transform failed.

@@ -12,6 +12,48 @@ fn history_path() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cryptolake_history"))
 }
 
+/// The statement in `buffer` when it is complete: its text up to the last `;` outside quotes
+/// and comments, when only whitespace and comments follow that `;`. `SELECT 2; -- x` is the
+/// statement `SELECT 2`.
+pub fn complete_statement(buffer: &str) -> Option<&str> {
+    let b = buffer.as_bytes();
+    let (mut i, mut last_semicolon, mut after) = (0, None, false);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                after = true;
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b';' => {
+                last_semicolon = Some(i);
+                after = false;
+            }
+            c if c.is_ascii_whitespace() => {}
+            _ => after = true,
+        }
+        i += 1;
+    }
+    match (last_semicolon, after) {
+        (Some(end), false) => Some(buffer[..end].trim()),
+        _ => None,
+    }
+}
+
 pub async fn run(engine: &QueryEngine, format: OutputFormat) -> Result<()> {
     let mut editor = DefaultEditor::new()?;
     let history = history_path();
@@ -47,13 +89,13 @@ pub async fn run(engine: &QueryEngine, format: OutputFormat) -> Result<()> {
                     buffer.push_str(&line);
                     buffer.push('\n');
                 }
-                if !buffer.trim_end().ends_with(';') {
+                let Some(statement) = complete_statement(&buffer).map(str::to_string) else {
                     continue;
-                }
+                };
                 let sql = std::mem::take(&mut buffer);
                 let _ = editor.add_history_entry(sql.trim());
                 let started = std::time::Instant::now();
-                match engine.query(sql.trim().trim_end_matches(';')).await {
+                match engine.query(&statement).await {
                     Ok(batches) => {
                         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
                         match render(&batches, format) {
@@ -74,4 +116,24 @@ pub async fn run(engine: &QueryEngine, format: OutputFormat) -> Result<()> {
         let _ = editor.save_history(h);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_statement;
+
+    #[test]
+    fn a_statement_ends_at_its_last_semicolon_outside_quotes_and_comments() {
+        assert_eq!(complete_statement("SELECT 2; -- x"), Some("SELECT 2"));
+        assert_eq!(complete_statement("SELECT 2;\n"), Some("SELECT 2"));
+        assert_eq!(
+            complete_statement("SELECT 2; /* done */ "),
+            Some("SELECT 2")
+        );
+        assert_eq!(complete_statement("SELECT ';'"), None);
+        assert_eq!(complete_statement("SELECT 1 -- ;"), None);
+        assert_eq!(complete_statement("SELECT 1; SELECT"), None);
+        assert_eq!(complete_statement("SELECT 'a;b';"), Some("SELECT 'a;b'"));
+        assert_eq!(complete_statement(""), None);
+    }
 }

@@ -54,11 +54,13 @@ pub enum Error {
         reason: String,
     },
     #[error(
-        "{exchange} banned this client (HTTP 418) until {until}; no request is sent to it before then"
+        "{exchange} banned this client (HTTP 418) until {until}; no request is sent to it before then. To try sooner, delete {state} in the lake"
     )]
     Banned {
         exchange: String,
         until: chrono::DateTime<chrono::Utc>,
+        /// The state object that records the ban.
+        state: String,
     },
     #[error("{0}")]
     Invalid(String),

@@ -268,26 +268,40 @@ async fn rewrite_dates(
     let tasks = jobs.into_iter().map(|(date, pairs)| {
         let (lake, grids, bronze) = (lake.clone(), grids.clone(), bronze.clone());
         crate::in_task(format!("gap report for {date}"), async move {
+            let key = paths::gaps_partition_file(date);
+            let exists = lake.head(&key).await?.is_some();
+            // The other pairs' rows as they were; a partition that cannot be read is
+            // rescanned whole instead.
+            let mut rows: Vec<Gap> = Vec::new();
+            let mut pairs = pairs;
+            if let Some(only) = &pairs
+                && exists
+            {
+                let read = async {
+                    let mut kept = Vec::new();
+                    for batch in read_parquet(&lake, &key).await? {
+                        kept.extend(
+                            gaps_from_batch(&batch, key.as_ref())?
+                                .into_iter()
+                                .filter(|g| !only.contains(&(g.exchange, g.symbol.clone()))),
+                        );
+                    }
+                    Ok::<_, Error>(kept)
+                };
+                match read.await {
+                    Ok(kept) => rows = kept,
+                    Err(e) => {
+                        tracing::warn!(key = %key, error = %e, "replacing an unreadable gaps partition: rescanning the whole date");
+                        pairs = None;
+                    }
+                }
+            }
             let only: BTreeMap<Pair, Span> = grids
                 .iter()
                 .filter(|(p, _)| pairs.as_ref().is_none_or(|ps| ps.contains(*p)))
                 .map(|(p, s)| (p.clone(), *s))
                 .collect();
             let fresh = scan_date(&lake, date, &only, &bronze, now).await?;
-            let key = paths::gaps_partition_file(date);
-            let mut rows: Vec<Gap> = Vec::new();
-            let exists = lake.head(&key).await?.is_some();
-            if let Some(pairs) = &pairs
-                && exists
-            {
-                for batch in read_parquet(&lake, &key).await? {
-                    rows.extend(
-                        gaps_from_batch(&batch, key.as_ref())?
-                            .into_iter()
-                            .filter(|g| !pairs.contains(&(g.exchange, g.symbol.clone()))),
-                    );
-                }
-            }
             rows.extend(fresh.iter().cloned());
             rows.sort_by(|a, b| {
                 (a.exchange, &a.symbol, a.start).cmp(&(b.exchange, &b.symbol, b.start))
@@ -531,7 +545,15 @@ pub async fn read(lake: &Lake, from: Option<NaiveDate>, to: Option<NaiveDate>) -
         if from.is_some_and(|f| d < f) || to.is_some_and(|t| d > t) {
             continue;
         }
-        for batch in read_parquet(lake, &meta.location).await? {
+        // A damaged partition is left out (and said so): the next scan of its date rewrites it.
+        let batches = match read_parquet(lake, &meta.location).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(key = %meta.location, error = %e, "skipping an unreadable gaps partition; `cryptolake check --files` says how it is repaired");
+                continue;
+            }
+        };
+        for batch in batches {
             out.extend(gaps_from_batch(&batch, meta.location.as_ref())?);
         }
     }

@@ -21,6 +21,8 @@ mod rollup;
 pub mod silver;
 pub mod state;
 pub mod store;
+pub mod verify;
+pub mod view;
 
 pub use encode::{daily_from_batch, daily_to_batch, hourly_from_batch, hourly_to_batch};
 pub use error::{Error, Result};

@@ -204,6 +204,21 @@ pub fn partition_file_date(table: &Path, path: &Path) -> Option<NaiveDate> {
     parse_date(date.as_ref().strip_prefix("date=")?)
 }
 
+/// Whether every `date=` folder on `path` names a real date as the lake writes it
+/// (`YYYY-MM-DD`). Queries list only such keys; `check --files` reports the others.
+pub fn in_layout(path: &Path) -> bool {
+    path.parts().all(|part| {
+        part.as_ref()
+            .strip_prefix("date=")
+            .is_none_or(|d| parse_date_exact(d).is_some())
+    })
+}
+
+/// The name of every partition's one file in the tables that have one per date.
+pub fn part_file_name() -> &'static str {
+    PART_FILE
+}
+
 /// One step of one run in `crypto_ops.runs`.
 pub fn run_record(started_at: DateTime<Utc>, run_id: &str, step: &str) -> Path {
     Path::from(format!(

@@ -62,9 +62,15 @@ impl Lake {
 
     fn open_s3(url: &str, rest: &str, options: &LakeOptions) -> Result<Lake> {
         let invalid = |reason: String| Error::LakeUrl {
-            url: url.to_string(),
+            url: cryptolake_model::redact(url),
             reason,
         };
+        // `s3://KEY:SECRET@bucket/...` (a secret may hold `/`).
+        if rest.rfind('@').is_some_and(|at| rest[..at].contains(':')) {
+            return Err(invalid(
+                "credentials do not belong in the lake URL: AWS credentials come from the standard chain (environment, profile, instance role)".into(),
+            ));
+        }
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let prefix = prefix.trim_matches('/');
         if bucket.is_empty()
@@ -118,7 +124,7 @@ impl Lake {
 
     fn open_local(url: &str, create: bool) -> Result<Lake> {
         let invalid = |reason: &str| Error::LakeUrl {
-            url: url.to_string(),
+            url: cryptolake_model::redact(url),
             reason: reason.to_string(),
         };
         if url.trim().is_empty() {

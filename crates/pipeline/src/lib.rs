@@ -34,6 +34,8 @@ pub enum Error {
     Source(#[from] cryptolake_sources::Error),
     #[error(transparent)]
     Model(#[from] cryptolake_model::Error),
+    #[error(transparent)]
+    Query(#[from] cryptolake_query::Error),
     #[error(
         "{0}; another cryptolake run is working on this lake: try again later or pass --wait-lock SECONDS"
     )]
@@ -59,6 +61,7 @@ impl Error {
             Error::Lake(L::Invalid(_) | L::LakeUrl { .. })
             | Error::Setting { .. }
             | Error::Model(_)
+            | Error::Query(_)
             | Error::Invalid(_) => ErrorKind::Input,
             Error::Lake(_) => ErrorKind::Storage,
             Error::Incomplete { kind, .. } => *kind,

@@ -450,6 +450,20 @@ impl Pipeline {
         &self.lake
     }
 
+    /// The lake's stray and missing table files, and with `read` its damaged ones, each with
+    /// what the next build does about it.
+    pub async fn verify_files(
+        &self,
+        read: bool,
+    ) -> Result<Vec<cryptolake_lake::verify::FileProblem>> {
+        Ok(cryptolake_lake::verify::verify(&self.lake, read).await?)
+    }
+
+    /// A read-only SQL session over the lake, every statement under the configured limits.
+    pub async fn query_engine(&self) -> Result<cryptolake_query::QueryEngine> {
+        Ok(cryptolake_query::QueryEngine::open_with(&self.lake, &self.settings.query).await?)
+    }
+
     pub fn clock(&self) -> &SharedClock {
         &self.options.clock
     }
@@ -578,6 +592,7 @@ impl Pipeline {
         }
         let policy = RetryPolicy {
             request_timeout: self.settings.ingest.request_timeout,
+            max_body_bytes: self.settings.exchange(exchange).max_response_bytes,
             ..RetryPolicy::default()
         };
         let client = ExchangeClient::new(

@@ -71,6 +71,17 @@ cron = "5 * * * *"
 # Env: CRYPTOLAKE_SILVER_MANIFEST_OVERLAP.
 manifest_overlap = "10m"
 
+[query]
+# Limits of every SQL statement (cryptolake sql, the shell, and every front end that runs SQL).
+# Memory its operators and its result may hold: sorts, aggregates and joins spill to disk past
+# it, and what cannot spill fails with an error. Sizes take B, KiB, MiB, GiB (or KB, MB, GB).
+# Env: CRYPTOLAKE_QUERY_MEMORY_LIMIT.
+memory_limit = "2GiB"
+# Disk the spill files of one statement may take. Env: CRYPTOLAKE_QUERY_SPILL_LIMIT.
+spill_limit = "10GiB"
+# How long one statement may run. Env: CRYPTOLAKE_QUERY_TIMEOUT.
+timeout = "5m"
+
 [quality]
 # Data-quality rules. Actions: warn (report, keep the data), drop (leave the record out, count
 # it), quarantine (leave it out, keep it under quarantine/ with its reason), fail (the step
@@ -105,10 +116,13 @@ max_change = 0.2
 action = "warn"
 
 # Exchanges. For each: whether `run` and `schedule` ingest from it, its REST API root, the
-# canonical BASE-QUOTE symbols, and its request budget (weight per interval; the defaults are
-# the exchange's published limits, lower them when other tools share your address).
+# canonical BASE-QUOTE symbols, its request budget (weight per interval; the defaults are
+# the exchange's published limits, lower them when other tools share your address), and the
+# largest response body read (max_response_size, default 16MiB; a full page of any exchange is
+# under 1 MiB, and a longer body is abandoned at the limit and retried, never stored).
 # Env: CRYPTOLAKE_<EXCHANGE>_ENABLED, _BASE_URL, _SYMBOLS (comma separated), _WEIGHT_LIMIT,
-# _WEIGHT_INTERVAL, with <EXCHANGE> one of BINANCE, BINANCE_FUTURES, COINBASE, KRAKEN.
+# _WEIGHT_INTERVAL, _MAX_RESPONSE_SIZE, with <EXCHANGE> one of BINANCE, BINANCE_FUTURES,
+# COINBASE, KRAKEN.
 # Flags: ingest/backfill --base-url, --symbols.
 
 [exchanges.binance]
@@ -164,6 +178,8 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub schedule: ScheduleSettings,
     pub silver: SilverSettings,
+    /// Limits of every SQL statement.
+    pub query: cryptolake_query::Limits,
     pub quality: QualityRules,
     /// Every known exchange, configured or defaulted.
     pub exchanges: BTreeMap<Exchange, ExchangeSettings>,
@@ -205,6 +221,8 @@ pub struct ExchangeSettings {
     pub base_url: String,
     pub symbols: Vec<Symbol>,
     pub budget: Budget,
+    /// The largest response body read from it.
+    pub max_response_bytes: usize,
 }
 
 fn symbols(list: &[&str]) -> Vec<Symbol> {
@@ -226,6 +244,7 @@ impl ExchangeSettings {
             base_url: ExchangeClient::default_base_url(exchange).to_string(),
             symbols: symbols(list),
             budget: ExchangeClient::default_budget(exchange),
+            max_response_bytes: cryptolake_sources::http::DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -247,6 +266,7 @@ impl Default for Settings {
             silver: SilverSettings {
                 manifest_overlap: chrono::Duration::minutes(10),
             },
+            query: cryptolake_query::Limits::default(),
             quality: QualityRules::default(),
             exchanges: Exchange::ALL
                 .iter()
@@ -270,6 +290,8 @@ struct RawFile {
     schedule: RawSchedule,
     #[serde(default)]
     silver: RawSilver,
+    #[serde(default)]
+    query: RawQuery,
     #[serde(default)]
     quality: RawQuality,
     #[serde(default)]
@@ -302,6 +324,14 @@ struct RawSchedule {
 #[serde(deny_unknown_fields)]
 struct RawSilver {
     manifest_overlap: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuery {
+    memory_limit: Option<String>,
+    spill_limit: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -349,6 +379,7 @@ struct RawExchange {
     symbols: Option<Vec<String>>,
     weight_limit: Option<i64>,
     weight_interval: Option<String>,
+    max_response_size: Option<String>,
 }
 
 /// Where a value came from, for the message that names it.
@@ -383,6 +414,44 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).expect("bounded by MAX_DURATION")
+}
+
+/// `512MiB`, `2GiB`, `16 MB`, `1048576`: a size in bytes, binary (KiB, MiB, GiB, TiB) or
+/// decimal (KB, MB, GB, TB) units, B or none for bytes; within `[min, max]`.
+pub fn parse_size(text: &str, min: u64, max: u64) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = (t[..split].trim(), t[split..].trim());
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size like 512MiB, 2GiB or 16MB (unknown unit {unit:?})"
+            ));
+        }
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 512MiB, 2GiB or 16MB"))?;
+    let bytes = n * scale as f64;
+    if !bytes.is_finite() || bytes < min as f64 || bytes > max as f64 {
+        return Err(format!(
+            "{text:?} is outside {} to {}",
+            cryptolake_query::format_bytes(min),
+            cryptolake_query::format_bytes(max)
+        ));
+    }
+    Ok(bytes as u64)
 }
 
 /// A whole number in `[min, max]`.
@@ -519,7 +588,7 @@ struct EnvVars<'a> {
     exchange: BTreeMap<(Exchange, &'static str), (&'a str, &'a str)>,
 }
 
-const TOP_VARS: [&str; 9] = [
+const TOP_VARS: [&str; 12] = [
     "LAKE",
     "S3_ENDPOINT",
     "S3_REGION",
@@ -529,13 +598,17 @@ const TOP_VARS: [&str; 9] = [
     "INGEST_MAX_REFETCH_WINDOWS",
     "SCHEDULE_CRON",
     "SILVER_MANIFEST_OVERLAP",
+    "QUERY_MEMORY_LIMIT",
+    "QUERY_SPILL_LIMIT",
+    "QUERY_TIMEOUT",
 ];
-const EXCHANGE_VARS: [&str; 5] = [
+const EXCHANGE_VARS: [&str; 6] = [
     "ENABLED",
     "BASE_URL",
     "SYMBOLS",
     "WEIGHT_LIMIT",
     "WEIGHT_INTERVAL",
+    "MAX_RESPONSE_SIZE",
 ];
 
 fn env_vars(env: &[(String, String)]) -> Result<EnvVars<'_>> {
@@ -713,6 +786,33 @@ fn resolve(raw: RawFile, env: &[(String, String)]) -> Result<Settings> {
             Duration::ZERO,
         )?),
     };
+    let size = |key: &str, s: Option<Sourced<'_, String>>, default: u64, min: u64, max: u64| match s
+    {
+        None => Ok(default),
+        Some(s) => parse_size(&s.value, min, max).map_err(|e| bad(key, s.origin, e)),
+    };
+    let query = cryptolake_query::Limits {
+        memory_bytes: size(
+            "query.memory_limit",
+            pick(raw.query.memory_limit, env_string("QUERY_MEMORY_LIMIT")),
+            d.query.memory_bytes as u64,
+            16 << 20,
+            1 << 40,
+        )? as usize,
+        spill_bytes: size(
+            "query.spill_limit",
+            pick(raw.query.spill_limit, env_string("QUERY_SPILL_LIMIT")),
+            d.query.spill_bytes,
+            0,
+            16 << 40,
+        )?,
+        timeout: duration(
+            "query.timeout",
+            pick(raw.query.timeout, env_string("QUERY_TIMEOUT")),
+            d.query.timeout,
+            Duration::from_millis(100),
+        )?,
+    };
     let q = raw.quality;
     let r = d.quality.clone();
     let quality = QualityRules {
@@ -813,6 +913,16 @@ fn resolve(raw: RawFile, env: &[(String, String)]) -> Result<Settings> {
                 "must be at most 1d",
             ));
         }
+        s.max_response_bytes = size(
+            &key("max_response_size"),
+            pick(
+                raw.max_response_size,
+                var("MAX_RESPONSE_SIZE").map(|(n, v)| (n, v.to_string())),
+            ),
+            s.max_response_bytes as u64,
+            4 << 10,
+            1 << 30,
+        )? as usize;
         exchanges.insert(exchange, s);
     }
     Ok(Settings {
@@ -821,6 +931,7 @@ fn resolve(raw: RawFile, env: &[(String, String)]) -> Result<Settings> {
         ingest,
         schedule,
         silver,
+        query,
         quality,
         exchanges,
     })
@@ -977,6 +1088,49 @@ mod tests {
         assert!(e.contains("CRYPTOLAKE_INGEST_REQUEST_TIMEOUT"), "{e}");
     }
 
+    #[test]
+    fn sizes_and_query_limits_parse_with_units_and_range_checks() {
+        assert_eq!(parse_size("512MiB", 0, u64::MAX), Ok(512 << 20));
+        assert_eq!(parse_size(" 2 GiB ", 0, u64::MAX), Ok(2 << 30));
+        assert_eq!(parse_size("16MB", 0, u64::MAX), Ok(16_000_000));
+        assert_eq!(parse_size("1.5KiB", 0, u64::MAX), Ok(1536));
+        assert_eq!(parse_size("4096", 0, u64::MAX), Ok(4096));
+        assert!(
+            parse_size("12 parsecs", 0, u64::MAX)
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(parse_size("1e400GiB", 0, u64::MAX).is_err());
+        assert!(
+            parse_size("1KiB", 4096, 8192)
+                .unwrap_err()
+                .contains("outside 4 KiB to 8 KiB")
+        );
+        let s = load(
+            "[query]\nmemory_limit = \"256MiB\"\ntimeout = \"30s\"\n",
+            &[
+                ("CRYPTOLAKE_QUERY_SPILL_LIMIT", "1GiB"),
+                ("CRYPTOLAKE_KRAKEN_MAX_RESPONSE_SIZE", "64KiB"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.query.memory_bytes, 256 << 20);
+        assert_eq!(s.query.spill_bytes, 1 << 30);
+        assert_eq!(s.query.timeout, Duration::from_secs(30));
+        assert_eq!(s.exchange(Exchange::Kraken).max_response_bytes, 64 << 10);
+        assert_eq!(
+            s.exchange(Exchange::Binance).max_response_bytes,
+            cryptolake_sources::http::DEFAULT_MAX_BODY_BYTES
+        );
+        let e = err("[query]\nmemory_limit = \"1MiB\"\n", &[]);
+        assert!(
+            e.contains("query.memory_limit") && e.contains("outside"),
+            "{e}"
+        );
+        let e = err("", &[("CRYPTOLAKE_BINANCE_MAX_RESPONSE_SIZE", "2TiB")]);
+        assert!(e.contains("CRYPTOLAKE_BINANCE_MAX_RESPONSE_SIZE"), "{e}");
+    }
+
     proptest::proptest! {
         #[test]
         fn no_text_or_variable_makes_the_loader_panic(
@@ -987,12 +1141,17 @@ mod tests {
                 "CRYPTOLAKE_INGEST_REQUEST_TIMEOUT", "CRYPTOLAKE_SILVER_MANIFEST_OVERLAP",
                 "CRYPTOLAKE_KRAKEN_WEIGHT_INTERVAL", "CRYPTOLAKE_COINBASE_WEIGHT_LIMIT",
                 "CRYPTOLAKE_SCHEDULE_CRON", "CRYPTOLAKE_BINANCE_SYMBOLS",
+                "CRYPTOLAKE_QUERY_MEMORY_LIMIT", "CRYPTOLAKE_QUERY_SPILL_LIMIT",
+                "CRYPTOLAKE_QUERY_TIMEOUT", "CRYPTOLAKE_BINANCE_MAX_RESPONSE_SIZE",
             ]),
             duration in "[0-9]{1,25}(ns|us|ms|s|m|h|d|w|y)",
+            size in "[0-9.]{1,25} ?(|B|KiB|MiB|GiB|TiB|KB|MB|GB|TB|xB)",
         ) {
             let _ = load(&text, &[(key, value.as_str())]);
             let _ = load(&format!("[ingest]\nlookback = \"{duration}\"\n"), &[]);
             let _ = load("", &[(key, duration.as_str())]);
+            let _ = load(&format!("[query]\nmemory_limit = \"{size}\"\n"), &[]);
+            let _ = load("", &[(key, size.as_str())]);
         }
     }
 }

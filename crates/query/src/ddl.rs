@@ -76,6 +76,15 @@ fn columns(engine: Engine, schema: &SchemaRef, quote: char) -> String {
         .join(",\n")
 }
 
+/// `text` as the inside of a string literal of `engine`: Hive-based dialects (Athena DDL,
+/// Spark) escape with a backslash, Trino and DuckDB double the quote.
+pub fn escape(engine: Engine, text: &str) -> String {
+    match engine {
+        Engine::Athena | Engine::Spark => text.replace('\\', "\\\\").replace('\'', "\\'"),
+        Engine::Trino | Engine::DuckDb => text.replace('\'', "''"),
+    }
+}
+
 /// The statements for every silver and gold table, `root` being the lake's URL
 /// (`s3://bucket/prefix`, `file:///...` or a path). `first_day` starts Athena's partition
 /// projection.
@@ -96,8 +105,9 @@ pub fn ddl(engine: Engine, root: &str, first_day: &str) -> String {
         };
     }
     out.push('\n');
+    let first_day = escape(engine, first_day);
     for (db, table, path, schema) in catalog_tables() {
-        let location = format!("{root}/{path}");
+        let location = escape(engine, &format!("{root}/{path}"));
         let p = PARTITION_COLUMN;
         let _ = match engine {
             Engine::Athena => writeln!(
@@ -132,7 +142,7 @@ pub fn ddl(engine: Engine, root: &str, first_day: &str) -> String {
             ),
             Engine::DuckDb => writeln!(
                 out,
-                "CREATE OR REPLACE VIEW {db}.{table} AS\n  SELECT * FROM read_parquet('{location}/*/*.parquet', \
+                "CREATE OR REPLACE VIEW {db}.{table} AS\n  SELECT * FROM read_parquet('{location}/*/part-00000.parquet', \
                  hive_partitioning = true, hive_types = {{'{p}': DATE}});\n"
             ),
         };
@@ -230,7 +240,7 @@ mod tests {
         );
         let d = ddl(Engine::DuckDb, "/data/lake", "2024-01-01");
         assert!(d.contains(
-            "read_parquet('/data/lake/silver/ohlcv_1h/*/*.parquet', hive_partitioning = true"
+            "read_parquet('/data/lake/silver/ohlcv_1h/*/part-00000.parquet', hive_partitioning = true"
         ));
         assert!("oracle".parse::<Engine>().is_err());
     }

@@ -3,12 +3,14 @@
 //! session statements are refused before planning reaches any table.
 
 pub mod ddl;
+mod limits;
 mod output;
 
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
+use cryptolake_lake::view::LakeView;
 use cryptolake_lake::{Lake, paths};
 use cryptolake_model::schema;
 use datafusion::catalog::MemorySchemaProvider;
@@ -19,8 +21,12 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use futures::StreamExt;
+use object_store::ObjectStore;
 
+pub use limits::{Limits, format_bytes};
 pub use output::{OutputFormat, render};
 
 /// The SQL databases and their tables: (database, table, lake prefix, file schema).
@@ -71,10 +77,18 @@ pub enum Error {
     Output(#[from] arrow::error::ArrowError),
     #[error("cannot open table {table}: {reason}")]
     Table { table: String, reason: String },
+    #[error("{0}")]
+    Limit(String),
 }
 
 impl From<DataFusionError> for Error {
     fn from(e: DataFusionError) -> Self {
+        if let DataFusionError::ResourcesExhausted(m) = e.find_root() {
+            return Error::Limit(format!(
+                "the query went past its resource limits: {}. Raise query.memory_limit (CRYPTOLAKE_QUERY_MEMORY_LIMIT) or query.spill_limit (CRYPTOLAKE_QUERY_SPILL_LIMIT), or ask for less",
+                first_line(m)
+            ));
+        }
         let msg = e.strip_backtrace();
         if msg.contains("DDL not supported")
             || msg.contains("DML not supported")
@@ -92,9 +106,34 @@ impl From<DataFusionError> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Whether `msg` is a file reader's error that does not name the file.
+fn names_no_file(msg: &str) -> bool {
+    let lower = msg.to_ascii_lowercase();
+    (lower.contains("parquet") || lower.contains("footer") || lower.contains("eof"))
+        && !lower.contains(".parquet")
+}
+
+/// The first line of a message, without the pool's list of consumers.
+fn first_line(m: &str) -> &str {
+    m.lines().next().unwrap_or(m).trim_end_matches(':').trim()
+}
+
+/// Whether partitions of the table under `prefix` hold exactly one file, `part-00000.parquet`
+/// (silver, gold, gaps), rather than one file per run (`crypto_ops.runs`, `quality_results`).
+fn one_file_per_partition(prefix: &str) -> bool {
+    [
+        paths::SILVER_OHLCV_1H,
+        paths::GOLD_OHLCV_1D,
+        paths::OPS_GAPS,
+    ]
+    .contains(&prefix)
+}
+
 /// A read-only SQL session over one lake.
 pub struct QueryEngine {
     ctx: SessionContext,
+    limits: Limits,
+    lake: Lake,
 }
 
 fn read_only() -> SQLOptions {
@@ -105,16 +144,29 @@ fn read_only() -> SQLOptions {
 }
 
 impl QueryEngine {
+    /// A session under the default [`Limits`].
     pub async fn open(lake: &Lake) -> Result<QueryEngine> {
+        Self::open_with(lake, &Limits::default()).await
+    }
+
+    /// A session whose every statement runs under `limits`. Tables read the lake through
+    /// [`LakeView`]: only keys in the lake's layout, never a write; and the tables with one
+    /// file per partition read exactly `part-00000.parquet`, whatever else lies beside it.
+    pub async fn open_with(lake: &Lake, limits: &Limits) -> Result<QueryEngine> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("datafusion", "crypto_analytics");
-        let ctx = SessionContext::new_with_config(config);
-        if let Some((bucket_url, store)) = lake.bucket_store() {
-            let url = ObjectStoreUrl::parse(bucket_url)?;
-            ctx.runtime_env()
-                .register_object_store(url.as_ref(), store.clone());
-        }
+        let ctx = SessionContext::new_with_config_rt(config, limits::runtime(limits)?);
+        limits::cap_functions(&ctx, limits.function_output_bytes())?;
+        let (url, store) = match lake.bucket_store() {
+            Some((bucket_url, store)) => (ObjectStoreUrl::parse(bucket_url)?, store.clone()),
+            None => (
+                ObjectStoreUrl::local_filesystem(),
+                Arc::new(object_store::local::LocalFileSystem::new()) as Arc<dyn ObjectStore>,
+            ),
+        };
+        ctx.runtime_env()
+            .register_object_store(url.as_ref(), Arc::new(LakeView::new(store)));
         let catalog = ctx
             .catalog("datafusion")
             .ok_or_else(|| Error::Query("default catalog missing".into()))?;
@@ -129,6 +181,12 @@ impl QueryEngine {
                 reason,
             };
             let url = ListingTableUrl::parse(format!("{}/", lake.url_of(&prefix.as_str().into())))
+                .and_then(|u| {
+                    u.with_glob(match one_file_per_partition(&prefix) {
+                        true => paths::part_file_name(),
+                        false => "*.parquet",
+                    })
+                })
                 .map_err(|e| table_err(e.strip_backtrace()))?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
@@ -143,12 +201,80 @@ impl QueryEngine {
                 ListingTable::try_new(config).map_err(|e| table_err(e.strip_backtrace()))?;
             ctx.register_table(TableReference::partial(db, table), Arc::new(provider))?;
         }
-        Ok(QueryEngine { ctx })
+        Ok(QueryEngine {
+            ctx,
+            limits: limits.clone(),
+            lake: lake.clone(),
+        })
     }
 
-    /// Runs one read-only statement and collects its result.
+    /// `msg`, followed by the damaged files of the lake's tables (the reader's errors do not
+    /// say which file they are about).
+    async fn name_damaged(&self, msg: String) -> String {
+        let damaged: Vec<String> = match cryptolake_lake::verify::verify(&self.lake, true).await {
+            Ok(found) => found
+                .into_iter()
+                .filter(|f| f.problem == cryptolake_lake::verify::Problem::Damaged)
+                .map(|f| f.key)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        match damaged.as_slice() {
+            [] => msg,
+            files => format!(
+                "{msg}; damaged file(s): {}. `cryptolake check --files` says how each is repaired",
+                files.join(", ")
+            ),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Runs one read-only statement and collects its result, within the time limit; the result
+    /// counts against the memory limit as it arrives.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let df = self.ctx.sql_with_options(sql, read_only()).await?;
-        Ok(df.collect().await?)
+        let run = async {
+            let df = self.ctx.sql_with_options(sql, read_only()).await?;
+            let mut stream = df.execute_stream().await?;
+            let pool = self.ctx.runtime_env().memory_pool.clone();
+            let reservation = MemoryConsumer::new("query result").register(&pool);
+            let mut out = Vec::new();
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                reservation
+                    .try_grow(batch.get_array_memory_size())
+                    .map_err(|_| {
+                        Error::Limit(format!(
+                            "the result is larger than the memory limit of {}; add a LIMIT or aggregate, or raise query.memory_limit (CRYPTOLAKE_QUERY_MEMORY_LIMIT)",
+                            format_bytes(self.limits.memory_bytes as u64)
+                        ))
+                    })?;
+                out.push(batch);
+            }
+            Ok::<_, Error>(out)
+        };
+        match tokio::time::timeout(self.limits.timeout, run).await {
+            Ok(Err(Error::Query(msg))) if names_no_file(&msg) => {
+                Err(Error::Query(self.name_damaged(msg).await))
+            }
+            Ok(r) => r,
+            Err(_) => Err(Error::Limit(format!(
+                "the query ran past its time limit of {}; raise query.timeout (CRYPTOLAKE_QUERY_TIMEOUT) or ask for less",
+                humanize(self.limits.timeout)
+            ))),
+        }
+    }
+}
+
+/// `300s` as `5m`, `90s` as `90s`.
+fn humanize(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }

@@ -22,7 +22,16 @@ pub struct RetryPolicy {
     /// A `Retry-After` longer than this is not waited for: the request fails instead.
     pub max_retry_after: Duration,
     pub request_timeout: Duration,
+    /// The largest response body read; a longer one is abandoned at this size and retried.
+    pub max_body_bytes: usize,
 }
+
+/// The longest ban an exchange documents: Binance bans for 2 minutes up to 3 days. A 418's
+/// `Retry-After` beyond it is taken as this long.
+pub const MAX_BAN: Duration = Duration::from_secs(3 * 86_400);
+
+/// The default body limit: a full page of any exchange is well under 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -32,6 +41,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(300),
             request_timeout: Duration::from_secs(30),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -191,11 +201,11 @@ impl HttpClient {
         {
             limiter.observe_used(used);
         }
-        let body = match resp.bytes().await {
+        let body = match read_limited(resp, self.policy.max_body_bytes).await {
             Ok(b) => b,
-            Err(e) => {
+            Err(reason) => {
                 return Attempt::Retry {
-                    reason: format!("reading body: {}", describe_reqwest(&e)),
+                    reason,
                     pause: None,
                 };
             }
@@ -229,7 +239,10 @@ impl HttpClient {
         let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
         let retry_after = retry_after(&response.headers);
         if status == StatusCode::IM_A_TEAPOT {
-            let wait = retry_after.unwrap_or(self.policy.max_retry_after);
+            // An exchange's word is taken up to the longest ban it documents.
+            let wait = retry_after
+                .unwrap_or(self.policy.max_retry_after)
+                .min(MAX_BAN);
             let until = response.fetched_at + chrono::Duration::from_std(wait).unwrap_or_default();
             if let Some(limiter) = &self.limiter {
                 limiter.ban(until);
@@ -290,6 +303,139 @@ enum Attempt<T> {
     Fail(Error),
 }
 
+/// Reads a body, stopping at `limit` bytes: a declared or actual length past it is an error
+/// naming both, and no more than `limit` bytes are ever held.
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, String> {
+    let too_long = |n: u64| {
+        format!(
+            "the body is {n} bytes or more, past the limit of {limit} bytes (max_response_size)"
+        )
+    };
+    if let Some(n) = resp.content_length()
+        && n > limit as u64
+    {
+        return Err(too_long(n));
+    }
+    let mut body = bytes::BytesMut::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(too_long((body.len() + chunk.len()) as u64));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => return Err(format!("reading body: {}", describe_reqwest(&e))),
+        }
+    }
+}
+
+/// What a page must look like before it is stored: at most `max_rows` rows (what the request
+/// can hold), and at most [`PAGE_TOLERANCE`] rows opening outside the requested window.
+#[derive(Debug, Clone, Copy)]
+pub struct PageBounds {
+    pub max_rows: usize,
+    /// `[start, end)` of open times, when the exchange answers only the window asked for.
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// Rows a page may hold beyond its bounds: Coinbase adds a candle from before `start` now
+/// and then.
+pub const PAGE_TOLERANCE: usize = 2;
+
+impl PageBounds {
+    /// Checks the number of rows alone.
+    pub fn check_rows(&self, rows: usize) -> std::result::Result<(), String> {
+        if rows > self.max_rows + PAGE_TOLERANCE {
+            return Err(format!(
+                "the page has {rows} rows; a request for this window holds at most {}",
+                self.max_rows
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a page's rows, given each row's open time where it has one (in units of
+    /// `unit_ms` milliseconds); the reason names what is wrong.
+    pub fn check(&self, heads: &[Option<i64>], unit_ms: i64) -> std::result::Result<(), String> {
+        self.check_rows(heads.len())?;
+        if let Some((start, end)) = self.window {
+            let (start, end) = (start.timestamp_millis(), end.timestamp_millis());
+            let outside = heads
+                .iter()
+                .flatten()
+                .filter(|t| {
+                    let ms = t.saturating_mul(unit_ms);
+                    ms < start || ms >= end
+                })
+                .count();
+            if outside > PAGE_TOLERANCE {
+                return Err(format!(
+                    "{outside} rows open outside the requested window [{}, {})",
+                    crate::http::fmt_ms(start),
+                    crate::http::fmt_ms(end)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fmt_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
+}
+
+/// The first element of each row of a JSON array (`[[t, ...], ...]`) where it is a whole
+/// number, read without building the rows: what [`PageBounds::check`] needs of a Binance or
+/// Coinbase page. A row of another shape gives `None` (parsing rejects it later, on its own).
+pub fn row_heads(body: &[u8]) -> std::result::Result<Vec<Option<i64>>, String> {
+    use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct Head(Option<i64>);
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Head;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a row")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Head, A::Error> {
+            let first: Option<serde_json::Value> = seq.next_element()?;
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Head(first.and_then(|v| v.as_i64())))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Head, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Head(None))
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<Head, E> {
+            Ok(Head(None))
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<Head, E> {
+            Ok(Head(None))
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<Head, E> {
+            Ok(Head(None))
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<Head, E> {
+            Ok(Head(None))
+        }
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<Head, E> {
+            Ok(Head(None))
+        }
+        fn visit_unit<E>(self) -> std::result::Result<Head, E> {
+            Ok(Head(None))
+        }
+    }
+    impl<'de> Deserialize<'de> for Head {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Head, D::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    let rows: Vec<Head> =
+        serde_json::from_slice(body).map_err(|e| format!("not a JSON array of rows: {e}"))?;
+    Ok(rows.into_iter().map(|h| h.0).collect())
+}
+
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     if let Ok(secs) = v.trim().parse::<u64>() {
@@ -339,6 +485,50 @@ pub fn snippet(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_past_their_bounds_are_named() {
+        let t = |m: i64| DateTime::from_timestamp_millis(1_709_251_200_000 + m * 60_000).unwrap();
+        let ms = |m: i64| Some(t(m).timestamp_millis());
+        let b = PageBounds {
+            max_rows: 10,
+            window: Some((t(0), t(10))),
+        };
+        let ok: Vec<_> = (0..10).map(ms).collect();
+        assert_eq!(b.check(&ok, 1), Ok(()));
+        // Coinbase's extra candle from before the window is within the tolerance.
+        let early: Vec<_> = (-1..10).map(ms).collect();
+        assert_eq!(b.check(&early, 1), Ok(()));
+        let long: Vec<_> = (0..13).map(ms).collect();
+        assert!(b.check(&long, 1).unwrap_err().contains("13 rows"));
+        let shifted: Vec<_> = (5..15).map(ms).collect();
+        assert!(
+            b.check(&shifted, 1)
+                .unwrap_err()
+                .contains("5 rows open outside the requested window")
+        );
+        // Seconds (Coinbase) are the same instants.
+        let secs: Vec<_> = (0..10).map(|m| Some(t(m).timestamp())).collect();
+        assert_eq!(b.check(&secs, 1000), Ok(()));
+        // Kraken: only the count.
+        assert!(
+            PageBounds {
+                max_rows: 721,
+                window: None
+            }
+            .check_rows(724)
+            .is_err()
+        );
+        assert_eq!(
+            row_heads(br#"[[1,"a"],[2],["x"],{"a":1},3]"#).unwrap(),
+            vec![Some(1), Some(2), None, None, None]
+        );
+        assert!(
+            row_heads(b"{\"code\":-1}")
+                .unwrap_err()
+                .contains("not a JSON array")
+        );
+    }
 
     #[test]
     fn backoff_is_capped_and_jittered() {

@@ -52,6 +52,7 @@ fn client(base: &str) -> BinanceClient {
         max_delay: Duration::from_millis(50),
         max_retry_after: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
+        max_body_bytes: 1 << 16,
     };
     BinanceClient::new(HttpClient::new(policy).unwrap(), base).unwrap()
 }

@@ -69,3 +69,49 @@ pub fn csv_rows(text: &str) -> Vec<Vec<String>> {
         .map(|l| l.split(',').map(str::to_string).collect())
         .collect()
 }
+
+/// Runs the binary and returns what it did with its peak resident memory in bytes, read from
+/// the child's own rusage (`wait4`), so other processes of the test do not count.
+// The child is reaped by wait4 below, which std does not know about.
+#[allow(clippy::zombie_processes)]
+pub fn cryptolake_rss(dir: &Path, args: &[&str], envs: &[(String, String)]) -> (Run, u64) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = command(dir, args, envs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped")));
+    let err = drain(Box::new(child.stderr.take().expect("piped")));
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: a zeroed rusage is a valid value, and wait4 writes only into the two locals.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4 on the child");
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    let run = Run {
+        code,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    };
+    // Linux reports ru_maxrss in KiB.
+    (run, usage.ru_maxrss as u64 * 1024)
+}
+
+/// The lines of `text` that start with `error:`.
+pub fn error_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.starts_with("error:")).collect()
+}

@@ -199,17 +199,60 @@ fn verify_checksum(path: &FsPath, bytes: &[u8]) -> Result<(Checksum, String)> {
     Ok((Checksum::Verified, digest))
 }
 
-/// The CSV inside a zip (exactly one `.csv` member), or the file itself.
-fn csv_bytes(path: &FsPath, bytes: Vec<u8>) -> Result<(String, Vec<u8>)> {
+/// The longest a kline line of any Binance archive is, with room to spare (a futures line with
+/// microsecond times is under 200 bytes).
+const MAX_LINE_BYTES: u64 = 512;
+
+impl ArchiveName {
+    /// The days the file's name covers: one, or each day of its month.
+    pub fn days(&self) -> Option<(NaiveDate, NaiveDate)> {
+        if let Ok(d) = NaiveDate::parse_from_str(&self.period, "%Y-%m-%d") {
+            return Some((d, d));
+        }
+        let first = NaiveDate::parse_from_str(&format!("{}-01", self.period), "%Y-%m-%d").ok()?;
+        let next = first.checked_add_months(chrono::Months::new(1))?;
+        Some((first, next.pred_opt()?))
+    }
+
+    /// The most bytes the CSV of such a file can hold: a line per minute of its days, plus a
+    /// header.
+    pub fn max_csv_bytes(&self) -> u64 {
+        let days = self
+            .days()
+            .map_or(31, |(a, b)| (b - a).num_days().unsigned_abs() + 1);
+        days * 1440 * MAX_LINE_BYTES + 4096
+    }
+}
+
+/// The CSV inside a zip (exactly one `.csv` member), or the file itself, read up to `limit`
+/// bytes: what a zip entry's header claims is never trusted for an allocation.
+pub fn csv_bytes(path: &FsPath, bytes: Vec<u8>, limit: u64) -> Result<(String, Vec<u8>)> {
     let name = path
         .file_name()
         .map(|f| f.to_string_lossy().to_string())
         .unwrap_or_default();
+    let too_big = |what: &str| {
+        bad(
+            path,
+            format!(
+                "{what} is larger than {limit} bytes, more than its period of 1m klines can be; refusing it"
+            ),
+        )
+    };
     if !name.ends_with(".zip") {
+        if bytes.len() as u64 > limit {
+            return Err(too_big("the CSV"));
+        }
         return Ok((name, bytes));
     }
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| bad(path, format!("not a readable zip archive: {e}")))?;
+    if zip.len() > 16 {
+        return Err(bad(
+            path,
+            format!("holds {} entries; a kline archive holds one CSV", zip.len()),
+        ));
+    }
     let members: Vec<String> = zip
         .file_names()
         .map(|n| n.map(|n| n.to_string()))
@@ -222,13 +265,17 @@ fn csv_bytes(path: &FsPath, bytes: Vec<u8>) -> Result<(String, Vec<u8>)> {
             format!("expected exactly one .csv inside, found {members:?}"),
         ));
     };
-    let mut entry = zip
+    let entry = zip
         .by_name(member)
         .map_err(|e| bad(path, format!("reading {member}: {e}")))?;
-    let mut out = Vec::with_capacity(entry.size() as usize);
+    let mut out = Vec::new();
     entry
+        .take(limit + 1)
         .read_to_end(&mut out)
         .map_err(|e| bad(path, format!("unpacking {member}: {e}")))?;
+    if out.len() as u64 > limit {
+        return Err(too_big(&format!("{member} unpacked")));
+    }
     Ok(((*member).clone(), out))
 }
 
@@ -306,12 +353,37 @@ pub async fn import_archive(
     now: DateTime<Utc>,
 ) -> Result<ImportOutcome> {
     let name = parse_name(path, symbol)?;
+    let limit = name.max_csv_bytes();
+    let size = std::fs::metadata(path)
+        .map_err(|e| bad(path, format!("cannot read: {e}")))?
+        .len();
+    // A zip is smaller than what it holds; a file larger than the CSV may be is not one.
+    if size > limit {
+        return Err(bad(
+            path,
+            format!(
+                "is {size} bytes, more than a file of its period of 1m klines can be ({limit})"
+            ),
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
     let (checksum, digest) = verify_checksum(path, &bytes)?;
-    let (member, csv) = csv_bytes(path, bytes)?;
+    let (member, csv) = csv_bytes(path, bytes, limit)?;
     let text =
         String::from_utf8(csv).map_err(|e| bad(path, format!("the CSV is not UTF-8: {e}")))?;
     let (header, days, unit, lines) = split_days(path, &text)?;
+    // Rows are checked against the file's name, as its checksum is against its bytes.
+    if let Some((first, last)) = name.days()
+        && let Some(day) = days.iter().find(|d| d.date < first || d.date > last)
+    {
+        return Err(bad(
+            path,
+            format!(
+                "holds klines of {}, outside the period {} its name gives; refusing the file",
+                day.date, name.period
+            ),
+        ));
+    }
     let market = match (market, name.market, &header) {
         (Some(m), _, _) | (None, Some(m), _) => m,
         (None, None, None) => Market::Spot,
@@ -443,5 +515,64 @@ mod tests {
                 .symbol,
             s
         );
+    }
+
+    /// A real zip of `csv`, deflated, as the archive's one member.
+    fn zip_of(csv: &[u8], zip64: bool) -> Vec<u8> {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        zip.start_file(
+            "BTCUSDT-1m-2024-03-01.csv",
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .large_file(zip64),
+        )
+        .unwrap();
+        zip.write_all(csv).unwrap();
+        zip.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn periods_bound_what_a_file_may_unpack_to() {
+        let day = parse_name(FsPath::new("BTCUSDT-1m-2024-02-29.zip"), None).unwrap();
+        let month = parse_name(FsPath::new("BTCUSDT-1m-2024-02.zip"), None).unwrap();
+        assert_eq!(day.days(), Some((d("2024-02-29"), d("2024-02-29"))));
+        assert_eq!(month.days(), Some((d("2024-02-01"), d("2024-02-29"))));
+        assert_eq!(day.max_csv_bytes(), 1440 * 512 + 4096);
+        assert_eq!(month.max_csv_bytes(), 29 * 1440 * 512 + 4096);
+        let path = FsPath::new("BTCUSDT-1m-2024-03-01.zip");
+        let limit = 1 << 16;
+        let (_, csv) = csv_bytes(path, zip_of(b"1,2,3\n", false), limit).unwrap();
+        assert_eq!(csv, b"1,2,3\n");
+        let e = csv_bytes(path, zip_of(&vec![b'0'; 1 << 20], true), limit).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unpacked is larger than 65536 bytes"),
+            "{e}"
+        );
+    }
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    proptest::proptest! {
+        /// Any change to a zip's bytes unpacks within the bound or fails: never a panic, an
+        /// abort, or an allocation of what a header claims.
+        #[test]
+        fn damaged_zips_never_panic(
+            zip64 in proptest::bool::ANY,
+            edits in proptest::collection::vec((0usize..400, proptest::num::u8::ANY), 1..12),
+        ) {
+            let mut bytes = zip_of(b"1709251200000,1,1,1,1,0,1709251259999,0,0,0,0,0\n", zip64);
+            for (at, b) in edits {
+                let n = bytes.len();
+                bytes[at % n] = b;
+            }
+            let path = FsPath::new("BTCUSDT-1m-2024-03-01.zip");
+            if let Ok((_, csv)) = csv_bytes(path, bytes, 4096) {
+                proptest::prop_assert!(csv.len() <= 4096);
+            }
+        }
     }
 }

@@ -278,10 +278,19 @@ impl Ingest {
     ) -> Result<IngestMetrics> {
         let ban_key = paths::exchange_ban(self.exchange);
         if let Some(ban) = state::read::<Ban>(lake, &ban_key).await? {
-            if ban.until > self.clock.now() {
+            let now = self.clock.now();
+            // A recorded ban lasts at most the longest the exchange documents from when it
+            // was noticed, whatever wrote it.
+            let until = ban.until.min(
+                ban.noticed_at
+                    + chrono::Duration::from_std(cryptolake_sources::http::MAX_BAN)
+                        .unwrap_or_default(),
+            );
+            if until > now {
                 return Err(Error::Banned {
                     exchange: self.exchange.to_string(),
-                    until: ban.until,
+                    until,
+                    state: ban_key.to_string(),
                 });
             }
             lake.delete(&ban_key).await?;

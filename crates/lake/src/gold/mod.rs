@@ -27,6 +27,10 @@ pub const SORTED_BY: [usize; 2] = [0, 1];
 struct GoldState {
     /// Date -> version of the silver partition it was built from.
     built_from: BTreeMap<NaiveDate, String>,
+    /// Date -> version of the gold partition as written: one that is gone or changed since is
+    /// rebuilt from silver. Empty in states from older builds (only a missing file counts).
+    #[serde(default)]
+    written: BTreeMap<NaiveDate, String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -41,7 +45,9 @@ pub struct GoldPlan {
     pub build: BTreeMap<NaiveDate, String>,
     /// Dates whose silver partition is gone.
     pub remove: Vec<NaiveDate>,
-    previous: BTreeMap<NaiveDate, String>,
+    previous: GoldState,
+    /// Dates rebuilt because their gold partition was missing or changed.
+    pub repair: Vec<NaiveDate>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -63,10 +69,10 @@ impl GoldBuild {
     }
 
     pub async fn plan(&self, lake: &Lake) -> Result<GoldPlan> {
-        let previous = state::read::<GoldState>(lake, &paths::gold_state())
+        let previous_state = state::read::<GoldState>(lake, &paths::gold_state())
             .await?
-            .unwrap_or_default()
-            .built_from;
+            .unwrap_or_default();
+        let previous = &previous_state.built_from;
         // The versions silver recorded when it last wrote or checked each partition; a
         // rebuild, or a lake whose silver state predates them, lists the table instead.
         let recorded = match self.rebuild {
@@ -77,11 +83,38 @@ impl GoldBuild {
             Some(v) => v,
             None => crate::silver::list_partition_versions(lake).await?,
         };
-        let build = silver
+        let mut build: BTreeMap<NaiveDate, String> = silver
             .iter()
             .filter(|(d, v)| self.rebuild || previous.get(*d) != Some(*v))
             .map(|(d, v)| (*d, v.clone()))
             .collect();
+        // One listing of gold: a partition gone or changed since it was written is rebuilt.
+        let mut repair = Vec::new();
+        if !self.rebuild && !previous.is_empty() {
+            let table = paths::gold_table();
+            let listed: BTreeMap<NaiveDate, String> = lake
+                .list(&table)
+                .await?
+                .iter()
+                .filter_map(|m| {
+                    paths::partition_file_date(&table, &m.location).map(|d| (d, state::version(m)))
+                })
+                .collect();
+            for (d, v) in &silver {
+                let written = previous_state.written.get(d);
+                let changed = match listed.get(d) {
+                    None => previous.contains_key(d),
+                    Some(now) => written.is_some_and(|w| w != now),
+                };
+                if changed && !build.contains_key(d) {
+                    build.insert(*d, v.clone());
+                    repair.push(*d);
+                }
+            }
+            if !repair.is_empty() {
+                tracing::warn!(dates = ?repair, "gold partitions missing or changed since they were written; rebuilding them from silver");
+            }
+        }
         let mut remove: Vec<NaiveDate> = previous
             .keys()
             .filter(|d| !silver.contains_key(*d))
@@ -101,7 +134,8 @@ impl GoldBuild {
             rebuild: self.rebuild,
             build,
             remove,
-            previous,
+            previous: previous_state,
+            repair,
         })
     }
 
@@ -119,8 +153,11 @@ impl GoldBuild {
             );
         }
         let mut metrics = GoldMetrics::default();
-        let mut built_from = if plan.rebuild {
-            BTreeMap::new()
+        let GoldState {
+            mut built_from,
+            mut written,
+        } = if plan.rebuild {
+            GoldState::default()
         } else {
             plan.previous
         };
@@ -129,22 +166,24 @@ impl GoldBuild {
         let tasks = plan.build.iter().map(|(date, silver_version)| {
             let (lake, date, version) = (lake.clone(), *date, silver_version.clone());
             crate::in_task(format!("gold build for {date}"), async move {
-                let rows = build_date(&lake, date).await?;
-                Ok((date, version, rows))
+                let (rows, gold_version) = build_date(&lake, date).await?;
+                Ok((date, version, rows, gold_version))
             })
         });
         let mut done = futures::stream::iter(tasks).buffered(DATES_IN_FLIGHT);
         while let Some(r) = done.next().await {
-            let (date, version, rows) = r?;
+            let (date, version, rows, gold_version) = r?;
             metrics.partitions_written += 1;
             metrics.rows_written += rows;
             metrics.changed_dates.push(date);
             built_from.insert(date, version);
+            written.insert(date, gold_version);
             info!(%date, rows, "gold partition written");
         }
         for date in &plan.remove {
             lake.delete(&paths::gold_partition_file(*date)).await?;
             built_from.remove(date);
+            written.remove(date);
             metrics.partitions_deleted += 1;
             metrics.changed_dates.push(*date);
         }
@@ -152,7 +191,15 @@ impl GoldBuild {
             lease.check().await?;
         }
         if !plan.build.is_empty() || !plan.remove.is_empty() || plan.rebuild {
-            state::write(lake, &paths::gold_state(), &GoldState { built_from }).await?;
+            state::write(
+                lake,
+                &paths::gold_state(),
+                &GoldState {
+                    built_from,
+                    written,
+                },
+            )
+            .await?;
         }
         Ok(metrics)
     }
@@ -161,8 +208,9 @@ impl GoldBuild {
 /// How many gold dates are built at once.
 const DATES_IN_FLIGHT: usize = 4;
 
-/// Rebuilds one gold date from its silver partition; returns the rows written.
-async fn build_date(lake: &Lake, date: NaiveDate) -> Result<usize> {
+/// Rebuilds one gold date from its silver partition; returns the rows written and the new
+/// partition's version.
+async fn build_date(lake: &Lake, date: NaiveDate) -> Result<(usize, String)> {
     let silver_key = paths::silver_partition_file(date);
     let mut hours: Vec<HourlyCandle> = Vec::new();
     for b in read_parquet(lake, &silver_key).await? {
@@ -175,5 +223,8 @@ async fn build_date(lake: &Lake, date: NaiveDate) -> Result<usize> {
         .collect();
     let key = paths::gold_partition_file(date);
     write_parquet(lake, &key, &daily_to_batch(&days)?, &SORTED_BY).await?;
-    Ok(days.len())
+    let meta = lake.head(&key).await?.ok_or_else(|| {
+        crate::Error::Invalid(format!("{key} is missing right after it was written"))
+    })?;
+    Ok((days.len(), state::version(&meta)))
 }

@@ -109,15 +109,30 @@ impl DateJob {
                 }
             }
         }
+        // A whole-date recompute (rebuild, repair) reads the partition only to see whether it
+        // changes; one that cannot be read is simply replaced.
         let read_existing = async {
-            let mut rows = Vec::new();
             let version = self.lake.head(&key).await?.map(|m| state::version(&m));
-            if version.is_some() {
+            if version.is_none() {
+                return Ok((None, Vec::new()));
+            }
+            let read = async {
+                let mut rows = Vec::new();
                 for b in read_parquet(&self.lake, &key).await? {
                     rows.extend(hourly_from_batch(&b, key.as_ref())?);
                 }
+                Ok::<_, Error>(rows)
+            };
+            match read.await {
+                Ok(rows) => Ok((version, rows)),
+                Err(e) if self.rebuild => {
+                    tracing::warn!(key = %key, error = %e, "replacing an unreadable silver partition");
+                    Ok((None, Vec::new()))
+                }
+                Err(e) => Err(Error::Invalid(format!(
+                    "{e}; `cryptolake silver --rebuild` rebuilds it from bronze"
+                ))),
             }
-            Ok::<_, Error>((version, rows))
         };
         let (existing, parsed) = futures::join!(read_existing, self.read_objects(fresh));
         let (existing_version, existing) = existing?;

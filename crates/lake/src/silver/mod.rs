@@ -98,6 +98,9 @@ pub struct SilverPlan {
     pub foreign_keys: Vec<String>,
     /// Whether the plan listed all of bronze (first build, rebuild) or read the manifest.
     pub full_listing: bool,
+    /// Dates whose partition is not as the last build left it (missing, replaced, damaged):
+    /// recomputed whole from all their bronze, without reading the partition.
+    pub repair: BTreeSet<NaiveDate>,
     /// The state to commit once the partitions are durable.
     next_state: SilverState,
     state_changed: bool,
@@ -125,6 +128,8 @@ pub struct SilverMetrics {
     pub partitions_written: usize,
     pub partitions_unchanged: usize,
     pub partitions_deleted: usize,
+    /// Dates whose partition was missing or changed and was rebuilt from bronze.
+    pub repaired_dates: Vec<NaiveDate>,
     /// Dates whose partition changed.
     pub changed_dates: Vec<NaiveDate>,
     /// Dates that new bronze touched, changed or not.
@@ -213,6 +218,7 @@ impl SilverBuild {
             index: HashMap::new(),
             foreign_keys: Vec::new(),
             full_listing: false,
+            repair: BTreeSet::new(),
             next_state: SilverState {
                 processed: BTreeSet::new(),
                 watermark: Some(previous.watermark.map_or(watermark, |w| w.max(watermark))),
@@ -226,7 +232,29 @@ impl SilverBuild {
             // First build (or a rebuild, or a lake from before the manifest): list everything.
             None => plan::full(lake, plan, &previous, watermark, started).await,
             Some(since) => {
-                plan::incremental(lake, plan, &previous, (since, watermark), started).await
+                let mut plan =
+                    plan::incremental(lake, plan, &previous, (since, watermark), started).await?;
+                if let Some(recorded) = &previous.partitions {
+                    // One listing of the table: a partition gone, or not the version this
+                    // build's predecessor wrote, is rebuilt from bronze.
+                    let listed = list_partition_versions(lake).await?;
+                    let dates: BTreeSet<NaiveDate> = recorded
+                        .iter()
+                        .filter(|(d, v)| listed.get(*d) != Some(*v))
+                        .map(|(d, _)| *d)
+                        .chain(
+                            listed
+                                .keys()
+                                .filter(|d| !recorded.contains_key(*d))
+                                .copied(),
+                        )
+                        .collect();
+                    if !dates.is_empty() {
+                        tracing::warn!(dates = ?dates, "silver partitions missing or changed since the last build; rebuilding them from bronze");
+                        plan::repair(lake, &mut plan, dates).await?;
+                    }
+                }
+                Ok(plan)
             }
         }
     }
@@ -253,6 +281,7 @@ impl SilverBuild {
         };
         let mut metrics = SilverMetrics {
             new_objects: plan.new_objects.len(),
+            repaired_dates: plan.repair.iter().copied().collect(),
             affected_dates: plan.affected.keys().copied().collect(),
             ..Default::default()
         };
@@ -284,7 +313,7 @@ impl SilverBuild {
                 rules: self.rules.clone(),
                 new_keys: new_keys.clone(),
                 concurrency: self.concurrency,
-                rebuild: plan.rebuild,
+                rebuild: plan.rebuild || plan.repair.contains(date),
             };
             crate::in_task(format!("silver build for {date}"), job.run())
         });
@@ -312,9 +341,10 @@ impl SilverBuild {
             );
             if done.unchanged {
                 metrics.partitions_unchanged += 1;
-                if let Some(v) = done.existing_version {
-                    versions.insert(date, v);
-                }
+                match done.existing_version {
+                    Some(v) => versions.insert(date, v),
+                    None => versions.remove(&date),
+                };
                 continue;
             }
             if merged.is_empty() {

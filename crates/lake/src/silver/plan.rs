@@ -181,3 +181,56 @@ pub(super) async fn incremental(
     }
     Ok(plan)
 }
+
+/// Adds a whole recompute of each of `dates` from all its bronze: every exchange and symbol
+/// with bronze on the date, or in the day before (a window may spill over midnight).
+pub(super) async fn repair(
+    lake: &Lake,
+    plan: &mut SilverPlan,
+    dates: BTreeSet<NaiveDate>,
+) -> Result<()> {
+    // The symbol folders of bronze: three levels of listing.
+    let mut symbol_dirs = Vec::new();
+    let (_, sources) = lake.list_level(&paths::bronze_root()).await?;
+    for source in sources {
+        let (_, datasets) = lake.list_level(&source).await?;
+        for dataset in datasets {
+            symbol_dirs.extend(lake.list_level(&dataset).await?.1);
+        }
+    }
+    let mut prefixes = Vec::new();
+    for dir in &symbol_dirs {
+        for date in &dates {
+            for d in [Some(*date), date.pred_opt()].into_iter().flatten() {
+                prefixes.push((dir.clone().join(format!("date={d}")), None));
+            }
+        }
+    }
+    let known: HashSet<String> = plan
+        .index
+        .values()
+        .flatten()
+        .map(|k| k.path().to_string())
+        .collect();
+    let mut seen = HashSet::new();
+    for location in lake.list_keys_many(prefixes).await?.into_iter().flatten() {
+        let Some(key) = BronzeKey::parse(&location) else {
+            continue;
+        };
+        let pair = (key.source, key.symbol.clone());
+        for d in dates_of_window(key.window_start, key.window_end) {
+            if dates.contains(&d) {
+                plan.affected.entry(d).or_default().insert(pair.clone());
+            }
+        }
+        if !known.contains(location.as_ref()) && seen.insert(location.to_string()) {
+            plan.index.entry(pair).or_default().push(key);
+        }
+    }
+    for d in dates {
+        plan.affected.entry(d).or_default();
+        plan.repair.insert(d);
+    }
+    plan.state_changed = true;
+    Ok(())
+}

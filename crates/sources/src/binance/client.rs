@@ -5,8 +5,8 @@ use cryptolake_model::{Exchange, Symbol};
 use tracing::debug;
 
 use super::models::ApiError;
-use super::parse::{count_rows, exchange_symbol};
-use crate::http::{BodyCheck, HttpClient, check_base_url};
+use super::parse::exchange_symbol;
+use crate::http::{BodyCheck, HttpClient, PageBounds, check_base_url, row_heads};
 use crate::{Error, FetchedPage, Result};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.binance.com";
@@ -82,10 +82,17 @@ impl BinanceClient {
             ),
             ("limit".to_string(), MAX_LIMIT.to_string()),
         ];
+        let bounds = PageBounds {
+            max_rows: minutes as usize,
+            window: Some((start, end)),
+        };
         let (resp, rows) = self
             .http
-            .get(&url, &params, weight, |body| match count_rows(body) {
-                Ok(n) => BodyCheck::Ok(n),
+            .get(&url, &params, weight, |body| match row_heads(body) {
+                Ok(heads) => match bounds.check(&heads, 1) {
+                    Ok(()) => BodyCheck::Ok(heads.len()),
+                    Err(reason) => BodyCheck::Retry(reason),
+                },
                 Err(reason) => match serde_json::from_slice::<ApiError>(body) {
                     Ok(api) => BodyCheck::Fail(format!("Binance error {}: {}", api.code, api.msg)),
                     Err(_) => BodyCheck::Retry(reason),

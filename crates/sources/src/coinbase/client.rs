@@ -4,8 +4,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use cryptolake_model::Symbol;
 
 use super::models::ApiError;
-use super::parse::{count_rows, product_id};
-use crate::http::{BodyCheck, HttpClient, check_base_url};
+use super::parse::product_id;
+use crate::http::{BodyCheck, HttpClient, PageBounds, check_base_url, row_heads};
 use crate::{Error, FetchedPage, Result};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.exchange.coinbase.com";
@@ -62,10 +62,17 @@ impl CoinbaseClient {
                 last.to_rfc3339_opts(SecondsFormat::Secs, true),
             ),
         ];
+        let bounds = PageBounds {
+            max_rows: minutes as usize,
+            window: Some((start, end)),
+        };
         let (resp, rows) = self
             .http
-            .get(&url, &params, 1, |body| match count_rows(body) {
-                Ok(n) => BodyCheck::Ok(n),
+            .get(&url, &params, 1, |body| match row_heads(body) {
+                Ok(heads) => match bounds.check(&heads, 1000) {
+                    Ok(()) => BodyCheck::Ok(heads.len()),
+                    Err(reason) => BodyCheck::Retry(reason),
+                },
                 Err(reason) => match api_message(body) {
                     Some(m) => BodyCheck::Fail(m),
                     None => BodyCheck::Retry(reason),

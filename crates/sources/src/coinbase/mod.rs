@@ -11,4 +11,4 @@ pub mod models;
 pub mod parse;
 
 pub use client::{CoinbaseClient, DEFAULT_BASE_URL, MAX_ROWS};
-pub use parse::{count_rows, parse_candles, product_id};
+pub use parse::{parse_candles, product_id};

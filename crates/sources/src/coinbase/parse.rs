@@ -34,13 +34,6 @@ pub fn parse_candles(body: &[u8], symbol: &Symbol) -> Result<Vec<Record>, String
     Ok(rows_to_records(rows, |row| parse_row(row, symbol)))
 }
 
-/// Counts the rows of a body without validating them; `Err` if it is not a candles array.
-pub fn count_rows(body: &[u8]) -> Result<usize, String> {
-    let rows: Vec<serde::de::IgnoredAny> =
-        serde_json::from_slice(body).map_err(|e| format!("not a JSON array of candles: {e}"))?;
-    Ok(rows.len())
-}
-
 fn parse_row(
     row: &serde_json::Value,
     symbol: &Symbol,
@@ -125,7 +118,7 @@ mod tests {
         assert!(reasons[1].contains("row of numbers"), "{reasons:?}");
         assert!(reasons[2].contains("row of numbers"), "{reasons:?}");
         assert!(parse_candles(br#"{"message":"NotFound"}"#, &btc()).is_err());
-        assert!(count_rows(b"[[1,2,3,4,5,6]").is_err());
+        assert!(crate::http::row_heads(b"[[1,2,3,4,5,6]").is_err());
     }
 }
 
@@ -138,7 +131,7 @@ mod no_panic {
         #[test]
         fn arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse_candles(&body, &Symbol::parse("BTC-USD").unwrap());
-            let _ = count_rows(&body);
+            let _ = crate::http::row_heads(&body);
         }
 
         #[test]

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use cryptolake_model::Symbol;
 
 use super::parse::{check_body, pair_name};
-use crate::http::{BodyCheck, HttpClient, check_base_url};
+use crate::http::{BodyCheck, HttpClient, PageBounds, check_base_url};
 use crate::{FetchedPage, Result};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.kraken.com";
@@ -46,10 +46,19 @@ impl KrakenClient {
             ("interval".to_string(), "1".to_string()),
             ("since".to_string(), (start.timestamp() - 1).to_string()),
         ];
+        // Kraken answers everything it still serves from `start` on: its 720 closed minutes
+        // and the open one, whatever the caller's window.
+        let bounds = PageBounds {
+            max_rows: SERVED_MINUTES as usize + 1,
+            window: None,
+        };
         let (resp, rows) = self
             .http
             .get(&url, &params, 1, |body| match check_body(body) {
-                Ok(Ok(n)) => BodyCheck::Ok(n),
+                Ok(Ok(n)) => match bounds.check_rows(n) {
+                    Ok(()) => BodyCheck::Ok(n),
+                    Err(reason) => BodyCheck::Retry(reason),
+                },
                 // Kraken's own error list: EService:* (unavailable, busy), EGeneral:Temporary
                 // lockdown and EAPI:Rate limit exceeded are worth retrying; EQuery:Unknown
                 // asset pair is not.

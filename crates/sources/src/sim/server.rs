@@ -64,7 +64,18 @@ pub enum Fault {
     Duplicates,
     /// A correct page with the candles shuffled.
     OutOfOrder,
+    /// HTTP 418 with a `Retry-After` of ten years.
+    LongBan,
+    /// HTTP 200 with a body of 2 GiB, streamed (rows repeated, never a valid page).
+    Oversized,
+    /// HTTP 200 with 20,000 well-formed rows, whatever the window asked for.
+    Overlong,
 }
+
+/// How many bytes an [`Fault::Oversized`] body has.
+pub const OVERSIZED_BYTES: u64 = 2 << 30;
+/// How many rows an [`Fault::Overlong`] page has.
+pub const OVERLONG_ROWS: usize = 20_000;
 
 impl Fault {
     /// The faults drawn by a random fault rate: everything but the 418 ban, which stops an
@@ -91,11 +102,22 @@ impl Fault {
             Fault::Malformed => "malformed",
             Fault::Duplicates => "duplicates",
             Fault::OutOfOrder => "out-of-order",
+            Fault::LongBan => "long-ban",
+            Fault::Oversized => "oversized",
+            Fault::Overlong => "overlong",
         }
     }
 
+    /// The hostile faults, injected only when asked for by name.
+    pub const HOSTILE: [Fault; 4] = [
+        Fault::Banned,
+        Fault::LongBan,
+        Fault::Oversized,
+        Fault::Overlong,
+    ];
+
     pub fn parse(text: &str) -> Option<Fault> {
-        [Fault::Banned]
+        Fault::HOSTILE
             .into_iter()
             .chain(Fault::RANDOM)
             .find(|f| f.as_str() == text)
@@ -441,14 +463,7 @@ async fn deliver(
             "retry-after",
             "1".into(),
         ),
-        Fault::Banned => with_header(
-            json_response(
-                StatusCode::IM_A_TEAPOT,
-                r#"{"code":-1003,"msg":"Way too many requests; IP banned."}"#.into(),
-            ),
-            "retry-after",
-            "120".into(),
-        ),
+        Fault::Banned => banned(120),
         Fault::ServerError => {
             let status = [
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -492,7 +507,60 @@ async fn deliver(
             StatusCode::OK,
             rework_rows(&body, fault, salt),
         )),
+        Fault::LongBan => banned(10 * 365 * 86_400),
+        Fault::Oversized => {
+            let row = Bytes::from(body.trim_start_matches('[').to_string() + ",");
+            let chunk = Bytes::from(row.repeat((65_536 / row.len().max(1)).max(1)));
+            let chunks = OVERSIZED_BYTES / chunk.len() as u64;
+            let stream = futures::stream::iter(
+                std::iter::once(Bytes::from_static(b"["))
+                    .chain(std::iter::repeat_n(chunk, chunks as usize))
+                    .map(Ok::<_, std::io::Error>),
+            );
+            let mut resp = Response::new(Body::from_stream(stream));
+            resp.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json;charset=UTF-8"),
+            );
+            weight_header(resp)
+        }
+        Fault::Overlong => weight_header(json_response(StatusCode::OK, overlong(&body, exchange))),
     }
+}
+
+/// Binance's 418: this address is banned for `seconds`.
+fn banned(seconds: u64) -> Response {
+    with_header(
+        json_response(
+            StatusCode::IM_A_TEAPOT,
+            r#"{"code":-1003,"msg":"Way too many requests; IP banned."}"#.into(),
+        ),
+        "retry-after",
+        seconds.to_string(),
+    )
+}
+
+/// [`OVERLONG_ROWS`] rows a minute apart from the page's first, in the page's own format.
+fn overlong(body: &str, exchange: Exchange) -> String {
+    let Ok(rows) = serde_json::from_str::<Vec<serde_json::Value>>(body) else {
+        return body.to_string();
+    };
+    let Some(first) = rows.first() else {
+        return body.to_string();
+    };
+    let step = match exchange {
+        Exchange::Coinbase => 60,
+        _ => 60_000,
+    };
+    let start = first[0].as_i64().unwrap_or(0);
+    let out: Vec<serde_json::Value> = (0..OVERLONG_ROWS as i64)
+        .map(|i| {
+            let mut row = first.clone();
+            row[0] = serde_json::Value::from(start + i * step);
+            row
+        })
+        .collect();
+    serde_json::Value::Array(out).to_string()
 }
 
 fn binance_error(code: i64, msg: &str) -> Response {

@@ -1,0 +1,238 @@
+//! Which files of the lake's tables are not what the lake wrote: stray files (anything but a
+//! partition's own file, folders that are not `date=YYYY-MM-DD`), damaged files (unreadable, or
+//! not the table's columns) and missing ones (recorded by a build's state but gone). Each comes
+//! with what the next build does about it. `cryptolake check --files` prints this.
+
+use std::collections::BTreeMap;
+
+use arrow::datatypes::SchemaRef;
+use chrono::NaiveDate;
+use cryptolake_model::schema;
+use futures::StreamExt;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use crate::{Lake, Result, paths, read_parquet, state};
+
+/// What is wrong with a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Problem {
+    Stray,
+    Damaged,
+    Missing,
+}
+
+impl Problem {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Problem::Stray => "stray",
+            Problem::Damaged => "damaged",
+            Problem::Missing => "missing",
+        }
+    }
+}
+
+/// One file that is not as the lake wrote it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileProblem {
+    pub table: &'static str,
+    pub key: String,
+    pub problem: Problem,
+    /// Why, for a damaged file: the reader's error.
+    pub detail: String,
+    /// What the next build does about it.
+    pub action: String,
+}
+
+/// A table: its SQL name, prefix, columns, and whether each partition holds exactly one file.
+struct Table {
+    name: &'static str,
+    prefix: &'static str,
+    schema: SchemaRef,
+    one_file: bool,
+}
+
+fn tables() -> [Table; 5] {
+    [
+        Table {
+            name: "crypto_analytics.ohlcv_1h",
+            prefix: paths::SILVER_OHLCV_1H,
+            schema: schema::ohlcv_1h(),
+            one_file: true,
+        },
+        Table {
+            name: "crypto_gold.ohlcv_1d",
+            prefix: paths::GOLD_OHLCV_1D,
+            schema: schema::ohlcv_1d(),
+            one_file: true,
+        },
+        Table {
+            name: "crypto_ops.gaps",
+            prefix: paths::OPS_GAPS,
+            schema: schema::gaps(),
+            one_file: true,
+        },
+        Table {
+            name: "crypto_ops.runs",
+            prefix: paths::OPS_RUNS,
+            schema: schema::runs(),
+            one_file: false,
+        },
+        Table {
+            name: "crypto_ops.quality_results",
+            prefix: paths::OPS_QUALITY_RESULTS,
+            schema: schema::quality_results(),
+            one_file: false,
+        },
+    ]
+}
+
+/// What the next build does about a damaged or missing file of `table` for `date`.
+fn repair(table: &str, date: Option<NaiveDate>) -> String {
+    let date = date.map_or_else(|| "its date".to_string(), |d| d.to_string());
+    match table {
+        "crypto_analytics.ohlcv_1h" => {
+            format!("the next silver build rebuilds {date} from bronze")
+        }
+        "crypto_gold.ohlcv_1d" => format!("the next gold build rebuilds {date} from silver"),
+        "crypto_ops.gaps" => format!(
+            "rewritten by the next gap scan of {date}: `cryptolake gaps --from {date} --to {date}`, or a silver build that touches it"
+        ),
+        _ => "a run record, not rebuilt: move it away, and queries of the table work again"
+            .to_string(),
+    }
+}
+
+/// The date of a partition file key.
+fn key_date(key: &str) -> Option<NaiveDate> {
+    key.split('/')
+        .find_map(|p| p.strip_prefix("date="))
+        .and_then(|d| d.parse().ok())
+}
+
+const STRAY: &str = "ignored by queries and builds; remove it once you have looked at it";
+
+/// Whether `batch_schema` has every column of `want` with its type.
+fn same_columns(want: &SchemaRef, got: &SchemaRef) -> bool {
+    want.fields().iter().all(|f| {
+        got.field_with_name(f.name())
+            .is_ok_and(|g| g.data_type() == f.data_type())
+    })
+}
+
+/// Reads a partition file whole; `Some(reason)` when it cannot be used.
+pub async fn damage(lake: &Lake, key: &Path, want: &SchemaRef) -> Option<String> {
+    match read_parquet(lake, key).await {
+        Err(e) => Some(e.to_string()),
+        Ok(batches) => batches
+            .first()
+            .filter(|b| !same_columns(want, &b.schema()))
+            .map(|_| "its columns are not the table's".to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct Recorded {
+    #[serde(default)]
+    partitions: Option<BTreeMap<NaiveDate, String>>,
+    #[serde(default)]
+    built_from: Option<BTreeMap<NaiveDate, String>>,
+}
+
+/// Every stray and missing file of the lake's tables, and with `read` every damaged one (each
+/// partition file is read whole for that).
+pub async fn verify(lake: &Lake, read: bool) -> Result<Vec<FileProblem>> {
+    let mut out = Vec::new();
+    let mut to_read = Vec::new();
+    let mut present: BTreeMap<&'static str, Vec<NaiveDate>> = BTreeMap::new();
+    for t in tables() {
+        let table = Path::from(t.prefix);
+        for meta in lake.list(&table).await? {
+            let key = meta.location;
+            let rest: Vec<String> = key
+                .prefix_match(&table)
+                .map(|p| p.map(|x| x.as_ref().to_string()).collect())
+                .unwrap_or_default();
+            let date = match rest.as_slice() {
+                [d, f] if paths::in_layout(&key) && d.starts_with("date=") => {
+                    let ok = match t.one_file {
+                        true => f == paths::part_file_name(),
+                        false => f.ends_with(".parquet"),
+                    };
+                    ok.then(|| d["date=".len()..].parse::<NaiveDate>().ok())
+                        .flatten()
+                }
+                _ => None,
+            };
+            match date {
+                None => out.push(FileProblem {
+                    table: t.name,
+                    key: key.to_string(),
+                    problem: Problem::Stray,
+                    detail: String::new(),
+                    action: STRAY.into(),
+                }),
+                Some(d) => {
+                    present.entry(t.name).or_default().push(d);
+                    if read {
+                        to_read.push((t.name, key, t.schema.clone()));
+                    }
+                }
+            }
+        }
+    }
+    let checked: Vec<_> = futures::stream::iter(to_read)
+        .map(|(name, key, schema)| async move {
+            let d = damage(lake, &key, &schema).await;
+            (name, key, d)
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    for (name, key, d) in checked {
+        if let Some(detail) = d {
+            out.push(FileProblem {
+                table: name,
+                problem: Problem::Damaged,
+                action: repair(name, key_date(key.as_ref())),
+                key: key.to_string(),
+                detail,
+            });
+        }
+    }
+    // What the builds' states record but is gone.
+    let recorded = [
+        (
+            "crypto_analytics.ohlcv_1h",
+            paths::silver_state(),
+            paths::SILVER_OHLCV_1H,
+        ),
+        (
+            "crypto_gold.ohlcv_1d",
+            paths::gold_state(),
+            paths::GOLD_OHLCV_1D,
+        ),
+    ];
+    for (name, state_key, prefix) in recorded {
+        let Some(r) = state::read::<Recorded>(lake, &state_key)
+            .await
+            .ok()
+            .flatten()
+        else {
+            continue;
+        };
+        let dates = r.partitions.or(r.built_from).unwrap_or_default();
+        let have = present.get(name).cloned().unwrap_or_default();
+        for d in dates.keys().filter(|d| !have.contains(d)) {
+            out.push(FileProblem {
+                table: name,
+                key: format!("{prefix}/date={d}/{}", paths::part_file_name()),
+                problem: Problem::Missing,
+                detail: String::new(),
+                action: repair(name, Some(*d)),
+            });
+        }
+    }
+    Ok(out)
+}
