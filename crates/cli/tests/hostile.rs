@@ -45,6 +45,19 @@ fn fails_with(r: &Run, needle: &str) {
     );
 }
 
+/// Peak RSS under `bound`; printed with the test's line, for the record.
+#[track_caller]
+fn bounded(rss: u64, bound: u64) {
+    let at = std::panic::Location::caller();
+    eprintln!(
+        "peak RSS {} MiB at line {} (bound {} MiB)",
+        rss >> 20,
+        at.line(),
+        bound >> 20
+    );
+    assert!(rss < bound, "peak RSS {} MiB", rss >> 20);
+}
+
 fn bronze_objects(d: &Path) -> usize {
     fn walk(p: &Path, n: &mut usize) {
         for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
@@ -108,7 +121,7 @@ async fn an_oversized_body_is_abandoned_at_the_limit_and_never_stored() {
         "{}",
         r.stdout
     );
-    assert!(rss < RSS_BOUND, "peak RSS {} MiB", rss >> 20);
+    bounded(rss, RSS_BOUND);
     assert_eq!(bronze_objects(d.path()), 0);
     // A lower configured limit is the one applied.
     let (r, _) = ingest_ten_minutes(
@@ -137,7 +150,7 @@ async fn a_page_longer_than_its_window_is_refused_and_never_stored() {
         "{}",
         r.stdout
     );
-    assert!(rss < RSS_BOUND, "peak RSS {} MiB", rss >> 20);
+    bounded(rss, RSS_BOUND);
     assert_eq!(bronze_objects(d.path()), 0);
     sim.stop().await;
 }
@@ -198,11 +211,45 @@ fn settings_and_flags_out_of_range_are_one_error_line_never_a_panic() {
             vec![],
             "--clock-at",
         ),
+        (
+            vec!["--clock-at=0001-01-01T00:00:00Z", "run"],
+            vec![],
+            "outside 1970-01-01 to 9999-12-31",
+        ),
     ];
     for (args, envs, needle) in cases {
         let (r, _) = on_lake(d.path(), &args, &envs);
         assert_ne!(r.code, 101, "{args:?} panicked:\n{}", r.stderr);
         fails_with(&r, needle);
+    }
+    // Times at the very ends of the accepted range: whatever the command makes of them, it
+    // never panics.
+    for args in [
+        vec![
+            "--clock-at=9999-12-31T23:59:59Z",
+            "ingest",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ],
+        vec![
+            "--clock-at=1970-01-01T00:00:00Z",
+            "ingest",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ],
+        vec!["gaps", "--from", "1970-01-01", "--to", "9999-12-31"],
+        vec!["check", "--from", "9999-12-31"],
+        vec![
+            "ingest",
+            "--since",
+            "9999-12-31",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ],
+    ] {
+        let (r, _) = on_lake(d.path(), &args, &[]);
+        assert_ne!(r.code, 101, "{args:?} panicked:\n{}", r.stderr);
+        assert!(error_lines(&r.stderr).len() <= 1, "{args:?}:\n{}", r.stderr);
     }
 }
 
@@ -240,7 +287,7 @@ fn hostile_sql_ends_in_a_clear_error_within_its_limits() {
 
     let (r, rss) = sql(d.path(), "SELECT repeat('x', 2000000000)", &[]);
     fails_with(&r, "repeat() would produce about 1.9 GiB");
-    assert!(rss < RSS_BOUND, "peak RSS {} MiB", rss >> 20);
+    bounded(rss, RSS_BOUND);
 
     let started = std::time::Instant::now();
     let (r, rss) = sql(
@@ -250,7 +297,7 @@ fn hostile_sql_ends_in_a_clear_error_within_its_limits() {
     );
     fails_with(&r, "time limit of 3s");
     assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
-    assert!(rss < RSS_BOUND, "peak RSS {} MiB", rss >> 20);
+    bounded(rss, RSS_BOUND);
 
     // 216 hours squared, times 10,000: 466 M rows to sort, far past 128 MiB of memory and
     // 256 MiB of spill.
@@ -268,7 +315,7 @@ fn hostile_sql_ends_in_a_clear_error_within_its_limits() {
     );
     fails_with(&r, "limit");
     assert!(started.elapsed().as_secs() < 90, "{:?}", started.elapsed());
-    assert!(rss < RSS_BOUND + (128 << 20), "peak RSS {} MiB", rss >> 20);
+    bounded(rss, RSS_BOUND + (128 << 20));
 
     // A result larger than the memory limit is refused as it arrives.
     let (r, rss) = sql(
@@ -277,7 +324,7 @@ fn hostile_sql_ends_in_a_clear_error_within_its_limits() {
         &limits,
     );
     fails_with(&r, "the result is larger than the memory limit of 128 MiB");
-    assert!(rss < RSS_BOUND + (128 << 20), "peak RSS {} MiB", rss >> 20);
+    bounded(rss, RSS_BOUND + (128 << 20));
 
     // Ordinary queries still answer under the same limits.
     let (r, _) = sql(d.path(), "SELECT count(*) AS n FROM ohlcv_1h", &limits);
@@ -509,7 +556,7 @@ fn hostile_archives_are_refused_within_bounded_memory() {
         zip.finish().unwrap();
         let (r, rss) = import(&path);
         refused(&r, "unpacked is larger than");
-        assert!(rss < RSS_BOUND, "peak RSS {} MiB", rss >> 20);
+        bounded(rss, RSS_BOUND);
         std::fs::remove_file(&path).unwrap();
     }
     let path = d.path().join("BTCUSDT-1m-2024-03-14.zip");
@@ -529,7 +576,7 @@ fn hostile_archives_are_refused_within_bounded_memory() {
     patch(&path, &real, &u32::MAX.to_le_bytes());
     let (r, rss) = import(&path);
     assert_ne!(r.code, 134, "aborted:\n{}", r.stderr);
-    assert!(rss < RSS_BOUND, "peak RSS {} MiB", rss >> 20);
+    bounded(rss, RSS_BOUND);
     // The zip's data is what counts: the one line imports (or the file is refused), and
     // nothing is allocated for the size claimed.
     assert!(r.code == 0 || r.code == 1, "{}", r.stderr);
@@ -547,7 +594,7 @@ fn hostile_archives_are_refused_within_bounded_memory() {
     );
     let (r, rss) = import(&path);
     assert_ne!(r.code, 134, "aborted:\n{}", r.stderr);
-    assert!(rss < RSS_BOUND, "peak RSS {} MiB", rss >> 20);
+    bounded(rss, RSS_BOUND);
     assert!(r.code == 0 || r.code == 1, "{}", r.stderr);
     std::fs::remove_file(&path).unwrap();
 

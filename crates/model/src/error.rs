@@ -39,6 +39,8 @@ pub enum Error {
         "invalid time {input:?}: expected an RFC 3339 timestamp (2024-01-02T03:04:05Z) or a date (2024-01-02)"
     )]
     InvalidTime { input: String },
+    #[error("time {input:?} is outside 1970-01-01 to 9999-12-31")]
+    TimeOutOfRange { input: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,18 +4,31 @@ use crate::Error;
 
 pub const MICROS_PER_MINUTE: i64 = 60_000_000;
 
-/// Parses an RFC 3339 timestamp or a plain date (midnight UTC).
+/// The earliest and latest instants a time given on the command line may name: the Unix epoch
+/// (no market data is older) and the end of year 9999 (so that every window, lookback and
+/// key computed from it stays in range).
+pub const EARLIEST: &str = "1970-01-01T00:00:00Z";
+pub const LATEST: &str = "9999-12-31T23:59:59Z";
+
+/// Parses an RFC 3339 timestamp or a plain date (midnight UTC), from 1970 through 9999.
 pub fn parse_time(input: &str) -> Result<DateTime<Utc>, Error> {
     let s = input.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
+    let t = if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        t.with_timezone(&Utc)
+    } else if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        day_start(d)
+    } else {
+        return Err(Error::InvalidTime {
+            input: input.to_string(),
+        });
+    };
+    let bound = |b: &str| DateTime::parse_from_rfc3339(b).map(|t| t.with_timezone(&Utc));
+    match (bound(EARLIEST), bound(LATEST)) {
+        (Ok(lo), Ok(hi)) if t >= lo && t <= hi => Ok(t),
+        _ => Err(Error::TimeOutOfRange {
+            input: input.to_string(),
+        }),
     }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(day_start(d));
-    }
-    Err(Error::InvalidTime {
-        input: input.to_string(),
-    })
 }
 
 pub fn day_start(d: NaiveDate) -> DateTime<Utc> {
@@ -59,6 +72,19 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
+        /// Any text parses to a time from 1970 through 9999 or to an error; never a panic.
+        #[test]
+        fn time_flags_never_panic_and_stay_in_range(
+            text in "\\PC{0,40}",
+            year in -300_000i64..300_000,
+            rest in "(-[0-9]{1,3}-[0-9]{1,3}(T[0-9]{1,3}:[0-9]{1,3}:[0-9]{1,3}(Z|[+-][0-9]{2}:[0-9]{2}))?)?",
+        ) {
+            let _ = parse_time(&text);
+            if let Ok(t) = parse_time(&format!("{year:04}{rest}")) {
+                proptest::prop_assert!((1970..=9999).contains(&t.year()));
+            }
+        }
+
         /// The direct form of compact times is what chrono's formatter writes.
         #[test]
         fn compact_times_format_as_chrono_does(
