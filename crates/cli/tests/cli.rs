@@ -519,7 +519,7 @@ fn sql_shell_reads_statements_until_quit() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"SELECT 40 +\n 2 AS answer;\nDROP TABLE crypto_gold.ohlcv_1d;\nSELECT count(*) AS n FROM crypto_gold.ohlcv_1d;\n\\q\n")
+        .write_all(b"SELECT 40 +\n 2 AS answer;\nDROP TABLE crypto_gold.ohlcv_1d;\nSELECT count(*) AS n FROM crypto_gold.ohlcv_1d;\nSELECT 7 AS seven; -- a comment after the end\n\\q\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -529,6 +529,8 @@ fn sql_shell_reads_statements_until_quit() {
     assert!(stderr.contains("read-only"), "{stderr}");
     // An empty lake is an empty table, not an error.
     assert!(stdout.contains("| 0 |"), "{stdout}");
+    // A comment after the `;` does not keep the statement open.
+    assert!(stdout.contains("| 7     |"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -461,7 +461,7 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
 pub fn check_base_url(base_url: &str) -> Result<String> {
     let trimmed = base_url.trim_end_matches('/');
     let bad = |reason: &str| Error::BaseUrl {
-        url: base_url.to_string(),
+        url: cryptolake_model::redact(base_url),
         reason: reason.to_string(),
     };
     if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
