@@ -8,7 +8,7 @@ use cryptolake_lake::{paths, state};
 use cryptolake_model::Exchange;
 use cryptolake_model::{date_of, day_start, hour_start};
 use cryptolake_pipeline::{GapRefetch, IngestRequest, Options, Pipeline, Settings};
-use cryptolake_query::{OutputFormat, QueryEngine, render};
+use cryptolake_query::{OutputFormat, render};
 use cryptolake_sources::limit::Budget;
 use cryptolake_sources::sim::{SimClock, SimMarket, SimOptions, SimServer};
 
@@ -49,7 +49,13 @@ pub const EXAMPLES: [(&str, &str); 4] = [
 /// The demo: a simulated exchange on loopback, the exchanges pointed at it, then the
 /// pipeline's own steps over HTTP.
 pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
-    let Command::Demo { days, seed } = &cli.command else {
+    let Command::Demo {
+        days,
+        seed,
+        serve,
+        http,
+    } = &cli.command
+    else {
         unreachable!("demo::run is called for the demo command")
     };
     let (days, seed) = (*days, *seed);
@@ -142,7 +148,7 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
         lake.root_url()
     );
 
-    let engine = QueryEngine::open(lake).await?;
+    let engine = p.query_engine().await?;
     for (title, sql) in EXAMPLES {
         println!("-- {title}\n{sql}");
         let batches = engine.query(sql).await?;
@@ -156,7 +162,11 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
     println!(
         "Keep exploring (in the source tree, `cargo run --release --bin cryptolake --` stands for `cryptolake`):\n  \
          cryptolake{lake_flag} sql \"SELECT * FROM crypto_gold.ohlcv_1d LIMIT 10\"\n  \
-         cryptolake{lake_flag} sql   # interactive shell"
+         cryptolake{lake_flag} sql   # interactive shell\n  \
+         cryptolake{lake_flag} serve --no-schedule   # the dashboard"
     );
+    if *serve {
+        return crate::serve::run(p, http.as_deref(), false, None).await;
+    }
     Ok(ExitCode::SUCCESS)
 }

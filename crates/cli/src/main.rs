@@ -9,6 +9,7 @@ mod demo;
 #[cfg(feature = "glue")]
 mod glue;
 mod progress;
+mod serve;
 mod shell;
 
 use std::path::PathBuf;
@@ -104,6 +105,20 @@ enum Command {
         #[arg(long)]
         cron: Option<String>,
     },
+    /// Serve the dashboard, the HTTP API (/api/v1) and Prometheus metrics (/metrics), running
+    /// the hourly job on its schedule as `schedule` does, until SIGINT/SIGTERM
+    Serve {
+        /// Address to listen on [config: server.http; default 127.0.0.1:8080]. Any address but
+        /// loopback needs CRYPTOLAKE_SERVER_TOKEN
+        #[arg(long)]
+        http: Option<String>,
+        /// Serve the lake read-only: no scheduled runs
+        #[arg(long)]
+        no_schedule: bool,
+        /// Cron expression, UTC [config: schedule.cron]
+        #[arg(long, conflicts_with = "no_schedule")]
+        cron: Option<String>,
+    },
     /// Run SQL over crypto_analytics.ohlcv_1h and crypto_gold.ohlcv_1d (read-only); without a
     /// query, open an interactive shell
     Sql {
@@ -148,6 +163,12 @@ enum Command {
         /// Seed of the simulated market
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Then serve the demo lake's dashboard (read-only) until Ctrl-C
+        #[arg(long)]
+        serve: bool,
+        /// With --serve: the address [default 127.0.0.1:8080]
+        #[arg(long, requires = "serve")]
+        http: Option<String>,
     },
 }
 
@@ -583,6 +604,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             finish_run(&summary)
         }
         Command::Schedule { cron } => schedule(&pipeline().await?, cron.as_deref()).await,
+        Command::Serve {
+            http,
+            no_schedule,
+            cron,
+        } => {
+            let p = open(&cli, settings()?).await?;
+            serve::run(p, http.as_deref(), !no_schedule, cron.as_deref()).await
+        }
         Command::Bench(BenchCmd::Generate {
             symbols,
             days,

@@ -144,7 +144,8 @@ struct Recorded {
 /// partition file is read whole for that).
 pub async fn verify(lake: &Lake, read: bool) -> Result<Vec<FileProblem>> {
     let mut out = Vec::new();
-    let mut to_read = Vec::new();
+    let mut to_read: Vec<(usize, Path, SchemaRef)> = Vec::new();
+    let mut read_names: Vec<&'static str> = Vec::new();
     let mut present: BTreeMap<&'static str, Vec<NaiveDate>> = BTreeMap::new();
     for t in tables() {
         let table = Path::from(t.prefix);
@@ -176,21 +177,23 @@ pub async fn verify(lake: &Lake, read: bool) -> Result<Vec<FileProblem>> {
                 Some(d) => {
                     present.entry(t.name).or_default().push(d);
                     if read {
-                        to_read.push((t.name, key, t.schema.clone()));
+                        to_read.push((to_read.len(), key, t.schema.clone()));
+                        read_names.push(t.name);
                     }
                 }
             }
         }
     }
     let checked: Vec<_> = futures::stream::iter(to_read)
-        .map(|(name, key, schema)| async move {
+        .map(|(i, key, schema)| async move {
             let d = damage(lake, &key, &schema).await;
-            (name, key, d)
+            (i, key, d)
         })
         .buffered(8)
         .collect()
         .await;
-    for (name, key, d) in checked {
+    for (i, key, d) in checked {
+        let name = read_names[i];
         if let Some(detail) = d {
             out.push(FileProblem {
                 table: name,

@@ -1210,6 +1210,12 @@ impl Pipeline {
             .collect();
         crate::freshness::measure(&self.lake, &pairs, self.now()).await
     }
+
+    /// The freshness of the given exchanges and symbols, enabled or not (a dashboard shows
+    /// every pair the lake holds).
+    pub async fn freshness_of(&self, pairs: &[(Exchange, Symbol)]) -> Result<Vec<Freshness>> {
+        crate::freshness::measure(&self.lake, pairs, self.now()).await
+    }
 }
 
 /// The error for the broken `fail` rules among `results`, naming the first few.

@@ -82,6 +82,15 @@ spill_limit = "10GiB"
 # How long one statement may run. Env: CRYPTOLAKE_QUERY_TIMEOUT.
 timeout = "5m"
 
+[server]
+# Where `cryptolake serve` listens (dashboard, HTTP API, /metrics). Loopback by default; any
+# other address needs an access token in the environment variable CRYPTOLAKE_SERVER_TOKEN
+# (never in this file), which every request then carries as `Authorization: Bearer TOKEN`.
+# Env: CRYPTOLAKE_SERVER_HTTP. Flag: serve --http.
+http = "127.0.0.1:8080"
+# The most rows one SQL request to the server returns. Env: CRYPTOLAKE_SERVER_MAX_ROWS.
+max_rows = 100000
+
 [quality]
 # Data-quality rules. Actions: warn (report, keep the data), drop (leave the record out, count
 # it), quarantine (leave it out, keep it under quarantine/ with its reason), fail (the step
@@ -178,6 +187,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub schedule: ScheduleSettings,
     pub silver: SilverSettings,
+    pub server: ServerSettings,
     /// Limits of every SQL statement.
     pub query: cryptolake_query::Limits,
     pub quality: QualityRules,
@@ -207,6 +217,32 @@ pub struct IngestSettings {
 pub struct ScheduleSettings {
     /// A checked cron expression, UTC.
     pub cron: String,
+}
+
+/// A secret: compared and used, never printed (`Debug` shows `***`).
+#[derive(Clone, PartialEq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// The address `serve` listens on.
+    pub http: std::net::SocketAddr,
+    /// The bearer token every request must carry; from `CRYPTOLAKE_SERVER_TOKEN` only.
+    pub token: Option<Secret>,
+    /// The most rows one SQL request returns.
+    pub max_rows: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -266,6 +302,11 @@ impl Default for Settings {
             silver: SilverSettings {
                 manifest_overlap: chrono::Duration::minutes(10),
             },
+            server: ServerSettings {
+                http: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+                token: None,
+                max_rows: 100_000,
+            },
             query: cryptolake_query::Limits::default(),
             quality: QualityRules::default(),
             exchanges: Exchange::ALL
@@ -290,6 +331,8 @@ struct RawFile {
     schedule: RawSchedule,
     #[serde(default)]
     silver: RawSilver,
+    #[serde(default)]
+    server: RawServer,
     #[serde(default)]
     query: RawQuery,
     #[serde(default)]
@@ -324,6 +367,13 @@ struct RawSchedule {
 #[serde(deny_unknown_fields)]
 struct RawSilver {
     manifest_overlap: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    http: Option<String>,
+    max_rows: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -588,7 +638,7 @@ struct EnvVars<'a> {
     exchange: BTreeMap<(Exchange, &'static str), (&'a str, &'a str)>,
 }
 
-const TOP_VARS: [&str; 12] = [
+const TOP_VARS: [&str; 15] = [
     "LAKE",
     "S3_ENDPOINT",
     "S3_REGION",
@@ -601,6 +651,9 @@ const TOP_VARS: [&str; 12] = [
     "QUERY_MEMORY_LIMIT",
     "QUERY_SPILL_LIMIT",
     "QUERY_TIMEOUT",
+    "SERVER_HTTP",
+    "SERVER_MAX_ROWS",
+    "SERVER_TOKEN",
 ];
 const EXCHANGE_VARS: [&str; 6] = [
     "ENABLED",
@@ -813,6 +866,36 @@ fn resolve(raw: RawFile, env: &[(String, String)]) -> Result<Settings> {
             Duration::from_millis(100),
         )?,
     };
+    let server = ServerSettings {
+        http: match pick(raw.server.http, env_string("SERVER_HTTP")) {
+            None => d.server.http,
+            Some(s) => s.value.trim().parse().map_err(|_| {
+                bad(
+                    "server.http",
+                    s.origin,
+                    format!("{:?} is not an address like 127.0.0.1:8080", s.value),
+                )
+            })?,
+        },
+        token: match top("SERVER_TOKEN") {
+            None => None,
+            Some((n, v)) if v.trim().len() < 16 => {
+                return Err(bad(
+                    "server token",
+                    Origin::Env(n),
+                    "must be at least 16 characters",
+                ));
+            }
+            Some((_, v)) => Some(Secret(v.trim().to_string())),
+        },
+        max_rows: number(
+            "server.max_rows",
+            raw.server.max_rows,
+            top("SERVER_MAX_ROWS"),
+            d.server.max_rows,
+            10_000_000,
+        )?,
+    };
     let q = raw.quality;
     let r = d.quality.clone();
     let quality = QualityRules {
@@ -931,6 +1014,7 @@ fn resolve(raw: RawFile, env: &[(String, String)]) -> Result<Settings> {
         ingest,
         schedule,
         silver,
+        server,
         query,
         quality,
         exchanges,

@@ -235,14 +235,34 @@ impl QueryEngine {
     /// Runs one read-only statement and collects its result, within the time limit; the result
     /// counts against the memory limit as it arrives.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self.query_table(sql, None).await?.1)
+    }
+
+    /// [`QueryEngine::query`] with the result's schema (an empty result has one too), and at
+    /// most `max_rows` rows: more is an error, not a cut.
+    pub async fn query_table(
+        &self,
+        sql: &str,
+        max_rows: Option<usize>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let run = async {
             let df = self.ctx.sql_with_options(sql, read_only()).await?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let mut stream = df.execute_stream().await?;
             let pool = self.ctx.runtime_env().memory_pool.clone();
             let reservation = MemoryConsumer::new("query result").register(&pool);
             let mut out = Vec::new();
+            let mut rows = 0usize;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
+                rows += batch.num_rows();
+                if let Some(max) = max_rows
+                    && rows > max
+                {
+                    return Err(Error::Limit(format!(
+                        "the result has more than {max} rows, the most one request returns; add a LIMIT or aggregate"
+                    )));
+                }
                 reservation
                     .try_grow(batch.get_array_memory_size())
                     .map_err(|_| {
@@ -253,7 +273,7 @@ impl QueryEngine {
                     })?;
                 out.push(batch);
             }
-            Ok::<_, Error>(out)
+            Ok::<_, Error>((schema, out))
         };
         match tokio::time::timeout(self.limits.timeout, run).await {
             Ok(Err(Error::Query(msg))) if names_no_file(&msg) => {

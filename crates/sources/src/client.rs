@@ -39,7 +39,9 @@ impl ExchangeClient {
         let limiter = Arc::new(Limiter::new(
             budget.unwrap_or_else(|| Self::default_budget(exchange)),
         ));
-        let http = HttpClient::new(policy)?.with_limiter(limiter.clone());
+        let http = HttpClient::new(policy)?
+            .with_limiter(limiter.clone())
+            .with_label(exchange.as_str());
         let url = base_url.unwrap_or_else(|| Self::default_base_url(exchange));
         let adapter = match exchange {
             Exchange::Binance => Adapter::Binance(BinanceClient::new(http, url)?),

@@ -67,8 +67,41 @@ pub struct Response {
     pub headers: reqwest::header::HeaderMap,
 }
 
+/// What every client of this process has sent, for metrics: requests by exchange and HTTP status
+/// (0 when no answer came), and seconds spent waiting for a request budget, by exchange.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub requests: std::collections::BTreeMap<(String, u16), u64>,
+    pub waits: std::collections::BTreeMap<String, f64>,
+}
+
+static STATS: std::sync::Mutex<Stats> = std::sync::Mutex::new(Stats {
+    requests: std::collections::BTreeMap::new(),
+    waits: std::collections::BTreeMap::new(),
+});
+
+/// A copy of this process's request counts and budget waits.
+pub fn stats() -> Stats {
+    STATS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn count_request(label: &str, status: u16) {
+    let mut s = STATS.lock().unwrap_or_else(|p| p.into_inner());
+    *s.requests.entry((label.to_string(), status)).or_default() += 1;
+}
+
+fn count_wait(label: &str, waited: Duration) {
+    if waited.is_zero() {
+        return;
+    }
+    let mut s = STATS.lock().unwrap_or_else(|p| p.into_inner());
+    *s.waits.entry(label.to_string()).or_default() += waited.as_secs_f64();
+}
+
 #[derive(Debug, Clone)]
 pub struct HttpClient {
+    /// Whose requests these are, in [`stats`].
+    label: &'static str,
     client: reqwest::Client,
     policy: RetryPolicy,
     limiter: Option<Arc<Limiter>>,
@@ -94,11 +127,18 @@ impl HttpClient {
             .build()
             .map_err(|e| Error::Client(e.to_string()))?;
         Ok(HttpClient {
+            label: "other",
             client,
             policy,
             limiter: None,
             used_weight_header: None,
         })
+    }
+
+    /// Names the exchange these requests go to, in [`stats`].
+    pub fn with_label(mut self, label: &'static str) -> Self {
+        self.label = label;
+        self
     }
 
     /// Every request (retries included) first takes its weight from `limiter`.
@@ -147,6 +187,7 @@ impl HttpClient {
                 tokio::time::sleep(wait).await;
             }
             if let Some(limiter) = &self.limiter {
+                let asked = std::time::Instant::now();
                 limiter
                     .acquire(weight)
                     .await
@@ -154,6 +195,7 @@ impl HttpClient {
                         url: url.to_string(),
                         until,
                     })?;
+                count_wait(self.label, asked.elapsed());
             }
             match self.attempt(url, params, attempt, &check).await {
                 Attempt::Done(response, v) => return Ok((response, v)),
@@ -183,8 +225,12 @@ impl HttpClient {
         check: &impl Fn(&[u8]) -> BodyCheck<T>,
     ) -> Attempt<T> {
         let resp = match self.client.get(url).query(params).send().await {
-            Ok(r) => r,
+            Ok(r) => {
+                count_request(self.label, r.status().as_u16());
+                r
+            }
             Err(e) => {
+                count_request(self.label, 0);
                 return Attempt::Retry {
                     reason: describe_reqwest(&e),
                     pause: None,

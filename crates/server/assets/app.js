@@ -1,0 +1,401 @@
+// The cryptolake dashboard. Every request goes to this server's own /api/v1; nothing is loaded
+// from anywhere else.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+
+function setStatus(text) {
+  const s = $("#status");
+  if (s) s.textContent = text;
+}
+
+async function api(path, options) {
+  const resp = await fetch(path, Object.assign({ credentials: "same-origin" }, options || {}));
+  const text = await resp.text();
+  if (!resp.ok) {
+    let message = text;
+    try { message = JSON.parse(text).error || text; } catch (_) { /* not JSON */ }
+    throw new Error(`${resp.status}: ${message}`);
+  }
+  return text;
+}
+
+async function apiJson(path, options) {
+  return JSON.parse(await api(path, options));
+}
+
+function cell(tr, value, cls) {
+  const td = document.createElement("td");
+  td.textContent = value === null || value === undefined ? "—" : String(value);
+  if (cls) td.className = cls;
+  tr.appendChild(td);
+  return td;
+}
+
+function formatLag(seconds) {
+  if (seconds === null || seconds === undefined) return "no complete hour";
+  const m = Math.round(seconds / 60);
+  if (m < 120) return `${m} min`;
+  const h = Math.round(m / 60);
+  if (h < 72) return `${h} h`;
+  return `${Math.round(h / 24)} d`;
+}
+
+function formatTime(iso) {
+  if (!iso) return null;
+  return iso.replace("T", " ").replace(/(:\d\d)(\.\d+)?(\+00:00|Z)$/, "$1").slice(0, 16);
+}
+
+// A plain table from rows of objects (SQL results, runs, gaps).
+function fillTable(table, rows, columns) {
+  const cols = columns || (rows.length ? Object.keys(rows[0]) : []);
+  const head = table.querySelector("thead");
+  const body = table.querySelector("tbody");
+  head.innerHTML = "";
+  body.innerHTML = "";
+  const htr = document.createElement("tr");
+  for (const c of cols) {
+    const th = document.createElement("th");
+    th.textContent = c;
+    htr.appendChild(th);
+  }
+  head.appendChild(htr);
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    for (const c of cols) {
+      const v = r[c];
+      const td = cell(tr, typeof v === "object" && v !== null ? JSON.stringify(v) : v);
+      if (typeof v === "number") td.className = "num";
+      if (c === "status" && typeof v === "string") td.classList.add(v);
+    }
+    body.appendChild(tr);
+  }
+}
+
+// ---- Overview ----------------------------------------------------------------------------
+
+const overviewState = { rows: [], key: "exchange", dir: 1 };
+
+function renderOverview() {
+  const body = $("#overview tbody");
+  body.innerHTML = "";
+  const { key, dir } = overviewState;
+  const rows = overviewState.rows.slice().sort((a, b) => {
+    const x = a[key], y = b[key];
+    if (x === y) return 0;
+    if (x === null || x === undefined) return 1;
+    if (y === null || y === undefined) return -1;
+    return (x < y ? -1 : 1) * dir;
+  });
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.exchange = r.exchange;
+    tr.dataset.symbol = r.symbol;
+    if (r.stale) tr.classList.add("stale");
+    cell(tr, r.exchange);
+    const link = document.createElement("a");
+    link.href = `/symbol?exchange=${encodeURIComponent(r.exchange)}&symbol=${encodeURIComponent(r.symbol)}`;
+    link.textContent = r.symbol;
+    const td = document.createElement("td");
+    td.appendChild(link);
+    tr.appendChild(td);
+    cell(tr, formatTime(r.last_complete_hour));
+    cell(tr, formatLag(r.lag_seconds), "num");
+    for (const k of ["days_covered", "days_complete", "missing_minutes", "unconfirmed_minutes",
+                     "confirmed_minutes", "unservable_minutes", "violations_24h"]) {
+      cell(tr, r[k], "num").dataset.field = k;
+    }
+    cell(tr, r.last_run_status, r.last_run_status || "");
+    body.appendChild(tr);
+  }
+  for (const th of document.querySelectorAll("#overview th")) {
+    th.setAttribute("aria-sort", th.dataset.key === key ? (dir > 0 ? "ascending" : "descending") : "none");
+  }
+}
+
+async function loadOverview() {
+  try {
+    const data = await apiJson("/api/v1/overview");
+    overviewState.rows = data.rows;
+    $("#threshold").textContent = formatLag(data.freshness_threshold_seconds);
+    renderOverview();
+    setStatus(`updated ${formatTime(data.generated_at)} UTC`);
+  } catch (e) {
+    setStatus(`could not load: ${e.message}`);
+  }
+}
+
+function initOverview() {
+  for (const th of document.querySelectorAll("#overview th")) {
+    th.addEventListener("click", () => {
+      const k = th.dataset.key;
+      overviewState.dir = overviewState.key === k ? -overviewState.dir : 1;
+      overviewState.key = k;
+      renderOverview();
+    });
+  }
+  loadOverview();
+  setInterval(loadOverview, 60000);
+}
+
+// ---- Symbol chart ------------------------------------------------------------------------
+
+const SECONDS = { "1h": 3600, "1d": 86400 };
+const PAGE = 500;
+const COLORS = { up: "#26a69a", down: "#ef5350", partial: "#9aa3ad" };
+
+const chartState = {
+  bars: [],          // candles, oldest first, with whitespace for the holes
+  interval: "1h",
+  first: null,       // the symbol's first hour in silver (seconds), to know when to stop
+  loading: false,
+  exhausted: false,
+  requests: 0,
+};
+window.cryptolake = chartState;
+
+function toBars(rows, interval) {
+  return rows.map((r) => {
+    const t = Math.round(Date.parse(r.time.endsWith("Z") || r.time.includes("+") ? r.time : r.time + "Z") / 1000);
+    const up = r.close >= r.open;
+    const color = !r.complete ? COLORS.partial : up ? COLORS.up : COLORS.down;
+    return {
+      time: t, open: r.open, high: r.high, low: r.low, close: r.close, volume: r.volume,
+      complete: r.complete, color, borderColor: color, wickColor: color,
+    };
+  });
+}
+
+// Candles with an empty slot for every missing period between them: holes stay holes.
+function withHoles(bars, step) {
+  const out = [];
+  for (const b of bars) {
+    const prev = out.length ? out[out.length - 1].time : null;
+    if (prev !== null) {
+      const missing = Math.round((b.time - prev) / step) - 1;
+      for (let i = 1; i <= Math.min(missing, 20000); i++) out.push({ time: prev + i * step });
+    }
+    out.push(b);
+  }
+  return out;
+}
+
+function volumeOf(bars) {
+  return bars.map((b) => b.open === undefined
+    ? { time: b.time }
+    : { time: b.time, value: b.volume, color: b.complete ? "rgba(41,98,255,0.35)" : "rgba(154,163,173,0.5)" });
+}
+
+async function fetchBars(params) {
+  const q = new URLSearchParams(Object.assign({
+    exchange: chartState.exchange, symbol: chartState.symbol, interval: chartState.interval,
+  }, params));
+  chartState.requests += 1;
+  const rows = await apiJson(`/api/v1/candles?${q}`);
+  return toBars(rows, chartState.interval);
+}
+
+function iso(seconds) {
+  return new Date(seconds * 1000).toISOString();
+}
+
+function showCount() {
+  const n = chartState.bars.filter((b) => b.open !== undefined).length;
+  $("#loaded").textContent = `${n} candles loaded` + (chartState.exhausted ? " (all history)" : "");
+}
+
+function setAll(keepView) {
+  const view = keepView ? chartState.chart.timeScale().getVisibleLogicalRange() : null;
+  chartState.candles.setData(chartState.bars);
+  chartState.volume.setData(volumeOf(chartState.bars));
+  return view;
+}
+
+// Scrolled or zoomed back to the oldest candle loaded: load the page before it, keeping what
+// is on screen where it is.
+async function loadOlder() {
+  if (chartState.loading || chartState.exhausted || !chartState.bars.length) return;
+  chartState.loading = true;
+  try {
+    const oldest = chartState.bars[0].time;
+    if (chartState.first !== null && oldest <= chartState.first) {
+      chartState.exhausted = true;
+      return;
+    }
+    const step = SECONDS[chartState.interval];
+    const older = await fetchBars({ to: iso(oldest), limit: PAGE });
+    if (!older.length && chartState.first !== null && oldest - PAGE * step <= chartState.first) {
+      chartState.exhausted = true;
+    }
+    const merged = withHoles(older.concat(chartState.bars.filter((b) => b.open !== undefined)), step);
+    // Periods before the oldest loaded one with no candle at all are holes too.
+    const added = merged.length - chartState.bars.length;
+    const view = chartState.chart.timeScale().getVisibleLogicalRange();
+    chartState.bars = merged;
+    setAll(false);
+    if (view && added > 0) {
+      chartState.chart.timeScale().setVisibleLogicalRange({ from: view.from + added, to: view.to + added });
+    }
+    if (!older.length && !chartState.exhausted) {
+      // An empty page inside the history: a long hole. Step further back.
+      chartState.bars.unshift({ time: oldest - PAGE * step });
+    }
+  } catch (e) {
+    setStatus(`could not load older candles: ${e.message}`);
+  } finally {
+    chartState.loading = false;
+    showCount();
+  }
+}
+
+// New candles (and revised ones) since the newest loaded: updated in place, so the viewport
+// stays where the reader left it.
+async function loadNewer() {
+  if (!chartState.bars.length || chartState.loading) return;
+  const step = SECONDS[chartState.interval];
+  const real = chartState.bars.filter((b) => b.open !== undefined);
+  const newest = real.length ? real[real.length - 1].time : chartState.bars[0].time;
+  try {
+    const fresh = await fetchBars({ from: iso(newest), limit: PAGE });
+    let last = chartState.bars[chartState.bars.length - 1].time;
+    for (const b of fresh) {
+      while (b.time - last > step) {
+        last += step;
+        const hole = { time: last };
+        chartState.bars.push(hole);
+        chartState.candles.update(hole);
+        chartState.volume.update({ time: last });
+      }
+      if (b.time === chartState.bars[chartState.bars.length - 1].time) {
+        chartState.bars[chartState.bars.length - 1] = b;
+      } else if (b.time > last) {
+        chartState.bars.push(b);
+      } else {
+        continue;
+      }
+      chartState.candles.update(b);
+      chartState.volume.update(volumeOf([b])[0]);
+      last = b.time;
+    }
+    setStatus(`updated ${new Date().toISOString().slice(11, 16)} UTC`);
+  } catch (e) {
+    setStatus(`could not refresh: ${e.message}`);
+  }
+  showCount();
+}
+
+async function loadInterval(interval) {
+  chartState.interval = interval;
+  chartState.exhausted = false;
+  for (const b of document.querySelectorAll("[data-interval]")) {
+    b.setAttribute("aria-pressed", String(b.dataset.interval === interval));
+  }
+  const bars = await fetchBars({ limit: PAGE });
+  chartState.bars = withHoles(bars, SECONDS[interval]);
+  setAll(false);
+  chartState.chart.timeScale().fitContent();
+  showCount();
+  if (bars.length < 60) loadOlder();
+}
+
+async function initSymbol() {
+  const params = new URLSearchParams(location.search);
+  chartState.exchange = params.get("exchange") || "binance";
+  chartState.symbol = params.get("symbol") || "BTC-USDT";
+  $("#title").textContent = `${chartState.symbol} on ${chartState.exchange}`;
+  document.title = `cryptolake · ${chartState.symbol} ${chartState.exchange}`;
+  const container = $("#chart");
+  const chart = LightweightCharts.createChart(container, {
+    autoSize: true,
+    layout: { background: { color: "#ffffff" }, textColor: "#1d2330", attributionLogo: true },
+    grid: { vertLines: { color: "#f0f3f8" }, horzLines: { color: "#f0f3f8" } },
+    timeScale: { timeVisible: true, secondsVisible: false, rightOffset: 4 },
+    localization: { timeFormatter: (t) => new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC" },
+  });
+  chartState.chart = chart;
+  chartState.candles = chart.addSeries(LightweightCharts.CandlestickSeries, {
+    upColor: COLORS.up, downColor: COLORS.down, borderVisible: true,
+  });
+  chartState.volume = chart.addSeries(LightweightCharts.HistogramSeries, {
+    priceFormat: { type: "volume" }, priceLineVisible: false, lastValueVisible: false,
+  }, 1);
+  chart.panes()[1].setHeight(120);
+  chart.timeScale().subscribeVisibleLogicalRangeChange((range) => {
+    if (range && range.from < 20) loadOlder();
+  });
+  for (const b of document.querySelectorAll("[data-interval]")) {
+    b.addEventListener("click", () => loadInterval(b.dataset.interval));
+  }
+  try {
+    const symbols = await apiJson("/api/v1/symbols");
+    const me = symbols.find((s) => s.exchange === chartState.exchange && s.symbol === chartState.symbol);
+    if (me) chartState.first = Math.round(Date.parse(me.first_hour.endsWith("Z") ? me.first_hour : me.first_hour + "Z") / 1000);
+    await loadInterval(params.get("interval") || "1h");
+    setStatus("loaded");
+  } catch (e) {
+    setStatus(`could not load: ${e.message}`);
+  }
+  setInterval(loadNewer, 60000);
+}
+
+// ---- Pipeline ----------------------------------------------------------------------------
+
+async function initPipeline() {
+  try {
+    const [runs, quality, gaps] = await Promise.all([
+      apiJson("/api/v1/runs?limit=100"),
+      apiJson("/api/v1/quality?status=violation&limit=200"),
+      apiJson("/api/v1/gaps?limit=500"),
+    ]);
+    fillTable($("#runs"), runs, ["started_at", "run_id", "step", "seconds", "status", "inputs", "outputs", "rows", "quarantined", "error"]);
+    fillTable($("#quality"), quality, ["checked_at", "step", "rule", "action", "exchange", "symbol", "subject", "message"]);
+    fillTable($("#gaps"), gaps, ["exchange", "symbol", "gap_start", "gap_end", "minutes", "status", "fetches"]);
+    setStatus("loaded");
+  } catch (e) {
+    setStatus(`could not load: ${e.message}`);
+  }
+}
+
+// ---- SQL ---------------------------------------------------------------------------------
+
+async function runSql() {
+  const err = $("#error");
+  err.hidden = true;
+  const started = performance.now();
+  try {
+    const rows = await apiJson("/api/v1/sql?format=json", { method: "POST", body: $("#query").value });
+    fillTable($("#result"), rows);
+    $("#summary").textContent = `${rows.length} rows in ${((performance.now() - started) / 1000).toFixed(2)} s`;
+  } catch (e) {
+    err.textContent = e.message;
+    err.hidden = false;
+  }
+}
+
+async function downloadCsv() {
+  const err = $("#error");
+  err.hidden = true;
+  try {
+    const text = await api("/api/v1/sql?format=csv", { method: "POST", body: $("#query").value });
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+    a.download = "cryptolake-query.csv";
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+  } catch (e) {
+    err.textContent = e.message;
+    err.hidden = false;
+  }
+}
+
+function initSql() {
+  $("#run").addEventListener("click", runSql);
+  $("#csv").addEventListener("click", downloadCsv);
+  $("#query").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) runSql();
+  });
+}
+
+const pages = { overview: initOverview, symbol: initSymbol, pipeline: initPipeline, sql: initSql };
+(pages[document.body.dataset.page] || (() => {}))();

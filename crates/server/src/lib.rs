@@ -1,0 +1,319 @@
+//! `cryptolake serve`: one long-running process that runs the hourly job on its schedule and is
+//! the window onto the lake: a dashboard in the browser, an HTTP API under `/api/v1`, Prometheus
+//! metrics, and health checks. It is a front end of the pipeline library like the CLI and the
+//! Lambda functions: the job is [`cryptolake_pipeline::schedule::run`], the queries go through
+//! the pipeline's SQL session with its limits, and step events become metrics.
+
+mod api;
+pub mod metrics;
+mod pages;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use cryptolake_pipeline::{EventSink, Pipeline, RunSummary, StepEvent};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::{info, warn};
+
+/// Errors of the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pipeline(#[from] cryptolake_pipeline::Error),
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How `serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub addr: SocketAddr,
+    /// The cron of the hourly job; `None` serves the lake read-only.
+    pub schedule: Option<String>,
+}
+
+/// How long a failed run may stand before `/readyz` says the process is not ready.
+const FAILED_RUN_GRACE: Duration = Duration::from_secs(2 * 3600);
+/// SQL requests running at once; each has the configured memory limit.
+const SQL_AT_ONCE: usize = 2;
+/// The largest request body accepted (a SQL statement).
+const MAX_BODY: usize = 64 << 10;
+
+/// The outcome of the last scheduled run, for `/readyz`.
+#[derive(Debug, Clone)]
+struct LastRun {
+    at: DateTime<Utc>,
+    failed_since: Option<DateTime<Utc>>,
+}
+
+pub(crate) struct AppState {
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<metrics::Metrics>,
+    token: Option<String>,
+    max_rows: usize,
+    sql_slots: tokio::sync::Semaphore,
+    last_run: Mutex<Option<LastRun>>,
+    scheduled: bool,
+}
+
+/// The address is loopback, or a token is configured: anything else is refused, with why.
+pub fn check_binding(addr: &SocketAddr, has_token: bool) -> Result<()> {
+    if addr.ip().is_loopback() || has_token {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "refusing to serve on {addr} without an access token: anyone who can reach it could read the lake and run SQL. Set CRYPTOLAKE_SERVER_TOKEN (16 characters or more; clients send `Authorization: Bearer TOKEN`), or bind 127.0.0.1"
+    )))
+}
+
+/// The pipeline with step events turned into `metrics` (and passed on to `also`).
+pub fn with_metrics(
+    pipeline: Pipeline,
+    metrics: Arc<metrics::Metrics>,
+    also: Option<EventSink>,
+) -> Pipeline {
+    let sink: EventSink = Arc::new(move |e: &StepEvent| {
+        metrics.record(e);
+        if let Some(a) = &also {
+            a(e);
+        }
+    });
+    pipeline.with_events(sink)
+}
+
+/// Serves until `stop` yields (SIGINT or SIGTERM in the binary). With a schedule, the first
+/// signal also lets the run in progress finish, and a second aborts it, as `schedule` does.
+/// `on_ready` gets the bound address (port 0 picks one).
+pub async fn serve(
+    pipeline: Pipeline,
+    metrics: Arc<metrics::Metrics>,
+    options: ServeOptions,
+    mut stop: UnboundedReceiver<()>,
+    on_ready: &(dyn Fn(SocketAddr) + Sync),
+    on_run: &(dyn Fn(&RunSummary) + Sync),
+) -> Result<()> {
+    let settings = pipeline.settings().clone();
+    let token = settings
+        .server
+        .token
+        .as_ref()
+        .map(|t| t.expose().to_string());
+    check_binding(&options.addr, token.is_some())?;
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: options.addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    let pipeline = Arc::new(pipeline);
+    let state = Arc::new(AppState {
+        pipeline: pipeline.clone(),
+        metrics,
+        token,
+        max_rows: settings.server.max_rows,
+        sql_slots: tokio::sync::Semaphore::new(SQL_AT_ONCE),
+        last_run: Mutex::new(None),
+        scheduled: options.schedule.is_some(),
+    });
+    let app = router(state.clone());
+    info!(%addr, schedule = ?options.schedule, "serving");
+    on_ready(addr);
+
+    // One signal stops the server and the scheduler; the scheduler sees every signal, so a
+    // second one aborts its run.
+    let (sched_tx, sched_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (down_tx, down_rx) = tokio::sync::watch::channel(false);
+    let (mut down_http, mut down_job) = (down_rx.clone(), down_rx);
+    tokio::spawn(async move {
+        while stop.recv().await.is_some() {
+            let _ = sched_tx.send(());
+            let _ = down_tx.send(true);
+        }
+    });
+    let http = async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = down_http.wait_for(|d| *d).await;
+        })
+        .await
+        .map_err(Error::Serve)
+    };
+    let job = async {
+        let Some(cron) = &options.schedule else {
+            let _ = down_job.wait_for(|d| *d).await;
+            return Ok(());
+        };
+        let record = |s: &RunSummary| {
+            let failed = !s.problems().is_empty();
+            let mut last = state.last_run.lock().unwrap_or_else(|p| p.into_inner());
+            let now = pipeline.now();
+            let failed_since = match (&*last, failed) {
+                (_, false) => None,
+                (
+                    Some(LastRun {
+                        failed_since: Some(t),
+                        ..
+                    }),
+                    true,
+                ) => Some(*t),
+                (_, true) => Some(now),
+            };
+            *last = Some(LastRun {
+                at: now,
+                failed_since,
+            });
+            on_run(s);
+        };
+        cryptolake_pipeline::schedule::run(&pipeline, cron, sched_rx, &record)
+            .await
+            .map_err(Error::from)
+    };
+    let (served, scheduled) = tokio::join!(http, job);
+    if let Err(e) = &scheduled {
+        warn!(error = %e, "the scheduler stopped with an error");
+    }
+    served?;
+    scheduled
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let auth = axum::middleware::from_fn_with_state(state.clone(), authorize);
+    Router::new()
+        .merge(pages::routes())
+        .merge(api::routes())
+        .route("/metrics", axum::routing::get(api::metrics))
+        .route("/readyz", axum::routing::get(readyz))
+        .layer(auth)
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Pages never load anything from elsewhere, and are not framed.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+const TOKEN_COOKIE: &str = "cryptolake_token";
+
+/// Equal without telling, by its timing, how much of it matched.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// With a token configured, a request carries it as `Authorization: Bearer`, or in the cookie
+/// a page visit with `?token=` sets.
+async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(req).await;
+    };
+    let headers = req.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(&format!("{TOKEN_COOKIE}=")))
+        .map(str::to_string)
+        .next();
+    let query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(str::to_string)
+    });
+    if bearer.is_some_and(|b| same(b, token)) || cookie.is_some_and(|c| same(&c, token)) {
+        return next.run(req).await;
+    }
+    if let Some(q) = query
+        && same(&q, token)
+    {
+        // A page opened with ?token= keeps it in a cookie, then drops it from the address.
+        let mut resp = axum::response::Redirect::to(req.uri().path()).into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+        )) {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        return resp;
+    }
+    api::error(
+        StatusCode::UNAUTHORIZED,
+        "this server needs its access token: send `Authorization: Bearer TOKEN`, or open a page once with ?token=TOKEN",
+    )
+}
+
+/// Ready: the lake answers a listing, and the last scheduled run has not been failing for
+/// longer than [`FAILED_RUN_GRACE`].
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if let Err(e) = state.pipeline.lake().probe().await {
+        return api::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the lake does not answer: {e}"),
+        );
+    }
+    let last = state
+        .last_run
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(LastRun {
+        failed_since: Some(since),
+        at,
+    }) = last
+    {
+        let failing = (at - since).to_std().unwrap_or_default();
+        if failing > FAILED_RUN_GRACE {
+            return api::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the hourly job has been failing since {since}"),
+            );
+        }
+    }
+    let mode = if state.scheduled {
+        "scheduled"
+    } else {
+        "read-only"
+    };
+    (StatusCode::OK, format!("ready ({mode})\n")).into_response()
+}
