@@ -148,6 +148,7 @@ const chartState = {
   bars: [],          // candles, oldest first, with whitespace for the holes
   interval: "1h",
   first: null,       // the symbol's first hour in silver (seconds), to know when to stop
+  last: null,        // its last hour: the first page ends there, however old the data is
   loading: false,
   exhausted: false,
   requests: 0,
@@ -290,10 +291,15 @@ async function loadInterval(interval) {
   for (const b of document.querySelectorAll("[data-interval]")) {
     b.setAttribute("aria-pressed", String(b.dataset.interval === interval));
   }
-  const bars = await fetchBars({ limit: PAGE });
+  // The first page ends at the symbol's newest candle, so a lake whose data stops in the past
+  // still opens on candles.
+  const end = chartState.last !== null ? { to: iso(chartState.last + SECONDS["1d"]) } : {};
+  const bars = await fetchBars(Object.assign({ limit: PAGE }, end));
   chartState.bars = withHoles(bars, SECONDS[interval]);
   setAll(false);
-  chartState.chart.timeScale().fitContent();
+  // The newest candles fill the view; scrolling or zooming back loads older ones on demand.
+  const n = chartState.bars.length;
+  chartState.chart.timeScale().setVisibleLogicalRange({ from: Math.max(n - 150, 25), to: n + 4 });
   showCount();
   if (bars.length < 60) loadOlder();
 }
@@ -329,7 +335,11 @@ async function initSymbol() {
   try {
     const symbols = await apiJson("/api/v1/symbols");
     const me = symbols.find((s) => s.exchange === chartState.exchange && s.symbol === chartState.symbol);
-    if (me) chartState.first = Math.round(Date.parse(me.first_hour.endsWith("Z") ? me.first_hour : me.first_hour + "Z") / 1000);
+    const seconds = (t) => Math.round(Date.parse(t.endsWith("Z") ? t : t + "Z") / 1000);
+    if (me) {
+      chartState.first = seconds(me.first_hour);
+      chartState.last = seconds(me.last_hour);
+    }
     await loadInterval(params.get("interval") || "1h");
     setStatus("loaded");
   } catch (e) {

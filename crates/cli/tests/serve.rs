@@ -1,0 +1,805 @@
+//! `cryptolake serve` through the binary: the API's answers against `cryptolake sql`'s for the
+//! same questions, Arrow responses in pyarrow and Polars, `/metrics` through Prometheus's own
+//! text parser, the access token rule, the schedule inside the server, and the dashboard in a
+//! real browser (Debian's chromium, driven over WebDriver by chromedriver).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cryptolake_sources::sim::{SimClock, SimMarket, SimServer};
+use serde_json::Value;
+use support::run::*;
+
+/// A running `cryptolake serve` and its base URL; stopped with SIGTERM when dropped.
+struct Served {
+    child: Option<Child>,
+    url: String,
+}
+
+impl Served {
+    fn start(dir: &Path, args: &[&str], envs: &[(String, String)]) -> Served {
+        let mut all = vec![
+            "--lake".to_string(),
+            dir.join("lake").display().to_string(),
+            "serve".to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut child = command(dir, &refs, envs)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("serving the dashboard on ") {
+                    let url = rest.split('/').take(3).collect::<Vec<_>>().join("/");
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("serve announces its address");
+        Served {
+            child: Some(child),
+            url,
+        }
+    }
+
+    /// SIGTERM, then the exit status and stderr (within 60 s).
+    fn stop(mut self) -> (i32, String) {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// GET or POST on the server: (status, body).
+async fn http(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> (u16, String) {
+    let client = reqwest::Client::new();
+    let mut req = match method {
+        "POST" => client.post(url).body(body.unwrap_or_default().to_string()),
+        _ => client.get(url),
+    };
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("the server answers");
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn get_json(url: &str) -> Value {
+    let (status, body) = http("GET", url, None, None).await;
+    assert_eq!(status, 200, "{url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
+}
+
+/// `cryptolake sql --format json` on the test's lake.
+fn sql_json(dir: &Path, query: &str) -> Value {
+    let lake = dir.join("lake").display().to_string();
+    let out = ok(dir, &["--lake", &lake, "sql", "--format", "json", query]);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{query}: {e}: {out}"))
+}
+
+/// A lake from the simulator: three exchanges, two days, gaps confirmed, quality results.
+fn demo_lake(dir: &Path) {
+    let lake = dir.join("lake").display().to_string();
+    ok(dir, &["--lake", &lake, "demo", "--days", "2"]);
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_as_sql_does_in_json_csv_and_arrow() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_path_buf();
+    tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || demo_lake(&dir)
+    })
+    .await
+    .unwrap();
+    let served = Served::start(&dir, &["--no-schedule", "--http", "127.0.0.1:0"], &[]);
+    let u = |p: &str| format!("{}{p}", served.url);
+
+    // Symbols: the same pairs and hours as SQL counts.
+    let symbols = get_json(&u("/api/v1/symbols")).await;
+    let counted = sql_json(
+        &dir,
+        "SELECT exchange, symbol, count(*) AS n FROM crypto_analytics.ohlcv_1h GROUP BY 1, 2 ORDER BY 1, 2",
+    );
+    let api: Vec<(String, String, f64)> = symbols
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["exchange"].to_string(),
+                r["symbol"].to_string(),
+                num(&r["hours"]),
+            )
+        })
+        .collect();
+    let cli: Vec<(String, String, f64)> = counted
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["exchange"].to_string(),
+                r["symbol"].to_string(),
+                num(&r["n"]),
+            )
+        })
+        .collect();
+    assert_eq!(api, cli);
+    assert!(api.len() >= 3, "{symbols}");
+
+    // Candles, hourly and daily: count and volume as SQL sums them.
+    for (interval, table) in [
+        ("1h", "crypto_analytics.ohlcv_1h"),
+        ("1d", "crypto_gold.ohlcv_1d"),
+    ] {
+        let path = format!(
+            "/api/v1/candles?exchange=binance&symbol=BTC-USDT&interval={interval}&from=2020-01-01&limit=20000"
+        );
+        let rows = get_json(&u(&path)).await;
+        let rows = rows.as_array().unwrap();
+        let api_volume: f64 = rows.iter().map(|r| num(&r["volume"])).sum();
+        let want = sql_json(
+            &dir,
+            &format!(
+                "SELECT count(*) AS n, sum(volume) AS v FROM {table} WHERE exchange = 'binance' AND symbol = 'BTC-USDT'"
+            ),
+        );
+        assert_eq!(rows.len() as f64, num(&want[0]["n"]), "{interval}");
+        assert!((api_volume - num(&want[0]["v"])).abs() < 1e-6 * api_volume.max(1.0));
+        // Oldest first, and the complete flag as silver's masks say.
+        let times: Vec<&str> = rows.iter().map(|r| r["time"].as_str().unwrap()).collect();
+        let mut sorted = times.clone();
+        sorted.sort();
+        assert_eq!(times, sorted);
+
+        // CSV: a header and the same rows. Arrow: pyarrow and Polars read the stream.
+        let (status, csv) = http("GET", &u(&format!("{path}&format=csv")), None, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(csv.lines().count(), rows.len() + 1, "{csv}");
+        let python = support::venv_with(&["pyarrow==26.0.1", "polars==2.1.0"], &|| {
+            support::venv_imports("pyarrow, polars")
+        });
+        let script = r#"
+import sys, urllib.request
+import pyarrow as pa, polars as pl
+url = sys.argv[1]
+table = pa.ipc.open_stream(urllib.request.urlopen(url)).read_all()
+frame = pl.read_ipc_stream(urllib.request.urlopen(url).read())
+print(table.num_rows, round(sum(table.column("volume").to_pylist()), 3), frame.height, round(frame["volume"].sum(), 3))
+"#;
+        let out = Command::new(&python)
+            .args(["-c", script, &u(&format!("{path}&format=arrow"))])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let fields: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
+        assert_eq!(fields[0], rows.len() as f64);
+        assert_eq!(fields[2], rows.len() as f64);
+        assert!((fields[1] - api_volume).abs() < 0.01 && (fields[3] - api_volume).abs() < 0.01);
+    }
+
+    // Runs, gaps, quality: the same counts as SQL.
+    let runs = get_json(&u("/api/v1/runs?limit=10000")).await;
+    let n = sql_json(&dir, "SELECT count(*) AS n FROM crypto_ops.runs");
+    assert_eq!(runs.as_array().unwrap().len() as f64, num(&n[0]["n"]));
+    let gaps = get_json(&u("/api/v1/gaps?limit=100000")).await;
+    let minutes: f64 = gaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| num(&g["minutes"]))
+        .sum();
+    let want = sql_json(
+        &dir,
+        "SELECT coalesce(sum(minutes), 0) AS m FROM crypto_ops.gaps",
+    );
+    assert_eq!(minutes, num(&want[0]["m"]));
+    let violations = get_json(&u("/api/v1/quality?status=violation&limit=10000")).await;
+    let want = sql_json(
+        &dir,
+        "SELECT count(*) AS n FROM crypto_ops.quality_results WHERE status = 'violation'",
+    );
+    assert_eq!(
+        violations.as_array().unwrap().len() as f64,
+        num(&want[0]["n"])
+    );
+
+    // The overview: days covered and complete, and gap minutes, per pair, as SQL counts them.
+    let overview = get_json(&u("/api/v1/overview")).await;
+    for row in overview["rows"].as_array().unwrap() {
+        let (e, s) = (
+            row["exchange"].as_str().unwrap(),
+            row["symbol"].as_str().unwrap(),
+        );
+        let want = sql_json(
+            &dir,
+            &format!(
+                "SELECT count(*) AS days, sum(CASE WHEN is_complete THEN 1 ELSE 0 END) AS complete \
+                 FROM crypto_gold.ohlcv_1d WHERE exchange = '{e}' AND symbol = '{s}'"
+            ),
+        );
+        assert_eq!(num(&row["days_covered"]), num(&want[0]["days"]), "{row}");
+        assert_eq!(
+            num(&row["days_complete"]),
+            num(&want[0]["complete"]),
+            "{row}"
+        );
+        let gaps = sql_json(
+            &dir,
+            &format!(
+                "SELECT coalesce(sum(minutes), 0) AS m FROM crypto_ops.gaps \
+                 WHERE exchange = '{e}' AND symbol = '{s}' AND status = 'confirmed'"
+            ),
+        );
+        assert_eq!(num(&row["confirmed_minutes"]), num(&gaps[0]["m"]), "{row}");
+    }
+    // Freshness: the newest complete hour is the newest hour SQL finds complete.
+    let freshness = get_json(&u("/api/v1/freshness")).await;
+    for f in freshness.as_array().unwrap() {
+        let Some(hour) = f["newest_complete_hour"].as_str() else {
+            continue;
+        };
+        let want = sql_json(
+            &dir,
+            &format!(
+                "SELECT max(open_time) AS t FROM crypto_analytics.ohlcv_1h WHERE exchange = {} AND symbol = {} \
+                 AND (minute_mask | empty_mask) = 1152921504606846975",
+                f["exchange"].to_string().replace('"', "'"),
+                f["symbol"].to_string().replace('"', "'")
+            ),
+        );
+        assert_eq!(
+            want[0]["t"].as_str().unwrap().trim_end_matches('Z'),
+            hour.trim_end_matches('Z'),
+            "{f}"
+        );
+    }
+
+    // SQL: the same result as the CLI; writes refused; a hostile join ends in a limit error
+    // and the server keeps answering.
+    let q = "SELECT exchange, count(*) AS n FROM crypto_gold.ohlcv_1d GROUP BY 1 ORDER BY 1";
+    let (status, body) = http("POST", &u("/api/v1/sql"), Some(q), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        sql_json(&dir, q)
+    );
+    let (status, body) = http(
+        "POST",
+        &u("/api/v1/sql"),
+        Some("DROP TABLE crypto_gold.ohlcv_1d"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("read-only"), "{body}");
+    let (status, body) = http(
+        "POST",
+        &u("/api/v1/sql"),
+        Some("SELECT a.close FROM crypto_analytics.ohlcv_1h a, crypto_analytics.ohlcv_1h b, crypto_analytics.ohlcv_1h c"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("rows"), "{body}");
+    let (status, body) = http(
+        "GET",
+        &u("/api/v1/candles?exchange=binance&symbol=../x"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("\"error\"") && body.contains("symbol"),
+        "{body}"
+    );
+    let big = "x".repeat(200_000);
+    let (status, _) = http("POST", &u("/api/v1/sql"), Some(&big), None).await;
+    assert_eq!(status, 413, "request bodies are bounded");
+    let (status, doc) = http("GET", &u("/api/v1/openapi.json"), None, None).await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    assert!(doc["paths"]["/api/v1/candles"]["get"].is_object());
+
+    // /metrics through Prometheus's own parser; its freshness equals the API's.
+    let python = support::venv_with(&["prometheus-client==0.26.0"], &|| {
+        support::venv_imports("prometheus_client")
+    });
+    let script = r#"
+import sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen(sys.argv[1]).read().decode()
+for family in text_string_to_metric_families(text):
+    for s in family.samples:
+        if s.name == "cryptolake_freshness_lag_seconds":
+            print(s.labels["exchange"], s.labels["symbol"], s.value)
+        if s.name == "cryptolake_build_info":
+            print("build", s.labels["version"], s.value)
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script, &u("/metrics")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("build 0.1.0 1"), "{text}");
+    let mut seen = 0;
+    for f in freshness.as_array().unwrap() {
+        let Some(lag) = f["lag"].as_f64() else {
+            continue;
+        };
+        let key = format!(
+            "{} {} ",
+            f["exchange"].as_str().unwrap(),
+            f["symbol"].as_str().unwrap()
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&key))
+            .unwrap_or_else(|| panic!("{key} not in {text}"));
+        let value: f64 = line[key.len()..].parse().unwrap();
+        assert!((value - lag).abs() < 30.0, "{line} against {lag}");
+        seen += 1;
+    }
+    assert!(seen >= 3, "{text}");
+    let (code, stderr) = served.stop();
+    assert_eq!(code, 0, "{stderr}");
+}
+
+fn random_token() -> String {
+    let bytes = std::fs::read("/proc/sys/kernel/random/uuid").unwrap();
+    String::from_utf8_lossy(&bytes).trim().replace('-', "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_address_needs_a_token_and_every_request_carries_it() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("lake")).unwrap();
+    let lake = d.path().join("lake").display().to_string();
+    let r = cryptolake(
+        d.path(),
+        &[
+            "--lake",
+            &lake,
+            "serve",
+            "--no-schedule",
+            "--http",
+            "0.0.0.0:0",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let errors = error_lines(&r.stderr);
+    assert_eq!(errors.len(), 1, "{}", r.stderr);
+    assert!(
+        errors[0].contains("without an access token"),
+        "{}",
+        errors[0]
+    );
+
+    let token = random_token();
+    let envs = vec![("CRYPTOLAKE_SERVER_TOKEN".to_string(), token.clone())];
+    let served = Served::start(d.path(), &["--no-schedule", "--http", "0.0.0.0:0"], &envs);
+    let port = served.url.rsplit(':').next().unwrap().to_string();
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    for path in ["/", "/api/v1/symbols", "/metrics", "/readyz"] {
+        let (status, body) = http("GET", &url(path), None, None).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        let (status, _) = http("GET", &url(path), None, Some("wrong-token-wrong-token")).await;
+        assert_eq!(status, 401, "{path}");
+        let (status, body) = http("GET", &url(path), None, Some(&token)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, _) = http("GET", &url("/healthz"), None, None).await;
+    assert_eq!(status, 200, "the liveness check needs no token");
+    let (code, stderr) = served.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains(&token), "the token is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_hourly_job_on_its_schedule_and_stops_on_sigterm() {
+    let sim = SimServer::start(SimMarket::default_market(4), SimClock::Real, 0)
+        .await
+        .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let envs = vec![
+        ("CRYPTOLAKE_BINANCE_BASE_URL".to_string(), sim.base_url()),
+        (
+            "CRYPTOLAKE_BINANCE_SYMBOLS".to_string(),
+            "BTC-USDT".to_string(),
+        ),
+        ("CRYPTOLAKE_INGEST_LOOKBACK".to_string(), "3h".to_string()),
+        ("CRYPTOLAKE_LOG".to_string(), "info".to_string()),
+    ];
+    let dir = d.path().to_path_buf();
+    let served = tokio::task::spawn_blocking(move || {
+        Served::start(
+            &dir,
+            &["--http", "127.0.0.1:0", "--cron", "*/2 * * * * *"],
+            &envs,
+        )
+    })
+    .await
+    .unwrap();
+    let gold = d.path().join("lake/gold/ohlcv_1d");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !gold.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gold.exists(), "the scheduled run never built gold");
+    // The run's steps reached the metrics.
+    let (_, metrics) = http("GET", &format!("{}/metrics", served.url), None, None).await;
+    assert!(
+        metrics.contains("cryptolake_runs_total{step=\"silver\",outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    let (status, _) = http("GET", &format!("{}/readyz", served.url), None, None).await;
+    assert_eq!(status, 200);
+    let (code, stderr) = tokio::task::spawn_blocking(move || served.stop())
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("run finished"), "{stderr}");
+    assert!(stderr.contains("scheduler stopped"), "{stderr}");
+    assert!(d.path().join("lake/_state/schedule.json").exists());
+    sim.stop().await;
+}
+
+// ---- The dashboard in a real browser --------------------------------------------------------
+
+/// A WebDriver session with Debian's chromium through chromedriver, headless, with every host
+/// name but loopback unresolvable.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; .ci/run installs it)");
+        let base = format!("http://127.0.0.1:{port}");
+        let profile = tempfile::tempdir().unwrap().keep();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         "--window-size=1400,900",
+                         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+                         format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let session = loop {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/session"))
+                .body(caps.to_string())
+                .send()
+                .await;
+            if let Ok(r) = r {
+                let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+                break v["value"]["sessionId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no session: {v}"))
+                    .to_string();
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        Browser {
+            driver,
+            base,
+            session,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let client = reqwest::Client::new();
+        let r = match method {
+            "GET" => client.get(url),
+            _ => client.post(url).body(body.to_string()),
+        };
+        let text = r.send().await.unwrap().text().await.unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert!(v["value"].get("error").is_none(), "{path}: {v}");
+        v["value"].clone()
+    }
+
+    async fn open(&self, url: &str) {
+        self.call("POST", "/url", serde_json::json!({ "url": url }))
+            .await;
+    }
+
+    async fn eval(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            serde_json::json!({ "script": script, "args": [] }),
+        )
+        .await
+    }
+
+    /// Waits until `script` returns true.
+    async fn until(&self, script: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.eval(script).await != Value::Bool(true) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn screenshot(&self, path: &Path) {
+        let data = self.call("GET", "/screenshot", Value::Null).await;
+        std::fs::write(path, base64_decode(data.as_str().unwrap())).unwrap();
+    }
+
+    /// Every URL the page has asked for.
+    async fn requests(&self) -> Vec<String> {
+        let v = self
+            .eval("return [location.href].concat(performance.getEntriesByType('resource').map(e => e.name));")
+            .await;
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Standard base64, as WebDriver sends screenshots.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let v: Vec<u32> = chunk.iter().map(|c| u32::from(value(*c))).collect();
+        let n = v.iter().fold(0u32, |acc, x| (acc << 6) | x) << (6 * (4 - v.len()));
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..v.len() - 1]);
+    }
+    out
+}
+
+/// Where screenshots go: kept after the test, for a person to look at.
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_in_a_real_browser_and_loads_history_on_demand() {
+    let d = tempfile::tempdir().unwrap();
+    let lake = d.path().join("lake").display().to_string();
+    // Forty days of three symbols: more hours than the chart's first page.
+    for args in [
+        vec![
+            "bench",
+            "generate",
+            "--symbols",
+            "3",
+            "--days",
+            "40",
+            "--from",
+            "2024-01-01",
+        ],
+        vec!["silver"],
+        vec!["gold"],
+    ] {
+        let mut all = vec!["--lake", lake.as_str()];
+        all.extend(args);
+        ok(d.path(), &all);
+    }
+    let served = Served::start(d.path(), &["--no-schedule", "--http", "127.0.0.1:0"], &[]);
+    let browser = Browser::start().await;
+    let shots = artifacts();
+
+    // Overview: every figure on the page is the API's.
+    browser.open(&format!("{}/", served.url)).await;
+    browser
+        .until(
+            "return document.querySelectorAll('#overview tbody tr').length === 3",
+            "the overview rows",
+        )
+        .await;
+    browser.screenshot(&shots.join("overview.png")).await;
+    let mut asked = browser.requests().await;
+    let page = browser
+        .eval(
+            "return Array.from(document.querySelectorAll('#overview tbody tr')).map(tr => ({\
+               exchange: tr.dataset.exchange, symbol: tr.dataset.symbol, stale: tr.classList.contains('stale'),\
+               days_covered: tr.querySelector('[data-field=days_covered]').textContent,\
+               days_complete: tr.querySelector('[data-field=days_complete]').textContent,\
+               missing_minutes: tr.querySelector('[data-field=missing_minutes]').textContent}));",
+        )
+        .await;
+    let api = get_json(&format!("{}/api/v1/overview", served.url)).await;
+    for row in api["rows"].as_array().unwrap() {
+        let shown = page
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["symbol"] == row["symbol"] && p["exchange"] == row["exchange"])
+            .unwrap_or_else(|| panic!("{row} not on the page {page}"));
+        for k in ["days_covered", "days_complete", "missing_minutes"] {
+            assert_eq!(
+                shown[k].as_str().unwrap(),
+                row[k].to_string(),
+                "{k}: {shown} {row}"
+            );
+        }
+        assert_eq!(shown["stale"], row["stale"], "{shown} {row}");
+    }
+
+    // Symbol page: the chart has drawn, and zooming out loads older candles.
+    browser
+        .open(&format!(
+            "{}/symbol?exchange=binance&symbol=S0001-USDT",
+            served.url
+        ))
+        .await;
+    browser
+        .until(
+            "return !!window.cryptolake && window.cryptolake.bars.length > 0",
+            "the first candles",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let drawn = browser
+        .eval(
+            "let n = 0; for (const c of document.querySelectorAll('#chart canvas')) {\
+               const g = c.getContext('2d'); if (!g || !c.width || !c.height) continue;\
+               const px = g.getImageData(0, 0, c.width, c.height).data;\
+               for (let i = 0; i < px.length; i += 4) {\
+                 if (px[i+3] > 0 && (px[i] < 200 || px[i+1] < 200 || px[i+2] < 200)) n++; } }\
+             return n;",
+        )
+        .await;
+    assert!(
+        drawn.as_u64().unwrap() > 2000,
+        "the chart has drawn: {drawn} dark pixels"
+    );
+    let before = browser
+        .eval("return window.cryptolake.bars.filter(b => b.open !== undefined).length;")
+        .await
+        .as_u64()
+        .unwrap();
+    assert!(before > 0 && before <= 500, "{before}");
+    browser.screenshot(&shots.join("symbol.png")).await;
+    browser
+        .eval("window.cryptolake.chart.timeScale().setVisibleLogicalRange({from: -300, to: 600}); return true;")
+        .await;
+    browser
+        .until(
+            &format!(
+                "return window.cryptolake.bars.filter(b => b.open !== undefined).length > {before};"
+            ),
+            "older candles after zooming out",
+        )
+        .await;
+    browser
+        .screenshot(&shots.join("symbol-zoomed-out.png"))
+        .await;
+    asked.extend(browser.requests().await);
+
+    // The other pages render.
+    browser.open(&format!("{}/pipeline", served.url)).await;
+    browser
+        .until(
+            "return document.querySelectorAll('#runs tbody tr').length > 0",
+            "the runs table",
+        )
+        .await;
+    browser.screenshot(&shots.join("pipeline.png")).await;
+    asked.extend(browser.requests().await);
+    browser.open(&format!("{}/sql", served.url)).await;
+    browser
+        .eval("document.querySelector('#run').click(); return true;")
+        .await;
+    browser
+        .until(
+            "return document.querySelectorAll('#result tbody tr').length > 0",
+            "the SQL result",
+        )
+        .await;
+    browser.screenshot(&shots.join("sql.png")).await;
+
+    // Nothing was asked of any host but the server.
+    asked.extend(browser.requests().await);
+    assert!(
+        asked
+            .iter()
+            .any(|u| u.ends_with("/assets/lightweight-charts.js")),
+        "{asked:?}"
+    );
+    for url in asked {
+        assert!(
+            url.starts_with(&served.url),
+            "a request left the server: {url}"
+        );
+    }
+    drop(browser);
+    let (code, stderr) = served.stop();
+    assert_eq!(code, 0, "{stderr}");
+}
