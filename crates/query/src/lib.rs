@@ -106,6 +106,61 @@ impl From<DataFusionError> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The most rows a join without an equality (a cross or nested-loop join) may produce, by the
+/// planner's own estimate: such a join computes without yielding, so it is refused before it
+/// starts rather than stopped after.
+pub const MAX_JOIN_ROWS: usize = 1_000_000_000;
+
+/// Refuses a plan holding a cross or nested-loop join estimated past [`MAX_JOIN_ROWS`].
+fn check_joins(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> Result<()> {
+    let name = plan.name();
+    if name == "CrossJoinExec" || name == "NestedLoopJoinExec" {
+        let children = plan.children();
+        // The per-node estimate is all this needs; the newer StatisticsContext walks the tree.
+        #[allow(deprecated)]
+        let rows = |i: usize| {
+            children
+                .get(i)
+                .and_then(|c| c.partition_statistics(None).ok())
+                .and_then(|s| s.num_rows.get_value().copied())
+        };
+        if let (Some(l), Some(r)) = (rows(0), rows(1))
+            && l.saturating_mul(r) > MAX_JOIN_ROWS
+        {
+            return Err(Error::Limit(format!(
+                "the query joins {l} rows with {r} without a condition that pairs them ({} combinations, more than {MAX_JOIN_ROWS}); join on a key, or filter both sides first",
+                l.saturating_mul(r)
+            )));
+        }
+    }
+    for child in plan.children() {
+        check_joins(child)?;
+    }
+    Ok(())
+}
+
+/// The plan with the output of every join without an equality wrapped so that it takes its
+/// share of the task's cooperative budget: such a join can produce batches for minutes from
+/// what it has buffered, and whatever consumes them (an aggregate) would never give the task
+/// back. Wrapped, the task yields now and then, so a statement past its time limit is
+/// actually stopped, not just answered for.
+fn yielding_joins(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::coop::CooperativeExec;
+    Ok(plan
+        .transform_up(|node| {
+            Ok(match node.name() {
+                "CrossJoinExec" | "NestedLoopJoinExec" => {
+                    Transformed::yes(Arc::new(CooperativeExec::new(node)) as _)
+                }
+                _ => Transformed::no(node),
+            })
+        })?
+        .data)
+}
+
 /// Whether `msg` is a file reader's error that does not name the file.
 fn names_no_file(msg: &str) -> bool {
     let lower = msg.to_ascii_lowercase();
@@ -245,11 +300,19 @@ impl QueryEngine {
         sql: &str,
         max_rows: Option<usize>,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let run = async {
-            let df = self.ctx.sql_with_options(sql, read_only()).await?;
+        let ctx = self.ctx.clone();
+        let limits = self.limits.clone();
+        let sql = sql.to_string();
+        // The statement runs as its own task: the time limit holds even while an operator
+        // computes without yielding, and the task is aborted when it passes.
+        let run = async move {
+            let df = ctx.sql_with_options(&sql, read_only()).await?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let mut stream = df.execute_stream().await?;
-            let pool = self.ctx.runtime_env().memory_pool.clone();
+            let plan = df.create_physical_plan().await?;
+            check_joins(&plan)?;
+            let plan = yielding_joins(plan)?;
+            let mut stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())?;
+            let pool = ctx.runtime_env().memory_pool.clone();
             let reservation = MemoryConsumer::new("query result").register(&pool);
             let mut out = Vec::new();
             let mut rows = 0usize;
@@ -268,22 +331,29 @@ impl QueryEngine {
                     .map_err(|_| {
                         Error::Limit(format!(
                             "the result is larger than the memory limit of {}; add a LIMIT or aggregate, or raise query.memory_limit (CRYPTOLAKE_QUERY_MEMORY_LIMIT)",
-                            format_bytes(self.limits.memory_bytes as u64)
+                            format_bytes(limits.memory_bytes as u64)
                         ))
                     })?;
                 out.push(batch);
             }
             Ok::<_, Error>((schema, out))
         };
-        match tokio::time::timeout(self.limits.timeout, run).await {
-            Ok(Err(Error::Query(msg))) if names_no_file(&msg) => {
+        let task = tokio::spawn(run);
+        let abort = task.abort_handle();
+        let finished = tokio::time::timeout(self.limits.timeout, task).await;
+        match finished {
+            Ok(Ok(Err(Error::Query(msg)))) if names_no_file(&msg) => {
                 Err(Error::Query(self.name_damaged(msg).await))
             }
-            Ok(r) => r,
-            Err(_) => Err(Error::Limit(format!(
-                "the query ran past its time limit of {}; raise query.timeout (CRYPTOLAKE_QUERY_TIMEOUT) or ask for less",
-                humanize(self.limits.timeout)
-            ))),
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(Error::Query(format!("the query stopped: {e}"))),
+            Err(_) => {
+                abort.abort();
+                Err(Error::Limit(format!(
+                    "the query ran past its time limit of {}; raise query.timeout (CRYPTOLAKE_QUERY_TIMEOUT) or ask for less",
+                    humanize(self.limits.timeout)
+                )))
+            }
         }
     }
 }

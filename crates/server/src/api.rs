@@ -2,6 +2,10 @@
 //! Arrow IPC stream. Every answer is a query of the pipeline's read-only SQL session (with its
 //! limits), or a pipeline call; errors are JSON `{"error": ...}` with a fitting status.
 
+// A handler's error is the response it answers with; a rejected parameter is rare and small
+// next to the request, so it is not boxed.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -16,6 +20,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Duration, Utc};
 use cryptolake_model::{Exchange, Symbol, parse_time};
 use cryptolake_query::{OutputFormat, QueryEngine, render};
+use serde_json::Value;
 
 use crate::AppState;
 use crate::metrics::LakeGauges;
@@ -110,18 +115,24 @@ fn table(schema: &SchemaRef, batches: &[RecordBatch], format: Format) -> Respons
     }
 }
 
-async fn engine(state: &AppState) -> Result<QueryEngine, Response> {
-    state.pipeline.query_engine().await.map_err(pipeline_error)
+/// The API's shared session.
+async fn engine(state: &AppState) -> Result<&QueryEngine, Response> {
+    Ok(&state.api_engine)
 }
 
-/// Runs `sql` and answers with its rows in the asked format.
+/// Runs `sql` on the API's shared session and answers with its rows in the asked format.
 async fn answer(state: &AppState, sql: &str, p: &HashMap<String, String>) -> Response {
+    answer_on(&state.api_engine, state, sql, p).await
+}
+
+async fn answer_on(
+    engine: &QueryEngine,
+    state: &AppState,
+    sql: &str,
+    p: &HashMap<String, String>,
+) -> Response {
     let format = match format_of(p) {
         Ok(f) => f,
-        Err(r) => return r,
-    };
-    let engine = match engine(state).await {
-        Ok(e) => e,
         Err(r) => return r,
     };
     match engine.query_table(sql, Some(state.max_rows)).await {
@@ -283,8 +294,36 @@ async fn freshness(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// One row per exchange and symbol: what the overview page shows.
+/// One row per exchange and symbol: what the overview page shows. Computed at most every few
+/// seconds, whoever asks.
 async fn overview(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
+    if let Err(r) = format_of(&p).and_then(|f| match f {
+        Format::Json => Ok(()),
+        _ => Err(bad_request("the overview is JSON only".into())),
+    }) {
+        return r;
+    }
+    let cached = state
+        .overview
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < crate::OVERVIEW_TTL)
+        .map(|(_, v)| v.clone());
+    if let Some(v) = cached {
+        return axum::Json(v).into_response();
+    }
+    match compute_overview(&state).await {
+        Ok(v) => {
+            *state.overview.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((std::time::Instant::now(), v.clone()));
+            axum::Json(v).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn compute_overview(state: &AppState) -> Result<Value, Response> {
     let now = state.pipeline.now();
     let day_ago = micros(now - Duration::hours(24));
     let sql = format!(
@@ -312,27 +351,15 @@ async fn overview(State(state): State<Arc<AppState>>, Query(p): Params) -> Respo
          LEFT JOIN q ON s.exchange = q.exchange AND s.symbol = q.symbol \
          ORDER BY s.exchange, s.symbol"
     );
-    let engine = match engine(&state).await {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let rows = match engine.query(&sql).await {
-        Ok(b) => b,
-        Err(e) => return query_error(e),
-    };
+    let engine = engine(state).await?;
+    let rows = engine.query(&sql).await.map_err(query_error)?;
     let mut out: Vec<serde_json::Map<String, serde_json::Value>> =
-        match render(&rows, OutputFormat::Json)
+        render(&rows, OutputFormat::Json)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
-        {
-            Some(v) => v,
-            None => Vec::new(),
-        };
-    let fresh = match freshness_rows(&state).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let last = last_runs(&engine).await;
+            .unwrap_or_default();
+    let fresh = freshness_rows(state).await?;
+    let last = last_runs(engine).await;
     let threshold = state.pipeline.settings().quality.max_age_minutes * 60;
     for row in &mut out {
         let ex = row
@@ -372,19 +399,11 @@ async fn overview(State(state): State<Arc<AppState>>, Query(p): Params) -> Respo
                 .unwrap_or(serde_json::Value::Null),
         );
     }
-    let format = match format_of(&p) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    if format != Format::Json {
-        return bad_request("the overview is JSON only".into());
-    }
-    axum::Json(serde_json::json!({
+    Ok(serde_json::json!({
         "generated_at": now.to_rfc3339(),
         "freshness_threshold_seconds": threshold,
         "rows": out,
     }))
-    .into_response()
 }
 
 /// The status of the newest record of each step (`ingest:binance`, `silver`, …).
@@ -476,7 +495,13 @@ async fn sql(State(state): State<Arc<AppState>>, Query(p): Params, body: Bytes) 
     let Ok(_slot) = state.sql_slots.acquire().await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
     };
-    answer(&state, statement.trim().trim_end_matches(';'), &p).await
+    // A statement of its own session: its memory pool is its own, so a hostile one cannot take
+    // the memory the API's reads need.
+    let engine = match state.pipeline.query_engine().await {
+        Ok(e) => e,
+        Err(e) => return pipeline_error(e),
+    };
+    answer_on(&engine, &state, statement.trim().trim_end_matches(';'), &p).await
 }
 
 /// `/metrics`: counters from this process, and what the lake says now.

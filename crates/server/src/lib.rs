@@ -64,13 +64,21 @@ struct LastRun {
 
 pub(crate) struct AppState {
     pipeline: Arc<Pipeline>,
+    /// The session the API's own reads share, so the engine's caches (Parquet footers) serve
+    /// every request; `POST /api/v1/sql` gets a session of its own per statement.
+    api_engine: cryptolake_query::QueryEngine,
     metrics: Arc<metrics::Metrics>,
     token: Option<String>,
     max_rows: usize,
     sql_slots: tokio::sync::Semaphore,
     last_run: Mutex<Option<LastRun>>,
     scheduled: bool,
+    /// The overview as last computed, for [`OVERVIEW_TTL`]: every open dashboard asks for it.
+    overview: Mutex<Option<(std::time::Instant, serde_json::Value)>>,
 }
+
+/// How long one computed overview is served to everyone who asks.
+const OVERVIEW_TTL: Duration = Duration::from_secs(5);
 
 /// The address is loopback, or a token is configured: anything else is refused, with why.
 pub fn check_binding(addr: &SocketAddr, has_token: bool) -> Result<()> {
@@ -122,15 +130,18 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
+    let api_engine = pipeline.query_engine().await?;
     let pipeline = Arc::new(pipeline);
     let state = Arc::new(AppState {
         pipeline: pipeline.clone(),
+        api_engine,
         metrics,
         token,
         max_rows: settings.server.max_rows,
         sql_slots: tokio::sync::Semaphore::new(SQL_AT_ONCE),
         last_run: Mutex::new(None),
         scheduled: options.schedule.is_some(),
+        overview: Mutex::new(None),
     });
     let app = router(state.clone());
     info!(%addr, schedule = ?options.schedule, "serving");

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Load on `cryptolake serve`: N concurrent clients for a fixed time on loopback against the
+candles and overview endpoints of a benchmark lake (the medium one by default), with one hostile
+SQL query (a cross join of silver with itself, three times) sent while the load runs. Prints
+p50/p99 latency per endpoint, errors, requests per second, the hostile query's status and time,
+and the server's peak RSS: what BENCHMARKS.md records.
+
+  python3 bench/load.py                       # bench/work/40x365/lake, 50 clients, 60 s
+  python3 bench/load.py --lake PATH --clients 50 --seconds 60 --binary target/release/cryptolake
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def peak_rss(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lake", default=str(ROOT / "bench/work/40x365/lake"))
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--binary", default=None, help="a cryptolake binary (default: build --release)")
+    args = ap.parse_args()
+
+    binary = args.binary
+    if binary is None:
+        target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/cryptolake-target"))
+        subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "cryptolake"], cwd=ROOT, check=True,
+                       env=dict(os.environ, CARGO_TARGET_DIR=target))
+        binary = str(Path(target) / "release/cryptolake")
+    # A time limit short enough to see the hostile query end within the run.
+    env = dict(os.environ, CRYPTOLAKE_LOG="warn", CRYPTOLAKE_QUERY_TIMEOUT="20s")
+    server = subprocess.Popen([binary, "--lake", args.lake, "serve", "--no-schedule", "--http", "127.0.0.1:0"],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    line = server.stdout.readline()
+    assert line.startswith("serving the dashboard on http://"), line
+    host, port = line.split("http://")[1].split("/")[0].split(":")
+    port = int(port)
+
+    def get(conn, path, method="GET", body=None):
+        started = time.perf_counter()
+        conn.request(method, path, body=body)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, time.perf_counter() - started, data
+
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    _, _, data = get(conn, "/api/v1/symbols")
+    symbols = json.loads(data)
+    pairs = [(s["exchange"], s["symbol"], s["first_hour"], s["last_hour"]) for s in symbols]
+    first = min(p[2] for p in pairs)[:10]
+    last = max(p[3] for p in pairs)[:10]
+    print(f"lake {args.lake}: {len(pairs)} symbols, {first} to {last}; {args.clients} clients for {args.seconds:.0f} s")
+
+    def pick(rng):
+        r = rng.random()
+        if r < 0.2:
+            return "overview", "/api/v1/overview"
+        ex, sym, _, end = rng.choice(pairs)
+        if r < 0.6:
+            # A page of 500 hours ending somewhere in the history: a chart opening or scrolling.
+            day = rng.randrange(0, 365)
+            to = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(time.mktime(time.strptime(first, "%Y-%m-%d")) + (day + 21) * 86400))
+            return "candles_1h", f"/api/v1/candles?exchange={ex}&symbol={sym}&interval=1h&limit=500&to={to}"
+        return "candles_1d", f"/api/v1/candles?exchange={ex}&symbol={sym}&interval=1d&from={first}"
+
+    stop_at = time.monotonic() + args.seconds
+    results = {}
+    errors = []
+    lock = threading.Lock()
+
+    def client(seed):
+        rng = random.Random(seed)
+        c = http.client.HTTPConnection(host, port, timeout=120)
+        mine = {}
+        while time.monotonic() < stop_at:
+            name, path = pick(rng)
+            try:
+                status, secs, _ = get(c, path)
+            except Exception as e:  # noqa: BLE001 - every failure is counted
+                with lock:
+                    errors.append(f"{path}: {e}")
+                c = http.client.HTTPConnection(host, port, timeout=120)
+                continue
+            if status != 200:
+                with lock:
+                    errors.append(f"{path}: HTTP {status}")
+            mine.setdefault(name, []).append(secs)
+        with lock:
+            for k, v in mine.items():
+                results.setdefault(k, []).extend(v)
+
+    hostile = {}
+
+    def attack():
+        time.sleep(min(10, args.seconds / 4))
+        c = http.client.HTTPConnection(host, port, timeout=600)
+        sql = ("SELECT count(*) FROM crypto_analytics.ohlcv_1h a, crypto_analytics.ohlcv_1h b, "
+               "crypto_analytics.ohlcv_1h c WHERE a.close + b.close + c.close > 0")
+        status, secs, data = get(c, "/api/v1/sql", "POST", sql)
+        hostile.update(status=status, seconds=secs, body=data.decode()[:200])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+    threads.append(threading.Thread(target=attack))
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - started
+    rss = peak_rss(server.pid)
+    server.terminate()
+    server.wait(timeout=60)
+
+    total = sum(len(v) for v in results.values())
+    print(f"{total} requests in {wall:.1f} s ({total / wall:.0f}/s), {len(errors)} errors; server peak RSS {rss / 2**20:.0f} MiB")
+    print("| endpoint | requests | p50 (ms) | p99 (ms) | max (ms) |")
+    print("|---|---|---|---|---|")
+    for name in sorted(results):
+        v = sorted(results[name])
+        p = lambda q: v[min(len(v) - 1, int(q * len(v)))] * 1000  # noqa: E731
+        print(f"| {name} | {len(v)} | {statistics.median(v) * 1000:.1f} | {p(0.99):.1f} | {v[-1] * 1000:.1f} |")
+    print(f"hostile SQL during the load: HTTP {hostile.get('status')} in {hostile.get('seconds', 0):.1f} s: {hostile.get('body')}")
+    for e in errors[:10]:
+        print("error:", e)
+    return 0 if not errors and hostile.get("status") == 422 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
