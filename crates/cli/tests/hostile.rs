@@ -255,25 +255,7 @@ fn settings_and_flags_out_of_range_are_one_error_line_never_a_panic() {
 
 /// A small lake from the benchmark's generator: 3 symbols, 3 days, silver and gold built.
 fn small_lake(d: &Path) {
-    let lake = lake_of(d);
-    for args in [
-        vec![
-            "bench",
-            "generate",
-            "--symbols",
-            "3",
-            "--days",
-            "3",
-            "--from",
-            "2024-03-01",
-        ],
-        vec!["silver"],
-        vec!["gold"],
-    ] {
-        let mut all = vec!["--lake", lake.as_str()];
-        all.extend(args);
-        ok(d, &all);
-    }
+    generated_lake(d, 3, 3, "2024-03-01");
 }
 
 fn sql(d: &Path, query: &str, envs: &[(String, String)]) -> (Run, u64) {

@@ -139,31 +139,21 @@ async fn the_api_answers_as_sql_does_in_json_csv_and_arrow() {
         &dir,
         "SELECT exchange, symbol, count(*) AS n FROM crypto_analytics.ohlcv_1h GROUP BY 1, 2 ORDER BY 1, 2",
     );
-    let api: Vec<(String, String, f64)> = symbols
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["exchange"].to_string(),
-                r["symbol"].to_string(),
-                num(&r["hours"]),
-            )
-        })
-        .collect();
-    let cli: Vec<(String, String, f64)> = counted
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["exchange"].to_string(),
-                r["symbol"].to_string(),
-                num(&r["n"]),
-            )
-        })
-        .collect();
-    assert_eq!(api, cli);
+    let per_pair = |rows: &Value, count: &str| -> Vec<(String, String, f64)> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["exchange"].to_string(),
+                    r["symbol"].to_string(),
+                    num(&r[count]),
+                )
+            })
+            .collect()
+    };
+    let api = per_pair(&symbols, "hours");
+    assert_eq!(api, per_pair(&counted, "n"));
     assert!(api.len() >= 3, "{symbols}");
 
     // Candles, hourly and daily: count and volume as SQL sums them.
@@ -651,26 +641,8 @@ fn artifacts() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_draws_in_a_real_browser_and_loads_history_on_demand() {
     let d = tempfile::tempdir().unwrap();
-    let lake = d.path().join("lake").display().to_string();
     // Forty days of three symbols: more hours than the chart's first page.
-    for args in [
-        vec![
-            "bench",
-            "generate",
-            "--symbols",
-            "3",
-            "--days",
-            "40",
-            "--from",
-            "2024-01-01",
-        ],
-        vec!["silver"],
-        vec!["gold"],
-    ] {
-        let mut all = vec!["--lake", lake.as_str()];
-        all.extend(args);
-        ok(d.path(), &all);
-    }
+    generated_lake(d.path(), 3, 40, "2024-01-01");
     let served = Served::start(d.path(), &["--no-schedule", "--http", "127.0.0.1:0"], &[]);
     let browser = Browser::start().await;
     let shots = artifacts();

@@ -214,6 +214,12 @@ pub fn in_layout(path: &Path) -> bool {
     })
 }
 
+/// Whether the table under `prefix` holds exactly one file per partition, `part-00000.parquet`
+/// (silver, gold, gaps), rather than one file per run (`crypto_ops.runs`, `quality_results`).
+pub fn one_file_per_partition(prefix: &str) -> bool {
+    [SILVER_OHLCV_1H, GOLD_OHLCV_1D, OPS_GAPS].contains(&prefix)
+}
+
 /// The name of every partition's one file in the tables that have one per date.
 pub fn part_file_name() -> &'static str {
     PART_FILE

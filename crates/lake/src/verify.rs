@@ -45,12 +45,11 @@ pub struct FileProblem {
     pub action: String,
 }
 
-/// A table: its SQL name, prefix, columns, and whether each partition holds exactly one file.
+/// A table: its SQL name, prefix and columns.
 struct Table {
     name: &'static str,
     prefix: &'static str,
     schema: SchemaRef,
-    one_file: bool,
 }
 
 fn tables() -> [Table; 5] {
@@ -59,31 +58,26 @@ fn tables() -> [Table; 5] {
             name: "crypto_analytics.ohlcv_1h",
             prefix: paths::SILVER_OHLCV_1H,
             schema: schema::ohlcv_1h(),
-            one_file: true,
         },
         Table {
             name: "crypto_gold.ohlcv_1d",
             prefix: paths::GOLD_OHLCV_1D,
             schema: schema::ohlcv_1d(),
-            one_file: true,
         },
         Table {
             name: "crypto_ops.gaps",
             prefix: paths::OPS_GAPS,
             schema: schema::gaps(),
-            one_file: true,
         },
         Table {
             name: "crypto_ops.runs",
             prefix: paths::OPS_RUNS,
             schema: schema::runs(),
-            one_file: false,
         },
         Table {
             name: "crypto_ops.quality_results",
             prefix: paths::OPS_QUALITY_RESULTS,
             schema: schema::quality_results(),
-            one_file: false,
         },
     ]
 }
@@ -157,7 +151,7 @@ pub async fn verify(lake: &Lake, read: bool) -> Result<Vec<FileProblem>> {
                 .unwrap_or_default();
             let date = match rest.as_slice() {
                 [d, f] if paths::in_layout(&key) && d.starts_with("date=") => {
-                    let ok = match t.one_file {
+                    let ok = match paths::one_file_per_partition(t.prefix) {
                         true => f == paths::part_file_name(),
                         false => f.ends_with(".parquet"),
                     };

@@ -173,17 +173,6 @@ fn first_line(m: &str) -> &str {
     m.lines().next().unwrap_or(m).trim_end_matches(':').trim()
 }
 
-/// Whether partitions of the table under `prefix` hold exactly one file, `part-00000.parquet`
-/// (silver, gold, gaps), rather than one file per run (`crypto_ops.runs`, `quality_results`).
-fn one_file_per_partition(prefix: &str) -> bool {
-    [
-        paths::SILVER_OHLCV_1H,
-        paths::GOLD_OHLCV_1D,
-        paths::OPS_GAPS,
-    ]
-    .contains(&prefix)
-}
-
 /// A read-only SQL session over one lake.
 pub struct QueryEngine {
     ctx: SessionContext,
@@ -237,7 +226,7 @@ impl QueryEngine {
             };
             let url = ListingTableUrl::parse(format!("{}/", lake.url_of(&prefix.as_str().into())))
                 .and_then(|u| {
-                    u.with_glob(match one_file_per_partition(&prefix) {
+                    u.with_glob(match paths::one_file_per_partition(&prefix) {
                         true => paths::part_file_name(),
                         false => "*.parquet",
                     })

@@ -115,11 +115,6 @@ fn table(schema: &SchemaRef, batches: &[RecordBatch], format: Format) -> Respons
     }
 }
 
-/// The API's shared session.
-async fn engine(state: &AppState) -> Result<&QueryEngine, Response> {
-    Ok(&state.api_engine)
-}
-
 /// Runs `sql` on the API's shared session and answers with its rows in the asked format.
 async fn answer(state: &AppState, sql: &str, p: &HashMap<String, String>) -> Response {
     answer_on(&state.api_engine, state, sql, p).await
@@ -262,8 +257,8 @@ async fn candles(State(state): State<Arc<AppState>>, Query(p): Params) -> Respon
 pub(crate) async fn freshness_rows(
     state: &AppState,
 ) -> Result<Vec<cryptolake_pipeline::Freshness>, Response> {
-    let engine = engine(state).await?;
-    let batches = engine
+    let batches = state
+        .api_engine
         .query("SELECT DISTINCT exchange, symbol FROM crypto_analytics.ohlcv_1h ORDER BY 1, 2")
         .await
         .map_err(query_error)?;
@@ -351,7 +346,7 @@ async fn compute_overview(state: &AppState) -> Result<Value, Response> {
          LEFT JOIN q ON s.exchange = q.exchange AND s.symbol = q.symbol \
          ORDER BY s.exchange, s.symbol"
     );
-    let engine = engine(state).await?;
+    let engine = &state.api_engine;
     let rows = engine.query(&sql).await.map_err(query_error)?;
     let mut out: Vec<serde_json::Map<String, serde_json::Value>> =
         render(&rows, OutputFormat::Json)
@@ -519,7 +514,8 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             }
         }
     }
-    if let Ok(engine) = engine(&state).await {
+    {
+        let engine = &state.api_engine;
         let day_ago = micros(state.pipeline.now() - Duration::hours(24));
         let text = |b: &RecordBatch, c: usize, i: usize| {
             arrow::util::display::array_value_to_string(b.column(c), i).unwrap_or_default()

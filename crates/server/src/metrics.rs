@@ -57,6 +57,19 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) -> String {
     name.to_string()
 }
 
+/// A whole family whose samples have one label each.
+fn one_label<'a, V: std::fmt::Display + 'a>(
+    out: &mut String,
+    (name, kind, help): (&str, &str, &str),
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a String, V)>,
+) {
+    let n = family(out, name, kind, help);
+    for (key, v) in samples {
+        line(out, format!("{n}{} {v}", labels(&[(label, key)])));
+    }
+}
+
 fn line(out: &mut String, text: String) {
     out.push_str(&text);
     out.push('\n');
@@ -159,35 +172,36 @@ impl Metrics {
             line(&mut out, format!("{n}_count{} {}", labels(&l), h.count));
         }
 
-        let n = family(
+        one_label(
             &mut out,
-            "cryptolake_last_success_timestamp_seconds",
-            "gauge",
-            "When each step last finished ok (Unix time).",
+            (
+                "cryptolake_last_success_timestamp_seconds",
+                "gauge",
+                "When each step last finished ok (Unix time).",
+            ),
+            "step",
+            &m.last_success,
         );
-        for (step, t) in &m.last_success {
-            line(&mut out, format!("{n}{} {t}", labels(&[("step", step)])));
-        }
-
-        let n = family(
+        one_label(
             &mut out,
-            "cryptolake_rows_written_total",
-            "counter",
-            "Candles fetched, hours or days written, by step.",
+            (
+                "cryptolake_rows_written_total",
+                "counter",
+                "Candles fetched, hours or days written, by step.",
+            ),
+            "step",
+            &m.rows,
         );
-        for (step, v) in &m.rows {
-            line(&mut out, format!("{n}{} {v}", labels(&[("step", step)])));
-        }
-
-        let n = family(
+        one_label(
             &mut out,
-            "cryptolake_records_quarantined_total",
-            "counter",
-            "Records set aside under quarantine/, by step.",
+            (
+                "cryptolake_records_quarantined_total",
+                "counter",
+                "Records set aside under quarantine/, by step.",
+            ),
+            "step",
+            &m.quarantined,
         );
-        for (step, v) in &m.quarantined {
-            line(&mut out, format!("{n}{} {v}", labels(&[("step", step)])));
-        }
 
         let stats = cryptolake_sources::http::stats();
         let n = family(
@@ -205,18 +219,16 @@ impl Metrics {
                 ),
             );
         }
-        let n = family(
+        one_label(
             &mut out,
-            "cryptolake_rate_limit_wait_seconds_total",
-            "counter",
-            "Time requests spent waiting for the exchange's request budget, by exchange.",
+            (
+                "cryptolake_rate_limit_wait_seconds_total",
+                "counter",
+                "Time requests spent waiting for the exchange's request budget, by exchange.",
+            ),
+            "exchange",
+            &stats.waits,
         );
-        for (exchange, secs) in &stats.waits {
-            line(
-                &mut out,
-                format!("{n}{} {secs}", labels(&[("exchange", exchange)])),
-            );
-        }
 
         let n = family(
             &mut out,
@@ -254,15 +266,16 @@ impl Metrics {
             );
         }
 
-        let n = family(
+        one_label(
             &mut out,
-            "cryptolake_quality_violations",
-            "gauge",
-            "Quality rule violations recorded in the last 24 hours, by rule.",
+            (
+                "cryptolake_quality_violations",
+                "gauge",
+                "Quality rule violations recorded in the last 24 hours, by rule.",
+            ),
+            "rule",
+            lake.violations.iter().map(|(k, v)| (k, v)),
         );
-        for (rule, v) in &lake.violations {
-            line(&mut out, format!("{n}{} {v}", labels(&[("rule", rule)])));
-        }
         out
     }
 }

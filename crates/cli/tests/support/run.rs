@@ -115,3 +115,28 @@ pub fn cryptolake_rss(dir: &Path, args: &[&str], envs: &[(String, String)]) -> (
 pub fn error_lines(text: &str) -> Vec<&str> {
     text.lines().filter(|l| l.starts_with("error:")).collect()
 }
+
+/// A lake at `dir/lake` from the benchmark's generator (`symbols` x `days` from `from`), with
+/// silver and gold built.
+pub fn generated_lake(dir: &Path, symbols: u32, days: u32, from: &str) {
+    let lake = dir.join("lake").display().to_string();
+    let (symbols, days) = (symbols.to_string(), days.to_string());
+    for args in [
+        vec![
+            "bench",
+            "generate",
+            "--symbols",
+            &symbols,
+            "--days",
+            &days,
+            "--from",
+            from,
+        ],
+        vec!["silver"],
+        vec!["gold"],
+    ] {
+        let mut all = vec!["--lake", lake.as_str()];
+        all.extend(args);
+        ok(dir, &all);
+    }
+}
