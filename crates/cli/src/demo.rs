@@ -121,8 +121,9 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
     let exchanges = [Exchange::Binance, Exchange::Coinbase, Exchange::Kraken];
     for exchange in exchanges {
         let since = match exchange {
-            // Kraken serves only its latest 720 minutes: ask for the last 11 hours.
-            Exchange::Kraken => hour_start(now - Duration::hours(11)),
+            // Kraken serves only its latest 720 minutes (the client counts on 715): from the
+            // start of the hour ten hours ago is at most 659 minutes back, whatever the minute.
+            Exchange::Kraken => hour_start(now - Duration::hours(10)),
             _ => day_start(date_of(now) - Duration::days(i64::from(days))),
         };
         let req = IngestRequest {
