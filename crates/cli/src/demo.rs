@@ -167,7 +167,7 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
          cryptolake{lake_flag} serve --no-schedule   # the dashboard"
     );
     if *serve {
-        return crate::serve::run(p, http.as_deref(), false, None).await;
+        return crate::serve::run(p, http.as_deref(), false, None, None).await;
     }
     Ok(ExitCode::SUCCESS)
 }

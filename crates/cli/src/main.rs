@@ -118,7 +118,15 @@ enum Command {
         /// Cron expression, UTC [config: schedule.cron]
         #[arg(long, conflicts_with = "no_schedule")]
         cron: Option<String>,
+        /// Also serve the PostgreSQL wire protocol on this address, for BI tools and database
+        /// drivers [config: server.pg; off by default]. Any address but loopback needs a user
+        /// (server.pg_users)
+        #[arg(long)]
+        pg: Option<String>,
     },
+    /// Print a password hash for [[server.pg_users]] password_hash, reading the password from
+    /// stdin (one line). The password itself never goes in the config file
+    PgPassword,
     /// Run SQL over crypto_analytics.ohlcv_1h and crypto_gold.ohlcv_1d (read-only); without a
     /// query, open an interactive shell
     Sql {
@@ -608,10 +616,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             http,
             no_schedule,
             cron,
+            pg,
         } => {
             let p = open(&cli, settings()?).await?;
-            serve::run(p, http.as_deref(), !no_schedule, cron.as_deref()).await
+            serve::run(
+                p,
+                http.as_deref(),
+                !no_schedule,
+                cron.as_deref(),
+                pg.as_deref(),
+            )
+            .await
         }
+        Command::PgPassword => serve::pg_password(),
         Command::Bench(BenchCmd::Generate {
             symbols,
             days,

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,24 +28,8 @@ impl Served {
         ];
         all.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        let mut child = command(dir, &refs, envs)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("serve starts");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("serving the dashboard on ") {
-                    let url = rest.split('/').take(3).collect::<Vec<_>>().join("/");
-                    let _ = tx.send(url);
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("serve announces its address");
+        let (child, rest) = spawn_announcing(dir, &refs, envs, "serving the dashboard on ");
+        let url = rest.split('/').take(3).collect::<Vec<_>>().join("/");
         Served {
             child: Some(child),
             url,

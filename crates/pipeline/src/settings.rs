@@ -90,6 +90,28 @@ timeout = "5m"
 http = "127.0.0.1:8080"
 # The most rows one SQL request to the server returns. Env: CRYPTOLAKE_SERVER_MAX_ROWS.
 max_rows = 100000
+# The PostgreSQL wire protocol, for BI tools and database drivers (docs/bi.md); off unless set.
+# Loopback needs no user; any other address needs at least one user below.
+# Env: CRYPTOLAKE_SERVER_PG. Flag: serve --pg.
+# pg = "127.0.0.1:5432"
+# Clients connected at once; one more is told "too many clients" (SQLSTATE 53300).
+# Env: CRYPTOLAKE_SERVER_PG_MAX_CONNECTIONS.
+pg_max_connections = 32
+# TLS for the wire protocol: both files (PEM) or neither. Files that cannot be used stop the
+# server; it never falls back to plain text. Env: CRYPTOLAKE_SERVER_PG_TLS_CERT, _TLS_KEY.
+# pg_tls_cert = "/etc/cryptolake/server.crt"
+# pg_tls_key = "/etc/cryptolake/server.key"
+#
+# Users, who sign in with SCRAM-SHA-256. A password is never written here: give its hash, from
+# `cryptolake pg-password` (which reads the password on stdin), or the name of an environment
+# variable holding it. One more user may come from CRYPTOLAKE_SERVER_PG_USER and
+# CRYPTOLAKE_SERVER_PG_PASSWORD.
+# [[server.pg_users]]
+# name = "grafana"
+# password_hash = "cryptolake-scram-sha-256$4096:…$…"
+# [[server.pg_users]]
+# name = "metabase"
+# password_env = "METABASE_PG_PASSWORD"
 
 [quality]
 # Data-quality rules. Actions: warn (report, keep the data), drop (leave the record out, count
@@ -243,6 +265,90 @@ pub struct ServerSettings {
     pub token: Option<Secret>,
     /// The most rows one SQL request returns.
     pub max_rows: usize,
+    /// Where the PostgreSQL wire protocol listens; `None` leaves it off.
+    pub pg: Option<std::net::SocketAddr>,
+    pub pg_max_connections: usize,
+    /// Users who may sign in over the wire protocol; none means loopback without sign-in.
+    pub pg_users: Vec<PgUser>,
+    /// Certificate and key files (PEM) for TLS on the wire protocol.
+    pub pg_tls: Option<PgTls>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A user of the PostgreSQL wire protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgUser {
+    pub name: String,
+    pub password: PgPassword,
+}
+
+/// How a wire-protocol user's password is known: never as plain text in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PgPassword {
+    /// SCRAM-SHA-256's salted password (PBKDF2-HMAC-SHA-256 of the password), as written by
+    /// `cryptolake pg-password`: `cryptolake-scram-sha-256$ITERATIONS:SALT$SALTED` (base64).
+    Scram {
+        iterations: u32,
+        salt: Vec<u8>,
+        salted: Vec<u8>,
+    },
+    /// The password itself, from an environment variable.
+    Plain(Secret),
+}
+
+/// The prefix of a [`PgPassword::Scram`] hash.
+pub const PG_HASH_PREFIX: &str = "cryptolake-scram-sha-256$";
+
+impl PgPassword {
+    /// Parses a hash written by `cryptolake pg-password`.
+    pub fn parse_hash(text: &str) -> std::result::Result<PgPassword, String> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let form = format!(
+            "{PG_HASH_PREFIX}ITERATIONS:SALT$SALTED_PASSWORD, as `cryptolake pg-password` prints"
+        );
+        let rest = text
+            .trim()
+            .strip_prefix(PG_HASH_PREFIX)
+            .ok_or_else(|| format!("is not a password hash: expected {form}"))?;
+        let (head, salted) = rest
+            .split_once('$')
+            .ok_or_else(|| format!("has no `$` before the salted password: expected {form}"))?;
+        let (iterations, salt) = head
+            .split_once(':')
+            .ok_or_else(|| format!("has no `:` after the iteration count: expected {form}"))?;
+        let iterations: u32 = iterations
+            .parse()
+            .map_err(|_| format!("iteration count {iterations:?} is not a number"))?;
+        if iterations != 4096 {
+            return Err(format!(
+                "iteration count {iterations}: the server uses 4096, as `cryptolake pg-password` writes"
+            ));
+        }
+        let salt = b64
+            .decode(salt)
+            .map_err(|e| format!("salt is not base64: {e}"))?;
+        let salted = b64
+            .decode(salted)
+            .map_err(|e| format!("salted password is not base64: {e}"))?;
+        if salt.len() < 8 || salted.len() != 32 {
+            return Err(format!(
+                "has a {}-byte salt and a {}-byte salted password; expected at least 8 and exactly 32",
+                salt.len(),
+                salted.len()
+            ));
+        }
+        Ok(PgPassword::Scram {
+            iterations,
+            salt,
+            salted,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -306,6 +412,10 @@ impl Default for Settings {
                 http: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
                 token: None,
                 max_rows: 100_000,
+                pg: None,
+                pg_max_connections: 32,
+                pg_users: Vec::new(),
+                pg_tls: None,
             },
             query: cryptolake_query::Limits::default(),
             quality: QualityRules::default(),
@@ -374,6 +484,20 @@ struct RawSilver {
 struct RawServer {
     http: Option<String>,
     max_rows: Option<i64>,
+    pg: Option<String>,
+    pg_max_connections: Option<i64>,
+    pg_tls_cert: Option<String>,
+    pg_tls_key: Option<String>,
+    #[serde(default)]
+    pg_users: Vec<RawPgUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPgUser {
+    name: String,
+    password_hash: Option<String>,
+    password_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -638,7 +762,7 @@ struct EnvVars<'a> {
     exchange: BTreeMap<(Exchange, &'static str), (&'a str, &'a str)>,
 }
 
-const TOP_VARS: [&str; 15] = [
+const TOP_VARS: [&str; 21] = [
     "LAKE",
     "S3_ENDPOINT",
     "S3_REGION",
@@ -654,6 +778,12 @@ const TOP_VARS: [&str; 15] = [
     "SERVER_HTTP",
     "SERVER_MAX_ROWS",
     "SERVER_TOKEN",
+    "SERVER_PG",
+    "SERVER_PG_MAX_CONNECTIONS",
+    "SERVER_PG_TLS_CERT",
+    "SERVER_PG_TLS_KEY",
+    "SERVER_PG_USER",
+    "SERVER_PG_PASSWORD",
 ];
 const EXCHANGE_VARS: [&str; 6] = [
     "ENABLED",
@@ -699,6 +829,92 @@ fn env_vars(env: &[(String, String)]) -> Result<EnvVars<'_>> {
         }
     }
     Ok(out)
+}
+
+/// The wire protocol's users: the file's, then the one of `CRYPTOLAKE_SERVER_PG_USER` and
+/// `CRYPTOLAKE_SERVER_PG_PASSWORD`.
+fn pg_users<'a>(
+    raw: Vec<RawPgUser>,
+    top: &dyn Fn(&'static str) -> Option<(&'a str, &'a str)>,
+    env: &[(String, String)],
+) -> Result<Vec<PgUser>> {
+    let mut users: Vec<PgUser> = Vec::new();
+    for (i, u) in raw.into_iter().enumerate() {
+        let key = format!("server.pg_users[{i}]");
+        let name = u.name.trim().to_string();
+        if name.is_empty() || name.len() > 63 || name.chars().any(|c| c.is_control()) {
+            return Err(bad(
+                &format!("{key}.name"),
+                Origin::File,
+                "must be 1 to 63 printable characters",
+            ));
+        }
+        let password = match (u.password_hash, u.password_env) {
+            (Some(h), None) => PgPassword::parse_hash(&h)
+                .map_err(|e| bad(&format!("{key}.password_hash"), Origin::File, e))?,
+            (None, Some(var)) => {
+                if var.starts_with("CRYPTOLAKE_") {
+                    return Err(bad(
+                        &format!("{key}.password_env"),
+                        Origin::File,
+                        format!(
+                            "{var:?}: name a variable outside CRYPTOLAKE_*, which holds settings only"
+                        ),
+                    ));
+                }
+                match env.iter().find(|(k, _)| *k == var) {
+                    Some((_, v)) if !v.is_empty() => PgPassword::Plain(Secret(v.clone())),
+                    _ => {
+                        return Err(bad(
+                            &format!("{key}.password_env"),
+                            Origin::File,
+                            format!("environment variable {var} is not set"),
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(bad(
+                    &key,
+                    Origin::File,
+                    "needs exactly one of password_hash (from `cryptolake pg-password`) and password_env; a password itself never goes in the file",
+                ));
+            }
+        };
+        if users.iter().any(|x| x.name == name) {
+            return Err(bad(
+                &format!("{key}.name"),
+                Origin::File,
+                format!("user {name:?} appears twice"),
+            ));
+        }
+        users.push(PgUser { name, password });
+    }
+    match (top("SERVER_PG_USER"), top("SERVER_PG_PASSWORD")) {
+        (None, None) => {}
+        (Some((_, name)), Some((_, pw))) if !name.trim().is_empty() && !pw.is_empty() => {
+            let name = name.trim().to_string();
+            if users.iter().any(|x| x.name == name) {
+                return Err(bad(
+                    "server.pg_users",
+                    Origin::Env("CRYPTOLAKE_SERVER_PG_USER"),
+                    format!("user {name:?} is also in the file"),
+                ));
+            }
+            users.push(PgUser {
+                name,
+                password: PgPassword::Plain(Secret(pw.to_string())),
+            });
+        }
+        (Some((n, _)), _) | (None, Some((n, _))) => {
+            return Err(bad(
+                "server.pg_users",
+                Origin::Env(n),
+                "CRYPTOLAKE_SERVER_PG_USER and CRYPTOLAKE_SERVER_PG_PASSWORD go together, neither empty",
+            ));
+        }
+    }
+    Ok(users)
 }
 
 fn resolve(raw: RawFile, env: &[(String, String)]) -> Result<Settings> {
@@ -895,6 +1111,41 @@ fn resolve(raw: RawFile, env: &[(String, String)]) -> Result<Settings> {
             d.server.max_rows,
             10_000_000,
         )?,
+        pg: match pick(raw.server.pg, env_string("SERVER_PG")) {
+            None => None,
+            Some(s) => Some(s.value.trim().parse().map_err(|_| {
+                bad(
+                    "server.pg",
+                    s.origin,
+                    format!("{:?} is not an address like 127.0.0.1:5432", s.value),
+                )
+            })?),
+        },
+        pg_max_connections: number(
+            "server.pg_max_connections",
+            raw.server.pg_max_connections,
+            top("SERVER_PG_MAX_CONNECTIONS"),
+            d.server.pg_max_connections,
+            10_000,
+        )?,
+        pg_tls: match (
+            pick(raw.server.pg_tls_cert, env_string("SERVER_PG_TLS_CERT")),
+            pick(raw.server.pg_tls_key, env_string("SERVER_PG_TLS_KEY")),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(PgTls {
+                cert: PathBuf::from(cert.value),
+                key: PathBuf::from(key.value),
+            }),
+            (Some(only), None) | (None, Some(only)) => {
+                return Err(bad(
+                    "server.pg_tls_cert / server.pg_tls_key",
+                    only.origin,
+                    "TLS needs both the certificate and the key file",
+                ));
+            }
+        },
+        pg_users: pg_users(raw.server.pg_users, &top, env)?,
     };
     let q = raw.quality;
     let r = d.quality.clone();
@@ -1035,6 +1286,76 @@ mod tests {
 
     fn err(text: &str, env: &[(&str, &str)]) -> String {
         load(text, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn wire_protocol_users_come_as_hashes_or_from_the_environment() {
+        // A hash as `cryptolake pg-password` writes it: 16-byte salt, 32-byte salted password.
+        let hash = "cryptolake-scram-sha-256$4096:AAECAwQFBgcICQoLDA0ODw==$AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let s = load(
+            &format!(
+                "[server]\npg = \"0.0.0.0:5433\"\n[[server.pg_users]]\nname = \"grafana\"\npassword_hash = \"{hash}\"\n[[server.pg_users]]\nname = \"metabase\"\npassword_env = \"MB_PW\"\n"
+            ),
+            &[
+                ("MB_PW", "s3cret"),
+                ("CRYPTOLAKE_SERVER_PG_USER", "psql"),
+                ("CRYPTOLAKE_SERVER_PG_PASSWORD", "other"),
+                ("CRYPTOLAKE_SERVER_PG_MAX_CONNECTIONS", "5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.server.pg, Some("0.0.0.0:5433".parse().unwrap()));
+        assert_eq!(s.server.pg_max_connections, 5);
+        let names: Vec<&str> = s.server.pg_users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["grafana", "metabase", "psql"]);
+        match &s.server.pg_users[0].password {
+            PgPassword::Scram {
+                iterations,
+                salt,
+                salted,
+            } => {
+                assert_eq!(*iterations, 4096);
+                assert_eq!(salt.len(), 16);
+                assert_eq!(salted[31], 31);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            s.server.pg_users[1].password,
+            PgPassword::Plain(Secret("s3cret".into()))
+        );
+        // Secrets never print.
+        assert!(!format!("{s:?}").contains("s3cret"));
+        assert!(!format!("{s:?}").contains("other\""));
+
+        // Each wrong form names its key and says what was expected.
+        let user = |body: &str| format!("[[server.pg_users]]\nname = \"u\"\n{body}\n");
+        let e = err(&user("password = \"hunter2\""), &[]);
+        assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
+        let e = err(&user("password_hash = \"hunter2\""), &[]);
+        assert!(
+            e.contains("server.pg_users[0].password_hash") && e.contains("pg-password"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = err(
+            &user("password_hash = \"cryptolake-scram-sha-256$1:AAAA$AAAA\""),
+            &[],
+        );
+        assert!(e.contains("4096"), "{e}");
+        let e = err(&user("password_env = \"NOT_SET_ANYWHERE\""), &[]);
+        assert!(e.contains("NOT_SET_ANYWHERE is not set"), "{e}");
+        let e = err(&user(""), &[]);
+        assert!(e.contains("exactly one of password_hash"), "{e}");
+        let e = err("[server]\npg_tls_cert = \"/x.pem\"\n", &[]);
+        assert!(e.contains("both the certificate and the key"), "{e}");
+        let e = err("[server]\npg = \"localhost\"\n", &[]);
+        assert!(
+            e.contains("server.pg") && e.contains("127.0.0.1:5432"),
+            "{e}"
+        );
+        let e = err("", &[("CRYPTOLAKE_SERVER_PG_USER", "x")]);
+        assert!(e.contains("go together"), "{e}");
     }
 
     #[test]

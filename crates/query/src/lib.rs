@@ -23,6 +23,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::LogicalPlan;
 use futures::StreamExt;
 use object_store::ObjectStore;
 
@@ -79,6 +80,57 @@ pub enum Error {
     Table { table: String, reason: String },
     #[error("{0}")]
     Limit(String),
+    #[error("{0}")]
+    Timeout(String),
+}
+
+impl Error {
+    /// The PostgreSQL error code (SQLSTATE) that fits: what a PostgreSQL client would get
+    /// from PostgreSQL itself for the same kind of failure.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            // read_only_sql_transaction
+            Error::ReadOnly(_) => "25006",
+            // query_canceled, as for statement_timeout
+            Error::Timeout(_) => "57014",
+            // out_of_memory, or program_limit_exceeded for a refused join or row count
+            Error::Limit(m) if m.contains("memory limit") || m.contains("resource limits") => {
+                "53200"
+            }
+            Error::Limit(_) => "54000",
+            // io_error: a table's files could not be read
+            Error::Table { .. } => "58030",
+            Error::Output(_) => "XX000",
+            Error::Query(m) => {
+                if m.contains("SQL error") || m.contains("ParserError") {
+                    // syntax_error
+                    "42601"
+                } else if m.contains("table") && m.contains("not found") {
+                    // undefined_table
+                    "42P01"
+                } else if m.contains("No field named")
+                    || m.contains("column") && m.contains("not found")
+                {
+                    // undefined_column
+                    "42703"
+                } else if m.contains("Invalid function")
+                    || m.contains("function") && m.contains("not found")
+                {
+                    // undefined_function
+                    "42883"
+                } else if m.contains("Error during planning") || m.contains("Schema error") {
+                    // syntax_error_or_access_rule_violation
+                    "42000"
+                } else if m.contains("damaged file") {
+                    // data_corrupted
+                    "XX001"
+                } else {
+                    // internal_error
+                    "XX000"
+                }
+            }
+        }
+    }
 }
 
 impl From<DataFusionError> for Error {
@@ -290,14 +342,65 @@ impl QueryEngine {
         max_rows: Option<usize>,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let ctx = self.ctx.clone();
-        let limits = self.limits.clone();
         let sql = sql.to_string();
-        // The statement runs as its own task: the time limit holds even while an operator
-        // computes without yielding, and the task is aborted when it passes.
-        let run = async move {
+        self.run(&self.ctx, max_rows, None, async move {
             let df = ctx.sql_with_options(&sql, read_only()).await?;
-            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let plan = df.create_physical_plan().await?;
+            Ok(df.logical_plan().clone())
+        })
+        .await
+    }
+
+    /// A session of its own over the same tables, functions, limits and memory pool: its
+    /// settings (the time zone, …) are its own, never another session's. One per client of a
+    /// long-lived front end.
+    pub fn session(&self) -> SessionContext {
+        SessionContext::new_with_state(self.ctx.state())
+    }
+
+    /// Refuses any plan that would write, define or change something: the same rules as
+    /// [`QueryEngine::query`] applies to SQL text, for a plan made elsewhere (a prepared
+    /// statement, a wire protocol's parser).
+    pub fn check_read_only(plan: &LogicalPlan) -> Result<()> {
+        read_only().verify_plan(plan).map_err(Error::from)
+    }
+
+    /// Runs a read-only `plan` in `session` (one of [`QueryEngine::session`]) under the
+    /// engine's limits: the time limit (or `timeout`, when shorter), the memory limit counting
+    /// the result, and at most `max_rows` rows.
+    pub async fn execute(
+        &self,
+        session: &SessionContext,
+        plan: LogicalPlan,
+        max_rows: Option<usize>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        Self::check_read_only(&plan)?;
+        self.run(session, max_rows, timeout, async move { Ok(plan) })
+            .await
+    }
+
+    /// The engine's own session, to install functions and catalogs every
+    /// [`QueryEngine::session`] made afterwards inherits.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Plans (through `plan`), then runs one statement as its own task: the time limit holds
+    /// even while an operator computes without yielding, and the task is aborted when it
+    /// passes.
+    async fn run(
+        &self,
+        ctx: &SessionContext,
+        max_rows: Option<usize>,
+        timeout: Option<std::time::Duration>,
+        plan: impl std::future::Future<Output = Result<LogicalPlan>> + Send + 'static,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let ctx = ctx.clone();
+        let limits = self.limits.clone();
+        let run = async move {
+            let plan = plan.await?;
+            let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+            let plan = ctx.state().create_physical_plan(&plan).await?;
             check_joins(&plan)?;
             let plan = yielding_joins(plan)?;
             let mut stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())?;
@@ -329,7 +432,8 @@ impl QueryEngine {
         };
         let task = tokio::spawn(run);
         let abort = task.abort_handle();
-        let finished = tokio::time::timeout(self.limits.timeout, task).await;
+        let limit = timeout.map_or(self.limits.timeout, |t| t.min(self.limits.timeout));
+        let finished = tokio::time::timeout(limit, task).await;
         match finished {
             Ok(Ok(Err(Error::Query(msg)))) if names_no_file(&msg) => {
                 Err(Error::Query(self.name_damaged(msg).await))
@@ -338,10 +442,17 @@ impl QueryEngine {
             Ok(Err(e)) => Err(Error::Query(format!("the query stopped: {e}"))),
             Err(_) => {
                 abort.abort();
-                Err(Error::Limit(format!(
-                    "the query ran past its time limit of {}; raise query.timeout (CRYPTOLAKE_QUERY_TIMEOUT) or ask for less",
-                    humanize(self.limits.timeout)
-                )))
+                Err(Error::Timeout(if limit < self.limits.timeout {
+                    format!(
+                        "canceling statement due to statement timeout ({})",
+                        humanize(limit)
+                    )
+                } else {
+                    format!(
+                        "the query ran past its time limit of {}; raise query.timeout (CRYPTOLAKE_QUERY_TIMEOUT) or ask for less",
+                        humanize(limit)
+                    )
+                }))
             }
         }
     }

@@ -55,7 +55,7 @@ fn query_error(e: cryptolake_query::Error) -> Response {
     use cryptolake_query::Error as Q;
     let status = match &e {
         Q::ReadOnly(_) => StatusCode::FORBIDDEN,
-        Q::Limit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Q::Limit(_) | Q::Timeout(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Q::Query(_) => StatusCode::BAD_REQUEST,
         Q::Output(_) | Q::Table { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };

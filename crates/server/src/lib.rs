@@ -7,6 +7,7 @@
 mod api;
 pub mod metrics;
 mod pages;
+pub mod pg;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,8 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     /// The cron of the hourly job; `None` serves the lake read-only.
     pub schedule: Option<String>,
+    /// The PostgreSQL wire protocol, when asked for.
+    pub pg: Option<pg::PgOptions>,
 }
 
 /// How long a failed run may stand before `/readyz` says the process is not ready.
@@ -107,13 +110,13 @@ pub fn with_metrics(
 
 /// Serves until `stop` yields (SIGINT or SIGTERM in the binary). With a schedule, the first
 /// signal also lets the run in progress finish, and a second aborts it, as `schedule` does.
-/// `on_ready` gets the bound address (port 0 picks one).
+/// `on_ready` gets the bound addresses, HTTP and the PostgreSQL protocol's (port 0 picks one).
 pub async fn serve(
     pipeline: Pipeline,
     metrics: Arc<metrics::Metrics>,
     options: ServeOptions,
     mut stop: UnboundedReceiver<()>,
-    on_ready: &(dyn Fn(SocketAddr) + Sync),
+    on_ready: &(dyn Fn(SocketAddr, Option<SocketAddr>) + Sync),
     on_run: &(dyn Fn(&RunSummary) + Sync),
 ) -> Result<()> {
     let settings = pipeline.settings().clone();
@@ -130,6 +133,11 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
+    let pg_server = match &options.pg {
+        Some(o) => Some(pg::PgServer::bind(pipeline.query_engine().await?, o).await?),
+        None => None,
+    };
+    let pg_addr = pg_server.as_ref().map(|p| p.local_addr()).transpose()?;
     let api_engine = pipeline.query_engine().await?;
     let pipeline = Arc::new(pipeline);
     let state = Arc::new(AppState {
@@ -144,14 +152,14 @@ pub async fn serve(
         overview: Mutex::new(None),
     });
     let app = router(state.clone());
-    info!(%addr, schedule = ?options.schedule, "serving");
-    on_ready(addr);
+    info!(%addr, pg = ?pg_addr, schedule = ?options.schedule, "serving");
+    on_ready(addr, pg_addr);
 
     // One signal stops the server and the scheduler; the scheduler sees every signal, so a
     // second one aborts its run.
     let (sched_tx, sched_rx) = tokio::sync::mpsc::unbounded_channel();
     let (down_tx, down_rx) = tokio::sync::watch::channel(false);
-    let (mut down_http, mut down_job) = (down_rx.clone(), down_rx);
+    let (mut down_http, mut down_job, down_pg) = (down_rx.clone(), down_rx.clone(), down_rx);
     tokio::spawn(async move {
         while stop.recv().await.is_some() {
             let _ = sched_tx.send(());
@@ -199,11 +207,18 @@ pub async fn serve(
             .await
             .map_err(Error::from)
     };
-    let (served, scheduled) = tokio::join!(http, job);
+    let pg = async move {
+        match pg_server {
+            Some(p) => p.run(down_pg).await,
+            None => Ok(()),
+        }
+    };
+    let (served, scheduled, pg_served) = tokio::join!(http, job, pg);
     if let Err(e) = &scheduled {
         warn!(error = %e, "the scheduler stopped with an error");
     }
     served?;
+    pg_served?;
     scheduled
 }
 

@@ -27,6 +27,46 @@ pub fn command(dir: &Path, args: &[&str], envs: &[(String, String)]) -> std::pro
     cmd
 }
 
+/// Starts the binary (a long-running command) and waits up to 60 s for the stdout line that
+/// starts with `prefix`: the child, and the rest of that line. A child that ends or stays
+/// silent fails the test with its stderr.
+pub fn spawn_announcing(
+    dir: &Path,
+    args: &[&str],
+    envs: &[(String, String)],
+    prefix: &'static str,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = command(dir, args, envs)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(rest) => (child, rest),
+        Err(_) => {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("the child is reaped");
+            panic!(
+                "{args:?} did not print a line starting {prefix:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
 pub fn cryptolake(dir: &Path, args: &[&str]) -> Run {
     cryptolake_with(dir, args, &[])
 }

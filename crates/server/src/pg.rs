@@ -1,0 +1,1253 @@
+//! The PostgreSQL wire protocol of `cryptolake serve --pg`: BI tools, `psql` and database
+//! drivers read the same read-only tables as `cryptolake sql`, under the same limits.
+//!
+//! The protocol itself is `pgwire`'s; Arrow results are encoded by `arrow-pg`, and the
+//! `pg_catalog` tools discover tables through is `datafusion-pg-catalog`'s (all three through
+//! `datafusion-postgres`). The handlers are ours, because theirs run any statement on one
+//! shared session: here every statement is checked before it is planned and again as a plan,
+//! runs under the query limits as its own task, and each client has a session of its own.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cryptolake_pipeline::settings::{PgPassword, PgTls, PgUser};
+use cryptolake_query::QueryEngine;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatementWrapper;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion_postgres::arrow_pg::datatypes::{
+    arrow_schema_to_pg_fields, df::deserialize_parameters_with_server_types, encode_recordbatch,
+    into_pg_type,
+};
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::pgwire;
+use futures::{Sink, stream};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, ErrorHandler, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::types::format::FormatOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{info, warn};
+
+use crate::{Error, Result};
+
+/// The PostgreSQL version the server says it is: clients (SQLAlchemy, and so Superset) parse
+/// it from `version()` and `server_version`, and pick their SQL by it.
+pub const PG_VERSION: &str = "16.6";
+const SCRAM_ITERATIONS: usize = 4096;
+
+/// How the wire protocol is served.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub addr: SocketAddr,
+    pub max_connections: usize,
+    pub users: Vec<PgUser>,
+    pub tls: Option<PgTls>,
+}
+
+/// Loopback, or users who must sign in: anything else is refused, with why.
+pub fn check_binding(addr: &SocketAddr, has_users: bool) -> Result<()> {
+    if addr.ip().is_loopback() || has_users {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "refusing to serve the PostgreSQL protocol on {addr} without a user: anyone who can reach it could read the lake. Add a [[server.pg_users]] (password hash from `cryptolake pg-password`) or set CRYPTOLAKE_SERVER_PG_USER and CRYPTOLAKE_SERVER_PG_PASSWORD, or bind 127.0.0.1"
+    )))
+}
+
+/// A password hash for `[[server.pg_users]] password_hash`: SCRAM-SHA-256's salted password
+/// with a random salt. The password cannot be read back from it.
+pub fn hash_password(password: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let salt: [u8; 16] = rand::random();
+    let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
+    format!(
+        "{}{SCRAM_ITERATIONS}:{}${}",
+        cryptolake_pipeline::settings::PG_HASH_PREFIX,
+        b64.encode(salt),
+        b64.encode(salted)
+    )
+}
+
+/// The users' SCRAM secrets, by name.
+#[derive(Debug)]
+struct Users(HashMap<String, (Vec<u8>, Vec<u8>)>);
+
+impl Users {
+    fn new(users: &[PgUser]) -> Users {
+        Users(
+            users
+                .iter()
+                .map(|u| {
+                    let secret = match &u.password {
+                        PgPassword::Scram { salt, salted, .. } => (salt.clone(), salted.clone()),
+                        PgPassword::Plain(p) => {
+                            let salt: [u8; 16] = rand::random();
+                            let salted = gen_salted_password(p.expose(), &salt, SCRAM_ITERATIONS);
+                            (salt.to_vec(), salted)
+                        }
+                    };
+                    (u.name.clone(), secret)
+                })
+                .collect(),
+        )
+    }
+}
+
+#[async_trait]
+impl AuthSource for Users {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let user = login.user().unwrap_or_default();
+        match self.0.get(user) {
+            Some((salt, salted)) => Ok(Password::new(Some(salt.clone()), salted.clone())),
+            None => {
+                // An unknown user gets the same exchange as a wrong password, ending in the
+                // same error: the answer does not tell which users exist.
+                let salt: [u8; 16] = rand::random();
+                let salted: [u8; 32] = rand::random();
+                Ok(Password::new(Some(salt.to_vec()), salted.to_vec()))
+            }
+        }
+    }
+}
+
+/// Sign-in without a password, for loopback without users.
+struct Trust;
+
+impl NoopStartupHandler for Trust {}
+
+/// The startup handler: trust on loopback without users, else SCRAM-SHA-256.
+enum Startup {
+    Trust(Trust),
+    Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Trust(t) => t.on_startup(client, message).await,
+            Startup::Scram(s) => s.on_startup(client, message).await,
+        }
+    }
+}
+
+struct LogErrors;
+
+impl ErrorHandler for LogErrors {
+    fn on_error<C>(&self, client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        info!(client = %client.socket_addr(), error = %error, "pg: statement failed");
+    }
+}
+
+struct Handlers {
+    service: Arc<Service>,
+    /// The users who sign in; none means trust (loopback only).
+    users: Option<Arc<Users>>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.service.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.service.clone()
+    }
+
+    /// One per connection: the SASL exchange keeps its state in the handler, so a shared one
+    /// would mix the sign-ins of clients connecting at the same time.
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(match &self.users {
+            None => Startup::Trust(Trust),
+            Some(users) => Startup::Scram(
+                SASLAuthStartupHandler::new(Arc::new(server_parameters()))
+                    .with_scram(ScramAuth::new(users.clone())),
+            ),
+        })
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(LogErrors)
+    }
+}
+
+fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        code.to_string(),
+        message.into(),
+    )))
+}
+
+fn query_error(e: cryptolake_query::Error) -> PgWireError {
+    user_error(e.sqlstate(), e.to_string())
+}
+
+fn df_error(e: datafusion::error::DataFusionError) -> PgWireError {
+    query_error(cryptolake_query::Error::from(e))
+}
+
+/// What a statement is, as far as the wire protocol is concerned.
+#[derive(Debug, PartialEq)]
+enum Kind {
+    /// Planned and run read-only.
+    Read,
+    /// A session setting, `SHOW`, or a transaction statement: answered by the hooks.
+    Session,
+    /// `DISCARD ALL` (connection pools and Power BI send it between uses).
+    Discard,
+    /// `DEALLOCATE`: prepared statements live in the protocol's store.
+    Deallocate,
+    /// `RESET name` or `RESET ALL`.
+    Reset,
+    /// `SAVEPOINT`, `RELEASE SAVEPOINT`: nothing to undo in a read-only session.
+    Savepoint(&'static str),
+}
+
+/// The statement's leading keywords, for messages: `INSERT`, `CREATE TABLE`, `COPY`.
+fn command_of(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(3).collect();
+    let n = match words.first().map(|w| w.to_ascii_uppercase()).as_deref() {
+        Some("CREATE" | "DROP" | "ALTER" | "TRUNCATE") => {
+            if words.get(1).map(|w| w.eq_ignore_ascii_case("EXTERNAL")) == Some(true) {
+                3
+            } else {
+                2
+            }
+        }
+        _ => 1,
+    };
+    words[..n.min(words.len())].join(" ").to_ascii_uppercase()
+}
+
+/// Sorts a statement into what the wire protocol does with it; refuses what it must not run,
+/// with PostgreSQL's code for it.
+fn classify(statement: &Statement) -> PgWireResult<Kind> {
+    match statement {
+        Statement::Query(_) | Statement::Explain { .. } => Ok(Kind::Read),
+        Statement::Set(set) => {
+            let names: Vec<String> = match set {
+                Set::SingleAssignment { variable, .. } => vec![variable.to_string()],
+                Set::MultipleAssignments { assignments } => {
+                    assignments.iter().map(|a| a.name.to_string()).collect()
+                }
+                Set::ParenthesizedAssignments { variables, .. } => {
+                    variables.iter().map(|v| v.to_string()).collect()
+                }
+                _ => Vec::new(),
+            };
+            if let Some(n) = names.iter().find(|n| {
+                n.to_ascii_lowercase()
+                    .trim_matches('"')
+                    .starts_with("datafusion.")
+            }) {
+                return Err(user_error(
+                    "42501",
+                    format!(
+                        "permission denied to set parameter \"{n}\": the engine's settings are the server's (cryptolake.toml [query]), not a client's"
+                    ),
+                ));
+            }
+            Ok(Kind::Session)
+        }
+        Statement::ShowVariable { .. }
+        | Statement::ShowStatus { .. }
+        | Statement::ShowCatalogs { .. }
+        | Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. } => Ok(Kind::Session),
+        Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowViews { .. } => Ok(Kind::Read),
+        Statement::Discard { .. } => Ok(Kind::Discard),
+        Statement::Deallocate { .. } => Ok(Kind::Deallocate),
+        Statement::Reset(_) => Ok(Kind::Reset),
+        Statement::Savepoint { .. } => Ok(Kind::Savepoint("SAVEPOINT")),
+        Statement::ReleaseSavepoint { .. } => Ok(Kind::Savepoint("RELEASE")),
+        Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => {
+            Err(user_error(
+                "0A000",
+                "cursors are not supported: run the query itself (results are sent as they are read)",
+            ))
+        }
+        other => Err(user_error(
+            "25006",
+            format!(
+                "cannot execute {} in a read-only transaction: this server only reads the lake; tables change through ingest, silver and gold",
+                command_of(other)
+            ),
+        )),
+    }
+}
+
+/// The client metadata `SET` writes, which `DISCARD ALL` and `RESET ALL` clear.
+const SESSION_KEYS: [&str; 7] = [
+    "timezone",
+    "statement_timeout_ms",
+    "datestyle",
+    "bytea_output",
+    "intervalstyle",
+    "extra_float_digits",
+    "search_path",
+];
+
+/// Each client's own session: its settings are its own.
+struct ClientSession(std::sync::Mutex<SessionContext>);
+
+/// The statement of the extended protocol: its text, and the statement with its plan.
+pub type PgStatement = (String, Option<(Statement, LogicalPlan)>);
+
+/// What the handlers share: the engine, the parser and the session hooks.
+struct Core {
+    engine: QueryEngine,
+    parser: PostgresCompatibilityParser,
+    hooks: Vec<Arc<dyn QueryHook>>,
+}
+
+/// The simple and extended query handlers.
+struct Service {
+    core: Arc<Core>,
+    parser: Arc<Parser>,
+}
+
+/// The extended protocol's parser.
+struct Parser {
+    core: Arc<Core>,
+}
+
+impl Core {
+    fn session<C: ClientInfo + ?Sized>(&self, client: &C) -> SessionContext {
+        let s = client
+            .session_extensions()
+            .get_or_insert_with(|| ClientSession(std::sync::Mutex::new(self.engine.session())));
+        s.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn reset_session<C: ClientInfo + ?Sized>(&self, client: &C) {
+        client
+            .session_extensions()
+            .insert(ClientSession(std::sync::Mutex::new(self.engine.session())));
+    }
+
+    fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
+        let mut statements = self
+            .parser
+            .parse(sql)
+            .map_err(|e| user_error("42601", format!("syntax error: {e}")))?;
+        for s in &mut statements {
+            null_correlated_case_subqueries(s);
+        }
+        Ok(statements)
+    }
+
+    /// The client's `statement_timeout`, when it set one.
+    fn client_timeout<C: ClientInfo + ?Sized>(client: &C) -> Option<Duration> {
+        client
+            .metadata()
+            .get("statement_timeout_ms")
+            .and_then(|ms| ms.parse().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    }
+
+    async fn plan(
+        &self,
+        session: &SessionContext,
+        statement: &Statement,
+    ) -> PgWireResult<LogicalPlan> {
+        let plan = session
+            .state()
+            .statement_to_plan(DfStatementWrapper::Statement(Box::new(statement.clone())))
+            .await
+            .map_err(df_error)?;
+        QueryEngine::check_read_only(&plan).map_err(query_error)?;
+        backslash_escapes(plan)
+    }
+
+    async fn run<C: ClientInfo + ?Sized>(
+        &self,
+        client: &C,
+        session: &SessionContext,
+        plan: LogicalPlan,
+        format: &Format,
+    ) -> PgWireResult<Response> {
+        let (schema, batches) = self
+            .engine
+            .execute(session, plan, None, Self::client_timeout(client))
+            .await
+            .map_err(query_error)?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, Some(options))?);
+        let rows = {
+            let fields = fields.clone();
+            stream::iter(
+                batches
+                    .into_iter()
+                    .flat_map(move |b| encode_recordbatch(fields.clone(), b)),
+            )
+        };
+        Ok(Response::Query(QueryResponse::new(fields, rows)))
+    }
+
+    /// Answers `SET TIME ZONE` in the client's own session (the hooks would set it nowhere).
+    async fn set_time_zone(
+        &self,
+        client: &mut dyn HookClient,
+        statement: &Statement,
+    ) -> Option<PgWireResult<Response>> {
+        let Statement::Set(Set::SetTimeZone { value, .. }) = statement else {
+            return None;
+        };
+        let tz = value.to_string().trim_matches(['\'', '"']).to_string();
+        let session = self.session(&*client);
+        session
+            .state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .execution
+            .time_zone = Some(tz.clone());
+        client.metadata_mut().insert("timezone".into(), tz.clone());
+        let status = pgwire::messages::startup::ParameterStatus::new("TimeZone".into(), tz);
+        if let Err(e) = client
+            .send_message(PgWireBackendMessage::ParameterStatus(status))
+            .await
+        {
+            return Some(Err(e));
+        }
+        Some(Ok(Response::Execution(Tag::new("SET"))))
+    }
+
+    /// `SET`, `SHOW` and transaction statements, in the client's session.
+    async fn session_statement(
+        &self,
+        client: &mut dyn HookClient,
+        statement: &Statement,
+        plan_and_params: Option<(&LogicalPlan, &ParamValues)>,
+    ) -> PgWireResult<Response> {
+        if let Some(r) = self.set_time_zone(client, statement).await {
+            return r;
+        }
+        let session = self.session(&*client);
+        for hook in &self.hooks {
+            let answer = match plan_and_params {
+                None => hook.handle_simple_query(statement, &session, client).await,
+                Some((plan, params)) => {
+                    hook.handle_extended_query(statement, plan, params, &session, client)
+                        .await
+                }
+            };
+            if let Some(r) = answer {
+                return r;
+            }
+        }
+        Err(user_error(
+            "0A000",
+            format!("{} is not supported", command_of(statement)),
+        ))
+    }
+
+    fn discard<C: ClientInfo + ?Sized>(&self, client: &mut C) -> Response {
+        // Back to the session a new connection gets: settings made by SET are dropped.
+        for key in SESSION_KEYS {
+            client.metadata_mut().remove(key);
+        }
+        self.reset_session(client);
+        Response::Execution(Tag::new("DISCARD ALL"))
+    }
+
+    fn reset<C: ClientInfo + ?Sized>(&self, client: &mut C, statement: &Statement) -> Response {
+        use datafusion::sql::sqlparser::ast::Reset;
+        if let Statement::Reset(r) = statement {
+            match &r.reset {
+                Reset::ALL => {
+                    self.discard(client);
+                }
+                Reset::ConfigurationParameter(name) => {
+                    let name = name.to_string().to_ascii_lowercase();
+                    let key = match name.as_str() {
+                        "statement_timeout" => "statement_timeout_ms",
+                        "timezone" | "time zone" => {
+                            self.reset_session(client);
+                            "timezone"
+                        }
+                        other => other,
+                    };
+                    client.metadata_mut().remove(key);
+                }
+            }
+        }
+        Response::Execution(Tag::new("RESET"))
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Service {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let core = &self.core;
+        let statements = core.parse(query)?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        // Every statement is checked before any runs: a refused one in a batch runs none.
+        let kinds = statements
+            .iter()
+            .map(classify)
+            .collect::<PgWireResult<Vec<Kind>>>()?;
+        let mut out = Vec::with_capacity(statements.len());
+        for (statement, kind) in statements.iter().zip(kinds) {
+            let response = match kind {
+                Kind::Session => core.session_statement(client, statement, None).await?,
+                Kind::Discard => core.discard(client),
+                Kind::Deallocate => Response::Execution(Tag::new("DEALLOCATE")),
+                Kind::Reset => core.reset(client, statement),
+                Kind::Savepoint(tag) => Response::Execution(Tag::new(tag)),
+                Kind::Read => {
+                    let session = core.session(client);
+                    let plan = core.plan(&session, statement).await?;
+                    core.run(client, &session, plan, &Format::UnifiedText)
+                        .await?
+                }
+            };
+            out.push(response);
+        }
+        Ok(out)
+    }
+}
+
+/// Replaces each correlated subquery inside a `CASE` with NULL. DataFusion cannot run a
+/// subquery that refers to the outer row from within a `CASE`; catalog queries put them
+/// there for column defaults, identity sequences and collations (SQLAlchemy's column
+/// reflection does), none of which the lake's tables have, so NULL is their answer.
+fn null_correlated_case_subqueries(statement: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, Query, SetExpr, TableFactor, Value, visit_expressions, visit_expressions_mut,
+    };
+    use std::collections::HashSet;
+    use std::ops::ControlFlow;
+
+    fn correlated(query: &Query) -> bool {
+        let SetExpr::Select(select) = query.body.as_ref() else {
+            return false;
+        };
+        let mut names: HashSet<String> = HashSet::new();
+        for from in &select.from {
+            for factor in
+                std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
+            {
+                if let TableFactor::Table { name, alias, .. } = factor {
+                    if let Some(a) = alias {
+                        names.insert(a.name.value.to_ascii_lowercase());
+                    }
+                    let parts: Vec<String> = name
+                        .0
+                        .iter()
+                        .map(|p| p.to_string().trim_matches('"').to_ascii_lowercase())
+                        .collect();
+                    for i in 0..parts.len() {
+                        names.insert(parts[i..].join("."));
+                    }
+                }
+            }
+        }
+        let mut outer = false;
+        let _ = visit_expressions(query, |e| {
+            if let Expr::CompoundIdentifier(idents) = e
+                && idents.len() >= 2
+            {
+                let qualifier = idents[..idents.len() - 1]
+                    .iter()
+                    .map(|i| i.value.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(".");
+                outer |= !names.contains(&qualifier);
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        outer
+    }
+
+    fn null_subqueries(e: &mut Expr) {
+        let _ = visit_expressions_mut(e, |inner| {
+            if let Expr::Subquery(q) = inner
+                && correlated(q)
+            {
+                *inner = Expr::Value(Value::Null.with_empty_span());
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+
+    let _ = visit_expressions_mut(statement, |e| {
+        if let Expr::Case {
+            conditions,
+            else_result,
+            ..
+        } = e
+        {
+            for when in conditions {
+                null_subqueries(&mut when.condition);
+                null_subqueries(&mut when.result);
+            }
+            if let Some(e) = else_result {
+                null_subqueries(e);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// The parameters' types as DataFusion infers them, by position (`$1` first), a cast of a
+/// placeholder (`$1::date`) standing for its type where the plan leaves it open, and `None`
+/// for a parameter the plan no longer holds (a rewrite dropped it). At least `at_least` long.
+fn parameter_types(plan: &LogicalPlan, at_least: usize) -> PgWireResult<Vec<Option<DataType>>> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::prelude::Expr;
+    let mut types = plan.get_parameter_types().map_err(df_error)?;
+    if types.values().any(Option::is_none) {
+        let _ = plan.apply(|node| {
+            for expr in node.expressions() {
+                let _ = expr.apply(|e| {
+                    if let Expr::Cast(cast) = e
+                        && let Expr::Placeholder(p) = cast.expr.as_ref()
+                        && let Some(slot @ None) = types.get_mut(&p.id)
+                    {
+                        *slot = Some(cast.field.data_type().clone());
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                });
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+    }
+    let by_position: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(id, t)| Some((id.trim_start_matches('$').parse().ok()?, t)))
+        .filter(|(i, _)| *i >= 1)
+        .collect();
+    let len = by_position
+        .iter()
+        .map(|(i, _)| *i)
+        .max()
+        .unwrap_or(0)
+        .max(at_least);
+    let mut out = vec![None; len];
+    for (i, t) in by_position {
+        out[i - 1] = t;
+    }
+    Ok(out)
+}
+
+fn wire_types(types: &[Option<DataType>]) -> PgWireResult<Vec<Type>> {
+    types
+        .iter()
+        .map(|t| match t {
+            Some(t) => into_pg_type(t),
+            None => Ok(Type::UNKNOWN),
+        })
+        .collect()
+}
+
+/// An empty relation for the statements the extended protocol describes but does not plan.
+fn no_rows() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(datafusion::common::DFSchema::empty()),
+    })
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = PgStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let core = &self.core;
+        let mut statements = core.parse(sql)?;
+        if statements.len() > 1 {
+            return Err(user_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement",
+            ));
+        }
+        let Some(statement) = statements.pop() else {
+            return Ok(None);
+        };
+        let plan = match classify(&statement)? {
+            Kind::Read => {
+                let session = core.session(client);
+                core.plan(&session, &statement).await?
+            }
+            Kind::Session => {
+                let session = core.session(client);
+                let mut found = None;
+                for hook in &core.hooks {
+                    if let Some(p) = hook
+                        .handle_extended_parse_query(&statement, &session, client)
+                        .await
+                    {
+                        found = Some(p?);
+                        break;
+                    }
+                }
+                found.unwrap_or_else(no_rows)
+            }
+            Kind::Discard | Kind::Deallocate | Kind::Reset | Kind::Savepoint(_) => no_rows(),
+        };
+        Ok(Some((sql.to_string(), Some((statement, plan)))))
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        match stmt {
+            (_, Some((_, plan))) => wire_types(&parameter_types(plan, 0)?),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match stmt {
+            (_, Some((_, plan))) => arrow_schema_to_pg_fields(
+                plan.schema().as_arrow(),
+                column_format.unwrap_or(&Format::UnifiedText),
+                None,
+            ),
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Service {
+    type Statement = PgStatement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let core = &self.core;
+        let (_, Some((statement, plan))) = &portal.statement.statement else {
+            return Ok(Response::EmptyQuery);
+        };
+        let types = parameter_types(plan, portal.parameter_len())?;
+        let wire = wire_types(&types)?;
+        let type_refs: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
+        let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
+        let params = deserialize_parameters_with_server_types(portal, &type_refs, &wire_refs)?;
+        // Parsing checked the statement; it is checked again here, as anything run is.
+        match classify(statement)? {
+            Kind::Session => {
+                core.session_statement(client, statement, Some((plan, &params)))
+                    .await
+            }
+            Kind::Discard => Ok(core.discard(client)),
+            Kind::Deallocate => Ok(Response::Execution(Tag::new("DEALLOCATE"))),
+            Kind::Reset => Ok(core.reset(client, statement)),
+            Kind::Savepoint(tag) => Ok(Response::Execution(Tag::new(tag))),
+            Kind::Read => {
+                let plan = plan
+                    .clone()
+                    .replace_params_with_values(&params)
+                    .map_err(df_error)?;
+                let session = core.session(client);
+                core.run(client, &session, plan, &portal.result_column_format)
+                    .await
+            }
+        }
+    }
+}
+
+/// `LIKE … ESCAPE 'c'` for any `c`, as PostgreSQL allows (SQLAlchemy writes `ESCAPE '/'`):
+/// DataFusion's LIKE knows only the backslash, so the pattern is rewritten to backslash escapes
+/// when it is evaluated (it may be a parameter), by [`like_escape_udf`].
+fn backslash_escapes(plan: LogicalPlan) -> PgWireResult<LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::expr::Like;
+    use datafusion::prelude::{Expr, lit};
+    let udf = Arc::new(like_escape_udf());
+    plan.transform_up_with_subqueries(|node| {
+        node.map_expressions(|e| {
+            e.transform_up(|e| match e {
+                Expr::Like(like) if like.escape_char.is_some_and(|c| c != '\\') => {
+                    let escape = like.escape_char.expect("checked").to_string();
+                    let text = Expr::Cast(datafusion::logical_expr::Cast::new(
+                        like.pattern,
+                        DataType::Utf8,
+                    ));
+                    let pattern = udf.call(vec![text, lit(escape)]);
+                    Ok(Transformed::yes(Expr::Like(Like {
+                        pattern: Box::new(pattern),
+                        escape_char: Some('\\'),
+                        ..like
+                    })))
+                }
+                other => Ok(Transformed::no(other)),
+            })
+        })
+    })
+    .map(|t| t.data)
+    .map_err(df_error)
+}
+
+/// The LIKE pattern escaped with `escape` rewritten to backslash escapes.
+fn like_escape_udf() -> ScalarUDF {
+    use datafusion::arrow::array::{Array, StringArray, StringBuilder};
+    use datafusion::logical_expr::ColumnarValue;
+    create_udf(
+        "cryptolake_like_escape",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let text = |i: usize| {
+                arrays[i]
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| {
+                        datafusion::error::DataFusionError::Execution(
+                            "a LIKE pattern must be text".into(),
+                        )
+                    })
+            };
+            let (patterns, escapes) = (text(0)?, text(1)?);
+            let mut out = StringBuilder::with_capacity(patterns.len(), patterns.value_data().len());
+            for i in 0..patterns.len() {
+                if patterns.is_null(i) {
+                    out.append_null();
+                    continue;
+                }
+                let escape = escapes.value(i).chars().next();
+                let mut rewritten = String::with_capacity(patterns.value(i).len());
+                let mut chars = patterns.value(i).chars();
+                while let Some(c) = chars.next() {
+                    if Some(c) == escape {
+                        rewritten.push('\\');
+                        if let Some(next) = chars.next() {
+                            rewritten.push(next);
+                        }
+                    } else if c == '\\' {
+                        rewritten.push_str("\\\\");
+                    } else {
+                        rewritten.push(c);
+                    }
+                }
+                out.append_value(rewritten);
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }),
+    )
+}
+
+/// `version()` as PostgreSQL's, which clients parse for the version number.
+fn version_udf() -> ScalarUDF {
+    let text = format!(
+        "PostgreSQL {PG_VERSION} (cryptolake {}, Apache DataFusion {})",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION
+    );
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_| {
+            Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(text.clone())),
+            ))
+        }),
+    )
+}
+
+/// `to_regtype(name)`: the OID of a built-in type by name, else NULL, as drivers ask before
+/// they register an extension's type (psycopg and SQLAlchemy ask for `hstore`, which is not
+/// here).
+fn to_regtype_udf() -> ScalarUDF {
+    use datafusion::arrow::array::{Array, Int32Builder, StringArray};
+    const TYPES: [(&str, i32); 16] = [
+        ("bool", 16),
+        ("boolean", 16),
+        ("bytea", 17),
+        ("int8", 20),
+        ("bigint", 20),
+        ("int2", 21),
+        ("int4", 23),
+        ("integer", 23),
+        ("text", 25),
+        ("float4", 700),
+        ("float8", 701),
+        ("double precision", 701),
+        ("varchar", 1043),
+        ("date", 1082),
+        ("timestamp", 1114),
+        ("timestamptz", 1184),
+    ];
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args| {
+            let arrays = datafusion::logical_expr::ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0]
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Execution("to_regtype takes text".into())
+                })?;
+            let mut out = Int32Builder::with_capacity(names.len());
+            for i in 0..names.len() {
+                let oid = (!names.is_null(i))
+                    .then(|| names.value(i).trim().to_ascii_lowercase())
+                    .and_then(|n| {
+                        let n = n.trim_start_matches("pg_catalog.").to_string();
+                        TYPES.iter().find(|(t, _)| *t == n).map(|(_, o)| *o)
+                    });
+                out.append_option(oid);
+            }
+            Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(
+                out.finish(),
+            )))
+        }),
+    )
+}
+
+/// A catalog function whose answer is the same for every table of the lake: there are no
+/// sequences (`pg_get_serial_sequence` is NULL) and every collation is visible.
+fn constant_udf(
+    name: &str,
+    args: Vec<DataType>,
+    value: datafusion::common::ScalarValue,
+) -> ScalarUDF {
+    create_udf(
+        name,
+        args,
+        value.data_type(),
+        Volatility::Stable,
+        Arc::new(move |_| {
+            Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+                value.clone(),
+            ))
+        }),
+    )
+}
+
+/// `json_build_object(key, value, …)` as JSON text, for catalog queries that ask for it
+/// (SQLAlchemy's column reflection, over identity columns the lake does not have).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        use datafusion::arrow::array::StringBuilder;
+        use datafusion::common::ScalarValue;
+        let arrays = datafusion::logical_expr::ColumnarValue::values_to_arrays(&args.args)?;
+        let mut out = StringBuilder::new();
+        for row in 0..args.number_rows {
+            let mut object = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = ScalarValue::try_from_array(&pair[0], row)?.to_string();
+                let value = match pair.get(1) {
+                    None => serde_json::Value::Null,
+                    Some(a) => match ScalarValue::try_from_array(a, row)? {
+                        v if v.is_null() => serde_json::Value::Null,
+                        ScalarValue::Boolean(Some(b)) => b.into(),
+                        ScalarValue::Int64(Some(n)) => n.into(),
+                        ScalarValue::Int32(Some(n)) => n.into(),
+                        ScalarValue::Float64(Some(f)) => f.into(),
+                        other => other.to_string().into(),
+                    },
+                };
+                object.insert(key, value);
+            }
+            out.append_value(serde_json::Value::Object(object).to_string());
+        }
+        Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(
+            out.finish(),
+        )))
+    }
+}
+
+/// The server parameters a client gets at sign-in.
+fn server_parameters() -> DefaultServerParameterProvider {
+    let mut p = DefaultServerParameterProvider::default();
+    p.server_version = PG_VERSION.to_string();
+    p.default_transaction_read_only = true;
+    p.is_superuser = false;
+    p.search_path = "crypto_analytics".to_string();
+    p
+}
+
+/// Loads the TLS certificate and key; anything unusable is an error naming the file.
+fn tls_acceptor(tls: &PgTls) -> Result<pgwire::tokio::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    let refuse = |what: &str, path: &std::path::Path, why: String| {
+        Error::Refused(format!(
+            "cannot use the TLS {what} {}: {why}; the PostgreSQL protocol is not served without it",
+            path.display()
+        ))
+    };
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| refuse(what, path, e.to_string()))
+    };
+    let cert_pem = read("certificate", &tls.cert)?;
+    let key_pem = read("key", &tls.key)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| refuse("certificate", &tls.cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(refuse(
+            "certificate",
+            &tls.cert,
+            "no PEM certificate in it".into(),
+        ));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| refuse("key", &tls.key, e.to_string()))?
+        .ok_or_else(|| refuse("key", &tls.key, "no PEM private key in it".into()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| refuse("certificate", &tls.cert, e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| refuse("key", &tls.key, e.to_string()))?;
+    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A bound wire-protocol listener, ready to serve.
+pub struct PgServer {
+    listener: TcpListener,
+    handlers: Arc<Handlers>,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+    slots: Arc<tokio::sync::Semaphore>,
+    max_connections: usize,
+}
+
+impl PgServer {
+    /// Checks the binding rule, loads TLS, installs the PostgreSQL catalog in `engine` and
+    /// binds: every failure is reported before anything is served.
+    pub async fn bind(engine: QueryEngine, options: &PgOptions) -> Result<PgServer> {
+        check_binding(&options.addr, !options.users.is_empty())?;
+        let tls = options.tls.as_ref().map(tls_acceptor).transpose()?;
+        let ctx = engine.context();
+        setup_pg_catalog(ctx, "datafusion", EmptyContextProvider)
+            .map_err(|e| Error::Refused(format!("cannot set up pg_catalog: {e}")))?;
+        ctx.register_udf(version_udf());
+        ctx.register_udf(to_regtype_udf());
+        ctx.register_udf(constant_udf(
+            "pg_get_serial_sequence",
+            vec![DataType::Utf8, DataType::Utf8],
+            datafusion::common::ScalarValue::Utf8(None),
+        ));
+        ctx.register_udf(constant_udf(
+            "pg_collation_is_visible",
+            vec![DataType::Int32],
+            datafusion::common::ScalarValue::Boolean(Some(true)),
+        ));
+        ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject {
+            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Stable),
+        }));
+        let core = Arc::new(Core {
+            engine,
+            parser: PostgresCompatibilityParser::new(),
+            hooks: vec![
+                Arc::new(SetShowHook) as Arc<dyn QueryHook>,
+                Arc::new(TransactionStatementHook),
+            ],
+        });
+        let handlers = Arc::new(Handlers {
+            service: Arc::new(Service {
+                parser: Arc::new(Parser { core: core.clone() }),
+                core,
+            }),
+            users: (!options.users.is_empty()).then(|| Arc::new(Users::new(&options.users))),
+        });
+        let listener = TcpListener::bind(options.addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: options.addr,
+                source,
+            })?;
+        Ok(PgServer {
+            listener,
+            handlers,
+            tls,
+            slots: Arc::new(tokio::sync::Semaphore::new(options.max_connections)),
+            max_connections: options.max_connections,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener.local_addr().map_err(Error::Serve)
+    }
+
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Accepts clients until `down` turns true.
+    pub async fn run(self, mut down: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+        loop {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = down.wait_for(|d| *d) => return Ok(()),
+            };
+            let (socket, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "pg: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = socket.set_nodelay(true);
+            match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let handlers = self.handlers.clone();
+                    let tls = self.tls.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                            info!(client = %peer, error = %e, "pg: connection ended with an error");
+                        }
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    warn!(client = %peer, max = self.max_connections, "pg: too many clients");
+                    tokio::spawn(too_many_clients(socket, self.max_connections));
+                }
+            }
+        }
+    }
+}
+
+/// Tells a client past the connection limit so, as PostgreSQL does (SQLSTATE 53300), after
+/// reading its startup message (declining TLS first if it asks).
+async fn too_many_clients(mut socket: TcpStream, max: usize) {
+    let answer = async {
+        let mut head = [0u8; 8];
+        socket.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let code = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        // SSLRequest and GSSENCRequest: decline, then the startup message follows.
+        if len == 8 && (code == 80_877_103 || code == 80_877_104) {
+            socket.write_all(b"N").await?;
+            socket.read_exact(&mut head).await?;
+        }
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let mut rest = vec![0u8; len.saturating_sub(8).min(10_000)];
+        socket.read_exact(&mut rest).await?;
+        let mut body = Vec::new();
+        for (field, value) in [
+            (b'S', "FATAL".to_string()),
+            (b'V', "FATAL".to_string()),
+            (b'C', "53300".to_string()),
+            (
+                b'M',
+                format!(
+                    "sorry, too many clients already: this server takes {max} at once (server.pg_max_connections)"
+                ),
+            ),
+        ] {
+            body.push(field);
+            body.extend_from_slice(value.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut msg = vec![b'E'];
+        msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        msg.extend_from_slice(&body);
+        socket.write_all(&msg).await?;
+        socket.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), answer).await;
+}
