@@ -2,7 +2,7 @@
 """Query latency over the PostgreSQL wire protocol: the two dashboard queries of `run.py
 --queries` sent to `cryptolake serve --pg` by psycopg 3 (one connection, as a BI tool keeps
 it; text and binary results), against `cryptolake sql` and DuckDB as fresh processes (what
-run.py reports) and DuckDB on one kept connection. Every path's row count must agree. Prints
+run.py reports; DuckDB's result taken as Arrow) and DuckDB on one kept connection. Every path's row count must agree. Prints
 the table BENCHMARKS.md records.
 
   python3 bench/wire.py                              # bench/work/40x365/lake, 5 runs
@@ -84,16 +84,26 @@ def main():
                     n = len(conn.execute(q, binary=True).fetchall())
                     binary_.append(time.perf_counter() - t0)
                     assert n == rows
-            process = [run.measure([binary, "--lake", args.lake, "sql", "--format", "csv", q], 600)[0] for _ in range(args.runs)]
-            script = "import duckdb,sys\ncon=duckdb.connect()\n" + setup + f"rows=con.execute({q!r}).fetchall()\nprint(len(rows))\n"
-            duck_process = [run.measure([duck_python, "-c", script], 600)[0] for _ in range(args.runs)]
+            script = "import duckdb,sys\ncon=duckdb.connect()\n" + setup + f"print(con.sql({q!r}).to_arrow_table().num_rows)\n"
+            process, duck_process = [], []
+            for _ in range(args.runs):
+                for cmd, into in (
+                    ([binary, "--lake", args.lake, "sql", "--format", "csv", q], process),
+                    ([duck_python, "-c", script], duck_process),
+                ):
+                    seconds, _, outcome = run.measure(cmd, 600)
+                    assert outcome == "ok", f"{cmd[0]}: {outcome}"
+                    into.append(seconds)
             kept = (
                 "import duckdb,time,statistics\ncon=duckdb.connect()\n" + setup
-                + f"con.execute({q!r}).fetchall()\nts=[]\nfor _ in range({args.runs}):\n"
-                + f"    t0=time.perf_counter(); n=len(con.execute({q!r}).fetchall()); ts.append(time.perf_counter()-t0)\n"
+                + f"con.sql({q!r}).to_arrow_table()\nts=[]\nfor _ in range({args.runs}):\n"
+                + f"    t0=time.perf_counter(); n=con.sql({q!r}).to_arrow_table().num_rows; ts.append(time.perf_counter()-t0)\n"
                 + "print(n, statistics.median(ts))\n"
             )
-            n, duck_kept = subprocess.run([duck_python, "-c", kept], check=True, capture_output=True, text=True).stdout.split()
+            res = subprocess.run([duck_python, "-c", kept], capture_output=True, text=True)
+            if res.returncode:
+                raise SystemExit(f"DuckDB (kept connection) failed: {res.stderr}")
+            n, duck_kept = res.stdout.split()
             assert int(n) == rows, f"{name}: DuckDB {n} rows, the wire {rows}"
             med = statistics.median
             print(

@@ -280,6 +280,32 @@ fn psycopg_round_trips_every_type_in_text_and_binary() {
             "simple_text"
         ])
     );
+    // Polars through connectorx, as docs/bi.md shows: the same rows and closes as SQL.
+    let uri = format!(
+        "postgresql://tester@{}:{}/cryptolake",
+        served.host, served.port
+    );
+    let query = "SELECT symbol, open_time, close FROM crypto_analytics.ohlcv_1h WHERE symbol = 'S0002-USDT'";
+    let frame = client(&["polars_uri", &uri, query]);
+    let want = sql_json(
+        dir,
+        "SELECT count(*) AS n, sum(close) AS s FROM crypto_analytics.ohlcv_1h WHERE symbol = 'S0002-USDT'",
+    );
+    assert_eq!(frame["rows"], want[0]["n"]);
+    assert_eq!(
+        frame["dtypes"],
+        json!([
+            "String",
+            "Datetime(time_unit='us', time_zone='UTC')",
+            "Float64"
+        ])
+    );
+    let (a, b) = (
+        frame["close_sum"].as_f64().unwrap(),
+        want[0]["s"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-9 * b, "{a} {b}");
+
     // PostgreSQL's type OIDs: text, timestamptz, date, float8, int8, int4.
     let oids = &got["oids"];
     for (col, oid) in [
@@ -629,6 +655,15 @@ fn writes_and_engine_settings_are_refused_on_both_protocols() {
         (
             "SET datafusion.catalog.information_schema TO false",
             "42501",
+        ),
+        (
+            "SET SESSION \"datafusion\".\"execution\".batch_size = 1",
+            "42501",
+        ),
+        ("SELECT * FROM read_parquet('/etc/hostname')", "42883"),
+        (
+            "EXPLAIN INSERT INTO crypto_gold.ohlcv_1d SELECT * FROM crypto_gold.ohlcv_1d",
+            "25006",
         ),
     ];
     let path = dir.join("refused.json");

@@ -90,6 +90,14 @@ def round_trip(dsn, expected_path):
     print(json.dumps({"rows": len(want), "paths": sorted(paths), "oids": dict(zip(cols, oids))}))
 
 
+def polars_uri(uri, sql):
+    """Polars' read_database_uri through connectorx, with the cursor protocol (docs/bi.md)."""
+    import polars as pl
+
+    df = pl.read_database_uri(sql, uri, protocol="cursor")
+    print(json.dumps({"rows": df.height, "columns": df.columns, "dtypes": [str(t) for t in df.dtypes], "close_sum": df["close"].sum()}))
+
+
 def scalar(dsn, sql):
     with connect(dsn) as conn:
         print(json.dumps({"value": str(conn.execute(sql).fetchone()[0])}))
@@ -267,6 +275,7 @@ if __name__ == "__main__":
     {
         "round_trip": round_trip,
         "scalar": scalar,
+        "polars_uri": polars_uri,
         "refusals": refusals,
         "sessions": sessions,
         "sqlalchemy": sqlalchemy_inspect,

@@ -105,6 +105,9 @@ impl Error {
                 if m.contains("SQL error") || m.contains("ParserError") {
                     // syntax_error
                     "42601"
+                } else if m.contains("table function") && m.contains("not found") {
+                    // undefined_function
+                    "42883"
                 } else if m.contains("table") && m.contains("not found") {
                     // undefined_table
                     "42P01"

@@ -277,7 +277,7 @@ fn classify(statement: &Statement) -> PgWireResult<Kind> {
             };
             if let Some(n) = names.iter().find(|n| {
                 n.to_ascii_lowercase()
-                    .trim_matches('"')
+                    .replace('"', "")
                     .starts_with("datafusion.")
             }) {
                 return Err(user_error(
@@ -308,7 +308,7 @@ fn classify(statement: &Statement) -> PgWireResult<Kind> {
         Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => {
             Err(user_error(
                 "0A000",
-                "cursors are not supported: run the query itself (results are sent as they are read)",
+                "cursors are not supported: run the query itself, with a LIMIT if it is large",
             ))
         }
         other => Err(user_error(
