@@ -700,9 +700,19 @@ impl Pipeline {
         run_id: &str,
     ) -> Result<SilverMetrics> {
         let rules = self.settings.quality.clone();
+        // Reads on an object store wait on the network: many in flight hide it.
+        let read_concurrency =
+            self.settings
+                .silver
+                .read_concurrency
+                .unwrap_or(match self.lake.bucket_store() {
+                    Some(_) => 64,
+                    None => 8,
+                });
         let build = SilverBuild::new()
             .with_rebuild(rebuild)
             .with_manifest_overlap(self.settings.silver.manifest_overlap)
+            .with_concurrency(read_concurrency)
             .with_rules(rules.clone())
             .with_clock(self.options.clock.clone());
         let plan = build.plan(&self.lake).await?;
@@ -710,6 +720,7 @@ impl Pipeline {
             new_objects = plan.new_objects.len(),
             dates = plan.affected.len(),
             rebuild,
+            read_concurrency,
             "silver planned"
         );
         let m = build.execute(&self.lake, plan, Some(lease)).await?;

@@ -70,6 +70,10 @@ cron = "5 * * * *"
 # build may finish after it. Raise it if a writer can take longer between the two.
 # Env: CRYPTOLAKE_SILVER_MANIFEST_OVERLAP.
 manifest_overlap = "10m"
+# Bronze objects each date's build reads at once (1 to 1024). On S3 each read waits on the
+# network, so many in flight hide the latency (64 by default there); on local disk more than
+# a few only costs memory (8 by default). Env: CRYPTOLAKE_SILVER_READ_CONCURRENCY.
+# read_concurrency = 64
 
 [query]
 # Limits of every SQL statement (cryptolake sql, the shell, and every front end that runs SQL).
@@ -354,6 +358,8 @@ impl PgPassword {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SilverSettings {
     pub manifest_overlap: chrono::Duration,
+    /// Bronze objects read at once for one date; `None`: 64 on an object store, 8 on disk.
+    pub read_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -407,6 +413,7 @@ impl Default for Settings {
             },
             silver: SilverSettings {
                 manifest_overlap: chrono::Duration::minutes(10),
+                read_concurrency: None,
             },
             server: ServerSettings {
                 http: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -477,6 +484,7 @@ struct RawSchedule {
 #[serde(deny_unknown_fields)]
 struct RawSilver {
     manifest_overlap: Option<String>,
+    read_concurrency: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -762,7 +770,7 @@ struct EnvVars<'a> {
     exchange: BTreeMap<(Exchange, &'static str), (&'a str, &'a str)>,
 }
 
-const TOP_VARS: [&str; 21] = [
+const TOP_VARS: [&str; 22] = [
     "LAKE",
     "S3_ENDPOINT",
     "S3_REGION",
@@ -772,6 +780,7 @@ const TOP_VARS: [&str; 21] = [
     "INGEST_MAX_REFETCH_WINDOWS",
     "SCHEDULE_CRON",
     "SILVER_MANIFEST_OVERLAP",
+    "SILVER_READ_CONCURRENCY",
     "QUERY_MEMORY_LIMIT",
     "QUERY_SPILL_LIMIT",
     "QUERY_TIMEOUT",
@@ -1054,6 +1063,10 @@ fn resolve(raw: RawFile, env: &[(String, String)]) -> Result<Settings> {
             d.silver.manifest_overlap.to_std().expect("positive"),
             Duration::ZERO,
         )?),
+        read_concurrency: match (raw.silver.read_concurrency, top("SILVER_READ_CONCURRENCY")) {
+            (None, None) => None,
+            (file, var) => Some(number("silver.read_concurrency", file, var, 0, 1024)?),
+        },
     };
     let size = |key: &str, s: Option<Sourced<'_, String>>, default: u64, min: u64, max: u64| match s
     {
@@ -1286,6 +1299,22 @@ mod tests {
 
     fn err(text: &str, env: &[(&str, &str)]) -> String {
         load(text, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn silver_read_concurrency_is_chosen_by_the_lake_unless_set() {
+        assert_eq!(load("", &[]).unwrap().silver.read_concurrency, None);
+        let s = load("[silver]\nread_concurrency = 16\n", &[]).unwrap();
+        assert_eq!(s.silver.read_concurrency, Some(16));
+        let s = load("", &[("CRYPTOLAKE_SILVER_READ_CONCURRENCY", "200")]).unwrap();
+        assert_eq!(s.silver.read_concurrency, Some(200));
+        let e = err("[silver]\nread_concurrency = 0\n", &[]);
+        assert!(
+            e.contains("silver.read_concurrency") && e.contains("1..=1024"),
+            "{e}"
+        );
+        let e = err("", &[("CRYPTOLAKE_SILVER_READ_CONCURRENCY", "many")]);
+        assert!(e.contains("CRYPTOLAKE_SILVER_READ_CONCURRENCY"), "{e}");
     }
 
     #[test]

@@ -196,6 +196,8 @@ impl SilverBuild {
         self
     }
 
+    /// Bronze objects read at once for one date (8 unless set): on an object store each read
+    /// waits on the network, and more in flight hide it (the pipeline asks for 64 there).
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
