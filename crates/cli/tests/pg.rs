@@ -680,6 +680,24 @@ fn writes_and_engine_settings_are_refused_on_both_protocols() {
         }
     }
     assert_eq!(got.last().unwrap()["after"], json!(2));
+    // A correlated subquery over the lake inside a CASE gets what `cryptolake sql` gives (an
+    // error, or the same values), never NULLs in its place: only catalog subqueries there are
+    // answered NULL, as the catalog has no defaults, sequences or collations.
+    let query = "SELECT d.symbol, d.date, CASE WHEN d.close > 0 THEN (SELECT max(h.high) FROM crypto_analytics.ohlcv_1h h WHERE h.symbol = d.symbol) END AS top FROM crypto_gold.ohlcv_1d d ORDER BY 1, 2";
+    let lake = dir.join("lake").display().to_string();
+    let direct = cryptolake_with(
+        dir,
+        &["--lake", &lake, "sql", "--format", "csv", query],
+        &[],
+    );
+    let (code, out, err) = psql(&served, &["-A", "-F", ",", "-P", "footer=off", "-c", query]);
+    if direct.code == 0 {
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.trim(), direct.stdout.trim().replace('"', ""), "{err}");
+    } else {
+        assert_eq!(code, 1, "{out}");
+        assert!(err.contains("ERROR"), "{err}");
+    }
     // CREATE EXTERNAL TABLE, DataFusion's own file-reading statement, is refused too (its
     // syntax is not PostgreSQL's: a syntax error, or read-only).
     let (code, _, err) = psql(

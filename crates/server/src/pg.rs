@@ -562,10 +562,12 @@ impl SimpleQueryHandler for Service {
     }
 }
 
-/// Replaces each correlated subquery inside a `CASE` with NULL. DataFusion cannot run a
-/// subquery that refers to the outer row from within a `CASE`; catalog queries put them
-/// there for column defaults, identity sequences and collations (SQLAlchemy's column
-/// reflection does), none of which the lake's tables have, so NULL is their answer.
+/// Replaces each correlated subquery over `pg_catalog` alone inside a `CASE` with NULL.
+/// DataFusion cannot run a subquery that refers to the outer row from within a `CASE`;
+/// catalog queries put them there for column defaults, identity sequences and collations
+/// (SQLAlchemy's column reflection does), none of which the lake's tables have, so NULL is
+/// their answer. A subquery that reads a lake table is left alone: its error is reported,
+/// never turned into NULLs.
 fn null_correlated_case_subqueries(statement: &mut Statement) {
     use datafusion::sql::sqlparser::ast::{
         Expr, Query, SetExpr, TableFactor, Value, visit_expressions, visit_expressions_mut,
@@ -577,6 +579,28 @@ fn null_correlated_case_subqueries(statement: &mut Statement) {
         let SetExpr::Select(select) = query.body.as_ref() else {
             return false;
         };
+        let catalog_only = select.from.iter().all(|from| {
+            std::iter::once(&from.relation)
+                .chain(from.joins.iter().map(|j| &j.relation))
+                .all(|f| match f {
+                    TableFactor::Table { name, .. } => {
+                        name.0.iter().any(|p| {
+                            p.to_string()
+                                .trim_matches('"')
+                                .eq_ignore_ascii_case("pg_catalog")
+                        }) || name.0.last().is_some_and(|p| {
+                            p.to_string()
+                                .trim_matches('"')
+                                .to_ascii_lowercase()
+                                .starts_with("pg_")
+                        })
+                    }
+                    _ => false,
+                })
+        });
+        if select.from.is_empty() || !catalog_only {
+            return false;
+        }
         let mut names: HashSet<String> = HashSet::new();
         for from in &select.from {
             for factor in
