@@ -215,23 +215,32 @@ def incremental(binary, work, lake, symbols, days, runs, cap, env):
             "samples": {"first_hour": [r[0] for r in first], "last_hour": [r[0] for r in last], "empty_lake": [r[0] for r in empty]}}
 
 
-def queries(binary, python, lake, days, runs, cap, env):
+def dashboard_queries(days):
+    """The two dashboard queries, over the last 90 days of a lake of `days` days from 2024-01-01."""
     import datetime
     last = datetime.date(2024, 1, 1) + datetime.timedelta(days=days - 1)
     first = last - datetime.timedelta(days=89)
-    qs = {
+    return {
         "one symbol, 90 days of hourly candles": "SELECT open_time, open, high, low, close, volume FROM crypto_analytics.ohlcv_1h "
         f"WHERE symbol = 'S0001-USDT' AND date BETWEEN DATE '{first}' AND DATE '{last}' ORDER BY open_time",
         "top volume by day, all symbols": "SELECT date, symbol, quote_volume FROM (SELECT date, symbol, quote_volume, "
         "row_number() OVER (PARTITION BY date ORDER BY quote_volume DESC) AS r FROM crypto_gold.ohlcv_1d) WHERE r = 1 ORDER BY date",
     }
+
+
+def duckdb_setup(binary, lake):
+    """Python lines that give a DuckDB connection `con` the lake's views, from `catalog ddl`."""
     ddl = subprocess.run([binary, "--lake", str(lake), "catalog", "ddl", "--engine", "duckdb"], check=True, capture_output=True, text=True).stdout
+    return "import duckdb\ncon=duckdb.connect()\n" + "".join(f"con.execute({stmt.strip()!r})\n" for stmt in ddl.split(";") if stmt.strip())
+
+
+def queries(binary, python, lake, days, runs, cap, env):
+    qs = dashboard_queries(days)
+    setup = duckdb_setup(binary, lake)
     out = {}
     print()
     for name, q in qs.items():
-        script = "import duckdb,sys\ncon=duckdb.connect()\n" + "".join(
-            f"con.execute({stmt.strip()!r})\n" for stmt in ddl.split(";") if stmt.strip()
-        ) + f"rows=con.sql({q!r}).to_arrow_table()\nprint(rows.num_rows)\n"
+        script = setup + f"print(con.sql({q!r}).to_arrow_table().num_rows)\n"
         ours, theirs = [], []
         for _ in range(runs):
             # Each run must succeed: a failed process's time is not a query's time.

@@ -10,7 +10,6 @@ the table BENCHMARKS.md records.
 """
 
 import argparse
-import datetime
 import socket
 import statistics
 import subprocess
@@ -19,20 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run  # noqa: E402  (the benchmark runner's measure() and venv)
+import run  # noqa: E402  (the benchmark runner's queries, DuckDB views, measure() and venv)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def queries(days):
-    last = datetime.date(2024, 1, 1) + datetime.timedelta(days=days - 1)
-    first = last - datetime.timedelta(days=89)
-    return {
-        "one symbol, 90 days of hourly candles": "SELECT open_time, open, high, low, close, volume FROM crypto_analytics.ohlcv_1h "
-        f"WHERE symbol = 'S0001-USDT' AND date BETWEEN DATE '{first}' AND DATE '{last}' ORDER BY open_time",
-        "top volume by day, all symbols": "SELECT date, symbol, quote_volume FROM (SELECT date, symbol, quote_volume, "
-        "row_number() OVER (PARTITION BY date ORDER BY quote_volume DESC) AS r FROM crypto_gold.ohlcv_1d) WHERE r = 1 ORDER BY date",
-    }
 
 
 def free_port():
@@ -66,10 +54,9 @@ def main():
             if line.startswith("serving the PostgreSQL protocol"):
                 break
         dsn = f"host=127.0.0.1 port={port} dbname=cryptolake user=bench"
-        ddl = subprocess.run([binary, "--lake", args.lake, "catalog", "ddl", "--engine", "duckdb"], check=True, capture_output=True, text=True).stdout
-        setup = "".join(f"con.execute({s.strip()!r})\n" for s in ddl.split(";") if s.strip())
+        setup = run.duckdb_setup(binary, args.lake)
         print(f"{'query':40} {'wire text':>10} {'wire binary':>12} {'first on wire':>14} {'sql (process)':>14} {'DuckDB (process)':>17} {'DuckDB (kept)':>14}")
-        for name, q in queries(args.days).items():
+        for name, q in run.dashboard_queries(args.days).items():
             with psycopg.connect(dsn, autocommit=True) as conn:
                 t0 = time.perf_counter()
                 rows = len(conn.execute(q).fetchall())
@@ -84,7 +71,7 @@ def main():
                     n = len(conn.execute(q, binary=True).fetchall())
                     binary_.append(time.perf_counter() - t0)
                     assert n == rows
-            script = "import duckdb,sys\ncon=duckdb.connect()\n" + setup + f"print(con.sql({q!r}).to_arrow_table().num_rows)\n"
+            script = setup + f"print(con.sql({q!r}).to_arrow_table().num_rows)\n"
             process, duck_process = [], []
             for _ in range(args.runs):
                 for cmd, into in (
@@ -95,7 +82,7 @@ def main():
                     assert outcome == "ok", f"{cmd[0]}: {outcome}"
                     into.append(seconds)
             kept = (
-                "import duckdb,time,statistics\ncon=duckdb.connect()\n" + setup
+                "import time,statistics\n" + setup
                 + f"con.sql({q!r}).to_arrow_table()\nts=[]\nfor _ in range({args.runs}):\n"
                 + f"    t0=time.perf_counter(); n=con.sql({q!r}).to_arrow_table().num_rows; ts.append(time.perf_counter()-t0)\n"
                 + "print(n, statistics.median(ts))\n"

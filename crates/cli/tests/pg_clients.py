@@ -98,11 +98,6 @@ def polars_uri(uri, sql):
     print(json.dumps({"rows": df.height, "columns": df.columns, "dtypes": [str(t) for t in df.dtypes], "close_sum": df["close"].sum()}))
 
 
-def scalar(dsn, sql):
-    with connect(dsn) as conn:
-        print(json.dumps({"value": str(conn.execute(sql).fetchone()[0])}))
-
-
 def refusals(dsn, statements_path):
     """Each statement on both protocols: the SQLSTATE and message the client gets."""
     statements = json.load(open(statements_path))
@@ -274,7 +269,6 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {
         "round_trip": round_trip,
-        "scalar": scalar,
         "polars_uri": polars_uri,
         "refusals": refusals,
         "sessions": sessions,

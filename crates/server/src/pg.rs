@@ -321,10 +321,15 @@ fn classify(statement: &Statement) -> PgWireResult<Kind> {
     }
 }
 
+/// Where a client's `SET TIME ZONE` and `statement_timeout` are kept in its metadata (the
+/// names the set/show hooks use).
+const TIMEZONE_KEY: &str = "timezone";
+const TIMEOUT_KEY: &str = "statement_timeout_ms";
+
 /// The client metadata `SET` writes, which `DISCARD ALL` and `RESET ALL` clear.
 const SESSION_KEYS: [&str; 7] = [
-    "timezone",
-    "statement_timeout_ms",
+    TIMEZONE_KEY,
+    TIMEOUT_KEY,
     "datestyle",
     "bytea_output",
     "intervalstyle",
@@ -333,7 +338,7 @@ const SESSION_KEYS: [&str; 7] = [
 ];
 
 /// Each client's own session: its settings are its own.
-struct ClientSession(std::sync::Mutex<SessionContext>);
+struct ClientSession(SessionContext);
 
 /// The statement of the extended protocol: its text, and the statement with its plan.
 pub type PgStatement = (String, Option<(Statement, LogicalPlan)>);
@@ -358,16 +363,17 @@ struct Parser {
 
 impl Core {
     fn session<C: ClientInfo + ?Sized>(&self, client: &C) -> SessionContext {
-        let s = client
+        client
             .session_extensions()
-            .get_or_insert_with(|| ClientSession(std::sync::Mutex::new(self.engine.session())));
-        s.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            .get_or_insert_with(|| ClientSession(self.engine.session()))
+            .0
+            .clone()
     }
 
     fn reset_session<C: ClientInfo + ?Sized>(&self, client: &C) {
         client
             .session_extensions()
-            .insert(ClientSession(std::sync::Mutex::new(self.engine.session())));
+            .insert(ClientSession(self.engine.session()));
     }
 
     fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
@@ -385,7 +391,7 @@ impl Core {
     fn client_timeout<C: ClientInfo + ?Sized>(client: &C) -> Option<Duration> {
         client
             .metadata()
-            .get("statement_timeout_ms")
+            .get(TIMEOUT_KEY)
             .and_then(|ms| ms.parse().ok())
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis)
@@ -448,7 +454,9 @@ impl Core {
             .options_mut()
             .execution
             .time_zone = Some(tz.clone());
-        client.metadata_mut().insert("timezone".into(), tz.clone());
+        client
+            .metadata_mut()
+            .insert(TIMEZONE_KEY.into(), tz.clone());
         let status = pgwire::messages::startup::ParameterStatus::new("TimeZone".into(), tz);
         if let Err(e) = client
             .send_message(PgWireBackendMessage::ParameterStatus(status))
@@ -507,10 +515,10 @@ impl Core {
                 Reset::ConfigurationParameter(name) => {
                     let name = name.to_string().to_ascii_lowercase();
                     let key = match name.as_str() {
-                        "statement_timeout" => "statement_timeout_ms",
+                        "statement_timeout" => TIMEOUT_KEY,
                         "timezone" | "time zone" => {
                             self.reset_session(client);
-                            "timezone"
+                            TIMEZONE_KEY
                         }
                         other => other,
                     };
