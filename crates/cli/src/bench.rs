@@ -14,7 +14,7 @@ use cryptolake_lake::Lake;
 use cryptolake_lake::bronze::{
     Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo, encode, plan_windows, write_object_at,
 };
-use cryptolake_lake::paths::BronzeKey;
+use cryptolake_lake::paths::{self, BronzeKey};
 use cryptolake_model::{Exchange, Symbol};
 use cryptolake_sources::binance::{MAX_LIMIT, exchange_symbol};
 use cryptolake_sources::sim::SimMarket;
@@ -59,20 +59,35 @@ pub enum WrittenAt {
     Now,
 }
 
+/// Removes everything built from bronze: silver, gold, quarantine, the ops tables and the
+/// builds' state, so that the next build is a first build. Bronze, its manifest and the
+/// ingest cursors stay. Returns how many objects were deleted.
+pub async fn reset(lake: &Lake) -> Result<usize> {
+    let mut deleted = 0;
+    for prefix in paths::DERIVED {
+        deleted += lake.delete_prefix(prefix).await?;
+    }
+    Ok(deleted)
+}
+
 /// Writes the bronze layer for `symbols` over `[start, end)`.
 pub async fn generate(
     lake: &Lake,
     symbols: usize,
     (start, end): (DateTime<Utc>, DateTime<Utc>),
     seed: u64,
+    window_minutes: i64,
     written_at: WrittenAt,
     now: DateTime<Utc>,
 ) -> Result<Generated> {
     if symbols == 0 || symbols > 9999 || end <= start {
         bail!("--symbols must be 1..=9999 and the range not empty");
     }
+    if !(1..=MAX_LIMIT).contains(&window_minutes) {
+        bail!("--window-minutes must be 1..={MAX_LIMIT} (a klines page holds at most {MAX_LIMIT} minutes)");
+    }
     let market = Arc::new(bench_market(symbols, seed)?);
-    let windows = plan_windows(start, end, MAX_LIMIT);
+    let windows = plan_windows(start, end, window_minutes);
     let jobs: Vec<(Symbol, DateTime<Utc>, DateTime<Utc>)> = market
         .symbols()
         .flat_map(|s| windows.iter().map(move |(a, b)| (s.clone(), *a, *b)))
@@ -133,7 +148,7 @@ pub async fn generate(
                                     "endTime".to_string(),
                                     (b.timestamp_millis() - 1).to_string(),
                                 ),
-                                ("limit".to_string(), MAX_LIMIT.to_string()),
+                                ("limit".to_string(), window_minutes.to_string()),
                             ]),
                         },
                         window_start: a,

@@ -240,10 +240,21 @@ enum BenchCmd {
         from: String,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Minutes per page (1000, Binance's largest page, by default; fewer makes more and
+        /// smaller objects)
+        #[arg(long, default_value_t = 1000)]
+        window_minutes: i64,
         /// Date the manifest entries when the pages were fetched (history) or now (new bronze
         /// for the next build, as ingestion writes it)
         #[arg(long, value_enum, default_value = "fetched")]
         written_at: bench::WrittenAt,
+    },
+    /// Delete everything built from bronze (silver, gold, quarantine, ops tables, build
+    /// state), keeping bronze, so that the next build is a first build
+    Reset {
+        /// Required: the deletion cannot be undone (bronze can rebuild it all)
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -635,6 +646,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             hours,
             from,
             seed,
+            window_minutes,
             written_at,
         }) => {
             let start = parse_time(from).context("--from")?;
@@ -645,8 +657,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             let p = pipeline().await?;
             let range = (start, start + span);
-            let g = bench::generate(p.lake(), *symbols, range, *seed, *written_at, p.now()).await?;
+            let g = bench::generate(
+                p.lake(),
+                *symbols,
+                range,
+                *seed,
+                *window_minutes,
+                *written_at,
+                p.now(),
+            )
+            .await?;
             println!("{}", serde_json::to_string(&g)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCmd::Reset { yes }) => {
+            if !yes {
+                bail!(
+                    "bench reset deletes silver, gold, quarantine, the ops tables and the build state of this lake; pass --yes to do it"
+                );
+            }
+            let p = pipeline().await?;
+            let n = bench::reset(p.lake()).await?;
+            println!("deleted {n} objects built from bronze");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -802,6 +834,7 @@ pub fn run_summary(s: &RunSummary) -> String {
         Ok(t) => out.push_str(&transform_summary(t)),
         Err(e) => out.push_str(&format!("  transform FAILED: {e}\n")),
     }
+    out.push_str(&format!("  requests to the lake: {}\n", s.requests));
     out
 }
 
@@ -857,7 +890,7 @@ pub fn ingest_summary(exchange: Exchange, m: &IngestMetrics) -> String {
 
 pub fn silver_summary(m: &SilverMetrics) -> String {
     format!(
-        "  silver: {} new bronze objects ({} read), {} candles, {} duplicates dropped, {} open candles skipped, {} outside their window skipped, {} bad records dropped, {} records quarantined in {} objects; {} partitions written ({} hours), {} unchanged, {} deleted\n",
+        "  silver: {} new bronze objects ({} read), {} candles, {} duplicates dropped, {} open candles skipped, {} outside their window skipped, {} bad records dropped, {} records quarantined in {} objects; {} partitions written ({} hours), {} unchanged, {} deleted; requests: {}\n",
         m.new_objects,
         m.objects_read,
         m.candles_read,
@@ -870,13 +903,14 @@ pub fn silver_summary(m: &SilverMetrics) -> String {
         m.partitions_written,
         m.hours_written,
         m.partitions_unchanged,
-        m.partitions_deleted
+        m.partitions_deleted,
+        m.requests
     )
 }
 
 pub fn gold_summary(m: &GoldMetrics) -> String {
     format!(
-        "  gold: {} partitions written ({} rows), {} deleted\n",
-        m.partitions_written, m.rows_written, m.partitions_deleted
+        "  gold: {} partitions written ({} rows), {} deleted; requests: {}\n",
+        m.partitions_written, m.rows_written, m.partitions_deleted, m.requests
     )
 }

@@ -248,7 +248,7 @@ pub async fn update(
     rewrite_dates(lake, jobs, grids, listed.clone(), now).await
 }
 
-/// How many dates of the gap report are scanned at once.
+/// At least how many dates of the gap report are scanned at once.
 const DATES_IN_FLIGHT: usize = 4;
 
 /// Rewrites the gaps partition of each date: the gaps of the date's pairs (every pair with a
@@ -269,33 +269,37 @@ async fn rewrite_dates(
         let (lake, grids, bronze) = (lake.clone(), grids.clone(), bronze.clone());
         crate::in_task(format!("gap report for {date}"), async move {
             let key = paths::gaps_partition_file(date);
-            let exists = lake.head(&key).await?.is_some();
-            // The other pairs' rows as they were; a partition that cannot be read is
-            // rescanned whole instead.
+            // The other pairs' rows as they were (one GET, which also says whether the
+            // partition exists); a partition that cannot be read is rescanned whole instead.
             let mut rows: Vec<Gap> = Vec::new();
             let mut pairs = pairs;
-            if let Some(only) = &pairs
-                && exists
-            {
-                let read = async {
-                    let mut kept = Vec::new();
-                    for batch in read_parquet(&lake, &key).await? {
-                        kept.extend(
-                            gaps_from_batch(&batch, key.as_ref())?
-                                .into_iter()
-                                .filter(|g| !only.contains(&(g.exchange, g.symbol.clone()))),
-                        );
+            let exists = match &pairs {
+                Some(only) => match lake.get_opt(&key).await? {
+                    None => false,
+                    Some(bytes) => {
+                        let read = || {
+                            let mut kept = Vec::new();
+                            for batch in crate::decode_parquet(&key, bytes)? {
+                                kept.extend(
+                                    gaps_from_batch(&batch, key.as_ref())?
+                                        .into_iter()
+                                        .filter(|g| !only.contains(&(g.exchange, g.symbol.clone()))),
+                                );
+                            }
+                            Ok::<_, Error>(kept)
+                        };
+                        match read() {
+                            Ok(kept) => rows = kept,
+                            Err(e) => {
+                                tracing::warn!(key = %key, error = %e, "replacing an unreadable gaps partition: rescanning the whole date");
+                                pairs = None;
+                            }
+                        }
+                        true
                     }
-                    Ok::<_, Error>(kept)
-                };
-                match read.await {
-                    Ok(kept) => rows = kept,
-                    Err(e) => {
-                        tracing::warn!(key = %key, error = %e, "replacing an unreadable gaps partition: rescanning the whole date");
-                        pairs = None;
-                    }
-                }
-            }
+                },
+                None => lake.head(&key).await?.is_some(),
+            };
             let only: BTreeMap<Pair, Span> = grids
                 .iter()
                 .filter(|(p, _)| pairs.as_ref().is_none_or(|ps| ps.contains(*p)))
@@ -318,7 +322,7 @@ async fn rewrite_dates(
             Ok((fresh, written, deleted))
         })
     });
-    let mut done = futures::stream::iter(tasks).buffered(DATES_IN_FLIGHT);
+    let mut done = futures::stream::iter(tasks).buffered(crate::dates_in_flight(lake, DATES_IN_FLIGHT));
     while let Some(r) = done.next().await {
         let (fresh, written, deleted) = r?;
         out.partitions_written += written;

@@ -17,6 +17,7 @@ pub mod ops;
 mod parquet_io;
 pub mod paths;
 pub mod quality;
+mod requests;
 mod rollup;
 pub mod silver;
 pub mod state;
@@ -26,7 +27,8 @@ pub mod view;
 
 pub use encode::{daily_from_batch, daily_to_batch, hourly_from_batch, hourly_to_batch};
 pub use error::{Error, Result};
-pub use parquet_io::{read_parquet, write_parquet};
+pub use parquet_io::{decode_parquet, read_parquet, write_parquet};
+pub use requests::{RequestCounts, SimulatedLatency};
 pub use store::{Lake, LakeOptions};
 
 /// A run id: sortable by start time and unique enough across processes.
@@ -43,6 +45,15 @@ where
         task.await
             .map_err(|e| Error::Invalid(format!("{what}: {e}")))?
     }
+}
+
+/// How many dates a build works on at once: two per core, so that every core has work while
+/// other dates wait on the store, and more on an object store, where each date waits on
+/// requests with tens of milliseconds of latency. Never fewer than `min`.
+pub(crate) fn dates_in_flight(lake: &Lake, min: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let floor = if lake.is_local() { min } else { min.max(16) };
+    (2 * cores).max(floor)
 }
 
 pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {

@@ -44,5 +44,6 @@ pub async fn record_run(lake: &Lake, r: &RunRecord) -> Result<()> {
         .text(|r| r.details.as_str())
         .finish(schema::runs())?;
     let key = paths::run_record(r.started_at, &r.run_id, &r.step);
-    write_parquet(lake, &key, &batch, &[]).await
+    write_parquet(lake, &key, &batch, &[]).await?;
+    Ok(())
 }

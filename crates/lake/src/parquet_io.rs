@@ -2,11 +2,13 @@
 //! per partition file at our sizes, sorting recorded in the footer, no dictionary for float columns.
 
 use arrow::array::RecordBatch;
+use bytes::Bytes;
 use arrow::datatypes::DataType;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
+use tokio::io::AsyncWriteExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::async_writer::AsyncArrowWriter;
+use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
@@ -16,14 +18,20 @@ use crate::{Error, Lake, Result};
 
 const ROW_GROUP_ROWS: usize = 1 << 20;
 
-/// Writes `batch` as the whole object at `key`. The store makes the object appear atomically
-/// (an S3 PUT or multipart completion; a rename on local disk).
+/// Objects up to this size are written with one PUT, whose answer carries the version; larger
+/// ones are uploaded in parts.
+const SINGLE_PUT_BYTES: usize = 64 << 20;
+
+/// Writes `batch` as the whole object at `key` and returns the object's version (its e-tag, as
+/// a listing or HEAD reports it). The store makes the object appear atomically (an S3 PUT or
+/// multipart completion; a rename on local disk). The file is encoded on the blocking pool, so
+/// several partitions encode on several cores at once.
 pub async fn write_parquet(
     lake: &Lake,
     key: &Path,
     batch: &RecordBatch,
     sorted_by: &[usize],
-) -> Result<()> {
+) -> Result<String> {
     let perr = |source| Error::Parquet {
         key: key.to_string(),
         source,
@@ -51,24 +59,63 @@ pub async fn write_parquet(
         }
     }
     let props = props.build();
-    lake.write_whole(key, |target| async move {
-        let sink = BufWriter::new(lake.store().clone(), target);
-        let mut writer =
-            AsyncArrowWriter::try_new(sink, batch.schema(), Some(props)).map_err(perr)?;
-        writer.write(batch).await.map_err(perr)?;
-        writer.close().await.map_err(perr)?;
-        Ok(())
+    let encode = {
+        let batch = batch.clone();
+        move || {
+            let mut buf = Vec::new();
+            let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))?;
+            writer.write(&batch)?;
+            writer.close()?;
+            Ok::<_, parquet::errors::ParquetError>(buf)
+        }
+    };
+    let bytes = tokio::task::spawn_blocking(encode)
+        .await
+        .map_err(|e| Error::Invalid(format!("encoding {key}: {e}")))?
+        .map_err(perr)?;
+    let bytes = Bytes::from(bytes);
+    let mut version = None;
+    lake.write_whole(key, |target| {
+        let version = &mut version;
+        async move {
+            if bytes.len() <= SINGLE_PUT_BYTES {
+                *version = Some(lake.put_versioned(&target, bytes).await?);
+            } else {
+                let mut sink = BufWriter::new(lake.store().clone(), target.clone());
+                sink.put(bytes)
+                    .await
+                    .map_err(|e| Error::store(&target, e))?;
+                sink.shutdown().await.map_err(|e| Error::Invalid(format!(
+                    "writing {target}: {e}"
+                )))?;
+            }
+            Ok(())
+        }
     })
-    .await
+    .await?;
+    match version.flatten() {
+        Some(v) => Ok(v),
+        // A large upload, or a store that answers a PUT without an e-tag: ask.
+        None => {
+            let meta = lake.head(key).await?.ok_or_else(|| {
+                Error::Invalid(format!("{key} is missing right after it was written"))
+            })?;
+            Ok(crate::state::version(&meta))
+        }
+    }
 }
 
 /// Reads a whole Parquet object.
 pub async fn read_parquet(lake: &Lake, key: &Path) -> Result<Vec<RecordBatch>> {
+    decode_parquet(key, lake.get(key).await?)
+}
+
+/// Decodes a whole Parquet object read from `key`.
+pub fn decode_parquet(key: &Path, bytes: Bytes) -> Result<Vec<RecordBatch>> {
     let perr = |source| Error::Parquet {
         key: key.to_string(),
         source,
     };
-    let bytes = lake.get(key).await?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(perr)?
         .build()

@@ -291,6 +291,20 @@ pub fn gold_state() -> Path {
     Path::from("_state/gold/ohlcv_1d.json")
 }
 
+/// Everything a build derives from bronze, by prefix: removing it all makes the next build a
+/// first build (bronze, its manifest and the ingest cursors are kept).
+pub const DERIVED: [&str; 9] = [
+    SILVER_OHLCV_1H,
+    GOLD_OHLCV_1D,
+    QUARANTINE_OHLCV_1H,
+    OPS_RUNS,
+    OPS_QUALITY_RESULTS,
+    OPS_GAPS,
+    "_state/silver",
+    "_state/gold",
+    "_state/gaps",
+];
+
 /// Where local writes are staged before a rename puts them in place: outside every table, so
 /// a crash mid-write never leaves a partial file where readers look.
 pub const STAGING: &str = "_staging";

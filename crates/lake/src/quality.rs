@@ -393,9 +393,9 @@ async fn table_dates(lake: &Lake, table: &object_store::path::Path) -> Result<BT
         .collect())
 }
 
-/// The dates of `table` in `[from - 1 day, to]`: when both ends are given, by looking up
-/// those dates' partitions (an hourly run's range is one date; listing the table would read
-/// a directory per date of history); otherwise from a listing.
+/// The dates of `table` in `[from - 1 day, to]`. A short range (an hourly run's is one date)
+/// is looked up partition by partition, at once; listing the table would read a directory per
+/// date of history. A longer one, or an open one, comes from one listing.
 async fn dates_between(
     lake: &Lake,
     table: &object_store::path::Path,
@@ -405,16 +405,27 @@ async fn dates_between(
     let (Some(from), Some(to)) = (from, to) else {
         return table_dates(lake, table).await;
     };
-    let mut out = BTreeSet::new();
-    let mut d = from.pred_opt().unwrap_or(from);
-    while d <= to {
-        if lake.head(&paths::partition_file(table, d)).await?.is_some() {
-            out.insert(d);
-        }
-        d = d.succ_opt().expect("date in range");
+    let first = from.pred_opt().unwrap_or(from);
+    if (to - first).num_days() >= LOOKUPS_INSTEAD_OF_A_LISTING as i64 {
+        let mut all = table_dates(lake, table).await?;
+        all.retain(|d| (first..=to).contains(d));
+        return Ok(all);
     }
-    Ok(out)
+    let dates: Vec<NaiveDate> = first.iter_days().take_while(|d| *d <= to).collect();
+    use futures::StreamExt;
+    let found: Vec<Result<Option<NaiveDate>>> = futures::stream::iter(dates)
+        .map(|d| async move {
+            let head = lake.head(&paths::partition_file(table, d)).await?;
+            Ok(head.map(|_| d))
+        })
+        .buffered(LOOKUPS_INSTEAD_OF_A_LISTING)
+        .collect()
+        .await;
+    found.into_iter().filter_map(Result::transpose).collect()
 }
+
+/// Up to how many dates are looked up one by one rather than listed.
+const LOOKUPS_INSTEAD_OF_A_LISTING: usize = 8;
 
 /// Evaluates the table rules over silver and gold: all dates, or those in `[from, to]`.
 pub async fn evaluate(
@@ -516,7 +527,8 @@ pub async fn record_results(
         &batch,
         &[],
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use object_store::{
     BackoffConfig, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutPayload, RetryConfig,
 };
 
+use crate::requests::{Counters, Metered, RequestCounts, SimulatedLatency};
 use crate::{Error, Result};
 
 /// A lake: an object store rooted at the lake URL.
@@ -25,6 +26,8 @@ pub struct Lake {
     bucket_store: Option<(String, Arc<dyn ObjectStore>)>,
     /// For a local lake: its directory.
     local_root: Option<std::path::PathBuf>,
+    /// The requests made through `store` (and `bucket_store`), by class.
+    requests: Arc<Counters>,
 }
 
 /// Settings of a lake beyond its URL. Credentials are not among them: they come from the
@@ -36,6 +39,8 @@ pub struct LakeOptions {
     pub s3_endpoint: Option<String>,
     /// The AWS region; otherwise `AWS_REGION`/`AWS_DEFAULT_REGION`, else `us-east-1`.
     pub s3_region: Option<String>,
+    /// A wait added before every request, to measure a build at a distant store's latency.
+    pub simulated_latency: Option<SimulatedLatency>,
 }
 
 impl Lake {
@@ -48,7 +53,7 @@ impl Lake {
         if let Some(rest) = url.strip_prefix("s3://") {
             return Lake::open_s3(url, rest, options);
         }
-        Lake::open_local(url, true)
+        Lake::open_local(url, true, options)
     }
 
     /// Opens a lake that must already exist: a local directory is never created (nor written
@@ -57,7 +62,7 @@ impl Lake {
         if let Some(rest) = url.strip_prefix("s3://") {
             return Lake::open_s3(url, rest, options);
         }
-        Lake::open_local(url, false)
+        Lake::open_local(url, false, options)
     }
 
     fn open_s3(url: &str, rest: &str, options: &LakeOptions) -> Result<Lake> {
@@ -102,8 +107,13 @@ impl Lake {
         if let Some(region) = &options.s3_region {
             builder = builder.with_region(region);
         }
-        let s3: Arc<dyn ObjectStore> =
-            Arc::new(builder.build().map_err(|e| invalid(e.to_string()))?);
+        let requests = Arc::new(Counters::default());
+        let s3: Arc<dyn ObjectStore> = Arc::new(Metered::new(
+            Arc::new(builder.build().map_err(|e| invalid(e.to_string()))?),
+            requests.clone(),
+            options.simulated_latency.unwrap_or_default(),
+            false,
+        ));
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
             s3.clone()
         } else {
@@ -119,10 +129,11 @@ impl Lake {
             root_url,
             bucket_store: Some((format!("s3://{bucket}"), s3)),
             local_root: None,
+            requests,
         })
     }
 
-    fn open_local(url: &str, create: bool) -> Result<Lake> {
+    fn open_local(url: &str, create: bool, options: &LakeOptions) -> Result<Lake> {
         let invalid = |reason: &str| Error::LakeUrl {
             url: cryptolake_model::redact(url),
             reason: reason.to_string(),
@@ -163,11 +174,18 @@ impl Lake {
         let root_url = format!("file://{}", abs.display())
             .trim_end_matches('/')
             .to_string();
+        let requests = Arc::new(Counters::default());
         Ok(Lake {
-            store: Arc::new(store),
+            store: Arc::new(Metered::new(
+                Arc::new(store),
+                requests.clone(),
+                options.simulated_latency.unwrap_or_default(),
+                true,
+            )),
             root_url,
             bucket_store: None,
             local_root: Some(abs),
+            requests,
         })
     }
 
@@ -235,6 +253,12 @@ impl Lake {
         self.bucket_store.as_ref().map(|(u, s)| (u.as_str(), s))
     }
 
+    /// The requests made to the store so far (by this process), by class: the difference of
+    /// two readings is what the work between them cost.
+    pub fn requests(&self) -> RequestCounts {
+        self.requests.snapshot()
+    }
+
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
@@ -266,6 +290,34 @@ impl Lake {
         }
     }
 
+    /// Deletes every object under `prefix`, many at once; returns how many.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize> {
+        let keys = self.list_keys(&Path::from(prefix)).await?;
+        let results: Vec<Result<()>> = futures::stream::iter(&keys)
+            .map(|k| self.delete(k))
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(keys.len())
+    }
+
+    /// The object and its version (as [`crate::state::version`] gives it) in one request;
+    /// `None` when the key does not exist.
+    pub async fn get_versioned(&self, key: &Path) -> Result<Option<(Bytes, String)>> {
+        match self.store.get(key).await {
+            Ok(r) => {
+                let version = crate::state::version(&r.meta);
+                Ok(Some((
+                    r.bytes().await.map_err(|e| Error::store(key, e))?,
+                    version,
+                )))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(key, e)),
+        }
+    }
+
     /// Writes a whole object atomically (a reader sees the old or the new object, never a part).
     pub async fn put(&self, key: &Path, bytes: Bytes) -> Result<()> {
         self.store
@@ -273,6 +325,16 @@ impl Lake {
             .await
             .map_err(|e| Error::store(key, e))?;
         Ok(())
+    }
+
+    /// Writes `key` and returns the version the store gave it (its e-tag), when it gave one.
+    pub async fn put_versioned(&self, key: &Path, bytes: Bytes) -> Result<Option<String>> {
+        let r = self
+            .store
+            .put(key, PutPayload::from(bytes))
+            .await
+            .map_err(|e| Error::store(key, e))?;
+        Ok(r.e_tag)
     }
 
     /// Creates an object only if the key is free. `Ok(false)` if it already exists.

@@ -59,7 +59,7 @@ async fn scheduled_ingest_is_idempotent_per_scheduled_time_and_transform_builds_
         "s3://lake-bucket/prod",
         &LakeOptions {
             s3_endpoint: Some(s3.endpoint.clone()),
-            s3_region: None,
+            ..LakeOptions::default()
         },
     )
     .unwrap();

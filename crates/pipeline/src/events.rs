@@ -196,6 +196,8 @@ pub struct StepEvent {
     pub error: Option<String>,
     /// After a transform: the freshness of every enabled exchange and symbol.
     pub freshness: Vec<Freshness>,
+    /// The requests the step made to the lake's store.
+    pub requests: cryptolake_lake::RequestCounts,
 }
 
 impl StepEvent {
@@ -308,6 +310,7 @@ mod tests {
             },
             error_kind: Some(ErrorKind::Exchange),
             error: Some("BTC-USD: timed out".into()),
+            requests: Default::default(),
             freshness: vec![Freshness {
                 exchange: Exchange::Coinbase,
                 symbol: Symbol::parse("BTC-USD").unwrap(),

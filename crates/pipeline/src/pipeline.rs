@@ -18,7 +18,7 @@ use cryptolake_lake::ops::{RunRecord, record_run};
 use cryptolake_lake::paths::{self, BronzeKey};
 use cryptolake_lake::quality::{self, QualityResult};
 use cryptolake_lake::silver::{SilverBuild, SilverMetrics};
-use cryptolake_lake::{Lake, new_run_id};
+use cryptolake_lake::{Lake, RequestCounts, new_run_id};
 use cryptolake_model::{Exchange, SharedClock, Symbol};
 use cryptolake_sources::ExchangeClient;
 use cryptolake_sources::http::RetryPolicy;
@@ -251,6 +251,8 @@ pub struct RunSummary {
     pub run_id: String,
     pub exchanges: Vec<ExchangeRun>,
     pub transform: Result<TransformReport>,
+    /// The requests the whole run made to the lake's store.
+    pub requests: RequestCounts,
 }
 
 impl RunSummary {
@@ -484,11 +486,12 @@ impl Pipeline {
         run_id: &str,
         step: Step,
         exchange: Option<Exchange>,
-        (started_at, clock): (DateTime<Utc>, Instant),
+        (started_at, clock, before): (DateTime<Utc>, Instant, RequestCounts),
         result: &Result<T>,
         report: impl FnOnce(&T) -> StepReport,
     ) {
         let duration = clock.elapsed();
+        let requests = self.lake.requests().since(before);
         let (outcome, error_kind, error, report) = match result {
             Ok(v) => {
                 let r = report(v);
@@ -509,6 +512,13 @@ impl Pipeline {
                 StepReport::new(Counts::default(), serde_json::json!({})),
             ),
         };
+        let mut details = report.details;
+        if let Some(fields) = details.as_object_mut() {
+            fields.insert(
+                "requests".into(),
+                serde_json::to_value(requests).unwrap_or_default(),
+            );
+        }
         let record = RunRecord {
             run_id: run_id.to_string(),
             step: step.label(exchange),
@@ -521,7 +531,7 @@ impl Pipeline {
             rows: report.counts.rows,
             quarantined: report.counts.quarantined,
             error: error.clone(),
-            details: report.details.to_string(),
+            details: details.to_string(),
         };
         if let Err(e) = record_run(&self.lake, &record).await {
             warn!(step = %step, run_id, error = %e, "could not record the run");
@@ -537,15 +547,16 @@ impl Pipeline {
             error_kind,
             error,
             freshness: report.freshness,
+            requests,
         };
-        tracing::debug!(step = %step, exchange = ?exchange, outcome = %outcome, seconds = duration.as_secs_f64(), rows = event.counts.rows, "step finished");
+        tracing::debug!(step = %step, exchange = ?exchange, outcome = %outcome, seconds = duration.as_secs_f64(), rows = event.counts.rows, get = requests.get, head = requests.head, put = requests.put, list = requests.list, delete = requests.delete, "step finished");
         if let Some(sink) = &self.events {
             sink(&event);
         }
     }
 
-    fn start(&self) -> (DateTime<Utc>, Instant) {
-        (self.now(), Instant::now())
+    fn start(&self) -> (DateTime<Utc>, Instant, RequestCounts) {
+        (self.now(), Instant::now(), self.lake.requests())
     }
 
     /// Runs `work` under the lease `name`, and releases the lease on every path: success,
@@ -687,7 +698,11 @@ impl Pipeline {
             .with_lease("transform", run_id, async |lease| {
                 self.silver_under(lease, rebuild, run_id).await
             })
-            .await;
+            .await
+            .map(|m| SilverMetrics {
+                requests: self.lake.requests().since(started.2),
+                ..m
+            });
         self.finish(run_id, Step::Silver, None, started, &result, silver_report)
             .await;
         result
@@ -811,7 +826,11 @@ impl Pipeline {
                 };
                 Ok((m, fresh))
             })
-            .await;
+            .await
+            .map(|(m, fresh)| {
+                let requests = self.lake.requests().since(started.2);
+                (GoldMetrics { requests, ..m }, fresh)
+            });
         self.finish(run_id, Step::Gold, None, started, &result, |(m, f)| {
             StepReport {
                 freshness: f.clone(),
@@ -1032,6 +1051,7 @@ impl Pipeline {
     /// quality checks), then gold. Silver and gold run even when an exchange failed: what did
     /// arrive is still processed.
     pub async fn run_once(&self) -> RunSummary {
+        let before = self.lake.requests();
         let now = self.now();
         let run_id = new_run_id(now);
         let exchanges = self.hourly_ingest(&run_id, now, false).await;
@@ -1040,6 +1060,7 @@ impl Pipeline {
             run_id,
             exchanges,
             transform,
+            requests: self.lake.requests().since(before),
         }
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use cryptolake_lake::LakeOptions;
+use cryptolake_lake::{LakeOptions, SimulatedLatency};
 use cryptolake_lake::quality::{Action, QualityRules};
 use cryptolake_model::{Exchange, Symbol};
 use cryptolake_sources::ExchangeClient;
@@ -39,6 +39,10 @@ lake = "file://./lake"
 # The region; unset means AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.
 # Env: CRYPTOLAKE_S3_REGION.
 # region = "eu-west-1"
+# For benchmarks: a wait before every request of the lake, local or S3, per request class
+# (get, put, list, delete), to see how a build behaves at a distant store's latency.
+# Env: CRYPTOLAKE_S3_SIMULATED_LATENCY.
+# simulated_latency = "get=20ms,list=20ms,put=30ms"
 
 [ingest]
 # How far back the first ingest of a symbol reaches when no --since is given. Later ingests
@@ -225,6 +229,7 @@ pub struct Settings {
 pub struct S3Settings {
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    pub simulated_latency: Option<SimulatedLatency>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -463,6 +468,7 @@ struct RawFile {
 struct RawS3 {
     endpoint: Option<String>,
     region: Option<String>,
+    simulated_latency: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -750,6 +756,7 @@ impl Settings {
         LakeOptions {
             s3_endpoint: self.s3.endpoint.clone(),
             s3_region: self.s3.region.clone(),
+            simulated_latency: self.s3.simulated_latency,
         }
     }
 
@@ -770,10 +777,11 @@ struct EnvVars<'a> {
     exchange: BTreeMap<(Exchange, &'static str), (&'a str, &'a str)>,
 }
 
-const TOP_VARS: [&str; 22] = [
+const TOP_VARS: [&str; 23] = [
     "LAKE",
     "S3_ENDPOINT",
     "S3_REGION",
+    "S3_SIMULATED_LATENCY",
     "INGEST_LOOKBACK",
     "INGEST_CONCURRENCY",
     "INGEST_REQUEST_TIMEOUT",
@@ -958,6 +966,16 @@ fn resolve(raw: RawFile, env: &[(String, String)]) -> Result<Settings> {
             top("S3_REGION").map(|(n, v)| (n, v.to_string())),
         )
         .map(|s| s.value),
+        simulated_latency: pick(
+            raw.s3.simulated_latency,
+            top("S3_SIMULATED_LATENCY").map(|(n, v)| (n, v.to_string())),
+        )
+        .map(|s| {
+            s.value
+                .parse::<SimulatedLatency>()
+                .map_err(|e| bad("s3.simulated_latency", s.origin, e))
+        })
+        .transpose()?,
     };
 
     let duration =
@@ -1299,6 +1317,28 @@ mod tests {
 
     fn err(text: &str, env: &[(&str, &str)]) -> String {
         load(text, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn simulated_latency_is_parsed_and_checked() {
+        assert_eq!(load("", &[]).unwrap().s3.simulated_latency, None);
+        let s = load("[s3]\nsimulated_latency = \"get=20ms,list=20ms,put=30ms\"\n", &[]).unwrap();
+        let l = s.lake_options().simulated_latency.unwrap();
+        assert_eq!(
+            (l.get, l.list, l.put),
+            (
+                std::time::Duration::from_millis(20),
+                std::time::Duration::from_millis(20),
+                std::time::Duration::from_millis(30)
+            )
+        );
+        let e = err("", &[("CRYPTOLAKE_S3_SIMULATED_LATENCY", "get=fast")]);
+        assert!(
+            e.contains("CRYPTOLAKE_S3_SIMULATED_LATENCY") && e.contains("\"fast\""),
+            "{e}"
+        );
+        let e = err("[s3]\nsimulated_latency = \"post=1ms\"\n", &[]);
+        assert!(e.contains("s3.simulated_latency") && e.contains("post"), "{e}");
     }
 
     #[test]

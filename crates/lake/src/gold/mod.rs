@@ -56,6 +56,8 @@ pub struct GoldMetrics {
     pub partitions_deleted: usize,
     pub rows_written: usize,
     pub changed_dates: Vec<NaiveDate>,
+    /// The requests the build (with its checks) made to the store; set by whoever ran it.
+    pub requests: crate::RequestCounts,
 }
 
 impl GoldBuild {
@@ -170,7 +172,8 @@ impl GoldBuild {
                 Ok((date, version, rows, gold_version))
             })
         });
-        let mut done = futures::stream::iter(tasks).buffered(DATES_IN_FLIGHT);
+        let mut done =
+            futures::stream::iter(tasks).buffered(crate::dates_in_flight(lake, DATES_IN_FLIGHT));
         while let Some(r) = done.next().await {
             let (date, version, rows, gold_version) = r?;
             metrics.partitions_written += 1;
@@ -205,7 +208,7 @@ impl GoldBuild {
     }
 }
 
-/// How many gold dates are built at once.
+/// At least how many gold dates are built at once.
 const DATES_IN_FLIGHT: usize = 4;
 
 /// Rebuilds one gold date from its silver partition; returns the rows written and the new
@@ -222,9 +225,6 @@ async fn build_date(lake: &Lake, date: NaiveDate) -> Result<(usize, String)> {
         .filter_map(|group| aggregate::daily(date, group))
         .collect();
     let key = paths::gold_partition_file(date);
-    write_parquet(lake, &key, &daily_to_batch(&days)?, &SORTED_BY).await?;
-    let meta = lake.head(&key).await?.ok_or_else(|| {
-        crate::Error::Invalid(format!("{key} is missing right after it was written"))
-    })?;
-    Ok((days.len(), state::version(&meta)))
+    let version = write_parquet(lake, &key, &daily_to_batch(&days)?, &SORTED_BY).await?;
+    Ok((days.len(), version))
 }

@@ -112,19 +112,19 @@ impl DateJob {
         // A whole-date recompute (rebuild, repair) reads the partition only to see whether it
         // changes; one that cannot be read is simply replaced.
         let read_existing = async {
-            let version = self.lake.head(&key).await?.map(|m| state::version(&m));
-            if version.is_none() {
+            // One GET: the partition and its version together.
+            let Some((bytes, version)) = self.lake.get_versioned(&key).await? else {
                 return Ok((None, Vec::new()));
-            }
-            let read = async {
+            };
+            let read = || {
                 let mut rows = Vec::new();
-                for b in read_parquet(&self.lake, &key).await? {
+                for b in crate::decode_parquet(&key, bytes)? {
                     rows.extend(hourly_from_batch(&b, key.as_ref())?);
                 }
                 Ok::<_, Error>(rows)
             };
-            match read.await {
-                Ok(rows) => Ok((version, rows)),
+            match read() {
+                Ok(rows) => Ok((Some(version), rows)),
                 Err(e) if self.rebuild => {
                     tracing::warn!(key = %key, error = %e, "replacing an unreadable silver partition");
                     Ok((None, Vec::new()))

