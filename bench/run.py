@@ -9,6 +9,11 @@ cryptolake's and prints wall time, throughput and peak RSS (median of --runs).
   python3 bench/run.py --symbols 10 --days 30 --runs 5
   python3 bench/run.py --scale medium --incremental --queries   # everything BENCHMARKS.md reports
 
+--stores local,seaweedfs,throttled times the first silver + gold build on local disk, on SeaweedFS (a
+real S3 server on loopback) and on local disk with 20 ms on every GET and LIST and 30 ms on every PUT,
+with the requests each made. --memory 10000,100000,1000000 measures the peak RSS of first builds of
+that many small bronze objects. --cores times the first build pinned to one core and to two.
+
 --incremental times one hourly run's worth of new bronze on the lake holding the whole history
 against the same hour on an empty lake, as a day of hourly runs: the hours between runs pass on
 a simulated clock (the binary's injected clock, `--clock-at`), so the builds see what a real
@@ -275,6 +280,10 @@ def main():
                     help="simulated days of hourly runs for --incremental (one sample of each measurement per day)")
     ap.add_argument("--queries", action="store_true")
     ap.add_argument("--python", help="a python with duckdb, polars, pandas and pyarrow (default: bench/.venv)")
+    ap.add_argument("--stores", help="the first silver + gold build on each of these stores, side by side: "
+                    "local, seaweedfs (S3 on loopback), throttled (local disk + simulated S3 latency)")
+    ap.add_argument("--memory", help="peak RSS of first builds at these numbers of small bronze objects (10000,100000,1000000)")
+    ap.add_argument("--cores", action="store_true", help="the first build pinned to 1 core and to 2 (taskset)")
     args = ap.parse_args()
     symbols, days = SCALES[args.scale or "small"]
     symbols, days = args.symbols or symbols, args.days or days
@@ -353,6 +362,13 @@ def main():
         lines.append(f"| {engine} | {s:.2f} | {r['runs']} | {candles / s:,.0f} | {mb / s:,.1f} | {r['peak_rss_bytes'] / 2**20:.0f} | {ratio} | {agree} |")
     print("\n" + "\n".join(lines))
     extra = {}
+    import stores
+    if args.stores:
+        extra["stores"] = stores.compare(measure, binary, work, symbols, days, args.stores.split(","), args.runs, args.cap_seconds, env)
+    if args.memory:
+        extra["memory"] = stores.memory(measure, binary, Path(args.work), [int(n) for n in args.memory.split(",")], args.cap_seconds, env)
+    if args.cores:
+        extra["cores"] = stores.cores(measure, binary, lake, args.runs, args.cap_seconds, env)
     if args.incremental:
         extra["incremental"] = incremental(binary, work, lake, symbols, days, args.incremental_days, args.cap_seconds, env)
     if args.queries:

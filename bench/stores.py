@@ -107,9 +107,8 @@ def build(measure, binary, lake, env, cap, work):
 
 
 def clear_builds(binary, lake, env):
-    """Removes silver, gold and their state (bronze stays), on any store."""
-    for prefix in ("silver", "gold", "quarantine", "ops", "_state/silver", "_state/gold", "_state/gaps", "_locks"):
-        subprocess.run([binary, "--lake", lake, "bench", "clear", "--prefix", prefix], check=True, env=env, capture_output=True)
+    """Removes everything built from bronze, on any store: the next build is a first build."""
+    subprocess.run([binary, "--lake", lake, "bench", "reset", "--yes"], check=True, env=env, capture_output=True)
 
 
 def compare(measure, binary, work, symbols, days, stores, runs, cap, base_env):
@@ -161,3 +160,58 @@ def compare(measure, binary, work, symbols, days, stores, runs, cap, base_env):
 @contextmanager
 def _nothing():
     yield None
+
+
+def memory(measure, binary, work, sizes, cap, env):
+    """Peak RSS of a first build (silver, then gold) as the number of bronze objects grows:
+    10 symbols of one-minute pages (the smallest objects ingestion writes), as many hours as
+    make each size. Memory should not grow with the objects: a first build lists and builds a
+    batch of dates at a time."""
+    symbols = 10
+    rows = []
+    for n in sizes:
+        hours = max(1, round(n / symbols / 60))
+        lake = work / f"memory-{n}" / "lake"
+        marker = lake.parent / "generated.json"
+        if not marker.exists():
+            shutil.rmtree(lake.parent, ignore_errors=True)
+            lake.parent.mkdir(parents=True)
+            print(f"== generating {symbols} symbols x {hours} hours of one-minute pages", flush=True)
+            out = subprocess.run([binary, "--lake", str(lake), "bench", "generate", "--symbols", str(symbols), "--hours", str(hours),
+                                  "--window-minutes", "1"], check=True, capture_output=True, text=True, env=env).stdout
+            marker.write_text(out)
+        g = json.loads(marker.read_text())
+        clear_builds(binary, str(lake), env)
+        s, r, q = build(measure, binary, str(lake), env, cap, lake.parent)
+        print(f"   {g['objects']:>9,} objects: {s:7.2f} s, peak RSS {r / 2**20:6.0f} MiB, {q['get']} GET, {q['list']} LIST", flush=True)
+        rows.append({"objects": g["objects"], "bronze_bytes": g["bytes"], "seconds": s, "peak_rss_bytes": r, "requests": q})
+    lo, hi = min(x["peak_rss_bytes"] for x in rows), max(x["peak_rss_bytes"] for x in rows)
+    lines = [f"first silver + gold build, {symbols} symbols of one-minute pages", "",
+             "| bronze objects | bronze MB | wall (s) | peak RSS (MiB) | GET | LIST |", "|---|---|---|---|---|---|"]
+    for x in rows:
+        lines.append(f"| {x['objects']:,} | {x['bronze_bytes'] / 1e6:,.0f} | {x['seconds']:.2f} | {x['peak_rss_bytes'] / 2**20:.0f} | "
+                     f"{x['requests']['get']:,} | {x['requests']['list']:,} |")
+    lines.append(f"\nspread of peak RSS: {(hi - lo) / lo * 100:.1f}% (largest over smallest)")
+    print("\n" + "\n".join(lines))
+    return rows
+
+
+def cores(measure, binary, lake, runs, cap, env):
+    """The first silver + gold build pinned to one core and to two (`taskset`)."""
+    out = {}
+    for cpus in ("0", "0,1"):
+        samples = []
+        for _ in range(runs):
+            clear_builds(binary, str(lake), env)
+            total = 0.0
+            for step in ("silver", "gold"):
+                s, _, outcome = measure(["taskset", "-c", cpus, binary, "--lake", str(lake), step], cap, env)
+                if outcome != "ok":
+                    sys.exit(f"{step} on cores {cpus}: {outcome}")
+                total += s
+            samples.append(total)
+            print(f"   cores {cpus:4}: {total:8.2f} s", flush=True)
+        out[cpus] = statistics.median(samples)
+    speedup = out["0"] / out["0,1"]
+    print(f"\nfirst silver + gold build: 1 core {out['0']:.2f} s, 2 cores {out['0,1']:.2f} s, speed-up {speedup:.2f}x (medians of {runs})")
+    return {"one_core_seconds": out["0"], "two_core_seconds": out["0,1"], "speedup": speedup}

@@ -84,7 +84,9 @@ pub async fn generate(
         bail!("--symbols must be 1..=9999 and the range not empty");
     }
     if !(1..=MAX_LIMIT).contains(&window_minutes) {
-        bail!("--window-minutes must be 1..={MAX_LIMIT} (a klines page holds at most {MAX_LIMIT} minutes)");
+        bail!(
+            "--window-minutes must be 1..={MAX_LIMIT} (a klines page holds at most {MAX_LIMIT} minutes)"
+        );
     }
     let market = Arc::new(bench_market(symbols, seed)?);
     let windows = plan_windows(start, end, window_minutes);

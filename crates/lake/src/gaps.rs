@@ -220,21 +220,25 @@ fn grids_of(asked: &BTreeMap<Pair, Span>) -> BTreeMap<Pair, Span> {
         .collect()
 }
 
-/// After a silver build: rescans only the (date, pair) groups it touched, from the bronze keys
-/// it already listed (`listed`: every object of those pairs overlapping those dates), keeping
-/// the other pairs' rows of each date as they were. Falls back to [`scan`] over the touched
-/// dates when no asked-span state exists yet.
+/// After a silver build (or each batch of one): rescans only the (date, pair) groups it
+/// touched, from the bronze keys it listed (`listed`: every object of those pairs overlapping
+/// those dates), keeping the other pairs' rows of each date as they were. Without an
+/// asked-span state yet, a build that lists all of bronze in date order (`complete_listing`)
+/// starts one; any other falls back to [`scan`] over the touched dates.
 pub async fn update(
     lake: &Lake,
     touched: &BTreeMap<NaiveDate, BTreeSet<Pair>>,
     listed: &Arc<HashMap<Pair, Vec<BronzeKey>>>,
     now: DateTime<Utc>,
+    complete_listing: bool,
 ) -> Result<GapScan> {
     let (Some(from), Some(to)) = (touched.keys().next(), touched.keys().next_back()) else {
         return Ok(GapScan::default());
     };
-    let Some(state) = crate::state::read::<AskedState>(lake, &paths::gaps_state()).await? else {
-        return scan(lake, Some(*from), Some(*to), now).await;
+    let state = match crate::state::read::<AskedState>(lake, &paths::gaps_state()).await? {
+        Some(state) => state,
+        None if complete_listing => AskedState::default(),
+        None => return scan(lake, Some(*from), Some(*to), now).await,
     };
     let mut asked = state.pairs();
     let unservable = read_unservable(lake).await?;
@@ -322,7 +326,8 @@ async fn rewrite_dates(
             Ok((fresh, written, deleted))
         })
     });
-    let mut done = futures::stream::iter(tasks).buffered(crate::dates_in_flight(lake, DATES_IN_FLIGHT));
+    let mut done =
+        futures::stream::iter(tasks).buffered(crate::dates_in_flight(lake, DATES_IN_FLIGHT));
     while let Some(r) = done.next().await {
         let (fresh, written, deleted) = r?;
         out.partitions_written += written;
@@ -400,8 +405,8 @@ async fn scan_date(
     // Minutes present per pair, as 1440 flags.
     let mut present: HashMap<Pair, Vec<bool>> = HashMap::new();
     let key = paths::silver_partition_file(date);
-    if lake.head(&key).await?.is_some() {
-        for batch in read_parquet(lake, &key).await? {
+    if let Some(bytes) = lake.get_opt(&key).await? {
+        for batch in crate::decode_parquet(&key, bytes)? {
             for h in hourly_from_batch(&batch, key.as_ref())? {
                 let flags = present
                     .entry((h.exchange, h.symbol.clone()))

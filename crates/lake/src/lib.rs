@@ -52,7 +52,10 @@ where
 /// requests with tens of milliseconds of latency. Never fewer than `min`.
 pub(crate) fn dates_in_flight(lake: &Lake, min: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let floor = if lake.is_local() { min } else { min.max(16) };
+    let floor = match lake.waits_on_requests() {
+        true => min.max(16),
+        false => min,
+    };
     (2 * cores).max(floor)
 }
 

@@ -2,17 +2,17 @@
 //! per partition file at our sizes, sorting recorded in the footer, no dictionary for float columns.
 
 use arrow::array::RecordBatch;
-use bytes::Bytes;
 use arrow::datatypes::DataType;
+use bytes::Bytes;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use tokio::io::AsyncWriteExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
+use tokio::io::AsyncWriteExt;
 
 use crate::{Error, Lake, Result};
 
@@ -85,9 +85,9 @@ pub async fn write_parquet(
                 sink.put(bytes)
                     .await
                     .map_err(|e| Error::store(&target, e))?;
-                sink.shutdown().await.map_err(|e| Error::Invalid(format!(
-                    "writing {target}: {e}"
-                )))?;
+                sink.shutdown()
+                    .await
+                    .map_err(|e| Error::Invalid(format!("writing {target}: {e}")))?;
             }
             Ok(())
         }

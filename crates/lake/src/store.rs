@@ -28,6 +28,8 @@ pub struct Lake {
     local_root: Option<std::path::PathBuf>,
     /// The requests made through `store` (and `bucket_store`), by class.
     requests: Arc<Counters>,
+    /// Every request waits on a network: an object store, or a simulated latency.
+    remote: bool,
 }
 
 /// Settings of a lake beyond its URL. Credentials are not among them: they come from the
@@ -112,7 +114,6 @@ impl Lake {
             Arc::new(builder.build().map_err(|e| invalid(e.to_string()))?),
             requests.clone(),
             options.simulated_latency.unwrap_or_default(),
-            false,
         ));
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
             s3.clone()
@@ -130,6 +131,7 @@ impl Lake {
             bucket_store: Some((format!("s3://{bucket}"), s3)),
             local_root: None,
             requests,
+            remote: true,
         })
     }
 
@@ -180,12 +182,12 @@ impl Lake {
                 Arc::new(store),
                 requests.clone(),
                 options.simulated_latency.unwrap_or_default(),
-                true,
             )),
             root_url,
             bucket_store: None,
             local_root: Some(abs),
             requests,
+            remote: options.simulated_latency.is_some(),
         })
     }
 
@@ -203,6 +205,12 @@ impl Lake {
                 reason: format!("the store refused a listing: {}", root_cause(&e)),
             }),
         }
+    }
+
+    /// Whether each request waits on a network (an object store, or a local lake with a
+    /// simulated latency): then many requests in flight hide the wait.
+    pub fn waits_on_requests(&self) -> bool {
+        self.remote
     }
 
     /// Whether a PUT is itself atomic and invisible until complete (S3), or a write must be

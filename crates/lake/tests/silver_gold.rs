@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_lake::bronze::{self, Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo};
 use cryptolake_lake::gold::GoldBuild;
 use cryptolake_lake::paths::{self, BronzeKey};
-use cryptolake_lake::silver::SilverBuild;
+use cryptolake_lake::silver::{Batch, SilverBuild};
 use cryptolake_lake::{Lake, daily_from_batch, hourly_from_batch, read_parquet};
 use cryptolake_model::{DailyCandle, Exchange, HourlyCandle, Symbol, date_of, parse_time};
 use cryptolake_sources::sim::SimMarket;
@@ -461,11 +461,10 @@ async fn record_rules_drop_quarantine_or_fail() {
         err.contains("amounts") && err.contains("record 2") && err.contains("volume"),
         "{err}"
     );
-    assert_eq!(
-        b.plan(&lake).await.unwrap().new_objects.len(),
-        1,
-        "state must not move"
-    );
+    // The state did not move: the next build is still a first build, and finds the object.
+    let again = b.plan(&lake).await.unwrap();
+    assert!(again.full_listing, "state must not move");
+    assert!(b.execute(&lake, again, None).await.is_err());
     assert!(silver_rows(&lake).await.is_empty());
 }
 
@@ -705,13 +704,14 @@ async fn gap_updates_after_builds_equal_a_full_scan() {
     let fetched = t("2024-03-05T00:00:00Z");
     let build_and_update = |lake: Lake| async move {
         let s = SilverBuild::new();
-        let metrics = s
-            .execute(&lake, s.plan(&lake).await.unwrap(), None)
-            .await
-            .unwrap();
-        gaps::update(&lake, &metrics.touched, &metrics.listed, fetched)
-            .await
-            .unwrap();
+        let plan = s.plan(&lake).await.unwrap();
+        s.execute_with(&lake, plan, None, async |b: Batch<'_>| {
+            gaps::update(&lake, b.touched, &b.listed, fetched, b.complete_listing)
+                .await
+                .unwrap();
+        })
+        .await
+        .unwrap();
     };
     put_sim(&lake, &m, &btc, day, day + Duration::hours(1), fetched).await;
     put_sim(
@@ -759,4 +759,100 @@ async fn gap_updates_after_builds_equal_a_full_scan() {
     assert_eq!(updated, scanned);
     assert_eq!(updated.len(), 1, "{updated:?}");
     assert_eq!((updated[0].3 - updated[0].2).num_minutes(), 30);
+}
+
+/// A first build made a few dates at a time (memory holds one batch's objects) gives the
+/// silver of a build made in one batch, and its gap report, updated batch by batch, equals a
+/// full scan: across batch boundaries, a day without any bronze between two batches, a day
+/// whose bronze stops before midnight, and a window that spills over midnight into the next
+/// batch.
+#[tokio::test]
+async fn a_first_build_in_batches_equals_one_in_a_single_batch() {
+    use cryptolake_lake::gaps;
+    let m = SimMarket::default_market(4);
+    let (btc, eth) = (sym("BTC-USDT"), sym("ETH-USDT"));
+    let day = t("2024-03-01T00:00:00Z");
+    let fetched = t("2024-03-20T00:00:00Z");
+    let h = Duration::hours;
+    let fill = |lake: Lake| {
+        let m = m.clone();
+        let (btc, eth) = (btc.clone(), eth.clone());
+        async move {
+            // BTC: days 0-1 whole, day 2 until 20:00, nothing on days 3-4, day 5 again.
+            for (a, b) in [(0, 24), (24, 48), (48, 68), (120, 126)] {
+                put_sim(&lake, &m, &btc, day + h(a), day + h(b), fetched).await;
+            }
+            // ETH: a window from 22:00 on day 1 to 02:00 on day 2, and day 6 with a hole.
+            put_sim(&lake, &m, &eth, day + h(46), day + h(50), fetched).await;
+            put_sim(&lake, &m, &eth, day + h(144), day + h(146), fetched).await;
+            put_sim(&lake, &m, &eth, day + h(147), day + h(150), fetched).await;
+        }
+    };
+    let build = |lake: Lake, per_batch: usize| async move {
+        let s = SilverBuild::new().with_dates_per_batch(per_batch);
+        let plan = s.plan(&lake).await.unwrap();
+        assert!(plan.full_listing);
+        let mut batches = 0;
+        let metrics = s
+            .execute_with(&lake, plan, None, async |b: Batch<'_>| {
+                batches += 1;
+                gaps::update(&lake, b.touched, &b.listed, fetched, b.complete_listing)
+                    .await
+                    .unwrap();
+            })
+            .await
+            .unwrap();
+        (metrics, batches)
+    };
+    let strip = |g: Vec<gaps::Gap>| -> Vec<_> {
+        g.into_iter()
+            .map(|g| (g.exchange, g.symbol, g.start, g.end, g.status, g.fetches))
+            .collect()
+    };
+    let (_d1, whole) = new_lake();
+    fill(whole.clone()).await;
+    let (one, batches) = build(whole.clone(), 1000).await;
+    assert_eq!(batches, 1);
+    let whole_gaps = strip(gaps::read(&whole, None, None).await.unwrap());
+    gaps::scan(&whole, None, None, fetched).await.unwrap();
+    assert_eq!(
+        whole_gaps,
+        strip(gaps::read(&whole, None, None).await.unwrap())
+    );
+    for per_batch in [1, 2, 3] {
+        let (_d, lake) = new_lake();
+        fill(lake.clone()).await;
+        let (m, batches) = build(lake.clone(), per_batch).await;
+        assert!(batches >= 7 / per_batch, "{per_batch}: {batches} batches");
+        assert_eq!(m.new_objects, one.new_objects, "{per_batch}");
+        assert_eq!(m.partitions_written, one.partitions_written, "{per_batch}");
+        assert_eq!(m.touched, one.touched, "{per_batch}");
+        assert_eq!(
+            silver_rows(&lake).await,
+            silver_rows(&whole).await,
+            "{per_batch}"
+        );
+        let got = strip(gaps::read(&lake, None, None).await.unwrap());
+        assert_eq!(got, whole_gaps, "{per_batch} dates per batch");
+    }
+    // The report holds what the lake says (one row per pair and date): BTC's empty days 3
+    // and 4 and the rest of day 2, ETH's hour on day 6 (and its days before).
+    let minutes = |s: &Symbol, from: DateTime<Utc>, to: DateTime<Utc>| -> i64 {
+        whole_gaps
+            .iter()
+            .filter(|g| &g.1 == s && g.2 >= from && g.3 <= to)
+            .map(|g| (g.3 - g.2).num_minutes())
+            .sum()
+    };
+    assert_eq!(
+        minutes(&btc, day + h(68), day + h(120)),
+        52 * 60,
+        "{whole_gaps:?}"
+    );
+    assert_eq!(
+        minutes(&eth, day + h(146), day + h(147)),
+        60,
+        "{whole_gaps:?}"
+    );
+    assert_eq!(whole_gaps.len(), 8, "{whole_gaps:?}");
 }

@@ -17,7 +17,7 @@ use cryptolake_lake::lease::{Lease, LeaseOptions};
 use cryptolake_lake::ops::{RunRecord, record_run};
 use cryptolake_lake::paths::{self, BronzeKey};
 use cryptolake_lake::quality::{self, QualityResult};
-use cryptolake_lake::silver::{SilverBuild, SilverMetrics};
+use cryptolake_lake::silver::{Batch, SilverBuild, SilverMetrics};
 use cryptolake_lake::{Lake, RequestCounts, new_run_id};
 use cryptolake_model::{Exchange, SharedClock, Symbol};
 use cryptolake_sources::ExchangeClient;
@@ -720,9 +720,9 @@ impl Pipeline {
             self.settings
                 .silver
                 .read_concurrency
-                .unwrap_or(match self.lake.bucket_store() {
-                    Some(_) => 64,
-                    None => 8,
+                .unwrap_or(match self.lake.waits_on_requests() {
+                    true => 64,
+                    false => 8,
                 });
         let build = SilverBuild::new()
             .with_rebuild(rebuild)
@@ -734,40 +734,49 @@ impl Pipeline {
         info!(
             new_objects = plan.new_objects.len(),
             dates = plan.affected.len(),
+            full_listing = plan.full_listing,
             rebuild,
             read_concurrency,
             "silver planned"
         );
-        let m = build.execute(&self.lake, plan, Some(lease)).await?;
-        let mut results = vec![quality::duplicates_result(&rules, m.conflicting_duplicates)];
-        // The gap report follows silver, still under its lease: the groups new bronze touched
-        // are rescanned from the bronze keys silver already listed. The quality checks only
-        // read the new partitions, so both run at once.
+        // The gap report follows silver, still under its lease, batch by batch: the groups
+        // each batch touched are rescanned from the bronze keys silver already listed.
         let now = self.now();
-        let gap_report = async {
-            if m.touched.is_empty() {
-                return;
+        let (mut dates_scanned, mut gaps_found) = (0, 0);
+        let gap_report = async |batch: Batch<'_>| match gaps::update(
+            &self.lake,
+            batch.touched,
+            &batch.listed,
+            now,
+            batch.complete_listing,
+        )
+        .await
+        {
+            Ok(scan) => {
+                dates_scanned += scan.dates_scanned;
+                gaps_found += scan.gaps.len();
             }
-            match gaps::update(&self.lake, &m.touched, &m.listed, now).await {
-                Ok(scan) => info!(
-                    dates = scan.dates_scanned,
-                    gaps = scan.gaps.len(),
-                    "gap report updated"
-                ),
-                Err(e) => {
-                    warn!(error = %e, "the gap report could not be updated; `cryptolake gaps` rebuilds it")
-                }
-            }
-        };
-        let checks = async {
-            match (m.changed_dates.first(), m.changed_dates.last()) {
-                (Some(from), Some(to)) => {
-                    quality::evaluate_silver(&self.lake, &rules, Some(*from), Some(*to), now).await
-                }
-                _ => Ok(Vec::new()),
+            Err(e) => {
+                warn!(error = %e, "the gap report could not be updated; `cryptolake gaps` rebuilds it")
             }
         };
-        let ((), found) = tokio::join!(gap_report, checks);
+        let m = build
+            .execute_with(&self.lake, plan, Some(lease), gap_report)
+            .await?;
+        if !m.touched.is_empty() {
+            info!(
+                dates = dates_scanned,
+                gaps = gaps_found,
+                "gap report updated"
+            );
+        }
+        let mut results = vec![quality::duplicates_result(&rules, m.conflicting_duplicates)];
+        let found = match (m.changed_dates.first(), m.changed_dates.last()) {
+            (Some(from), Some(to)) => {
+                quality::evaluate_silver(&self.lake, &rules, Some(*from), Some(*to), now).await
+            }
+            _ => Ok(Vec::new()),
+        };
         let found = found.map_err(|e| {
             Error::Quality(format!("the quality checks of silver could not run: {e}"))
         })?;

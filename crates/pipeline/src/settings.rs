@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use cryptolake_lake::{LakeOptions, SimulatedLatency};
 use cryptolake_lake::quality::{Action, QualityRules};
+use cryptolake_lake::{LakeOptions, SimulatedLatency};
 use cryptolake_model::{Exchange, Symbol};
 use cryptolake_sources::ExchangeClient;
 use cryptolake_sources::limit::Budget;
@@ -1322,7 +1322,11 @@ mod tests {
     #[test]
     fn simulated_latency_is_parsed_and_checked() {
         assert_eq!(load("", &[]).unwrap().s3.simulated_latency, None);
-        let s = load("[s3]\nsimulated_latency = \"get=20ms,list=20ms,put=30ms\"\n", &[]).unwrap();
+        let s = load(
+            "[s3]\nsimulated_latency = \"get=20ms,list=20ms,put=30ms\"\n",
+            &[],
+        )
+        .unwrap();
         let l = s.lake_options().simulated_latency.unwrap();
         assert_eq!(
             (l.get, l.list, l.put),
@@ -1338,7 +1342,10 @@ mod tests {
             "{e}"
         );
         let e = err("[s3]\nsimulated_latency = \"post=1ms\"\n", &[]);
-        assert!(e.contains("s3.simulated_latency") && e.contains("post"), "{e}");
+        assert!(
+            e.contains("s3.simulated_latency") && e.contains("post"),
+            "{e}"
+        );
     }
 
     #[test]

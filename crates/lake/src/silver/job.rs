@@ -72,7 +72,7 @@ pub(super) struct DateJob {
     pub(super) keys: Vec<BronzeKey>,
     pub(super) rules: QualityRules,
     /// The new objects, by group.
-    pub(super) new_keys: std::sync::Arc<HashMap<Pair, Vec<BronzeKey>>>,
+    pub(super) new_keys: std::sync::Arc<HashMap<Pair, HashSet<BronzeKey>>>,
     pub(super) concurrency: usize,
     pub(super) rebuild: bool,
 }

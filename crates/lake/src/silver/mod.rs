@@ -16,6 +16,7 @@ mod job;
 mod plan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -26,15 +27,13 @@ use cryptolake_sources::Record;
 use futures::StreamExt;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::bronze::{decode, parse_payload};
 use crate::lease::Lease;
 use crate::paths::{self, BronzeKey};
 use crate::quality::{Action, QualityRules};
-use crate::{
-    Error, Lake, Result, hourly_from_batch, hourly_to_batch, state, write_parquet,
-};
+use crate::{Error, Lake, Result, hourly_from_batch, hourly_to_batch, state, write_parquet};
 use aggregate::{Minute, confirmed_empty, dedup_latest, hourly};
 use build_state::{SilverState, manifest_since};
 pub use build_state::{list_partition_versions, partition_versions};
@@ -73,6 +72,7 @@ pub struct SilverBuild {
     rebuild: bool,
     manifest_overlap: Duration,
     concurrency: usize,
+    dates_per_batch: usize,
     rules: QualityRules,
     /// Dates the build's start, from which the next build's manifest watermark follows.
     clock: SharedClock,
@@ -101,6 +101,9 @@ pub struct SilverPlan {
     /// Dates whose partition is not as the last build left it (missing, replaced, damaged):
     /// recomputed whole from all their bronze, without reading the partition.
     pub repair: BTreeSet<NaiveDate>,
+    /// For a first build or a rebuild: the bronze partitions, listed at execution a batch of
+    /// dates at a time.
+    streamed: Option<Streamed>,
     /// The state to commit once the partitions are durable.
     next_state: SilverState,
     state_changed: bool,
@@ -134,12 +137,9 @@ pub struct SilverMetrics {
     pub changed_dates: Vec<NaiveDate>,
     /// Dates that new bronze touched, changed or not.
     pub affected_dates: Vec<NaiveDate>,
-    /// The (date, exchange, symbol) groups recomputed, and the bronze keys listed for them:
-    /// what the gap report needs to follow without listing bronze again.
+    /// The (date, exchange, symbol) groups recomputed.
     #[serde(skip)]
     pub touched: BTreeMap<NaiveDate, BTreeSet<Pair>>,
-    #[serde(skip)]
-    pub listed: std::sync::Arc<HashMap<Pair, Vec<BronzeKey>>>,
     /// The requests the build (with its gap report and checks) made to the store; set by
     /// whoever ran it.
     pub requests: crate::RequestCounts,
@@ -170,6 +170,7 @@ impl SilverBuild {
             rebuild: false,
             manifest_overlap: Duration::minutes(MANIFEST_OVERLAP_MINUTES),
             concurrency: 8,
+            dates_per_batch: DATES_PER_BATCH,
             rules: QualityRules::default(),
             clock: cryptolake_model::system_clock(),
         }
@@ -206,6 +207,13 @@ impl SilverBuild {
         self
     }
 
+    /// How many dates a first build or a rebuild lists and builds at a time (32 unless set):
+    /// its memory holds one batch's bronze keys.
+    pub fn with_dates_per_batch(mut self, n: usize) -> Self {
+        self.dates_per_batch = n.max(1);
+        self
+    }
+
     pub async fn plan(&self, lake: &Lake) -> Result<SilverPlan> {
         let started = self.clock.now();
         let previous = if self.rebuild {
@@ -224,6 +232,7 @@ impl SilverBuild {
             foreign_keys: Vec::new(),
             full_listing: false,
             repair: BTreeSet::new(),
+            streamed: None,
             next_state: SilverState {
                 processed: BTreeSet::new(),
                 watermark: Some(previous.watermark.map_or(watermark, |w| w.max(watermark))),
@@ -268,8 +277,20 @@ impl SilverBuild {
     pub async fn execute(
         &self,
         lake: &Lake,
+        plan: SilverPlan,
+        lease: Option<&Lease>,
+    ) -> Result<SilverMetrics> {
+        self.execute_with(lake, plan, lease, async |_| {}).await
+    }
+
+    /// Executes a plan, handing each batch of dates to `after_batch` once its partitions are
+    /// written (the gap report follows silver this way, from the keys the batch listed).
+    pub async fn execute_with(
+        &self,
+        lake: &Lake,
         mut plan: SilverPlan,
         lease: Option<&Lease>,
+        mut after_batch: impl AsyncFnMut(Batch<'_>),
     ) -> Result<SilverMetrics> {
         let swept = lake.sweep_staging()?;
         if swept > 0 {
@@ -279,29 +300,129 @@ impl SilverBuild {
             );
         }
         // The partitions' versions as this build leaves them (see `SilverState::partitions`).
-        let mut versions = match (&plan.next_state.partitions, plan.rebuild) {
+        let versions = match (&plan.next_state.partitions, plan.rebuild) {
             (_, true) => BTreeMap::new(),
             (Some(v), false) => v.clone(),
             (None, false) => list_partition_versions(lake).await?,
         };
-        let mut metrics = SilverMetrics {
-            new_objects: plan.new_objects.len(),
-            repaired_dates: plan.repair.iter().copied().collect(),
-            affected_dates: plan.affected.keys().copied().collect(),
-            ..Default::default()
+        let mut run = Run {
+            lake,
+            build: self,
+            rebuild: plan.rebuild,
+            repair: std::mem::take(&mut plan.repair),
+            versions,
+            metrics: SilverMetrics {
+                new_objects: plan.new_objects.len(),
+                ..Default::default()
+            },
+            quarantined: HashSet::new(),
         };
-        let mut by_pair: HashMap<Pair, Vec<BronzeKey>> = HashMap::new();
-        for k in &plan.new_objects {
-            by_pair
-                .entry((k.source, k.symbol.clone()))
-                .or_default()
-                .push(k.clone());
+        run.metrics.repaired_dates = run.repair.iter().copied().collect();
+        let touched = match plan.streamed.take() {
+            None => {
+                let mut new_keys: HashMap<Pair, HashSet<BronzeKey>> = HashMap::new();
+                for k in std::mem::take(&mut plan.new_objects) {
+                    new_keys
+                        .entry((k.source, k.symbol.clone()))
+                        .or_default()
+                        .insert(k);
+                }
+                run.dates(&plan.affected, &plan.index, Arc::new(new_keys))
+                    .await?;
+                after_batch(Batch {
+                    touched: &plan.affected,
+                    listed: Arc::new(std::mem::take(&mut plan.index)),
+                    complete_listing: false,
+                })
+                .await;
+                std::mem::take(&mut plan.affected)
+            }
+            Some(streamed) => {
+                let (touched, spilling) = run
+                    .streamed(streamed, &mut plan.next_state.recent, &mut after_batch)
+                    .await?;
+                plan.next_state.spilling = Some(spilling);
+                touched
+            }
+        };
+        let Run {
+            mut versions,
+            mut metrics,
+            ..
+        } = run;
+        metrics.affected_dates = touched.keys().copied().collect();
+        if plan.rebuild {
+            // Partitions no bronze produces any more are not part of the rebuilt table.
+            for meta in lake.list(&paths::silver_table()).await? {
+                if let Some(d) = paths::partition_file_date(&paths::silver_table(), &meta.location)
+                    && !touched.contains_key(&d)
+                {
+                    lake.delete(&meta.location).await?;
+                    versions.remove(&d);
+                    metrics.partitions_deleted += 1;
+                    metrics.changed_dates.push(d);
+                }
+            }
         }
-        let new_keys = std::sync::Arc::new(by_pair);
-        let mut quarantined: HashSet<String> = HashSet::new();
-        let (affected, index) = (&plan.affected, &plan.index);
-        // Each date is read, parsed and aggregated by its own task while the dates before it
-        // are written, so parsing never waits for the single writer.
+        metrics.changed_dates.sort();
+        if !plan.foreign_keys.is_empty() {
+            warn!(count = plan.foreign_keys.len(), first = %plan.foreign_keys[0], "ignoring objects under bronze/ that are not bronze objects");
+        }
+        if let Some(lease) = lease {
+            lease.check().await?;
+        }
+        let versions_changed = plan.next_state.partitions.as_ref() != Some(&versions);
+        plan.next_state.partitions = Some(versions);
+        // State moves only after the partitions it describes are durable.
+        if plan.state_changed || plan.rebuild || versions_changed {
+            state::write(lake, &paths::silver_state(), &plan.next_state).await?;
+        }
+        metrics.touched = touched;
+        Ok(metrics)
+    }
+}
+
+/// A batch of dates a build has written: the groups it recomputed and every bronze key it
+/// listed for them.
+pub struct Batch<'a> {
+    pub touched: &'a BTreeMap<NaiveDate, BTreeSet<Pair>>,
+    pub listed: Arc<HashMap<Pair, Vec<BronzeKey>>>,
+    /// The build lists all of bronze, batch after batch in date order (a first build or a
+    /// rebuild): what follows it may rely on seeing every object.
+    pub complete_listing: bool,
+}
+
+/// A full listing made date range by date range: the bronze partitions the plan found.
+#[derive(Debug)]
+pub(super) struct Streamed {
+    /// Each symbol folder of bronze, its exchange and symbol, and the dates it holds.
+    folders: Vec<(Pair, Path, BTreeSet<NaiveDate>)>,
+    /// Manifest entries in the overlap, by the bronze key they announce.
+    overlap: HashMap<String, String>,
+    /// Keys the state of a build from before the manifest records as processed.
+    processed: BTreeSet<String>,
+}
+
+/// One execution's running state.
+struct Run<'a> {
+    lake: &'a Lake,
+    build: &'a SilverBuild,
+    rebuild: bool,
+    repair: BTreeSet<NaiveDate>,
+    versions: BTreeMap<NaiveDate, String>,
+    metrics: SilverMetrics,
+    quarantined: HashSet<String>,
+}
+
+impl Run<'_> {
+    /// Recomputes the groups of `affected` from the keys of `index`, and writes the dates.
+    async fn dates(
+        &mut self,
+        affected: &BTreeMap<NaiveDate, BTreeSet<Pair>>,
+        index: &HashMap<Pair, Vec<BronzeKey>>,
+        new_keys: Arc<HashMap<Pair, HashSet<BronzeKey>>>,
+    ) -> Result<()> {
+        let lake = self.lake;
         let jobs = affected.iter().map(|(date, pairs)| {
             let keys: Vec<BronzeKey> = pairs
                 .iter()
@@ -315,10 +436,10 @@ impl SilverBuild {
                 date: *date,
                 pairs: pairs.clone(),
                 keys,
-                rules: self.rules.clone(),
+                rules: self.build.rules.clone(),
                 new_keys: new_keys.clone(),
-                concurrency: self.concurrency,
-                rebuild: plan.rebuild || plan.repair.contains(date),
+                concurrency: self.build.concurrency,
+                rebuild: self.rebuild || self.repair.contains(date),
             };
             crate::in_task(format!("silver build for {date}"), job.run())
         });
@@ -329,13 +450,13 @@ impl SilverBuild {
         let mut writes = futures::stream::FuturesUnordered::new();
         while let Some(done) = prepared.next().await {
             let done = done?;
-            metrics.absorb(&done.counts);
+            self.metrics.absorb(&done.counts);
             for (path, doc) in done.quarantine {
-                if !quarantined.insert(path.clone()) {
+                if !self.quarantined.insert(path.clone()) {
                     continue;
                 }
-                metrics.quarantined_objects += 1;
-                metrics.rejected_records += doc.records.len();
+                self.metrics.quarantined_objects += 1;
+                self.metrics.rejected_records += doc.records.len();
                 let body = serde_json::to_vec_pretty(&doc).expect("quarantine doc serialises");
                 lake.put(
                     &paths::quarantine_for(&Path::from(path.as_str())),
@@ -344,10 +465,10 @@ impl SilverBuild {
                 .await?;
             }
             if done.unchanged {
-                metrics.partitions_unchanged += 1;
+                self.metrics.partitions_unchanged += 1;
                 match done.existing_version {
-                    Some(v) => versions.insert(done.date, v),
-                    None => versions.remove(&done.date),
+                    Some(v) => self.versions.insert(done.date, v),
+                    None => self.versions.remove(&done.date),
                 };
                 continue;
             }
@@ -357,42 +478,156 @@ impl SilverBuild {
             ));
             while writes.len() >= in_flight {
                 if let Some(w) = writes.next().await {
-                    metrics.record(&mut versions, w?);
+                    self.metrics.record(&mut self.versions, w?);
                 }
             }
         }
         drop(prepared);
         while let Some(w) = writes.next().await {
-            metrics.record(&mut versions, w?);
+            self.metrics.record(&mut self.versions, w?);
         }
-        metrics.changed_dates.sort();
-        if plan.rebuild {
-            // Partitions no bronze produces any more are not part of the rebuilt table.
-            for meta in lake.list(&paths::silver_table()).await? {
-                if let Some(d) = paths::partition_file_date(&paths::silver_table(), &meta.location)
-                    && !plan.affected.contains_key(&d)
-                {
-                    lake.delete(&meta.location).await?;
-                    metrics.partitions_deleted += 1;
-                    metrics.changed_dates.push(d);
+        Ok(())
+    }
+
+    /// A full listing and build, `dates_per_batch` dates at a time in date order: each batch's
+    /// partitions are listed (once each), built, written and handed to `after_batch` before
+    /// the next is listed, so memory holds one batch's objects. Keys whose windows reach into
+    /// the next batch are carried over. The gap report of each batch covers, for every pair,
+    /// each date from its last date before the batch (again, with that date's keys) to its
+    /// last in the batch, so that days without bronze are reported as a full scan reports
+    /// them. Returns the groups touched and the bronze partitions that spill over midnight.
+    async fn streamed(
+        &mut self,
+        streamed: Streamed,
+        recent: &mut BTreeSet<String>,
+        after_batch: &mut impl AsyncFnMut(Batch<'_>),
+    ) -> Result<(BTreeMap<NaiveDate, BTreeSet<Pair>>, BTreeSet<String>)> {
+        let Streamed {
+            folders,
+            overlap,
+            processed,
+        } = streamed;
+        let mut touched: BTreeMap<NaiveDate, BTreeSet<Pair>> = BTreeMap::new();
+        let mut spilling = BTreeSet::new();
+        let (Some(first), Some(last)) = (
+            folders.iter().filter_map(|f| f.2.first()).min().copied(),
+            folders.iter().filter_map(|f| f.2.last()).max().copied(),
+        ) else {
+            return Ok((touched, spilling));
+        };
+        let per_batch = self.build.dates_per_batch;
+        // Listed keys whose windows reach past their batch, and whether each is new.
+        let mut carry: Vec<(BronzeKey, bool)> = Vec::new();
+        // Each pair's last date in a batch so far, and the keys overlapping it.
+        let mut last_seen: HashMap<Pair, (NaiveDate, Vec<BronzeKey>)> = HashMap::new();
+        let mut foreign = 0usize;
+        let mut start = first;
+        while start <= last || !carry.is_empty() {
+            let end = start + Duration::days(per_batch as i64);
+            let prefixes: Vec<(Path, Option<Path>)> = folders
+                .iter()
+                .flat_map(|(_, dir, dates)| {
+                    dates
+                        .range(start..end)
+                        .map(move |d| (dir.clone().join(format!("date={d}")), None))
+                })
+                .collect();
+            let listings = self.lake.list_keys_many(prefixes).await?;
+            let mut index: HashMap<Pair, Vec<BronzeKey>> = HashMap::new();
+            let mut new_keys: HashMap<Pair, HashSet<BronzeKey>> = HashMap::new();
+            let mut affected: BTreeMap<NaiveDate, BTreeSet<Pair>> = BTreeMap::new();
+            let mut found = std::mem::take(&mut carry);
+            for location in listings.into_iter().flatten() {
+                let Some(key) = BronzeKey::parse(&location) else {
+                    foreign += 1;
+                    continue;
+                };
+                if let Some(name) = overlap.get(location.as_ref()) {
+                    recent.insert(name.clone());
+                }
+                spilling.extend(spills(&key));
+                let new = !processed.contains(location.as_ref());
+                self.metrics.new_objects += usize::from(new);
+                found.push((key, new));
+            }
+            let batch_end = day_start(end);
+            for (key, new) in found {
+                let pair = (key.source, key.symbol.clone());
+                if new {
+                    for d in dates_of_window(key.window_start, key.window_end) {
+                        if (start..end).contains(&d) {
+                            affected.entry(d).or_default().insert(pair.clone());
+                        }
+                    }
+                    new_keys
+                        .entry(pair.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
+                if key.window_end > batch_end {
+                    carry.push((key.clone(), new));
+                }
+                index.entry(pair).or_default().push(key);
+            }
+            self.dates(&affected, &index, Arc::new(new_keys)).await?;
+            // The gap report's share: this batch's groups, and each pair's dates since its
+            // last batch.
+            let mut gaps_touched = affected.clone();
+            let mut pairs_dates: HashMap<&Pair, (NaiveDate, NaiveDate)> = HashMap::new();
+            for (d, pairs) in &affected {
+                for p in pairs {
+                    let e = pairs_dates.entry(p).or_insert((*d, *d));
+                    e.1 = e.1.max(*d);
                 }
             }
-            metrics.changed_dates.sort();
+            let mut next_seen = Vec::new();
+            for (pair, (lo, hi)) in pairs_dates {
+                // Every date from the pair's last date before this batch (or its first in it)
+                // to its last in it: days without bronze in between are gaps too.
+                let from = last_seen.get(pair).map_or(lo, |(before, _)| *before);
+                for d in from.iter_days().take_while(|d| d <= &hi) {
+                    gaps_touched.entry(d).or_default().insert(pair.clone());
+                }
+                if let Some((_, keys)) = last_seen.get(pair) {
+                    // Those not carried into this batch (and so not listed in it already).
+                    let carried_from = day_start(start);
+                    index.entry(pair.clone()).or_default().extend(
+                        keys.iter()
+                            .filter(|k| k.window_end <= carried_from)
+                            .cloned(),
+                    );
+                }
+                let keys: Vec<BronzeKey> = index[pair]
+                    .iter()
+                    .filter(|k| overlaps(k, hi))
+                    .cloned()
+                    .collect();
+                next_seen.push((pair.clone(), (hi, keys)));
+            }
+            last_seen.extend(next_seen);
+            after_batch(Batch {
+                touched: &gaps_touched,
+                listed: Arc::new(index),
+                complete_listing: true,
+            })
+            .await;
+            for (d, pairs) in affected {
+                touched.entry(d).or_default().extend(pairs);
+            }
+            start = end;
         }
-        if let Some(lease) = lease {
-            lease.check().await?;
+        if foreign > 0 {
+            warn!(
+                count = foreign,
+                "ignoring objects in bronze partitions that are not bronze objects"
+            );
         }
-        let versions_changed = plan.next_state.partitions.as_ref() != Some(&versions);
-        plan.next_state.partitions = Some(versions);
-        // State moves only after the partitions it describes are durable.
-        if plan.state_changed || plan.rebuild || versions_changed {
-            state::write(lake, &paths::silver_state(), &plan.next_state).await?;
-        }
-        metrics.touched = plan.affected;
-        metrics.listed = std::sync::Arc::new(plan.index);
-        Ok(metrics)
+        Ok((touched, spilling))
     }
 }
+
+/// How many dates a first build or a rebuild lists and builds at a time.
+pub const DATES_PER_BATCH: usize = 32;
 
 /// At least how many dates are read and aggregated ahead, and written at once.
 const DATES_IN_FLIGHT: usize = 3;

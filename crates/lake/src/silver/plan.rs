@@ -9,7 +9,9 @@ use cryptolake_model::{Exchange, Symbol};
 use object_store::path::Path;
 use tracing::warn;
 
-use super::{SilverPlan, SilverState, dates_of_window, manifest_since, spills};
+use futures::StreamExt;
+
+use super::{Pair, SilverPlan, SilverState, dates_of_window, manifest_since, spills};
 use crate::bronze::{KLINES_1M, KLINES_1M_ARCHIVE};
 use crate::paths::{self, BronzeKey};
 use crate::{Lake, Result};
@@ -25,8 +27,9 @@ impl SilverPlan {
     }
 }
 
-/// The plan of a first build or a rebuild: every bronze object listed, those not yet
-/// processed new.
+/// The plan of a first build or a rebuild: every bronze partition found (the symbol folders,
+/// then each one's date folders), to be listed and built a range of dates at a time, so that
+/// memory holds one range's objects, never all of bronze (see [`super::Streamed`]).
 pub(super) async fn full(
     lake: &Lake,
     mut plan: SilverPlan,
@@ -37,36 +40,90 @@ pub(super) async fn full(
     plan.full_listing = true;
     plan.state_changed = true;
     let entries = manifest_since(lake, watermark, started).await?;
-    let mut listed = HashSet::new();
-    let mut spilling = BTreeSet::new();
-    for location in lake.list_keys(&paths::bronze_root()).await? {
-        let Some(key) = BronzeKey::parse(&location) else {
-            plan.foreign_keys.push(location.to_string());
+    let mut folders = Vec::new();
+    let dirs = symbol_dirs(lake, &mut plan.foreign_keys).await?;
+    let levels: Vec<Result<(Vec<object_store::ObjectMeta>, Vec<Path>)>> =
+        futures::stream::iter(dirs.iter().map(|(_, dir)| lake.list_level(dir)))
+            .buffered(LISTINGS_IN_FLIGHT)
+            .collect()
+            .await;
+    for ((pair, dir), level) in dirs.into_iter().zip(levels) {
+        let (objects, date_dirs) = level?;
+        plan.foreign_keys
+            .extend(objects.into_iter().map(|m| m.location.to_string()));
+        let mut dates = BTreeSet::new();
+        for d in date_dirs {
+            match d
+                .filename()
+                .and_then(|f| f.strip_prefix("date="))
+                .and_then(|t| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
+            {
+                Some(date) => {
+                    plan.affected.entry(date).or_default().insert(pair.clone());
+                    dates.insert(date);
+                }
+                None => plan.foreign_keys.push(d.to_string()),
+            }
+        }
+        folders.push((pair, dir, dates));
+    }
+    // Entries in the overlap are done once the listing sees their objects.
+    let overlap = entries
+        .iter()
+        .filter_map(paths::parse_manifest_entry)
+        .map(|(name, _, key)| (key.path().to_string(), name))
+        .collect();
+    plan.streamed = Some(super::Streamed {
+        folders,
+        overlap,
+        processed: previous.processed.clone(),
+    });
+    Ok(plan)
+}
+
+/// Symbol folders listed at once.
+const LISTINGS_IN_FLIGHT: usize = 16;
+
+/// The symbol folders of bronze (three levels of listing), with their exchange and symbol;
+/// anything else found on the way is added to `foreign`.
+async fn symbol_dirs(lake: &Lake, foreign: &mut Vec<String>) -> Result<Vec<(Pair, Path)>> {
+    let mut out = Vec::new();
+    let (objects, sources) = lake.list_level(&paths::bronze_root()).await?;
+    foreign.extend(objects.into_iter().map(|m| m.location.to_string()));
+    for source in sources {
+        let exchange = source
+            .filename()
+            .and_then(|f| f.strip_prefix("source="))
+            .and_then(|e| e.parse::<Exchange>().ok());
+        let Some(exchange) = exchange else {
+            foreign.push(source.to_string());
             continue;
         };
-        listed.insert(location.to_string());
-        spilling.extend(spills(&key));
-        if !previous.processed.contains(location.as_ref()) {
-            plan.add_new(&key);
+        let (objects, datasets) = lake.list_level(&source).await?;
+        foreign.extend(objects.into_iter().map(|m| m.location.to_string()));
+        for dataset in datasets {
+            if !dataset
+                .filename()
+                .is_some_and(|f| f.starts_with("dataset="))
+            {
+                foreign.push(dataset.to_string());
+                continue;
+            }
+            let (objects, symbols) = lake.list_level(&dataset).await?;
+            foreign.extend(objects.into_iter().map(|m| m.location.to_string()));
+            for dir in symbols {
+                let symbol = dir
+                    .filename()
+                    .and_then(|f| f.strip_prefix("symbol="))
+                    .and_then(|s| Symbol::parse(s).ok());
+                match symbol {
+                    Some(symbol) => out.push(((exchange, symbol), dir)),
+                    None => foreign.push(dir.to_string()),
+                }
+            }
         }
-        plan.index
-            .entry((key.source, key.symbol.clone()))
-            .or_default()
-            .push(key);
     }
-    plan.next_state.spilling = Some(spilling);
-    // Entries in the overlap whose objects this listing already saw are done.
-    for e in entries {
-        if let Some((name, _, key)) = paths::parse_manifest_entry(&e)
-            && listed.contains(key.path().as_ref())
-        {
-            plan.next_state.recent.insert(name);
-        }
-    }
-    if !plan.foreign_keys.is_empty() {
-        warn!(count = plan.foreign_keys.len(), first = %plan.foreign_keys[0], "ignoring objects under bronze/ that are not bronze objects");
-    }
-    Ok(plan)
+    Ok(out)
 }
 
 /// The plan of an incremental build: the manifest entries since the watermark (`since`, less
@@ -189,15 +246,11 @@ pub(super) async fn repair(
     plan: &mut SilverPlan,
     dates: BTreeSet<NaiveDate>,
 ) -> Result<()> {
-    // The symbol folders of bronze: three levels of listing.
-    let mut symbol_dirs = Vec::new();
-    let (_, sources) = lake.list_level(&paths::bronze_root()).await?;
-    for source in sources {
-        let (_, datasets) = lake.list_level(&source).await?;
-        for dataset in datasets {
-            symbol_dirs.extend(lake.list_level(&dataset).await?.1);
-        }
-    }
+    let symbol_dirs: Vec<Path> = symbol_dirs(lake, &mut Vec::new())
+        .await?
+        .into_iter()
+        .map(|(_, dir)| dir)
+        .collect();
     let mut prefixes = Vec::new();
     for dir in &symbol_dirs {
         for date in &dates {
