@@ -9,6 +9,7 @@ reports them with the times.
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import socket
@@ -83,6 +84,27 @@ def seaweedfs(bucket):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def server_cpu():
+    """CPU seconds used so far by the SeaweedFS processes on this machine."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if "weed" not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def requests_of(text):
     m = REQUESTS.search(text)
     if not m:
@@ -133,25 +155,31 @@ def compare(measure, binary, work, symbols, days, stores, runs, cap, base_env):
                                check=True, env=env, capture_output=True)
             for i in range(runs):
                 clear_builds(binary, lake, env)
-                samples.append(build(measure, binary, lake, env, cap, work))
-                s, r, q = samples[-1]
-                print(f"   {store:10} run {i + 1}: {s:8.2f} s, peak RSS {r / 2**20:6.0f} MiB, " +
+                c0, w0 = own_cpu(), server_cpu()
+                s, r, q = build(measure, binary, lake, env, cap, work)
+                c, w = own_cpu() - c0, server_cpu() - w0
+                samples.append((s, r, q, c, w if store == "seaweedfs" else None))
+                print(f"   {store:10} run {i + 1}: {s:8.2f} s, peak RSS {r / 2**20:6.0f} MiB, cryptolake CPU {c:.2f} s" +
+                      (f", SeaweedFS CPU {w:.2f} s" if store == "seaweedfs" else "") + ", " +
                       ", ".join(f"{q[k]} {k.upper()}" for k in CLASSES), flush=True)
         results[store] = {
             "seconds": statistics.median(x[0] for x in samples),
             "peak_rss_bytes": max(x[1] for x in samples),
             "requests": samples[-1][2],
+            "cpu_seconds": statistics.median(x[3] for x in samples),
+            "server_cpu_seconds": statistics.median(x[4] for x in samples) if store == "seaweedfs" else None,
             "runs": len(samples),
         }
     base = results.get("local", {}).get("seconds")
     lines = [f"first silver + gold build, {symbols} symbols x {days} days, median of {runs} runs",
-             "", "| store | wall (s) | vs local disk | peak RSS (MiB) | GET | HEAD | PUT | LIST | DELETE |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "", "| store | wall (s) | vs local disk | cryptolake CPU (s) | server CPU (s) | peak RSS (MiB) | GET | HEAD | PUT | LIST | DELETE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for store, r in results.items():
         q = r["requests"]
         ratio = f"{r['seconds'] / base:.2f}x" if base else ""
         name = f"local disk + {THROTTLE}" if store == "throttled" else store
-        lines.append(f"| {name} | {r['seconds']:.2f} | {ratio} | {r['peak_rss_bytes'] / 2**20:.0f} | " +
+        server = f"{r['server_cpu_seconds']:.2f}" if r["server_cpu_seconds"] is not None else ""
+        lines.append(f"| {name} | {r['seconds']:.2f} | {ratio} | {r['cpu_seconds']:.2f} | {server} | {r['peak_rss_bytes'] / 2**20:.0f} | " +
                      " | ".join(str(q[k]) for k in CLASSES) + " |")
     print("\n" + "\n".join(lines))
     return results

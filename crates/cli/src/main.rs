@@ -51,7 +51,8 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 0)]
     wait_lock: u64,
     /// Run as if the wall clock stood still at this UTC instant (RFC 3339): for the
-    /// benchmark's simulated hourly runs and for replaying a schedule
+    /// benchmark's simulated hourly runs and for replaying a schedule (`simulate` serves the
+    /// market as of this instant)
     #[arg(long, global = true, hide = true)]
     clock_at: Option<String>,
     #[command(subcommand)]
@@ -501,7 +502,7 @@ fn parse_exchange(text: &str) -> Result<Exchange> {
 }
 
 /// `cryptolake simulate`: the simulated exchange in the foreground.
-async fn simulate(cmd: &SimulateCmd) -> Result<ExitCode> {
+async fn simulate(cmd: &SimulateCmd, clock_at: Option<&str>) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&cmd.fault_rate) {
         bail!(
             "--fault-rate {}: expected a number from 0 to 1",
@@ -519,7 +520,13 @@ async fn simulate(cmd: &SimulateCmd) -> Result<ExitCode> {
             })
             .collect::<Result<_>>()?,
     };
-    let mut options = SimOptions::new(SimClock::Real);
+    // With --clock-at the market stands still at that instant: a replay of hourly runs serves
+    // what each run's own clock allows.
+    let clock = match clock_at {
+        Some(at) => SimClock::Fixed(parse_time(at).context("--clock-at")?),
+        None => SimClock::Real,
+    };
+    let mut options = SimOptions::new(clock);
     options.faults = FaultPlan {
         kinds,
         ..FaultPlan::random(cmd.fault_rate, cmd.seed)
@@ -564,7 +571,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let pipeline = async || open(&cli, settings()?).await;
     match &cli.command {
         Command::Init { path, force } => init(path, *force),
-        Command::Simulate(cmd) => simulate(cmd).await,
+        Command::Simulate(cmd) => simulate(cmd, cli.clock_at.as_deref()).await,
         Command::Demo { .. } => demo::run(&cli, settings()?).await,
         Command::Catalog(cmd) => catalog::run(&settings()?, cmd).await,
         Command::Sql { query, format } => {

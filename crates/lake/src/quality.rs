@@ -455,20 +455,27 @@ pub async fn evaluate_silver(
     let dates = dates_between(lake, &paths::silver_table(), from, to).await?;
     let first = dates.iter().copied().find(|d| in_range(d, from, to));
     let mut checks = HourChecks::new(rules, now);
-    // Date by date; the day before the range too, for the first hour's previous close.
-    for d in dates
+    // Date by date, in order, the next ones read while one is checked; the day before the
+    // range too, for the first hour's previous close.
+    use futures::StreamExt;
+    let reads = dates
         .iter()
         .filter(|d| in_range(d, from, to) || d.succ_opt() == first)
-    {
-        let key = paths::silver_partition_file(*d);
-        let mut hours = Vec::new();
-        for b in read_parquet(lake, &key).await? {
-            hours.extend(hourly_from_batch(&b, key.as_ref())?);
-        }
+        .map(|d| async move {
+            let key = paths::silver_partition_file(*d);
+            let mut hours = Vec::new();
+            for b in read_parquet(lake, &key).await? {
+                hours.extend(hourly_from_batch(&b, key.as_ref())?);
+            }
+            Ok::<_, crate::Error>((*d, hours))
+        });
+    let mut reads = futures::stream::iter(reads).buffered(crate::dates_in_flight(lake, 4));
+    while let Some(read) = reads.next().await {
+        let (d, mut hours) = read?;
         hours.sort_by(|a, b| {
             (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
         });
-        checks.feed(&hours, !in_range(d, from, to));
+        checks.feed(&hours, !in_range(&d, from, to));
     }
     let results = checks.finish();
     Ok(results)
@@ -482,16 +489,23 @@ pub async fn evaluate_gold(
     to: Option<NaiveDate>,
     now: DateTime<Utc>,
 ) -> Result<Vec<QualityResult>> {
-    let mut days = Vec::new();
-    for d in dates_between(lake, &paths::gold_table(), from, to)
-        .await?
+    use futures::StreamExt;
+    let dates = dates_between(lake, &paths::gold_table(), from, to).await?;
+    let reads = dates
         .into_iter()
         .filter(|d| in_range(d, from, to))
-    {
-        let key = paths::gold_partition_file(d);
-        for b in read_parquet(lake, &key).await? {
-            days.extend(daily_from_batch(&b, d, key.as_ref())?);
-        }
+        .map(|d| async move {
+            let key = paths::gold_partition_file(d);
+            let mut days = Vec::new();
+            for b in read_parquet(lake, &key).await? {
+                days.extend(daily_from_batch(&b, d, key.as_ref())?);
+            }
+            Ok::<_, crate::Error>(days)
+        });
+    let mut days = Vec::new();
+    let mut reads = futures::stream::iter(reads).buffered(crate::dates_in_flight(lake, 4));
+    while let Some(read) = reads.next().await {
+        days.extend(read?);
     }
     Ok(check_days(rules, &days, now.date_naive()))
 }

@@ -149,6 +149,11 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Listings made without the store (a local lake's directory walks), as S3 pages.
+    pub(crate) fn add_lists(&self, n: u64) {
+        self.list.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> RequestCounts {
         RequestCounts {
             get: self.get.load(Ordering::Relaxed),

@@ -15,6 +15,14 @@ use object_store::{
 use crate::requests::{Counters, Metered, RequestCounts, SimulatedLatency};
 use crate::{Error, Result};
 
+/// Listings of a remote lake made at once.
+const LISTINGS_IN_FLIGHT: usize = 16;
+
+/// The pages of an S3 listing of `n` keys.
+fn pages(n: usize) -> u64 {
+    n.div_ceil(1000).max(1) as u64
+}
+
 /// A lake: an object store rooted at the lake URL.
 #[derive(Debug, Clone)]
 pub struct Lake {
@@ -423,7 +431,7 @@ impl Lake {
                         None => self.list(p).await,
                     }
                 })
-                .buffered(16)
+                .buffered(LISTINGS_IN_FLIGHT)
                 .collect()
                 .await;
             return listings
@@ -445,14 +453,41 @@ impl Lake {
                     .collect::<Result<Vec<_>>>()
             }));
         }
-        let mut out = Vec::new();
+        let mut out: Vec<Vec<Path>> = Vec::new();
         for walk in walks {
             out.extend(
                 walk.await
                     .map_err(|e| Error::Invalid(format!("listing the lake: {e}")))??,
             );
         }
+        // Counted as the listings S3 would answer: a page of up to 1,000 keys per prefix.
+        self.requests
+            .add_lists(out.iter().map(|keys| pages(keys.len())).sum());
         Ok(out)
+    }
+
+    /// The keys under each prefix from just after `after` up to (not including) `before`, in
+    /// key order: on an object store one listing per prefix that starts at `after` and stops
+    /// at `before` (a request per 1,000 keys), so a range of a folder costs what it holds,
+    /// not what the folder holds. Only for stores that list in key order (S3 does).
+    pub async fn list_key_ranges(&self, ranges: Vec<(Path, Path, Path)>) -> Result<Vec<Vec<Path>>> {
+        let listings: Vec<Result<Vec<Path>>> = futures::stream::iter(&ranges)
+            .map(|(prefix, after, before)| async move {
+                let mut keys = Vec::new();
+                let mut listing = self.store.list_with_offset(Some(prefix), after);
+                while let Some(meta) = listing.next().await {
+                    let meta = meta.map_err(|e| Error::store(prefix, e))?;
+                    if meta.location.as_ref() >= before.as_ref() {
+                        break;
+                    }
+                    keys.push(meta.location);
+                }
+                Ok(keys)
+            })
+            .buffered(LISTINGS_IN_FLIGHT)
+            .collect()
+            .await;
+        listings.into_iter().collect()
     }
 
     /// Every object under `prefix`, sorted by key.

@@ -728,6 +728,7 @@ impl Pipeline {
             .with_rebuild(rebuild)
             .with_manifest_overlap(self.settings.silver.manifest_overlap)
             .with_concurrency(read_concurrency)
+            .with_dates_per_batch(self.settings.silver.batch_days)
             .with_rules(rules.clone())
             .with_clock(self.options.clock.clone());
         let plan = build.plan(&self.lake).await?;

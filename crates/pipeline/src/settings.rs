@@ -75,9 +75,13 @@ cron = "5 * * * *"
 # Env: CRYPTOLAKE_SILVER_MANIFEST_OVERLAP.
 manifest_overlap = "10m"
 # Bronze objects each date's build reads at once (1 to 1024). On S3 each read waits on the
-# network, so many in flight hide the latency (64 by default there); on local disk more than
+# network, so many in flight hide the latency (64 by default there, and on a local lake with
+# s3.simulated_latency); on local disk more than
 # a few only costs memory (8 by default). Env: CRYPTOLAKE_SILVER_READ_CONCURRENCY.
 # read_concurrency = 64
+# Dates a first build or a rebuild lists and builds at a time (1 to 366): its memory holds one
+# batch's bronze keys and objects, whatever the size of bronze. Env: CRYPTOLAKE_SILVER_BATCH_DAYS.
+batch_days = 32
 
 [query]
 # Limits of every SQL statement (cryptolake sql, the shell, and every front end that runs SQL).
@@ -365,6 +369,8 @@ pub struct SilverSettings {
     pub manifest_overlap: chrono::Duration,
     /// Bronze objects read at once for one date; `None`: 64 on an object store, 8 on disk.
     pub read_concurrency: Option<usize>,
+    /// Dates a first build or a rebuild lists and builds at a time.
+    pub batch_days: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -419,6 +425,7 @@ impl Default for Settings {
             silver: SilverSettings {
                 manifest_overlap: chrono::Duration::minutes(10),
                 read_concurrency: None,
+                batch_days: cryptolake_lake::silver::DATES_PER_BATCH,
             },
             server: ServerSettings {
                 http: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -491,6 +498,7 @@ struct RawSchedule {
 struct RawSilver {
     manifest_overlap: Option<String>,
     read_concurrency: Option<i64>,
+    batch_days: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -777,7 +785,7 @@ struct EnvVars<'a> {
     exchange: BTreeMap<(Exchange, &'static str), (&'a str, &'a str)>,
 }
 
-const TOP_VARS: [&str; 23] = [
+const TOP_VARS: [&str; 24] = [
     "LAKE",
     "S3_ENDPOINT",
     "S3_REGION",
@@ -789,6 +797,7 @@ const TOP_VARS: [&str; 23] = [
     "SCHEDULE_CRON",
     "SILVER_MANIFEST_OVERLAP",
     "SILVER_READ_CONCURRENCY",
+    "SILVER_BATCH_DAYS",
     "QUERY_MEMORY_LIMIT",
     "QUERY_SPILL_LIMIT",
     "QUERY_TIMEOUT",
@@ -1085,6 +1094,13 @@ fn resolve(raw: RawFile, env: &[(String, String)]) -> Result<Settings> {
             (None, None) => None,
             (file, var) => Some(number("silver.read_concurrency", file, var, 0, 1024)?),
         },
+        batch_days: number(
+            "silver.batch_days",
+            raw.silver.batch_days,
+            top("SILVER_BATCH_DAYS"),
+            d.silver.batch_days,
+            366,
+        )?,
     };
     let size = |key: &str, s: Option<Sourced<'_, String>>, default: u64, min: u64, max: u64| match s
     {
@@ -1351,6 +1367,11 @@ mod tests {
     #[test]
     fn silver_read_concurrency_is_chosen_by_the_lake_unless_set() {
         assert_eq!(load("", &[]).unwrap().silver.read_concurrency, None);
+        assert_eq!(load("", &[]).unwrap().silver.batch_days, 32);
+        let s = load("", &[("CRYPTOLAKE_SILVER_BATCH_DAYS", "3")]).unwrap();
+        assert_eq!(s.silver.batch_days, 3);
+        let e = err("[silver]\nbatch_days = 400\n", &[]);
+        assert!(e.contains("silver.batch_days"), "{e}");
         let s = load("[silver]\nread_concurrency = 16\n", &[]).unwrap();
         assert_eq!(s.silver.read_concurrency, Some(16));
         let s = load("", &[("CRYPTOLAKE_SILVER_READ_CONCURRENCY", "200")]).unwrap();

@@ -524,15 +524,32 @@ impl Run<'_> {
         let mut start = first;
         while start <= last || !carry.is_empty() {
             let end = start + Duration::days(per_batch as i64);
-            let prefixes: Vec<(Path, Option<Path>)> = folders
-                .iter()
-                .flat_map(|(_, dir, dates)| {
-                    dates
-                        .range(start..end)
-                        .map(move |d| (dir.clone().join(format!("date={d}")), None))
-                })
-                .collect();
-            let listings = self.lake.list_keys_many(prefixes).await?;
+            // Local disk walks each date directory; an object store lists each symbol folder
+            // from the batch's first date to its end, a request per 1,000 keys.
+            let listings = if self.lake.is_local() {
+                let prefixes: Vec<(Path, Option<Path>)> = folders
+                    .iter()
+                    .flat_map(|(_, dir, dates)| {
+                        dates
+                            .range(start..end)
+                            .map(move |d| (dir.clone().join(format!("date={d}")), None))
+                    })
+                    .collect();
+                self.lake.list_keys_many(prefixes).await?
+            } else {
+                let ranges: Vec<(Path, Path, Path)> = folders
+                    .iter()
+                    .filter(|(_, _, dates)| dates.range(start..end).next().is_some())
+                    .map(|(_, dir, _)| {
+                        // After every key of the day before (bronze file names start with a
+                        // digit): a start that S3 and filer-backed stores (SeaweedFS) read alike.
+                        let before = start.pred_opt().unwrap_or(start);
+                        let after = Path::from(format!("{dir}/date={before}/~"));
+                        (dir.clone(), after, Path::from(format!("{dir}/date={end}")))
+                    })
+                    .collect();
+                self.lake.list_key_ranges(ranges).await?
+            };
             let mut index: HashMap<Pair, Vec<BronzeKey>> = HashMap::new();
             let mut new_keys: HashMap<Pair, HashSet<BronzeKey>> = HashMap::new();
             let mut affected: BTreeMap<NaiveDate, BTreeSet<Pair>> = BTreeMap::new();
