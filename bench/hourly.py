@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The requests an hourly run makes to S3, measured: the hourly job (`cryptolake run`: ingest
 every enabled exchange, silver with the gap report and checks, gold) against SeaweedFS, with
-the simulated exchange on loopback serving Binance, Coinbase and Kraken. A first run ingests a
-day of history; then each of --runs hourly runs, an hour apart on the injected clock, is
+the simulated exchange on loopback serving Binance, Coinbase and Kraken. A first run ingests
+8 hours of history (the simulated market stands at the last run's hour, and Kraken serves its last 12
+hours); then each of --runs hourly runs, an hour apart on the injected clock, is
 counted by step (GET, HEAD, PUT, LIST, DELETE, from each step's run record). docs/aws.md's cost
 table is these counts scaled to its symbols.
 
@@ -33,6 +34,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--all-symbols", action="store_true",
+                    help="every symbol the simulated market lists (10) instead of the default two per exchange")
     args = ap.parse_args()
     binary = args.binary
     end = START + datetime.timedelta(hours=args.runs)
@@ -44,14 +47,18 @@ def main():
         with stores.seaweedfs("hourly") as s3env:
             url = f"http://127.0.0.1:{port}"
             env = dict(os.environ, **s3env, CRYPTOLAKE_LOG="error", CRYPTOLAKE_LAKE="s3://hourly/lake",
-                       CRYPTOLAKE_INGEST_LOOKBACK="1d")
+                       CRYPTOLAKE_INGEST_LOOKBACK="8h")
             for exchange in ("BINANCE", "COINBASE", "KRAKEN"):
                 env[f"CRYPTOLAKE_{exchange}_ENABLED"] = "true"
                 env[f"CRYPTOLAKE_{exchange}_BASE_URL"] = url
+                if args.all_symbols:
+                    quote = "USDT" if exchange == "BINANCE" else "USD"
+                    coins = ["BTC", "ETH", "SOL"] + (["DOGE"] if exchange == "BINANCE" else [])
+                    env[f"CRYPTOLAKE_{exchange}_SYMBOLS"] = ",".join(f"{c}-{quote}" for c in coins)
             first = subprocess.run([binary, "--clock-at", at(START), "run"], env=env, capture_output=True, text=True)
             if first.returncode != 0:
                 sys.exit(f"the first run failed:\n{first.stdout}\n{first.stderr}")
-            print("first run (a day of history):\n" + first.stdout, flush=True)
+            print("first run (8 hours of history):\n" + first.stdout, flush=True)
             per_step, totals = {}, []
             for i in range(1, args.runs + 1):
                 r = subprocess.run([binary, "--clock-at", at(START + datetime.timedelta(hours=i)), "run"],

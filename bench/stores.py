@@ -192,10 +192,10 @@ def _nothing():
 
 def memory(measure, binary, work, sizes, cap, env):
     """Peak RSS of a first build (silver, then gold) as the number of bronze objects grows:
-    10 symbols of one-minute pages (the smallest objects ingestion writes), as many hours as
+    one symbol of one-minute pages (the smallest objects ingestion writes), as many hours as
     make each size. Memory should not grow with the objects: a first build lists and builds a
     batch of dates at a time."""
-    symbols = 10
+    symbols = 1
     rows = []
     for n in sizes:
         hours = max(1, round(n / symbols / 60))
@@ -214,7 +214,7 @@ def memory(measure, binary, work, sizes, cap, env):
         print(f"   {g['objects']:>9,} objects: {s:7.2f} s, peak RSS {r / 2**20:6.0f} MiB, {q['get']} GET, {q['list']} LIST", flush=True)
         rows.append({"objects": g["objects"], "bronze_bytes": g["bytes"], "seconds": s, "peak_rss_bytes": r, "requests": q})
     lo, hi = min(x["peak_rss_bytes"] for x in rows), max(x["peak_rss_bytes"] for x in rows)
-    lines = [f"first silver + gold build, {symbols} symbols of one-minute pages", "",
+    lines = [f"first silver + gold build, {symbols} symbol(s) of one-minute pages", "",
              "| bronze objects | bronze MB | wall (s) | peak RSS (MiB) | GET | LIST |", "|---|---|---|---|---|---|"]
     for x in rows:
         lines.append(f"| {x['objects']:,} | {x['bronze_bytes'] / 1e6:,.0f} | {x['seconds']:.2f} | {x['peak_rss_bytes'] / 2**20:.0f} | "

@@ -18,6 +18,10 @@ use crate::{Error, Result};
 /// Listings of a remote lake made at once.
 const LISTINGS_IN_FLIGHT: usize = 16;
 
+/// Ranged listings (one per symbol folder and batch of a first build) made at once: a batch
+/// waits on all of them.
+const RANGED_LISTINGS_IN_FLIGHT: usize = 64;
+
 /// The pages of an S3 listing of `n` keys.
 fn pages(n: usize) -> u64 {
     n.div_ceil(1000).max(1) as u64
@@ -484,7 +488,7 @@ impl Lake {
                 }
                 Ok(keys)
             })
-            .buffered(LISTINGS_IN_FLIGHT)
+            .buffered(RANGED_LISTINGS_IN_FLIGHT)
             .collect()
             .await;
         listings.into_iter().collect()

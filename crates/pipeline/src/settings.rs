@@ -79,7 +79,8 @@ manifest_overlap = "10m"
 # s3.simulated_latency); on local disk more than
 # a few only costs memory (8 by default). Env: CRYPTOLAKE_SILVER_READ_CONCURRENCY.
 # read_concurrency = 64
-# Dates a first build or a rebuild lists and builds at a time (1 to 366): its memory holds one
+# At most how many dates a first build or a rebuild lists and builds at a time (1 to 366;
+# fewer where dates hold many objects, about 8,192 objects a batch): its memory holds one
 # batch's bronze keys and objects, whatever the size of bronze. Env: CRYPTOLAKE_SILVER_BATCH_DAYS.
 batch_days = 32
 

@@ -207,8 +207,9 @@ impl SilverBuild {
         self
     }
 
-    /// How many dates a first build or a rebuild lists and builds at a time (32 unless set):
-    /// its memory holds one batch's bronze keys.
+    /// At most how many dates a first build or a rebuild lists and builds at a time (32
+    /// unless set; fewer when the dates hold more than `BATCH_OBJECTS` objects): its memory
+    /// holds one batch's bronze keys.
     pub fn with_dates_per_batch(mut self, n: usize) -> Self {
         self.dates_per_batch = n.max(1);
         self
@@ -489,7 +490,8 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// A full listing and build, `dates_per_batch` dates at a time in date order: each batch's
+    /// A full listing and build, a batch of dates at a time in date order (about
+    /// `BATCH_OBJECTS` objects, at most `dates_per_batch` dates): each batch's
     /// partitions are listed (once each), built, written and handed to `after_batch` before
     /// the next is listed, so memory holds one batch's objects. Keys whose windows reach into
     /// the next batch are carried over. The gap report of each batch covers, for every pair,
@@ -521,9 +523,14 @@ impl Run<'_> {
         // Each pair's last date in a batch so far, and the keys overlapping it.
         let mut last_seen: HashMap<Pair, (NaiveDate, Vec<BronzeKey>)> = HashMap::new();
         let mut foreign = 0usize;
+        // The first batch is one date; each next one as many dates as hold about
+        // `BATCH_OBJECTS` keys at the rate seen so far (up to `dates_per_batch`), so that a
+        // lake of many small objects gets short batches and memory stays flat.
+        let mut days = 1usize;
+        let (mut seen_keys, mut seen_days) = (0usize, 0usize);
         let mut start = first;
         while start <= last || !carry.is_empty() {
-            let end = start + Duration::days(per_batch as i64);
+            let end = start + Duration::days(days as i64);
             // Local disk walks each date directory; an object store lists each symbol folder
             // from the batch's first date to its end, a request per 1,000 keys.
             let listings = if self.lake.is_local() {
@@ -554,6 +561,9 @@ impl Run<'_> {
             let mut new_keys: HashMap<Pair, HashSet<BronzeKey>> = HashMap::new();
             let mut affected: BTreeMap<NaiveDate, BTreeSet<Pair>> = BTreeMap::new();
             let mut found = std::mem::take(&mut carry);
+            seen_keys += listings.iter().map(Vec::len).sum::<usize>();
+            seen_days += days;
+            days = (BATCH_OBJECTS * seen_days / seen_keys.max(1)).clamp(1, per_batch);
             for location in listings.into_iter().flatten() {
                 let Some(key) = BronzeKey::parse(&location) else {
                     foreign += 1;
@@ -643,8 +653,12 @@ impl Run<'_> {
     }
 }
 
-/// How many dates a first build or a rebuild lists and builds at a time.
+/// At most how many dates a first build or a rebuild lists and builds at a time.
 pub const DATES_PER_BATCH: usize = 32;
+
+/// About how many bronze objects a batch of a first build or a rebuild holds, when its dates
+/// hold more than `DATES_PER_BATCH` dates' worth.
+pub const BATCH_OBJECTS: usize = 8192;
 
 /// At least how many dates are read and aggregated ahead, and written at once.
 const DATES_IN_FLIGHT: usize = 3;
