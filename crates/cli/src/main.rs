@@ -390,10 +390,7 @@ fn quiet(command: &Command) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(quiet(&cli.command));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match cryptolake_pipeline::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -79,3 +79,16 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The async runtime every front end runs the pipeline on: one worker per core, and a pool
+/// of blocking threads (parsing, Parquet encoding, local file I/O) capped at eight per core.
+/// Uncapped, a build of many small objects hands the pool a task per object faster than
+/// threads come free, and the pool grows toward tokio's 512 threads, each holding its own
+/// stack and allocator caches: memory that grows with the number of objects.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads((8 * cores).max(16))
+        .build()
+}

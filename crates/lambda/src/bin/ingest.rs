@@ -1,9 +1,7 @@
 //! The ingestion Lambda: bronze only, on the hourly schedule.
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    cryptolake_lambda::serve(|event, settings| async move {
-        cryptolake_lambda::handle_ingest(event, &settings).await
-    })
-    .await
+fn main() -> Result<(), lambda_runtime::Error> {
+    cryptolake_pipeline::runtime()?.block_on(cryptolake_lambda::serve(
+        |event, settings| async move { cryptolake_lambda::handle_ingest(event, &settings).await },
+    ))
 }
