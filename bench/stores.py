@@ -134,8 +134,14 @@ def clear_builds(binary, lake, env):
 
 
 def compare(measure, binary, work, symbols, days, stores, runs, cap, base_env):
-    """The table of `--stores`: each store's first silver + gold build, median of `runs`."""
-    local = str(work / "lake")
+    """The table of `--stores`: each store's first silver + gold build, median of `runs`. Every
+    store gets bronze freshly written by `bench generate` (the runner's own lake may hold more:
+    `--incremental` appends hours to it)."""
+    local = str(work / "stores-lake")
+    if not (work / "stores-lake" / "bronze").exists():
+        print(f"== writing the bronze of the store comparison to local disk ({symbols} x {days})", flush=True)
+        subprocess.run([binary, "--lake", local, "bench", "generate", "--symbols", str(symbols), "--days", str(days)],
+                       check=True, env=base_env, capture_output=True)
     results = {}
     for store in stores:
         samples = []
