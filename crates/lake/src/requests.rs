@@ -31,6 +31,11 @@ use serde::Serialize;
 /// Entries per page of an S3 listing.
 const LIST_PAGE: usize = 1000;
 
+/// The requests an S3 listing of `n` entries takes (an empty one is still one).
+pub(crate) fn pages(n: usize) -> u64 {
+    n.div_ceil(LIST_PAGE).max(1) as u64
+}
+
 /// Requests made to a lake's store, by class.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RequestCounts {
@@ -339,8 +344,7 @@ impl ObjectStore for Metered {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         request(&self.counters.list, self.latency.list).await;
         let r = self.inner.list_with_delimiter(prefix).await?;
-        let entries = r.objects.len() + r.common_prefixes.len();
-        for _ in 1..entries.div_ceil(LIST_PAGE).max(1) {
+        for _ in 1..pages(r.objects.len() + r.common_prefixes.len()) {
             request(&self.counters.list, self.latency.list).await;
         }
         Ok(r)

@@ -12,7 +12,7 @@ use object_store::{
     BackoffConfig, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutPayload, RetryConfig,
 };
 
-use crate::requests::{Counters, Metered, RequestCounts, SimulatedLatency};
+use crate::requests::{Counters, Metered, RequestCounts, SimulatedLatency, pages};
 use crate::{Error, Result};
 
 /// Listings of a remote lake made at once.
@@ -21,11 +21,6 @@ const LISTINGS_IN_FLIGHT: usize = 16;
 /// Ranged listings (one per symbol folder and batch of a first build) made at once: a batch
 /// waits on all of them.
 const RANGED_LISTINGS_IN_FLIGHT: usize = 64;
-
-/// The pages of an S3 listing of `n` keys.
-fn pages(n: usize) -> u64 {
-    n.div_ceil(1000).max(1) as u64
-}
 
 /// A lake: an object store rooted at the lake URL.
 #[derive(Debug, Clone)]
@@ -303,11 +298,7 @@ impl Lake {
 
     /// `None` when the key does not exist.
     pub async fn get_opt(&self, key: &Path) -> Result<Option<Bytes>> {
-        match self.store.get(key).await {
-            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| Error::store(key, e))?)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::store(key, e)),
-        }
+        Ok(self.get_versioned(key).await?.map(|(bytes, _)| bytes))
     }
 
     /// Deletes every object under `prefix`, many at once; returns how many.
@@ -340,11 +331,7 @@ impl Lake {
 
     /// Writes a whole object atomically (a reader sees the old or the new object, never a part).
     pub async fn put(&self, key: &Path, bytes: Bytes) -> Result<()> {
-        self.store
-            .put(key, PutPayload::from(bytes))
-            .await
-            .map_err(|e| Error::store(key, e))?;
-        Ok(())
+        self.put_versioned(key, bytes).await.map(|_| ())
     }
 
     /// Writes `key` and returns the version the store gave it (its e-tag), when it gave one.
