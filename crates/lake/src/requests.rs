@@ -159,6 +159,11 @@ impl Counters {
         self.list.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Reads made without the store (a local lake's direct file reads), as GETs.
+    pub(crate) fn add_gets(&self, n: u64) {
+        self.get.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> RequestCounts {
         RequestCounts {
             get: self.get.load(Ordering::Relaxed),

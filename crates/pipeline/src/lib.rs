@@ -86,10 +86,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// threads come free, and the pool grows toward tokio's 512 threads, each holding its own
 /// stack and allocator caches: memory that grows with the number of objects.
 ///
-/// On glibc it also caps malloc's arenas at one per four cores: with an arena per thread,
-/// memory freed by one batch of a build sits in other threads' arenas, and resident memory
-/// creeps up with the length of the build (measured: 52 MiB at 10,000 objects and 81 MiB at
-/// 100,000 with the default arenas; 51 and 55 MiB with one).
+/// On glibc it also caps malloc's arenas at one per core, not glibc's eight: with an arena per
+/// thread, memory freed by one batch of a build sits in other threads' arenas, and resident
+/// memory creeps up with the length of the build (measured: 52 MiB at 10,000 objects and
+/// 81 MiB at 100,000 with the default arenas; 51 and 55 MiB with one). Fewer arenas than
+/// cores make the cores queue for the allocator's locks (on 2 cores, one arena cost 16% more
+/// CPU than two in a medium first build).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -97,7 +99,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         let arenas = std::env::var("MALLOC_ARENA_MAX")
             .ok()
             .and_then(|v| v.parse::<i32>().ok())
-            .unwrap_or((cores / 4).max(1) as i32);
+            .unwrap_or(cores as i32);
         // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, arenas);

@@ -177,7 +177,7 @@ impl DateJob {
     /// Fetches and parses bronze objects, a few at a time.
     async fn read_objects(&self, keys: Vec<BronzeKey>) -> Result<Vec<Parsed>> {
         let parsed: Vec<Result<Parsed>> = futures::stream::iter(keys)
-            .map(|k| read_object(self.lake.clone(), k, self.rules.clone()))
+            .map(|k| read_object(&self.lake, k, self.rules.clone()))
             .buffered(self.concurrency)
             .collect()
             .await;
@@ -345,14 +345,16 @@ impl DateJob {
     }
 }
 
-/// Fetches a bronze object, then parses it on the blocking pool: parsing is the CPU-bound
-/// part, so objects parse in parallel on every core while others download.
-pub(super) async fn read_object(lake: Lake, key: BronzeKey, rules: QualityRules) -> Result<Parsed> {
+/// Fetches a bronze object and parses it on the blocking pool: parsing is the CPU-bound part,
+/// so objects parse in parallel on every core while others download.
+pub(super) async fn read_object(
+    lake: &Lake,
+    key: BronzeKey,
+    rules: QualityRules,
+) -> Result<Parsed> {
     let path = key.path();
-    let bytes = lake.get(&path).await?;
-    tokio::task::spawn_blocking(move || parse_object(&key, &bytes, &rules))
+    lake.get_with(&path, move |bytes| parse_object(&key, &bytes, &rules))
         .await
-        .map_err(|e| Error::Invalid(format!("parsing bronze object {path}: {e}")))?
 }
 
 pub(super) fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules) -> Result<Parsed> {
