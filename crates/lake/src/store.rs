@@ -312,19 +312,7 @@ impl Lake {
                     (root.join(key.as_ref()), key.clone(), self.requests.clone());
                 tokio::task::spawn_blocking(move || {
                     requests.add_gets(1);
-                    let bytes = std::fs::read(&file).map_err(|e| {
-                        let source = match e.kind() {
-                            std::io::ErrorKind::NotFound => object_store::Error::NotFound {
-                                path: key.to_string(),
-                                source: Box::new(e),
-                            },
-                            _ => object_store::Error::Generic {
-                                store: "LocalFileSystem",
-                                source: Box::new(e),
-                            },
-                        };
-                        Error::store(&key, source)
-                    })?;
+                    let bytes = std::fs::read(&file).map_err(|e| read_failed(&key, e))?;
                     then(Bytes::from(bytes))
                 })
                 .await
@@ -551,6 +539,21 @@ fn key_of(relative: String) -> Path {
 }
 
 /// The keys under `prefix` in a local lake rooted at `root`, sorted, reading directories only.
+/// A failed direct read of a local lake's file, as the store would report it.
+fn read_failed(key: &Path, e: std::io::Error) -> Error {
+    let source = match e.kind() {
+        std::io::ErrorKind::NotFound => object_store::Error::NotFound {
+            path: key.to_string(),
+            source: Box::new(e),
+        },
+        _ => object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        },
+    };
+    Error::store(key, source)
+}
+
 fn walk_keys(root: &std::path::Path, prefix: &Path, after: Option<&str>) -> Result<Vec<Path>> {
     let failed = |d: &std::path::Path, e: std::io::Error| {
         Error::Invalid(format!("listing {}: {e}", d.display()))
