@@ -446,11 +446,11 @@ impl Lake {
         prefixes: Vec<(Path, Option<Path>)>,
     ) -> Result<Vec<Vec<Path>>> {
         let Some(root) = self.local_root.clone() else {
-            let listings: Vec<Result<Vec<ObjectMeta>>> = futures::stream::iter(&prefixes)
+            let listings: Vec<Result<Vec<ObjectMeta>>> = futures::stream::iter(prefixes)
                 .map(|(p, after)| async move {
                     match after {
-                        Some(a) => self.list_after(p, a).await,
-                        None => self.list(p).await,
+                        Some(a) => self.list_after(&p, &a).await,
+                        None => self.list(&p).await,
                     }
                 })
                 .buffered(LISTINGS_IN_FLIGHT)
@@ -493,12 +493,12 @@ impl Lake {
     /// at `before` (a request per 1,000 keys), so a range of a folder costs what it holds,
     /// not what the folder holds. Only for stores that list in key order (S3 does).
     pub async fn list_key_ranges(&self, ranges: Vec<(Path, Path, Path)>) -> Result<Vec<Vec<Path>>> {
-        let listings: Vec<Result<Vec<Path>>> = futures::stream::iter(&ranges)
+        let listings: Vec<Result<Vec<Path>>> = futures::stream::iter(ranges)
             .map(|(prefix, after, before)| async move {
                 let mut keys = Vec::new();
-                let mut listing = self.store.list_with_offset(Some(prefix), after);
+                let mut listing = self.store.list_with_offset(Some(&prefix), &after);
                 while let Some(meta) = listing.next().await {
-                    let meta = meta.map_err(|e| Error::store(prefix, e))?;
+                    let meta = meta.map_err(|e| Error::store(&prefix, e))?;
                     if meta.location.as_ref() >= before.as_ref() {
                         break;
                     }

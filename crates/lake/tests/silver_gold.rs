@@ -857,3 +857,47 @@ async fn a_first_build_in_small_batches_equals_one_in_large_ones() {
     );
     assert_eq!(whole_gaps.len(), 8, "{whole_gaps:?}");
 }
+
+/// The batches of a first build overlap: a batch's `after_batch` (the gap report) runs while
+/// the next batch is built. Here each batch's `after_batch` waits for the next date's
+/// partition to appear; a build that finished the report before building on would wait
+/// forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_is_built_while_a_batch_is_reported() {
+    let m = SimMarket::default_market(3);
+    let btc = sym("BTC-USDT");
+    let day = t("2024-03-01T00:00:00Z");
+    let fetched = t("2024-03-10T00:00:00Z");
+    let (_d, lake) = new_lake();
+    for i in 0..4 {
+        let from = day + Duration::days(i);
+        put_sim(&lake, &m, &btc, from, from + Duration::days(1), fetched).await;
+    }
+    let last = date_of(day + Duration::days(3));
+    let s = SilverBuild::new().with_dates_per_batch(1);
+    let plan = s.plan(&lake).await.unwrap();
+    let mut reported = Vec::new();
+    let metrics = s
+        .execute_with(&lake, plan, None, async |b: Batch<'_>| {
+            let newest = *b.touched.keys().next_back().unwrap();
+            reported.push(newest);
+            if newest < last {
+                let next = paths::silver_partition_file(newest.succ_opt().unwrap());
+                let waited = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+                    while lake.head(&next).await.unwrap().is_none() {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                })
+                .await;
+                assert!(
+                    waited.is_ok(),
+                    "{next} was not built while {newest} was reported"
+                );
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(metrics.partitions_written, 4);
+    let dates: Vec<NaiveDate> = (0..4).map(|i| date_of(day + Duration::days(i))).collect();
+    assert_eq!(reported, dates, "each batch reported once, in date order");
+}

@@ -45,6 +45,9 @@ pub const SORTED_BY: [usize; 3] = [0, 1, 4];
 /// An exchange and one of its symbols.
 pub type Pair = (Exchange, Symbol);
 
+/// (date, exchange, symbol) groups, by date.
+type Groups = BTreeMap<NaiveDate, BTreeSet<Pair>>;
+
 /// How far back each build re-reads the manifest by default: an entry is written just before
 /// its object, and a writer that started before the last build may finish after it.
 pub const MANIFEST_OVERLAP_MINUTES: i64 = 10;
@@ -491,13 +494,15 @@ impl Run<'_> {
     }
 
     /// A full listing and build, a batch of dates at a time in date order (about
-    /// `BATCH_OBJECTS` objects, at most `dates_per_batch` dates): each batch's
-    /// partitions are listed (once each), built, written and handed to `after_batch` before
-    /// the next is listed, so memory holds one batch's objects. Keys whose windows reach into
-    /// the next batch are carried over. The gap report of each batch covers, for every pair,
-    /// each date from its last date before the batch (again, with that date's keys) to its
-    /// last in the batch, so that days without bronze are reported as a full scan reports
-    /// them. Returns the groups touched and the bronze partitions that spill over midnight.
+    /// `BATCH_OBJECTS` objects, at most `dates_per_batch` dates): each batch's partitions
+    /// are listed (once each), built, written and handed to `after_batch`, so memory holds a
+    /// few batches' keys, never all of bronze. The batches overlap: while one is built, the
+    /// next is already being listed and the one before is in `after_batch` (the gap report),
+    /// so no core waits at a batch's end. Keys whose windows reach into the next batch are
+    /// carried over. The gap report of each batch covers, for every pair, each date from its
+    /// last date before the batch (again, with that date's keys) to its last in the batch, so
+    /// that days without bronze are reported as a full scan reports them. Returns the groups
+    /// touched and the bronze partitions that spill over midnight.
     async fn streamed(
         &mut self,
         streamed: Streamed,
@@ -517,6 +522,7 @@ impl Run<'_> {
         ) else {
             return Ok((touched, spilling));
         };
+        let folders = Arc::new(folders);
         let per_batch = self.build.dates_per_batch;
         // Listed keys whose windows reach past their batch, and whether each is new.
         let mut carry: Vec<(BronzeKey, bool)> = Vec::new();
@@ -526,44 +532,19 @@ impl Run<'_> {
         // The first batch is one date; each next one as many dates as hold about
         // `BATCH_OBJECTS` keys at the rate seen so far (up to `dates_per_batch`), so that a
         // lake of many small objects gets short batches and memory stays flat.
-        let mut days = 1usize;
         let (mut seen_keys, mut seen_days) = (0usize, 0usize);
-        let mut start = first;
-        while start <= last || !carry.is_empty() {
-            let end = start + Duration::days(days as i64);
-            // Local disk walks each date directory; an object store lists each symbol folder
-            // from the batch's first date to its end, a request per 1,000 keys.
-            let listings = if self.lake.is_local() {
-                let prefixes: Vec<(Path, Option<Path>)> = folders
-                    .iter()
-                    .flat_map(|(_, dir, dates)| {
-                        dates
-                            .range(start..end)
-                            .map(move |d| (dir.clone().join(format!("date={d}")), None))
-                    })
-                    .collect();
-                self.lake.list_keys_many(prefixes).await?
-            } else {
-                let ranges: Vec<(Path, Path, Path)> = folders
-                    .iter()
-                    .filter(|(_, _, dates)| dates.range(start..end).next().is_some())
-                    .map(|(_, dir, _)| {
-                        // After every key of the day before (bronze file names start with a
-                        // digit): a start that S3 and filer-backed stores (SeaweedFS) read alike.
-                        let before = start.pred_opt().unwrap_or(start);
-                        let after = Path::from(format!("{dir}/date={before}/~"));
-                        (dir.clone(), after, Path::from(format!("{dir}/date={end}")))
-                    })
-                    .collect();
-                self.lake.list_key_ranges(ranges).await?
-            };
+        let (mut start, mut end) = (first, first + Duration::days(1));
+        let mut listing = Some(list_batch(self.lake, &folders, start, end));
+        // The batch before, waiting for its gap report.
+        let mut reported: Option<(Groups, HashMap<Pair, Vec<BronzeKey>>)> = None;
+        while let Some(listed) = listing.take() {
+            let listings = listed.await?;
             let mut index: HashMap<Pair, Vec<BronzeKey>> = HashMap::new();
             let mut new_keys: HashMap<Pair, HashSet<BronzeKey>> = HashMap::new();
             let mut affected: BTreeMap<NaiveDate, BTreeSet<Pair>> = BTreeMap::new();
             let mut found = std::mem::take(&mut carry);
             seen_keys += listings.iter().map(Vec::len).sum::<usize>();
-            seen_days += days;
-            days = (BATCH_OBJECTS * seen_days / seen_keys.max(1)).clamp(1, per_batch);
+            seen_days += (end - start).num_days() as usize;
             for location in listings.into_iter().flatten() {
                 let Some(key) = BronzeKey::parse(&location) else {
                     foreign += 1;
@@ -596,52 +577,41 @@ impl Run<'_> {
                 }
                 index.entry(pair).or_default().push(key);
             }
-            self.dates(&affected, &index, Arc::new(new_keys)).await?;
-            // The gap report's share: this batch's groups, and each pair's dates since its
-            // last batch.
-            let mut gaps_touched = affected.clone();
-            let mut pairs_dates: HashMap<&Pair, (NaiveDate, NaiveDate)> = HashMap::new();
-            for (d, pairs) in &affected {
-                for p in pairs {
-                    let e = pairs_dates.entry(p).or_insert((*d, *d));
-                    e.1 = e.1.max(*d);
-                }
+            // The next batch is listed while this one is built.
+            let this_start = start;
+            if end <= last || !carry.is_empty() {
+                let days = (BATCH_OBJECTS * seen_days / seen_keys.max(1)).clamp(1, per_batch);
+                (start, end) = (end, end + Duration::days(days as i64));
+                listing = Some(list_batch(self.lake, &folders, start, end));
             }
-            let mut next_seen = Vec::new();
-            for (pair, (lo, hi)) in pairs_dates {
-                // Every date from the pair's last date before this batch (or its first in it)
-                // to its last in it: days without bronze in between are gaps too.
-                let from = last_seen.get(pair).map_or(lo, |(before, _)| *before);
-                for d in from.iter_days().take_while(|d| d <= &hi) {
-                    gaps_touched.entry(d).or_default().insert(pair.clone());
+            // And the batch before goes through `after_batch` meanwhile: its partitions are
+            // written, and this batch writes only its own dates.
+            let report = async {
+                if let Some((gaps_touched, index)) = reported.take() {
+                    after_batch(Batch {
+                        touched: &gaps_touched,
+                        listed: Arc::new(index),
+                        complete_listing: true,
+                    })
+                    .await;
                 }
-                if let Some((_, keys)) = last_seen.get(pair) {
-                    // Those not carried into this batch (and so not listed in it already).
-                    let carried_from = day_start(start);
-                    index.entry(pair.clone()).or_default().extend(
-                        keys.iter()
-                            .filter(|k| k.window_end <= carried_from)
-                            .cloned(),
-                    );
-                }
-                let keys: Vec<BronzeKey> = index[pair]
-                    .iter()
-                    .filter(|k| overlaps(k, hi))
-                    .cloned()
-                    .collect();
-                next_seen.push((pair.clone(), (hi, keys)));
+            };
+            let (built, ()) =
+                futures::join!(self.dates(&affected, &index, Arc::new(new_keys)), report);
+            built?;
+            let gaps_touched = gap_share(&affected, &mut index, &mut last_seen, this_start);
+            reported = Some((gaps_touched, index));
+            for (d, pairs) in affected {
+                touched.entry(d).or_default().extend(pairs);
             }
-            last_seen.extend(next_seen);
+        }
+        if let Some((gaps_touched, index)) = reported {
             after_batch(Batch {
                 touched: &gaps_touched,
                 listed: Arc::new(index),
                 complete_listing: true,
             })
             .await;
-            for (d, pairs) in affected {
-                touched.entry(d).or_default().extend(pairs);
-            }
-            start = end;
         }
         if foreign > 0 {
             warn!(
@@ -651,6 +621,89 @@ impl Run<'_> {
         }
         Ok((touched, spilling))
     }
+}
+
+/// Starts listing the bronze keys of the dates `[start, end)`, as a task of its own. Local
+/// disk walks each date directory; an object store lists each symbol folder from the
+/// batch's first date to its end, a request per 1,000 keys.
+fn list_batch(
+    lake: &Lake,
+    folders: &Arc<Vec<(Pair, Path, BTreeSet<NaiveDate>)>>,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> impl std::future::Future<Output = Result<Vec<Vec<Path>>>> + use<> {
+    let (lake, folders) = (lake.clone(), folders.clone());
+    crate::in_task(format!("bronze listing from {start}"), async move {
+        if lake.is_local() {
+            let prefixes: Vec<(Path, Option<Path>)> = folders
+                .iter()
+                .flat_map(|(_, dir, dates)| {
+                    dates
+                        .range(start..end)
+                        .map(move |d| (dir.clone().join(format!("date={d}")), None))
+                })
+                .collect();
+            lake.list_keys_many(prefixes).await
+        } else {
+            let ranges: Vec<(Path, Path, Path)> = folders
+                .iter()
+                .filter(|(_, _, dates)| dates.range(start..end).next().is_some())
+                .map(|(_, dir, _)| {
+                    // After every key of the day before (bronze file names start with a
+                    // digit): a start that S3 and filer-backed stores (SeaweedFS) read alike.
+                    let before = start.pred_opt().unwrap_or(start);
+                    let after = Path::from(format!("{dir}/date={before}/~"));
+                    (dir.clone(), after, Path::from(format!("{dir}/date={end}")))
+                })
+                .collect();
+            lake.list_key_ranges(ranges).await
+        }
+    })
+}
+
+/// The gap report's share of a batch that starts at `start`: the groups it built, and each
+/// pair's dates since its last batch (`last_seen`, updated here), with the keys of those
+/// dates added to `index`.
+fn gap_share(
+    affected: &BTreeMap<NaiveDate, BTreeSet<Pair>>,
+    index: &mut HashMap<Pair, Vec<BronzeKey>>,
+    last_seen: &mut HashMap<Pair, (NaiveDate, Vec<BronzeKey>)>,
+    start: NaiveDate,
+) -> BTreeMap<NaiveDate, BTreeSet<Pair>> {
+    let mut gaps_touched = affected.clone();
+    let mut pairs_dates: HashMap<&Pair, (NaiveDate, NaiveDate)> = HashMap::new();
+    for (d, pairs) in affected {
+        for p in pairs {
+            let e = pairs_dates.entry(p).or_insert((*d, *d));
+            e.1 = e.1.max(*d);
+        }
+    }
+    let mut next_seen = Vec::new();
+    for (pair, (lo, hi)) in pairs_dates {
+        // Every date from the pair's last date before this batch (or its first in it)
+        // to its last in it: days without bronze in between are gaps too.
+        let from = last_seen.get(pair).map_or(lo, |(before, _)| *before);
+        for d in from.iter_days().take_while(|d| d <= &hi) {
+            gaps_touched.entry(d).or_default().insert(pair.clone());
+        }
+        if let Some((_, keys)) = last_seen.get(pair) {
+            // Those not carried into this batch (and so not listed in it already).
+            let carried_from = day_start(start);
+            index.entry(pair.clone()).or_default().extend(
+                keys.iter()
+                    .filter(|k| k.window_end <= carried_from)
+                    .cloned(),
+            );
+        }
+        let keys: Vec<BronzeKey> = index[pair]
+            .iter()
+            .filter(|k| overlaps(k, hi))
+            .cloned()
+            .collect();
+        next_seen.push((pair.clone(), (hi, keys)));
+    }
+    last_seen.extend(next_seen);
+    gaps_touched
 }
 
 /// At most how many dates a first build or a rebuild lists and builds at a time.
