@@ -80,8 +80,9 @@ manifest_overlap = "10m"
 # a few only costs memory (8 by default). Env: CRYPTOLAKE_SILVER_READ_CONCURRENCY.
 # read_concurrency = 64
 # At most how many dates a first build or a rebuild lists and builds at a time (1 to 366;
-# fewer where dates hold many objects, about 8,192 objects a batch): its memory holds one
-# batch's bronze keys and objects, whatever the size of bronze. Env: CRYPTOLAKE_SILVER_BATCH_DAYS.
+# fewer where dates hold many objects, about 8,192 objects a batch): its memory holds three
+# batches' bronze keys (one listed ahead, one built, one in the gap report), whatever the size
+# of bronze. Env: CRYPTOLAKE_SILVER_BATCH_DAYS.
 batch_days = 32
 
 [query]
