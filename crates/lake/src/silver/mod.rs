@@ -586,18 +586,10 @@ impl Run<'_> {
             }
             // And the batch before goes through `after_batch` meanwhile: its partitions are
             // written, and this batch writes only its own dates.
-            let report = async {
-                if let Some((gaps_touched, index)) = reported.take() {
-                    after_batch(Batch {
-                        touched: &gaps_touched,
-                        listed: Arc::new(index),
-                        complete_listing: true,
-                    })
-                    .await;
-                }
-            };
-            let (built, ()) =
-                futures::join!(self.dates(&affected, &index, Arc::new(new_keys)), report);
+            let (built, ()) = futures::join!(
+                self.dates(&affected, &index, Arc::new(new_keys)),
+                report(&mut *after_batch, reported.take())
+            );
             built?;
             let gaps_touched = gap_share(&affected, &mut index, &mut last_seen, this_start);
             reported = Some((gaps_touched, index));
@@ -605,14 +597,7 @@ impl Run<'_> {
                 touched.entry(d).or_default().extend(pairs);
             }
         }
-        if let Some((gaps_touched, index)) = reported {
-            after_batch(Batch {
-                touched: &gaps_touched,
-                listed: Arc::new(index),
-                complete_listing: true,
-            })
-            .await;
-        }
+        report(after_batch, reported).await;
         if foreign > 0 {
             warn!(
                 count = foreign,
@@ -620,6 +605,21 @@ impl Run<'_> {
             );
         }
         Ok((touched, spilling))
+    }
+}
+
+/// Hands a batch of a full listing, its gap report's share and its keys, to `after_batch`.
+async fn report(
+    after_batch: &mut impl AsyncFnMut(Batch<'_>),
+    batch: Option<(Groups, HashMap<Pair, Vec<BronzeKey>>)>,
+) {
+    if let Some((touched, listed)) = batch {
+        after_batch(Batch {
+            touched: &touched,
+            listed: Arc::new(listed),
+            complete_listing: true,
+        })
+        .await;
     }
 }
 
