@@ -84,11 +84,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: i32 = 256 * 1024;
 
+/// The blocking pool's size on `cores` cores: four threads per core, at least eight. The work
+/// it runs is CPU-bound (parsing, encoding) or short reads of local files, so threads beyond a
+/// few per core only wait for a core. Each one also keeps a stack and its own allocator cache
+/// of freed blocks: with eight per core, a first build of 1,000,000 small objects took 30 to 45
+/// s on 2 cores and peaked 2 to 3 MiB higher than with four per core (25 to 26 s); the medium
+/// and large builds were the same either way (BENCHMARKS.md, "The blocking pool").
+pub fn blocking_threads(cores: usize) -> usize {
+    (4 * cores).max(8)
+}
+
 /// The async runtime every front end runs the pipeline on: one worker per core, and a pool
-/// of blocking threads (parsing, Parquet encoding, local file I/O) capped at eight per core.
-/// Uncapped, a build of many small objects hands the pool a task per object faster than
-/// threads come free, and the pool grows toward tokio's 512 threads, each holding its own
-/// stack and allocator caches: memory that grows with the number of objects.
+/// of blocking threads (parsing, Parquet encoding, local file I/O) capped at
+/// [`blocking_threads`]. Uncapped, a build of many small objects hands the pool a task per
+/// object faster than threads come free, and the pool grows toward tokio's 512 threads, each
+/// holding its own stack and allocator caches: memory that grows with the number of objects.
 ///
 /// On glibc it also sets two malloc parameters (the environment's `MALLOC_ARENA_MAX` and
 /// `MALLOC_MMAP_THRESHOLD_` still win):
@@ -121,6 +131,47 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads((8 * cores).max(16))
+        .max_blocking_threads(blocking_threads(cores))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn the_blocking_pool_is_four_threads_per_core_and_at_least_eight() {
+        assert_eq!(blocking_threads(1), 8);
+        assert_eq!(blocking_threads(2), 8);
+        assert_eq!(blocking_threads(3), 12);
+        assert_eq!(blocking_threads(64), 256);
+    }
+
+    #[test]
+    fn the_runtime_runs_no_more_blocking_tasks_at_once_than_its_pool() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cap = blocking_threads(cores);
+        let rt = runtime().unwrap();
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..3 * cap)
+                .map(|_| {
+                    let (running, most) = (running.clone(), most.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        // Every thread of the pool was used, and never one more.
+        assert_eq!(most.load(Ordering::SeqCst), cap);
+    }
 }
