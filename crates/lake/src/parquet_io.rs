@@ -2,7 +2,7 @@
 //! per partition file at our sizes, sorting recorded in the footer, no dictionary for float columns.
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Schema};
 use bytes::Bytes;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -32,33 +32,7 @@ pub async fn write_parquet(
     batch: &RecordBatch,
     sorted_by: &[usize],
 ) -> Result<String> {
-    let perr = |source| Error::Parquet {
-        key: key.to_string(),
-        source,
-    };
-    let sorting = sorted_by
-        .iter()
-        .map(|&i| SortingColumn {
-            column_idx: i as i32,
-            descending: false,
-            nulls_first: false,
-        })
-        .collect::<Vec<_>>();
-    let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(perr)?))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_sorting_columns((!sorting.is_empty()).then_some(sorting))
-        .set_created_by(concat!("cryptolake ", env!("CARGO_PKG_VERSION")).to_string());
-    // Prices and volumes are nearly all distinct: a dictionary for them costs more time than
-    // anything else in the write, then falls back to plain pages anyway (and the files come
-    // out larger). Names, times and counts repeat and keep theirs.
-    for field in batch.schema().fields() {
-        if matches!(field.data_type(), DataType::Float64 | DataType::Float32) {
-            props =
-                props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
-        }
-    }
-    let props = props.build();
+    let props = writer_properties(key, &batch.schema(), sorted_by)?;
     let encode = {
         let batch = batch.clone();
         move || {
@@ -72,8 +46,51 @@ pub async fn write_parquet(
     let bytes = tokio::task::spawn_blocking(encode)
         .await
         .map_err(|e| Error::Invalid(format!("encoding {key}: {e}")))?
-        .map_err(perr)?;
-    let bytes = Bytes::from(bytes);
+        .map_err(|source| Error::Parquet {
+            key: key.to_string(),
+            source,
+        })?;
+    put_whole(lake, key, Bytes::from(bytes)).await
+}
+
+/// The writer settings of every Parquet file of the lake; `sorted_by` names the columns the
+/// rows are sorted by, for the footer.
+pub(crate) fn writer_properties(
+    key: &Path,
+    schema: &Schema,
+    sorted_by: &[usize],
+) -> Result<WriterProperties> {
+    let sorting = sorted_by
+        .iter()
+        .map(|&i| SortingColumn {
+            column_idx: i as i32,
+            descending: false,
+            nulls_first: false,
+        })
+        .collect::<Vec<_>>();
+    let zstd = ZstdLevel::try_new(3).map_err(|source| Error::Parquet {
+        key: key.to_string(),
+        source,
+    })?;
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(zstd))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_sorting_columns((!sorting.is_empty()).then_some(sorting))
+        .set_created_by(concat!("cryptolake ", env!("CARGO_PKG_VERSION")).to_string());
+    // Prices and volumes are nearly all distinct: a dictionary for them costs more time than
+    // anything else in the write, then falls back to plain pages anyway (and the files come
+    // out larger). Names, times and counts repeat and keep theirs.
+    for field in schema.fields() {
+        if matches!(field.data_type(), DataType::Float64 | DataType::Float32) {
+            props =
+                props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+    }
+    Ok(props.build())
+}
+
+/// Stores an encoded Parquet file as the whole object at `key` and returns its version.
+pub(crate) async fn put_whole(lake: &Lake, key: &Path, bytes: Bytes) -> Result<String> {
     let mut version = None;
     lake.write_whole(key, |target| {
         let version = &mut version;

@@ -11,10 +11,13 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_model::{CandleRule, DailyCandle, HourlyCandle, schema};
 use serde::{Deserialize, Serialize};
 
+use bytes::Bytes;
+use object_store::path::Path;
+use parquet::arrow::ArrowWriter;
+
 use crate::columns::Builder;
-use crate::{
-    Lake, Result, daily_from_batch, hourly_from_batch, paths, read_parquet, write_parquet,
-};
+use crate::parquet_io::{put_whole, writer_properties};
+use crate::{Lake, Result, daily_from_batch, hourly_from_batch, paths, read_parquet};
 
 /// What a rule does when it is broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,6 +310,12 @@ impl<'a> HourChecks<'a> {
         }
     }
 
+    /// The findings so far, taken out of the checks (so that a caller can write them as they
+    /// come); `finish` returns the rest.
+    pub fn take_findings(&mut self) -> Vec<QualityResult> {
+        std::mem::take(&mut self.out)
+    }
+
     pub fn finish(mut self) -> Vec<QualityResult> {
         let rules = self.rules;
         if self.incomplete == 0 {
@@ -452,6 +461,21 @@ pub async fn evaluate_silver(
     to: Option<NaiveDate>,
     now: DateTime<Utc>,
 ) -> Result<Vec<QualityResult>> {
+    let mut results = Vec::new();
+    evaluate_silver_into(lake, rules, from, to, now, |r| results.push(r)).await?;
+    Ok(results)
+}
+
+/// [`evaluate_silver`], each result handed to `found` as soon as its date is checked: memory
+/// holds a few dates' hours and one date's findings, whatever the range.
+pub async fn evaluate_silver_into(
+    lake: &Lake,
+    rules: &QualityRules,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    now: DateTime<Utc>,
+    mut found: impl FnMut(QualityResult),
+) -> Result<()> {
     let dates = dates_between(lake, &paths::silver_table(), from, to).await?;
     let first = dates.iter().copied().find(|d| in_range(d, from, to));
     let mut checks = HourChecks::new(rules, now);
@@ -476,9 +500,10 @@ pub async fn evaluate_silver(
             (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
         });
         checks.feed(&hours, !in_range(&d, from, to));
+        checks.take_findings().into_iter().for_each(&mut found);
     }
-    let results = checks.finish();
-    Ok(results)
+    checks.finish().into_iter().for_each(found);
+    Ok(())
 }
 
 /// Completeness of the closed gold days in `[from, to]`.
@@ -510,39 +535,161 @@ pub async fn evaluate_gold(
     Ok(check_days(rules, &days, now.date_naive()))
 }
 
-/// Writes results as one Parquet file of `crypto_ops.quality_results`.
-pub async fn record_results(
-    lake: &Lake,
-    run_id: &str,
-    step: &str,
-    checked_at: DateTime<Utc>,
-    results: &[QualityResult],
-) -> Result<()> {
-    if results.is_empty() {
-        return Ok(());
+/// How many results are held before they are encoded as the next row group of their file.
+const RESULTS_PER_ROW_GROUP: usize = 4096;
+
+/// Violations of each rule kept as examples for the log; the rest are counted.
+pub const EXAMPLES_PER_RULE: usize = 3;
+
+/// Violations of `fail` rules kept to be named in the run's error.
+const FAILED_EXAMPLES: usize = 5;
+
+/// What a step's quality results came to, whatever their number: violations per rule, the first
+/// few of each as examples, and the violations of `fail` rules.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Results, passes included.
+    pub results: usize,
+    /// Violations per rule.
+    pub violations: BTreeMap<String, usize>,
+    /// The first violations of each rule, in the order they were found.
+    pub examples: Vec<QualityResult>,
+    /// Violations of rules whose action is `fail`.
+    pub failed: usize,
+    /// The first of those, in the order they were found.
+    pub failed_examples: Vec<QualityResult>,
+}
+
+impl Summary {
+    /// The summary of results held in memory.
+    pub fn of(results: &[QualityResult]) -> Summary {
+        let mut s = Summary::default();
+        for r in results {
+            s.add(r);
+        }
+        s
     }
-    let batch = Builder::new(results)
-        .text(|_| run_id)
-        .text(|_| step)
-        .time(|_| checked_at)
-        .text(|r| r.rule.as_str())
-        .text(|r| r.action.as_str())
-        .text(|r| r.status.as_str())
-        .text_opt(|r| r.exchange.as_deref())
-        .text_opt(|r| r.symbol.as_deref())
-        .text_opt(|r| r.subject.as_deref())
-        .float64_opt(|r| r.observed)
-        .float64_opt(|r| r.threshold)
-        .text(|r| r.message.as_str())
-        .finish(schema::quality_results())?;
-    write_parquet(
-        lake,
-        &paths::quality_results(checked_at, run_id, step),
-        &batch,
-        &[],
-    )
-    .await?;
-    Ok(())
+
+    /// Counts one result.
+    pub fn add(&mut self, r: &QualityResult) {
+        self.results += 1;
+        if !r.is_violation() {
+            return;
+        }
+        let n = self.violations.entry(r.rule.clone()).or_default();
+        *n += 1;
+        if *n <= EXAMPLES_PER_RULE {
+            self.examples.push(r.clone());
+        }
+        if r.fails() {
+            self.failed += 1;
+            if self.failed_examples.len() < FAILED_EXAMPLES {
+                self.failed_examples.push(r.clone());
+            }
+        }
+    }
+}
+
+/// The quality results of one step of one run, written as one Parquet file of
+/// `crypto_ops.quality_results` as they are found: memory holds one row group's results and
+/// the compressed file so far, not every result, so a first build over years of hours with
+/// many findings stays in the memory of a short one. The file appears whole when it is
+/// finished, and not at all when no result was added.
+pub struct ResultsFile {
+    key: Path,
+    run_id: String,
+    step: String,
+    checked_at: DateTime<Utc>,
+    pending: Vec<QualityResult>,
+    writer: Option<ArrowWriter<Vec<u8>>>,
+    /// The first encoding error; later results are dropped and `finish` reports it.
+    failed: Option<crate::Error>,
+    summary: Summary,
+}
+
+impl ResultsFile {
+    pub fn new(run_id: &str, step: &str, checked_at: DateTime<Utc>) -> ResultsFile {
+        ResultsFile {
+            key: paths::quality_results(checked_at, run_id, step),
+            run_id: run_id.to_string(),
+            step: step.to_string(),
+            checked_at,
+            pending: Vec::new(),
+            writer: None,
+            failed: None,
+            summary: Summary::default(),
+        }
+    }
+
+    /// Adds one result; a full row group's worth is encoded at once.
+    pub fn push(&mut self, r: QualityResult) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.summary.add(&r);
+        self.pending.push(r);
+        if self.pending.len() >= RESULTS_PER_ROW_GROUP
+            && let Err(e) = self.encode_pending()
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    /// Encodes the pending results as a row group of the file.
+    fn encode_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let perr = |key: &Path| {
+            let key = key.to_string();
+            move |source| crate::Error::Parquet { key, source }
+        };
+        let batch = Builder::new(&self.pending)
+            .text(|_| self.run_id.as_str())
+            .text(|_| self.step.as_str())
+            .time(|_| self.checked_at)
+            .text(|r| r.rule.as_str())
+            .text(|r| r.action.as_str())
+            .text(|r| r.status.as_str())
+            .text_opt(|r| r.exchange.as_deref())
+            .text_opt(|r| r.symbol.as_deref())
+            .text_opt(|r| r.subject.as_deref())
+            .float64_opt(|r| r.observed)
+            .float64_opt(|r| r.threshold)
+            .text(|r| r.message.as_str())
+            .finish(schema::quality_results())?;
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => {
+                let props = writer_properties(&self.key, &batch.schema(), &[])?;
+                let w = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))
+                    .map_err(perr(&self.key))?;
+                self.writer.insert(w)
+            }
+        };
+        writer.write(&batch).map_err(perr(&self.key))?;
+        writer.flush().map_err(perr(&self.key))?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes the file (when it holds any result) and returns what the results came to.
+    pub async fn finish(mut self, lake: &Lake) -> Result<Summary> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.encode_pending()?;
+        if let Some(writer) = self.writer.take() {
+            let bytes = writer
+                .into_inner()
+                .map_err(|source| crate::Error::Parquet {
+                    key: self.key.to_string(),
+                    source,
+                })?;
+            put_whole(lake, &self.key, Bytes::from(bytes)).await?;
+        }
+        Ok(self.summary)
+    }
 }
 
 #[cfg(test)]
@@ -624,5 +771,85 @@ mod tests {
             ..QualityRules::default()
         };
         assert!(r.validate().unwrap_err().contains("quality.freshness"));
+    }
+
+    fn finding(i: usize, action: Action) -> QualityResult {
+        QualityResult {
+            rule: if i.is_multiple_of(2) {
+                "completeness"
+            } else {
+                "price_jump"
+            }
+            .into(),
+            action,
+            status: "violation".into(),
+            exchange: Some("binance".into()),
+            symbol: Some("BTC-USDT".into()),
+            subject: Some(format!("hour {i}")),
+            observed: Some(i as f64),
+            threshold: Some(60.0),
+            message: format!("finding {i}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn results_are_written_a_row_group_at_a_time_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let at = parse_time("2024-03-01T05:00:00Z").unwrap();
+        let n = 2 * RESULTS_PER_ROW_GROUP + 7;
+        let mut file = ResultsFile::new("run-1", "silver", at);
+        for i in 0..n {
+            file.push(finding(i, if i == 5 { Action::Fail } else { Action::Warn }));
+            // Never more than a row group's results wait in memory.
+            assert!(file.pending.len() < RESULTS_PER_ROW_GROUP);
+        }
+        let summary = file.finish(&lake).await.unwrap();
+        assert_eq!(summary.results, n);
+        assert_eq!(summary.violations["completeness"], n.div_ceil(2));
+        assert_eq!(summary.violations["price_jump"], n / 2);
+        assert_eq!(summary.examples.len(), 2 * EXAMPLES_PER_RULE);
+        assert_eq!(summary.failed, 1);
+        assert_eq!(summary.failed_examples[0].message, "finding 5");
+
+        let bytes = lake
+            .get(&paths::quality_results(at, "run-1", "silver"))
+            .await
+            .unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+        assert_eq!(reader.metadata().num_row_groups(), 3);
+        let batches: Vec<_> = reader.build().unwrap().map(Result::unwrap).collect();
+        let messages: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let col = b
+                    .column_by_name("message")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .unwrap()
+                    .clone();
+                col.iter()
+                    .map(|v| v.unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let expected: Vec<String> = (0..n).map(|i| format!("finding {i}")).collect();
+        assert_eq!(messages, expected);
+    }
+
+    #[tokio::test]
+    async fn no_results_write_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let at = parse_time("2024-03-01T05:00:00Z").unwrap();
+        let summary = ResultsFile::new("run-1", "gold", at)
+            .finish(&lake)
+            .await
+            .unwrap();
+        assert_eq!(summary, Summary::default());
+        let key = paths::quality_results(at, "run-1", "gold");
+        assert!(lake.head(&key).await.unwrap().is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! The steps as every front end runs them: leases, clients from settings, run records, quality
 //! verdicts and step events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration as StdDuration, Instant};
@@ -771,18 +771,20 @@ impl Pipeline {
                 "gap report updated"
             );
         }
-        let mut results = vec![quality::duplicates_result(&rules, m.conflicting_duplicates)];
-        let found = match (m.changed_dates.first(), m.changed_dates.last()) {
-            (Some(from), Some(to)) => {
-                quality::evaluate_silver(&self.lake, &rules, Some(*from), Some(*to), now).await
-            }
-            _ => Ok(Vec::new()),
-        };
-        let found = found.map_err(|e| {
-            Error::Quality(format!("the quality checks of silver could not run: {e}"))
-        })?;
-        results.extend(found);
-        self.quality_verdict(run_id, Step::Silver, &results).await?;
+        // The findings go to their file as they are found: a first build over years of
+        // hours may have many, and memory holds a row group of them.
+        let mut file = quality::ResultsFile::new(run_id, Step::Silver.as_str(), self.now());
+        file.push(quality::duplicates_result(&rules, m.conflicting_duplicates));
+        if let (Some(from), Some(to)) = (m.changed_dates.first(), m.changed_dates.last()) {
+            quality::evaluate_silver_into(&self.lake, &rules, Some(*from), Some(*to), now, |r| {
+                file.push(r)
+            })
+            .await
+            .map_err(|e| {
+                Error::Quality(format!("the quality checks of silver could not run: {e}"))
+            })?;
+        }
+        verdict_of(&self.close_quality(Step::Silver, file).await?)?;
         Ok(m)
     }
 
@@ -858,8 +860,7 @@ impl Pipeline {
         step: Step,
         results: &[QualityResult],
     ) -> Result<()> {
-        self.record_quality(run_id, step, results).await?;
-        verdict(results)
+        verdict_of(&self.record_quality(run_id, step, results).await?)
     }
 
     /// Records quality results in `crypto_ops.quality_results` and logs the violations.
@@ -868,26 +869,31 @@ impl Pipeline {
         run_id: &str,
         step: Step,
         results: &[QualityResult],
-    ) -> Result<()> {
-        quality::record_results(&self.lake, run_id, step.as_str(), self.now(), results)
-            .await
-            .map_err(|e| {
-                Error::Quality(format!("the quality results could not be recorded: {e}"))
-            })?;
-        // A few findings per rule in the log, the rest counted: all of them are in
-        // crypto_ops.quality_results.
-        let mut per_rule: BTreeMap<&str, usize> = BTreeMap::new();
-        for r in results.iter().filter(|r| r.is_violation()) {
-            let n = per_rule.entry(r.rule.as_str()).or_default();
-            *n += 1;
-            if *n <= 3 {
-                warn!(rule = %r.rule, action = r.action.as_str(), exchange = ?r.exchange, symbol = ?r.symbol, subject = ?r.subject, "{}", r.message);
+    ) -> Result<quality::Summary> {
+        let mut file = quality::ResultsFile::new(run_id, step.as_str(), self.now());
+        results.iter().cloned().for_each(|r| file.push(r));
+        self.close_quality(step, file).await
+    }
+
+    /// Writes a step's quality results file and logs its violations: a few per rule, the rest
+    /// counted (all of them are in crypto_ops.quality_results).
+    async fn close_quality(
+        &self,
+        step: Step,
+        file: quality::ResultsFile,
+    ) -> Result<quality::Summary> {
+        let summary = file.finish(&self.lake).await.map_err(|e| {
+            Error::Quality(format!("the quality results could not be recorded: {e}"))
+        })?;
+        for r in &summary.examples {
+            warn!(rule = %r.rule, action = r.action.as_str(), exchange = ?r.exchange, symbol = ?r.symbol, subject = ?r.subject, "{}", r.message);
+        }
+        for (rule, &n) in &summary.violations {
+            if n > quality::EXAMPLES_PER_RULE {
+                warn!(rule = rule.as_str(), findings = n, step = %step, "{} more findings of this rule in crypto_ops.quality_results", n - quality::EXAMPLES_PER_RULE);
             }
         }
-        for (rule, n) in per_rule.into_iter().filter(|(_, n)| *n > 3) {
-            warn!(rule, findings = n, step = %step, "{} more findings of this rule in crypto_ops.quality_results", n - 3);
-        }
-        Ok(())
+        Ok(summary)
     }
 
     /// Evaluates the table rules over silver and gold in `[from, to]` and records them. The
@@ -1262,17 +1268,21 @@ impl Pipeline {
 
 /// The error for the broken `fail` rules among `results`, naming the first few.
 pub fn verdict(results: &[QualityResult]) -> Result<()> {
-    let failed: Vec<String> = results.iter().filter(|r| r.fails()).map(describe).collect();
-    if failed.is_empty() {
+    verdict_of(&quality::Summary::of(results))
+}
+
+/// The error for the broken `fail` rules a summary counted, naming the first few.
+pub fn verdict_of(summary: &quality::Summary) -> Result<()> {
+    if summary.failed == 0 {
         return Ok(());
     }
     Err(Error::Quality(format!(
         "{} violation(s) of quality rules with action fail: {}",
-        failed.len(),
-        failed
+        summary.failed,
+        summary
+            .failed_examples
             .iter()
-            .take(5)
-            .cloned()
+            .map(describe)
             .collect::<Vec<_>>()
             .join("; ")
     )))

@@ -711,7 +711,7 @@ pub const DATES_PER_BATCH: usize = 32;
 
 /// About how many bronze objects a batch of a first build or a rebuild holds, when its dates
 /// hold more than `DATES_PER_BATCH` dates' worth.
-pub const BATCH_OBJECTS: usize = 8192;
+pub const BATCH_OBJECTS: usize = 4096;
 
 /// At least how many dates are read and aggregated ahead, and written at once.
 const DATES_IN_FLIGHT: usize = 3;
