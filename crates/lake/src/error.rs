@@ -73,6 +73,13 @@ impl Error {
             source,
         }
     }
+
+    pub(crate) fn parquet(key: &Path, source: parquet::errors::ParquetError) -> Error {
+        Error::Parquet {
+            key: key.to_string(),
+            source,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -46,10 +46,7 @@ pub async fn write_parquet(
     let bytes = tokio::task::spawn_blocking(encode)
         .await
         .map_err(|e| Error::Invalid(format!("encoding {key}: {e}")))?
-        .map_err(|source| Error::Parquet {
-            key: key.to_string(),
-            source,
-        })?;
+        .map_err(|e| Error::parquet(key, e))?;
     put_whole(lake, key, Bytes::from(bytes)).await
 }
 
@@ -68,10 +65,7 @@ pub(crate) fn writer_properties(
             nulls_first: false,
         })
         .collect::<Vec<_>>();
-    let zstd = ZstdLevel::try_new(3).map_err(|source| Error::Parquet {
-        key: key.to_string(),
-        source,
-    })?;
+    let zstd = ZstdLevel::try_new(3).map_err(|e| Error::parquet(key, e))?;
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(zstd))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -129,10 +123,7 @@ pub async fn read_parquet(lake: &Lake, key: &Path) -> Result<Vec<RecordBatch>> {
 
 /// Decodes a whole Parquet object read from `key`.
 pub fn decode_parquet(key: &Path, bytes: Bytes) -> Result<Vec<RecordBatch>> {
-    let perr = |source| Error::Parquet {
-        key: key.to_string(),
-        source,
-    };
+    let perr = |e| Error::parquet(key, e);
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(perr)?
         .build()

@@ -640,10 +640,6 @@ impl ResultsFile {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let perr = |key: &Path| {
-            let key = key.to_string();
-            move |source| crate::Error::Parquet { key, source }
-        };
         let batch = Builder::new(&self.pending)
             .text(|_| self.run_id.as_str())
             .text(|_| self.step.as_str())
@@ -663,12 +659,16 @@ impl ResultsFile {
             None => {
                 let props = writer_properties(&self.key, &batch.schema(), &[])?;
                 let w = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))
-                    .map_err(perr(&self.key))?;
+                    .map_err(|e| crate::Error::parquet(&self.key, e))?;
                 self.writer.insert(w)
             }
         };
-        writer.write(&batch).map_err(perr(&self.key))?;
-        writer.flush().map_err(perr(&self.key))?;
+        writer
+            .write(&batch)
+            .map_err(|e| crate::Error::parquet(&self.key, e))?;
+        writer
+            .flush()
+            .map_err(|e| crate::Error::parquet(&self.key, e))?;
         self.pending.clear();
         Ok(())
     }
@@ -682,10 +682,7 @@ impl ResultsFile {
         if let Some(writer) = self.writer.take() {
             let bytes = writer
                 .into_inner()
-                .map_err(|source| crate::Error::Parquet {
-                    key: self.key.to_string(),
-                    source,
-                })?;
+                .map_err(|e| crate::Error::parquet(&self.key, e))?;
             put_whole(lake, &self.key, Bytes::from(bytes)).await?;
         }
         Ok(self.summary)
