@@ -70,10 +70,11 @@ def rss_bytes(pid):
     return 0
 
 
-def measure(cmd, cap, env=None, stdout=subprocess.DEVNULL):
+def measure(cmd, cap, env=None, stdout=subprocess.DEVNULL, cpu=None):
     """Runs cmd; returns (seconds, peak RSS bytes, outcome). The clock stops the moment the
     process is reaped (a blocking wait); a watchdog thread enforces the time cap and the memory
-    limit, so polling does not blur the timing of sub-second runs."""
+    limit, so polling does not blur the timing of sub-second runs. With `cpu` (a list), the
+    run's user and system CPU seconds are appended to it as a pair."""
     errf = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-stderr-{os.getpid()}.txt", "w+b")
     start = time.monotonic()
     p = subprocess.Popen(cmd, stdout=stdout, stderr=errf, env=env, start_new_session=True)
@@ -103,6 +104,8 @@ def measure(cmd, cap, env=None, stdout=subprocess.DEVNULL):
     errf.close()
     os.unlink(errf.name)
     rss = usage.ru_maxrss * 1024
+    if cpu is not None:
+        cpu.append((usage.ru_utime, usage.ru_stime))
     if verdict:
         return (cap if verdict[0] == "over the time cap" else seconds), rss, verdict[0]
     code = p.returncode

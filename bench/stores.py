@@ -231,21 +231,30 @@ def memory(measure, binary, work, sizes, cap, env):
 
 
 def cores(measure, binary, lake, runs, cap, env):
-    """The first silver + gold build pinned to one core and to two (`taskset`)."""
-    out = {}
-    for cpus in ("0", "0,1"):
-        samples = []
-        for _ in range(runs):
+    """The first silver + gold build pinned to one core and to two (`taskset`), the two
+    interleaved so that a drift in the machine's speed falls on both. Besides wall time, the
+    CPU time (user + system) of each: on two cores a build that scaled perfectly would take
+    the same CPU time as on one, so the ratio shows what the cores' hand-offs cost."""
+    order = ("0", "0,1")
+    wall = {c: [] for c in order}
+    cpu = {c: [] for c in order}
+    for _ in range(runs):
+        for cpus in order:
             clear_builds(binary, str(lake), env)
-            total = 0.0
+            total, used = 0.0, []
             for step in ("silver", "gold"):
-                s, _, outcome = measure(["taskset", "-c", cpus, binary, "--lake", str(lake), step], cap, env)
+                s, _, outcome = measure(["taskset", "-c", cpus, binary, "--lake", str(lake), step], cap, env, cpu=used)
                 if outcome != "ok":
                     sys.exit(f"{step} on cores {cpus}: {outcome}")
                 total += s
-            samples.append(total)
-            print(f"   cores {cpus:4}: {total:8.2f} s", flush=True)
-        out[cpus] = statistics.median(samples)
-    speedup = out["0"] / out["0,1"]
-    print(f"\nfirst silver + gold build: 1 core {out['0']:.2f} s, 2 cores {out['0,1']:.2f} s, speed-up {speedup:.2f}x (medians of {runs})")
-    return {"one_core_seconds": out["0"], "two_core_seconds": out["0,1"], "speedup": speedup}
+            user, system = sum(u for u, _ in used), sum(k for _, k in used)
+            wall[cpus].append(total)
+            cpu[cpus].append(user + system)
+            print(f"   cores {cpus:4}: {total:8.2f} s, CPU {user:7.2f} s user + {system:6.2f} s system", flush=True)
+    w = {c: statistics.median(wall[c]) for c in order}
+    c = {k: statistics.median(cpu[k]) for k in order}
+    speedup = w["0"] / w["0,1"]
+    print(f"\nfirst silver + gold build: 1 core {w['0']:.2f} s, 2 cores {w['0,1']:.2f} s, speed-up {speedup:.2f}x "
+          f"(medians of {runs}); CPU 1 core {c['0']:.2f} s, 2 cores {c['0,1']:.2f} s ({(c['0,1'] / c['0'] - 1) * 100:+.0f}%)")
+    return {"one_core_seconds": w["0"], "two_core_seconds": w["0,1"], "speedup": speedup,
+            "one_core_cpu_seconds": c["0"], "two_core_cpu_seconds": c["0,1"]}
