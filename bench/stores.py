@@ -230,31 +230,52 @@ def memory(measure, binary, work, sizes, cap, env):
     return rows
 
 
+def stolen_seconds(cpus):
+    """CPU time the hypervisor gave to others while these CPUs had work (`steal` in
+    /proc/stat, summed over `cpus`, a taskset list like "0,1")."""
+    wanted = {f"cpu{c}" for c in cpus.split(",")}
+    ticks = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] in wanted and len(fields) > 8:
+                ticks += int(fields[8])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def cores(measure, binary, lake, runs, cap, env):
     """The first silver + gold build pinned to one core and to two (`taskset`), the two
     interleaved so that a drift in the machine's speed falls on both. Besides wall time, the
     CPU time (user + system) of each: on two cores a build that scaled perfectly would take
-    the same CPU time as on one, so the ratio shows what the cores' hand-offs cost."""
+    the same CPU time as on one, so the ratio shows what the cores' hand-offs cost. And the
+    time the hypervisor took from the pinned CPUs (steal): on a shared host, a run that lost
+    seconds to other guests is slower for a reason outside the build."""
     order = ("0", "0,1")
     wall = {c: [] for c in order}
     cpu = {c: [] for c in order}
+    steal = {c: [] for c in order}
     for _ in range(runs):
         for cpus in order:
             clear_builds(binary, str(lake), env)
-            total, used = 0.0, []
+            total, used, stolen = 0.0, [], stolen_seconds(cpus)
             for step in ("silver", "gold"):
                 s, _, outcome = measure(["taskset", "-c", cpus, binary, "--lake", str(lake), step], cap, env, cpu=used)
                 if outcome != "ok":
                     sys.exit(f"{step} on cores {cpus}: {outcome}")
                 total += s
             user, system = sum(u for u, _ in used), sum(k for _, k in used)
+            stolen = stolen_seconds(cpus) - stolen
             wall[cpus].append(total)
             cpu[cpus].append(user + system)
-            print(f"   cores {cpus:4}: {total:8.2f} s, CPU {user:7.2f} s user + {system:6.2f} s system", flush=True)
+            steal[cpus].append(stolen)
+            print(f"   cores {cpus:4}: {total:8.2f} s, CPU {user:7.2f} s user + {system:6.2f} s system, "
+                  f"stolen by the hypervisor {stolen:5.2f} s", flush=True)
     w = {c: statistics.median(wall[c]) for c in order}
     c = {k: statistics.median(cpu[k]) for k in order}
     speedup = w["0"] / w["0,1"]
     print(f"\nfirst silver + gold build: 1 core {w['0']:.2f} s, 2 cores {w['0,1']:.2f} s, speed-up {speedup:.2f}x "
-          f"(medians of {runs}); CPU 1 core {c['0']:.2f} s, 2 cores {c['0,1']:.2f} s ({(c['0,1'] / c['0'] - 1) * 100:+.0f}%)")
+          f"(medians of {runs}); CPU 1 core {c['0']:.2f} s, 2 cores {c['0,1']:.2f} s ({(c['0,1'] / c['0'] - 1) * 100:+.0f}%); "
+          f"stolen 1 core {statistics.median(steal['0']):.2f} s, 2 cores {statistics.median(steal['0,1']):.2f} s")
     return {"one_core_seconds": w["0"], "two_core_seconds": w["0,1"], "speedup": speedup,
-            "one_core_cpu_seconds": c["0"], "two_core_cpu_seconds": c["0,1"]}
+            "one_core_cpu_seconds": c["0"], "two_core_cpu_seconds": c["0,1"],
+            "one_core_stolen_seconds": steal["0"], "two_core_stolen_seconds": steal["0,1"]}

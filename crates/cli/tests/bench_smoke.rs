@@ -30,6 +30,7 @@ fn every_engine_agrees_with_cryptolake_on_the_small_benchmark() {
             "--runs",
             "1",
             "--incremental",
+            "--cores",
         ])
         .arg("--binary")
         .arg(env!("CARGO_BIN_EXE_cryptolake"))
@@ -62,6 +63,35 @@ fn every_engine_agrees_with_cryptolake_on_the_small_benchmark() {
         );
     }
     assert_eq!(stdout.matches(": agree").count(), 6, "{stdout}");
+    // The cores measurement ran both pinnings, each with its CPU time and the time the host
+    // took from the pinned CPUs (steal, from /proc/stat).
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work.path().join("10x7/results.json")).unwrap(),
+    )
+    .unwrap();
+    let cores = &results["cores"];
+    let number = |k: &str| {
+        cores[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} in {cores}"))
+    };
+    assert!(
+        number("one_core_seconds") > 0.0 && number("two_core_seconds") > 0.0,
+        "{cores}"
+    );
+    assert!(number("one_core_cpu_seconds") > 0.0, "{cores}");
+    for k in ["one_core_stolen_seconds", "two_core_stolen_seconds"] {
+        let stolen = cores[k]
+            .as_array()
+            .unwrap_or_else(|| panic!("{k} in {cores}"));
+        assert_eq!(stolen.len(), 1, "{cores}");
+        assert!(stolen[0].as_f64().unwrap() >= 0.0, "{cores}");
+    }
+    assert_eq!(
+        stdout.matches("stolen by the hypervisor").count(),
+        2,
+        "{stdout}"
+    );
     // The incremental measurement ran, and each of its builds found the new hour (the runner
     // exits non-zero otherwise).
     assert!(
