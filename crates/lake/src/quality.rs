@@ -480,25 +480,36 @@ pub async fn evaluate_silver_into(
     let first = dates.iter().copied().find(|d| in_range(d, from, to));
     let mut checks = HourChecks::new(rules, now);
     // Date by date, in order, the next ones read while one is checked; the day before the
-    // range too, for the first hour's previous close.
+    // range too, for the first hour's previous close. Each date is decoded and sorted on the
+    // blocking pool, so the dates in flight decode on every core while this task checks.
     use futures::StreamExt;
     let reads = dates
         .iter()
         .filter(|d| in_range(d, from, to) || d.succ_opt() == first)
         .map(|d| async move {
             let key = paths::silver_partition_file(*d);
-            let mut hours = Vec::new();
-            for b in read_parquet(lake, &key).await? {
-                hours.extend(hourly_from_batch(&b, key.as_ref())?);
-            }
+            let what = key.clone();
+            let hours = lake
+                .get_with(&key, move |bytes| {
+                    let mut hours = Vec::new();
+                    for b in crate::decode_parquet(&what, bytes)? {
+                        hours.extend(hourly_from_batch(&b, what.as_ref())?);
+                    }
+                    hours.sort_by(|a, b| {
+                        (a.exchange, &a.symbol, a.open_time).cmp(&(
+                            b.exchange,
+                            &b.symbol,
+                            b.open_time,
+                        ))
+                    });
+                    Ok(hours)
+                })
+                .await?;
             Ok::<_, crate::Error>((*d, hours))
         });
     let mut reads = futures::stream::iter(reads).buffered(crate::dates_in_flight(lake, 4));
     while let Some(read) = reads.next().await {
-        let (d, mut hours) = read?;
-        hours.sort_by(|a, b| {
-            (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
-        });
+        let (d, hours) = read?;
         checks.feed(&hours, !in_range(&d, from, to));
         checks.take_findings().into_iter().for_each(&mut found);
     }
