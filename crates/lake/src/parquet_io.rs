@@ -121,6 +121,18 @@ pub async fn read_parquet(lake: &Lake, key: &Path) -> Result<Vec<RecordBatch>> {
     decode_parquet(key, lake.get(key).await?)
 }
 
+/// Decodes a silver partition read from `key` into its hours, in the file's order.
+pub(crate) fn decode_hours(
+    key: &Path,
+    bytes: Bytes,
+) -> Result<Vec<cryptolake_model::HourlyCandle>> {
+    let mut hours = Vec::new();
+    for b in decode_parquet(key, bytes)? {
+        hours.extend(crate::hourly_from_batch(&b, key.as_ref())?);
+    }
+    Ok(hours)
+}
+
 /// Decodes a whole Parquet object read from `key`.
 pub fn decode_parquet(key: &Path, bytes: Bytes) -> Result<Vec<RecordBatch>> {
     let perr = |e| Error::parquet(key, e);

@@ -17,7 +17,7 @@ use parquet::arrow::ArrowWriter;
 
 use crate::columns::Builder;
 use crate::parquet_io::{put_whole, writer_properties};
-use crate::{Lake, Result, daily_from_batch, hourly_from_batch, paths, read_parquet};
+use crate::{Lake, Result, daily_from_batch, paths, read_parquet};
 
 /// What a rule does when it is broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -491,17 +491,8 @@ pub async fn evaluate_silver_into(
             let what = key.clone();
             let hours = lake
                 .get_with(&key, move |bytes| {
-                    let mut hours = Vec::new();
-                    for b in crate::decode_parquet(&what, bytes)? {
-                        hours.extend(hourly_from_batch(&b, what.as_ref())?);
-                    }
-                    hours.sort_by(|a, b| {
-                        (a.exchange, &a.symbol, a.open_time).cmp(&(
-                            b.exchange,
-                            &b.symbol,
-                            b.open_time,
-                        ))
-                    });
+                    let mut hours = crate::parquet_io::decode_hours(&what, bytes)?;
+                    hours.sort_by(crate::silver::row_order);
                     Ok(hours)
                 })
                 .await?;

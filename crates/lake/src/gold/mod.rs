@@ -11,15 +11,13 @@ pub mod aggregate;
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use cryptolake_model::{DailyCandle, HourlyCandle};
+use cryptolake_model::DailyCandle;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::lease::Lease;
-use crate::{
-    Lake, Result, daily_to_batch, hourly_from_batch, paths, read_parquet, state, write_parquet,
-};
+use crate::{Lake, Result, daily_to_batch, paths, state, write_parquet};
 
 pub const SORTED_BY: [usize; 2] = [0, 1];
 
@@ -215,10 +213,7 @@ const DATES_IN_FLIGHT: usize = 4;
 /// partition's version.
 async fn build_date(lake: &Lake, date: NaiveDate) -> Result<(usize, String)> {
     let silver_key = paths::silver_partition_file(date);
-    let mut hours: Vec<HourlyCandle> = Vec::new();
-    for b in read_parquet(lake, &silver_key).await? {
-        hours.extend(hourly_from_batch(&b, silver_key.as_ref())?);
-    }
+    let hours = crate::parquet_io::decode_hours(&silver_key, lake.get(&silver_key).await?)?;
     // Silver partitions are sorted by exchange, symbol, open_time.
     let days: Vec<DailyCandle> = hours
         .chunk_by(crate::silver::same_rows_group)

@@ -116,14 +116,7 @@ impl DateJob {
             let Some((bytes, version)) = self.lake.get_versioned(&key).await? else {
                 return Ok((None, Vec::new()));
             };
-            let read = || {
-                let mut rows = Vec::new();
-                for b in crate::decode_parquet(&key, bytes)? {
-                    rows.extend(hourly_from_batch(&b, key.as_ref())?);
-                }
-                Ok::<_, Error>(rows)
-            };
-            match read() {
+            match crate::parquet_io::decode_hours(&key, bytes) {
                 Ok(rows) => Ok((Some(version), rows)),
                 Err(e) if self.rebuild => {
                     tracing::warn!(key = %key, error = %e, "replacing an unreadable silver partition");
@@ -330,9 +323,7 @@ impl DateJob {
             kept
         };
         merged.extend(fresh);
-        merged.sort_by(|a, b| {
-            (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
-        });
+        merged.sort_by(row_order);
         let unchanged = merged == existing;
         Ok(DatePrepared {
             date,

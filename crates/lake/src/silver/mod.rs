@@ -33,7 +33,7 @@ use crate::bronze::{decode, parse_payload};
 use crate::lease::Lease;
 use crate::paths::{self, BronzeKey};
 use crate::quality::{Action, QualityRules};
-use crate::{Error, Lake, Result, hourly_from_batch, hourly_to_batch, state, write_parquet};
+use crate::{Error, Lake, Result, hourly_to_batch, state, write_parquet};
 use aggregate::{Minute, confirmed_empty, dedup_latest, hourly};
 use build_state::{SilverState, manifest_since};
 pub use build_state::{list_partition_versions, partition_versions};
@@ -60,6 +60,11 @@ fn same_group(a: &BronzeKey, b: &BronzeKey) -> bool {
 /// Whether two silver rows belong to the same exchange and symbol.
 pub(crate) fn same_rows_group(a: &HourlyCandle, b: &HourlyCandle) -> bool {
     a.exchange == b.exchange && a.symbol == b.symbol
+}
+
+/// The order of silver rows: exchange, symbol, open time.
+pub(crate) fn row_order(a: &HourlyCandle, b: &HourlyCandle) -> std::cmp::Ordering {
+    (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
 }
 
 /// The partition of `key` when its window runs past the end of that partition's date.
