@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use chrono::{Duration, Utc};
-use cryptolake_lake::{paths, state};
+use chrono::Duration;
 use cryptolake_model::Exchange;
 use cryptolake_model::{date_of, day_start, hour_start};
 use cryptolake_pipeline::{GapRefetch, IngestRequest, Options, Pipeline, Settings};
@@ -13,13 +12,6 @@ use cryptolake_sources::limit::Budget;
 use cryptolake_sources::sim::{SimClock, SimMarket, SimOptions, SimServer};
 
 use crate::{Cli, Command, ingest_summary, transform_summary};
-
-/// Marks a lake as made by the demo, so the demo never mixes simulated data into a real lake.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct DemoMarker {
-    seed: u64,
-    created_at: chrono::DateTime<Utc>,
-}
 
 /// Example queries shown at the end: (what it shows, SQL).
 pub const EXAMPLES: [(&str, &str); 4] = [
@@ -84,32 +76,7 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
         ..Options::default()
     };
     let p = Pipeline::open(settings, options).await?;
-    let lake = p.lake();
-    let previous = state::read::<DemoMarker>(lake, &paths::demo_marker()).await?;
-    if previous.is_none() && !lake.list(&paths::bronze_root()).await?.is_empty() {
-        bail!(
-            "the lake at {} already holds data that is not from a demo; pass --lake to run the demo in another directory",
-            lake.root_url()
-        );
-    }
-    if let Some(prev) = &previous
-        && prev.seed != seed
-    {
-        bail!(
-            "the demo lake at {} was made with seed {}; use that seed or another --lake",
-            lake.root_url(),
-            prev.seed
-        );
-    }
-    state::write(
-        lake,
-        &paths::demo_marker(),
-        &DemoMarker {
-            seed,
-            created_at: previous.as_ref().map_or_else(Utc::now, |p| p.created_at),
-        },
-    )
-    .await?;
+    let continuing = p.claim_demo(seed).await?;
     println!(
         "simulated exchange (Binance, Coinbase and Kraken formats) listening on {}",
         sim.base_url()
@@ -128,7 +95,7 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
         };
         let req = IngestRequest {
             // A second demo continues where the first stopped.
-            since: previous.is_none().then_some(since),
+            since: (!continuing).then_some(since),
             ..IngestRequest::hourly(exchange, &run_id, now)
         };
         let m = p.ingest_strict(&req, &|_, _| {}).await?;
@@ -146,7 +113,7 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
     println!(
         "pipeline done in {:.1}s; lake at {}\n",
         started.elapsed().as_secs_f64(),
-        lake.root_url()
+        p.lake_url()
     );
 
     let engine = p.query_engine().await?;
@@ -155,10 +122,10 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
         let batches = engine.query(sql).await?;
         println!("{}\n", render(&batches, OutputFormat::Table)?);
     }
-    let lake_flag = if lake.root_url().ends_with("/lake") && std::path::Path::new("lake").exists() {
+    let lake_flag = if p.lake_url().ends_with("/lake") && std::path::Path::new("lake").exists() {
         String::new()
     } else {
-        format!(" --lake {}", lake.root_url())
+        format!(" --lake {}", p.lake_url())
     };
     println!(
         "Keep exploring (in the source tree, `cargo run --release --bin cryptolake --` stands for `cryptolake`):\n  \

@@ -3,7 +3,6 @@
 //! and argument parsing.
 
 mod backfill;
-mod bench;
 mod catalog;
 mod demo;
 #[cfg(feature = "glue")]
@@ -26,6 +25,7 @@ use cryptolake_lake::bronze::archive::Market;
 use cryptolake_lake::gold::GoldMetrics;
 use cryptolake_lake::silver::SilverMetrics;
 use cryptolake_model::{Exchange, ManualClock, Symbol, parse_time};
+use cryptolake_pipeline::bench::{GenerateRequest, WrittenAt};
 use cryptolake_pipeline::settings::{parse_duration, split_list};
 use cryptolake_pipeline::{
     DEFAULT_TOML, IngestRequest, Options, Pipeline, RunSummary, Settings, TransformReport,
@@ -38,6 +38,15 @@ use cryptolake_sources::sim::{Fault, FaultPlan, SimClock, SimMarket, SimOptions,
 /// Ingest pulls closed candles from exchanges into bronze (raw, append-only); silver builds
 /// hourly OHLCV candles; gold builds daily OHLCV; sql queries silver (crypto_analytics) and
 /// gold (crypto_gold).
+/// `--written-at` of `bench generate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WrittenAtArg {
+    /// When it was fetched: a lake that ingestion filled over time (history).
+    Fetched,
+    /// Now, as ingestion writes: new bronze the next build must pick up.
+    Now,
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "cryptolake", version, about, long_about = None)]
 struct Cli {
@@ -248,7 +257,7 @@ enum BenchCmd {
         /// Date the manifest entries when the pages were fetched (history) or now (new bronze
         /// for the next build, as ingestion writes it)
         #[arg(long, value_enum, default_value = "fetched")]
-        written_at: bench::WrittenAt,
+        written_at: WrittenAtArg,
     },
     /// Delete everything built from bronze (silver, gold, quarantine, ops tables, build
     /// state), keeping bronze, so that the next build is a first build
@@ -660,17 +669,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 _ => bail!("pass one of --days or --hours"),
             };
             let p = pipeline().await?;
-            let range = (start, start + span);
-            let g = bench::generate(
-                p.lake(),
-                *symbols,
-                range,
-                *seed,
-                *window_minutes,
-                *written_at,
-                p.now(),
-            )
-            .await?;
+            let g = p
+                .bench_generate(GenerateRequest {
+                    symbols: *symbols,
+                    range: (start, start + span),
+                    seed: *seed,
+                    window_minutes: *window_minutes,
+                    written_at: match written_at {
+                        WrittenAtArg::Fetched => WrittenAt::Fetched,
+                        WrittenAtArg::Now => WrittenAt::Now,
+                    },
+                })
+                .await?;
             println!("{}", serde_json::to_string(&g)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -681,7 +691,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             let p = pipeline().await?;
-            let n = bench::reset(p.lake()).await?;
+            let n = p.bench_reset().await?;
             println!("deleted {n} objects built from bronze");
             Ok(ExitCode::SUCCESS)
         }
@@ -711,13 +721,13 @@ async fn sql(p: &Pipeline, query: Option<&str>, format: OutputFormat) -> Result<
 }
 
 async fn runs(p: &Pipeline, limit: usize, format: OutputFormat) -> Result<ExitCode> {
-    let engine = p.query_engine().await?;
-    let sql = format!(
-        "SELECT run_id, step, started_at, round(extract(epoch FROM finished_at - started_at), 3) AS seconds, \
-         status, inputs, outputs, rows, quarantined, error \
-         FROM crypto_ops.runs ORDER BY started_at DESC, step LIMIT {limit}"
-    );
-    print!("{}", render(&engine.query(&sql).await?, format)?);
+    let runs = p.reads().runs(limit).await?;
+    let mut batch = cryptolake_pipeline::reads::runs_batch(&runs)?;
+    // The terminal table leaves out the end time, which start and seconds already tell.
+    if let Ok(i) = batch.schema().index_of("finished_at") {
+        batch.remove_column(i);
+    }
+    print!("{}", render(&[batch], format)?);
     if format == OutputFormat::Table {
         println!();
     }

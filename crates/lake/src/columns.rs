@@ -37,6 +37,12 @@ impl<'a, T> Builder<'a, T> {
         self.push(Arc::new(c))
     }
 
+    /// Text made for each row (a label), where no borrowed text exists.
+    pub fn text_owned(self, f: impl Fn(&T) -> String) -> Self {
+        let c = StringArray::from_iter_values(self.rows.iter().map(f));
+        self.push(Arc::new(c))
+    }
+
     pub fn text_opt<'b>(self, f: impl Fn(&'a T) -> Option<&'b str>) -> Self {
         let c = StringArray::from_iter(self.rows.iter().map(f));
         self.push(Arc::new(c))
@@ -76,6 +82,14 @@ impl<'a, T> Builder<'a, T> {
     pub fn time(self, f: impl Fn(&T) -> DateTime<Utc>) -> Self {
         let c = TimestampMicrosecondArray::from_iter_values(
             self.rows.iter().map(|r| f(r).timestamp_micros()),
+        )
+        .with_timezone("UTC");
+        self.push(Arc::new(c))
+    }
+
+    pub fn time_opt(self, f: impl Fn(&T) -> Option<DateTime<Utc>>) -> Self {
+        let c = TimestampMicrosecondArray::from_iter(
+            self.rows.iter().map(|r| f(r).map(|t| t.timestamp_micros())),
         )
         .with_timezone("UTC");
         self.push(Arc::new(c))

@@ -5,9 +5,11 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use chrono::{DateTime, NaiveDate, Utc};
-use cryptolake_model::{DailyCandle, Exchange, HourlyCandle, Symbol, schema};
+use cryptolake_model::{DailyCandle, Exchange, HourlyCandle, Outcome, Step, Symbol, schema};
 
 use crate::columns::Builder;
+use crate::ops::RunRecord;
+use crate::quality::{Action, QualityResult, RecordedResult, Rule, Status};
 use crate::{Error, Result};
 
 pub fn hourly_to_batch(rows: &[HourlyCandle]) -> Result<RecordBatch> {
@@ -218,6 +220,99 @@ pub fn daily_from_batch(
                 trade_count: r.trade_count,
                 hours_present: hp.value(i),
                 is_complete: ic.value(i),
+            })
+        })
+        .collect()
+}
+
+impl Columns<'_> {
+    fn text_opt(a: &StringArray, i: usize) -> Option<&str> {
+        a.is_valid(i).then(|| a.value(i))
+    }
+}
+
+/// Decodes rows of `crypto_ops.runs`; a step or status this build does not know is an error
+/// naming the row.
+pub fn runs_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<RunRecord>> {
+    let c = Columns { batch, what };
+    let run_id = c.get::<StringArray>("run_id")?;
+    let step = c.get::<StringArray>("step")?;
+    let started = c.get::<TimestampMicrosecondArray>("started_at")?;
+    let finished = c.get::<TimestampMicrosecondArray>("finished_at")?;
+    let status = c.get::<StringArray>("status")?;
+    let inputs = c.get::<Int64Array>("inputs")?;
+    let outputs = c.get::<Int64Array>("outputs")?;
+    let rows = c.get::<Int64Array>("rows")?;
+    let quarantined = c.get::<Int64Array>("quarantined")?;
+    let error = c.get::<StringArray>("error")?;
+    let details = c.get::<StringArray>("details")?;
+    (0..batch.num_rows())
+        .map(|i| {
+            let (s, exchange) = Step::parse_label(step.value(i))
+                .ok_or_else(|| c.bad(format!("row {i}: unknown step {:?}", step.value(i))))?;
+            Ok(RunRecord {
+                run_id: run_id.value(i).to_string(),
+                step: s,
+                exchange,
+                started_at: c.time(started, i)?,
+                finished_at: c.time(finished, i)?,
+                status: Outcome::parse(status.value(i)).ok_or_else(|| {
+                    c.bad(format!("row {i}: unknown status {:?}", status.value(i)))
+                })?,
+                inputs: inputs.value(i),
+                outputs: outputs.value(i),
+                rows: rows.value(i),
+                quarantined: quarantined.value(i),
+                error: Columns::text_opt(error, i).map(str::to_string),
+                details: details.value(i).to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Decodes rows of `crypto_ops.quality_results`; a rule, status, step, exchange or symbol this
+/// build does not know is an error naming the row.
+pub fn quality_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<RecordedResult>> {
+    let c = Columns { batch, what };
+    let run_id = c.get::<StringArray>("run_id")?;
+    let step = c.get::<StringArray>("step")?;
+    let checked = c.get::<TimestampMicrosecondArray>("checked_at")?;
+    let rule = c.get::<StringArray>("rule")?;
+    let action = c.get::<StringArray>("action")?;
+    let status = c.get::<StringArray>("status")?;
+    let exchange = c.get::<StringArray>("exchange")?;
+    let symbol = c.get::<StringArray>("symbol")?;
+    let subject = c.get::<StringArray>("subject")?;
+    let observed = c.get::<Float64Array>("observed")?;
+    let threshold = c.get::<Float64Array>("threshold")?;
+    let message = c.get::<StringArray>("message")?;
+    let unknown = |i: usize, what: &str, v: &str| c.bad(format!("row {i}: unknown {what} {v:?}"));
+    (0..batch.num_rows())
+        .map(|i| {
+            let result = QualityResult {
+                rule: Rule::parse(rule.value(i))
+                    .ok_or_else(|| unknown(i, "rule", rule.value(i)))?,
+                action: Action::parse(action.value(i))
+                    .ok_or_else(|| unknown(i, "action", action.value(i)))?,
+                status: Status::parse(status.value(i))
+                    .ok_or_else(|| unknown(i, "status", status.value(i)))?,
+                exchange: Columns::text_opt(exchange, i)
+                    .map(|e| e.parse().map_err(|e| c.bad(format!("row {i}: {e}"))))
+                    .transpose()?,
+                symbol: Columns::text_opt(symbol, i)
+                    .map(|s| Symbol::parse(s).map_err(|e| c.bad(format!("row {i}: {e}"))))
+                    .transpose()?,
+                subject: Columns::text_opt(subject, i).map(str::to_string),
+                observed: observed.is_valid(i).then(|| observed.value(i)),
+                threshold: threshold.is_valid(i).then(|| threshold.value(i)),
+                message: message.value(i).to_string(),
+            };
+            Ok(RecordedResult {
+                run_id: run_id.value(i).to_string(),
+                step: Step::parse(step.value(i))
+                    .ok_or_else(|| unknown(i, "step", step.value(i)))?,
+                checked_at: c.time(checked, i)?,
+                result,
             })
         })
         .collect()

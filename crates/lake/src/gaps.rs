@@ -505,7 +505,7 @@ fn gaps_to_batch(gaps: &[Gap]) -> Result<RecordBatch> {
         .finish(schema::gaps())
 }
 
-fn gaps_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<Gap>> {
+pub fn gaps_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<Gap>> {
     let bad = |reason: String| Error::Data {
         key: what.to_string(),
         reason,

@@ -1,7 +1,7 @@
 //! Run history: every step of every run leaves one row in `crypto_ops.runs`.
 
 use chrono::{DateTime, Utc};
-use cryptolake_model::schema;
+use cryptolake_model::{Exchange, Outcome, Step, schema};
 
 use crate::columns::Builder;
 use crate::{Lake, Result, paths, write_parquet};
@@ -10,12 +10,12 @@ use crate::{Lake, Result, paths, write_parquet};
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
     pub run_id: String,
-    /// `ingest`, `silver`, `gold`, ...
-    pub step: String,
+    pub step: Step,
+    /// The exchange of a per-exchange step; the table's `step` is then `ingest:binance`.
+    pub exchange: Option<Exchange>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
-    /// `ok` or `failed`.
-    pub status: String,
+    pub status: Outcome,
     /// What the step read: pages requested, bronze objects, silver partitions.
     pub inputs: i64,
     /// What it wrote: bronze objects, partitions.
@@ -30,9 +30,10 @@ pub struct RunRecord {
 
 /// Writes the record as its own small Parquet file, so that concurrent runs never contend.
 pub async fn record_run(lake: &Lake, r: &RunRecord) -> Result<()> {
+    let label = r.step.label(r.exchange);
     let batch = Builder::new(std::slice::from_ref(r))
         .text(|r| r.run_id.as_str())
-        .text(|r| r.step.as_str())
+        .text(|_| label.as_str())
         .time(|r| r.started_at)
         .time(|r| r.finished_at)
         .text(|r| r.status.as_str())
@@ -43,7 +44,10 @@ pub async fn record_run(lake: &Lake, r: &RunRecord) -> Result<()> {
         .text_opt(|r| r.error.as_deref())
         .text(|r| r.details.as_str())
         .finish(schema::runs())?;
-    let key = paths::run_record(r.started_at, &r.run_id, &r.step);
+    let key = paths::run_record(r.started_at, &r.run_id, &label, rand::random());
     write_parquet(lake, &key, &batch, &[]).await?;
+    // Readers in other processes learn from this one small object that the lake changed.
+    lake.put(&paths::change_marker(), bytes::Bytes::from(key.to_string()))
+        .await?;
     Ok(())
 }

@@ -6,8 +6,8 @@
 //! silver/ohlcv_1h/date=2024-03-01/part-00000.parquet
 //! gold/ohlcv_1d/date=2024-03-01/part-00000.parquet
 //! quarantine/ohlcv_1h/source=binance/dataset=klines_1m/symbol=BTC-USDT/date=2024-03-01/{bronze file}.json
-//! ops/runs/date=2024-03-01/{started}_{run_id}_{step}.parquet   run history (crypto_ops.runs)
-//! ops/quality_results/date=2024-03-01/{checked}_{run_id}_{step}.parquet   (crypto_ops.quality_results)
+//! ops/runs/date=2024-03-01/{started}_{run_id}_{step}_{nonce}.parquet   run history (crypto_ops.runs)
+//! ops/quality_results/date=2024-03-01/{checked}_{run_id}_{step}_{nonce}.parquet   (crypto_ops.quality_results)
 //! ops/gaps/date=2024-03-01/part-00000.parquet           missing minutes (crypto_ops.gaps)
 //! _manifest/bronze/{date written}/{hour written}/{written_at}_{nonce}_{bronze key with / as +}
 //!                                                       one empty entry per bronze object,
@@ -18,6 +18,7 @@
 //! _state/silver/ohlcv_1h.json                           bronze objects already in silver
 //! _state/gold/ohlcv_1d.json                             silver versions gold was built from
 //! _state/schedule.json                                  the scheduler's last slot
+//! _state/changed.json                                   rewritten after every step: readers elsewhere notice changes
 //! _locks/{name}/{generation}.json                       leases
 //! _staging/                                             local writes before their rename
 //! ```
@@ -225,19 +226,22 @@ pub fn part_file_name() -> &'static str {
     PART_FILE
 }
 
-/// One step of one run in `crypto_ops.runs`.
-pub fn run_record(started_at: DateTime<Utc>, run_id: &str, step: &str) -> Path {
+/// One step of one run in `crypto_ops.runs`. The nonce keeps two records of the same step
+/// of one run at the same instant (a clock stepped by hand) from replacing each other: these
+/// files are written once and never rewritten, which is what lets readers read each once.
+pub fn run_record(started_at: DateTime<Utc>, run_id: &str, step: &str, nonce: u32) -> Path {
     Path::from(format!(
-        "{OPS_RUNS}/date={}/{}_{run_id}_{step}.parquet",
+        "{OPS_RUNS}/date={}/{}_{run_id}_{step}_{nonce:08x}.parquet",
         started_at.date_naive(),
         format_compact(started_at)
     ))
 }
 
-/// The quality results of one step of one run in `crypto_ops.quality_results`.
-pub fn quality_results(checked_at: DateTime<Utc>, run_id: &str, step: &str) -> Path {
+/// The quality results of one step of one run in `crypto_ops.quality_results`; the nonce as
+/// in [`run_record`].
+pub fn quality_results(checked_at: DateTime<Utc>, run_id: &str, step: &str, nonce: u32) -> Path {
     Path::from(format!(
-        "{OPS_QUALITY_RESULTS}/date={}/{}_{run_id}_{step}.parquet",
+        "{OPS_QUALITY_RESULTS}/date={}/{}_{run_id}_{step}_{nonce:08x}.parquet",
         checked_at.date_naive(),
         format_compact(checked_at)
     ))
@@ -289,6 +293,12 @@ pub fn silver_state() -> Path {
 
 pub fn gold_state() -> Path {
     Path::from("_state/gold/ohlcv_1d.json")
+}
+
+/// Rewritten after every step's run record: a reader in another process looks at this one
+/// object's version to learn, in one request, whether the lake may have changed.
+pub fn change_marker() -> Path {
+    Path::from("_state/changed.json")
 }
 
 /// Everything a build derives from bronze, by prefix: removing it all makes the next build a

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use cryptolake_model::{CandleRule, DailyCandle, HourlyCandle, schema};
+use cryptolake_model::{CandleRule, DailyCandle, Exchange, HourlyCandle, Step, Symbol, schema};
 use serde::{Deserialize, Serialize};
 
 use bytes::Bytes;
@@ -131,15 +131,95 @@ impl QualityRules {
     }
 }
 
+/// A table rule, as `crypto_ops.quality_results` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    Completeness,
+    PriceJump,
+    Freshness,
+    Duplicates,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 4] = [
+        Rule::Completeness,
+        Rule::PriceJump,
+        Rule::Freshness,
+        Rule::Duplicates,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Completeness => "completeness",
+            Rule::PriceJump => "price_jump",
+            Rule::Freshness => "freshness",
+            Rule::Duplicates => "duplicates",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an evaluation of a rule found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Violation,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Violation => "violation",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        [Status::Pass, Status::Violation]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Action> {
+        [Action::Warn, Action::Drop, Action::Quarantine, Action::Fail]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
 /// One finding, or the pass of a rule with nothing to report.
+///
+/// A pass either sums up the whole evaluation (no exchange, no subject), or says that one
+/// exchange and symbol had nothing to report over one scope: its hours of one date (subject
+/// the ISO 8601 interval of that date), one closed day (subject the date), or its freshness
+/// (no subject). These scoped passes are what lets a later evaluation resolve an earlier
+/// violation: the current state of a rule for a subject is its latest evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QualityResult {
-    pub rule: String,
+    pub rule: Rule,
     pub action: Action,
-    /// `pass` or `violation`.
-    pub status: String,
-    pub exchange: Option<String>,
-    pub symbol: Option<String>,
+    pub status: Status,
+    pub exchange: Option<Exchange>,
+    pub symbol: Option<Symbol>,
     /// The hour, day or object concerned.
     pub subject: Option<String>,
     pub observed: Option<f64>,
@@ -149,18 +229,18 @@ pub struct QualityResult {
 
 impl QualityResult {
     pub fn is_violation(&self) -> bool {
-        self.status == "violation"
+        self.status == Status::Violation
     }
 
     pub fn fails(&self) -> bool {
         self.is_violation() && self.action == Action::Fail
     }
 
-    fn pass(rule: &str, action: Action, message: String) -> QualityResult {
+    fn pass(rule: Rule, action: Action, message: String) -> QualityResult {
         QualityResult {
-            rule: rule.into(),
+            rule,
             action,
-            status: "pass".into(),
+            status: Status::Pass,
             exchange: None,
             symbol: None,
             subject: None,
@@ -176,15 +256,15 @@ impl QualityResult {
 pub fn duplicates_result(rules: &QualityRules, dropped: usize) -> QualityResult {
     if dropped == 0 {
         return QualityResult::pass(
-            "duplicates",
+            Rule::Duplicates,
             rules.duplicates,
             "no conflicting duplicate minutes".into(),
         );
     }
     QualityResult {
-        rule: "duplicates".into(),
+        rule: Rule::Duplicates,
         action: rules.duplicates,
-        status: "violation".into(),
+        status: Status::Violation,
         exchange: None,
         symbol: None,
         subject: None,
@@ -220,10 +300,40 @@ pub struct HourChecks<'a> {
     jumps: usize,
     /// The newest hour seen of each exchange and symbol.
     newest: BTreeMap<(String, String), HourlyCandle>,
+    /// The exchanges, symbols and dates of the hours judged in the current `feed`, with
+    /// whether each broke completeness and price jumps.
+    judged: BTreeMap<(Exchange, Symbol, NaiveDate), (bool, bool)>,
+}
+
+/// The ISO 8601 interval of a date's hours: the subject of a pass over them.
+pub fn hours_of(date: NaiveDate) -> String {
+    let start = date.and_time(chrono::NaiveTime::MIN).and_utc();
+    format!(
+        "{}/{}",
+        start.to_rfc3339(),
+        (start + Duration::days(1)).to_rfc3339()
+    )
+}
+
+/// A pass of `rule` for one exchange and symbol over `subject`.
+fn scoped_pass(
+    rule: Rule,
+    action: Action,
+    exchange: Exchange,
+    symbol: &Symbol,
+    subject: Option<String>,
+    message: String,
+) -> QualityResult {
+    QualityResult {
+        exchange: Some(exchange),
+        symbol: Some(symbol.clone()),
+        subject,
+        ..QualityResult::pass(rule, action, message)
+    }
 }
 
 fn violation(
-    rule: &str,
+    rule: Rule,
     action: Action,
     h: &HourlyCandle,
     observed: f64,
@@ -231,11 +341,11 @@ fn violation(
     message: String,
 ) -> QualityResult {
     QualityResult {
-        rule: rule.into(),
+        rule,
         action,
-        status: "violation".into(),
-        exchange: Some(h.exchange.to_string()),
-        symbol: Some(h.symbol.to_string()),
+        status: Status::Violation,
+        exchange: Some(h.exchange),
+        symbol: Some(h.symbol.clone()),
         subject: Some(h.open_time.to_rfc3339()),
         observed: Some(observed),
         threshold: Some(threshold),
@@ -253,6 +363,7 @@ impl<'a> HourChecks<'a> {
             incomplete: 0,
             jumps: 0,
             newest: BTreeMap::new(),
+            judged: BTreeMap::new(),
         }
     }
 
@@ -265,12 +376,17 @@ impl<'a> HourChecks<'a> {
             let previous = self.newest.get(&key);
             if !context {
                 self.hours += 1;
+                let judged = self
+                    .judged
+                    .entry((h.exchange, h.symbol.clone(), h.open_time.date_naive()))
+                    .or_default();
                 // Minutes confirmed empty count as complete data, as in gold's is_complete.
                 let covered = h.minutes_covered();
                 if covered < rules.min_minutes_per_hour {
                     self.incomplete += 1;
+                    judged.0 = true;
                     self.out.push(violation(
-                        "completeness",
+                        Rule::Completeness,
                         rules.completeness,
                         h,
                         f64::from(covered),
@@ -288,8 +404,9 @@ impl<'a> HourChecks<'a> {
                     let change = (h.close / p.close - 1.0).abs();
                     if change > rules.max_price_change {
                         self.jumps += 1;
+                        judged.1 = true;
                         self.out.push(violation(
-                            "price_jump",
+                            Rule::PriceJump,
                             rules.price_jump,
                             h,
                             change,
@@ -308,6 +425,35 @@ impl<'a> HourChecks<'a> {
                 self.newest.insert(key, h.clone());
             }
         }
+        // Each exchange, symbol and date judged here without a finding passes, so that the
+        // current state of an earlier finding over those hours is resolved.
+        for ((exchange, symbol, date), (incomplete, jumped)) in std::mem::take(&mut self.judged) {
+            for (rule, action, broken, message) in [
+                (
+                    Rule::Completeness,
+                    rules.completeness,
+                    incomplete,
+                    "every hour complete",
+                ),
+                (
+                    Rule::PriceJump,
+                    rules.price_jump,
+                    jumped,
+                    "every hour within the threshold",
+                ),
+            ] {
+                if !broken {
+                    self.out.push(scoped_pass(
+                        rule,
+                        action,
+                        exchange,
+                        &symbol,
+                        Some(hours_of(date)),
+                        message.into(),
+                    ));
+                }
+            }
+        }
     }
 
     /// The findings so far, taken out of the checks (so that a caller can write them as they
@@ -320,14 +466,14 @@ impl<'a> HourChecks<'a> {
         let rules = self.rules;
         if self.incomplete == 0 {
             self.out.push(QualityResult::pass(
-                "completeness",
+                Rule::Completeness,
                 rules.completeness,
                 format!("{} hours complete", self.hours),
             ));
         }
         if self.jumps == 0 {
             self.out.push(QualityResult::pass(
-                "price_jump",
+                Rule::PriceJump,
                 rules.price_jump,
                 format!("{} hours within the threshold", self.hours),
             ));
@@ -336,10 +482,20 @@ impl<'a> HourChecks<'a> {
         let mut stale = 0;
         for h in self.newest.values() {
             let age = (self.now - (h.open_time + Duration::hours(1))).num_minutes();
+            if age <= rules.max_age_minutes {
+                self.out.push(scoped_pass(
+                    Rule::Freshness,
+                    rules.freshness,
+                    h.exchange,
+                    &h.symbol,
+                    None,
+                    format!("newest closed hour ended {age} minutes ago"),
+                ));
+            }
             if age > rules.max_age_minutes {
                 stale += 1;
                 self.out.push(violation(
-                    "freshness",
+                    Rule::Freshness,
                     rules.freshness,
                     h,
                     age as f64,
@@ -350,7 +506,7 @@ impl<'a> HourChecks<'a> {
         }
         if stale == 0 {
             self.out.push(QualityResult::pass(
-                "freshness",
+                Rule::Freshness,
                 rules.freshness,
                 format!("{} symbols fresh", self.newest.len()),
             ));
@@ -369,20 +525,35 @@ pub fn check_days(
         .iter()
         .filter(|d| d.date < today && d.hours_present < rules.min_hours_per_day)
         .map(|d| QualityResult {
-            rule: "completeness".into(),
+            rule: Rule::Completeness,
             action: rules.completeness,
-            status: "violation".into(),
-            exchange: Some(d.exchange.to_string()),
-            symbol: Some(d.symbol.to_string()),
+            status: Status::Violation,
+            exchange: Some(d.exchange),
+            symbol: Some(d.symbol.clone()),
             subject: Some(d.date.to_string()),
             observed: Some(f64::from(d.hours_present)),
             threshold: Some(f64::from(rules.min_hours_per_day)),
             message: format!("day has {} of 24 hours", d.hours_present),
         })
         .collect();
-    if out.is_empty() {
+    let broken = out.len();
+    out.extend(
+        days.iter()
+            .filter(|d| d.date < today && d.hours_present >= rules.min_hours_per_day)
+            .map(|d| {
+                scoped_pass(
+                    Rule::Completeness,
+                    rules.completeness,
+                    d.exchange,
+                    &d.symbol,
+                    Some(d.date.to_string()),
+                    format!("day has {} of 24 hours", d.hours_present),
+                )
+            }),
+    );
+    if broken == 0 {
         out.push(QualityResult::pass(
-            "completeness",
+            Rule::Completeness,
             rules.completeness,
             format!(
                 "{} closed days complete",
@@ -537,6 +708,104 @@ pub async fn evaluate_gold(
     Ok(check_days(rules, &days, now.date_naive()))
 }
 
+/// One row of `crypto_ops.quality_results`: a result as a step recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedResult {
+    pub run_id: String,
+    pub step: Step,
+    pub checked_at: DateTime<Utc>,
+    pub result: QualityResult,
+}
+
+/// What a result is about, for its current state: a later result of the same rule, exchange,
+/// symbol and scope supersedes it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// The whole evaluation (no exchange): a rule's summary, or the duplicates of a build.
+    Evaluation,
+    /// One exchange and symbol as a whole (freshness).
+    Pair,
+    /// The hours of one date (completeness and price jumps of silver).
+    Hours(NaiveDate),
+    /// One closed day (completeness of gold).
+    Day(NaiveDate),
+    /// A subject of another shape, kept as it is.
+    Other(String),
+}
+
+impl Scope {
+    pub fn of(r: &QualityResult) -> Scope {
+        if r.exchange.is_none() {
+            return Scope::Evaluation;
+        }
+        let Some(subject) = r.subject.as_deref() else {
+            return Scope::Pair;
+        };
+        if r.rule == Rule::Freshness {
+            return Scope::Pair;
+        }
+        if let Ok(d) = NaiveDate::parse_from_str(subject, "%Y-%m-%d") {
+            return Scope::Day(d);
+        }
+        // An hour (`2024-03-01T05:00:00+00:00`), or the interval of a date's hours.
+        let start = subject.split('/').next().unwrap_or(subject);
+        match DateTime::parse_from_rfc3339(start) {
+            Ok(t) => Scope::Hours(t.with_timezone(&Utc).date_naive()),
+            Err(_) => Scope::Other(subject.to_string()),
+        }
+    }
+}
+
+/// The key of a result's current state.
+pub type StateKey = (Rule, Option<Exchange>, Option<Symbol>, Scope);
+
+/// When an evaluation happened: its `checked_at`, then the order its file was written in
+/// (two evaluations on a clock stepped by hand can share an instant).
+pub type EvaluationOrder = (DateTime<Utc>, u64);
+
+/// The current state of every rule and subject: of each (rule, exchange, symbol, scope), the
+/// violations of its latest evaluation. A violation a later evaluation did not find again is
+/// resolved; results may be added in any order.
+#[derive(Debug, Clone, Default)]
+pub struct CurrentState {
+    latest: std::collections::HashMap<StateKey, (EvaluationOrder, Vec<RecordedResult>)>,
+}
+
+impl CurrentState {
+    /// Adds a result of the evaluation written `written`-th (results of one file share it).
+    pub fn add(&mut self, r: RecordedResult, written: u64) {
+        use std::collections::hash_map::Entry;
+        let key = (
+            r.result.rule,
+            r.result.exchange,
+            r.result.symbol.clone(),
+            Scope::of(&r.result),
+        );
+        let violation = r.result.is_violation();
+        let when = (r.checked_at, written);
+        match self.latest.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert((when, if violation { vec![r] } else { Vec::new() }));
+            }
+            Entry::Occupied(mut o) => {
+                let (at, open) = o.get_mut();
+                if when > *at {
+                    *at = when;
+                    open.clear();
+                }
+                if when == *at && violation {
+                    open.push(r);
+                }
+            }
+        }
+    }
+
+    /// The violations still open, in no particular order.
+    pub fn open(&self) -> impl Iterator<Item = &RecordedResult> {
+        self.latest.values().flat_map(|(_, open)| open.iter())
+    }
+}
+
 /// How many results are held before they are encoded as the next row group of their file.
 const RESULTS_PER_ROW_GROUP: usize = 4096;
 
@@ -553,7 +822,7 @@ pub struct Summary {
     /// Results, passes included.
     pub results: usize,
     /// Violations per rule.
-    pub violations: BTreeMap<String, usize>,
+    pub violations: BTreeMap<Rule, usize>,
     /// The first violations of each rule, in the order they were found.
     pub examples: Vec<QualityResult>,
     /// Violations of rules whose action is `fail`.
@@ -578,7 +847,7 @@ impl Summary {
         if !r.is_violation() {
             return;
         }
-        let n = self.violations.entry(r.rule.clone()).or_default();
+        let n = self.violations.entry(r.rule).or_default();
         *n += 1;
         if *n <= EXAMPLES_PER_RULE {
             self.examples.push(r.clone());
@@ -600,7 +869,7 @@ impl Summary {
 pub struct ResultsFile {
     key: Path,
     run_id: String,
-    step: String,
+    step: Step,
     checked_at: DateTime<Utc>,
     pending: Vec<QualityResult>,
     writer: Option<ArrowWriter<Vec<u8>>>,
@@ -610,11 +879,11 @@ pub struct ResultsFile {
 }
 
 impl ResultsFile {
-    pub fn new(run_id: &str, step: &str, checked_at: DateTime<Utc>) -> ResultsFile {
+    pub fn new(run_id: &str, step: Step, checked_at: DateTime<Utc>) -> ResultsFile {
         ResultsFile {
-            key: paths::quality_results(checked_at, run_id, step),
+            key: paths::quality_results(checked_at, run_id, step.as_str(), rand::random()),
             run_id: run_id.to_string(),
-            step: step.to_string(),
+            step,
             checked_at,
             pending: Vec::new(),
             writer: None,
@@ -649,8 +918,8 @@ impl ResultsFile {
             .text(|r| r.rule.as_str())
             .text(|r| r.action.as_str())
             .text(|r| r.status.as_str())
-            .text_opt(|r| r.exchange.as_deref())
-            .text_opt(|r| r.symbol.as_deref())
+            .text_opt(|r| r.exchange.map(Exchange::as_str))
+            .text_opt(|r| r.symbol.as_ref().map(Symbol::as_str))
             .text_opt(|r| r.subject.as_deref())
             .float64_opt(|r| r.observed)
             .float64_opt(|r| r.threshold)
@@ -775,15 +1044,14 @@ mod tests {
     fn finding(i: usize, action: Action) -> QualityResult {
         QualityResult {
             rule: if i.is_multiple_of(2) {
-                "completeness"
+                Rule::Completeness
             } else {
-                "price_jump"
-            }
-            .into(),
+                Rule::PriceJump
+            },
             action,
-            status: "violation".into(),
-            exchange: Some("binance".into()),
-            symbol: Some("BTC-USDT".into()),
+            status: Status::Violation,
+            exchange: Some(Exchange::Binance),
+            symbol: Some(Symbol::parse("BTC-USDT").unwrap()),
             subject: Some(format!("hour {i}")),
             observed: Some(i as f64),
             threshold: Some(60.0),
@@ -797,7 +1065,7 @@ mod tests {
         let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
         let at = parse_time("2024-03-01T05:00:00Z").unwrap();
         let n = 2 * RESULTS_PER_ROW_GROUP + 7;
-        let mut file = ResultsFile::new("run-1", "silver", at);
+        let mut file = ResultsFile::new("run-1", Step::Silver, at);
         for i in 0..n {
             file.push(finding(i, if i == 5 { Action::Fail } else { Action::Warn }));
             // Never more than a row group's results wait in memory.
@@ -805,16 +1073,18 @@ mod tests {
         }
         let summary = file.finish(&lake).await.unwrap();
         assert_eq!(summary.results, n);
-        assert_eq!(summary.violations["completeness"], n.div_ceil(2));
-        assert_eq!(summary.violations["price_jump"], n / 2);
+        assert_eq!(summary.violations[&Rule::Completeness], n.div_ceil(2));
+        assert_eq!(summary.violations[&Rule::PriceJump], n / 2);
         assert_eq!(summary.examples.len(), 2 * EXAMPLES_PER_RULE);
         assert_eq!(summary.failed, 1);
         assert_eq!(summary.failed_examples[0].message, "finding 5");
 
-        let bytes = lake
-            .get(&paths::quality_results(at, "run-1", "silver"))
+        let written = lake
+            .list(&Path::from(paths::OPS_QUALITY_RESULTS))
             .await
             .unwrap();
+        assert_eq!(written.len(), 1);
+        let bytes = lake.get(&written[0].location).await.unwrap();
         let reader =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
         assert_eq!(reader.metadata().num_row_groups(), 3);
@@ -843,12 +1113,168 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
         let at = parse_time("2024-03-01T05:00:00Z").unwrap();
-        let summary = ResultsFile::new("run-1", "gold", at)
+        let summary = ResultsFile::new("run-1", Step::Gold, at)
             .finish(&lake)
             .await
             .unwrap();
         assert_eq!(summary, Summary::default());
-        let key = paths::quality_results(at, "run-1", "gold");
-        assert!(lake.head(&key).await.unwrap().is_none());
+        let written = lake
+            .list(&Path::from(paths::OPS_QUALITY_RESULTS))
+            .await
+            .unwrap();
+        assert!(written.is_empty(), "{written:?}");
+    }
+
+    fn recorded(minute: i64, r: QualityResult) -> RecordedResult {
+        RecordedResult {
+            run_id: format!("run-{minute}"),
+            step: Step::Silver,
+            checked_at: parse_time("2024-03-01T00:00:00Z").unwrap() + Duration::minutes(minute),
+            result: r,
+        }
+    }
+
+    fn hours_result(hour: &str, minutes: i32, at: i64) -> Vec<RecordedResult> {
+        let rules = QualityRules::default();
+        let h = hour_of(hour, minutes);
+        let mut checks = HourChecks::new(&rules, h.open_time + Duration::hours(2));
+        checks.feed(std::slice::from_ref(&h), false);
+        checks
+            .take_findings()
+            .into_iter()
+            .map(|r| recorded(at, r))
+            .collect()
+    }
+
+    fn hour_of(t: &str, minutes: i32) -> HourlyCandle {
+        hour(t, 100.0, minutes)
+    }
+
+    #[test]
+    fn a_later_evaluation_of_the_same_hours_resolves_a_violation() {
+        let mut state = CurrentState::default();
+        // First evaluation: the hour is missing minutes.
+        for r in hours_result("2024-03-01T05:00:00Z", 50, 0) {
+            state.add(r, 0);
+        }
+        let open: Vec<_> = state.open().map(|r| r.result.rule).collect();
+        assert_eq!(open, vec![Rule::Completeness]);
+        // A later evaluation of the same date finds it complete: the date's pass resolves it.
+        for r in hours_result("2024-03-01T05:00:00Z", 60, 10) {
+            state.add(r, 1);
+        }
+        assert_eq!(state.open().count(), 0);
+        // At the same instant, the evaluation written later is the later one.
+        let mut same = CurrentState::default();
+        for r in hours_result("2024-03-01T05:00:00Z", 50, 0) {
+            same.add(r, 0);
+        }
+        for r in hours_result("2024-03-01T05:00:00Z", 60, 0) {
+            same.add(r, 1);
+        }
+        assert_eq!(same.open().count(), 0);
+        // Another date's evaluation resolves nothing of this one.
+        let mut other = CurrentState::default();
+        for r in hours_result("2024-03-01T05:00:00Z", 50, 0)
+            .into_iter()
+            .chain(hours_result("2024-03-02T05:00:00Z", 60, 10))
+        {
+            other.add(r, 0);
+        }
+        assert_eq!(other.open().count(), 1);
+    }
+
+    #[test]
+    fn a_gold_day_pass_does_not_resolve_an_hour_of_silver() {
+        let rules = QualityRules::default();
+        let mut state = CurrentState::default();
+        for r in hours_result("2024-03-01T05:00:00Z", 50, 0) {
+            state.add(r, 0);
+        }
+        let day = DailyCandle {
+            exchange: Exchange::Binance,
+            symbol: Symbol::parse("BTC-USDT").unwrap(),
+            date: NaiveDate::from_ymd_opt(2024, 3, 1).unwrap(),
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+            volume: 1.0,
+            quote_volume: None,
+            trade_count: None,
+            hours_present: 24,
+            is_complete: false,
+        };
+        let today = NaiveDate::from_ymd_opt(2024, 3, 5).unwrap();
+        let days = check_days(&rules, &[day], today);
+        assert!(
+            days.iter()
+                .any(|r| r.exchange.is_some() && !r.is_violation())
+        );
+        for r in days {
+            state.add(recorded(10, r), 1);
+        }
+        assert_eq!(
+            state.open().count(),
+            1,
+            "the day has every hour, not every minute"
+        );
+    }
+
+    proptest::proptest! {
+        /// The current state does not depend on the order results arrive in: each
+        /// (rule, pair, scope) shows exactly the violations of its latest evaluation.
+        #[test]
+        fn the_current_state_is_the_latest_evaluation_whatever_the_order(
+            evals in proptest::collection::vec((0i64..6, 0usize..3, 40i32..=60), 1..12),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let hours = ["2024-03-01T05:00:00Z", "2024-03-01T06:00:00Z", "2024-03-02T01:00:00Z"];
+            let mut all = Vec::new();
+            for (at, which, minutes) in &evals {
+                all.extend(hours_result(hours[*which], *minutes, *at));
+            }
+            // The expectation, worked out directly: per date, the latest evaluation of it;
+            // within that evaluation, the hours it found incomplete.
+            let mut latest: BTreeMap<NaiveDate, i64> = BTreeMap::new();
+            for (at, which, _) in &evals {
+                let d = parse_time(hours[*which]).unwrap().date_naive();
+                let e = latest.entry(d).or_insert(*at);
+                *e = (*e).max(*at);
+            }
+            let mut want: Vec<(i64, String)> = Vec::new();
+            for (at, which, minutes) in &evals {
+                let d = parse_time(hours[*which]).unwrap().date_naive();
+                if latest[&d] == *at && *minutes < 60 {
+                    want.push((*at, parse_time(hours[*which]).unwrap().to_rfc3339()));
+                }
+            }
+            want.sort();
+            // Shuffled arrival.
+            let mut order: Vec<usize> = (0..all.len()).collect();
+            let mut x = seed | 1;
+            for i in (1..order.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                order.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let mut state = CurrentState::default();
+            for i in order {
+                state.add(all[i].clone(), 0);
+            }
+            let mut got: Vec<(i64, String)> = state
+                .open()
+                .filter(|r| r.result.rule == Rule::Completeness)
+                .map(|r| {
+                    let minute = (r.checked_at - parse_time("2024-03-01T00:00:00Z").unwrap()).num_minutes();
+                    (minute, r.result.subject.clone().unwrap())
+                })
+                .collect();
+            got.sort();
+            want.dedup();
+            got.dedup();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 }

@@ -8,6 +8,7 @@ mod candle;
 pub mod clock;
 mod error;
 mod exchange;
+mod run;
 pub mod schema;
 mod symbol;
 mod time;
@@ -16,6 +17,7 @@ pub use candle::{Candle, DailyCandle, HourlyCandle};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, system_clock};
 pub use error::{CandleRule, Error, Result};
 pub use exchange::Exchange;
+pub use run::{Outcome, Step};
 pub use symbol::Symbol;
 pub use time::{
     MICROS_PER_MINUTE, date_of, day_start, format_compact, hour_start, minute_aligned, parse_time,

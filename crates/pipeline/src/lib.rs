@@ -7,10 +7,13 @@
 //! - [`Pipeline`]: the steps (ingest, refetch, silver, gold, check, gaps, backfill, import),
 //!   each under its lease, each leaving a row in `crypto_ops.runs` and a [`StepEvent`].
 //! - [`schedule`]: the hourly job on a cron schedule.
+//! - [`reads`]: the read model, which answers every reader of the lake from memory.
 
+pub mod bench;
 pub mod events;
 mod freshness;
 mod pipeline;
+pub mod reads;
 pub mod schedule;
 pub mod settings;
 

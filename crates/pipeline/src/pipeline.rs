@@ -61,6 +61,8 @@ pub struct Pipeline {
     /// One client per exchange and base URL for the life of the process, so that every
     /// request to an exchange (ingest, backfill, gap refetch) shares one budget.
     clients: Mutex<HashMap<(Exchange, String), ExchangeClient>>,
+    /// What every reader of the lake asks: the dashboard, the API, metrics, reports.
+    reads: crate::reads::ReadModel,
 }
 
 /// One ingest: the hourly one, a range, or exact windows.
@@ -429,12 +431,19 @@ impl Pipeline {
             Lake::open_with(&settings.lake, &lake_options)?
         };
         lake.probe().await?;
+        let reads = crate::reads::ReadModel::new(
+            lake.clone(),
+            options.clock.clone(),
+            settings.server.read_cache,
+            settings.quality.max_age_minutes,
+        );
         Ok(Pipeline {
             settings,
             lake,
             options,
             events: None,
             clients: Mutex::new(HashMap::new()),
+            reads,
         })
     }
 
@@ -448,8 +457,18 @@ impl Pipeline {
         &self.settings
     }
 
-    pub fn lake(&self) -> &Lake {
+    pub(crate) fn lake(&self) -> &Lake {
         &self.lake
+    }
+
+    /// The read model: typed answers from memory for every reader of the lake.
+    pub fn reads(&self) -> &crate::reads::ReadModel {
+        &self.reads
+    }
+
+    /// Whether the lake answers (one listing).
+    pub async fn probe(&self) -> Result<()> {
+        Ok(self.lake.probe().await?)
     }
 
     /// The lake's stray and missing table files, and with `read` its damaged ones, each with
@@ -521,11 +540,12 @@ impl Pipeline {
         }
         let record = RunRecord {
             run_id: run_id.to_string(),
-            step: step.label(exchange),
+            step,
+            exchange,
             started_at,
             finished_at: started_at
                 + chrono::Duration::from_std(duration).unwrap_or_else(|_| chrono::Duration::zero()),
-            status: outcome.as_str().to_string(),
+            status: outcome,
             inputs: report.counts.inputs,
             outputs: report.counts.outputs,
             rows: report.counts.rows,
@@ -536,6 +556,7 @@ impl Pipeline {
         if let Err(e) = record_run(&self.lake, &record).await {
             warn!(step = %step, run_id, error = %e, "could not record the run");
         }
+        self.reads.changed();
         let event = StepEvent {
             run_id: run_id.to_string(),
             step,
@@ -773,7 +794,7 @@ impl Pipeline {
         }
         // The findings go to their file as they are found: a first build over years of
         // hours may have many, and memory holds a row group of them.
-        let mut file = quality::ResultsFile::new(run_id, Step::Silver.as_str(), self.now());
+        let mut file = quality::ResultsFile::new(run_id, Step::Silver, self.now());
         file.push(quality::duplicates_result(&rules, m.conflicting_duplicates));
         if let (Some(from), Some(to)) = (m.changed_dates.first(), m.changed_dates.last()) {
             quality::evaluate_silver_into(&self.lake, &rules, Some(*from), Some(*to), now, |r| {
@@ -870,7 +891,7 @@ impl Pipeline {
         step: Step,
         results: &[QualityResult],
     ) -> Result<quality::Summary> {
-        let mut file = quality::ResultsFile::new(run_id, step.as_str(), self.now());
+        let mut file = quality::ResultsFile::new(run_id, step, self.now());
         results.iter().cloned().for_each(|r| file.push(r));
         self.close_quality(step, file).await
     }

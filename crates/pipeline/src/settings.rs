@@ -104,6 +104,9 @@ timeout = "5m"
 http = "127.0.0.1:8080"
 # The most rows one SQL request to the server returns. Env: CRYPTOLAKE_SERVER_MAX_ROWS.
 max_rows = 100000
+# Memory for decoded partitions that the dashboard, the API, /metrics and the reports are
+# answered from; the least recently used are dropped past it. Env: CRYPTOLAKE_SERVER_READ_CACHE.
+read_cache = "512MiB"
 # The PostgreSQL wire protocol, for BI tools and database drivers (docs/bi.md); off unless set.
 # Loopback needs no user; any other address needs at least one user below.
 # Env: CRYPTOLAKE_SERVER_PG. Flag: serve --pg.
@@ -280,6 +283,8 @@ pub struct ServerSettings {
     pub token: Option<Secret>,
     /// The most rows one SQL request returns.
     pub max_rows: usize,
+    /// Bytes of decoded partitions the read model keeps.
+    pub read_cache: u64,
     /// Where the PostgreSQL wire protocol listens; `None` leaves it off.
     pub pg: Option<std::net::SocketAddr>,
     pub pg_max_connections: usize,
@@ -433,6 +438,7 @@ impl Default for Settings {
                 http: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
                 token: None,
                 max_rows: 100_000,
+                read_cache: 512 << 20,
                 pg: None,
                 pg_max_connections: 32,
                 pg_users: Vec::new(),
@@ -508,6 +514,7 @@ struct RawSilver {
 struct RawServer {
     http: Option<String>,
     max_rows: Option<i64>,
+    read_cache: Option<String>,
     pg: Option<String>,
     pg_max_connections: Option<i64>,
     pg_tls_cert: Option<String>,
@@ -1159,6 +1166,13 @@ fn resolve(raw: RawFile, env: &[(String, String)]) -> Result<Settings> {
             top("SERVER_MAX_ROWS"),
             d.server.max_rows,
             10_000_000,
+        )?,
+        read_cache: size(
+            "server.read_cache",
+            pick(raw.server.read_cache, env_string("SERVER_READ_CACHE")),
+            d.server.read_cache,
+            1 << 20,
+            1 << 40,
         )?,
         pg: match pick(raw.server.pg, env_string("SERVER_PG")) {
             None => None,

@@ -102,7 +102,7 @@ function renderOverview() {
     cell(tr, formatTime(r.last_complete_hour));
     cell(tr, formatLag(r.lag_seconds), "num");
     for (const k of ["days_covered", "days_complete", "missing_minutes", "unconfirmed_minutes",
-                     "confirmed_minutes", "unservable_minutes", "violations_24h"]) {
+                     "confirmed_minutes", "unservable_minutes", "open_violations"]) {
       cell(tr, r[k], "num").dataset.field = k;
     }
     cell(tr, r.last_run_status, r.last_run_status || "");

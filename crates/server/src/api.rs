@@ -1,6 +1,7 @@
 //! The HTTP API, `/api/v1`: JSON by default, `?format=csv` for CSV and `?format=arrow` for an
-//! Arrow IPC stream. Every answer is a query of the pipeline's read-only SQL session (with its
-//! limits), or a pipeline call; errors are JSON `{"error": ...}` with a fitting status.
+//! Arrow IPC stream. Every answer is a typed answer of the pipeline's read model (from memory),
+//! or for `POST /api/v1/sql` the user's own statement on a read-only SQL session with its
+//! limits; errors are JSON `{"error": ...}` with a fitting status.
 
 // A handler's error is the response it answers with; a rejected parameter is rare and small
 // next to the request, so it is not boxed.
@@ -17,10 +18,10 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use cryptolake_model::{Exchange, Symbol, parse_time};
+use cryptolake_pipeline::reads::{self, Interval, Status};
 use cryptolake_query::{OutputFormat, QueryEngine, render};
-use serde_json::Value;
 
 use crate::AppState;
 use crate::metrics::LakeGauges;
@@ -115,11 +116,6 @@ fn table(schema: &SchemaRef, batches: &[RecordBatch], format: Format) -> Respons
     }
 }
 
-/// Runs `sql` on the API's shared session and answers with its rows in the asked format.
-async fn answer(state: &AppState, sql: &str, p: &HashMap<String, String>) -> Response {
-    answer_on(&state.api_engine, state, sql, p).await
-}
-
 async fn answer_on(
     engine: &QueryEngine,
     state: &AppState,
@@ -169,29 +165,21 @@ fn limit_param(p: &HashMap<String, String>, default: usize, max: usize) -> Resul
     }
 }
 
-/// `AND exchange = '…' AND symbol = '…'` for the filters given (both are validated names:
-/// an exchange from the known list, a symbol of letters, digits and one dash).
-fn pair_filter(exchange: Option<Exchange>, symbol: Option<&Symbol>) -> String {
-    let mut f = String::new();
-    if let Some(e) = exchange {
-        f.push_str(&format!(" AND exchange = '{e}'"));
+/// A typed answer of the read model as a table in `format`.
+fn rows(batch: Result<RecordBatch, cryptolake_pipeline::Error>, format: Format) -> Response {
+    match batch {
+        Ok(b) => table(&b.schema(), std::slice::from_ref(&b), format),
+        Err(e) => pipeline_error(e),
     }
-    if let Some(s) = symbol {
-        f.push_str(&format!(" AND symbol = '{s}'"));
-    }
-    f
 }
-
-fn micros(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-/// Every exchange and symbol silver holds, with its first and last hour.
-const SYMBOLS_SQL: &str = "SELECT exchange, symbol, min(open_time) AS first_hour, max(open_time) AS last_hour, count(*) AS hours \
-     FROM crypto_analytics.ohlcv_1h GROUP BY exchange, symbol ORDER BY exchange, symbol";
 
 async fn symbols(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
-    answer(&state, SYMBOLS_SQL, &p).await
+    let format = match format_of(&p) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let answer = state.pipeline.reads().symbols().await;
+    rows(answer.and_then(|r| reads::symbols_batch(&r)), format)
 }
 
 /// Candles of one exchange and symbol, oldest first: hourly from silver, daily from gold, in
@@ -199,98 +187,48 @@ async fn symbols(State(state): State<Arc<AppState>>, Query(p): Params) -> Respon
 /// the chart loads older candles as it is scrolled back.
 async fn candles(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
     let parsed = (|| {
+        let format = format_of(&p)?;
         let exchange = exchange_param(&p)?
             .ok_or_else(|| bad_request("exchange: required (binance, coinbase, …)".into()))?;
         let symbol = symbol_param(&p)?
             .ok_or_else(|| bad_request("symbol: required (BTC-USDT, …)".into()))?;
-        let interval = match p.get("interval").map(String::as_str) {
-            None | Some("1h") => Duration::hours(1),
-            Some("1d") => Duration::days(1),
-            Some(other) => {
-                return Err(bad_request(format!(
-                    "interval {other:?}: expected 1h or 1d"
-                )));
-            }
+        let interval = match p.get("interval") {
+            None => Interval::Hour,
+            Some(i) => Interval::parse(i)
+                .ok_or_else(|| bad_request(format!("interval {i:?}: expected 1h or 1d")))?,
         };
+        let step = interval.duration();
         let limit = limit_param(&p, 2000, 20_000)?;
-        let to = time_param(&p, "to")?.unwrap_or_else(|| state.pipeline.now() + interval);
+        let to = time_param(&p, "to")?.unwrap_or_else(|| state.pipeline.now() + step);
         let from = match time_param(&p, "from")? {
             Some(f) => f,
-            None => to - interval * i32::try_from(limit).unwrap_or(i32::MAX),
+            None => to - step * i32::try_from(limit).unwrap_or(i32::MAX),
         };
         if from >= to {
             return Err(bad_request("from: must be before to".into()));
         }
-        Ok((exchange, symbol, interval, limit, from, to))
+        Ok((format, exchange, symbol, interval, limit, from, to))
     })();
-    let (exchange, symbol, interval, limit, from, to) = match parsed {
+    let (format, exchange, symbol, interval, limit, from, to) = match parsed {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let filter = pair_filter(Some(exchange), Some(&symbol));
-    let (d0, d1) = (from.date_naive(), to.date_naive());
-    let sql = if interval == Duration::hours(1) {
-        format!(
-            "SELECT open_time AS time, open, high, low, close, volume, minutes_present, \
-             (minute_mask | empty_mask) = {full} AS complete \
-             FROM crypto_analytics.ohlcv_1h \
-             WHERE date >= DATE '{d0}' AND date <= DATE '{d1}' \
-             AND open_time >= TIMESTAMP '{f}' AND open_time < TIMESTAMP '{t}'{filter} \
-             ORDER BY open_time LIMIT {limit}",
-            full = (1i64 << 60) - 1,
-            f = micros(from),
-            t = micros(to),
-        )
-    } else {
-        format!(
-            "SELECT arrow_cast(date, 'Timestamp(Microsecond, Some(\"UTC\"))') AS time, open, high, low, close, volume, hours_present, \
-             is_complete AS complete \
-             FROM crypto_gold.ohlcv_1d \
-             WHERE date >= DATE '{d0}' AND date < DATE '{d1}'{filter} \
-             ORDER BY date LIMIT {limit}"
-        )
-    };
-    answer(&state, &sql, &p).await
-}
-
-/// Freshness of every pair silver holds: its newest complete hour and how long ago it ended.
-pub(crate) async fn freshness_rows(
-    state: &AppState,
-) -> Result<Vec<cryptolake_pipeline::Freshness>, Response> {
-    let batches = state
-        .api_engine
-        .query("SELECT DISTINCT exchange, symbol FROM crypto_analytics.ohlcv_1h ORDER BY 1, 2")
-        .await
-        .map_err(query_error)?;
-    let mut pairs = Vec::new();
-    for b in &batches {
-        let (e, s) = (b.column(0), b.column(1));
-        let text = |a: &arrow::array::ArrayRef, i: usize| {
-            arrow::util::display::array_value_to_string(a, i).unwrap_or_default()
-        };
-        for i in 0..b.num_rows() {
-            if let (Ok(ex), Ok(sym)) = (text(e, i).parse::<Exchange>(), Symbol::parse(&text(s, i)))
-            {
-                pairs.push((ex, sym));
-            }
-        }
-    }
-    state
+    let answer = state
         .pipeline
-        .freshness_of(&pairs)
-        .await
-        .map_err(pipeline_error)
+        .reads()
+        .candles(exchange, &symbol, interval, from, to, limit)
+        .await;
+    rows(answer.and_then(|c| c.to_batch()), format)
 }
 
 async fn freshness(State(state): State<Arc<AppState>>) -> Response {
-    match freshness_rows(&state).await {
+    match state.pipeline.reads().freshness().await {
         Ok(rows) => axum::Json(rows).into_response(),
-        Err(r) => r,
+        Err(e) => pipeline_error(e),
     }
 }
 
-/// One row per exchange and symbol: what the overview page shows. Computed at most every few
-/// seconds, whoever asks.
+/// One row per exchange and symbol: what the overview page shows.
 async fn overview(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
     if let Err(r) = format_of(&p).and_then(|f| match f {
         Format::Json => Ok(()),
@@ -298,176 +236,76 @@ async fn overview(State(state): State<Arc<AppState>>, Query(p): Params) -> Respo
     }) {
         return r;
     }
-    let cached = state
-        .overview
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .filter(|(at, _)| at.elapsed() < crate::OVERVIEW_TTL)
-        .map(|(_, v)| v.clone());
-    if let Some(v) = cached {
-        return axum::Json(v).into_response();
+    match state.pipeline.reads().overview().await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => pipeline_error(e),
     }
-    match compute_overview(&state).await {
-        Ok(v) => {
-            *state.overview.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((std::time::Instant::now(), v.clone()));
-            axum::Json(v).into_response()
-        }
-        Err(r) => r,
-    }
-}
-
-async fn compute_overview(state: &AppState) -> Result<Value, Response> {
-    let now = state.pipeline.now();
-    let day_ago = micros(now - Duration::hours(24));
-    let sql = format!(
-        "WITH s AS (SELECT exchange, symbol FROM crypto_analytics.ohlcv_1h GROUP BY exchange, symbol), \
-         d AS (SELECT exchange, symbol, count(*) AS days_covered, \
-                      sum(CASE WHEN is_complete THEN 1 ELSE 0 END) AS days_complete \
-               FROM crypto_gold.ohlcv_1d GROUP BY exchange, symbol), \
-         g AS (SELECT exchange, symbol, \
-                      sum(CASE WHEN status = 'missing' THEN minutes ELSE 0 END) AS missing_minutes, \
-                      sum(CASE WHEN status = 'unconfirmed' THEN minutes ELSE 0 END) AS unconfirmed_minutes, \
-                      sum(CASE WHEN status = 'confirmed' THEN minutes ELSE 0 END) AS confirmed_minutes, \
-                      sum(CASE WHEN status = 'unservable' THEN minutes ELSE 0 END) AS unservable_minutes \
-               FROM crypto_ops.gaps GROUP BY exchange, symbol), \
-         q AS (SELECT exchange, symbol, count(*) AS violations_24h FROM crypto_ops.quality_results \
-               WHERE status = 'violation' AND checked_at >= TIMESTAMP '{day_ago}' GROUP BY exchange, symbol) \
-         SELECT s.exchange, s.symbol, coalesce(d.days_covered, 0) AS days_covered, \
-                coalesce(d.days_complete, 0) AS days_complete, \
-                coalesce(g.missing_minutes, 0) AS missing_minutes, \
-                coalesce(g.unconfirmed_minutes, 0) AS unconfirmed_minutes, \
-                coalesce(g.confirmed_minutes, 0) AS confirmed_minutes, \
-                coalesce(g.unservable_minutes, 0) AS unservable_minutes, \
-                coalesce(q.violations_24h, 0) AS violations_24h \
-         FROM s LEFT JOIN d ON s.exchange = d.exchange AND s.symbol = d.symbol \
-         LEFT JOIN g ON s.exchange = g.exchange AND s.symbol = g.symbol \
-         LEFT JOIN q ON s.exchange = q.exchange AND s.symbol = q.symbol \
-         ORDER BY s.exchange, s.symbol"
-    );
-    let engine = &state.api_engine;
-    let rows = engine.query(&sql).await.map_err(query_error)?;
-    let mut out: Vec<serde_json::Map<String, serde_json::Value>> =
-        render(&rows, OutputFormat::Json)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-    let fresh = freshness_rows(state).await?;
-    let last = last_runs(engine).await;
-    let threshold = state.pipeline.settings().quality.max_age_minutes * 60;
-    for row in &mut out {
-        let ex = row
-            .get("exchange")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
-        let sym = row
-            .get("symbol")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
-        let f = fresh
-            .iter()
-            .find(|f| f.exchange.as_str() == ex && f.symbol.as_str() == sym);
-        let lag = f.and_then(|f| f.lag).map(|d| d.as_secs_f64());
-        row.insert(
-            "last_complete_hour".into(),
-            f.and_then(|f| f.newest_complete_hour)
-                .map(|t| serde_json::Value::from(t.to_rfc3339()))
-                .unwrap_or(serde_json::Value::Null),
-        );
-        row.insert("lag_seconds".into(), lag.into());
-        row.insert(
-            "stale".into(),
-            lag.is_none_or(|l| l > threshold as f64).into(),
-        );
-        // The exchange's last ingest, else the last silver build (a lake filled by import or
-        // by the benchmark's generator has no ingest runs).
-        let run = last
-            .get(&format!("ingest:{ex}"))
-            .or_else(|| last.get("silver"))
-            .cloned();
-        row.insert(
-            "last_run_status".into(),
-            run.map(serde_json::Value::from)
-                .unwrap_or(serde_json::Value::Null),
-        );
-    }
-    Ok(serde_json::json!({
-        "generated_at": now.to_rfc3339(),
-        "freshness_threshold_seconds": threshold,
-        "rows": out,
-    }))
-}
-
-/// The status of the newest record of each step (`ingest:binance`, `silver`, …).
-async fn last_runs(engine: &QueryEngine) -> HashMap<String, String> {
-    let sql = "SELECT step, status FROM (SELECT step, status, \
-               row_number() OVER (PARTITION BY step ORDER BY started_at DESC) AS n \
-               FROM crypto_ops.runs) WHERE n = 1";
-    let mut out = HashMap::new();
-    if let Ok(batches) = engine.query(sql).await {
-        for b in &batches {
-            for i in 0..b.num_rows() {
-                let text = |c: usize| {
-                    arrow::util::display::array_value_to_string(b.column(c), i).unwrap_or_default()
-                };
-                out.insert(text(0), text(1));
-            }
-        }
-    }
-    out
 }
 
 async fn runs(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
-    let limit = match limit_param(&p, 100, 10_000) {
-        Ok(l) => l,
-        Err(r) => return r,
+    let (format, limit) = match (format_of(&p), limit_param(&p, 100, 10_000)) {
+        (Ok(f), Ok(l)) => (f, l),
+        (Err(r), _) | (_, Err(r)) => return r,
     };
-    let sql = format!(
-        "SELECT run_id, step, started_at, finished_at, \
-         round(extract(epoch FROM finished_at - started_at), 3) AS seconds, status, inputs, outputs, \
-         rows, quarantined, error FROM crypto_ops.runs ORDER BY started_at DESC, step LIMIT {limit}"
-    );
-    answer(&state, &sql, &p).await
+    let answer = state.pipeline.reads().runs(limit).await;
+    rows(answer.and_then(|r| reads::runs_batch(&r)), format)
 }
 
 async fn gaps(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
-    let (exchange, symbol) = match (exchange_param(&p), symbol_param(&p)) {
-        (Ok(e), Ok(s)) => (e, s),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    let limit = match limit_param(&p, 1000, 100_000) {
-        Ok(l) => l,
+    let parsed = (|| {
+        Ok::<_, Response>((
+            format_of(&p)?,
+            reads::GapFilter {
+                exchange: exchange_param(&p)?,
+                symbol: symbol_param(&p)?,
+                limit: Some(limit_param(&p, 1000, 100_000)?),
+                ..reads::GapFilter::default()
+            },
+        ))
+    })();
+    let (format, filter) = match parsed {
+        Ok(v) => v,
         Err(r) => return r,
     };
-    let sql = format!(
-        "SELECT exchange, symbol, gap_start, gap_end, minutes, status, fetches FROM crypto_ops.gaps \
-         WHERE true{} ORDER BY exchange, symbol, gap_start LIMIT {limit}",
-        pair_filter(exchange, symbol.as_ref())
-    );
-    answer(&state, &sql, &p).await
+    let answer = state.pipeline.reads().gaps(&filter).await;
+    rows(answer.and_then(|g| reads::gaps_batch(&g)), format)
 }
 
+/// Quality results, newest first: the history (`status=violation|pass` narrows it), or with
+/// `open=true` the violations whose latest evaluation still finds them.
 async fn quality(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
-    let limit = match limit_param(&p, 200, 10_000) {
-        Ok(l) => l,
+    let parsed = (|| {
+        let status =
+            match p.get("status").map(String::as_str) {
+                None => None,
+                Some(s) => Some(Status::parse(s).ok_or_else(|| {
+                    bad_request(format!("status {s:?}: expected violation or pass"))
+                })?),
+            };
+        let open_only = match p.get("open").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(bad_request(format!(
+                    "open {other:?}: expected true or false"
+                )));
+            }
+        };
+        Ok((
+            format_of(&p)?,
+            reads::QualityFilter {
+                status,
+                open_only,
+                limit: limit_param(&p, 200, 10_000)?,
+            },
+        ))
+    })();
+    let (format, filter) = match parsed {
+        Ok(v) => v,
         Err(r) => return r,
     };
-    let only = match p.get("status").map(String::as_str) {
-        None => String::new(),
-        Some(s @ ("violation" | "pass")) => format!(" AND status = '{s}'"),
-        Some(other) => {
-            return bad_request(format!("status {other:?}: expected violation or pass"));
-        }
-    };
-    let sql = format!(
-        "SELECT checked_at, run_id, step, rule, action, status, exchange, symbol, subject, observed, \
-         threshold, message FROM crypto_ops.quality_results WHERE true{only} \
-         ORDER BY checked_at DESC, rule LIMIT {limit}"
-    );
-    answer(&state, &sql, &p).await
+    let answer = state.pipeline.reads().quality(&filter).await;
+    rows(answer.and_then(|q| reads::quality_batch(&q)), format)
 }
 
 /// `POST /api/v1/sql`: the body is one read-only statement (text, or JSON `{"sql": "…"}`).
@@ -501,8 +339,9 @@ async fn sql(State(state): State<Arc<AppState>>, Query(p): Params, body: Bytes) 
 
 /// `/metrics`: counters from this process, and what the lake says now.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let reads = state.pipeline.reads();
     let mut lake = LakeGauges::default();
-    if let Ok(rows) = freshness_rows(&state).await {
+    if let Ok(rows) = reads.freshness().await {
         for f in rows {
             if let Some(lag) = f.lag {
                 lake.freshness.push((
@@ -514,42 +353,23 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             }
         }
     }
-    {
-        let engine = &state.api_engine;
-        let day_ago = micros(state.pipeline.now() - Duration::hours(24));
-        let text = |b: &RecordBatch, c: usize, i: usize| {
-            arrow::util::display::array_value_to_string(b.column(c), i).unwrap_or_default()
-        };
-        if let Ok(batches) = engine
-            .query("SELECT exchange, symbol, status, sum(minutes) FROM crypto_ops.gaps GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
-            .await
-        {
-            for b in &batches {
-                for i in 0..b.num_rows() {
-                    lake.gap_minutes.push((
-                        text(b, 0, i),
-                        text(b, 1, i),
-                        text(b, 2, i),
-                        text(b, 3, i).parse().unwrap_or(0.0),
-                    ));
-                }
-            }
-        }
-        if let Ok(batches) = engine
-            .query(&format!(
-                "SELECT rule, count(*) FROM crypto_ops.quality_results WHERE status = 'violation' \
-                 AND checked_at >= TIMESTAMP '{day_ago}' GROUP BY rule ORDER BY rule"
-            ))
-            .await
-        {
-            for b in &batches {
-                for i in 0..b.num_rows() {
-                    lake.violations
-                        .push((text(b, 0, i), text(b, 1, i).parse().unwrap_or(0.0)));
-                }
-            }
+    if let Ok(minutes) = reads.gap_minutes().await {
+        for (exchange, symbol, status, n) in minutes {
+            lake.gap_minutes.push((
+                exchange.to_string(),
+                symbol.to_string(),
+                status.as_str().to_string(),
+                n as f64,
+            ));
         }
     }
+    if let Ok(open) = reads.open_violations().await {
+        for (rule, n) in open {
+            lake.violations.push((rule.as_str().to_string(), n as f64));
+        }
+    }
+    let cache = reads.cache_stats();
+    lake.read_cache = Some((cache.bytes as f64, cache.capacity as f64));
     (
         [(
             header::CONTENT_TYPE,

@@ -1,8 +1,9 @@
 //! `cryptolake serve`: one long-running process that runs the hourly job on its schedule and is
 //! the window onto the lake: a dashboard in the browser, an HTTP API under `/api/v1`, Prometheus
 //! metrics, and health checks. It is a front end of the pipeline library like the CLI and the
-//! Lambda functions: the job is [`cryptolake_pipeline::schedule::run`], the queries go through
-//! the pipeline's SQL session with its limits, and step events become metrics.
+//! Lambda functions: the job is [`cryptolake_pipeline::schedule::run`], the answers come from
+//! the pipeline's read model (the user's own SQL from its SQL session with its limits), and
+//! step events become metrics.
 
 mod api;
 pub mod metrics;
@@ -67,21 +68,13 @@ struct LastRun {
 
 pub(crate) struct AppState {
     pipeline: Arc<Pipeline>,
-    /// The session the API's own reads share, so the engine's caches (Parquet footers) serve
-    /// every request; `POST /api/v1/sql` gets a session of its own per statement.
-    api_engine: cryptolake_query::QueryEngine,
     metrics: Arc<metrics::Metrics>,
     token: Option<String>,
     max_rows: usize,
     sql_slots: tokio::sync::Semaphore,
     last_run: Mutex<Option<LastRun>>,
     scheduled: bool,
-    /// The overview as last computed, for [`OVERVIEW_TTL`]: every open dashboard asks for it.
-    overview: Mutex<Option<(std::time::Instant, serde_json::Value)>>,
 }
-
-/// How long one computed overview is served to everyone who asks.
-const OVERVIEW_TTL: Duration = Duration::from_secs(5);
 
 /// The address is loopback, or a token is configured: anything else is refused, with why.
 pub fn check_binding(addr: &SocketAddr, has_token: bool) -> Result<()> {
@@ -138,18 +131,24 @@ pub async fn serve(
         None => None,
     };
     let pg_addr = pg_server.as_ref().map(|p| p.local_addr()).transpose()?;
-    let api_engine = pipeline.query_engine().await?;
     let pipeline = Arc::new(pipeline);
+    // The first requests find the gold table and the newest silver dates in memory.
+    let warming = pipeline.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warming.reads().warm().await {
+            warn!(error = %e, "could not read the lake ahead of the first requests");
+        }
+        // Then changes by other processes are looked for in the background, once a second.
+        warming.reads().watch().await;
+    });
     let state = Arc::new(AppState {
         pipeline: pipeline.clone(),
-        api_engine,
         metrics,
         token,
         max_rows: settings.server.max_rows,
         sql_slots: tokio::sync::Semaphore::new(SQL_AT_ONCE),
         last_run: Mutex::new(None),
         scheduled: options.schedule.is_some(),
-        overview: Mutex::new(None),
     });
     let app = router(state.clone());
     info!(%addr, pg = ?pg_addr, schedule = ?options.schedule, "serving");
@@ -232,6 +231,7 @@ fn router(state: Arc<AppState>) -> Router {
         .layer(auth)
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(entity_tags))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }
@@ -251,6 +251,66 @@ async fn security_headers(req: Request, next: Next) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     resp
+}
+
+/// The entity tag of a body: the first 128 bits of its SHA-256, so equal bodies have equal
+/// tags in every process and across restarts.
+fn entity_tag(body: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(body);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// Whether an `If-None-Match` header names `tag` (or `*`).
+fn matches_tag(if_none_match: &str, tag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == tag || t == "*")
+}
+
+/// Successful GET answers carry an ETag; a repeat that names it gets 304 and no body, so a
+/// dashboard's refresh of an unchanged answer costs a few bytes. Answers without a cache
+/// policy of their own are revalidated each time (`no-cache`).
+async fn entity_tags(req: Request, next: Next) -> Response {
+    if req.method() != axum::http::Method::GET {
+        return next.run(req).await;
+    }
+    let asked = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::OK {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            return api::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("the answer could not be read: {e}"),
+            );
+        }
+    };
+    let tag = entity_tag(&bytes);
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        parts.headers.insert(header::ETAG, v);
+    }
+    if !parts.headers.contains_key(header::CACHE_CONTROL) {
+        parts
+            .headers
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    if asked.is_some_and(|a| matches_tag(&a, &tag)) {
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, axum::body::Body::empty());
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 const TOKEN_COOKIE: &str = "cryptolake_token";
@@ -312,7 +372,7 @@ async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next)
 /// Ready: the lake answers a listing, and the last scheduled run has not been failing for
 /// longer than [`FAILED_RUN_GRACE`].
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if let Err(e) = state.pipeline.lake().probe().await {
+    if let Err(e) = state.pipeline.probe().await {
         return api::error(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("the lake does not answer: {e}"),

@@ -47,8 +47,10 @@ pub struct LakeGauges {
     pub freshness: Vec<(String, String, String, f64)>,
     /// (exchange, symbol, status) -> minutes.
     pub gap_minutes: Vec<(String, String, String, f64)>,
-    /// rule -> violations in the last 24 hours.
+    /// rule -> violations still open (their latest evaluation still finds them).
     pub violations: Vec<(String, f64)>,
+    /// Bytes of decoded partitions the read model holds, and its bound.
+    pub read_cache: Option<(f64, f64)>,
 }
 
 /// Writes a family's HELP and TYPE lines; returns its name.
@@ -271,11 +273,28 @@ impl Metrics {
             (
                 "cryptolake_quality_violations",
                 "gauge",
-                "Quality rule violations recorded in the last 24 hours, by rule.",
+                "Quality rule violations still open (their latest evaluation still finds them), by rule.",
             ),
             "rule",
             lake.violations.iter().map(|(k, v)| (k, v)),
         );
+        if let Some((held, bound)) = lake.read_cache {
+            for (name, help, v) in [
+                (
+                    "cryptolake_read_cache_bytes",
+                    "Bytes of decoded partitions the read model holds in memory.",
+                    held,
+                ),
+                (
+                    "cryptolake_read_cache_limit_bytes",
+                    "The read model's bound on those bytes (server.read_cache).",
+                    bound,
+                ),
+            ] {
+                let n = family(&mut out, name, "gauge", help);
+                line(&mut out, format!("{n} {v}"));
+            }
+        }
         out
     }
 }

@@ -10,12 +10,16 @@ use axum::routing::get;
 
 use crate::AppState;
 
+/// A page or asset. Pages are checked on every visit (their ETag answers with 304 when
+/// unchanged); scripts, styles and the chart library are kept by the browser for five
+/// minutes, then checked the same way.
 fn asset(kind: &'static str, body: &'static str) -> Response {
+    let cache = match kind {
+        HTML => "no-cache",
+        _ => "public, max-age=300",
+    };
     (
-        [
-            (header::CONTENT_TYPE, kind),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
+        [(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, cache)],
         body,
     )
         .into_response()

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Result, bail};
 use chrono::{DateTime, Duration, Utc};
 use cryptolake_lake::Lake;
 use cryptolake_lake::bronze::{
@@ -19,6 +18,8 @@ use cryptolake_model::{Exchange, Symbol};
 use cryptolake_sources::binance::{MAX_LIMIT, exchange_symbol};
 use cryptolake_sources::sim::SimMarket;
 use futures::StreamExt;
+
+use crate::{Error, Pipeline, Result};
 
 /// What was generated.
 #[derive(Debug, Default, serde::Serialize)]
@@ -51,7 +52,7 @@ pub fn bench_market(symbols: usize, seed: u64) -> Result<SimMarket> {
 }
 
 /// When the manifest says each generated object was written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WrittenAt {
     /// When it was fetched: a lake that ingestion filled over time (history).
     Fetched,
@@ -62,7 +63,7 @@ pub enum WrittenAt {
 /// Removes everything built from bronze: silver, gold, quarantine, the ops tables and the
 /// builds' state, so that the next build is a first build. Bronze, its manifest and the
 /// ingest cursors stay. Returns how many objects were deleted.
-pub async fn reset(lake: &Lake) -> Result<usize> {
+async fn reset(lake: &Lake) -> Result<usize> {
     let mut deleted = 0;
     for prefix in paths::DERIVED {
         deleted += lake.delete_prefix(prefix).await?;
@@ -71,7 +72,7 @@ pub async fn reset(lake: &Lake) -> Result<usize> {
 }
 
 /// Writes the bronze layer for `symbols` over `[start, end)`.
-pub async fn generate(
+async fn generate(
     lake: &Lake,
     symbols: usize,
     (start, end): (DateTime<Utc>, DateTime<Utc>),
@@ -81,12 +82,14 @@ pub async fn generate(
     now: DateTime<Utc>,
 ) -> Result<Generated> {
     if symbols == 0 || symbols > 9999 || end <= start {
-        bail!("--symbols must be 1..=9999 and the range not empty");
+        return Err(Error::Invalid(
+            "--symbols must be 1..=9999 and the range not empty".into(),
+        ));
     }
     if !(1..=MAX_LIMIT).contains(&window_minutes) {
-        bail!(
+        return Err(Error::Invalid(format!(
             "--window-minutes must be 1..={MAX_LIMIT} (a klines page holds at most {MAX_LIMIT} minutes)"
-        );
+        )));
     }
     let market = Arc::new(bench_market(symbols, seed)?);
     let windows = plan_windows(start, end, window_minutes);
@@ -129,7 +132,8 @@ pub async fn generate(
                             .collect::<Vec<_>>()
                     }
                 })
-                .await?;
+                .await
+                .map_err(|e| Error::Invalid(format!("generating pages: {e}")))?;
                 gaps.fetch_add(bodies[0].2, Ordering::Relaxed);
                 for (copy, (payload, rows, _)) in (0i64..).zip(bodies) {
                     let fetched_at = b + Duration::minutes(5 + copy * 60);
@@ -240,4 +244,83 @@ fn page(
         kept,
         (n - kept) as u64,
     )
+}
+
+/// What `bench generate` makes.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerateRequest {
+    pub symbols: usize,
+    pub range: (DateTime<Utc>, DateTime<Utc>),
+    pub seed: u64,
+    pub window_minutes: i64,
+    pub written_at: WrittenAt,
+}
+
+impl Pipeline {
+    /// `bench generate`: the benchmark's bronze layer, written as ingestion writes it.
+    pub async fn bench_generate(&self, r: GenerateRequest) -> Result<Generated> {
+        let g = generate(
+            self.lake(),
+            r.symbols,
+            r.range,
+            r.seed,
+            r.window_minutes,
+            r.written_at,
+            self.now(),
+        )
+        .await;
+        self.reads().changed();
+        g
+    }
+
+    /// `bench reset`: deletes everything built from bronze; returns how many objects.
+    pub async fn bench_reset(&self) -> Result<usize> {
+        let n = reset(self.lake()).await;
+        self.reads().changed();
+        n
+    }
+}
+
+/// Marks a lake as made by the demo, so the demo never mixes simulated data into a real lake.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DemoMarker {
+    seed: u64,
+    created_at: DateTime<Utc>,
+}
+
+impl Pipeline {
+    /// Claims the lake for the demo made with `seed`: `true` when an earlier demo with that
+    /// seed made it (the demo continues it), `false` for a lake without bronze; an error naming
+    /// the lake for one that holds other data, or a demo of another seed.
+    pub async fn claim_demo(&self, seed: u64) -> Result<bool> {
+        let lake = self.lake();
+        let previous =
+            cryptolake_lake::state::read::<DemoMarker>(lake, &paths::demo_marker()).await?;
+        if previous.is_none() && !lake.list(&paths::bronze_root()).await?.is_empty() {
+            return Err(Error::Invalid(format!(
+                "the lake at {} already holds data that is not from a demo; pass --lake to run the demo in another directory",
+                lake.root_url()
+            )));
+        }
+        if let Some(prev) = &previous
+            && prev.seed != seed
+        {
+            return Err(Error::Invalid(format!(
+                "the demo lake at {} was made with seed {}; use that seed or another --lake",
+                lake.root_url(),
+                prev.seed
+            )));
+        }
+        let marker = DemoMarker {
+            seed,
+            created_at: previous.as_ref().map_or_else(Utc::now, |p| p.created_at),
+        };
+        cryptolake_lake::state::write(lake, &paths::demo_marker(), &marker).await?;
+        Ok(previous.is_some())
+    }
+
+    /// The lake's URL, as messages name it.
+    pub fn lake_url(&self) -> &str {
+        self.lake().root_url()
+    }
 }

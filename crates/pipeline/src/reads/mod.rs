@@ -1,0 +1,1022 @@
+//! The read model: the one place that knows how the lake's tables are read for the dashboard,
+//! the HTTP API, `/metrics`, and the CLI's reports. Front ends ask it typed questions
+//! ([`ReadModel::candles`], [`ReadModel::overview`], [`ReadModel::runs`], ...) and get typed rows,
+//! or Arrow batches of them.
+//!
+//! It answers from memory:
+//! - a [`Snapshot`] names the version of every silver, gold and gap partition; every answer
+//!   is computed from one snapshot, and a partition read for it must have the version the
+//!   snapshot names (else the snapshot is renewed and the answer computed again), so no
+//!   answer mixes two versions of the lake;
+//! - decoded partitions are kept in a cache bounded in bytes ([`cache`]), keyed by table, date
+//!   and version, so an unchanged partition is read once;
+//! - what is derived from all partitions (symbols, the overview's figures, freshness) is kept
+//!   per partition version and merged per snapshot, so a new hour re-reads one partition;
+//! - the run history and the quality results are read incrementally: their files are never
+//!   rewritten, so only files not seen before are read.
+//!
+//! It learns of changes in two ways. Steps of the same process mark it stale
+//! ([`ReadModel::changed`], which the pipeline calls as each step finishes). Writers elsewhere
+//! (a cron `cryptolake run`, the Lambda functions) rewrite `_state/changed.json` after every
+//! step; the read model looks at that one object's version at most once per
+//! [`CHECK_INTERVAL`].
+
+mod cache;
+mod rows;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use cryptolake_lake::quality::CurrentState;
+use cryptolake_lake::{Lake, paths};
+use cryptolake_model::{DailyCandle, Exchange, HourlyCandle, SharedClock, Symbol};
+use futures::StreamExt;
+use object_store::path::Path;
+use tracing::{debug, warn};
+
+pub use cache::{CacheStats, Table};
+pub use cryptolake_lake::gaps::{Gap, GapStatus};
+pub use cryptolake_lake::ops::RunRecord;
+pub use cryptolake_lake::quality::{RecordedResult, Rule, Status};
+pub use rows::{
+    CandleRow, Candles, Interval, Overview, OverviewRow, SymbolRow, gaps_batch, quality_batch,
+    runs_batch, symbols_batch,
+};
+
+use crate::events::Freshness;
+use crate::{Error, Result};
+use cache::{Cache, Key, Weigh};
+
+/// How often, at most, the read model asks the store whether another process changed the lake.
+pub const CHECK_INTERVAL: StdDuration = StdDuration::from_secs(1);
+
+/// How many times an answer is computed again when the lake changes under it.
+const ATTEMPTS: usize = 4;
+
+/// Partitions read at once for one answer.
+const READS_AT_ONCE: usize = 16;
+
+/// The most recent quality results kept of each status, newest first.
+const RECENT_RESULTS: usize = 10_000;
+
+/// A partition as decoded, with its rows grouped by exchange and symbol.
+enum Decoded {
+    Hours(Grouped<HourlyCandle>),
+    Days(Grouped<DailyCandle>),
+    Gaps(Grouped<Gap>),
+}
+
+struct Grouped<T> {
+    rows: Vec<T>,
+    index: HashMap<(Exchange, Symbol), std::ops::Range<usize>>,
+}
+
+impl<T> Grouped<T> {
+    /// `rows` sorted by exchange, symbol and `then`, and indexed by exchange and symbol.
+    fn new<K: Ord>(
+        mut rows: Vec<T>,
+        pair: impl Fn(&T) -> (Exchange, &Symbol),
+        then: impl Fn(&T) -> K,
+    ) -> Self {
+        rows.sort_by(|a, b| {
+            let (ea, sa) = pair(a);
+            let (eb, sb) = pair(b);
+            (ea, sa, then(a)).cmp(&(eb, sb, then(b)))
+        });
+        let mut index = HashMap::new();
+        let mut start = 0;
+        for i in 1..=rows.len() {
+            if i == rows.len() || pair(&rows[i]) != pair(&rows[start]) {
+                let (e, s) = pair(&rows[start]);
+                index.insert((e, s.clone()), start..i);
+                start = i;
+            }
+        }
+        Grouped { rows, index }
+    }
+
+    fn of(&self, exchange: Exchange, symbol: &Symbol) -> &[T] {
+        match self.index.get(&(exchange, symbol.clone())) {
+            Some(r) => &self.rows[r.clone()],
+            None => &[],
+        }
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&(Exchange, Symbol), &[T])> {
+        self.index.iter().map(|(k, r)| (k, &self.rows[r.clone()]))
+    }
+}
+
+impl Weigh for Decoded {
+    fn bytes(&self) -> usize {
+        // The rows, their shared symbol text counted once per group, and the index.
+        fn grouped<T>(g: &Grouped<T>) -> usize {
+            g.rows.capacity() * std::mem::size_of::<T>() + g.index.len() * 96
+        }
+        match self {
+            Decoded::Hours(g) => grouped(g),
+            Decoded::Days(g) => grouped(g),
+            Decoded::Gaps(g) => grouped(g),
+        }
+    }
+}
+
+/// What one partition adds to the per-pair figures.
+#[derive(Debug, Clone, Default)]
+struct PairPart {
+    first_hour: Option<DateTime<Utc>>,
+    last_hour: Option<DateTime<Utc>>,
+    hours: i64,
+    newest_complete: Option<DateTime<Utc>>,
+    days: i64,
+    days_complete: i64,
+    /// Gap minutes by status: missing, unconfirmed, confirmed, unservable.
+    gap_minutes: [i64; 4],
+}
+
+impl PairPart {
+    fn merge(&mut self, o: &PairPart) {
+        self.first_hour = match (self.first_hour, o.first_hour) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_hour = self.last_hour.max(o.last_hour);
+        self.newest_complete = self.newest_complete.max(o.newest_complete);
+        self.hours += o.hours;
+        self.days += o.days;
+        self.days_complete += o.days_complete;
+        for (a, b) in self.gap_minutes.iter_mut().zip(o.gap_minutes) {
+            *a += b;
+        }
+    }
+}
+
+fn gap_slot(s: GapStatus) -> usize {
+    match s {
+        GapStatus::Missing => 0,
+        GapStatus::Unconfirmed => 1,
+        GapStatus::Confirmed => 2,
+        GapStatus::Unservable => 3,
+    }
+}
+
+type PartSummary = Vec<((Exchange, Symbol), PairPart)>;
+
+fn summarize(d: &Decoded) -> PartSummary {
+    let mut out: PartSummary = Vec::new();
+    match d {
+        Decoded::Hours(g) => {
+            for (pair, hours) in g.pairs() {
+                let part = PairPart {
+                    first_hour: hours.first().map(|h| h.open_time),
+                    last_hour: hours.last().map(|h| h.open_time),
+                    hours: hours.len() as i64,
+                    newest_complete: hours
+                        .iter()
+                        .rev()
+                        .find(|h| h.is_complete())
+                        .map(|h| h.open_time),
+                    ..PairPart::default()
+                };
+                out.push((pair.clone(), part));
+            }
+        }
+        Decoded::Days(g) => {
+            for (pair, days) in g.pairs() {
+                let part = PairPart {
+                    days: days.len() as i64,
+                    days_complete: days.iter().filter(|d| d.is_complete).count() as i64,
+                    ..PairPart::default()
+                };
+                out.push((pair.clone(), part));
+            }
+        }
+        Decoded::Gaps(g) => {
+            for (pair, gaps) in g.pairs() {
+                let mut part = PairPart::default();
+                for gap in gaps {
+                    part.gap_minutes[gap_slot(gap.status)] += gap.minutes();
+                }
+                out.push((pair.clone(), part));
+            }
+        }
+    }
+    out
+}
+
+/// The run history and quality results as of one snapshot.
+#[derive(Default)]
+struct OpsView {
+    /// Newest first.
+    runs: Arc<Vec<RunRecord>>,
+    /// Open violations: the current state of every rule and subject.
+    open: Arc<Vec<RecordedResult>>,
+    /// The most recent results of each status, newest first.
+    recent: Arc<Vec<RecordedResult>>,
+}
+
+/// What has been read of the run history and quality results so far.
+#[derive(Default)]
+struct OpsLog {
+    seen: HashSet<Path>,
+    /// Files read so far: the order of each one's evaluation among them.
+    files: u64,
+    runs: Vec<RunRecord>,
+    state: CurrentState,
+    recent: Vec<RecordedResult>,
+}
+
+/// The lake as one answer sees it.
+pub struct Snapshot {
+    id: u64,
+    marker: Option<String>,
+    silver: BTreeMap<NaiveDate, String>,
+    gold: BTreeMap<NaiveDate, String>,
+    gaps: BTreeMap<NaiveDate, String>,
+    ops: OpsView,
+    pairs: tokio::sync::OnceCell<Arc<BTreeMap<(Exchange, Symbol), PairPart>>>,
+}
+
+impl Snapshot {
+    fn versions(&self, table: Table) -> &BTreeMap<NaiveDate, String> {
+        match table {
+            Table::Silver => &self.silver,
+            Table::Gold => &self.gold,
+            Table::Gaps => &self.gaps,
+        }
+    }
+
+    /// A number that changes whenever the lake this answers from does.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// Computes an answer (an async block over the snapshot `$s` that yields
+/// `Result<Attempt<T>>`) from the current snapshot, and again from a renewed one when the
+/// lake changed under it.
+macro_rules! on_snapshot {
+    ($model:expr, $s:ident => $answer:expr) => {{
+        let mut answered = None;
+        for _ in 0..ATTEMPTS {
+            let current = $model.snapshot().await?;
+            let $s: &Snapshot = &current;
+            match attempt($answer).await? {
+                Attempt::Done(v) => {
+                    answered = Some(v);
+                    break;
+                }
+                Attempt::Stale => $model.changed(),
+            }
+        }
+        answered.ok_or_else(|| {
+            Error::Invalid("the lake kept changing while it was read; try again".into())
+        })
+    }};
+}
+
+/// Gives an answer's async block its type.
+fn attempt<T, F: Future<Output = Result<Attempt<T>>>>(f: F) -> F {
+    f
+}
+
+/// A partition read for an answer, with its date.
+type Loaded = (NaiveDate, Arc<Decoded>);
+
+/// An answer could not be computed from its snapshot: the lake changed under it.
+enum Attempt<T> {
+    Done(T),
+    Stale,
+}
+
+/// Filters of [`ReadModel::gaps`].
+#[derive(Debug, Clone, Default)]
+pub struct GapFilter {
+    pub exchange: Option<Exchange>,
+    pub symbol: Option<Symbol>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub limit: Option<usize>,
+}
+
+/// Filters of [`ReadModel::quality`].
+#[derive(Debug, Clone, Default)]
+pub struct QualityFilter {
+    pub status: Option<Status>,
+    /// Only the violations still open (the current state), not the history.
+    pub open_only: bool,
+    pub limit: usize,
+}
+
+pub struct ReadModel {
+    lake: Lake,
+    clock: SharedClock,
+    /// How old a pair's newest complete hour may be before it is stale, in minutes.
+    max_age_minutes: i64,
+    cache: Cache<Decoded>,
+    summaries: Mutex<HashMap<Key, Arc<PartSummary>>>,
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    checked: Mutex<Option<Instant>>,
+    dirty: AtomicBool,
+    /// A [`ReadModel::watch`] task looks for changes, so answers never do.
+    watched: AtomicBool,
+    refresh: tokio::sync::Mutex<OpsLog>,
+    next_id: AtomicU64,
+}
+
+impl ReadModel {
+    pub(crate) fn new(
+        lake: Lake,
+        clock: SharedClock,
+        cache_bytes: u64,
+        max_age_minutes: i64,
+    ) -> ReadModel {
+        ReadModel {
+            lake,
+            clock,
+            max_age_minutes,
+            cache: Cache::new(usize::try_from(cache_bytes).unwrap_or(usize::MAX)),
+            summaries: Mutex::new(HashMap::new()),
+            snapshot: RwLock::new(None),
+            checked: Mutex::new(None),
+            dirty: AtomicBool::new(true),
+            watched: AtomicBool::new(false),
+            refresh: tokio::sync::Mutex::new(OpsLog::default()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The lake changed (a step of this process finished): the next answer renews its snapshot.
+    pub fn changed(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    fn current(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The snapshot answers are computed from now: renewed when a step of this process
+    /// changed the lake, or when the change marker's version moved (looked at no more than
+    /// once per [`CHECK_INTERVAL`]).
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        if let Some(s) = self.fresh_enough() {
+            return Ok(s);
+        }
+        self.check().await
+    }
+
+    /// Keeps the snapshot current in the background: looks at the change marker once per
+    /// [`CHECK_INTERVAL`], so that no request waits on the store to learn whether another
+    /// process changed the lake. Runs until the future is dropped.
+    pub async fn watch(&self) {
+        self.watched.store(true, Ordering::SeqCst);
+        let mut tick = tokio::time::interval(CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.check().await {
+                debug!(error = %e, "read model: the change check failed; next try in a second");
+            }
+        }
+    }
+
+    /// Renews the snapshot if the lake changed.
+    async fn check(&self) -> Result<Arc<Snapshot>> {
+        let mut log = self.refresh.lock().await;
+        // Another reader may have renewed it while this one waited.
+        if let Some(s) = self
+            .fresh_enough()
+            .filter(|_| !self.watched.load(Ordering::SeqCst))
+        {
+            return Ok(s);
+        }
+        let current = self.current();
+        let dirty = self.dirty.swap(false, Ordering::SeqCst);
+        let marker = self.marker().await?;
+        *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        if let Some(s) = current
+            && !dirty
+            && s.marker == marker
+        {
+            return Ok(s);
+        }
+        let s = Arc::new(
+            self.load(marker, &mut log)
+                .await
+                .inspect_err(|_| self.changed())?,
+        );
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
+        Ok(s)
+    }
+
+    fn fresh_enough(&self) -> Option<Arc<Snapshot>> {
+        if self.dirty.load(Ordering::SeqCst) {
+            return None;
+        }
+        if self.watched.load(Ordering::SeqCst) {
+            return self.current();
+        }
+        let checked = *self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        checked
+            .filter(|t| t.elapsed() < CHECK_INTERVAL)
+            .and_then(|_| self.current())
+    }
+
+    async fn marker(&self) -> Result<Option<String>> {
+        Ok(self
+            .lake
+            .head(&paths::change_marker())
+            .await?
+            .map(|m| cryptolake_lake::state::version(&m)))
+    }
+
+    /// Lists the partitions of every table and reads the run history and quality results
+    /// written since the last snapshot.
+    async fn load(&self, marker: Option<String>, log: &mut OpsLog) -> Result<Snapshot> {
+        let started = Instant::now();
+        let versions = |table: Path| async move {
+            Ok::<_, Error>(
+                self.lake
+                    .list(&table)
+                    .await?
+                    .iter()
+                    .filter_map(|m| {
+                        paths::partition_file_date(&table, &m.location)
+                            .map(|d| (d, cryptolake_lake::state::version(m)))
+                    })
+                    .collect::<BTreeMap<_, _>>(),
+            )
+        };
+        let (silver, gold, gaps) = futures::try_join!(
+            versions(paths::silver_table()),
+            versions(paths::gold_table()),
+            versions(paths::gaps_table()),
+        )?;
+        for (table, current) in [
+            (Table::Silver, &silver),
+            (Table::Gold, &gold),
+            (Table::Gaps, &gaps),
+        ] {
+            self.cache.retain_current(table, current);
+            self.summaries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(t, d, v), _| *t != table || current.get(d) == Some(v));
+        }
+        let ops = self.read_ops(log).await?;
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        debug!(
+            snapshot = id,
+            silver = silver.len(),
+            gold = gold.len(),
+            gaps = gaps.len(),
+            runs = ops.runs.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "read model: new snapshot"
+        );
+        Ok(Snapshot {
+            id,
+            marker,
+            silver,
+            gold,
+            gaps,
+            ops,
+            pairs: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Reads the run history and quality result files not read before (they are never
+    /// rewritten), and folds them into the log.
+    async fn read_ops(&self, log: &mut OpsLog) -> Result<OpsView> {
+        let runs_table = Path::from(paths::OPS_RUNS);
+        let quality_table = Path::from(paths::OPS_QUALITY_RESULTS);
+        let (runs, quality) =
+            futures::try_join!(self.lake.list(&runs_table), self.lake.list(&quality_table))?;
+        let new = |metas: Vec<object_store::ObjectMeta>, is_run: bool| {
+            metas
+                .into_iter()
+                .filter(|m| !log.seen.contains(&m.location))
+                .map(move |m| (m, is_run))
+                .collect::<Vec<_>>()
+        };
+        let mut fresh = new(runs, true);
+        let new_quality = new(quality, false);
+        let (changed_runs, changed_quality) = (!fresh.is_empty(), !new_quality.is_empty());
+        fresh.extend(new_quality);
+        // In the order they were written, so that of two evaluations at one instant the later
+        // written is the later one.
+        fresh.sort_by(|(a, _), (b, _)| {
+            (a.last_modified, &a.location).cmp(&(b.last_modified, &b.location))
+        });
+        let decoded = futures::stream::iter(fresh)
+            .map(|(meta, is_run)| async move {
+                let read = self.lake.get_opt(&meta.location).await;
+                (meta.location, is_run, read)
+            })
+            .buffered(READS_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        for (key, is_run, read) in decoded {
+            let bytes = match read {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            // A damaged file is left out and said so; it is not read again until it changes.
+            let rows = cryptolake_lake::decode_parquet(&key, bytes).and_then(|batches| {
+                let mut runs = Vec::new();
+                let mut results = Vec::new();
+                for b in &batches {
+                    if is_run {
+                        runs.extend(cryptolake_lake::runs_from_batch(b, key.as_ref())?);
+                    } else {
+                        results.extend(cryptolake_lake::quality_from_batch(b, key.as_ref())?);
+                    }
+                }
+                Ok((runs, results))
+            });
+            log.seen.insert(key.clone());
+            log.files += 1;
+            match rows {
+                Ok((runs, results)) => {
+                    log.runs.extend(runs);
+                    for r in results {
+                        log.state.add(r.clone(), log.files);
+                        log.recent.push(r);
+                    }
+                }
+                Err(e) => {
+                    warn!(key = %key, error = %e, "skipping an unreadable file of the run history or quality results")
+                }
+            }
+        }
+        let previous = self.current();
+        let runs = match (&previous, changed_runs) {
+            (Some(p), false) => p.ops.runs.clone(),
+            _ => {
+                log.runs.sort_by(|a, b| {
+                    (b.started_at, &a.step.label(a.exchange))
+                        .cmp(&(a.started_at, &b.step.label(b.exchange)))
+                });
+                Arc::new(log.runs.clone())
+            }
+        };
+        let (open, recent) = match (&previous, changed_quality) {
+            (Some(p), false) => (p.ops.open.clone(), p.ops.recent.clone()),
+            _ => {
+                log.recent.sort_by(|a, b| {
+                    (b.checked_at, a.result.rule).cmp(&(a.checked_at, b.result.rule))
+                });
+                let mut kept = [0usize; 2];
+                log.recent.retain(|r| {
+                    let n = &mut kept[usize::from(r.result.is_violation())];
+                    *n += 1;
+                    *n <= RECENT_RESULTS
+                });
+                let mut open: Vec<RecordedResult> = log.state.open().cloned().collect();
+                open.sort_by(|a, b| {
+                    (
+                        b.checked_at,
+                        a.result.rule,
+                        &a.result.exchange,
+                        &a.result.symbol,
+                        &a.result.subject,
+                    )
+                        .cmp(&(
+                            a.checked_at,
+                            b.result.rule,
+                            &b.result.exchange,
+                            &b.result.symbol,
+                            &b.result.subject,
+                        ))
+                });
+                (Arc::new(open), Arc::new(log.recent.clone()))
+            }
+        };
+        Ok(OpsView { runs, open, recent })
+    }
+
+    /// One decoded partition of `table` at the version `snapshot` names; `None` when the lake
+    /// no longer holds that version (it changed since the snapshot).
+    async fn partition(
+        &self,
+        snapshot: &Snapshot,
+        table: Table,
+        date: NaiveDate,
+    ) -> Result<Option<Arc<Decoded>>> {
+        let Some(version) = snapshot.versions(table).get(&date) else {
+            return Ok(None);
+        };
+        let key = (table, date, version.clone());
+        let lake = &self.lake;
+        let loaded = self
+            .cache
+            .get_or_load(key, || async move {
+                let file = match table {
+                    Table::Silver => paths::silver_partition_file(date),
+                    Table::Gold => paths::gold_partition_file(date),
+                    Table::Gaps => paths::gaps_partition_file(date),
+                };
+                let Some((bytes, found)) = lake
+                    .get_versioned(&file)
+                    .await
+                    .map_err(|e| Some(Error::Lake(e)))?
+                else {
+                    return Err(None);
+                };
+                if &found != version {
+                    return Err(None);
+                }
+                let decoded =
+                    tokio::task::spawn_blocking(move || decode(table, date, &file, bytes))
+                        .await
+                        .map_err(|e| Some(Error::Invalid(format!("decoding a partition: {e}"))))?;
+                decoded.map_err(|e| Some(Error::Lake(e)))
+            })
+            .await;
+        match loaded {
+            Ok(d) => Ok(Some(d)),
+            Err(None) => Ok(None),
+            Err(Some(e)) => Err(e),
+        }
+    }
+
+    /// The partitions of `table` on `dates`, in that order, read a few at a time; `Stale` when
+    /// one of them changed since the snapshot.
+    async fn partitions(
+        &self,
+        snapshot: &Snapshot,
+        table: Table,
+        dates: Vec<NaiveDate>,
+    ) -> Result<Attempt<Vec<Loaded>>> {
+        let read: Vec<Result<Option<Loaded>>> = futures::stream::iter(dates)
+            .map(|d| async move { Ok(self.partition(snapshot, table, d).await?.map(|p| (d, p))) })
+            .buffered(READS_AT_ONCE)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(read.len());
+        for r in read {
+            match r? {
+                Some(p) => out.push(p),
+                None => return Ok(Attempt::Stale),
+            }
+        }
+        Ok(Attempt::Done(out))
+    }
+
+    /// Candles of one exchange and symbol in `[from, to)`, oldest first, at most `limit`:
+    /// hourly from silver, daily from gold.
+    pub async fn candles(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        interval: Interval,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Candles> {
+        on_snapshot!(self, s => async {
+            // An hour's candle is in its own date's partition; a day's is the partition of its
+            // date, and the days asked for are the dates from `from`'s to before `to`'s.
+            let (table, first, last) = match interval {
+                Interval::Hour => (
+                    Table::Silver,
+                    from.date_naive(),
+                    (to - Duration::microseconds(1)).date_naive(),
+                ),
+                Interval::Day => (Table::Gold, from.date_naive(), to.date_naive().pred_opt().unwrap_or(NaiveDate::MIN)),
+            };
+            let dates: Vec<NaiveDate> = match first <= last {
+                true => s.versions(table).range(first..=last).map(|(d, _)| *d).collect(),
+                false => Vec::new(),
+            };
+            let mut rows = Vec::new();
+            // A chunk of dates at a time, so a small limit reads no more than it needs.
+            for chunk in dates.chunks(READS_AT_ONCE) {
+                let parts = match self.partitions(s, table, chunk.to_vec()).await? {
+                    Attempt::Done(p) => p,
+                    Attempt::Stale => return Ok(Attempt::Stale),
+                };
+                for (_, part) in parts {
+                    rows.extend(rows::candle_rows(&part, exchange, symbol, from, to));
+                }
+                if rows.len() >= limit {
+                    break;
+                }
+            }
+            rows.truncate(limit);
+            Ok(Attempt::Done(Candles { interval, rows }))
+        })
+    }
+
+    /// Per exchange and symbol, the figures merged over every partition of the snapshot;
+    /// each partition's share is worked out once per version.
+    async fn pairs(
+        &self,
+        s: &Snapshot,
+    ) -> Result<Attempt<Arc<BTreeMap<(Exchange, Symbol), PairPart>>>> {
+        if let Some(p) = s.pairs.get() {
+            return Ok(Attempt::Done(p.clone()));
+        }
+        let mut merged: BTreeMap<(Exchange, Symbol), PairPart> = BTreeMap::new();
+        for table in [Table::Silver, Table::Gold, Table::Gaps] {
+            let (known, missing): (Vec<_>, Vec<_>) = {
+                let sums = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
+                let mut known = Vec::new();
+                let mut missing = Vec::new();
+                for (d, v) in s.versions(table) {
+                    match sums.get(&(table, *d, v.clone())) {
+                        Some(sum) => known.push(sum.clone()),
+                        None => missing.push(*d),
+                    }
+                }
+                (known, missing)
+            };
+            let parts = match self.partitions(s, table, missing).await? {
+                Attempt::Done(p) => p,
+                Attempt::Stale => return Ok(Attempt::Stale),
+            };
+            let mut fresh = Vec::with_capacity(parts.len());
+            for (d, part) in parts {
+                let sum = Arc::new(summarize(&part));
+                if let Some(v) = s.versions(table).get(&d) {
+                    self.summaries
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((table, d, v.clone()), sum.clone());
+                }
+                fresh.push(sum);
+            }
+            for sum in known.iter().chain(&fresh) {
+                for (pair, part) in sum.iter() {
+                    merged.entry(pair.clone()).or_default().merge(part);
+                }
+            }
+        }
+        // Only pairs silver holds are reported, as the tables' users know them.
+        merged.retain(|_, p| p.hours > 0);
+        let merged = Arc::new(merged);
+        let _ = s.pairs.set(merged.clone());
+        Ok(Attempt::Done(merged))
+    }
+
+    /// Every exchange and symbol silver holds, with its first and last hour.
+    pub async fn symbols(&self) -> Result<Vec<SymbolRow>> {
+        on_snapshot!(self, s => async {
+            Ok(match self.pairs(s).await? {
+                Attempt::Done(p) => Attempt::Done(
+                    p.iter()
+                        .map(|((exchange, symbol), part)| SymbolRow {
+                            exchange: *exchange,
+                            symbol: symbol.clone(),
+                            first_hour: part.first_hour,
+                            last_hour: part.last_hour,
+                            hours: part.hours,
+                        })
+                        .collect(),
+                ),
+                Attempt::Stale => Attempt::Stale,
+            })
+        })
+    }
+
+    /// The freshness of every pair silver holds: its newest complete hour and how long ago it
+    /// ended.
+    pub async fn freshness(&self) -> Result<Vec<Freshness>> {
+        let now = self.clock.now();
+        on_snapshot!(self, s => async {
+            Ok(match self.pairs(s).await? {
+                Attempt::Done(p) => Attempt::Done(
+                    p.iter()
+                        .map(|((exchange, symbol), part)| freshness_of(*exchange, symbol, part, now))
+                        .collect(),
+                ),
+                Attempt::Stale => Attempt::Stale,
+            })
+        })
+    }
+
+    /// One row per exchange and symbol: coverage, gaps, open violations, freshness and the
+    /// last run. What the dashboard's overview shows.
+    pub async fn overview(&self) -> Result<Overview> {
+        let now = self.clock.now();
+        let threshold = self.max_age_minutes * 60;
+        on_snapshot!(self, s => async {
+            let pairs = match self.pairs(s).await? {
+                Attempt::Done(p) => p,
+                Attempt::Stale => return Ok(Attempt::Stale),
+            };
+            let mut violations: HashMap<(Exchange, Symbol), i64> = HashMap::new();
+            for r in s.ops.open.iter() {
+                if let (Some(e), Some(sym)) = (r.result.exchange, &r.result.symbol) {
+                    *violations.entry((e, sym.clone())).or_default() += 1;
+                }
+            }
+            let rows = pairs
+                .iter()
+                .map(|((exchange, symbol), part)| {
+                    let f = freshness_of(*exchange, symbol, part, now);
+                    let lag = f.lag.map(|l| l.as_secs_f64());
+                    OverviewRow {
+                        exchange: *exchange,
+                        symbol: symbol.clone(),
+                        days_covered: part.days,
+                        days_complete: part.days_complete,
+                        missing_minutes: part.gap_minutes[0],
+                        unconfirmed_minutes: part.gap_minutes[1],
+                        confirmed_minutes: part.gap_minutes[2],
+                        unservable_minutes: part.gap_minutes[3],
+                        open_violations: violations.get(&(*exchange, symbol.clone())).copied().unwrap_or(0),
+                        last_complete_hour: f.newest_complete_hour,
+                        lag_seconds: lag,
+                        stale: lag.is_none_or(|l| l > threshold as f64),
+                        last_run_status: last_run(&s.ops.runs, *exchange),
+                    }
+                })
+                .collect();
+            Ok(Attempt::Done(Overview {
+                generated_at: now,
+                freshness_threshold_seconds: threshold,
+                rows,
+            }))
+        })
+    }
+
+    /// The newest `limit` step records of the run history, newest first.
+    pub async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        let s = self.snapshot().await?;
+        Ok(s.ops.runs.iter().take(limit).cloned().collect())
+    }
+
+    /// The gaps recorded by the last scans, ordered by exchange, symbol and start.
+    pub async fn gaps(&self, filter: &GapFilter) -> Result<Vec<Gap>> {
+        on_snapshot!(self, s => async {
+            let dates: Vec<NaiveDate> = s
+                .gaps
+                .keys()
+                .copied()
+                .filter(|d| filter.from.is_none_or(|f| *d >= f) && filter.to.is_none_or(|t| *d <= t))
+                .collect();
+            let parts = match self.partitions(s, Table::Gaps, dates).await? {
+                Attempt::Done(p) => p,
+                Attempt::Stale => return Ok(Attempt::Stale),
+            };
+            let mut out: Vec<Gap> = Vec::new();
+            for (_, part) in &parts {
+                let Decoded::Gaps(g) = part.as_ref() else { continue };
+                match (filter.exchange, &filter.symbol) {
+                    (Some(e), Some(sym)) => out.extend(g.of(e, sym).iter().cloned()),
+                    _ => out.extend(g.rows.iter().filter(|gap| {
+                        filter.exchange.is_none_or(|e| gap.exchange == e)
+                            && filter.symbol.as_ref().is_none_or(|sym| &gap.symbol == sym)
+                    }).cloned()),
+                }
+            }
+            out.sort_by(|a, b| (a.exchange, &a.symbol, a.start).cmp(&(b.exchange, &b.symbol, b.start)));
+            if let Some(limit) = filter.limit {
+                out.truncate(limit);
+            }
+            Ok(Attempt::Done(out))
+        })
+    }
+
+    /// Minutes of gaps per exchange, symbol and status.
+    pub async fn gap_minutes(&self) -> Result<Vec<(Exchange, Symbol, GapStatus, i64)>> {
+        on_snapshot!(self, s => async {
+            Ok(match self.pairs(s).await? {
+                Attempt::Done(p) => Attempt::Done(
+                    p.iter()
+                        .flat_map(|((e, sym), part)| {
+                            [GapStatus::Missing, GapStatus::Unconfirmed, GapStatus::Confirmed, GapStatus::Unservable]
+                                .into_iter()
+                                .filter(|st| part.gap_minutes[gap_slot(*st)] > 0)
+                                .map(|st| (*e, sym.clone(), st, part.gap_minutes[gap_slot(st)]))
+                        })
+                        .collect(),
+                ),
+                Attempt::Stale => Attempt::Stale,
+            })
+        })
+    }
+
+    /// Quality results, newest first: the history, or the violations still open.
+    pub async fn quality(&self, filter: &QualityFilter) -> Result<Vec<RecordedResult>> {
+        let s = self.snapshot().await?;
+        let rows = if filter.open_only {
+            &s.ops.open
+        } else {
+            &s.ops.recent
+        };
+        Ok(rows
+            .iter()
+            .filter(|r| filter.status.is_none_or(|st| r.result.status == st))
+            .take(filter.limit)
+            .cloned()
+            .collect())
+    }
+
+    /// Open violations per rule (every rule listed, zero when none is open).
+    pub async fn open_violations(&self) -> Result<BTreeMap<Rule, usize>> {
+        let s = self.snapshot().await?;
+        let mut out: BTreeMap<Rule, usize> = Rule::ALL.into_iter().map(|r| (r, 0)).collect();
+        for r in s.ops.open.iter() {
+            *out.entry(r.result.rule).or_default() += 1;
+        }
+        Ok(out)
+    }
+
+    /// Reads what the dashboard asks for first (every gold partition, then silver from the
+    /// newest date back, within half the cache), so the first requests find it in memory.
+    pub async fn warm(&self) -> Result<()> {
+        let s = self.snapshot().await?;
+        let gold: Vec<NaiveDate> = s.gold.keys().copied().collect();
+        let _ = self.partitions(&s, Table::Gold, gold).await?;
+        let _ = self.pairs(&s).await?;
+        let half = self.cache.stats().capacity / 2;
+        let silver: Vec<NaiveDate> = s.silver.keys().rev().copied().collect();
+        for chunk in silver.chunks(READS_AT_ONCE) {
+            if self.cache.stats().bytes >= half {
+                break;
+            }
+            if let Attempt::Stale = self.partitions(&s, Table::Silver, chunk.to_vec()).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn freshness_of(
+    exchange: Exchange,
+    symbol: &Symbol,
+    part: &PairPart,
+    now: DateTime<Utc>,
+) -> Freshness {
+    let hour = part.newest_complete;
+    Freshness {
+        exchange,
+        symbol: symbol.clone(),
+        newest_complete_hour: hour,
+        lag: hour.map(|h| {
+            (now - (h + Duration::hours(1)))
+                .to_std()
+                .unwrap_or_default()
+        }),
+    }
+}
+
+/// The outcome of the exchange's newest ingest, else of the newest silver build (a lake filled
+/// by import or by the benchmark's generator has no ingest runs).
+fn last_run(runs: &[RunRecord], exchange: Exchange) -> Option<cryptolake_model::Outcome> {
+    use cryptolake_model::Step;
+    runs.iter()
+        .find(|r| r.step == Step::Ingest && r.exchange == Some(exchange))
+        .or_else(|| runs.iter().find(|r| r.step == Step::Silver))
+        .map(|r| r.status)
+}
+
+fn decode(
+    table: Table,
+    date: NaiveDate,
+    file: &Path,
+    bytes: bytes::Bytes,
+) -> cryptolake_lake::Result<Decoded> {
+    let batches = cryptolake_lake::decode_parquet(file, bytes)?;
+    Ok(match table {
+        Table::Silver => {
+            let mut rows = Vec::new();
+            for b in &batches {
+                rows.extend(cryptolake_lake::hourly_from_batch(b, file.as_ref())?);
+            }
+            Decoded::Hours(Grouped::new(
+                rows,
+                |h| (h.exchange, &h.symbol),
+                |h| h.open_time,
+            ))
+        }
+        Table::Gold => {
+            let mut rows = Vec::new();
+            for b in &batches {
+                rows.extend(cryptolake_lake::daily_from_batch(b, date, file.as_ref())?);
+            }
+            Decoded::Days(Grouped::new(rows, |d| (d.exchange, &d.symbol), |d| d.date))
+        }
+        Table::Gaps => {
+            let mut rows = Vec::new();
+            for b in &batches {
+                rows.extend(cryptolake_lake::gaps::gaps_from_batch(b, file.as_ref())?);
+            }
+            Decoded::Gaps(Grouped::new(rows, |g| (g.exchange, &g.symbol), |g| g.start))
+        }
+    })
+}

@@ -1,0 +1,257 @@
+//! The read model's typed answers, and their Arrow batches for callers that render tables
+//! (JSON, CSV, Arrow IPC): the column names and types are the ones the API has always served.
+
+use arrow::array::RecordBatch;
+use chrono::{DateTime, Utc};
+use cryptolake_lake::columns::Builder;
+use cryptolake_lake::gaps::Gap;
+use cryptolake_lake::ops::RunRecord;
+use cryptolake_lake::quality::RecordedResult;
+use cryptolake_model::{Exchange, Outcome, Symbol};
+use serde::Serialize;
+
+use super::Decoded;
+use crate::Result;
+
+/// The width of a candle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Interval {
+    /// From silver `ohlcv_1h`.
+    #[serde(rename = "1h")]
+    Hour,
+    /// From gold `ohlcv_1d`.
+    #[serde(rename = "1d")]
+    Day,
+}
+
+impl Interval {
+    pub fn parse(s: &str) -> Option<Interval> {
+        match s {
+            "1h" => Some(Interval::Hour),
+            "1d" => Some(Interval::Day),
+            _ => None,
+        }
+    }
+
+    pub fn duration(self) -> chrono::Duration {
+        match self {
+            Interval::Hour => chrono::Duration::hours(1),
+            Interval::Day => chrono::Duration::days(1),
+        }
+    }
+}
+
+/// One candle as charts use it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandleRow {
+    pub time: DateTime<Utc>,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+    /// Minutes of an hour, or hours of a day, that made the candle.
+    pub present: i32,
+    /// Every minute present or confirmed empty; for a day, every hour complete.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candles {
+    pub interval: Interval,
+    pub rows: Vec<CandleRow>,
+}
+
+impl Candles {
+    pub fn to_batch(&self) -> Result<RecordBatch> {
+        let present = match self.interval {
+            Interval::Hour => "minutes_present",
+            Interval::Day => "hours_present",
+        };
+        Ok(Builder::new(&self.rows)
+            .time(|r| r.time)
+            .float64(|r| r.open)
+            .float64(|r| r.high)
+            .float64(|r| r.low)
+            .float64(|r| r.close)
+            .float64(|r| r.volume)
+            .int32(|r| r.present)
+            .boolean(|r| r.complete)
+            .finish_named(&[
+                "time", "open", "high", "low", "close", "volume", present, "complete",
+            ])?)
+    }
+}
+
+/// The candles of one partition for a pair in `[from, to)`.
+pub(super) fn candle_rows(
+    part: &Decoded,
+    exchange: Exchange,
+    symbol: &Symbol,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<CandleRow> {
+    match part {
+        Decoded::Hours(g) => g
+            .of(exchange, symbol)
+            .iter()
+            .filter(|h| from <= h.open_time && h.open_time < to)
+            .map(|h| CandleRow {
+                time: h.open_time,
+                open: h.open,
+                high: h.high,
+                low: h.low,
+                close: h.close,
+                volume: h.volume,
+                present: h.minutes_present,
+                complete: h.is_complete(),
+            })
+            .collect(),
+        Decoded::Days(g) => g
+            .of(exchange, symbol)
+            .iter()
+            .filter(|d| from.date_naive() <= d.date && d.date < to.date_naive())
+            .map(|d| CandleRow {
+                time: d.date.and_time(chrono::NaiveTime::MIN).and_utc(),
+                open: d.open,
+                high: d.high,
+                low: d.low,
+                close: d.close,
+                volume: d.volume,
+                present: d.hours_present,
+                complete: d.is_complete,
+            })
+            .collect(),
+        Decoded::Gaps(_) => Vec::new(),
+    }
+}
+
+/// An exchange and symbol silver holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SymbolRow {
+    pub exchange: Exchange,
+    pub symbol: Symbol,
+    pub first_hour: Option<DateTime<Utc>>,
+    pub last_hour: Option<DateTime<Utc>>,
+    pub hours: i64,
+}
+
+pub fn symbols_batch(rows: &[SymbolRow]) -> Result<RecordBatch> {
+    Ok(Builder::new(rows)
+        .text(|r| r.exchange.as_str())
+        .text(|r| r.symbol.as_str())
+        .time_opt(|r| r.first_hour)
+        .time_opt(|r| r.last_hour)
+        .int64(|r| r.hours)
+        .finish_named(&["exchange", "symbol", "first_hour", "last_hour", "hours"])?)
+}
+
+/// One row of the overview.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OverviewRow {
+    pub exchange: Exchange,
+    pub symbol: Symbol,
+    pub days_covered: i64,
+    pub days_complete: i64,
+    pub missing_minutes: i64,
+    pub unconfirmed_minutes: i64,
+    pub confirmed_minutes: i64,
+    pub unservable_minutes: i64,
+    /// Violations whose latest evaluation still finds them.
+    pub open_violations: i64,
+    pub last_complete_hour: Option<DateTime<Utc>>,
+    pub lag_seconds: Option<f64>,
+    pub stale: bool,
+    pub last_run_status: Option<Outcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Overview {
+    pub generated_at: DateTime<Utc>,
+    pub freshness_threshold_seconds: i64,
+    pub rows: Vec<OverviewRow>,
+}
+
+pub fn runs_batch(rows: &[RunRecord]) -> Result<RecordBatch> {
+    let seconds = |r: &RunRecord| {
+        let us = (r.finished_at - r.started_at)
+            .num_microseconds()
+            .unwrap_or(0);
+        (us as f64 / 1e3).round() / 1e3
+    };
+    Ok(Builder::new(rows)
+        .text(|r| r.run_id.as_str())
+        .text_owned(|r| r.step.label(r.exchange))
+        .time(|r| r.started_at)
+        .time(|r| r.finished_at)
+        .float64(seconds)
+        .text(|r| r.status.as_str())
+        .int64(|r| r.inputs)
+        .int64(|r| r.outputs)
+        .int64(|r| r.rows)
+        .int64(|r| r.quarantined)
+        .text_opt(|r| r.error.as_deref())
+        .finish_named(&[
+            "run_id",
+            "step",
+            "started_at",
+            "finished_at",
+            "seconds",
+            "status",
+            "inputs",
+            "outputs",
+            "rows",
+            "quarantined",
+            "error",
+        ])?)
+}
+
+pub fn gaps_batch(rows: &[Gap]) -> Result<RecordBatch> {
+    Ok(Builder::new(rows)
+        .text(|g| g.exchange.as_str())
+        .text(|g| g.symbol.as_str())
+        .time(|g| g.start)
+        .time(|g| g.end)
+        .int64(Gap::minutes)
+        .text(|g| g.status.as_str())
+        .int32(|g| g.fetches)
+        .finish_named(&[
+            "exchange",
+            "symbol",
+            "gap_start",
+            "gap_end",
+            "minutes",
+            "status",
+            "fetches",
+        ])?)
+}
+
+pub fn quality_batch(rows: &[RecordedResult]) -> Result<RecordBatch> {
+    Ok(Builder::new(rows)
+        .time(|r| r.checked_at)
+        .text(|r| r.run_id.as_str())
+        .text(|r| r.step.as_str())
+        .text(|r| r.result.rule.as_str())
+        .text(|r| r.result.action.as_str())
+        .text(|r| r.result.status.as_str())
+        .text_opt(|r| r.result.exchange.map(Exchange::as_str))
+        .text_opt(|r| r.result.symbol.as_ref().map(Symbol::as_str))
+        .text_opt(|r| r.result.subject.as_deref())
+        .float64_opt(|r| r.result.observed)
+        .float64_opt(|r| r.result.threshold)
+        .text(|r| r.result.message.as_str())
+        .finish_named(&[
+            "checked_at",
+            "run_id",
+            "step",
+            "rule",
+            "action",
+            "status",
+            "exchange",
+            "symbol",
+            "subject",
+            "observed",
+            "threshold",
+            "message",
+        ])?)
+}

@@ -1,0 +1,272 @@
+//! The read model against the same questions asked with SQL, on a generated lake, with a cache
+//! far smaller than the lake; and no answer mixing two versions of the lake.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::util::display::array_value_to_string;
+use chrono::{DateTime, Utc};
+use cryptolake_lake::{
+    Lake, hourly_from_batch, hourly_to_batch, paths, read_parquet, write_parquet,
+};
+use cryptolake_model::{Exchange, ManualClock, Symbol, parse_time};
+use cryptolake_pipeline::bench::{GenerateRequest, WrittenAt};
+use cryptolake_pipeline::reads::{GapFilter, Interval};
+use cryptolake_pipeline::{Options, Pipeline, Settings};
+
+fn t(s: &str) -> DateTime<Utc> {
+    parse_time(s).unwrap()
+}
+
+/// Three symbols over three days, built into silver and gold, read through a cache of
+/// `cache` bytes.
+async fn generated(cache: u64) -> (tempfile::TempDir, Pipeline) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings {
+        lake: dir.path().join("lake").display().to_string(),
+        ..Settings::default()
+    };
+    settings.server.read_cache = cache;
+    let p = Pipeline::open(
+        settings,
+        Options {
+            clock: Arc::new(ManualClock::new(t("2024-01-04T00:10:00Z"))),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    p.bench_generate(GenerateRequest {
+        symbols: 3,
+        range: (t("2024-01-01T00:00:00Z"), t("2024-01-04T00:00:00Z")),
+        seed: 7,
+        window_minutes: 1000,
+        written_at: WrittenAt::Fetched,
+    })
+    .await
+    .unwrap();
+    let run = p.new_run_id();
+    p.silver(false, &run).await.unwrap();
+    p.gold(false, &run).await.unwrap();
+    (dir, p)
+}
+
+/// Rows of a SQL answer as text.
+async fn sql(p: &Pipeline, query: &str) -> Vec<Vec<String>> {
+    let engine = p.query_engine().await.unwrap();
+    let batches: Vec<RecordBatch> = engine.query(query).await.unwrap();
+    batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).map(move |i| {
+                (0..b.num_columns())
+                    .map(|c| array_value_to_string(b.column(c), i).unwrap())
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_read_model_answers_as_sql_does_with_a_cache_smaller_than_the_lake() {
+    let (_dir, p) = generated(24 << 10).await;
+    let reads = p.reads();
+
+    let symbols = reads.symbols().await.unwrap();
+    let want = sql(
+        &p,
+        "SELECT exchange, symbol, count(*) FROM crypto_analytics.ohlcv_1h GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .await;
+    let got: Vec<Vec<String>> = symbols
+        .iter()
+        .map(|s| {
+            vec![
+                s.exchange.to_string(),
+                s.symbol.to_string(),
+                s.hours.to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(symbols.len(), 3);
+
+    for s in &symbols {
+        for (interval, table, time) in [
+            (Interval::Hour, "crypto_analytics.ohlcv_1h", "open_time"),
+            (Interval::Day, "crypto_gold.ohlcv_1d", "date"),
+        ] {
+            let candles = reads
+                .candles(
+                    s.exchange,
+                    &s.symbol,
+                    interval,
+                    t("2024-01-01T00:00:00Z"),
+                    t("2024-01-05T00:00:00Z"),
+                    100_000,
+                )
+                .await
+                .unwrap();
+            let want = sql(
+                &p,
+                &format!(
+                    "SELECT count(*), round(sum(volume), 6), min(close), max(high) FROM {table} \
+                     WHERE exchange = '{}' AND symbol = '{}' AND {time} IS NOT NULL",
+                    s.exchange, s.symbol
+                ),
+            )
+            .await;
+            let rows = &candles.rows;
+            let volume: f64 = rows.iter().map(|r| r.volume).sum();
+            let min_close = rows.iter().map(|r| r.close).fold(f64::INFINITY, f64::min);
+            let max_high = rows
+                .iter()
+                .map(|r| r.high)
+                .fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(rows.len().to_string(), want[0][0], "{interval:?} {s:?}");
+            assert!(
+                (volume - want[0][1].parse::<f64>().unwrap()).abs() < 1e-6 * volume.max(1.0),
+                "{interval:?}"
+            );
+            assert_eq!(min_close, want[0][2].parse::<f64>().unwrap());
+            assert_eq!(max_high, want[0][3].parse::<f64>().unwrap());
+            assert!(
+                rows.windows(2).all(|w| w[0].time < w[1].time),
+                "oldest first"
+            );
+            // A window and a limit: the first `limit` candles from `from`.
+            let some = reads
+                .candles(
+                    s.exchange,
+                    &s.symbol,
+                    interval,
+                    t("2024-01-02T05:00:00Z"),
+                    t("2024-01-03T00:00:00Z"),
+                    7,
+                )
+                .await
+                .unwrap();
+            let expect: Vec<_> = rows
+                .iter()
+                .filter(|r| match interval {
+                    Interval::Hour => {
+                        r.time >= t("2024-01-02T05:00:00Z") && r.time < t("2024-01-03T00:00:00Z")
+                    }
+                    Interval::Day => r.time.date_naive() == t("2024-01-02T00:00:00Z").date_naive(),
+                })
+                .take(7)
+                .cloned()
+                .collect();
+            assert_eq!(some.rows, expect, "{interval:?}");
+        }
+    }
+
+    let gaps = reads.gaps(&GapFilter::default()).await.unwrap();
+    let want = sql(
+        &p,
+        "SELECT count(*), coalesce(sum(minutes), 0) FROM crypto_ops.gaps",
+    )
+    .await;
+    assert_eq!(gaps.len().to_string(), want[0][0]);
+    assert_eq!(
+        gaps.iter().map(|g| g.minutes()).sum::<i64>().to_string(),
+        want[0][1]
+    );
+    let runs = reads.runs(1000).await.unwrap();
+    let want = sql(&p, "SELECT count(*) FROM crypto_ops.runs").await;
+    assert_eq!(runs.len().to_string(), want[0][0]);
+    assert!(
+        runs.windows(2).all(|w| w[0].started_at >= w[1].started_at),
+        "newest first"
+    );
+
+    let stats = reads.cache_stats();
+    assert!(stats.bytes <= stats.capacity, "{stats:?}");
+    assert!(
+        stats.entries < 9,
+        "the cache never held the whole lake: {stats:?}"
+    );
+}
+
+/// Rewrites a silver partition behind the read model's back (no step, no change marker), with
+/// every close multiplied by `factor`.
+async fn rewrite(lake: &Lake, day: &str, factor: f64) {
+    let key = paths::silver_partition_file(t(day).date_naive());
+    let mut hours = Vec::new();
+    for b in read_parquet(lake, &key).await.unwrap() {
+        hours.extend(hourly_from_batch(&b, key.as_ref()).unwrap());
+    }
+    for h in &mut hours {
+        h.close *= factor;
+        h.high = h.high.max(h.close);
+        h.low = h.low.min(h.close);
+    }
+    write_parquet(lake, &key, &hourly_to_batch(&hours).unwrap(), &[])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_answer_mixes_two_versions_of_the_lake() {
+    let (_dir, p) = generated(512 << 20).await;
+    let lake = Lake::open(&p.settings().lake).unwrap();
+    let reads = p.reads();
+    let symbol = Symbol::parse("S0001-USDT").unwrap();
+    let closes = |from: &str, to: &str| {
+        let (from, to) = (t(from), t(to));
+        let symbol = symbol.clone();
+        async move {
+            reads
+                .candles(Exchange::Binance, &symbol, Interval::Hour, from, to, 10_000)
+                .await
+                .unwrap()
+                .rows
+                .iter()
+                .map(|r| r.close)
+                .collect::<Vec<f64>>()
+        }
+    };
+    // The first day is read, so the read model holds it; the second is not.
+    let day1 = closes("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z").await;
+    assert_eq!(day1.len(), 24);
+    // Both days as the files hold them now.
+    let mut old = Vec::new();
+    for day in ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"] {
+        let key = paths::silver_partition_file(t(day).date_naive());
+        for b in read_parquet(&lake, &key).await.unwrap() {
+            old.extend(
+                hourly_from_batch(&b, key.as_ref())
+                    .unwrap()
+                    .into_iter()
+                    .filter(|h| h.exchange == Exchange::Binance && h.symbol == symbol)
+                    .map(|h| h.close),
+            );
+        }
+    }
+    assert_eq!(old.len(), 48);
+    assert_eq!(old[..24], day1[..]);
+    // Another writer rewrites both days; the read model has not been told.
+    rewrite(&lake, "2024-01-01T00:00:00Z", 2.0).await;
+    rewrite(&lake, "2024-01-02T00:00:00Z", 2.0).await;
+    let new: Vec<f64> = old.iter().map(|c| c * 2.0).collect();
+    // An answer over both days: the first day is held in its old version, the second must be
+    // read and is found in a version the snapshot does not name. Half old and half new is the
+    // failure this guards against; the read model starts the answer again from a new
+    // snapshot, and all of it is new.
+    let after = closes("2024-01-01T00:00:00Z", "2024-01-03T00:00:00Z").await;
+    assert_eq!(after, new, "an answer mixed two versions of the lake");
+    // A writer elsewhere rewrites a partition and, as every step does, the change marker: the
+    // next check (within a second) renews the snapshot, though every partition asked for is
+    // held.
+    rewrite(&lake, "2024-01-01T00:00:00Z", 2.0).await;
+    lake.put(
+        &paths::change_marker(),
+        bytes::Bytes::from_static(b"elsewhere"),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let later = closes("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z").await;
+    let want: Vec<f64> = old[..24].iter().map(|c| c * 4.0).collect();
+    assert_eq!(later, want);
+}
