@@ -1,7 +1,8 @@
 //! `cryptolake serve --pg` with real clients over a real socket: psql (Debian's
 //! postgresql-client), psycopg 3 (simple and extended protocol, text and binary results), the
-//! SQLAlchemy inspector as Superset uses it, and the exact SQL Grafana and Metabase send on
-//! connect and for table discovery. Answers are compared with `cryptolake sql`'s.
+//! SQLAlchemy inspector as Superset uses it, pgJDBC (Debian's libpostgresql-jdbc-java, the driver
+//! under DBeaver, Metabase and Tableau), and the exact SQL Grafana and Metabase send on connect
+//! and for table discovery. Answers are compared with `cryptolake sql`'s.
 
 mod support;
 
@@ -157,6 +158,85 @@ fn lake_files(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
     }
     out.sort();
     out
+}
+
+#[test]
+fn pgjdbc_answers_every_metadata_call_and_a_prepared_statement_keeps_its_numbers() {
+    let (d, served) = served(&[]);
+    let dir = d.path();
+    let url = format!(
+        "jdbc:postgresql://{}:{}/cryptolake",
+        served.host, served.port
+    );
+    let query = "SELECT count(*) AS n, round(sum(volume), 4) AS v FROM crypto_gold.ohlcv_1d WHERE symbol = 'S0001-USDT'";
+    let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/JdbcProbe.java");
+    let out = Command::new("java")
+        .args(["-cp", "/usr/share/java/postgresql.jar"])
+        .arg(&probe)
+        .args([&url, query])
+        .env("PGUSER", "tester")
+        .output()
+        .expect("java (.ci/run installs Java 17 and libpostgresql-jdbc-java)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = |call: &str| -> usize {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{call} ")))
+            .unwrap_or_else(|| panic!("{call} was not called: {text}"));
+        let rest = line
+            .strip_prefix(&format!("{call} ok "))
+            .unwrap_or_else(|| panic!("{line}"));
+        rest.trim().parse().unwrap()
+    };
+    // The five tables, silver's columns (the partition column `date` too), and no keys or
+    // indexes: the lake has none.
+    assert_eq!(rows("getTables"), 5, "{text}");
+    let silver_columns = sql_json(
+        dir,
+        "SELECT count(*) AS n FROM information_schema.columns WHERE table_schema = 'crypto_analytics' AND table_name = 'ohlcv_1h'",
+    );
+    assert_eq!(
+        rows("getColumns") as f64,
+        silver_columns[0]["n"].as_f64().unwrap(),
+        "{text}"
+    );
+    for none in [
+        "getPrimaryKeys",
+        "getImportedKeys",
+        "getExportedKeys",
+        "getIndexInfo",
+    ] {
+        assert_eq!(rows(none), 0, "{none}: {text}");
+    }
+    assert!(rows("getTypeInfo") >= 10, "{text}");
+    rows("getFunctions");
+    rows("getTablePrivileges");
+    // Seven runs of one prepared statement, text then binary results: the numbers of
+    // `cryptolake sql`.
+    let want = sql_json(dir, query);
+    let (n, v) = (
+        want[0]["n"].as_f64().unwrap(),
+        want[0]["v"].as_f64().unwrap(),
+    );
+    let runs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("prepared "))
+        .collect();
+    assert_eq!(runs.len(), 7, "{text}");
+    for line in runs {
+        let row = line.splitn(3, ' ').nth(2).unwrap().trim_end_matches(';');
+        let (got_n, got_v) = row.split_once('|').unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(got_n.parse::<f64>().unwrap(), n, "{line}");
+        assert!(
+            (got_v.parse::<f64>().unwrap() - v).abs() < 1e-6 * v.abs(),
+            "{line}"
+        );
+    }
 }
 
 #[test]

@@ -63,6 +63,16 @@ async fn a_coinbase_day_with_only_confirmed_empty_minutes_is_complete() {
     let (present, covered) = silver_minutes().await;
     assert!(present < 1440, "the market has minutes without trades");
     // The read model's current state: the hours with unconfirmed minutes are open violations.
+    let open_results = || async {
+        p.reads()
+            .quality(&cryptolake_pipeline::reads::QualityFilter {
+                open_only: true,
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    };
     let open_for_coinbase = || async {
         let overview = p.reads().overview().await.unwrap();
         let rows: Vec<_> = overview
@@ -71,15 +81,7 @@ async fn a_coinbase_day_with_only_confirmed_empty_minutes_is_complete() {
             .filter(|r| r.exchange == Exchange::Coinbase)
             .collect();
         assert_eq!(rows.len(), 1, "{overview:?}");
-        let open = p
-            .reads()
-            .quality(&cryptolake_pipeline::reads::QualityFilter {
-                open_only: true,
-                limit: 10_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let open = open_results().await;
         let coinbase = || {
             open.iter()
                 .filter(|r| r.result.exchange == Some(Exchange::Coinbase))
@@ -125,15 +127,7 @@ async fn a_coinbase_day_with_only_confirmed_empty_minutes_is_complete() {
     assert_eq!(covered_after, 1440);
     assert!(gold_day().await.is_complete);
     assert_eq!(completeness().await, 0);
-    let still_open = p
-        .reads()
-        .quality(&cryptolake_pipeline::reads::QualityFilter {
-            open_only: true,
-            limit: 10_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let still_open = open_results().await;
     assert_eq!(
         open_for_coinbase().await,
         0,

@@ -5,6 +5,7 @@
 pub mod ddl;
 mod limits;
 mod output;
+pub mod postgres;
 
 use std::sync::Arc;
 

@@ -264,7 +264,14 @@ impl ScalarUDFImpl for Capped {
     }
 }
 
-/// The runtime of a session under `limits`: a fair spilling pool and a bounded spill directory.
+/// How long a table's listing is reused: statements within it neither list the table's
+/// folders again nor, through the footer cache beside it, read the Parquet footers again; a
+/// partition another process writes is seen after it at the latest.
+pub const LISTING_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The runtime of a session under `limits`: a fair spilling pool, a bounded spill directory,
+/// and listings reused for [`LISTING_REUSE`] (DataFusion's default keeps them forever, and a
+/// long-running server would never see a new partition).
 pub(crate) fn runtime(
     limits: &Limits,
 ) -> DfResult<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
@@ -275,7 +282,10 @@ pub(crate) fn runtime(
         FairSpillPool::new(limits.memory_bytes),
         std::num::NonZeroUsize::new(3).expect("nonzero"),
     );
+    let caches = datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+        .with_list_files_cache_ttl(Some(LISTING_REUSE));
     RuntimeEnvBuilder::new()
+        .with_cache_manager(caches)
         .with_memory_pool(Arc::new(pool))
         .with_disk_manager_builder(
             DiskManagerBuilder::default().with_max_temp_directory_size(limits.spill_bytes),

@@ -18,7 +18,7 @@ use cryptolake_pipeline::settings::{PgPassword, PgTls, PgUser};
 use cryptolake_query::QueryEngine;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ParamValues;
-use datafusion::logical_expr::{LogicalPlan, ScalarUDF, Volatility, create_udf};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatementWrapper;
 use datafusion::sql::sqlparser::ast::{Set, Statement};
@@ -26,8 +26,6 @@ use datafusion_postgres::arrow_pg::datatypes::{
     arrow_schema_to_pg_fields, df::deserialize_parameters_with_server_types, encode_recordbatch,
     into_pg_type,
 };
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
@@ -55,9 +53,7 @@ use tracing::{info, warn};
 
 use crate::{Error, Result};
 
-/// The PostgreSQL version the server says it is: clients (SQLAlchemy, and so Superset) parse
-/// it from `version()` and `server_version`, and pick their SQL by it.
-pub const PG_VERSION: &str = "16.6";
+pub use cryptolake_query::postgres::PG_VERSION;
 const SCRAM_ITERATIONS: usize = 4096;
 
 /// How the wire protocol is served.
@@ -382,7 +378,7 @@ impl Core {
             .parse(sql)
             .map_err(|e| user_error("42601", format!("syntax error: {e}")))?;
         for s in &mut statements {
-            null_correlated_case_subqueries(s);
+            cryptolake_query::postgres::rewrite(s);
         }
         Ok(statements)
     }
@@ -408,7 +404,7 @@ impl Core {
             .await
             .map_err(df_error)?;
         QueryEngine::check_read_only(&plan).map_err(query_error)?;
-        backslash_escapes(plan)
+        cryptolake_query::postgres::backslash_escapes(plan).map_err(df_error)
     }
 
     async fn run<C: ClientInfo + ?Sized>(
@@ -568,112 +564,6 @@ impl SimpleQueryHandler for Service {
         }
         Ok(out)
     }
-}
-
-/// Replaces each correlated subquery over `pg_catalog` alone inside a `CASE` with NULL.
-/// DataFusion cannot run a subquery that refers to the outer row from within a `CASE`;
-/// catalog queries put them there for column defaults, identity sequences and collations
-/// (SQLAlchemy's column reflection does), none of which the lake's tables have, so NULL is
-/// their answer. A subquery that reads a lake table is left alone: its error is reported,
-/// never turned into NULLs.
-fn null_correlated_case_subqueries(statement: &mut Statement) {
-    use datafusion::sql::sqlparser::ast::{
-        Expr, Query, SetExpr, TableFactor, Value, visit_expressions, visit_expressions_mut,
-    };
-    use std::collections::HashSet;
-    use std::ops::ControlFlow;
-
-    fn correlated(query: &Query) -> bool {
-        let SetExpr::Select(select) = query.body.as_ref() else {
-            return false;
-        };
-        let catalog_only = select.from.iter().all(|from| {
-            std::iter::once(&from.relation)
-                .chain(from.joins.iter().map(|j| &j.relation))
-                .all(|f| match f {
-                    TableFactor::Table { name, .. } => {
-                        name.0.iter().any(|p| {
-                            p.to_string()
-                                .trim_matches('"')
-                                .eq_ignore_ascii_case("pg_catalog")
-                        }) || name.0.last().is_some_and(|p| {
-                            p.to_string()
-                                .trim_matches('"')
-                                .to_ascii_lowercase()
-                                .starts_with("pg_")
-                        })
-                    }
-                    _ => false,
-                })
-        });
-        if select.from.is_empty() || !catalog_only {
-            return false;
-        }
-        let mut names: HashSet<String> = HashSet::new();
-        for from in &select.from {
-            for factor in
-                std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
-            {
-                if let TableFactor::Table { name, alias, .. } = factor {
-                    if let Some(a) = alias {
-                        names.insert(a.name.value.to_ascii_lowercase());
-                    }
-                    let parts: Vec<String> = name
-                        .0
-                        .iter()
-                        .map(|p| p.to_string().trim_matches('"').to_ascii_lowercase())
-                        .collect();
-                    for i in 0..parts.len() {
-                        names.insert(parts[i..].join("."));
-                    }
-                }
-            }
-        }
-        let mut outer = false;
-        let _ = visit_expressions(query, |e| {
-            if let Expr::CompoundIdentifier(idents) = e
-                && idents.len() >= 2
-            {
-                let qualifier = idents[..idents.len() - 1]
-                    .iter()
-                    .map(|i| i.value.to_ascii_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(".");
-                outer |= !names.contains(&qualifier);
-            }
-            ControlFlow::<()>::Continue(())
-        });
-        outer
-    }
-
-    fn null_subqueries(e: &mut Expr) {
-        let _ = visit_expressions_mut(e, |inner| {
-            if let Expr::Subquery(q) = inner
-                && correlated(q)
-            {
-                *inner = Expr::Value(Value::Null.with_empty_span());
-            }
-            ControlFlow::<()>::Continue(())
-        });
-    }
-
-    let _ = visit_expressions_mut(statement, |e| {
-        if let Expr::Case {
-            conditions,
-            else_result,
-            ..
-        } = e
-        {
-            for when in conditions {
-                null_subqueries(&mut when.condition);
-                null_subqueries(&mut when.result);
-            }
-            if let Some(e) = else_result {
-                null_subqueries(e);
-            }
-        }
-        ControlFlow::<()>::Continue(())
-    });
 }
 
 /// The parameters' types as DataFusion infers them, by position (`$1` first), a cast of a
@@ -859,234 +749,6 @@ impl ExtendedQueryHandler for Service {
     }
 }
 
-/// `LIKE … ESCAPE 'c'` for any `c`, as PostgreSQL allows (SQLAlchemy writes `ESCAPE '/'`):
-/// DataFusion's LIKE knows only the backslash, so the pattern is rewritten to backslash escapes
-/// when it is evaluated (it may be a parameter), by [`like_escape_udf`].
-fn backslash_escapes(plan: LogicalPlan) -> PgWireResult<LogicalPlan> {
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::logical_expr::expr::Like;
-    use datafusion::prelude::{Expr, lit};
-    let udf = Arc::new(like_escape_udf());
-    plan.transform_up_with_subqueries(|node| {
-        node.map_expressions(|e| {
-            e.transform_up(|e| match e {
-                Expr::Like(like) if like.escape_char.is_some_and(|c| c != '\\') => {
-                    let escape = like.escape_char.expect("checked").to_string();
-                    let text = Expr::Cast(datafusion::logical_expr::Cast::new(
-                        like.pattern,
-                        DataType::Utf8,
-                    ));
-                    let pattern = udf.call(vec![text, lit(escape)]);
-                    Ok(Transformed::yes(Expr::Like(Like {
-                        pattern: Box::new(pattern),
-                        escape_char: Some('\\'),
-                        ..like
-                    })))
-                }
-                other => Ok(Transformed::no(other)),
-            })
-        })
-    })
-    .map(|t| t.data)
-    .map_err(df_error)
-}
-
-/// The LIKE pattern escaped with `escape` rewritten to backslash escapes.
-fn like_escape_udf() -> ScalarUDF {
-    use datafusion::arrow::array::{Array, StringArray, StringBuilder};
-    use datafusion::logical_expr::ColumnarValue;
-    create_udf(
-        "cryptolake_like_escape",
-        vec![DataType::Utf8, DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(|args| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let text = |i: usize| {
-                arrays[i]
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| {
-                        datafusion::error::DataFusionError::Execution(
-                            "a LIKE pattern must be text".into(),
-                        )
-                    })
-            };
-            let (patterns, escapes) = (text(0)?, text(1)?);
-            let mut out = StringBuilder::with_capacity(patterns.len(), patterns.value_data().len());
-            for i in 0..patterns.len() {
-                if patterns.is_null(i) {
-                    out.append_null();
-                    continue;
-                }
-                let escape = escapes.value(i).chars().next();
-                let mut rewritten = String::with_capacity(patterns.value(i).len());
-                let mut chars = patterns.value(i).chars();
-                while let Some(c) = chars.next() {
-                    if Some(c) == escape {
-                        rewritten.push('\\');
-                        if let Some(next) = chars.next() {
-                            rewritten.push(next);
-                        }
-                    } else if c == '\\' {
-                        rewritten.push_str("\\\\");
-                    } else {
-                        rewritten.push(c);
-                    }
-                }
-                out.append_value(rewritten);
-            }
-            Ok(ColumnarValue::Array(Arc::new(out.finish())))
-        }),
-    )
-}
-
-/// `version()` as PostgreSQL's, which clients parse for the version number.
-fn version_udf() -> ScalarUDF {
-    let text = format!(
-        "PostgreSQL {PG_VERSION} (cryptolake {}, Apache DataFusion {})",
-        env!("CARGO_PKG_VERSION"),
-        datafusion::DATAFUSION_VERSION
-    );
-    create_udf(
-        "version",
-        vec![],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(move |_| {
-            Ok(datafusion::logical_expr::ColumnarValue::Scalar(
-                datafusion::common::ScalarValue::Utf8(Some(text.clone())),
-            ))
-        }),
-    )
-}
-
-/// `to_regtype(name)`: the OID of a built-in type by name, else NULL, as drivers ask before
-/// they register an extension's type (psycopg and SQLAlchemy ask for `hstore`, which is not
-/// here).
-fn to_regtype_udf() -> ScalarUDF {
-    use datafusion::arrow::array::{Array, Int32Builder, StringArray};
-    const TYPES: [(&str, i32); 16] = [
-        ("bool", 16),
-        ("boolean", 16),
-        ("bytea", 17),
-        ("int8", 20),
-        ("bigint", 20),
-        ("int2", 21),
-        ("int4", 23),
-        ("integer", 23),
-        ("text", 25),
-        ("float4", 700),
-        ("float8", 701),
-        ("double precision", 701),
-        ("varchar", 1043),
-        ("date", 1082),
-        ("timestamp", 1114),
-        ("timestamptz", 1184),
-    ];
-    create_udf(
-        "to_regtype",
-        vec![DataType::Utf8],
-        DataType::Int32,
-        Volatility::Stable,
-        Arc::new(|args| {
-            let arrays = datafusion::logical_expr::ColumnarValue::values_to_arrays(args)?;
-            let names = arrays[0]
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(|| {
-                    datafusion::error::DataFusionError::Execution("to_regtype takes text".into())
-                })?;
-            let mut out = Int32Builder::with_capacity(names.len());
-            for i in 0..names.len() {
-                let oid = (!names.is_null(i))
-                    .then(|| names.value(i).trim().to_ascii_lowercase())
-                    .and_then(|n| {
-                        let n = n.trim_start_matches("pg_catalog.").to_string();
-                        TYPES.iter().find(|(t, _)| *t == n).map(|(_, o)| *o)
-                    });
-                out.append_option(oid);
-            }
-            Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(
-                out.finish(),
-            )))
-        }),
-    )
-}
-
-/// A catalog function whose answer is the same for every table of the lake: there are no
-/// sequences (`pg_get_serial_sequence` is NULL) and every collation is visible.
-fn constant_udf(
-    name: &str,
-    args: Vec<DataType>,
-    value: datafusion::common::ScalarValue,
-) -> ScalarUDF {
-    create_udf(
-        name,
-        args,
-        value.data_type(),
-        Volatility::Stable,
-        Arc::new(move |_| {
-            Ok(datafusion::logical_expr::ColumnarValue::Scalar(
-                value.clone(),
-            ))
-        }),
-    )
-}
-
-/// `json_build_object(key, value, …)` as JSON text, for catalog queries that ask for it
-/// (SQLAlchemy's column reflection, over identity columns the lake does not have).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct JsonBuildObject {
-    signature: datafusion::logical_expr::Signature,
-}
-
-impl datafusion::logical_expr::ScalarUDFImpl for JsonBuildObject {
-    fn name(&self) -> &str {
-        "json_build_object"
-    }
-
-    fn signature(&self) -> &datafusion::logical_expr::Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn invoke_with_args(
-        &self,
-        args: datafusion::logical_expr::ScalarFunctionArgs,
-    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
-        use datafusion::arrow::array::StringBuilder;
-        use datafusion::common::ScalarValue;
-        let arrays = datafusion::logical_expr::ColumnarValue::values_to_arrays(&args.args)?;
-        let mut out = StringBuilder::new();
-        for row in 0..args.number_rows {
-            let mut object = serde_json::Map::new();
-            for pair in arrays.chunks(2) {
-                let key = ScalarValue::try_from_array(&pair[0], row)?.to_string();
-                let value = match pair.get(1) {
-                    None => serde_json::Value::Null,
-                    Some(a) => match ScalarValue::try_from_array(a, row)? {
-                        v if v.is_null() => serde_json::Value::Null,
-                        ScalarValue::Boolean(Some(b)) => b.into(),
-                        ScalarValue::Int64(Some(n)) => n.into(),
-                        ScalarValue::Int32(Some(n)) => n.into(),
-                        ScalarValue::Float64(Some(f)) => f.into(),
-                        other => other.to_string().into(),
-                    },
-                };
-                object.insert(key, value);
-            }
-            out.append_value(serde_json::Value::Object(object).to_string());
-        }
-        Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(
-            out.finish(),
-        )))
-    }
-}
-
 /// The server parameters a client gets at sign-in.
 fn server_parameters() -> DefaultServerParameterProvider {
     let mut p = DefaultServerParameterProvider::default();
@@ -1150,24 +812,8 @@ impl PgServer {
     pub async fn bind(engine: QueryEngine, options: &PgOptions) -> Result<PgServer> {
         check_binding(&options.addr, !options.users.is_empty())?;
         let tls = options.tls.as_ref().map(tls_acceptor).transpose()?;
-        let ctx = engine.context();
-        setup_pg_catalog(ctx, "datafusion", EmptyContextProvider)
+        cryptolake_query::postgres::install(engine.context())
             .map_err(|e| Error::Refused(format!("cannot set up pg_catalog: {e}")))?;
-        ctx.register_udf(version_udf());
-        ctx.register_udf(to_regtype_udf());
-        ctx.register_udf(constant_udf(
-            "pg_get_serial_sequence",
-            vec![DataType::Utf8, DataType::Utf8],
-            datafusion::common::ScalarValue::Utf8(None),
-        ));
-        ctx.register_udf(constant_udf(
-            "pg_collation_is_visible",
-            vec![DataType::Int32],
-            datafusion::common::ScalarValue::Boolean(Some(true)),
-        ));
-        ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject {
-            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Stable),
-        }));
         let core = Arc::new(Core {
             engine,
             parser: PostgresCompatibilityParser::new(),
