@@ -8,6 +8,8 @@ and the server's peak RSS: what BENCHMARKS.md records.
 
   python3 bench/load.py                       # bench/work/40x365/lake, 50 clients, 60 s
   python3 bench/load.py --lake PATH --clients 50 --seconds 60 --binary target/release/cryptolake
+  python3 bench/load.py --seaweedfs 40x365    # the same on SeaweedFS: a lake of 40 symbols x 365
+                                              # days generated and built there, one warm-up pass
 """
 
 import argparse
@@ -41,7 +43,18 @@ def main():
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--binary", default=None, help="a cryptolake binary (default: build --release)")
+    ap.add_argument("--seaweedfs", metavar="SYMBOLSxDAYS", default=None,
+                    help="serve a lake of that size generated and built on SeaweedFS (from .venv), after one warm-up pass")
     args = ap.parse_args()
+    if args.seaweedfs:
+        import stores
+        symbols, days = (int(x) for x in args.seaweedfs.split("x"))
+        with stores.seaweedfs("bench") as s3env:
+            return run(args, "s3://bench/lake", s3env, (symbols, days))
+    return run(args, args.lake, {}, None)
+
+
+def run(args, lake, s3env, generate):
 
     binary = args.binary
     if binary is None:
@@ -50,8 +63,14 @@ def main():
                        env=dict(os.environ, CARGO_TARGET_DIR=target))
         binary = str(Path(target) / "release/cryptolake")
     # A time limit short enough to see the hostile query end within the run.
-    env = dict(os.environ, CRYPTOLAKE_LOG="warn", CRYPTOLAKE_QUERY_TIMEOUT="20s")
-    server = subprocess.Popen([binary, "--lake", args.lake, "serve", "--no-schedule", "--http", "127.0.0.1:0"],
+    env = dict(os.environ, CRYPTOLAKE_LOG="warn", CRYPTOLAKE_QUERY_TIMEOUT="20s", **s3env)
+    if generate:
+        symbols, days = generate
+        started = time.monotonic()
+        for step in (["bench", "generate", "--symbols", str(symbols), "--days", str(days)], ["silver"], ["gold"]):
+            subprocess.run([binary, "--lake", lake, *step], check=True, env=env, capture_output=True)
+        print(f"== {lake}: {symbols} x {days} generated and built on SeaweedFS in {time.monotonic() - started:.0f} s", flush=True)
+    server = subprocess.Popen([binary, "--lake", lake, "serve", "--no-schedule", "--http", "127.0.0.1:0"],
                               stdout=subprocess.PIPE, text=True, env=env)
     line = server.stdout.readline()
     assert line.startswith("serving the dashboard on http://"), line
@@ -75,7 +94,16 @@ def main():
     pairs = [(s["exchange"], s["symbol"], s["first_hour"], s["last_hour"]) for s in symbols]
     first = min(p[2] for p in pairs)[:10]
     last = max(p[3] for p in pairs)[:10]
-    print(f"lake {args.lake}: {len(pairs)} symbols, {first} to {last}; {args.clients} clients for {args.seconds:.0f} s")
+    if generate:
+        # One warm-up pass: every symbol's daily candles, and one symbol's every hour (which
+        # reads every silver partition).
+        start = min(p[2] for p in pairs)[:10]
+        for ex, sym, _, _ in pairs:
+            get(conn, f"/api/v1/candles?exchange={ex}&symbol={sym}&interval=1d&from={start}")
+        ex, sym, _, _ = pairs[0]
+        get(conn, f"/api/v1/candles?exchange={ex}&symbol={sym}&interval=1h&from={start}&limit=20000")
+        print("== warm-up pass done", flush=True)
+    print(f"lake {lake}: {len(pairs)} symbols, {first} to {last}; {args.clients} clients for {args.seconds:.0f} s")
 
     others = [("overview", "/api/v1/overview"), ("symbols", "/api/v1/symbols"),
               ("freshness", "/api/v1/freshness"), ("runs", "/api/v1/runs"), ("gaps", "/api/v1/gaps"),

@@ -21,11 +21,12 @@ struct Served {
 
 impl Served {
     fn start(dir: &Path, args: &[&str], envs: &[(String, String)]) -> Served {
-        let mut all = vec![
-            "--lake".to_string(),
-            dir.join("lake").display().to_string(),
-            "serve".to_string(),
-        ];
+        Served::start_on(dir, &dir.join("lake").display().to_string(), args, envs)
+    }
+
+    /// `serve` on the lake at `lake` (a directory or a URL), from `dir`.
+    fn start_on(dir: &Path, lake: &str, args: &[&str], envs: &[(String, String)]) -> Served {
+        let mut all = vec!["--lake".to_string(), lake.to_string(), "serve".to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let (child, rest) = spawn_announcing(dir, &refs, envs, "serving the dashboard on ");
@@ -566,24 +567,26 @@ async fn serve_runs_the_hourly_job_on_its_schedule_and_stops_on_sigterm() {
     sim.stop().await;
 }
 
-/// `cryptolake` on the test's lake with the clock standing at `at`.
-fn at_clock(dir: &Path, at: &str, args: &[&str]) -> String {
-    let lake = dir.join("lake").display().to_string();
-    let mut all = vec!["--lake", &lake, "--clock-at", at];
+/// `cryptolake` on `lake` with the clock standing at `at`.
+fn at_clock(dir: &Path, (lake, envs): (&str, &[(String, String)]), at: &str, args: &[&str]) {
+    let mut all = vec!["--lake", lake, "--clock-at", at];
     all.extend_from_slice(args);
-    ok(dir, &all)
+    ok_with(dir, &all, envs);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_hour_written_by_another_process_is_served_within_five_seconds() {
+/// A lake of three symbols over three days at `lake`, served; another process writes the next
+/// hour (a new date partition) and builds it; the server answers with it within five seconds,
+/// and its history is unchanged.
+async fn new_hour_from_another_process(lake: &str, envs: Vec<(String, String)>) {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().to_path_buf();
     tokio::task::spawn_blocking({
-        let dir = dir.clone();
+        let (dir, lake, envs) = (dir.clone(), lake.to_string(), envs.clone());
         move || {
-            let at = "2024-01-04T00:10:00Z";
+            let (on, at) = ((lake.as_str(), envs.as_slice()), "2024-01-04T00:10:00Z");
             at_clock(
                 &dir,
+                on,
                 at,
                 &[
                     "bench",
@@ -596,27 +599,35 @@ async fn a_new_hour_written_by_another_process_is_served_within_five_seconds() {
                     "2024-01-01",
                 ],
             );
-            at_clock(&dir, at, &["silver"]);
-            at_clock(&dir, at, &["gold"]);
+            at_clock(&dir, on, at, &["silver"]);
+            at_clock(&dir, on, at, &["gold"]);
         }
     })
     .await
     .unwrap();
-    let served = Served::start(&dir, &["--no-schedule", "--http", "127.0.0.1:0"], &[]);
+    let served = Served::start_on(
+        &dir,
+        lake,
+        &["--no-schedule", "--http", "127.0.0.1:0"],
+        &envs,
+    );
     let u = |p: &str| format!("{}{p}", served.url);
     let hour = "/api/v1/candles?exchange=binance&symbol=S0001-USDT&interval=1h&from=2024-01-04T00:00:00Z&to=2024-01-04T01:00:00Z";
     let day = "/api/v1/candles?exchange=binance&symbol=S0001-USDT&interval=1d&from=2024-01-04T00:00:00Z&to=2024-01-05T00:00:00Z";
+    let past = "/api/v1/candles?exchange=binance&symbol=S0001-USDT&interval=1h&from=2024-01-01T00:00:00Z&to=2024-01-04T00:00:00Z";
     assert_eq!(get_json(&u(hour)).await, serde_json::json!([]));
     assert_eq!(get_json(&u(day)).await, serde_json::json!([]));
-    let history = get_json(&u("/api/v1/candles?exchange=binance&symbol=S0001-USDT&interval=1h&from=2024-01-01T00:00:00Z&to=2024-01-04T00:00:00Z")).await;
+    let history = get_json(&u(past)).await;
     assert_eq!(history.as_array().unwrap().len(), 72);
 
     // Another process writes the next hour, a new date partition, as the hourly job would.
     tokio::task::spawn_blocking({
-        let dir = dir.clone();
+        let (dir, lake, envs) = (dir.clone(), lake.to_string(), envs.clone());
         move || {
+            let on = (lake.as_str(), envs.as_slice());
             at_clock(
                 &dir,
+                on,
                 "2024-01-04T01:05:00Z",
                 &[
                     "bench",
@@ -631,8 +642,8 @@ async fn a_new_hour_written_by_another_process_is_served_within_five_seconds() {
                     "now",
                 ],
             );
-            at_clock(&dir, "2024-01-04T01:06:00Z", &["silver"]);
-            at_clock(&dir, "2024-01-04T01:06:00Z", &["gold"]);
+            at_clock(&dir, on, "2024-01-04T01:06:00Z", &["silver"]);
+            at_clock(&dir, on, "2024-01-04T01:06:00Z", &["gold"]);
         }
     })
     .await
@@ -661,9 +672,24 @@ async fn a_new_hour_written_by_another_process_is_served_within_five_seconds() {
             "{s}"
         );
     }
-    // The history the server held is unchanged.
-    let again = get_json(&u("/api/v1/candles?exchange=binance&symbol=S0001-USDT&interval=1h&from=2024-01-01T00:00:00Z&to=2024-01-04T00:00:00Z")).await;
-    assert_eq!(again, history);
+    assert_eq!(
+        get_json(&u(past)).await,
+        history,
+        "the history is unchanged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_hour_written_by_another_process_is_served_within_five_seconds() {
+    let d = tempfile::tempdir().unwrap();
+    let lake = d.path().join("shared-lake").display().to_string();
+    new_hour_from_another_process(&lake, Vec::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_a_new_hour_written_by_another_process_is_served_within_five_seconds() {
+    let s3 = support::SeaweedFs::start("cryptolake-serve");
+    new_hour_from_another_process("s3://cryptolake-serve/lake", s3.env()).await;
 }
 
 // ---- The dashboard in a real browser --------------------------------------------------------

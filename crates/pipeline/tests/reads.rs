@@ -19,7 +19,7 @@ fn t(s: &str) -> DateTime<Utc> {
 }
 
 /// Three symbols over three days, built into silver and gold, read through a cache of
-/// `cache` bytes.
+/// `cache` bytes; the clock stands an hour and ten minutes after the last day.
 async fn generated(cache: u64) -> (tempfile::TempDir, Pipeline) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings {
@@ -30,7 +30,7 @@ async fn generated(cache: u64) -> (tempfile::TempDir, Pipeline) {
     let p = Pipeline::open(
         settings,
         Options {
-            clock: Arc::new(ManualClock::new(t("2024-01-04T00:10:00Z"))),
+            clock: Arc::new(ManualClock::new(t("2024-01-04T01:10:00Z"))),
             ..Options::default()
         },
     )
@@ -269,4 +269,51 @@ async fn no_answer_mixes_two_versions_of_the_lake() {
     let later = closes("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z").await;
     let want: Vec<f64> = old[..24].iter().map(|c| c * 4.0).collect();
     assert_eq!(later, want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_of_the_same_process_shows_in_the_next_answer() {
+    let (_dir, p) = generated(512 << 20).await;
+    let reads = p.reads();
+    let symbol = Symbol::parse("S0002-USDT").unwrap();
+    let new_hour = || async {
+        reads
+            .candles(
+                Exchange::Binance,
+                &symbol,
+                Interval::Hour,
+                t("2024-01-04T00:00:00Z"),
+                t("2024-01-04T01:00:00Z"),
+                10,
+            )
+            .await
+            .unwrap()
+            .rows
+    };
+    assert!(new_hour().await.is_empty());
+    let before = reads.symbols().await.unwrap();
+    // The next hour, written and built by this process: no waiting, no check interval.
+    p.bench_generate(GenerateRequest {
+        symbols: 3,
+        range: (t("2024-01-04T00:00:00Z"), t("2024-01-04T01:00:00Z")),
+        seed: 7,
+        window_minutes: 1000,
+        written_at: WrittenAt::Now,
+    })
+    .await
+    .unwrap();
+    let run = p.new_run_id();
+    p.silver(false, &run).await.unwrap();
+    p.gold(false, &run).await.unwrap();
+    assert_eq!(new_hour().await.len(), 1);
+    let after = reads.symbols().await.unwrap();
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a.hours, b.hours + 1, "{a:?}");
+        assert_eq!(a.last_hour, Some(t("2024-01-04T00:00:00Z")));
+    }
+    let runs = reads.runs(1000).await.unwrap();
+    assert!(
+        runs.iter().any(|r| r.run_id == run),
+        "the new run's records"
+    );
 }

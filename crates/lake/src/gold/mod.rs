@@ -31,6 +31,15 @@ struct GoldState {
     written: BTreeMap<NaiveDate, String>,
 }
 
+/// The gold partitions and their versions as the last build wrote them; `None` when the state
+/// does not say (no build yet, or a state from a build that did not record what it wrote).
+pub async fn partition_versions(lake: &Lake) -> Result<Option<BTreeMap<NaiveDate, String>>> {
+    let Some(s) = crate::state::read::<GoldState>(lake, &paths::gold_state()).await? else {
+        return Ok(None);
+    };
+    Ok((s.written.len() == s.built_from.len()).then_some(s.written))
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct GoldBuild {
     rebuild: bool,

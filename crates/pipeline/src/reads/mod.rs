@@ -208,7 +208,7 @@ fn summarize(d: &Decoded) -> PartSummary {
 }
 
 /// The run history and quality results as of one snapshot.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct OpsView {
     /// Newest first.
     runs: Arc<Vec<RunRecord>>,
@@ -227,28 +227,29 @@ struct OpsLog {
     runs: Vec<RunRecord>,
     state: CurrentState,
     recent: Vec<RecordedResult>,
+    /// What the last read made of it, kept while no new file arrives.
+    view: Option<OpsView>,
 }
 
 /// The lake as one answer sees it.
 pub struct Snapshot {
     id: u64,
     marker: Option<String>,
-    silver: BTreeMap<NaiveDate, String>,
-    gold: BTreeMap<NaiveDate, String>,
-    gaps: BTreeMap<NaiveDate, String>,
-    ops: OpsView,
+    silver: Arc<BTreeMap<NaiveDate, String>>,
+    gold: Arc<BTreeMap<NaiveDate, String>>,
+    /// The gap report's partitions, the run history and the quality results: read when an
+    /// answer first needs them, so that candles never wait for them.
+    extra: tokio::sync::OnceCell<Arc<Extra>>,
     pairs: tokio::sync::OnceCell<Arc<BTreeMap<(Exchange, Symbol), PairPart>>>,
 }
 
-impl Snapshot {
-    fn versions(&self, table: Table) -> &BTreeMap<NaiveDate, String> {
-        match table {
-            Table::Silver => &self.silver,
-            Table::Gold => &self.gold,
-            Table::Gaps => &self.gaps,
-        }
-    }
+/// The part of a snapshot read on first use.
+struct Extra {
+    gaps: Arc<BTreeMap<NaiveDate, String>>,
+    ops: OpsView,
+}
 
+impl Snapshot {
     /// A number that changes whenever the lake this answers from does.
     pub fn id(&self) -> u64 {
         self.id
@@ -269,7 +270,7 @@ macro_rules! on_snapshot {
                     answered = Some(v);
                     break;
                 }
-                Attempt::Stale => $model.changed(),
+                Attempt::Stale => $model.stale(),
             }
         }
         answered.ok_or_else(|| {
@@ -321,9 +322,13 @@ pub struct ReadModel {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     checked: Mutex<Option<Instant>>,
     dirty: AtomicBool,
+    /// The next snapshot lists the tables rather than trusting the versions the builds'
+    /// states record: a partition was found in a version the snapshot did not name.
+    list_next: AtomicBool,
     /// A [`ReadModel::watch`] task looks for changes, so answers never do.
     watched: AtomicBool,
-    refresh: tokio::sync::Mutex<OpsLog>,
+    refresh: tokio::sync::Mutex<()>,
+    ops_log: tokio::sync::Mutex<OpsLog>,
     next_id: AtomicU64,
 }
 
@@ -343,8 +348,10 @@ impl ReadModel {
             snapshot: RwLock::new(None),
             checked: Mutex::new(None),
             dirty: AtomicBool::new(true),
+            list_next: AtomicBool::new(false),
             watched: AtomicBool::new(false),
-            refresh: tokio::sync::Mutex::new(OpsLog::default()),
+            refresh: tokio::sync::Mutex::new(()),
+            ops_log: tokio::sync::Mutex::new(OpsLog::default()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -352,6 +359,12 @@ impl ReadModel {
     /// The lake changed (a step of this process finished): the next answer renews its snapshot.
     pub fn changed(&self) {
         self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    /// A partition was not in the version the snapshot named: the next snapshot lists.
+    fn stale(&self) {
+        self.list_next.store(true, Ordering::SeqCst);
+        self.changed();
     }
 
     pub fn cache_stats(&self) -> CacheStats {
@@ -392,7 +405,7 @@ impl ReadModel {
 
     /// Renews the snapshot if the lake changed.
     async fn check(&self) -> Result<Arc<Snapshot>> {
-        let mut log = self.refresh.lock().await;
+        let _one_at_a_time = self.refresh.lock().await;
         // Another reader may have renewed it while this one waited.
         if let Some(s) = self
             .fresh_enough()
@@ -410,11 +423,7 @@ impl ReadModel {
         {
             return Ok(s);
         }
-        let s = Arc::new(
-            self.load(marker, &mut log)
-                .await
-                .inspect_err(|_| self.changed())?,
-        );
+        let s = Arc::new(self.load(marker).await.inspect_err(|_| self.changed())?);
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
         Ok(s)
     }
@@ -440,58 +449,108 @@ impl ReadModel {
             .map(|m| cryptolake_lake::state::version(&m)))
     }
 
-    /// Lists the partitions of every table and reads the run history and quality results
-    /// written since the last snapshot.
-    async fn load(&self, marker: Option<String>, log: &mut OpsLog) -> Result<Snapshot> {
+    /// The versions of the silver and gold partitions: as the builds' states record them (one
+    /// small read each), or from listings of the tables when a state does not say or a
+    /// partition was found in another version than its state named.
+    async fn load(&self, marker: Option<String>) -> Result<Snapshot> {
         let started = Instant::now();
-        let versions = |table: Path| async move {
-            Ok::<_, Error>(
-                self.lake
-                    .list(&table)
-                    .await?
-                    .iter()
-                    .filter_map(|m| {
-                        paths::partition_file_date(&table, &m.location)
-                            .map(|d| (d, cryptolake_lake::state::version(m)))
-                    })
-                    .collect::<BTreeMap<_, _>>(),
+        let list = self.list_next.swap(false, Ordering::SeqCst);
+        let silver = async {
+            match list {
+                false => cryptolake_lake::silver::partition_versions(&self.lake).await?,
+                true => None,
+            }
+            .map_or_else(
+                || futures::future::Either::Left(self.versions_listed(paths::silver_table())),
+                |v| futures::future::Either::Right(async { Ok(v) }),
             )
+            .await
         };
-        let (silver, gold, gaps) = futures::try_join!(
-            versions(paths::silver_table()),
-            versions(paths::gold_table()),
-            versions(paths::gaps_table()),
-        )?;
-        for (table, current) in [
-            (Table::Silver, &silver),
-            (Table::Gold, &gold),
-            (Table::Gaps, &gaps),
-        ] {
-            self.cache.retain_current(table, current);
-            self.summaries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|(t, d, v), _| *t != table || current.get(d) == Some(v));
+        let gold = async {
+            match list {
+                false => cryptolake_lake::gold::partition_versions(&self.lake).await?,
+                true => None,
+            }
+            .map_or_else(
+                || futures::future::Either::Left(self.versions_listed(paths::gold_table())),
+                |v| futures::future::Either::Right(async { Ok(v) }),
+            )
+            .await
+        };
+        let (silver, gold) = futures::try_join!(silver, gold)?;
+        for (table, current) in [(Table::Silver, &silver), (Table::Gold, &gold)] {
+            self.forget_other_versions(table, current);
         }
-        let ops = self.read_ops(log).await?;
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         debug!(
             snapshot = id,
             silver = silver.len(),
             gold = gold.len(),
-            gaps = gaps.len(),
-            runs = ops.runs.len(),
+            listed = list,
             ms = started.elapsed().as_millis() as u64,
             "read model: new snapshot"
         );
         Ok(Snapshot {
             id,
             marker,
-            silver,
-            gold,
-            gaps,
-            ops,
+            silver: Arc::new(silver),
+            gold: Arc::new(gold),
+            extra: tokio::sync::OnceCell::new(),
             pairs: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The partitions of `table` and their versions, from a listing.
+    async fn versions_listed(&self, table: Path) -> Result<BTreeMap<NaiveDate, String>> {
+        Ok(self
+            .lake
+            .list(&table)
+            .await?
+            .iter()
+            .filter_map(|m| {
+                paths::partition_file_date(&table, &m.location)
+                    .map(|d| (d, cryptolake_lake::state::version(m)))
+            })
+            .collect())
+    }
+
+    /// Drops what is held of `table` in versions other than `current`'s.
+    fn forget_other_versions(&self, table: Table, current: &BTreeMap<NaiveDate, String>) {
+        self.cache.retain_current(table, current);
+        self.summaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(t, d, v), _| *t != table || current.get(d) == Some(v));
+    }
+
+    /// The gap report's partitions, the run history and the quality results of `s`, read on
+    /// first use.
+    async fn extra(&self, s: &Snapshot) -> Result<Arc<Extra>> {
+        s.extra
+            .get_or_try_init(|| async {
+                let gaps = self.versions_listed(paths::gaps_table()).await?;
+                self.forget_other_versions(Table::Gaps, &gaps);
+                let mut log = self.ops_log.lock().await;
+                let ops = self.read_ops(&mut log).await?;
+                Ok::<_, Error>(Arc::new(Extra {
+                    gaps: Arc::new(gaps),
+                    ops,
+                }))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The versions `s` names for `table`.
+    async fn versions(
+        &self,
+        s: &Snapshot,
+        table: Table,
+    ) -> Result<Arc<BTreeMap<NaiveDate, String>>> {
+        Ok(match table {
+            Table::Silver => s.silver.clone(),
+            Table::Gold => s.gold.clone(),
+            Table::Gaps => self.extra(s).await?.gaps.clone(),
         })
     }
 
@@ -560,19 +619,19 @@ impl ReadModel {
                 }
             }
         }
-        let previous = self.current();
+        let previous = log.view.clone();
         let runs = match (&previous, changed_runs) {
-            (Some(p), false) => p.ops.runs.clone(),
+            (Some(p), false) => p.runs.clone(),
             _ => {
-                log.runs.sort_by(|a, b| {
-                    (b.started_at, &a.step.label(a.exchange))
-                        .cmp(&(a.started_at, &b.step.label(b.exchange)))
+                // Newest first, then by the step's name as the table writes it.
+                log.runs.sort_by_cached_key(|r| {
+                    (std::cmp::Reverse(r.started_at), r.step.label(r.exchange))
                 });
                 Arc::new(log.runs.clone())
             }
         };
         let (open, recent) = match (&previous, changed_quality) {
-            (Some(p), false) => (p.ops.open.clone(), p.ops.recent.clone()),
+            (Some(p), false) => (p.open.clone(), p.recent.clone()),
             _ => {
                 log.recent.sort_by(|a, b| {
                     (b.checked_at, a.result.rule).cmp(&(a.checked_at, b.result.rule))
@@ -603,18 +662,20 @@ impl ReadModel {
                 (Arc::new(open), Arc::new(log.recent.clone()))
             }
         };
-        Ok(OpsView { runs, open, recent })
+        let view = OpsView { runs, open, recent };
+        log.view = Some(view.clone());
+        Ok(view)
     }
 
-    /// One decoded partition of `table` at the version `snapshot` names; `None` when the lake
+    /// One decoded partition of `table` at the version `versions` names; `None` when the lake
     /// no longer holds that version (it changed since the snapshot).
     async fn partition(
         &self,
-        snapshot: &Snapshot,
+        versions: &BTreeMap<NaiveDate, String>,
         table: Table,
         date: NaiveDate,
     ) -> Result<Option<Arc<Decoded>>> {
-        let Some(version) = snapshot.versions(table).get(&date) else {
+        let Some(version) = versions.get(&date) else {
             return Ok(None);
         };
         let key = (table, date, version.clone());
@@ -659,8 +720,10 @@ impl ReadModel {
         table: Table,
         dates: Vec<NaiveDate>,
     ) -> Result<Attempt<Vec<Loaded>>> {
+        let versions = self.versions(snapshot, table).await?;
+        let versions = versions.as_ref();
         let read: Vec<Result<Option<Loaded>>> = futures::stream::iter(dates)
-            .map(|d| async move { Ok(self.partition(snapshot, table, d).await?.map(|p| (d, p))) })
+            .map(|d| async move { Ok(self.partition(versions, table, d).await?.map(|p| (d, p))) })
             .buffered(READS_AT_ONCE)
             .collect()
             .await;
@@ -696,8 +759,9 @@ impl ReadModel {
                 ),
                 Interval::Day => (Table::Gold, from.date_naive(), to.date_naive().pred_opt().unwrap_or(NaiveDate::MIN)),
             };
+            let versions = self.versions(s, table).await?;
             let dates: Vec<NaiveDate> = match first <= last {
-                true => s.versions(table).range(first..=last).map(|(d, _)| *d).collect(),
+                true => versions.range(first..=last).map(|(d, _)| *d).collect(),
                 false => Vec::new(),
             };
             let mut rows = Vec::new();
@@ -730,11 +794,12 @@ impl ReadModel {
         }
         let mut merged: BTreeMap<(Exchange, Symbol), PairPart> = BTreeMap::new();
         for table in [Table::Silver, Table::Gold, Table::Gaps] {
+            let versions = self.versions(s, table).await?;
             let (known, missing): (Vec<_>, Vec<_>) = {
                 let sums = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
                 let mut known = Vec::new();
                 let mut missing = Vec::new();
-                for (d, v) in s.versions(table) {
+                for (d, v) in versions.iter() {
                     match sums.get(&(table, *d, v.clone())) {
                         Some(sum) => known.push(sum.clone()),
                         None => missing.push(*d),
@@ -749,7 +814,7 @@ impl ReadModel {
             let mut fresh = Vec::with_capacity(parts.len());
             for (d, part) in parts {
                 let sum = Arc::new(summarize(&part));
-                if let Some(v) = s.versions(table).get(&d) {
+                if let Some(v) = versions.get(&d) {
                     self.summaries
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -817,7 +882,8 @@ impl ReadModel {
                 Attempt::Stale => return Ok(Attempt::Stale),
             };
             let mut violations: HashMap<(Exchange, Symbol), i64> = HashMap::new();
-            for r in s.ops.open.iter() {
+            let extra = self.extra(s).await?;
+            for r in extra.ops.open.iter() {
                 if let (Some(e), Some(sym)) = (r.result.exchange, &r.result.symbol) {
                     *violations.entry((e, sym.clone())).or_default() += 1;
                 }
@@ -840,7 +906,7 @@ impl ReadModel {
                         last_complete_hour: f.newest_complete_hour,
                         lag_seconds: lag,
                         stale: lag.is_none_or(|l| l > threshold as f64),
-                        last_run_status: last_run(&s.ops.runs, *exchange),
+                        last_run_status: last_run(&extra.ops.runs, *exchange),
                     }
                 })
                 .collect();
@@ -855,14 +921,16 @@ impl ReadModel {
     /// The newest `limit` step records of the run history, newest first.
     pub async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
         let s = self.snapshot().await?;
-        Ok(s.ops.runs.iter().take(limit).cloned().collect())
+        let extra = self.extra(&s).await?;
+        Ok(extra.ops.runs.iter().take(limit).cloned().collect())
     }
 
     /// The gaps recorded by the last scans, ordered by exchange, symbol and start.
     pub async fn gaps(&self, filter: &GapFilter) -> Result<Vec<Gap>> {
         on_snapshot!(self, s => async {
-            let dates: Vec<NaiveDate> = s
-                .gaps
+            let dates: Vec<NaiveDate> = self
+                .versions(s, Table::Gaps)
+                .await?
                 .keys()
                 .copied()
                 .filter(|d| filter.from.is_none_or(|f| *d >= f) && filter.to.is_none_or(|t| *d <= t))
@@ -912,10 +980,11 @@ impl ReadModel {
     /// Quality results, newest first: the history, or the violations still open.
     pub async fn quality(&self, filter: &QualityFilter) -> Result<Vec<RecordedResult>> {
         let s = self.snapshot().await?;
+        let extra = self.extra(&s).await?;
         let rows = if filter.open_only {
-            &s.ops.open
+            &extra.ops.open
         } else {
-            &s.ops.recent
+            &extra.ops.recent
         };
         Ok(rows
             .iter()
@@ -929,7 +998,7 @@ impl ReadModel {
     pub async fn open_violations(&self) -> Result<BTreeMap<Rule, usize>> {
         let s = self.snapshot().await?;
         let mut out: BTreeMap<Rule, usize> = Rule::ALL.into_iter().map(|r| (r, 0)).collect();
-        for r in s.ops.open.iter() {
+        for r in self.extra(&s).await?.ops.open.iter() {
             *out.entry(r.result.rule).or_default() += 1;
         }
         Ok(out)
