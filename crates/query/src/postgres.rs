@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
@@ -60,6 +60,116 @@ pub fn install(ctx: &SessionContext) -> datafusion::error::Result<()> {
         signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Stable),
     }));
     Ok(())
+}
+
+/// What a statement is, as far as the wire protocol is concerned.
+#[derive(Debug, PartialEq)]
+pub enum Kind {
+    /// Planned and run read-only.
+    Read,
+    /// A session setting, `SHOW`, or a transaction statement: answered by the hooks.
+    Session,
+    /// `DISCARD ALL` (connection pools and Power BI send it between uses).
+    Discard,
+    /// `DEALLOCATE`: prepared statements live in the protocol's store.
+    Deallocate,
+    /// `RESET name` or `RESET ALL`.
+    Reset,
+    /// `SAVEPOINT`, `RELEASE SAVEPOINT`: nothing to undo in a read-only session.
+    Savepoint(&'static str),
+}
+
+/// The statement's leading keywords, for messages: `INSERT`, `CREATE TABLE`, `COPY`.
+pub fn command_of(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(3).collect();
+    let n = match words.first().map(|w| w.to_ascii_uppercase()).as_deref() {
+        Some("CREATE" | "DROP" | "ALTER" | "TRUNCATE") => {
+            if words.get(1).map(|w| w.eq_ignore_ascii_case("EXTERNAL")) == Some(true) {
+                3
+            } else {
+                2
+            }
+        }
+        _ => 1,
+    };
+    words[..n.min(words.len())].join(" ").to_ascii_uppercase()
+}
+
+/// A statement this server does not run, with PostgreSQL's SQLSTATE for why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn user_error(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Sorts a statement into what the wire protocol does with it; refuses what it must not run,
+/// with PostgreSQL's code for it.
+pub fn classify(statement: &Statement) -> Result<Kind, Refusal> {
+    match statement {
+        Statement::Query(_) | Statement::Explain { .. } => Ok(Kind::Read),
+        Statement::Set(set) => {
+            let names: Vec<String> = match set {
+                Set::SingleAssignment { variable, .. } => vec![variable.to_string()],
+                Set::MultipleAssignments { assignments } => {
+                    assignments.iter().map(|a| a.name.to_string()).collect()
+                }
+                Set::ParenthesizedAssignments { variables, .. } => {
+                    variables.iter().map(|v| v.to_string()).collect()
+                }
+                _ => Vec::new(),
+            };
+            if let Some(n) = names.iter().find(|n| {
+                n.to_ascii_lowercase()
+                    .replace('"', "")
+                    .starts_with("datafusion.")
+            }) {
+                return Err(user_error(
+                    "42501",
+                    format!(
+                        "permission denied to set parameter \"{n}\": the engine's settings are the server's (cryptolake.toml [query]), not a client's"
+                    ),
+                ));
+            }
+            Ok(Kind::Session)
+        }
+        Statement::ShowVariable { .. }
+        | Statement::ShowStatus { .. }
+        | Statement::ShowCatalogs { .. }
+        | Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. } => Ok(Kind::Session),
+        Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowViews { .. } => Ok(Kind::Read),
+        Statement::Discard { .. } => Ok(Kind::Discard),
+        Statement::Deallocate { .. } => Ok(Kind::Deallocate),
+        Statement::Reset(_) => Ok(Kind::Reset),
+        Statement::Savepoint { .. } => Ok(Kind::Savepoint("SAVEPOINT")),
+        Statement::ReleaseSavepoint { .. } => Ok(Kind::Savepoint("RELEASE")),
+        Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => {
+            Err(user_error(
+                "0A000",
+                "cursors are not supported: run the query itself, with a LIMIT if it is large",
+            ))
+        }
+        other => Err(user_error(
+            "25006",
+            format!(
+                "cannot execute {} in a read-only transaction: this server only reads the lake; tables change through ingest, silver and gold",
+                command_of(other)
+            ),
+        )),
+    }
 }
 
 /// Every rewrite a statement gets before it is planned.
@@ -778,5 +888,33 @@ mod tests {
             "SELECT (SELECT s.close FROM crypto_analytics.ohlcv_1h s WHERE s.symbol = g.symbol) FROM crypto_gold.ohlcv_1d g",
         );
         assert!(!lake.contains("first_value"), "{lake}");
+    }
+
+    #[test]
+    fn statements_are_sorted_and_writes_refused_with_their_sqlstate() {
+        let kind = |sql: &str| {
+            let statements = PostgresCompatibilityParser::new().parse(sql).unwrap();
+            classify(&statements[0])
+        };
+        assert_eq!(kind("SELECT 1"), Ok(Kind::Read));
+        assert_eq!(kind("SET application_name = 'x'"), Ok(Kind::Session));
+        assert_eq!(kind("DISCARD ALL"), Ok(Kind::Discard));
+        let refused = kind("DROP TABLE crypto_analytics.ohlcv_1h").unwrap_err();
+        assert_eq!(refused.code, "25006");
+        assert!(
+            refused.message.contains("DROP TABLE"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(
+            kind("SET datafusion.execution.batch_size = 1")
+                .unwrap_err()
+                .code,
+            "42501"
+        );
+        assert_eq!(
+            kind("DECLARE c CURSOR FOR SELECT 1").unwrap_err().code,
+            "0A000"
+        );
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cryptolake_pipeline::settings::{PgPassword, PgTls, PgUser};
 use cryptolake_query::QueryEngine;
+use cryptolake_query::postgres::{Kind, command_of};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
@@ -221,100 +222,9 @@ fn df_error(e: datafusion::error::DataFusionError) -> PgWireError {
     query_error(cryptolake_query::Error::from(e))
 }
 
-/// What a statement is, as far as the wire protocol is concerned.
-#[derive(Debug, PartialEq)]
-enum Kind {
-    /// Planned and run read-only.
-    Read,
-    /// A session setting, `SHOW`, or a transaction statement: answered by the hooks.
-    Session,
-    /// `DISCARD ALL` (connection pools and Power BI send it between uses).
-    Discard,
-    /// `DEALLOCATE`: prepared statements live in the protocol's store.
-    Deallocate,
-    /// `RESET name` or `RESET ALL`.
-    Reset,
-    /// `SAVEPOINT`, `RELEASE SAVEPOINT`: nothing to undo in a read-only session.
-    Savepoint(&'static str),
-}
-
-/// The statement's leading keywords, for messages: `INSERT`, `CREATE TABLE`, `COPY`.
-fn command_of(statement: &Statement) -> String {
-    let text = statement.to_string();
-    let words: Vec<&str> = text.split_whitespace().take(3).collect();
-    let n = match words.first().map(|w| w.to_ascii_uppercase()).as_deref() {
-        Some("CREATE" | "DROP" | "ALTER" | "TRUNCATE") => {
-            if words.get(1).map(|w| w.eq_ignore_ascii_case("EXTERNAL")) == Some(true) {
-                3
-            } else {
-                2
-            }
-        }
-        _ => 1,
-    };
-    words[..n.min(words.len())].join(" ").to_ascii_uppercase()
-}
-
-/// Sorts a statement into what the wire protocol does with it; refuses what it must not run,
-/// with PostgreSQL's code for it.
+/// Sorts a statement with the SQL layer's rules; a refusal carries its SQLSTATE.
 fn classify(statement: &Statement) -> PgWireResult<Kind> {
-    match statement {
-        Statement::Query(_) | Statement::Explain { .. } => Ok(Kind::Read),
-        Statement::Set(set) => {
-            let names: Vec<String> = match set {
-                Set::SingleAssignment { variable, .. } => vec![variable.to_string()],
-                Set::MultipleAssignments { assignments } => {
-                    assignments.iter().map(|a| a.name.to_string()).collect()
-                }
-                Set::ParenthesizedAssignments { variables, .. } => {
-                    variables.iter().map(|v| v.to_string()).collect()
-                }
-                _ => Vec::new(),
-            };
-            if let Some(n) = names.iter().find(|n| {
-                n.to_ascii_lowercase()
-                    .replace('"', "")
-                    .starts_with("datafusion.")
-            }) {
-                return Err(user_error(
-                    "42501",
-                    format!(
-                        "permission denied to set parameter \"{n}\": the engine's settings are the server's (cryptolake.toml [query]), not a client's"
-                    ),
-                ));
-            }
-            Ok(Kind::Session)
-        }
-        Statement::ShowVariable { .. }
-        | Statement::ShowStatus { .. }
-        | Statement::ShowCatalogs { .. }
-        | Statement::StartTransaction { .. }
-        | Statement::Commit { .. }
-        | Statement::Rollback { .. } => Ok(Kind::Session),
-        Statement::ShowTables { .. }
-        | Statement::ShowColumns { .. }
-        | Statement::ShowSchemas { .. }
-        | Statement::ShowFunctions { .. }
-        | Statement::ShowViews { .. } => Ok(Kind::Read),
-        Statement::Discard { .. } => Ok(Kind::Discard),
-        Statement::Deallocate { .. } => Ok(Kind::Deallocate),
-        Statement::Reset(_) => Ok(Kind::Reset),
-        Statement::Savepoint { .. } => Ok(Kind::Savepoint("SAVEPOINT")),
-        Statement::ReleaseSavepoint { .. } => Ok(Kind::Savepoint("RELEASE")),
-        Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => {
-            Err(user_error(
-                "0A000",
-                "cursors are not supported: run the query itself, with a LIMIT if it is large",
-            ))
-        }
-        other => Err(user_error(
-            "25006",
-            format!(
-                "cannot execute {} in a read-only transaction: this server only reads the lake; tables change through ingest, silver and gold",
-                command_of(other)
-            ),
-        )),
-    }
+    cryptolake_query::postgres::classify(statement).map_err(|r| user_error(r.code, r.message))
 }
 
 /// Where a client's `SET TIME ZONE` and `statement_timeout` are kept in its metadata (the
