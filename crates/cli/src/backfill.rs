@@ -6,11 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use cryptolake_lake::bronze::archive::{Checksum, Market};
-use cryptolake_lake::columns::Builder;
-use cryptolake_lake::gaps;
 use cryptolake_model::{Exchange, Symbol, parse_time};
 use cryptolake_pipeline::Pipeline;
+use cryptolake_pipeline::archive::{Checksum, Market, TimeUnit};
+use cryptolake_pipeline::reads::{Gap, GapStatus, gap_report_batch};
 use cryptolake_query::{OutputFormat, render};
 
 use crate::progress::Progress;
@@ -65,7 +64,7 @@ pub async fn run(p: &Pipeline, cmd: &BackfillCmd) -> Result<ExitCode> {
     {
         println!(
             "  NOTE: {exchange} serves only its latest {} one-minute candles; everything before {} cannot be fetched from its API",
-            cryptolake_sources::ExchangeClient::max_window_minutes(exchange),
+            cryptolake_pipeline::ExchangeClient::max_window_minutes(exchange),
             served.to_rfc3339()
         );
     }
@@ -140,8 +139,8 @@ pub async fn import(
                     o.symbol,
                     o.lines,
                     match o.time_unit {
-                        cryptolake_sources::binance::archive::TimeUnit::Millis => "millisecond",
-                        cryptolake_sources::binance::archive::TimeUnit::Micros => "microsecond",
+                        TimeUnit::Millis => "millisecond",
+                        TimeUnit::Micros => "microsecond",
                     },
                     match o.checksum {
                         Checksum::Verified => "verified",
@@ -176,38 +175,17 @@ pub async fn report_gaps(
     format: OutputFormat,
 ) -> Result<ExitCode> {
     let scan = p.scan_gaps(from, to).await?;
-    let rows: Vec<&gaps::Gap> = scan
+    let rows: Vec<&Gap> = scan
         .gaps
         .iter()
         .filter(|g| exchange.is_none_or(|e| g.exchange == e))
         .filter(|g| symbols.as_ref().is_none_or(|s| s.contains(&g.symbol)))
         .collect();
-    let minute = |t: &DateTime<Utc>| t.format("%Y-%m-%dT%H:%MZ").to_string();
-    let spans: Vec<(&gaps::Gap, String, String)> = rows
-        .iter()
-        .map(|g| (*g, minute(&g.start), minute(&g.end)))
-        .collect();
-    let batch = Builder::new(&spans)
-        .text(|(g, _, _)| g.exchange.as_str())
-        .text(|(g, _, _)| g.symbol.as_str())
-        .text(|(_, start, _)| start.as_str())
-        .text(|(_, _, end)| end.as_str())
-        .int64(|(g, _, _)| g.minutes())
-        .text(|(g, _, _)| g.status.as_str())
-        .int32(|(g, _, _)| g.fetches)
-        .finish_named(&[
-            "exchange",
-            "symbol",
-            "gap_start",
-            "gap_end",
-            "minutes",
-            "status",
-            "fetches",
-        ])?;
+    let batch = gap_report_batch(&rows)?;
     print!("{}", render(&[batch], format)?);
     if format == OutputFormat::Table {
         println!();
-        let minutes = |s: gaps::GapStatus| -> i64 {
+        let minutes = |s: GapStatus| -> i64 {
             rows.iter()
                 .filter(|g| g.status == s)
                 .map(|g| g.minutes())
@@ -217,10 +195,10 @@ pub async fn report_gaps(
             "{} gaps, {} minutes: {} missing (refetched by the next run or backfill), {} unconfirmed (refetched once to confirm), {} confirmed (the exchange has no candle there), {} unservable (no longer served); {} dates scanned",
             rows.len(),
             rows.iter().map(|g| g.minutes()).sum::<i64>(),
-            minutes(gaps::GapStatus::Missing),
-            minutes(gaps::GapStatus::Unconfirmed),
-            minutes(gaps::GapStatus::Confirmed),
-            minutes(gaps::GapStatus::Unservable),
+            minutes(GapStatus::Missing),
+            minutes(GapStatus::Unconfirmed),
+            minutes(GapStatus::Confirmed),
+            minutes(GapStatus::Unservable),
             scan.dates_scanned
         );
     }

@@ -4,67 +4,27 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::{Result, anyhow, bail};
-use cryptolake_lake::paths;
+use cryptolake_pipeline::Settings;
+use cryptolake_pipeline::catalog::CatalogLake;
 use cryptolake_query::ddl::{Engine, ddl};
 
 use crate::CatalogCmd;
-use cryptolake_lake::Lake;
-use cryptolake_pipeline::Settings;
-
-/// The lake the statements describe. Statements can be printed for a lake that does not
-/// exist yet (a local directory the pipeline will create): it is never created here.
-struct Target {
-    lake: Option<Lake>,
-    root_url: String,
-}
-
-impl Target {
-    async fn open(settings: &Settings) -> Result<Target> {
-        let url = settings.lake.as_str();
-        let local = (!url.starts_with("s3://")).then(|| url.strip_prefix("file://").unwrap_or(url));
-        if let Some(path) = local
-            && !std::path::Path::new(path).is_dir()
-        {
-            let abs = std::path::absolute(path).map_err(|e| anyhow!("lake {url}: {e}"))?;
-            return Ok(Target {
-                lake: None,
-                root_url: format!("file://{}", abs.display()),
-            });
-        }
-        let lake = Lake::open_existing(url, &settings.lake_options())?;
-        lake.probe().await?;
-        Ok(Target {
-            root_url: lake.root_url().to_string(),
-            lake: Some(lake),
-        })
-    }
-}
 
 /// The lake's first day with silver, else today: where partition projection starts.
-async fn first_day(t: &Target, given: Option<&str>) -> Result<String> {
+fn first_day(t: &CatalogLake, given: Option<&str>) -> Result<String> {
     if let Some(d) = given {
         let day = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
             .map_err(|_| anyhow!("--first-day {d:?}: expected YYYY-MM-DD"))?;
         return Ok(day.to_string());
     }
-    let table = paths::silver_table();
-    let first = match &t.lake {
-        Some(lake) => lake
-            .list(&table)
-            .await?
-            .iter()
-            .filter_map(|m| paths::partition_file_date(&table, &m.location))
-            .min(),
-        None => None,
-    };
-    Ok(first
+    Ok(t.first_silver_day
         .unwrap_or_else(|| chrono::Utc::now().date_naive())
         .to_string())
 }
 
 /// Where the engine finds the lake: `--location`, else this lake's URL (a local path for
 /// DuckDB, which does not take `file://` URLs).
-fn location(t: &Target, engine: Engine, given: Option<&str>) -> String {
+fn location(t: &CatalogLake, engine: Engine, given: Option<&str>) -> String {
     let root = given.map_or_else(|| t.root_url.clone(), str::to_string);
     match (engine, root.strip_prefix("file://")) {
         (Engine::DuckDb, Some(path)) => path.to_string(),
@@ -73,7 +33,7 @@ fn location(t: &Target, engine: Engine, given: Option<&str>) -> String {
 }
 
 pub async fn run(settings: &Settings, cmd: &CatalogCmd) -> Result<ExitCode> {
-    let t = &Target::open(settings).await?;
+    let t = &cryptolake_pipeline::catalog::describe(settings).await?;
     match cmd {
         CatalogCmd::Ddl {
             engine,
@@ -81,7 +41,7 @@ pub async fn run(settings: &Settings, cmd: &CatalogCmd) -> Result<ExitCode> {
             first_day: first,
         } => {
             let engine = Engine::from_str(engine).map_err(|e| anyhow!("--engine: {e}"))?;
-            let first = first_day(t, first.as_deref()).await?;
+            let first = first_day(t, first.as_deref())?;
             print!(
                 "{}",
                 ddl(engine, &location(t, engine, loc.as_deref()), &first)
@@ -97,7 +57,7 @@ pub async fn run(settings: &Settings, cmd: &CatalogCmd) -> Result<ExitCode> {
             if !glue {
                 bail!("say which catalog: --glue");
             }
-            let first = first_day(t, first.as_deref()).await?;
+            let first = first_day(t, first.as_deref())?;
             let root = location(t, Engine::Athena, loc.as_deref());
             if !root.starts_with("s3://") {
                 bail!(

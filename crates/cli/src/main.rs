@@ -20,18 +20,16 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use cryptolake_lake::bronze::IngestMetrics;
-use cryptolake_lake::bronze::archive::Market;
-use cryptolake_lake::gold::GoldMetrics;
-use cryptolake_lake::silver::SilverMetrics;
 use cryptolake_model::{Exchange, ManualClock, Symbol, parse_time};
+use cryptolake_pipeline::archive::Market;
 use cryptolake_pipeline::bench::{GenerateRequest, WrittenAt};
 use cryptolake_pipeline::settings::{parse_duration, split_list};
+use cryptolake_pipeline::sim::{Fault, FaultPlan, SimClock, SimMarket, SimOptions, SimServer};
 use cryptolake_pipeline::{
     DEFAULT_TOML, IngestRequest, Options, Pipeline, RunSummary, Settings, TransformReport,
 };
+use cryptolake_pipeline::{GoldMetrics, IngestMetrics, SilverMetrics};
 use cryptolake_query::{OutputFormat, render};
-use cryptolake_sources::sim::{Fault, FaultPlan, SimClock, SimMarket, SimOptions, SimServer};
 
 /// cryptolake: a data lake for cryptocurrency market data.
 ///

@@ -18,10 +18,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cryptolake_lake::gold::GoldMetrics;
-use cryptolake_lake::silver::SilverMetrics;
 use cryptolake_model::Exchange;
 use cryptolake_pipeline::{Freshness, Options, Pipeline, Settings};
+use cryptolake_pipeline::{GoldMetrics, SilverMetrics};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::info;

@@ -10,6 +10,7 @@
 //! - [`reads`]: the read model, which answers every reader of the lake from memory.
 
 pub mod bench;
+pub mod catalog;
 pub mod events;
 mod freshness;
 mod pipeline;
@@ -25,6 +26,29 @@ pub use pipeline::{
     verdict,
 };
 pub use settings::{DEFAULT_TOML, Settings};
+
+// What front ends name of the layers below, through the one door: the steps' metrics and the
+// types of their inputs.
+pub use cryptolake_lake::bronze::IngestMetrics;
+pub use cryptolake_lake::gold::GoldMetrics;
+pub use cryptolake_lake::silver::SilverMetrics;
+pub use cryptolake_sources::ExchangeClient;
+/// This process's requests to the exchanges (by exchange and HTTP status) and budget waits.
+pub use cryptolake_sources::http::{Stats as ExchangeRequests, stats as exchange_requests};
+
+/// Binance archive import: the market of a file, whether its checksum was verified, and the
+/// timestamp unit it was found to use.
+pub mod archive {
+    pub use cryptolake_lake::bronze::archive::{Checksum, Market};
+    pub use cryptolake_sources::binance::archive::TimeUnit;
+}
+
+/// The simulated exchange (`simulate`, the demo): a seeded market served over HTTP in the
+/// exchanges' formats, with injected faults, and the request budgets clients keep.
+pub mod sim {
+    pub use cryptolake_sources::limit::Budget;
+    pub use cryptolake_sources::sim::*;
+}
 
 /// Errors of the pipeline. Each names what was wrong and where.
 #[derive(Debug, thiserror::Error)]

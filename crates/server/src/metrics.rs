@@ -205,7 +205,7 @@ impl Metrics {
             &m.quarantined,
         );
 
-        let stats = cryptolake_sources::http::stats();
+        let stats = cryptolake_pipeline::exchange_requests();
         let n = family(
             &mut out,
             "cryptolake_exchange_requests_total",

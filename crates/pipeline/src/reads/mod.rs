@@ -42,8 +42,8 @@ pub use cryptolake_lake::gaps::{Gap, GapStatus};
 pub use cryptolake_lake::ops::RunRecord;
 pub use cryptolake_lake::quality::{RecordedResult, Rule, Status};
 pub use rows::{
-    CandleRow, Candles, Interval, Overview, OverviewRow, SymbolRow, gaps_batch, quality_batch,
-    runs_batch, symbols_batch,
+    CandleRow, Candles, Interval, Overview, OverviewRow, SymbolRow, gap_report_batch, gaps_batch,
+    quality_batch, runs_batch, symbols_batch,
 };
 
 use crate::events::Freshness;

@@ -215,16 +215,33 @@ pub fn gaps_batch(rows: &[Gap]) -> Result<RecordBatch> {
         .int64(Gap::minutes)
         .text(|g| g.status.as_str())
         .int32(|g| g.fetches)
-        .finish_named(&[
-            "exchange",
-            "symbol",
-            "gap_start",
-            "gap_end",
-            "minutes",
-            "status",
-            "fetches",
-        ])?)
+        .finish_named(&GAP_COLUMNS)?)
 }
+
+/// The gaps of a report as a table for people: start and end to the minute, as text.
+pub fn gap_report_batch(rows: &[&Gap]) -> Result<RecordBatch> {
+    let minute = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%MZ").to_string();
+    Ok(Builder::new(rows)
+        .text(|g| g.exchange.as_str())
+        .text(|g| g.symbol.as_str())
+        .text_owned(|g| minute(g.start))
+        .text_owned(|g| minute(g.end))
+        .int64(|g| g.minutes())
+        .text(|g| g.status.as_str())
+        .int32(|g| g.fetches)
+        .finish_named(&GAP_COLUMNS)?)
+}
+
+/// The columns of a gap table.
+const GAP_COLUMNS: [&str; 7] = [
+    "exchange",
+    "symbol",
+    "gap_start",
+    "gap_end",
+    "minutes",
+    "status",
+    "fetches",
+];
 
 pub fn quality_batch(rows: &[RecordedResult]) -> Result<RecordBatch> {
     Ok(Builder::new(rows)

@@ -1,0 +1,46 @@
+//! What `catalog ddl` and `catalog register` need to know of a lake: where it is, and its
+//! first day with silver.
+
+use chrono::NaiveDate;
+use cryptolake_lake::{Lake, paths};
+
+use crate::{Error, Result, Settings};
+
+/// A lake as a catalog describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogLake {
+    /// The lake's URL (`file:///…` for a local directory, absolute).
+    pub root_url: String,
+    /// The first date silver holds, if the lake exists and holds any.
+    pub first_silver_day: Option<NaiveDate>,
+}
+
+/// The lake the settings name, without creating it: statements can be printed for a lake
+/// that does not exist yet (a local directory the pipeline will create).
+pub async fn describe(settings: &Settings) -> Result<CatalogLake> {
+    let url = settings.lake.as_str();
+    let local = (!url.starts_with("s3://")).then(|| url.strip_prefix("file://").unwrap_or(url));
+    if let Some(path) = local
+        && !std::path::Path::new(path).is_dir()
+    {
+        let abs =
+            std::path::absolute(path).map_err(|e| Error::Invalid(format!("lake {url}: {e}")))?;
+        return Ok(CatalogLake {
+            root_url: format!("file://{}", abs.display()),
+            first_silver_day: None,
+        });
+    }
+    let lake = Lake::open_existing(url, &settings.lake_options())?;
+    lake.probe().await?;
+    let table = paths::silver_table();
+    let first_silver_day = lake
+        .list_keys(&table)
+        .await?
+        .iter()
+        .filter_map(|k| paths::partition_file_date(&table, k))
+        .min();
+    Ok(CatalogLake {
+        root_url: lake.root_url().to_string(),
+        first_silver_day,
+    })
+}
