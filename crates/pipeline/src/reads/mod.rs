@@ -455,27 +455,25 @@ impl ReadModel {
     async fn load(&self, marker: Option<String>) -> Result<Snapshot> {
         let started = Instant::now();
         let list = self.list_next.swap(false, Ordering::SeqCst);
+        let recorded_or_listed = |recorded: Option<BTreeMap<NaiveDate, String>>, table: Path| async move {
+            match recorded {
+                Some(v) if !list => Ok(v),
+                _ => self.versions_listed(table).await,
+            }
+        };
         let silver = async {
-            match list {
+            let recorded = match list {
                 false => cryptolake_lake::silver::partition_versions(&self.lake).await?,
                 true => None,
-            }
-            .map_or_else(
-                || futures::future::Either::Left(self.versions_listed(paths::silver_table())),
-                |v| futures::future::Either::Right(async { Ok(v) }),
-            )
-            .await
+            };
+            recorded_or_listed(recorded, paths::silver_table()).await
         };
         let gold = async {
-            match list {
+            let recorded = match list {
                 false => cryptolake_lake::gold::partition_versions(&self.lake).await?,
                 true => None,
-            }
-            .map_or_else(
-                || futures::future::Either::Left(self.versions_listed(paths::gold_table())),
-                |v| futures::future::Either::Right(async { Ok(v) }),
-            )
-            .await
+            };
+            recorded_or_listed(recorded, paths::gold_table()).await
         };
         let (silver, gold) = futures::try_join!(silver, gold)?;
         for (table, current) in [(Table::Silver, &silver), (Table::Gold, &gold)] {
