@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -62,7 +62,7 @@ pub struct Pipeline {
     /// request to an exchange (ingest, backfill, gap refetch) shares one budget.
     clients: Mutex<HashMap<(Exchange, String), ExchangeClient>>,
     /// What every reader of the lake asks: the dashboard, the API, metrics, reports.
-    reads: crate::reads::ReadModel,
+    reads: Arc<crate::reads::ReadModel>,
 }
 
 /// One ingest: the hourly one, a range, or exact windows.
@@ -431,12 +431,12 @@ impl Pipeline {
             Lake::open_with(&settings.lake, &lake_options)?
         };
         lake.probe().await?;
-        let reads = crate::reads::ReadModel::new(
+        let reads = Arc::new(crate::reads::ReadModel::new(
             lake.clone(),
             options.clock.clone(),
             settings.server.read_cache,
             settings.quality.max_age_minutes,
-        );
+        ));
         Ok(Pipeline {
             settings,
             lake,
@@ -483,6 +483,19 @@ impl Pipeline {
     /// A read-only SQL session over the lake, every statement under the configured limits.
     pub async fn query_engine(&self) -> Result<cryptolake_query::QueryEngine> {
         Ok(cryptolake_query::QueryEngine::open_with(&self.lake, &self.settings.query).await?)
+    }
+
+    /// [`Pipeline::query_engine`] for a long-running reader: the tables the read model holds
+    /// (silver, gold, the gap report) are scanned from its memory, so a statement lists no
+    /// folders and reads no files that the model has already read, and sees the lake as the
+    /// model's current snapshot does.
+    pub async fn served_query_engine(&self) -> Result<cryptolake_query::QueryEngine> {
+        Ok(cryptolake_query::QueryEngine::open_from_memory(
+            &self.lake,
+            &self.settings.query,
+            self.reads.clone(),
+        )
+        .await?)
     }
 
     pub fn clock(&self) -> &SharedClock {

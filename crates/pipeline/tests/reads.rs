@@ -53,18 +53,7 @@ async fn generated(cache: u64) -> (tempfile::TempDir, Pipeline) {
 
 /// Rows of a SQL answer as text.
 async fn sql(p: &Pipeline, query: &str) -> Vec<Vec<String>> {
-    let engine = p.query_engine().await.unwrap();
-    let batches: Vec<RecordBatch> = engine.query(query).await.unwrap();
-    batches
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows()).map(move |i| {
-                (0..b.num_columns())
-                    .map(|c| array_value_to_string(b.column(c), i).unwrap())
-                    .collect()
-            })
-        })
-        .collect()
+    rows_of(&p.query_engine().await.unwrap(), query).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -316,4 +305,91 @@ async fn a_step_of_the_same_process_shows_in_the_next_answer() {
         runs.iter().any(|r| r.run_id == run),
         "the new run's records"
     );
+}
+
+/// Rows of `query` through `engine`, as text.
+async fn rows_of(engine: &cryptolake_query::QueryEngine, query: &str) -> Vec<Vec<String>> {
+    let batches: Vec<RecordBatch> = engine.query(query).await.unwrap();
+    batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).map(move |i| {
+                (0..b.num_columns())
+                    .map(|c| array_value_to_string(b.column(c), i).unwrap())
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+/// The physical plan of `query`, as `EXPLAIN` prints it.
+async fn plan_of(engine: &cryptolake_query::QueryEngine, query: &str) -> String {
+    rows_of(engine, &format!("EXPLAIN {query}"))
+        .await
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_from_the_read_model_answers_as_the_files_do() {
+    let statements = [
+        "SELECT exchange, symbol, open_time, open, high, low, close, volume, trade_count, minute_mask, ingested_at, date FROM crypto_analytics.ohlcv_1h \
+         WHERE symbol = 'S0002-USDT' AND date BETWEEN DATE '2024-01-02' AND DATE '2024-01-03' ORDER BY open_time",
+        "SELECT date, symbol, quote_volume FROM (SELECT date, symbol, quote_volume, row_number() OVER \
+         (PARTITION BY date ORDER BY quote_volume DESC) AS r FROM crypto_gold.ohlcv_1d) WHERE r = 1 ORDER BY date",
+        "SELECT count(*), min(open_time), max(open_time) FROM crypto_analytics.ohlcv_1h WHERE date > DATE '2024-01-01'",
+        "SELECT count(*) FROM crypto_analytics.ohlcv_1h WHERE date = DATE '2024-01-01' AND date = DATE '2024-01-02'",
+        "SELECT h.symbol, count(*) FROM crypto_analytics.ohlcv_1h h JOIN crypto_gold.ohlcv_1d d \
+         ON h.symbol = d.symbol AND h.date = d.date AND h.exchange = d.exchange GROUP BY 1 ORDER BY 1",
+        "SELECT count(*), count(DISTINCT symbol) FROM crypto_ops.gaps",
+        "SELECT * FROM crypto_analytics.ohlcv_1h WHERE date IN (DATE '2024-01-03') ORDER BY exchange, symbol, open_time LIMIT 5",
+    ];
+    // A cache that holds the lake, and one that holds almost nothing (the files are read).
+    for (cache, from_memory) in [(512u64 << 20, true), (8 << 10, false)] {
+        let (_dir, p) = generated(cache).await;
+        let files = p.query_engine().await.unwrap();
+        let served = p.served_query_engine().await.unwrap();
+        for q in statements {
+            let want = rows_of(&files, q).await;
+            assert!(!want.is_empty(), "{q}");
+            assert_eq!(rows_of(&served, q).await, want, "cache {cache}: {q}");
+        }
+        let plan = plan_of(&served, statements[0]).await;
+        assert_eq!(
+            !plan.contains("file_groups"),
+            from_memory,
+            "cache {cache}: {plan}"
+        );
+        assert_eq!(plan.contains("partition_sizes"), from_memory, "{plan}");
+        // Only the two dates asked for are scanned.
+        if from_memory {
+            assert!(plan.contains("partitions=2"), "{plan}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_from_the_read_model_shows_a_new_hour_at_once() {
+    let (_dir, p) = generated(512 << 20).await;
+    let served = p.served_query_engine().await.unwrap();
+    let q = "SELECT count(*) FROM crypto_analytics.ohlcv_1h WHERE date = DATE '2024-01-04'";
+    assert_eq!(rows_of(&served, q).await, vec![vec!["0".to_string()]]);
+    p.bench_generate(GenerateRequest {
+        symbols: 3,
+        range: (t("2024-01-04T00:00:00Z"), t("2024-01-04T01:00:00Z")),
+        seed: 7,
+        window_minutes: 1000,
+        written_at: WrittenAt::Now,
+    })
+    .await
+    .unwrap();
+    let run = p.new_run_id();
+    p.silver(false, &run).await.unwrap();
+    // The same engine, no waiting: three symbols on each exchange the generator writes.
+    let got = rows_of(&served, q).await;
+    let want = rows_of(&p.query_engine().await.unwrap(), q).await;
+    assert_eq!(got, want);
+    assert_ne!(got, vec![vec!["0".to_string()]]);
 }

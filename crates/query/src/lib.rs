@@ -4,6 +4,7 @@
 
 pub mod ddl;
 mod limits;
+pub mod memory;
 mod output;
 pub mod postgres;
 
@@ -253,6 +254,25 @@ impl QueryEngine {
     /// [`LakeView`]: only keys in the lake's layout, never a write; and the tables with one
     /// file per partition read exactly `part-00000.parquet`, whatever else lies beside it.
     pub async fn open_with(lake: &Lake, limits: &Limits) -> Result<QueryEngine> {
+        Self::open_over(lake, limits, None).await
+    }
+
+    /// [`QueryEngine::open_with`], with the tables `held` holds partitions of scanned from
+    /// there (see [`memory`]): a long-running front end's statements then neither list the
+    /// tables' folders nor read their files.
+    pub async fn open_from_memory(
+        lake: &Lake,
+        limits: &Limits,
+        held: Arc<dyn memory::Partitions>,
+    ) -> Result<QueryEngine> {
+        Self::open_over(lake, limits, Some(held)).await
+    }
+
+    async fn open_over(
+        lake: &Lake,
+        limits: &Limits,
+        held: Option<Arc<dyn memory::Partitions>>,
+    ) -> Result<QueryEngine> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("datafusion", "crypto_analytics");
@@ -297,9 +317,16 @@ impl QueryEngine {
             let config = ListingTableConfig::new(url)
                 .with_listing_options(options)
                 .with_schema(file_schema);
-            let provider =
-                ListingTable::try_new(config).map_err(|e| table_err(e.strip_backtrace()))?;
-            ctx.register_table(TableReference::partial(db, table), Arc::new(provider))?;
+            let files: Arc<dyn datafusion::datasource::TableProvider> = Arc::new(
+                ListingTable::try_new(config).map_err(|e| table_err(e.strip_backtrace()))?,
+            );
+            let provider = match (&held, paths::one_file_per_partition(&prefix)) {
+                (Some(held), true) => {
+                    Arc::new(memory::FromMemory::new(prefix.clone(), files, held.clone())) as _
+                }
+                _ => files,
+            };
+            ctx.register_table(TableReference::partial(db, table), provider)?;
         }
         Ok(QueryEngine {
             ctx,

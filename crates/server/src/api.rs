@@ -330,7 +330,7 @@ async fn sql(State(state): State<Arc<AppState>>, Query(p): Params, body: Bytes) 
     };
     // A statement of its own session: its memory pool is its own, so a hostile one cannot take
     // the memory the API's reads need.
-    let engine = match state.pipeline.query_engine().await {
+    let engine = match state.pipeline.served_query_engine().await {
         Ok(e) => e,
         Err(e) => return pipeline_error(e),
     };

@@ -127,7 +127,7 @@ pub async fn serve(
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
     let pg_server = match &options.pg {
-        Some(o) => Some(pg::PgServer::bind(pipeline.query_engine().await?, o).await?),
+        Some(o) => Some(pg::PgServer::bind(pipeline.served_query_engine().await?, o).await?),
         None => None,
     };
     let pg_addr = pg_server.as_ref().map(|p| p.local_addr()).transpose()?;

@@ -17,6 +17,20 @@ pub enum Table {
     Gaps,
 }
 
+impl Table {
+    /// Where the table lies in the lake.
+    pub fn prefix(self) -> &'static str {
+        use cryptolake_lake::paths;
+        match self {
+            Table::Silver => paths::SILVER_OHLCV_1H,
+            Table::Gold => paths::GOLD_OHLCV_1D,
+            Table::Gaps => paths::OPS_GAPS,
+        }
+    }
+
+    pub const ALL: [Table; 3] = [Table::Silver, Table::Gold, Table::Gaps];
+}
+
 pub type Key = (Table, NaiveDate, String);
 
 /// Something decoded that knows about how much memory it holds.

@@ -62,7 +62,32 @@ const READS_AT_ONCE: usize = 16;
 /// The most recent quality results kept of each status, newest first.
 const RECENT_RESULTS: usize = 10_000;
 
-/// A partition as decoded, with its rows grouped by exchange and symbol.
+/// A partition as held: its rows typed for the read model's answers, and as Arrow batches
+/// for SQL (in the table's SQL schema, see [`cryptolake_query::memory`]).
+struct Part {
+    rows: Decoded,
+    arrow: Vec<arrow::array::RecordBatch>,
+}
+
+impl std::ops::Deref for Part {
+    type Target = Decoded;
+    fn deref(&self) -> &Decoded {
+        &self.rows
+    }
+}
+
+impl Weigh for Part {
+    fn bytes(&self) -> usize {
+        self.rows.bytes()
+            + self
+                .arrow
+                .iter()
+                .map(|b| b.get_array_memory_size())
+                .sum::<usize>()
+    }
+}
+
+/// A partition's rows, grouped by exchange and symbol.
 enum Decoded {
     Hours(Grouped<HourlyCandle>),
     Days(Grouped<DailyCandle>),
@@ -285,7 +310,7 @@ fn attempt<T, F: Future<Output = Result<Attempt<T>>>>(f: F) -> F {
 }
 
 /// A partition read for an answer, with its date.
-type Loaded = (NaiveDate, Arc<Decoded>);
+type Loaded = (NaiveDate, Arc<Part>);
 
 /// An answer could not be computed from its snapshot: the lake changed under it.
 enum Attempt<T> {
@@ -317,7 +342,7 @@ pub struct ReadModel {
     clock: SharedClock,
     /// How old a pair's newest complete hour may be before it is stale, in minutes.
     max_age_minutes: i64,
-    cache: Cache<Decoded>,
+    cache: Cache<Part>,
     summaries: Mutex<HashMap<Key, Arc<PartSummary>>>,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     checked: Mutex<Option<Instant>>,
@@ -672,7 +697,7 @@ impl ReadModel {
         versions: &BTreeMap<NaiveDate, String>,
         table: Table,
         date: NaiveDate,
-    ) -> Result<Option<Arc<Decoded>>> {
+    ) -> Result<Option<Arc<Part>>> {
         let Some(version) = versions.get(&date) else {
             return Ok(None);
         };
@@ -939,7 +964,7 @@ impl ReadModel {
             };
             let mut out: Vec<Gap> = Vec::new();
             for (_, part) in &parts {
-                let Decoded::Gaps(g) = part.as_ref() else { continue };
+                let Decoded::Gaps(g) = &part.rows else { continue };
                 match (filter.exchange, &filter.symbol) {
                     (Some(e), Some(sym)) => out.extend(g.of(e, sym).iter().cloned()),
                     _ => out.extend(g.rows.iter().filter(|gap| {
@@ -1023,6 +1048,58 @@ impl ReadModel {
     }
 }
 
+/// SQL over the held tables: a statement's partitions from memory, one snapshot for all of
+/// them, or none (the files are read) when the range would take more than half the cache.
+#[async_trait::async_trait]
+impl cryptolake_query::memory::Partitions for ReadModel {
+    async fn partitions(
+        &self,
+        prefix: &str,
+        range: cryptolake_query::memory::DateRange,
+    ) -> std::result::Result<Option<Vec<Vec<arrow::array::RecordBatch>>>, String> {
+        let Some(table) = Table::ALL.into_iter().find(|t| t.prefix() == prefix) else {
+            return Ok(None);
+        };
+        self.held(table, range).await.map_err(|e| e.to_string())
+    }
+}
+
+impl ReadModel {
+    async fn held(
+        &self,
+        table: Table,
+        range: cryptolake_query::memory::DateRange,
+    ) -> Result<Option<Vec<Vec<arrow::array::RecordBatch>>>> {
+        let budget = self.cache.stats().capacity / 2;
+        on_snapshot!(self, s => async {
+            let versions = self.versions(s, table).await?;
+            let dates: Vec<NaiveDate> = versions
+                .keys()
+                .copied()
+                .filter(|d| range.first.is_none_or(|f| *d >= f) && range.last.is_none_or(|l| *d <= l))
+                .collect();
+            let mut out = Vec::with_capacity(dates.len());
+            let mut bytes = 0usize;
+            for chunk in dates.chunks(READS_AT_ONCE) {
+                match self.partitions(s, table, chunk.to_vec()).await? {
+                    Attempt::Stale => return Ok(Attempt::Stale),
+                    Attempt::Done(parts) => {
+                        for (_, part) in parts {
+                            bytes += part.bytes();
+                            out.push(part.arrow.clone());
+                        }
+                    }
+                }
+                // What was read so far says what the whole range would weigh.
+                if (bytes / out.len().max(1)).saturating_mul(dates.len()) > budget {
+                    return Ok(Attempt::Done(None));
+                }
+            }
+            Ok(Attempt::Done(Some(out)))
+        })
+    }
+}
+
 fn freshness_of(
     exchange: Exchange,
     symbol: &Symbol,
@@ -1057,9 +1134,11 @@ fn decode(
     date: NaiveDate,
     file: &Path,
     bytes: bytes::Bytes,
-) -> cryptolake_lake::Result<Decoded> {
+) -> cryptolake_lake::Result<Part> {
     let batches = cryptolake_lake::decode_parquet(file, bytes)?;
-    Ok(match table {
+    let arrow = cryptolake_query::memory::table_batches(table.prefix(), date, &batches)
+        .map_err(|e| cryptolake_lake::Error::Invalid(format!("{file}: {e}")))?;
+    let rows = match table {
         Table::Silver => {
             let mut rows = Vec::new();
             for b in &batches {
@@ -1085,5 +1164,6 @@ fn decode(
             }
             Decoded::Gaps(Grouped::new(rows, |g| (g.exchange, &g.symbol), |g| g.start))
         }
-    })
+    };
+    Ok(Part { rows, arrow })
 }
