@@ -434,11 +434,10 @@ pub(crate) fn one_line(e: &anyhow::Error) -> String {
 }
 
 /// The settings: the file (`--config`, `CRYPTOLAKE_CONFIG`, or `./cryptolake.toml`), the
-/// `CRYPTOLAKE_*` environment, then `--lake`.
+/// `CRYPTOLAKE_*` environment, then `--lake`. The whole environment is passed: settings come
+/// from `CRYPTOLAKE_*` only, and a wire-protocol user's `password_env` names any other.
 fn load_settings(cli: &Cli) -> Result<Settings> {
-    let env_vars: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("CRYPTOLAKE_"))
-        .collect();
+    let env_vars: Vec<(String, String)> = std::env::vars().collect();
     let config_path = cli.config.clone().or_else(|| {
         env_vars
             .iter()

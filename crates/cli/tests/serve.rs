@@ -981,3 +981,200 @@ async fn the_dashboard_draws_in_a_real_browser_and_loads_history_on_demand() {
     let (code, stderr) = served.stop();
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// `curl` with `args`: (status, headers as text (lower case), body).
+fn curl(args: &[&str]) -> (u16, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let headers = dir.path().join("h");
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-D"])
+        .arg(&headers)
+        .args(["-w", "\n%{http_code}", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let head = std::fs::read_to_string(&headers)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    (code.trim().parse().unwrap_or(0), head, body.to_string())
+}
+
+/// The JSON error a response body must be, naming `want`.
+fn json_error(body: &str, want: &str) {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    let message = v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error: {body}"));
+    assert!(message.contains(want), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_server_answers_only_its_own_names_and_its_own_pages() {
+    let d = tempfile::tempdir().unwrap();
+    demo_lake(d.path());
+    let token = random_token();
+    let envs = vec![(
+        "CRYPTOLAKE_SERVER_ALLOWED_HOSTS".to_string(),
+        "lake.example.internal".to_string(),
+    )];
+    let served = Served::start(d.path(), &["--no-schedule", "--http", "127.0.0.1:0"], &envs);
+    let base = served.url.clone();
+    let hostport = base.trim_start_matches("http://").to_string();
+    let port = hostport.rsplit(':').next().unwrap().to_string();
+    let symbols = format!("{base}/api/v1/symbols");
+
+    // DNS rebinding: a page's own name, pointed at 127.0.0.1, is not answered.
+    let (status, _, body) = curl(&["-H", "Host: attacker.example", &symbols]);
+    assert_eq!(status, 421, "{body}");
+    json_error(&body, "attacker.example");
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("lake.example.internal:{port}"),
+        "LAKE.example.internal".to_string(),
+    ] {
+        let (status, _, body) = curl(&["-H", &format!("Host: {host}"), &symbols]);
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+
+    // A cross-origin POST of SQL as text/plain (a "simple" request a page may send without
+    // asking) is refused before the statement runs; the server's own page may post it.
+    let sql = format!("{base}/api/v1/sql");
+    let statement = "SELECT count(*) AS n FROM crypto_analytics.ohlcv_1h";
+    let (status, _, body) = curl(&[
+        "-H",
+        "Origin: http://evil.example",
+        "-H",
+        "Content-Type: text/plain",
+        "--data-binary",
+        statement,
+        &sql,
+    ]);
+    assert_eq!(status, 403, "{body}");
+    json_error(&body, "another origin");
+    let (status, _, body) = curl(&[
+        "-H",
+        "Origin: null",
+        "-H",
+        "Content-Type: text/plain",
+        "--data-binary",
+        statement,
+        &sql,
+    ]);
+    assert_eq!(status, 403, "an opaque origin: {body}");
+    let (status, _, body) = curl(&[
+        "-H",
+        "Sec-Fetch-Site: cross-site",
+        "--data-binary",
+        statement,
+        &sql,
+    ]);
+    assert_eq!(
+        status, 403,
+        "a browser's cross-site fetch without an Origin: {body}"
+    );
+    let (status, _, body) = curl(&[
+        "-H",
+        &format!("Origin: {base}"),
+        "-H",
+        "Content-Type: text/plain",
+        "--data-binary",
+        statement,
+        &sql,
+    ]);
+    assert_eq!(status, 200, "the server's own origin: {body}");
+    let (status, _, body) = curl(&["--data-binary", statement, &sql]);
+    assert_eq!(status, 200, "a tool that sends no Origin: {body}");
+
+    // Pages cannot be framed or embedded elsewhere.
+    let (status, head, _) = curl(&[&format!("{base}/")]);
+    assert_eq!(status, 200);
+    for h in [
+        "x-frame-options: deny",
+        "frame-ancestors 'none'",
+        "cross-origin-resource-policy: same-origin",
+        "cross-origin-opener-policy: same-origin",
+        "referrer-policy: no-referrer",
+        "x-content-type-options: nosniff",
+    ] {
+        assert!(head.contains(h), "{h} missing in {head}");
+    }
+
+    // Every error is JSON: an unknown path, a wrong method, a body past the limit.
+    let (status, _, body) = curl(&[&format!("{base}/no/such/thing")]);
+    assert_eq!(status, 404, "{body}");
+    json_error(&body, "/no/such/thing");
+    let (status, head, body) = curl(&["-X", "DELETE", &symbols]);
+    assert_eq!(status, 405, "{body}");
+    json_error(&body, "DELETE");
+    assert!(head.contains("allow:"), "{head}");
+    let big = d.path().join("big.sql");
+    std::fs::write(&big, format!("SELECT '{}'", "x".repeat(100 << 10))).unwrap();
+    let (status, _, body) = curl(&["--data-binary", &format!("@{}", big.display()), &sql]);
+    assert_eq!(status, 413, "{body}");
+    json_error(&body, "KiB");
+
+    // A client that sends half a request head, or nothing at all, is closed.
+    use std::io::{Read, Write};
+    for sent in [
+        &b""[..],
+        b"GET /api/v1/symbols HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+    ] {
+        let mut s = std::net::TcpStream::connect(&hostport).unwrap();
+        s.write_all(sent).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let waited = started.elapsed();
+        assert!(
+            n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        assert!(
+            waited < Duration::from_secs(20),
+            "a silent client held its connection {waited:?}"
+        );
+    }
+    // Meanwhile the server answers.
+    let (status, _, _) = curl(&[&symbols]);
+    assert_eq!(status, 200);
+    drop(served);
+
+    // Behind a token: the redirect that drops `?token=` stays on this server, and the cookie
+    // is strict, not for scripts, and Secure behind TLS.
+    let envs = vec![("CRYPTOLAKE_SERVER_TOKEN".to_string(), token.clone())];
+    let served = Served::start(d.path(), &["--no-schedule", "--http", "127.0.0.1:0"], &envs);
+    for evil in [
+        "//evil.example/x",
+        "/\\evil.example/x",
+        "/%2F%2Fevil.example/x",
+    ] {
+        let (status, head, _) = curl(&[&format!("{}{evil}?token={token}", served.url)]);
+        let location = head.lines().find(|l| l.starts_with("location:"));
+        assert!(
+            location.is_none_or(|l| {
+                let to = l["location:".len()..].trim();
+                to.starts_with('/') && !to.starts_with("//") && !to.starts_with("/\\")
+            }),
+            "{evil}: {status} {head}"
+        );
+    }
+    let (status, head, _) = curl(&[
+        "-H",
+        "X-Forwarded-Proto: https",
+        &format!("{}/?token={token}", served.url),
+    ]);
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /\r\n"), "{head}");
+    let cookie = head
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {head}"));
+    for flag in ["httponly", "samesite=strict", "secure"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+}

@@ -107,6 +107,10 @@ max_rows = 100000
 # Memory for decoded partitions that the dashboard, the API, /metrics and the reports are
 # answered from; the least recently used are dropped past it. Env: CRYPTOLAKE_SERVER_READ_CACHE.
 read_cache = "512MiB"
+# Host names the server answers to besides its own address, localhost and IP addresses: a
+# request naming any other `Host` is refused (421), which keeps a web page that rebinds its
+# name to this machine from reading it. Env: CRYPTOLAKE_SERVER_ALLOWED_HOSTS (comma separated).
+# allowed_hosts = ["lake.example.internal"]
 # The PostgreSQL wire protocol, for BI tools and database drivers (docs/bi.md); off unless set.
 # Loopback needs no user; any other address needs at least one user below.
 # Env: CRYPTOLAKE_SERVER_PG. Flag: serve --pg.
@@ -285,6 +289,8 @@ pub struct ServerSettings {
     pub max_rows: usize,
     /// Bytes of decoded partitions the read model keeps.
     pub read_cache: u64,
+    /// Host names answered besides the bound address, `localhost` and IP addresses (lower case).
+    pub allowed_hosts: Vec<String>,
     /// Where the PostgreSQL wire protocol listens; `None` leaves it off.
     pub pg: Option<std::net::SocketAddr>,
     pub pg_max_connections: usize,
@@ -439,6 +445,7 @@ impl Default for Settings {
                 token: None,
                 max_rows: 100_000,
                 read_cache: 512 << 20,
+                allowed_hosts: Vec::new(),
                 pg: None,
                 pg_max_connections: 32,
                 pg_users: Vec::new(),
@@ -515,6 +522,7 @@ struct RawServer {
     http: Option<String>,
     max_rows: Option<i64>,
     read_cache: Option<String>,
+    allowed_hosts: Option<Vec<String>>,
     pg: Option<String>,
     pg_max_connections: Option<i64>,
     pg_tls_cert: Option<String>,
@@ -794,8 +802,9 @@ struct EnvVars<'a> {
     exchange: BTreeMap<(Exchange, &'static str), (&'a str, &'a str)>,
 }
 
-const TOP_VARS: [&str; 24] = [
+const TOP_VARS: [&str; 25] = [
     "LAKE",
+    "SERVER_ALLOWED_HOSTS",
     "S3_ENDPOINT",
     "S3_REGION",
     "S3_SIMULATED_LATENCY",
@@ -1174,6 +1183,34 @@ fn resolve(raw: RawFile, env: &[(String, String)]) -> Result<Settings> {
             1 << 20,
             1 << 40,
         )?,
+        allowed_hosts: match pick(
+            raw.server.allowed_hosts,
+            top("SERVER_ALLOWED_HOSTS").map(|(n, v)| (n, split_list(v))),
+        ) {
+            None => Vec::new(),
+            Some(list) => list
+                .value
+                .iter()
+                .map(|h| {
+                    let h = h.trim().to_ascii_lowercase();
+                    let ok = !h.is_empty()
+                        && h.len() <= 253
+                        && h.split('.').all(|l| {
+                            !l.is_empty()
+                                && l.len() <= 63
+                                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        });
+                    match ok {
+                        true => Ok(h),
+                        false => Err(bad(
+                            "server.allowed_hosts",
+                            list.origin,
+                            format!("{h:?} is not a host name like lake.example.internal (no port, no scheme)"),
+                        )),
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?,
+        },
         pg: match pick(raw.server.pg, env_string("SERVER_PG")) {
             None => None,
             Some(s) => Some(s.value.trim().parse().map_err(|_| {
@@ -1349,6 +1386,31 @@ mod tests {
 
     fn err(text: &str, env: &[(&str, &str)]) -> String {
         load(text, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn allowed_hosts_are_host_names_from_the_file_or_the_environment() {
+        let s = load(
+            "[server]\nallowed_hosts = [\"Lake.Example.internal\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.server.allowed_hosts, vec!["lake.example.internal"]);
+        let s = load(
+            "",
+            &[("CRYPTOLAKE_SERVER_ALLOWED_HOSTS", "a.example, b-2.example")],
+        )
+        .unwrap();
+        assert_eq!(s.server.allowed_hosts, vec!["a.example", "b-2.example"]);
+        for bad in [
+            "http://a.example",
+            "a.example:8080",
+            "a..example",
+            "*.example",
+        ] {
+            let e = err(&format!("[server]\nallowed_hosts = [{bad:?}]\n"), &[]);
+            assert!(e.contains("server.allowed_hosts") && e.contains(bad), "{e}");
+        }
     }
 
     #[test]

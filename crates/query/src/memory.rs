@@ -337,7 +337,11 @@ mod tests {
             col("date").in_list(vec![date_lit("2024-01-01")], true),
             col("open").gt(lit(1.0)),
         ] {
-            assert_eq!(date_range(std::slice::from_ref(&f)), DateRange::default(), "{f}");
+            assert_eq!(
+                date_range(std::slice::from_ref(&f)),
+                DateRange::default(),
+                "{f}"
+            );
         }
     }
 }

@@ -74,7 +74,55 @@ pub(crate) struct AppState {
     sql_slots: tokio::sync::Semaphore,
     last_run: Mutex<Option<LastRun>>,
     scheduled: bool,
+    hosts: Hosts,
 }
+
+/// The names a request may give as its `Host`: IP addresses (the bound one, or any when bound
+/// to all), `localhost`, and `server.allowed_hosts`. Any other name is a page that rebinds its
+/// own DNS name to this machine (DNS rebinding), and is refused.
+#[derive(Debug, Clone)]
+pub(crate) struct Hosts {
+    bound: std::net::IpAddr,
+    names: Vec<String>,
+}
+
+impl Hosts {
+    fn new(bound: std::net::IpAddr, names: &[String]) -> Hosts {
+        Hosts {
+            bound,
+            names: names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// Whether `host` (a `Host` header's value, or an origin's host, with or without a port)
+    /// is one this server answers to.
+    fn allows(&self, host: &str) -> bool {
+        let name = host_name(host).to_ascii_lowercase();
+        let name = name.trim_end_matches('.');
+        match name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+        {
+            Ok(ip) => ip == self.bound || ip.is_loopback() || self.bound.is_unspecified(),
+            Err(_) => name == "localhost" || self.names.iter().any(|n| n == name),
+        }
+    }
+}
+
+/// `host` without its port: `[::1]:8080` is `[::1]`, `example:80` is `example`.
+fn host_name(host: &str) -> &str {
+    match host.strip_prefix('[') {
+        Some(rest) => rest.find(']').map_or(host, |i| &host[..i + 2]),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    }
+}
+
+/// How long a client has to send a request's headers, from the moment the server starts
+/// waiting for them (an idle kept-alive connection waits the same): then it is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The address is loopback, or a token is configured: anything else is refused, with why.
 pub fn check_binding(addr: &SocketAddr, has_token: bool) -> Result<()> {
@@ -149,6 +197,7 @@ pub async fn serve(
         sql_slots: tokio::sync::Semaphore::new(SQL_AT_ONCE),
         last_run: Mutex::new(None),
         scheduled: options.schedule.is_some(),
+        hosts: Hosts::new(addr.ip(), &settings.server.allowed_hosts),
     });
     let app = router(state.clone());
     info!(%addr, pg = ?pg_addr, schedule = ?options.schedule, "serving");
@@ -158,24 +207,14 @@ pub async fn serve(
     // second one aborts its run.
     let (sched_tx, sched_rx) = tokio::sync::mpsc::unbounded_channel();
     let (down_tx, down_rx) = tokio::sync::watch::channel(false);
-    let (mut down_http, mut down_job, down_pg) = (down_rx.clone(), down_rx.clone(), down_rx);
+    let (down_http, mut down_job, down_pg) = (down_rx.clone(), down_rx.clone(), down_rx);
     tokio::spawn(async move {
         while stop.recv().await.is_some() {
             let _ = sched_tx.send(());
             let _ = down_tx.send(true);
         }
     });
-    let http = async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = down_http.wait_for(|d| *d).await;
-        })
-        .await
-        .map_err(Error::Serve)
-    };
+    let http = serve_http(listener, app, down_http);
     let job = async {
         let Some(cron) = &options.schedule else {
             let _ = down_job.wait_for(|d| *d).await;
@@ -221,6 +260,53 @@ pub async fn serve(
     scheduled
 }
 
+/// Serves HTTP/1.1 on `listener` until `down` turns true, then lets the requests in flight
+/// finish. A connection that does not send a whole request head within [`HEADER_TIMEOUT`]
+/// (idle between requests, or sending its headers slowly) is closed.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut down: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = down.wait_for(|d| *d) => return Ok(()),
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "http: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let mut down = down.clone();
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                r = connection.as_mut() => r,
+                _ = async { drop(down.wait_for(|d| *d).await) } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(client = %peer, error = %e, "http: connection ended");
+            }
+        });
+    }
+}
+
 fn router(state: Arc<AppState>) -> Router {
     let auth = axum::middleware::from_fn_with_state(state.clone(), authorize);
     Router::new()
@@ -230,10 +316,127 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", axum::routing::get(readyz))
         .layer(auth)
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(entity_tags))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            same_origin,
+        ))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+async fn not_found(req: Request) -> Response {
+    api::error(
+        StatusCode::NOT_FOUND,
+        &format!("no such page or endpoint: {}", req.uri().path()),
+    )
+}
+
+/// Requests for this server only, from its own pages only:
+/// - a `Host` the server does not answer to is refused (421): a page elsewhere whose name was
+///   rebound to this machine's address;
+/// - a request that can change something or run SQL (anything but GET, HEAD and OPTIONS)
+///   from another origin is refused (403): its `Origin` (or, without one, `Sec-Fetch-Site`)
+///   must be this server's;
+/// - a body must arrive within [`BODY_TIMEOUT`].
+async fn same_origin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(h) = host
+        && !state.hosts.allows(h)
+    {
+        return api::error(
+            StatusCode::MISDIRECTED_REQUEST,
+            &format!(
+                "this server does not answer to the host name {:?}: add it to server.allowed_hosts (CRYPTOLAKE_SERVER_ALLOWED_HOSTS) if it is one of its names",
+                host_name(h)
+            ),
+        );
+    }
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !safe {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        let foreign = match origin {
+            Some(o) => {
+                let origin_host = o
+                    .split_once("://")
+                    .map(|(_, rest)| rest.trim_end_matches('/'));
+                match (origin_host, host) {
+                    (Some(oh), Some(h)) => !oh.eq_ignore_ascii_case(h) || !state.hosts.allows(oh),
+                    _ => true,
+                }
+            }
+            None => matches!(fetch_site, Some("cross-site" | "same-site")),
+        };
+        if foreign {
+            return api::error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "refused: a request from another origin ({}) may not run SQL or change anything here",
+                    origin.unwrap_or("another site")
+                ),
+            );
+        }
+        let (parts, body) = req.into_parts();
+        let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await;
+        let bytes = match read {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return api::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the request body is larger than {} KiB", MAX_BODY >> 10),
+                );
+            }
+            Err(_) => {
+                return api::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "the request body did not arrive within {} s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                );
+            }
+        };
+        return next
+            .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+            .await;
+    }
+    next.run(req).await
+}
+
+/// Every error answer is JSON `{"error": …}`, also those the router makes itself (a wrong
+/// method, a body past the limit).
+async fn json_errors(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => format!("{path} does not take {method}"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the request body is larger than {} KiB", MAX_BODY >> 10)
+        }
+        s => format!("{} {}", s.as_u16(), s.canonical_reason().unwrap_or("error")),
+    };
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let mut out = api::error(status, &message);
+    if let Some(a) = allow {
+        out.headers_mut().insert(header::ALLOW, a);
+    }
+    out
 }
 
 /// Pages never load anything from elsewhere, and are not framed.
@@ -249,6 +452,20 @@ async fn security_headers(req: Request, next: Next) -> Response {
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    // Another origin's page can neither embed these answers nor keep a handle on these pages.
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
     );
     resp
 }
@@ -354,10 +571,19 @@ async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next)
     if let Some(q) = query
         && same(&q, token)
     {
-        // A page opened with ?token= keeps it in a cookie, then drops it from the address.
-        let mut resp = axum::response::Redirect::to(req.uri().path()).into_response();
+        // A page opened with ?token= keeps it in a cookie, then drops it from the address. The
+        // redirect stays on this server: `//elsewhere/x` (or `/\\elsewhere`) would be read by a
+        // browser as another host.
+        let path = format!("/{}", req.uri().path().trim_start_matches(['/', '\\']));
+        let mut resp = axum::response::Redirect::to(&path).into_response();
+        // Behind a TLS proxy the cookie is never sent in the clear.
+        let secure = req
+            .headers()
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
         if let Ok(v) = HeaderValue::from_str(&format!(
-            "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{}",
+            if secure { "; Secure" } else { "" }
         )) {
             resp.headers_mut().insert(header::SET_COOKIE, v);
         }
