@@ -941,6 +941,15 @@ fn users_sign_in_with_scram_and_tls_is_used_or_the_server_stops() {
     assert_eq!(got, json!({"ssl_in_use": true, "value": 42}));
     let got = client(&["tls", &dsn("metabase", "another secret", "require")]);
     assert_eq!(got["ssl_in_use"], json!(true));
+    // With TLS configured, plain text is refused, even with the right password.
+    let got = client(&[
+        "signin",
+        &dsn("grafana", "correct horse battery", "disable"),
+    ]);
+    let err = got["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("signed in over plain text: {got}"));
+    assert!(err.contains("TLS only"), "{err}");
     for (user, pw) in [
         ("grafana", "wrong"),
         ("metabase", "correct horse battery"),
@@ -1024,4 +1033,227 @@ fn users_sign_in_with_scram_and_tls_is_used_or_the_server_stops() {
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("password"), "{}", run.stderr);
     assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+}
+
+/// A raw wire-protocol client, for what no driver sends.
+struct Raw(std::net::TcpStream);
+
+impl Raw {
+    fn connect(served: &PgServed) -> Raw {
+        let s = std::net::TcpStream::connect((served.host.as_str(), served.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Raw(s)
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        // The server may already have closed: what it read is what the test checks.
+        let _ = self.0.write_all(bytes);
+    }
+
+    /// A typed message: type byte, length, body.
+    fn message(&mut self, kind: u8, body: &[u8]) {
+        let mut m = vec![kind];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        self.send(&m);
+    }
+
+    fn startup(&mut self, user: &str) {
+        let mut body = 196_608u32.to_be_bytes().to_vec();
+        for part in ["user", user, "database", "cryptolake"] {
+            body.extend_from_slice(part.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        m.extend_from_slice(&body);
+        self.send(&m);
+    }
+
+    /// The next message (type, body), or `None` when the server closed the connection.
+    fn read(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut head = [0u8; 5];
+        self.0.read_exact(&mut head).ok()?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        self.0.read_exact(&mut body).ok()?;
+        Some((head[0], body))
+    }
+
+    /// Messages until one of type `kind` (returned), or the end.
+    fn until(&mut self, kind: u8) -> Option<Vec<u8>> {
+        while let Some((k, body)) = self.read() {
+            if k == kind {
+                return Some(body);
+            }
+        }
+        None
+    }
+
+    /// Whether the server closes the connection without another message.
+    fn closed(&mut self) -> bool {
+        self.read().is_none()
+    }
+}
+
+/// An ErrorResponse's SQLSTATE and message.
+fn error_fields(body: &[u8]) -> (String, String) {
+    let mut code = String::new();
+    let mut message = String::new();
+    for field in body.split(|b| *b == 0) {
+        match field.first() {
+            Some(b'C') => code = String::from_utf8_lossy(&field[1..]).into_owned(),
+            Some(b'M') => message = String::from_utf8_lossy(&field[1..]).into_owned(),
+            _ => {}
+        }
+    }
+    (code, message)
+}
+
+/// Parse, Bind and Execute of `SELECT 1` with `max_rows`, then Sync.
+fn select_one(raw: &mut Raw, max_rows: i32) {
+    raw.message(b'P', b"\0SELECT 1\0\0\0");
+    raw.message(b'B', b"\0\0\0\0\0\0\0\0");
+    let mut execute = b"\0".to_vec();
+    execute.extend_from_slice(&max_rows.to_be_bytes());
+    raw.message(b'E', &execute);
+    raw.message(b'S', b"");
+}
+
+#[test]
+fn a_hostile_network_cannot_lock_out_crash_or_bypass_the_pg_server() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    generated_lake(dir, 3, 3, "2024-03-01");
+    // A user whose password is in a variable of any name (password_env).
+    let config = dir.join("cryptolake.toml");
+    std::fs::write(
+        &config,
+        "[server]\npg_max_connections = 2\n\n[[server.pg_users]]\nname = \"grafana\"\npassword_env = \"GRAFANA_PG_PASSWORD\"\n",
+    )
+    .unwrap();
+    let envs = [
+        (
+            "CRYPTOLAKE_CONFIG".to_string(),
+            config.display().to_string(),
+        ),
+        (
+            "GRAFANA_PG_PASSWORD".to_string(),
+            "a long enough secret".to_string(),
+        ),
+        ("CRYPTOLAKE_QUERY_TIMEOUT".to_string(), "20s".to_string()),
+    ];
+    let served = PgServed::start(dir, &["--pg", "127.0.0.1:0"], &envs);
+    let dsn = format!(
+        "host={} port={} dbname=cryptolake user=grafana password='a long enough secret'",
+        served.host, served.port
+    );
+    let answers = || client(&["tls", &dsn])["value"] == json!(42);
+
+    // Silent connections, more than pg_max_connections: users still sign in, and the silent
+    // ones are closed after the sign-in timeout.
+    let mut silent: Vec<Raw> = (0..6).map(|_| Raw::connect(&served)).collect();
+    assert!(answers(), "locked out by silent connections");
+    let started = Instant::now();
+    assert!(silent[0].closed());
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "a silent client was kept {waited:?}"
+    );
+    silent.clear();
+
+    // The signed-in user is current_user.
+    let got = client(&["whoami", &dsn]);
+    assert_eq!(
+        got,
+        json!({"current_user": "grafana", "session_user": "grafana"})
+    );
+
+    // A malformed SASL initial response ends that connection with a protocol error, and a
+    // query sent after a failed sign-in is never run: the connection is closed.
+    let mut raw = Raw::connect(&served);
+    raw.startup("grafana");
+    let sasl = raw.until(b'R').expect("the server asks for SASL");
+    assert!(String::from_utf8_lossy(&sasl).contains("SCRAM-SHA-256"));
+    raw.message(b'p', b"x\0");
+    let (code, message) = error_fields(&raw.until(b'E').expect("an error"));
+    assert_eq!(code, "08P01", "{message}");
+    raw.message(b'Q', b"SELECT 1\0");
+    assert!(
+        raw.closed(),
+        "the connection stayed open after a failed sign-in"
+    );
+
+    // A tampered nonce in the client-final message is refused.
+    let mut raw = Raw::connect(&served);
+    raw.startup("grafana");
+    raw.until(b'R');
+    let first = b"n,,n=,r=clientnonce0123456789";
+    let mut body = b"SCRAM-SHA-256\0".to_vec();
+    body.extend_from_slice(&(first.len() as i32).to_be_bytes());
+    body.extend_from_slice(first);
+    raw.message(b'p', &body);
+    let cont = raw.until(b'R').expect("SASLContinue");
+    assert!(String::from_utf8_lossy(&cont).contains("r=clientnonce0123456789"));
+    raw.message(b'p', b"c=biws,r=someoneelsesnonce,p=AAAA");
+    let (code, _) = error_fields(&raw.until(b'E').expect("an error"));
+    assert_eq!(code, "28P01");
+    assert!(raw.closed());
+
+    // Signed in over the raw protocol (trust is not on: sign in through psycopg's DSN is
+    // what drivers do; here a second server on loopback without users takes raw messages).
+    drop(served);
+    std::fs::write(&config, "[server]\npg_max_connections = 2\n").unwrap();
+    let served = PgServed::start(dir, &["--pg", "127.0.0.1:0"], &envs);
+    for max_rows in [-1, 0, i32::MAX] {
+        let mut raw = Raw::connect(&served);
+        raw.startup("tester");
+        raw.until(b'Z').expect("ready for query");
+        select_one(&mut raw, max_rows);
+        let mut kinds = Vec::new();
+        while let Some((k, _)) = raw.read() {
+            kinds.push(k);
+            if k == b'Z' {
+                break;
+            }
+        }
+        assert!(
+            kinds.contains(&b'D') && kinds.contains(&b'C'),
+            "max_rows {max_rows}: {kinds:?}"
+        );
+    }
+    // A Bind whose parameter claims 2^31-1 bytes: a protocol error, not a panic.
+    let mut raw = Raw::connect(&served);
+    raw.startup("tester");
+    raw.until(b'Z');
+    raw.message(b'P', b"\0SELECT $1\0\0\0");
+    let mut bind = b"\0\0\0\0\0\x01".to_vec();
+    bind.extend_from_slice(&i32::MAX.to_be_bytes());
+    bind.extend_from_slice(b"abc\0\0");
+    raw.message(b'B', &bind);
+    raw.message(b'S', b"");
+    let (code, _) = error_fields(&raw.until(b'E').expect("an error"));
+    assert_eq!(code, "08P01");
+    assert!(raw.closed());
+
+    // Cancel: the statement stops at once, and the connection answers again.
+    let trust_dsn = served.dsn("");
+    let got = client(&[
+        "cancel",
+        &trust_dsn,
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+    ]);
+    assert_eq!(got["code"], json!("57014"), "{got}");
+    assert!(got["seconds"].as_f64().unwrap() < 5.0, "{got}");
+    assert_eq!(got["after"], json!(42), "{got}");
+    // Two connections get two backend keys.
+    let other = client(&["cancel", &trust_dsn, "SELECT 1"]);
+    assert_ne!(other["pid"], got["pid"], "{other} {got}");
+
+    // The server is still up and answers.
+    let (code, out, err) = psql(&served, &["-At", "-c", "SELECT 40 + 2"]);
+    assert_eq!((code, out.trim()), (0, "42"), "{err}");
 }

@@ -265,6 +265,32 @@ def signin(dsn):
         print(json.dumps({"error": str(e).strip()}))
 
 
+def cancel(dsn, statement):
+    """Runs a long statement, cancels it from another thread after a second (psycopg's
+    cancel(), a CancelRequest on a new connection) and reports what the statement got and
+    when; then the same connection answers again."""
+    with connect(dsn) as conn:
+        pid = conn.info.backend_pid
+        timer = threading.Timer(1.0, conn.cancel)
+        started = time.monotonic()
+        timer.start()
+        try:
+            conn.execute(statement).fetchall()
+            code = None
+        except psycopg.Error as e:
+            code = e.sqlstate
+        seconds = time.monotonic() - started
+        timer.cancel()
+        after = conn.execute("SELECT 40 + 2").fetchone()[0]
+        print(json.dumps({"code": code, "seconds": seconds, "after": after, "pid": pid}))
+
+
+def whoami(dsn):
+    with connect(dsn) as conn:
+        row = conn.execute("SELECT current_user AS a, session_user AS b").fetchone()
+        print(json.dumps({"current_user": row[0], "session_user": row[1]}))
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -278,4 +304,6 @@ if __name__ == "__main__":
         "connections": lambda dsn, n: connections(dsn, int(n)),
         "tls": tls,
         "signin": signin,
+        "cancel": cancel,
+        "whoami": whoami,
     }[cmd](*args)

@@ -52,6 +52,10 @@ impl Default for Options {
     }
 }
 
+/// SQL statements of a long-running front end running at once; each has the configured memory
+/// limit, and more wait for a turn (within their time limit).
+pub const STATEMENTS_AT_ONCE: usize = 2;
+
 /// The pipeline over one lake.
 pub struct Pipeline {
     settings: Settings,
@@ -63,6 +67,8 @@ pub struct Pipeline {
     clients: Mutex<HashMap<(Exchange, String), ExchangeClient>>,
     /// What every reader of the lake asks: the dashboard, the API, metrics, reports.
     reads: Arc<crate::reads::ReadModel>,
+    /// Statements of [`Pipeline::served_query_engine`]s running at once, for every protocol.
+    statement_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// One ingest: the hourly one, a range, or exact windows.
@@ -444,6 +450,7 @@ impl Pipeline {
             events: None,
             clients: Mutex::new(HashMap::new()),
             reads,
+            statement_slots: Arc::new(tokio::sync::Semaphore::new(STATEMENTS_AT_ONCE)),
         })
     }
 
@@ -485,7 +492,9 @@ impl Pipeline {
         Ok(cryptolake_query::QueryEngine::open_with(&self.lake, &self.settings.query).await?)
     }
 
-    /// [`Pipeline::query_engine`] for a long-running reader: the tables the read model holds
+    /// [`Pipeline::query_engine`] for a long-running reader, its statements at most
+    /// [`STATEMENTS_AT_ONCE`] at a time over every engine this pipeline serves (HTTP and the
+    /// wire protocol alike): the tables the read model holds
     /// (silver, gold, the gap report) are scanned from its memory, so a statement lists no
     /// folders and reads no files that the model has already read, and sees the lake as the
     /// model's current snapshot does.
@@ -494,6 +503,7 @@ impl Pipeline {
             &self.lake,
             &self.settings.query,
             self.reads.clone(),
+            self.statement_slots.clone(),
         )
         .await?)
     }

@@ -235,6 +235,39 @@ pub struct QueryEngine {
     ctx: SessionContext,
     limits: Limits,
     lake: Lake,
+    /// Statements that may run at once, shared by every engine of a long-running front end.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// The runtime statements run on, apart from the one that serves requests: a statement that
+/// computes without yielding (a function over huge arguments) holds one of these threads, never
+/// one that answers health checks and other requests. `None` if it could not be made, and
+/// statements then run where they are asked.
+fn statement_runtime() -> Option<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("cryptolake-sql")
+                .enable_all()
+                .build()
+                .inspect_err(|e| tracing::warn!(error = %e, "no separate runtime for statements"))
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Aborts a statement's task when the one waiting for it goes away (a cancel request, a client
+/// that disconnected, a time limit).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn read_only() -> SQLOptions {
@@ -264,8 +297,11 @@ impl QueryEngine {
         lake: &Lake,
         limits: &Limits,
         held: Arc<dyn memory::Partitions>,
+        slots: Arc<tokio::sync::Semaphore>,
     ) -> Result<QueryEngine> {
-        Self::open_over(lake, limits, Some(held)).await
+        let mut engine = Self::open_over(lake, limits, Some(held)).await?;
+        engine.slots = Some(slots);
+        Ok(engine)
     }
 
     async fn open_over(
@@ -332,6 +368,7 @@ impl QueryEngine {
             ctx,
             limits: limits.clone(),
             lake: lake.clone(),
+            slots: None,
         })
     }
 
@@ -428,7 +465,17 @@ impl QueryEngine {
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let ctx = ctx.clone();
         let limits = self.limits.clone();
+        let slots = self.slots.clone();
         let run = async move {
+            // Waiting for a slot counts against the statement's time.
+            let _slot = match slots {
+                Some(s) => Some(
+                    s.acquire_owned()
+                        .await
+                        .map_err(|_| Error::Query("the server is stopping".into()))?,
+                ),
+                None => None,
+            };
             let plan = plan.await?;
             let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
             let plan = ctx.state().create_physical_plan(&plan).await?;
@@ -461,8 +508,12 @@ impl QueryEngine {
             }
             Ok::<_, Error>((schema, out))
         };
-        let task = tokio::spawn(run);
+        let task = match statement_runtime() {
+            Some(rt) => rt.spawn(run),
+            None => tokio::spawn(run),
+        };
         let abort = task.abort_handle();
+        let _stop_when_dropped = AbortOnDrop(abort.clone());
         let limit = timeout.map_or(self.limits.timeout, |t| t.min(self.limits.timeout));
         let finished = tokio::time::timeout(limit, task).await;
         match finished {

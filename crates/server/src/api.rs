@@ -325,9 +325,6 @@ async fn sql(State(state): State<Arc<AppState>>, Query(p): Params, body: Bytes) 
     if statement.trim().is_empty() {
         return bad_request("the statement is empty".into());
     }
-    let Ok(_slot) = state.sql_slots.acquire().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
-    };
     // A statement of its own session: its memory pool is its own, so a hostile one cannot take
     // the memory the API's reads need.
     let engine = match state.pipeline.served_query_engine().await {

@@ -54,8 +54,6 @@ pub struct ServeOptions {
 
 /// How long a failed run may stand before `/readyz` says the process is not ready.
 const FAILED_RUN_GRACE: Duration = Duration::from_secs(2 * 3600);
-/// SQL requests running at once; each has the configured memory limit.
-const SQL_AT_ONCE: usize = 2;
 /// The largest request body accepted (a SQL statement).
 const MAX_BODY: usize = 64 << 10;
 
@@ -71,7 +69,6 @@ pub(crate) struct AppState {
     metrics: Arc<metrics::Metrics>,
     token: Option<String>,
     max_rows: usize,
-    sql_slots: tokio::sync::Semaphore,
     last_run: Mutex<Option<LastRun>>,
     scheduled: bool,
     hosts: Hosts,
@@ -194,7 +191,6 @@ pub async fn serve(
         metrics,
         token,
         max_rows: settings.server.max_rows,
-        sql_slots: tokio::sync::Semaphore::new(SQL_AT_ONCE),
         last_run: Mutex::new(None),
         scheduled: options.schedule.is_some(),
         hosts: Hosts::new(addr.ip(), &settings.server.allowed_hosts),

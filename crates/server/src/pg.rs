@@ -56,6 +56,13 @@ use crate::{Error, Result};
 
 pub use cryptolake_query::postgres::PG_VERSION;
 const SCRAM_ITERATIONS: usize = 4096;
+/// How long a client has, from connecting, to finish signing in.
+pub const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Clients signing in at once. They do not count against `pg_max_connections`, which counts
+/// signed-in clients only, so silent connections cannot lock users out.
+const SIGNING_IN_AT_ONCE: usize = 64;
+/// The most rows one Execute returns before the portal is suspended.
+const MAX_FETCH_ROWS: i32 = 65_536;
 
 /// How the wire protocol is served.
 #[derive(Debug, Clone)]
@@ -134,14 +141,113 @@ impl AuthSource for Users {
 }
 
 /// Sign-in without a password, for loopback without users.
-struct Trust;
+struct Trust(Arc<pgwire::api::ConnectionManager>);
 
-impl NoopStartupHandler for Trust {}
+impl NoopStartupHandler for Trust {
+    fn connection_manager(&self) -> Option<Arc<pgwire::api::ConnectionManager>> {
+        Some(self.0.clone())
+    }
+}
 
-/// The startup handler: trust on loopback without users, else SCRAM-SHA-256.
-enum Startup {
+/// The sign-in: trust on loopback without users, else SCRAM-SHA-256 (and SCRAM-SHA-256-PLUS,
+/// bound to the TLS channel, when TLS is configured). With TLS configured, a client that did
+/// not ask for it is refused before anything else; a SASL message is checked before pgwire
+/// decodes it.
+struct Startup {
+    kind: StartupKind,
+    require_tls: bool,
+    /// Signed-in clients (`pg_max_connections`): a slot is taken just before the sign-in
+    /// succeeds, so a client past the limit is told so instead of being let in.
+    signed_in: Arc<tokio::sync::Semaphore>,
+    max_connections: usize,
+    /// The client's nonce from its first SCRAM message, which the final one must extend.
+    client_nonce: std::sync::Mutex<Option<String>>,
+}
+
+enum StartupKind {
     Trust(Trust),
-    Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
+    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+}
+
+fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".to_string(),
+        code.to_string(),
+        message.into(),
+    )))
+}
+
+/// A SASLInitialResponse's mechanism and data, or why it is malformed.
+fn sasl_initial(body: &[u8]) -> PgWireResult<(&str, &[u8])> {
+    let bad = || fatal("08P01", "malformed SASL initial response");
+    let nul = body.iter().position(|b| *b == 0).ok_or_else(bad)?;
+    let mechanism = std::str::from_utf8(&body[..nul]).map_err(|_| bad())?;
+    let rest = &body[nul + 1..];
+    let len = rest.get(..4).ok_or_else(bad)?;
+    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+    let data = &rest[4..];
+    if len < 0 || len as usize != data.len() {
+        return Err(bad());
+    }
+    Ok((mechanism, data))
+}
+
+/// The value of attribute `key` (`r`, `n`, …) in a SCRAM message.
+fn scram_attr<'a>(message: &'a str, key: &str) -> Option<&'a str> {
+    message
+        .split(',')
+        .find_map(|a| a.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// A signed-in client's slot, held as long as its connection.
+struct SignedIn(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl Startup {
+    /// Takes a signed-in slot for `client`, or refuses it (SQLSTATE 53300, as PostgreSQL).
+    fn take_slot<C: ClientInfo + ?Sized>(&self, client: &C) -> PgWireResult<()> {
+        let permit = self.signed_in.clone().try_acquire_owned().map_err(|_| {
+            warn!(client = %client.socket_addr(), max = self.max_connections, "pg: too many clients");
+            fatal(
+                "53300",
+                format!(
+                    "sorry, too many clients already: this server takes {} at once (server.pg_max_connections)",
+                    self.max_connections
+                ),
+            )
+        })?;
+        client.session_extensions().insert(SignedIn(permit));
+        Ok(())
+    }
+
+    /// SCRAM's messages, checked before pgwire reads them: the first must be well formed and
+    /// carry a nonce, the last must extend that nonce (RFC 5802: the server's is appended to the
+    /// client's).
+    fn check_scram(&self, body: &[u8]) -> PgWireResult<()> {
+        let mut nonce = self.client_nonce.lock().unwrap_or_else(|p| p.into_inner());
+        match nonce.as_deref() {
+            None => {
+                let (_, data) = sasl_initial(body)?;
+                let text = std::str::from_utf8(data)
+                    .map_err(|_| fatal("08P01", "SCRAM client-first message is not UTF-8"))?;
+                let r = scram_attr(text, "r")
+                    .filter(|r| !r.is_empty())
+                    .ok_or_else(|| fatal("08P01", "SCRAM client-first message has no nonce"))?;
+                *nonce = Some(r.to_string());
+            }
+            Some(client) => {
+                let text = std::str::from_utf8(body).unwrap_or_default();
+                let ok = scram_attr(text, "r")
+                    .is_some_and(|r| r.len() > client.len() && r.starts_with(client));
+                if !ok {
+                    return Err(fatal(
+                        "28P01",
+                        "SCRAM client-final message does not carry the exchange's nonce",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -156,9 +262,39 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Startup::Trust(t) => t.on_startup(client, message).await,
-            Startup::Scram(s) => s.on_startup(client, message).await,
+        if let PgWireFrontendMessage::Startup(_) = &message
+            && self.require_tls
+            && !client.is_secure()
+        {
+            return Err(fatal(
+                "28000",
+                "this server takes connections over TLS only: connect with sslmode=require (or verify-full)",
+            ));
+        }
+        match &self.kind {
+            StartupKind::Trust(t) => {
+                if let PgWireFrontendMessage::Startup(_) = &message {
+                    self.take_slot(client)?;
+                }
+                t.on_startup(client, message).await
+            }
+            StartupKind::Scram(s) => {
+                if let PgWireFrontendMessage::PasswordMessageFamily(
+                    pgwire::messages::startup::PasswordMessageFamily::Raw(body),
+                ) = &message
+                {
+                    let last = self
+                        .client_nonce
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_some();
+                    self.check_scram(body)?;
+                    if last {
+                        self.take_slot(client)?;
+                    }
+                }
+                s.on_startup(client, message).await
+            }
         }
     }
 }
@@ -178,6 +314,15 @@ struct Handlers {
     service: Arc<Service>,
     /// The users who sign in; none means trust (loopback only).
     users: Option<Arc<Users>>,
+    /// The TLS certificate (PEM) when TLS is configured: connections must use it, and SCRAM
+    /// is offered bound to it.
+    cert_pem: Option<Vec<u8>>,
+    /// Running statements by backend key, for cancel requests.
+    cancels: Arc<pgwire::api::ConnectionManager>,
+    /// One process id and secret key per connection, for all connections.
+    keys: Arc<dyn pgwire::api::PidSecretKeyGenerator>,
+    signed_in: Arc<tokio::sync::Semaphore>,
+    max_connections: usize,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -192,13 +337,36 @@ impl PgWireServerHandlers for Handlers {
     /// One per connection: the SASL exchange keeps its state in the handler, so a shared one
     /// would mix the sign-ins of clients connecting at the same time.
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(match &self.users {
-            None => Startup::Trust(Trust),
-            Some(users) => Startup::Scram(
-                SASLAuthStartupHandler::new(Arc::new(server_parameters()))
-                    .with_scram(ScramAuth::new(users.clone())),
-            ),
+        let kind = match &self.users {
+            None => StartupKind::Trust(Trust(self.cancels.clone())),
+            Some(users) => {
+                let mut scram = ScramAuth::new(users.clone());
+                if let Some(pem) = &self.cert_pem
+                    && let Err(e) = scram.configure_certificate(pem)
+                {
+                    warn!(error = %e, "pg: SCRAM-SHA-256-PLUS is not offered for this certificate's signature");
+                }
+                StartupKind::Scram(Box::new(
+                    SASLAuthStartupHandler::new(Arc::new(server_parameters()))
+                        .with_scram(scram)
+                        .with_connection_manager(self.cancels.clone())
+                        .with_pid_secret_key_generator(self.keys.clone()),
+                ))
+            }
+        };
+        Arc::new(Startup {
+            kind,
+            require_tls: self.cert_pem.is_some(),
+            signed_in: self.signed_in.clone(),
+            max_connections: self.max_connections,
+            client_nonce: std::sync::Mutex::new(None),
         })
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(pgwire::api::cancel::DefaultCancelHandler::new(
+            self.cancels.clone(),
+        ))
     }
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
@@ -271,7 +439,7 @@ impl Core {
     fn session<C: ClientInfo + ?Sized>(&self, client: &C) -> SessionContext {
         client
             .session_extensions()
-            .get_or_insert_with(|| ClientSession(self.engine.session()))
+            .get_or_insert_with(|| ClientSession(self.new_session(client)))
             .0
             .clone()
     }
@@ -279,7 +447,30 @@ impl Core {
     fn reset_session<C: ClientInfo + ?Sized>(&self, client: &C) {
         client
             .session_extensions()
-            .insert(ClientSession(self.engine.session()));
+            .insert(ClientSession(self.new_session(client)));
+    }
+
+    /// A session of the client's own, in which `current_user` (and `session_user`, `user`,
+    /// `current_role`) is the user it signed in as.
+    fn new_session<C: ClientInfo + ?Sized>(&self, client: &C) -> SessionContext {
+        use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+        let session = self.engine.session();
+        let user = client
+            .metadata()
+            .get(pgwire::api::METADATA_USER)
+            .cloned()
+            .unwrap_or_default();
+        for name in ["session_user", "current_user", "user", "current_role"] {
+            let value = datafusion::scalar::ScalarValue::Utf8(Some(user.clone()));
+            session.register_udf(create_udf(
+                name,
+                vec![],
+                DataType::Utf8,
+                Volatility::Stable,
+                Arc::new(move |_| Ok(ColumnarValue::Scalar(value.clone()))),
+            ));
+        }
+        session
     }
 
     fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
@@ -615,6 +806,24 @@ impl ExtendedQueryHandler for Service {
         self.parser.clone()
     }
 
+    /// An Execute's row count is PostgreSQL's: zero or less is every row. pgwire reserves room
+    /// for the count asked, so a huge or negative one is read as a bounded fetch (the client
+    /// is told the portal is suspended and asks again).
+    async fn on_execute<C>(
+        &self,
+        client: &mut C,
+        mut message: pgwire::messages::extendedquery::Execute,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        message.max_rows = message.max_rows.clamp(0, MAX_FETCH_ROWS);
+        self._on_execute(client, message).await
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -712,7 +921,8 @@ pub struct PgServer {
     listener: TcpListener,
     handlers: Arc<Handlers>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
-    slots: Arc<tokio::sync::Semaphore>,
+    /// Clients signing in.
+    signing_in: Arc<tokio::sync::Semaphore>,
     max_connections: usize,
 }
 
@@ -738,6 +948,16 @@ impl PgServer {
                 core,
             }),
             users: (!options.users.is_empty()).then(|| Arc::new(Users::new(&options.users))),
+            cert_pem: match &options.tls {
+                Some(t) => Some(std::fs::read(&t.cert).map_err(|e| {
+                    Error::Refused(format!("cannot read {}: {e}", t.cert.display()))
+                })?),
+                None => None,
+            },
+            cancels: Arc::new(pgwire::api::ConnectionManager::new()),
+            keys: Arc::new(pgwire::api::RandomPidSecretKeyGenerator::default()),
+            signed_in: Arc::new(tokio::sync::Semaphore::new(options.max_connections)),
+            max_connections: options.max_connections,
         });
         let listener = TcpListener::bind(options.addr)
             .await
@@ -749,7 +969,7 @@ impl PgServer {
             listener,
             handlers,
             tls,
-            slots: Arc::new(tokio::sync::Semaphore::new(options.max_connections)),
+            signing_in: Arc::new(tokio::sync::Semaphore::new(SIGNING_IN_AT_ONCE)),
             max_connections: options.max_connections,
         })
     }
@@ -778,24 +998,173 @@ impl PgServer {
                 }
             };
             let _ = socket.set_nodelay(true);
-            match self.slots.clone().try_acquire_owned() {
+            match self.signing_in.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    let handlers = self.handlers.clone();
-                    let tls = self.tls.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
-                            info!(client = %peer, error = %e, "pg: connection ended with an error");
-                        }
-                        drop(permit);
-                    });
+                    let connection = Connection {
+                        handlers: self.handlers.clone(),
+                        peer,
+                    };
+                    tokio::spawn(connection.serve(socket, self.tls.clone(), permit));
                 }
                 Err(_) => {
-                    warn!(client = %peer, max = self.max_connections, "pg: too many clients");
+                    warn!(client = %peer, "pg: too many clients signing in at once");
                     tokio::spawn(too_many_clients(socket, self.max_connections));
                 }
             }
         }
     }
+}
+
+type Socket = tokio_util::codec::Framed<
+    pgwire::tokio::server::MaybeTls,
+    pgwire::tokio::server::PgWireMessageServerCodec<PgStatement>,
+>;
+
+/// One client's connection, served message by message (pgwire's own loop, with these rules):
+/// - signing in must be done within [`SIGN_IN_TIMEOUT`] of connecting, or the connection is
+///   closed; a client counts against `pg_max_connections` only once signed in;
+/// - any error while signing in, and any FATAL error, ends the connection (nothing a client
+///   sends after a failed sign-in is read);
+/// - a message that cannot be decoded, or a panic while one is handled, ends the connection
+///   with a protocol error, never the server.
+struct Connection {
+    handlers: Arc<Handlers>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn serve(
+        self,
+        tcp: TcpStream,
+        tls: Option<pgwire::tokio::TlsAcceptor>,
+        signing_in: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        use futures::{FutureExt, SinkExt, StreamExt};
+        use pgwire::api::PgWireConnectionState as State;
+        use std::panic::AssertUnwindSafe;
+        let peer = self.peer;
+        let deadline = tokio::time::sleep(SIGN_IN_TIMEOUT);
+        tokio::pin!(deadline);
+        let negotiated = tokio::select! {
+            _ = &mut deadline => return,
+            s = pgwire::tokio::server::negotiate_tls::<PgStatement>(tcp, tls) => s,
+        };
+        let Ok(Some(mut socket)) = negotiated else {
+            return;
+        };
+        let h = &self.handlers;
+        let (startup, simple, extended, copy, cancel, errors) = (
+            h.startup_handler(),
+            h.service.clone(),
+            h.service.clone(),
+            h.copy_handler(),
+            h.cancel_handler(),
+            h.error_handler(),
+        );
+        let mut signing_in = Some(signing_in);
+        loop {
+            let authenticating = matches!(
+                socket.state(),
+                State::AwaitingStartup | State::AuthenticationInProgress
+            );
+            let next = AssertUnwindSafe(socket.next()).catch_unwind();
+            let received = match authenticating {
+                true => tokio::select! {
+                    _ = &mut deadline => {
+                        info!(client = %peer, "pg: sign-in timed out");
+                        return;
+                    }
+                    m = next => m,
+                },
+                false => next.await,
+            };
+            let message = match received {
+                Ok(None) => return,
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => {
+                    return end(&mut socket, fatal("08P01", format!("invalid message: {e}"))).await;
+                }
+                Err(_) => {
+                    warn!(client = %peer, "pg: a malformed message was refused");
+                    return end(&mut socket, fatal("08P01", "invalid message format")).await;
+                }
+            };
+            if matches!(message, PgWireFrontendMessage::Terminate(_)) {
+                return;
+            }
+            let is_extended = match socket.state() {
+                State::CopyInProgress(e) => e,
+                _ => message.is_extended_query(),
+            };
+            let handled = AssertUnwindSafe(pgwire::tokio::server::process_message(
+                message,
+                &mut socket,
+                startup.clone(),
+                simple.clone(),
+                extended.clone(),
+                copy.clone(),
+                cancel.clone(),
+            ))
+            .catch_unwind()
+            .await;
+            match handled {
+                Ok(Ok(())) => {}
+                Ok(Err(mut e)) => {
+                    errors.on_error(&socket, &mut e);
+                    let info: ErrorInfo = e.into();
+                    if authenticating || info.is_fatal() {
+                        if authenticating {
+                            info!(client = %peer, user = %signed_in_user(&socket), "pg: sign-in refused");
+                        }
+                        let _ = socket
+                            .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                            .await;
+                        let _ = socket.close().await;
+                        return;
+                    }
+                    let error = PgWireError::UserError(Box::new(info));
+                    if pgwire::tokio::server::process_error(&mut socket, error, is_extended)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    warn!(client = %peer, "pg: a message could not be handled");
+                    return end(
+                        &mut socket,
+                        fatal("XX000", "internal error handling the message"),
+                    )
+                    .await;
+                }
+            }
+            if authenticating && matches!(socket.state(), State::ReadyForQuery) {
+                // Signed in: the sign-in slot is free for another client.
+                signing_in = None;
+            }
+            let _ = signing_in.as_ref();
+        }
+    }
+}
+
+/// The user a client names in its startup message.
+fn signed_in_user(socket: &Socket) -> String {
+    socket
+        .metadata()
+        .get(pgwire::api::METADATA_USER)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Sends `error` and closes the connection.
+async fn end(socket: &mut Socket, error: PgWireError) {
+    use futures::SinkExt;
+    let info: ErrorInfo = error.into();
+    let _ = socket
+        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+        .await;
+    let _ = socket.close().await;
 }
 
 /// Tells a client past the connection limit so, as PostgreSQL does (SQLSTATE 53300), after
