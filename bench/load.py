@@ -42,6 +42,10 @@ def main():
     ap.add_argument("--lake", default=str(ROOT / "bench/work/40x365/lake"))
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--non-yielding", type=int, default=0, metavar="N",
+                    help="also post N statements that compute for long stretches without yielding "
+                         "(levenshtein over 2 M pairs of 100-character texts, each batch a quarter "
+                         "second of one core), each timed against the 20 s limit")
     ap.add_argument("--binary", default=None, help="a cryptolake binary (default: build --release)")
     ap.add_argument("--seaweedfs", metavar="SYMBOLSxDAYS", default=None,
                     help="serve a lake of that size generated and built on SeaweedFS (from .venv), after one warm-up pass")
@@ -157,8 +161,21 @@ def run(args, lake, s3env, generate):
         status, secs, data = get(c, "/api/v1/sql", "POST", sql)
         hostile.update(status=status, seconds=secs, body=data.decode()[:200])
 
+    stuck = []
+
+    def non_yielding(i):
+        time.sleep(min(10, args.seconds / 4))
+        c = http.client.HTTPConnection(host, port, timeout=600)
+        # Each batch under the cap on levenshtein's work (4e8 cells), the whole far past 20 s.
+        sql = ("SELECT sum(levenshtein(repeat('a', 94) || CAST(n.value AS VARCHAR), repeat('b', 100))) "
+               "FROM range(2000000) n")
+        status, secs, data = get(c, "/api/v1/sql", "POST", sql)
+        with lock:
+            stuck.append((status, secs, data.decode()[:160]))
+
     threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
     threads.append(threading.Thread(target=attack))
+    threads.extend(threading.Thread(target=non_yielding, args=(i,)) for i in range(args.non_yielding))
     started = time.monotonic()
     for t in threads:
         t.start()
@@ -178,6 +195,8 @@ def run(args, lake, s3env, generate):
         p = lambda q: v[min(len(v) - 1, int(q * len(v)))] * 1000  # noqa: E731
         print(f"| {name} | {len(v)} | {statistics.median(v) * 1000:.1f} | {p(0.99):.1f} | {v[-1] * 1000:.1f} |")
     print(f"hostile SQL during the load: HTTP {hostile.get('status')} in {hostile.get('seconds', 0):.1f} s: {hostile.get('body')}")
+    for status, secs, body in stuck:
+        print(f"non-yielding statement: HTTP {status} in {secs:.1f} s: {body}")
     for e in errors[:10]:
         print("error:", e)
     return 0 if not errors and hostile.get("status") == 422 else 1

@@ -454,9 +454,18 @@ fn load_settings(cli: &Cli) -> Result<Settings> {
 /// Opens the pipeline the command needs: an existing lake only for commands that only read
 /// or report, and the CLI's printing of step events.
 async fn open(cli: &Cli, settings: Settings) -> Result<Pipeline> {
+    // A read-only `serve` writes nothing, not even a probe: on S3 a reader's role may have no
+    // PutObject.
     let existing_only = matches!(
         cli.command,
-        Command::Sql { .. } | Command::Runs { .. } | Command::Gaps(_) | Command::Check { .. }
+        Command::Sql { .. }
+            | Command::Runs { .. }
+            | Command::Gaps(_)
+            | Command::Check { .. }
+            | Command::Serve {
+                no_schedule: true,
+                ..
+            }
     );
     let mut options = Options {
         lock_wait: Duration::from_secs(cli.wait_lock),

@@ -271,6 +271,71 @@ fn hostile_sql_ends_in_a_clear_error_within_its_limits() {
     fails_with(&r, "repeat() would produce about 1.9 GiB");
     bounded(rss, RSS_BOUND);
 
+    // Every function whose output or work the statement chooses is capped before it runs, under
+    // a 256 MiB limit (32 MiB for one function's output).
+    let small = env(&[("CRYPTOLAKE_QUERY_MEMORY_LIMIT", "256MiB")]);
+    for (statement, says) in [
+        (
+            "SELECT cardinality(array_resize([1], 350000000, 0))",
+            "array_resize() would produce",
+        ),
+        (
+            "SELECT length(replace(replace(replace(repeat('a', 1000000), 'a', repeat('b', 30)), 'b', repeat('c', 30)), 'c', repeat('d', 30)))",
+            "replace() would produce",
+        ),
+        (
+            "SELECT cardinality(flatten(array_repeat(array_repeat(1, 20000), 20000)))",
+            "array_repeat() would produce",
+        ),
+        (
+            "SELECT cardinality(range(TIMESTAMP '2020-01-01 00:00:00', TIMESTAMP '2021-01-01 00:00:00', INTERVAL '1 second'))",
+            "range() would produce",
+        ),
+        (
+            "SELECT length(regexp_replace(repeat('a', 100000), 'a', '$0$0$0$0', 'g'))",
+            "regexp_replace() would produce",
+        ),
+        (
+            "SELECT levenshtein(repeat('a', 150000), repeat('b', 150000))",
+            "levenshtein() over these texts",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let (r, rss) = sql(d.path(), statement, &small);
+        fails_with(&r, says);
+        bounded(rss, RSS_BOUND);
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "{statement}: {:?}",
+            started.elapsed()
+        );
+    }
+    // Plans name the tables' keys, never where the lake is kept.
+    for statement in [
+        "EXPLAIN SELECT * FROM crypto_analytics.ohlcv_1h",
+        "EXPLAIN ANALYZE SELECT sum(volume) FROM crypto_analytics.ohlcv_1h",
+    ] {
+        let (r, _) = sql(d.path(), statement, &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(r.stdout.contains("ohlcv_1h/date="), "{}", r.stdout);
+        let root = d.path().display().to_string();
+        assert!(
+            !r.stdout.contains(root.trim_start_matches('/')),
+            "{}",
+            r.stdout
+        );
+    }
+    // Ordinary uses of the same functions answer.
+    let (r, _) = sql(
+        d.path(),
+        "SELECT replace('BTC-USDT', '-', '/') AS a, levenshtein('kitten', 'sitting') AS b, \
+         cardinality(range(DATE '2024-01-01', DATE '2024-12-31', INTERVAL '1 day')) AS c, \
+         cardinality(array_resize([1, 2], 5, 0)) AS d, regexp_replace('a-b-c', '-', '_', 'g') AS e",
+        &small,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "a,b,c,d,e\nBTC/USDT,3,365,5,a_b_c");
+
     let started = std::time::Instant::now();
     let (r, rss) = sql(
         d.path(),

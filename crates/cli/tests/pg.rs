@@ -1257,3 +1257,38 @@ fn a_hostile_network_cannot_lock_out_crash_or_bypass_the_pg_server() {
     let (code, out, err) = psql(&served, &["-At", "-c", "SELECT 40 + 2"]);
     assert_eq!((code, out.trim()), (0, "42"), "{err}");
 }
+
+#[test]
+fn a_client_that_does_not_read_holds_no_more_than_the_memory_limit() {
+    let envs = [(
+        "CRYPTOLAKE_QUERY_MEMORY_LIMIT".to_string(),
+        "128MiB".to_string(),
+    )];
+    let (_d, served) = served(&envs);
+    // About 80 MB of result, more than half the limit.
+    let big = "SELECT repeat('x', 1000) || CAST(value AS VARCHAR) AS v FROM range(80000)";
+    let mut reader = Raw::connect(&served);
+    reader.startup("tester");
+    reader.until(b'Z').expect("ready for query");
+    let mut query = big.as_bytes().to_vec();
+    query.push(0);
+    reader.message(b'Q', &query);
+    // Its first rows arrive, then it stops reading.
+    reader.until(b'D').expect("rows");
+    std::thread::sleep(Duration::from_millis(500));
+    // Another client's same statement does not fit beside the unread result.
+    let (code, _, err) = psql(&served, &["-At", "-c", big]);
+    assert_ne!(code, 0, "two unread results above the limit");
+    assert!(
+        err.contains("memory limit") || err.contains("resource"),
+        "{err}"
+    );
+    // Small statements still answer.
+    let (code, out, err) = psql(&served, &["-At", "-c", "SELECT 40 + 2"]);
+    assert_eq!((code, out.trim()), (0, "42"), "{err}");
+    // Once the first client goes, the memory is free again.
+    drop(reader);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, _, err) = psql(&served, &["-At", "-o", "/dev/null", "-c", big]);
+    assert_eq!(code, 0, "{err}");
+}

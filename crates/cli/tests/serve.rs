@@ -1178,3 +1178,34 @@ async fn the_http_server_answers_only_its_own_names_and_its_own_pages() {
         assert!(cookie.contains(flag), "{cookie}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_serve_writes_nothing_in_the_lake() {
+    let d = tempfile::tempdir().unwrap();
+    demo_lake(d.path());
+    let lake = d.path().join("lake");
+    // Creating and removing any file in the lake's top directory would move its mtime.
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before = mtime(&lake);
+    let state_before = mtime(&lake.join("_state"));
+    std::thread::sleep(Duration::from_millis(20));
+    let served = Served::start(d.path(), &["--no-schedule", "--http", "127.0.0.1:0"], &[]);
+    let v = get_json(&format!("{}/api/v1/symbols", served.url)).await;
+    assert!(!v.as_array().unwrap().is_empty(), "{v}");
+    let (status, _) = http(
+        "POST",
+        &format!("{}/api/v1/sql", served.url),
+        Some("SELECT 1"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (code, stderr) = served.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        mtime(&lake),
+        before,
+        "serve --no-schedule wrote in the lake"
+    );
+    assert_eq!(mtime(&lake.join("_state")), state_before);
+}

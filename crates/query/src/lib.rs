@@ -3,6 +3,7 @@
 //! session statements are refused before planning reaches any table.
 
 pub mod ddl;
+mod functions;
 mod limits;
 pub mod memory;
 mod output;
@@ -23,7 +24,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::LogicalPlan;
 use futures::StreamExt;
@@ -230,6 +231,9 @@ fn first_line(m: &str) -> &str {
     m.lines().next().unwrap_or(m).trim_end_matches(':').trim()
 }
 
+/// A statement's result, counted against the memory limit while this is held.
+pub struct Held(#[allow(dead_code)] MemoryReservation);
+
 /// A read-only SQL session over one lake.
 pub struct QueryEngine {
     ctx: SessionContext,
@@ -314,6 +318,7 @@ impl QueryEngine {
             .with_default_catalog_and_schema("datafusion", "crypto_analytics");
         let ctx = SessionContext::new_with_config_rt(config, limits::runtime(limits)?);
         limits::cap_functions(&ctx, limits.function_output_bytes())?;
+        functions::restrict(&ctx, &[]);
         let (url, store) = match lake.bucket_store() {
             Some((bucket_url, store)) => (ObjectStoreUrl::parse(bucket_url)?, store.clone()),
             None => (
@@ -411,11 +416,13 @@ impl QueryEngine {
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let ctx = self.ctx.clone();
         let sql = sql.to_string();
-        self.run(&self.ctx, max_rows, None, async move {
-            let df = ctx.sql_with_options(&sql, read_only()).await?;
-            Ok(df.logical_plan().clone())
-        })
-        .await
+        let (schema, batches, _) = self
+            .run(&self.ctx, max_rows, None, async move {
+                let df = ctx.sql_with_options(&sql, read_only()).await?;
+                Ok(df.logical_plan().clone())
+            })
+            .await?;
+        Ok((schema, batches))
     }
 
     /// A session of its own over the same tables, functions, limits and memory pool: its
@@ -434,17 +441,22 @@ impl QueryEngine {
 
     /// Runs a read-only `plan` in `session` (one of [`QueryEngine::session`]) under the
     /// engine's limits: the time limit (or `timeout`, when shorter), the memory limit counting
-    /// the result, and at most `max_rows` rows.
+    /// the result, and at most `max_rows` rows. The result stays counted against the memory
+    /// limit until the [`Held`] returned with it is dropped: a front end keeps it until the
+    /// client has read the result, so clients that do not read cannot hold more than the
+    /// limit between them.
     pub async fn execute(
         &self,
         session: &SessionContext,
         plan: LogicalPlan,
         max_rows: Option<usize>,
         timeout: Option<std::time::Duration>,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    ) -> Result<(SchemaRef, Vec<RecordBatch>, Held)> {
         Self::check_read_only(&plan)?;
-        self.run(session, max_rows, timeout, async move { Ok(plan) })
-            .await
+        let (schema, batches, held) = self
+            .run(session, max_rows, timeout, async move { Ok(plan) })
+            .await?;
+        Ok((schema, batches, Held(held)))
     }
 
     /// The engine's own session, to install functions and catalogs every
@@ -462,10 +474,11 @@ impl QueryEngine {
         max_rows: Option<usize>,
         timeout: Option<std::time::Duration>,
         plan: impl std::future::Future<Output = Result<LogicalPlan>> + Send + 'static,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    ) -> Result<(SchemaRef, Vec<RecordBatch>, MemoryReservation)> {
         let ctx = ctx.clone();
         let limits = self.limits.clone();
         let slots = self.slots.clone();
+        let roots = lake_roots(&self.lake);
         let run = async move {
             // Waiting for a slot counts against the statement's time.
             let _slot = match slots {
@@ -477,6 +490,7 @@ impl QueryEngine {
                 None => None,
             };
             let plan = plan.await?;
+            let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
             let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
             let plan = ctx.state().create_physical_plan(&plan).await?;
             check_joins(&plan)?;
@@ -506,7 +520,13 @@ impl QueryEngine {
                     })?;
                 out.push(batch);
             }
-            Ok::<_, Error>((schema, out))
+            if explain {
+                out = out
+                    .iter()
+                    .map(|b| without_paths(b, &roots))
+                    .collect::<Result<_>>()?;
+            }
+            Ok::<_, Error>((schema, out, reservation))
         };
         let task = match statement_runtime() {
             Some(rt) => rt.spawn(run),
@@ -538,6 +558,52 @@ impl QueryEngine {
             }
         }
     }
+}
+
+/// How the lake's root shows in a plan: its URL, and its path as the object store names it
+/// (`tmp/x/lake/` for `file:///tmp/x/lake`, `prefix/` in a bucket), longest first.
+fn lake_roots(lake: &Lake) -> Vec<String> {
+    let url = lake.root_url().trim_end_matches('/').to_string();
+    let path = url
+        .split_once("://")
+        .map(|(scheme, rest)| match scheme {
+            "file" => rest.trim_start_matches('/').to_string(),
+            _ => rest
+                .split_once('/')
+                .map(|(_, p)| p.to_string())
+                .unwrap_or_default(),
+        })
+        .unwrap_or_default();
+    let mut roots = vec![format!("{url}/"), format!("/{path}/"), format!("{path}/")];
+    roots.retain(|r| r.trim_matches('/').len() > 1);
+    roots
+}
+
+/// `batch` (an EXPLAIN's rows) with the lake's root taken out of its text: a SQL user sees
+/// table keys (`silver/ohlcv_1h/date=…`), never where the lake is kept.
+fn without_paths(batch: &RecordBatch, roots: &[String]) -> Result<RecordBatch> {
+    use arrow::array::{Array, AsArray, StringArray};
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Utf8 => {
+                let s = c.as_string::<i32>();
+                let cleaned: StringArray = (0..s.len())
+                    .map(|i| {
+                        (!s.is_null(i)).then(|| {
+                            roots
+                                .iter()
+                                .fold(s.value(i).to_string(), |t, r| t.replace(r.as_str(), ""))
+                        })
+                    })
+                    .collect();
+                Arc::new(cleaned) as arrow::array::ArrayRef
+            }
+            _ => c.clone(),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// `300s` as `5m`, `90s` as `90s`.

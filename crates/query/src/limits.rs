@@ -76,18 +76,98 @@ enum Shape {
     Pad,
     /// `array_repeat(value, n)`: n elements.
     ArrayRepeat,
-    /// `range/generate_series(start, stop [, step])` over whole numbers.
+    /// `range/generate_series(start, stop [, step])` over whole numbers, dates or timestamps.
     Series,
+    /// `array_resize(array, n [, value])`: n elements.
+    Resize,
+    /// `replace(text, from, to)`: every occurrence of `from` may become `to`.
+    Replace,
+    /// `regexp_replace(text, pattern, replacement [, flags])`: every match (with `g`) may
+    /// become the replacement, each group reference in it a copy of the text.
+    RegexpReplace,
+    /// `levenshtein(a, b)`: not memory but work, the product of the lengths, in one call that
+    /// never yields.
+    Levenshtein,
 }
 
-const CAPPED: [(&str, Shape); 6] = [
+const CAPPED: [(&str, Shape); 12] = [
     ("repeat", Shape::Repeat),
     ("lpad", Shape::Pad),
     ("rpad", Shape::Pad),
     ("array_repeat", Shape::ArrayRepeat),
+    ("list_repeat", Shape::ArrayRepeat),
     ("range", Shape::Series),
     ("generate_series", Shape::Series),
+    ("array_resize", Shape::Resize),
+    ("list_resize", Shape::Resize),
+    ("replace", Shape::Replace),
+    ("regexp_replace", Shape::RegexpReplace),
+    ("levenshtein", Shape::Levenshtein),
 ];
+
+/// The most cells one `levenshtein` call over a batch may compute (the sum over its rows of the
+/// product of the two lengths): about a second of one core.
+pub const LEVENSHTEIN_CELLS: u128 = 400_000_000;
+
+/// Bytes of one row of `v`: what one copy of it in an array costs.
+fn row_bytes(v: &ColumnarValue, rows: usize) -> u128 {
+    let bytes = match v {
+        ColumnarValue::Scalar(s) => s.size(),
+        ColumnarValue::Array(a) => a.get_array_memory_size() / a.len().max(1),
+    };
+    (bytes.max(8) as u128).min(u128::from(u64::MAX)) + u128::from(rows == 0)
+}
+
+/// The text of scalar argument `v`, if it is one.
+fn scalar_text(v: &ColumnarValue) -> Option<&str> {
+    match v {
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(t))
+            | ScalarValue::LargeUtf8(Some(t))
+            | ScalarValue::Utf8View(Some(t)),
+        ) => Some(t.as_str()),
+        _ => None,
+    }
+}
+
+/// A date or timestamp value in nanoseconds, and an interval's shortest length in nanoseconds.
+fn nanos(s: &ScalarValue) -> Option<i128> {
+    const DAY: i128 = 86_400_000_000_000;
+    Some(match s {
+        ScalarValue::Date32(Some(d)) => i128::from(*d) * DAY,
+        ScalarValue::Date64(Some(ms)) => i128::from(*ms) * 1_000_000,
+        ScalarValue::TimestampSecond(Some(v), _) => i128::from(*v) * 1_000_000_000,
+        ScalarValue::TimestampMillisecond(Some(v), _) => i128::from(*v) * 1_000_000,
+        ScalarValue::TimestampMicrosecond(Some(v), _) => i128::from(*v) * 1_000,
+        ScalarValue::TimestampNanosecond(Some(v), _) => i128::from(*v),
+        ScalarValue::IntervalMonthDayNano(Some(i)) => {
+            i128::from(i.months) * 28 * DAY + i128::from(i.days) * DAY + i128::from(i.nanoseconds)
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => {
+            i128::from(i.days) * DAY + i128::from(i.milliseconds) * 1_000_000
+        }
+        ScalarValue::IntervalYearMonth(Some(m)) => i128::from(*m) * 28 * DAY,
+        _ => return None,
+    })
+}
+
+/// Whether `v` is a date, timestamp or interval (a temporal series' argument).
+fn nanos_of(v: &ColumnarValue) -> Option<()> {
+    use DataType::*;
+    matches!(
+        v.data_type(),
+        Date32 | Date64 | Timestamp(_, _) | Interval(_)
+    )
+    .then_some(())
+}
+
+/// Row `i` of `v` as a scalar.
+fn scalar_at(v: &ColumnarValue, i: usize) -> Option<ScalarValue> {
+    match v {
+        ColumnarValue::Scalar(s) => Some(s.clone()),
+        ColumnarValue::Array(a) => ScalarValue::try_from_array(a, i).ok(),
+    }
+}
 
 /// Replaces the size-choosing functions of `ctx` with ones that refuse, before allocating, an
 /// output past `cap` bytes per batch.
@@ -195,9 +275,76 @@ impl Capped {
                 .into_iter()
                 .map(|n| positive(n).saturating_mul(4))
                 .sum(),
-            Shape::ArrayRepeat => count(1)
-                .into_iter()
-                .map(|n| positive(n).saturating_mul(8))
+            Shape::ArrayRepeat => {
+                // Each copy is the whole value: an array of arrays repeated is that much more.
+                let each = args.first().map_or(8, |a| row_bytes(a, rows));
+                count(1)
+                    .into_iter()
+                    .map(|n| positive(n).saturating_mul(each))
+                    .sum()
+            }
+            Shape::Resize => {
+                let each = args.get(2).map_or(8, |a| row_bytes(a, rows));
+                count(1)
+                    .into_iter()
+                    .map(|n| positive(n).saturating_mul(each))
+                    .sum()
+            }
+            Shape::Replace | Shape::RegexpReplace | Shape::Levenshtein => {
+                let lens = |i: usize| {
+                    args.get(i)
+                        .map(|a| text_lengths(a, rows))
+                        .unwrap_or_else(|| vec![0; rows])
+                };
+                let (text, second, third) = (lens(0), lens(1), lens(2));
+                match self.shape {
+                    Shape::Levenshtein => text
+                        .iter()
+                        .zip(&second)
+                        .map(|(a, b)| a.saturating_mul(*b))
+                        .sum(),
+                    Shape::Replace => (0..rows)
+                        .map(|i| {
+                            let occurrences = text[i] / second[i].max(1) + 1;
+                            text[i].saturating_add(occurrences.saturating_mul(third[i]))
+                        })
+                        .sum(),
+                    _ => {
+                        let global = args
+                            .get(3)
+                            .and_then(scalar_text)
+                            .is_some_and(|f| f.contains('g'));
+                        // A replacement's group references ($1, ${name}, \\1) copy up to the
+                        // whole text each.
+                        let refs = args
+                            .get(2)
+                            .and_then(scalar_text)
+                            .map_or(1, |r| r.matches(['$', '\\']).count() as u128);
+                        (0..rows)
+                            .map(|i| {
+                                let matches = if global { text[i] + 1 } else { 1 };
+                                let each = third[i].saturating_add(refs.saturating_mul(text[i]));
+                                text[i].saturating_add(matches.saturating_mul(each))
+                            })
+                            .sum()
+                    }
+                }
+            }
+            Shape::Series if args.len() >= 2 && args.iter().all(|a| nanos_of(a).is_some()) => (0
+                ..rows)
+                .map(|i| {
+                    let at = |k: usize| {
+                        args.get(k)
+                            .and_then(|a| scalar_at(a, i))
+                            .as_ref()
+                            .and_then(nanos)
+                    };
+                    let (Some(start), Some(stop)) = (at(0), at(1)) else {
+                        return 0;
+                    };
+                    let step = at(2).unwrap_or(86_400_000_000_000).unsigned_abs().max(1);
+                    ((stop - start).unsigned_abs() / step + 1).saturating_mul(8)
+                })
                 .sum(),
             Shape::Series => {
                 if args.len() < 2 || !args.iter().all(|a| a.data_type().is_integer()) {
@@ -252,6 +399,14 @@ impl ScalarUDFImpl for Capped {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let estimate = self.estimate(&args.args, args.number_rows);
+        if self.shape == Shape::Levenshtein {
+            if estimate > LEVENSHTEIN_CELLS {
+                return Err(DataFusionError::ResourcesExhausted(format!(
+                    "levenshtein() over these texts would compare {estimate} pairs of characters in one batch, past the limit of {LEVENSHTEIN_CELLS}; compare shorter texts"
+                )));
+            }
+            return self.inner.invoke_with_args(args);
+        }
         if estimate > self.cap as u128 {
             return Err(DataFusionError::ResourcesExhausted(format!(
                 "{}() would produce about {} for one batch, past the limit of {} for a function's output (an eighth of query.memory_limit)",

@@ -18,6 +18,13 @@ pub const PG_VERSION: &str = "16.6";
 
 /// Installs `pg_catalog` and the catalog functions in the session.
 pub fn install(ctx: &SessionContext) -> datafusion::error::Result<()> {
+    install_all(ctx)?;
+    crate::functions::restrict(ctx, PG_FUNCTIONS);
+    Ok(())
+}
+
+/// [`install`] before the functions are held to the allow-list.
+pub(crate) fn install_all(ctx: &SessionContext) -> datafusion::error::Result<()> {
     setup_pg_catalog(ctx, "datafusion", EmptyContextProvider).map_err(|e| *e)?;
     settings::install(ctx)?;
     ctx.register_udf(version_udf());
@@ -61,6 +68,49 @@ pub fn install(ctx: &SessionContext) -> datafusion::error::Result<()> {
     }));
     Ok(())
 }
+
+/// The functions the PostgreSQL dialect adds, reviewed like the built-ins
+/// ([`crate::functions`]): catalog and session introspection that answers from the catalog's
+/// small tables or with a constant, and formatting functions bounded by their arguments.
+pub(crate) const PG_FUNCTIONS: &[&str] = &[
+    // Constants, or answers from the catalog's own small tables.
+    "_pg_expandarray",
+    "current_database",
+    "current_schema",
+    "current_schemas",
+    "format_type",
+    "has_any_column_privilege",
+    "has_database_privilege",
+    "has_schema_privilege",
+    "has_table_privilege",
+    "pg_backend_pid",
+    "pg_collation_is_visible",
+    "pg_encoding_to_char",
+    "pg_get_constraintdef",
+    "pg_get_expr",
+    "pg_get_function_result",
+    "pg_get_indexdef",
+    "pg_get_keywords",
+    "pg_get_partkeydef",
+    "pg_get_serial_sequence",
+    "pg_get_statisticsobjdef_columns",
+    "pg_get_userbyid",
+    "pg_partition_ancestors",
+    "pg_relation_is_publishable",
+    "pg_relation_size",
+    "pg_stat_get_numscans",
+    "pg_table_is_visible",
+    "pg_total_relation_size",
+    "session_user",
+    "to_regtype",
+    // Bounded by their arguments: an array's bounds, an identifier split or quoted, an object
+    // of the pairs given.
+    "array_lower",
+    "array_upper",
+    "json_build_object",
+    "parse_ident",
+    "quote_ident",
+];
 
 /// What a statement is, as far as the wire protocol is concerned.
 #[derive(Debug, PartialEq)]

@@ -515,7 +515,7 @@ impl Core {
         plan: LogicalPlan,
         format: &Format,
     ) -> PgWireResult<Response> {
-        let (schema, batches) = self
+        let (schema, batches, held) = self
             .engine
             .execute(session, plan, None, Self::client_timeout(client))
             .await
@@ -524,11 +524,12 @@ impl Core {
         let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, Some(options))?);
         let rows = {
             let fields = fields.clone();
-            stream::iter(
-                batches
-                    .into_iter()
-                    .flat_map(move |b| encode_recordbatch(fields.clone(), b)),
-            )
+            // The result stays counted against the memory limit until the client has read it
+            // (or gone): the stream holds it.
+            stream::iter(batches.into_iter().flat_map(move |b| {
+                let _counted = &held;
+                encode_recordbatch(fields.clone(), b)
+            }))
         };
         Ok(Response::Query(QueryResponse::new(fields, rows)))
     }
