@@ -1203,6 +1203,23 @@ fn a_hostile_network_cannot_lock_out_crash_or_bypass_the_pg_server() {
     assert_eq!(code, "28P01");
     assert!(raw.closed());
 
+    // An unknown user's salt is the same on every attempt, as a known user's is: two attempts
+    // do not tell whether a user exists.
+    let salt = |user: &str| {
+        let mut raw = Raw::connect(&served);
+        raw.startup(user);
+        raw.until(b'R');
+        raw.message(b'p', &body);
+        let cont = raw.until(b'R').expect("SASLContinue");
+        let text = String::from_utf8_lossy(&cont[4..]).into_owned();
+        text.split(',')
+            .find_map(|a| a.strip_prefix("s=").map(str::to_string))
+            .unwrap()
+    };
+    assert_eq!(salt("grafana"), salt("grafana"));
+    assert_eq!(salt("nobody"), salt("nobody"));
+    assert_ne!(salt("nobody"), salt("somebody"));
+
     // Signed in over the raw protocol (trust is not on: sign in through psycopg's DSN is
     // what drivers do; here a second server on loopback without users takes raw messages).
     drop(served);

@@ -100,26 +100,45 @@ pub fn hash_password(password: &str) -> String {
 
 /// The users' SCRAM secrets, by name.
 #[derive(Debug)]
-struct Users(HashMap<String, (Vec<u8>, Vec<u8>)>);
+struct Users {
+    known: HashMap<String, (Vec<u8>, Vec<u8>)>,
+    /// A key of this process's own, from which an unknown user's salt is derived: the same
+    /// user name gets the same salt on every attempt, as a known user's does, so two attempts
+    /// do not tell whether a user exists.
+    key: [u8; 32],
+}
 
 impl Users {
     fn new(users: &[PgUser]) -> Users {
-        Users(
-            users
-                .iter()
-                .map(|u| {
-                    let secret = match &u.password {
-                        PgPassword::Scram { salt, salted, .. } => (salt.clone(), salted.clone()),
-                        PgPassword::Plain(p) => {
-                            let salt: [u8; 16] = rand::random();
-                            let salted = gen_salted_password(p.expose(), &salt, SCRAM_ITERATIONS);
-                            (salt.to_vec(), salted)
-                        }
-                    };
-                    (u.name.clone(), secret)
-                })
-                .collect(),
-        )
+        let known = users
+            .iter()
+            .map(|u| {
+                let secret = match &u.password {
+                    PgPassword::Scram { salt, salted, .. } => (salt.clone(), salted.clone()),
+                    PgPassword::Plain(p) => {
+                        let salt: [u8; 16] = rand::random();
+                        let salted = gen_salted_password(p.expose(), &salt, SCRAM_ITERATIONS);
+                        (salt.to_vec(), salted)
+                    }
+                };
+                (u.name.clone(), secret)
+            })
+            .collect();
+        Users {
+            known,
+            key: rand::random(),
+        }
+    }
+
+    /// A value derived from the process key, `what` and `user`.
+    fn derived(&self, what: &str, user: &str) -> Vec<u8> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.key);
+        h.update(what.as_bytes());
+        h.update([0]);
+        h.update(user.as_bytes());
+        h.finalize().to_vec()
     }
 }
 
@@ -127,14 +146,14 @@ impl Users {
 impl AuthSource for Users {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         let user = login.user().unwrap_or_default();
-        match self.0.get(user) {
+        match self.known.get(user) {
             Some((salt, salted)) => Ok(Password::new(Some(salt.clone()), salted.clone())),
             None => {
                 // An unknown user gets the same exchange as a wrong password, ending in the
-                // same error: the answer does not tell which users exist.
-                let salt: [u8; 16] = rand::random();
-                let salted: [u8; 32] = rand::random();
-                Ok(Password::new(Some(salt.to_vec()), salted.to_vec()))
+                // same error, with a salt that stays the same from one attempt to the next:
+                // the answer does not tell which users exist.
+                let salt = self.derived("salt", user)[..16].to_vec();
+                Ok(Password::new(Some(salt), self.derived("salted", user)))
             }
         }
     }
@@ -1149,6 +1168,64 @@ impl Connection {
     }
 }
 
+/// Where in a connection's life bytes arrive, for [`decode_messages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Before the startup message (which may be an SSL, GSS or cancel request).
+    Startup,
+    /// After it, while signing in (password and SASL messages).
+    SigningIn,
+    /// Signed in (queries, the extended protocol, COPY data).
+    SignedIn,
+}
+
+/// Decodes the frontend messages in `bytes` one after the other as a connection in `phase`
+/// would, up to the first that cannot be decoded: each message's name, or the protocol error
+/// that ends the connection. A panic in the decoder is caught, as the connection loop catches
+/// it, and is such an error: no input gets past this. The fuzz target `pg_messages` drives it.
+pub fn decode_messages(bytes: &[u8], phase: Phase) -> Vec<Result<String, String>> {
+    use pgwire::api::PgWireConnectionState as State;
+    use tokio_util::codec::Decoder;
+    let mut client = pgwire::api::DefaultClient::<PgStatement>::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        false,
+    );
+    client.state = match phase {
+        Phase::Startup => State::AwaitingStartup,
+        Phase::SigningIn => State::AuthenticationInProgress,
+        Phase::SignedIn => State::ReadyForQuery,
+    };
+    let mut codec = pgwire::tokio::server::PgWireMessageServerCodec::new(client);
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut out = Vec::new();
+    while out.len() < 10_000 {
+        let decoded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec.decode(&mut buf)));
+        match decoded {
+            Ok(Ok(Some(m))) => {
+                let name: String = format!("{m:?}")
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric())
+                    .collect();
+                if matches!(m, PgWireFrontendMessage::Startup(_)) {
+                    codec.client_info.state = State::AuthenticationInProgress;
+                }
+                out.push(Ok(name));
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                out.push(Err(format!("invalid message: {e}")));
+                break;
+            }
+            Err(_) => {
+                out.push(Err("invalid message format".to_string()));
+                break;
+            }
+        }
+    }
+    out
+}
+
 /// The user a client names in its startup message.
 fn signed_in_user(socket: &Socket) -> String {
     socket
@@ -1208,4 +1285,45 @@ async fn too_many_clients(mut socket: TcpStream, max: usize) {
         socket.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), answer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn malformed_messages_are_protocol_errors_in_every_phase() {
+        // A Bind whose parameter claims 2^31-1 bytes: pgwire's decoder panics on it.
+        let mut bind = b"\0\0\0\0\0\x01".to_vec();
+        bind.extend_from_slice(&i32::MAX.to_be_bytes());
+        bind.extend_from_slice(b"abc\0\0");
+        let got = decode_messages(&message(b'B', &bind), Phase::SignedIn);
+        assert_eq!(got, vec![Err("invalid message format".to_string())]);
+        // A frame shorter than its own length field, in each phase.
+        for phase in [Phase::Startup, Phase::SigningIn, Phase::SignedIn] {
+            let got = decode_messages(b"p\0\0\0\x02", phase);
+            assert!(
+                got.iter().all(|r| r.is_err()) || got.is_empty(),
+                "{phase:?}: {got:?}"
+            );
+        }
+        // Well-formed messages decode, the startup message moving the phase on.
+        let mut startup = 196_608u32.to_be_bytes().to_vec();
+        startup.extend_from_slice(b"user\0tester\0\0");
+        let mut bytes = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&startup);
+        bytes.extend_from_slice(&message(b'p', b"secret\0"));
+        let got = decode_messages(&bytes, Phase::Startup);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.iter().all(|r| r.is_ok()), "{got:?}");
+        let got = decode_messages(&message(b'Q', b"SELECT 1\0"), Phase::SignedIn);
+        assert_eq!(got, vec![Ok("Query".to_string())]);
+    }
 }
