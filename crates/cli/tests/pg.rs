@@ -1202,6 +1202,19 @@ fn a_hostile_network_cannot_lock_out_crash_or_bypass_the_pg_server() {
     let (code, _) = error_fields(&raw.until(b'E').expect("an error"));
     assert_eq!(code, "28P01");
     assert!(raw.closed());
+    // The client's part kept, the server's part changed: refused too.
+    let mut raw = Raw::connect(&served);
+    raw.startup("grafana");
+    raw.until(b'R');
+    raw.message(b'p', &body);
+    raw.until(b'R').expect("SASLContinue");
+    raw.message(
+        b'p',
+        b"c=biws,r=clientnonce0123456789notthenonceitgave,p=AAAA",
+    );
+    let (code, _) = error_fields(&raw.until(b'E').expect("an error"));
+    assert_eq!(code, "28P01");
+    assert!(raw.closed());
 
     // An unknown user's salt is the same on every attempt, as a known user's is: two attempts
     // do not tell whether a user exists.

@@ -704,6 +704,12 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
+        Browser::start_resolving("").await
+    }
+
+    /// A browser in which the names in `rules` (Chromium's `MAP name address , …`) resolve
+    /// as given, and every other name but 127.0.0.1 not at all.
+    async fn start_resolving(rules: &str) -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -725,7 +731,7 @@ impl Browser {
                          "--no-first-run", "--disable-background-networking",
                          "--disable-component-update", "--disable-sync",
                          "--window-size=1400,900",
-                         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+                         format!("--host-resolver-rules={rules}MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"),
                          format!("--user-data-dir={}", profile.display())]
             }
         }}});
@@ -1208,4 +1214,57 @@ async fn a_read_only_serve_writes_nothing_in_the_lake() {
         "serve --no-schedule wrote in the lake"
     );
     assert_eq!(mtime(&lake.join("_state")), state_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_name_is_rebound_to_the_server_reads_nothing_in_a_real_browser() {
+    let d = tempfile::tempdir().unwrap();
+    generated_lake(d.path(), 3, 2, "2024-01-01");
+    let served = Served::start(d.path(), &["--no-schedule", "--http", "127.0.0.1:0"], &[]);
+    let port = served.url.rsplit(':').next().unwrap().to_string();
+    // A page at rebound.example whose name now points at this machine, as DNS rebinding does.
+    let browser =
+        Browser::start_resolving("MAP rebound.example 127.0.0.1 , MAP localhost 127.0.0.1 , ")
+            .await;
+    let shots = artifacts();
+    browser
+        .open(&format!("http://rebound.example:{port}/api/v1/symbols"))
+        .await;
+    browser
+        .until(
+            "return document.body && document.body.innerText.length > 0",
+            "the answer",
+        )
+        .await;
+    let text = browser.eval("return document.body.innerText").await;
+    let text = text.as_str().unwrap_or_default();
+    assert!(text.contains("does not answer to the host name"), "{text}");
+    assert!(
+        !text.contains("S0001"),
+        "the rebound page read the lake: {text}"
+    );
+    // Its script, running at rebound.example, gets the same refusal.
+    browser
+        .open(&format!("http://rebound.example:{port}/"))
+        .await;
+    browser.screenshot(&shots.join("rebound.png")).await;
+    let title = browser.eval("return document.body.innerText").await;
+    assert!(
+        title
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not answer"),
+        "{title}"
+    );
+    // The server's own names still work in the same browser.
+    for host in ["127.0.0.1", "localhost"] {
+        browser
+            .open(&format!("http://{host}:{port}/api/v1/symbols"))
+            .await;
+        let text = browser.eval("return document.body.innerText").await;
+        assert!(
+            text.as_str().unwrap_or_default().contains("S0001-USDT"),
+            "{host}: {text}"
+        );
+    }
 }

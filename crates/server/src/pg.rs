@@ -181,6 +181,9 @@ struct Startup {
     max_connections: usize,
     /// The client's nonce from its first SCRAM message, which the final one must extend.
     client_nonce: std::sync::Mutex<Option<String>>,
+    /// The whole nonce of the exchange (the client's and the server's), as the server's first
+    /// message gave it: the client's final message must carry exactly this.
+    exchange_nonce: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 enum StartupKind {
@@ -216,6 +219,103 @@ fn scram_attr<'a>(message: &'a str, key: &str) -> Option<&'a str> {
     message
         .split(',')
         .find_map(|a| a.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// A client as the SCRAM handler sees it: everything passes through, and the nonce of the
+/// server's first message (SASLContinue) is noted on its way.
+struct Watched<'a, C> {
+    inner: &'a mut C,
+    nonce: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl<C: Sink<PgWireBackendMessage> + Unpin> Sink<PgWireBackendMessage> for Watched<'_, C> {
+    type Error = C::Error;
+
+    fn poll_ready(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut *self.inner).poll_ready(cx)
+    }
+
+    fn start_send(
+        mut self: std::pin::Pin<&mut Self>,
+        item: PgWireBackendMessage,
+    ) -> std::result::Result<(), Self::Error> {
+        if let PgWireBackendMessage::Authentication(
+            pgwire::messages::startup::Authentication::SASLContinue(data),
+        ) = &item
+        {
+            let text = String::from_utf8_lossy(data);
+            *self.nonce.lock().unwrap_or_else(|p| p.into_inner()) =
+                scram_attr(&text, "r").map(str::to_string);
+        }
+        std::pin::Pin::new(&mut *self.inner).start_send(item)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut *self.inner).poll_close(cx)
+    }
+}
+
+impl<C: ClientInfo> ClientInfo for Watched<'_, C> {
+    fn socket_addr(&self) -> SocketAddr {
+        self.inner.socket_addr()
+    }
+    fn is_secure(&self) -> bool {
+        self.inner.is_secure()
+    }
+    fn protocol_version(&self) -> pgwire::messages::ProtocolVersion {
+        self.inner.protocol_version()
+    }
+    fn set_protocol_version(&mut self, version: pgwire::messages::ProtocolVersion) {
+        self.inner.set_protocol_version(version)
+    }
+    fn pid_and_secret_key(&self) -> (i32, pgwire::messages::startup::SecretKey) {
+        self.inner.pid_and_secret_key()
+    }
+    fn set_pid_and_secret_key(&mut self, pid: i32, key: pgwire::messages::startup::SecretKey) {
+        self.inner.set_pid_and_secret_key(pid, key)
+    }
+    fn state(&self) -> pgwire::api::PgWireConnectionState {
+        self.inner.state()
+    }
+    fn set_state(&mut self, state: pgwire::api::PgWireConnectionState) {
+        self.inner.set_state(state)
+    }
+    fn transaction_status(&self) -> pgwire::messages::response::TransactionStatus {
+        self.inner.transaction_status()
+    }
+    fn set_transaction_status(&mut self, status: pgwire::messages::response::TransactionStatus) {
+        self.inner.set_transaction_status(status)
+    }
+    fn metadata(&self) -> &HashMap<String, String> {
+        self.inner.metadata()
+    }
+    fn metadata_mut(&mut self) -> &mut HashMap<String, String> {
+        self.inner.metadata_mut()
+    }
+    fn session_extensions(&self) -> &pgwire::api::SessionExtensions {
+        self.inner.session_extensions()
+    }
+    fn sni_server_name(&self) -> Option<&str> {
+        self.inner.sni_server_name()
+    }
+    fn client_certificates<'a>(
+        &self,
+    ) -> Option<&[tokio_rustls::rustls::pki_types::CertificateDer<'a>]> {
+        self.inner.client_certificates()
+    }
 }
 
 /// A signed-in client's slot, held as long as its connection.
@@ -255,8 +355,16 @@ impl Startup {
             }
             Some(client) => {
                 let text = std::str::from_utf8(body).unwrap_or_default();
-                let ok = scram_attr(text, "r")
-                    .is_some_and(|r| r.len() > client.len() && r.starts_with(client));
+                let exchange = self
+                    .exchange_nonce
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let ok = scram_attr(text, "r").is_some_and(|r| {
+                    r.len() > client.len()
+                        && r.starts_with(client)
+                        && exchange.as_deref().is_some_and(|e| e == r)
+                });
                 if !ok {
                     return Err(fatal(
                         "28P01",
@@ -312,7 +420,12 @@ impl StartupHandler for Startup {
                         self.take_slot(client)?;
                     }
                 }
-                s.on_startup(client, message).await
+                // The server's first message is read on its way out, for the nonce it gives.
+                let mut watched = Watched {
+                    inner: client,
+                    nonce: self.exchange_nonce.clone(),
+                };
+                s.on_startup(&mut watched, message).await
             }
         }
     }
@@ -379,6 +492,7 @@ impl PgWireServerHandlers for Handlers {
             signed_in: self.signed_in.clone(),
             max_connections: self.max_connections,
             client_nonce: std::sync::Mutex::new(None),
+            exchange_nonce: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
