@@ -1279,6 +1279,12 @@ fn a_hostile_network_cannot_lock_out_crash_or_bypass_the_pg_server() {
     assert_eq!(got["code"], json!("57014"), "{got}");
     assert!(got["seconds"].as_f64().unwrap() < 5.0, "{got}");
     assert_eq!(got["after"], json!(42), "{got}");
+    // Signed in without a password (loopback), a client is told what a signed-in one is.
+    let got = client(&["params", &trust_dsn]);
+    assert_eq!(got["is_superuser"], json!("off"), "{got}");
+    assert_eq!(got["default_transaction_read_only"], json!("on"), "{got}");
+    assert_eq!(got["search_path"], json!("crypto_analytics"), "{got}");
+    assert!(!got["server_version"].as_str().unwrap_or_default().contains("pgwire"), "{got}");
     // Two connections get two backend keys.
     let other = client(&["cancel", &trust_dsn, "SELECT 1"]);
     assert_ne!(other["pid"], got["pid"], "{other} {got}");

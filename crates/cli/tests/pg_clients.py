@@ -291,6 +291,13 @@ def whoami(dsn):
         print(json.dumps({"current_user": row[0], "session_user": row[1]}))
 
 
+def params(dsn):
+    """The server parameters the client was given at sign-in."""
+    with connect(dsn) as conn:
+        names = ["server_version", "is_superuser", "default_transaction_read_only", "search_path"]
+        print(json.dumps({n: conn.info.parameter_status(n) for n in names}))
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -306,4 +313,5 @@ if __name__ == "__main__":
         "signin": signin,
         "cancel": cancel,
         "whoami": whoami,
+        "params": params,
     }[cmd](*args)

@@ -33,7 +33,6 @@ use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire;
 use futures::{Sink, stream};
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
 use pgwire::api::auth::{
@@ -159,12 +158,31 @@ impl AuthSource for Users {
     }
 }
 
-/// Sign-in without a password, for loopback without users.
-struct Trust(Arc<pgwire::api::ConnectionManager>);
+/// Sign-in without a password, for loopback without users: the same server parameters,
+/// backend key and cancel registration as a SCRAM sign-in.
+struct Trust {
+    cancels: Arc<pgwire::api::ConnectionManager>,
+    keys: Arc<dyn pgwire::api::PidSecretKeyGenerator>,
+}
 
-impl NoopStartupHandler for Trust {
-    fn connection_manager(&self) -> Option<Arc<pgwire::api::ConnectionManager>> {
-        Some(self.0.clone())
+impl Trust {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::Startup(startup) = message else {
+            return Ok(());
+        };
+        pgwire::api::auth::protocol_negotiation(client, &startup).await?;
+        pgwire::api::auth::save_startup_parameters_to_metadata(client, &startup);
+        let (pid, key) = self.keys.generate(&*client);
+        client.set_pid_and_secret_key(pid, key.clone());
+        let (handle, guard) = self.cancels.register(pid, key);
+        client.session_extensions().insert(handle);
+        client.session_extensions().insert(guard);
+        pgwire::api::auth::finish_authentication(client, &server_parameters()).await
     }
 }
 
@@ -470,7 +488,10 @@ impl PgWireServerHandlers for Handlers {
     /// would mix the sign-ins of clients connecting at the same time.
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         let kind = match &self.users {
-            None => StartupKind::Trust(Trust(self.cancels.clone())),
+            None => StartupKind::Trust(Trust {
+                cancels: self.cancels.clone(),
+                keys: self.keys.clone(),
+            }),
             Some(users) => {
                 let mut scram = ScramAuth::new(users.clone());
                 if let Some(pem) = &self.cert_pem
