@@ -1284,7 +1284,13 @@ fn a_hostile_network_cannot_lock_out_crash_or_bypass_the_pg_server() {
     assert_eq!(got["is_superuser"], json!("off"), "{got}");
     assert_eq!(got["default_transaction_read_only"], json!("on"), "{got}");
     assert_eq!(got["search_path"], json!("crypto_analytics"), "{got}");
-    assert!(!got["server_version"].as_str().unwrap_or_default().contains("pgwire"), "{got}");
+    assert!(
+        !got["server_version"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pgwire"),
+        "{got}"
+    );
     // Two connections get two backend keys.
     let other = client(&["cancel", &trust_dsn, "SELECT 1"]);
     assert_ne!(other["pid"], got["pid"], "{other} {got}");

@@ -1268,3 +1268,72 @@ async fn a_page_whose_name_is_rebound_to_the_server_reads_nothing_in_a_real_brow
         );
     }
 }
+
+/// `/metrics`' count of responses with status `code`.
+async fn responses(url: &str, code: u16) -> u64 {
+    let (_, text) = http("GET", &format!("{url}/metrics"), None, None).await;
+    let prefix = format!("cryptolake_http_responses_total{{code=\"{code}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_elsewhere_cannot_post_sql_through_a_real_browser() {
+    let d = tempfile::tempdir().unwrap();
+    generated_lake(d.path(), 3, 2, "2024-01-01");
+    let served = Served::start(d.path(), &["--no-schedule", "--http", "127.0.0.1:0"], &[]);
+    let browser = Browser::start().await;
+    let post = |to: &str| {
+        format!(
+            "window.__status = 'pending'; fetch('{to}', {{method: 'POST', mode: 'no-cors', \
+             headers: {{'Content-Type': 'text/plain'}}, body: 'SELECT count(*) FROM crypto_analytics.ohlcv_1h'}})\
+             .then(r => window.__status = String(r.status)).catch(e => window.__status = 'failed');"
+        )
+    };
+    let sql = format!("{}/api/v1/sql", served.url);
+    // A page of another origin (another port on this machine, served here) posts SQL as a
+    // "simple" request, which a browser sends without asking the server first.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let elsewhere_url = format!("http://{}/", elsewhere.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in elsewhere.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let page = "<!doctype html><title>elsewhere</title><p>a page elsewhere</p>";
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    assert_eq!(responses(&served.url, 403).await, 0);
+    browser.open(&elsewhere_url).await;
+    browser.eval(&post(&sql)).await;
+    browser
+        .until(
+            "return window.__status !== 'pending'",
+            "the cross-origin post",
+        )
+        .await;
+    assert_eq!(
+        responses(&served.url, 403).await,
+        1,
+        "the browser's post was not refused"
+    );
+    // The server's own page posts the same statement and gets its answer.
+    browser.open(&format!("{}/sql", served.url)).await;
+    browser.eval(&post("/api/v1/sql")).await;
+    browser
+        .until(
+            "return window.__status !== 'pending'",
+            "the same-origin post",
+        )
+        .await;
+    assert_eq!(
+        browser.eval("return window.__status").await,
+        serde_json::json!("200")
+    );
+}

@@ -321,7 +321,18 @@ fn router(state: Arc<AppState>) -> Router {
             same_origin,
         ))
         .layer(axum::middleware::from_fn(security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_responses,
+        ))
         .with_state(state)
+}
+
+/// Every response counted by status code in `/metrics`.
+async fn count_responses(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    state.metrics.record_response(resp.status().as_u16());
+    resp
 }
 
 async fn not_found(req: Request) -> Response {

@@ -32,6 +32,8 @@ struct Inner {
     rows: BTreeMap<String, u64>,
     /// step -> records quarantined.
     quarantined: BTreeMap<String, u64>,
+    /// HTTP status code -> responses.
+    http: BTreeMap<String, u64>,
 }
 
 /// The counters of one process.
@@ -113,6 +115,12 @@ impl Metrics {
         }
         *m.rows.entry(step.clone()).or_default() += e.counts.rows.max(0) as u64;
         *m.quarantined.entry(step).or_default() += e.counts.quarantined.max(0) as u64;
+    }
+
+    /// Counts an HTTP response by its status code.
+    pub fn record_response(&self, status: u16) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *m.http.entry(status.to_string()).or_default() += 1;
     }
 
     /// The whole exposition: these counters, the exchanges' requests and waits, and `lake`.
@@ -203,6 +211,17 @@ impl Metrics {
             ),
             "step",
             &m.quarantined,
+        );
+
+        one_label(
+            &mut out,
+            (
+                "cryptolake_http_responses_total",
+                "counter",
+                "HTTP responses of this server, by status code (421: a Host it does not answer to; 403: a request from another origin, or a statement that would write).",
+            ),
+            "code",
+            &m.http,
         );
 
         let stats = cryptolake_pipeline::exchange_requests();
