@@ -1334,3 +1334,49 @@ fn a_client_that_does_not_read_holds_no_more_than_the_memory_limit() {
     let (code, _, err) = psql(&served, &["-At", "-o", "/dev/null", "-c", big]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn at_most_two_statements_run_at_once_and_the_rest_wait_their_turn() {
+    let envs = [("CRYPTOLAKE_QUERY_TIMEOUT".to_string(), "3s".to_string())];
+    let (_d, served) = served(&envs);
+    let endless =
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r";
+    let spawn = |sql: &str| {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-w",
+                "-h",
+                &served.host,
+                "-p",
+                &served.port.to_string(),
+            ])
+            .args(["-U", "tester", "-d", "cryptolake", "-At", "-c", sql])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let started = Instant::now();
+    // Each of the two under its own 2 s statement_timeout, well inside the server's 3 s.
+    let busy: Vec<_> = (0..2)
+        .map(|_| spawn(&format!("SET statement_timeout = 2000; {endless}")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    // A third statement, however small, waits for one of the two to end (at 2 s).
+    let (code, out, err) = psql(&served, &["-At", "-c", "SELECT 40 + 2"]);
+    let waited = started.elapsed();
+    assert_eq!((code, out.trim()), (0, "42"), "{err}");
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "it ran beside two others: {waited:?}"
+    );
+    for b in busy {
+        let out = b.wait_with_output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("statement timeout"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1465,4 +1465,25 @@ mod tests {
         let got = decode_messages(&message(b'Q', b"SELECT 1\0"), Phase::SignedIn);
         assert_eq!(got, vec![Ok("Query".to_string())]);
     }
+
+    proptest::proptest! {
+        /// Any bytes, in any phase, and well-formed frames of every message type with any
+        /// body: messages, or one protocol error after which nothing is read; no panic gets
+        /// out (the fuzz target `pg_messages` runs the same much longer).
+        #[test]
+        fn any_bytes_decode_or_end_in_one_error(
+            phase in 0u8..3,
+            raw in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            kind in proptest::sample::select(b"BCDEFHPQSXcdfp".to_vec()),
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..48),
+        ) {
+            let phase = [Phase::Startup, Phase::SigningIn, Phase::SignedIn][phase as usize];
+            for bytes in [raw.clone(), message(kind, &body), [message(kind, &body), raw].concat()] {
+                let got = decode_messages(&bytes, phase);
+                if let Some(i) = got.iter().position(|r| r.is_err()) {
+                    proptest::prop_assert_eq!(i + 1, got.len());
+                }
+            }
+        }
+    }
 }
