@@ -95,23 +95,26 @@ fn client(args: &[&str]) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
 }
 
+/// psql on `served` with `args`, no password prompt, not yet run.
+fn psql_command(served: &PgServed, args: &[&str]) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "-X",
+        "-w",
+        "-h",
+        &served.host,
+        "-p",
+        &served.port.to_string(),
+    ])
+    .args(["-U", "tester", "-d", "cryptolake"])
+    .args(args)
+    .env("PGCONNECT_TIMEOUT", "10");
+    cmd
+}
+
 /// psql with `args`, no password prompt: (exit code, stdout, stderr).
 fn psql(served: &PgServed, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-w",
-            "-h",
-            &served.host,
-            "-p",
-            &served.port.to_string(),
-            "-U",
-            "tester",
-            "-d",
-            "cryptolake",
-        ])
-        .args(args)
-        .env("PGCONNECT_TIMEOUT", "10")
+    let out = psql_command(served, args)
         .output()
         .expect("psql runs (Debian's postgresql-client)");
     (
@@ -1342,16 +1345,7 @@ fn at_most_two_statements_run_at_once_and_the_rest_wait_their_turn() {
     let endless =
         "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r";
     let spawn = |sql: &str| {
-        Command::new("psql")
-            .args([
-                "-X",
-                "-w",
-                "-h",
-                &served.host,
-                "-p",
-                &served.port.to_string(),
-            ])
-            .args(["-U", "tester", "-d", "cryptolake", "-At", "-c", sql])
+        psql_command(&served, &["-At", "-c", sql])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
