@@ -447,7 +447,17 @@ impl StartupHandler for Startup {
                     inner: client,
                     nonce: self.exchange_nonce.clone(),
                 };
-                s.on_startup(&mut watched, message).await
+                match s.on_startup(&mut watched, message).await {
+                    // SCRAM's own user name is empty from libpq: name the one that signed in.
+                    Err(PgWireError::InvalidPassword(_)) => Err(PgWireError::InvalidPassword(
+                        client
+                            .metadata()
+                            .get(pgwire::api::METADATA_USER)
+                            .cloned()
+                            .unwrap_or_default(),
+                    )),
+                    other => other,
+                }
             }
         }
     }
