@@ -13,7 +13,7 @@ use cryptolake_pipeline::reads::{Gap, GapStatus, gap_report_batch};
 use cryptolake_query::{OutputFormat, render};
 
 use crate::progress::Progress;
-use crate::{BackfillCmd, ingest_summary, parse_exchange, parse_symbols, transform_summary};
+use crate::{BackfillCmd, ingest_summary, parse_symbols, transform_summary};
 
 /// `--from`/`--to`: a date means its whole day (for `--to`, through its end).
 fn range(from: &str, to: &str) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
@@ -33,7 +33,7 @@ fn range(from: &str, to: &str) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
 }
 
 pub async fn run(p: &Pipeline, cmd: &BackfillCmd) -> Result<ExitCode> {
-    let exchange = parse_exchange(&cmd.exchange)?;
+    let exchange = cmd.exchange;
     let symbols = cmd.symbols.as_deref().map(parse_symbols).transpose()?;
     let mut plan = p
         .plan_backfill(

@@ -13,7 +13,6 @@ mod shell;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,7 +141,7 @@ enum Command {
         query: Option<String>,
         /// Output format: table, csv or json
         #[arg(long, default_value = "table")]
-        format: String,
+        format: OutputFormat,
     },
     /// Evaluate the quality rules over silver and gold; exit 1 when a rule with action fail is
     /// broken
@@ -166,7 +165,7 @@ enum Command {
         limit: usize,
         /// Output format: table, csv or json
         #[arg(long, default_value = "table")]
-        format: String,
+        format: OutputFormat,
     },
     /// Benchmark input: write a realistic bronze layer at a chosen scale (see bench/)
     #[command(subcommand)]
@@ -188,11 +187,18 @@ enum Command {
     },
 }
 
+/// A Binance archive's market, as `--market` names it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum MarketArg {
+    Spot,
+    Futures,
+}
+
 #[derive(Args, Debug)]
 struct BackfillCmd {
     /// Exchange: binance, binance-futures, coinbase or kraken
     #[arg(long)]
-    exchange: String,
+    exchange: Exchange,
     /// Comma-separated BASE-QUOTE symbols [config: exchanges.<name>.symbols]
     #[arg(long)]
     symbols: Option<String>,
@@ -225,8 +231,8 @@ enum ImportCmd {
         #[arg(long)]
         symbol: Option<String>,
         /// spot or futures (USDⓈ-M), when the path does not say (.../spot/..., .../futures/um/...)
-        #[arg(long)]
-        market: Option<String>,
+        #[arg(long, value_enum)]
+        market: Option<MarketArg>,
     },
 }
 
@@ -302,7 +308,7 @@ enum CatalogCmd {
 struct GapsCmd {
     /// Only this exchange
     #[arg(long)]
-    exchange: Option<String>,
+    exchange: Option<Exchange>,
     /// Only these comma-separated symbols
     #[arg(long)]
     symbols: Option<String>,
@@ -314,7 +320,7 @@ struct GapsCmd {
     to: Option<String>,
     /// Output format: table, csv or json
     #[arg(long, default_value = "table")]
-    format: String,
+    format: OutputFormat,
 }
 
 #[derive(Args, Debug)]
@@ -338,7 +344,7 @@ struct SimulateCmd {
 struct IngestCmd {
     /// Exchange to ingest from
     #[arg(long, default_value = "binance")]
-    exchange: String,
+    exchange: Exchange,
     /// Comma-separated BASE-QUOTE symbols [config: exchanges.<name>.symbols]
     #[arg(long)]
     symbols: Option<String>,
@@ -505,14 +511,6 @@ fn parse_day(flag: &str, v: &Option<String>) -> Result<Option<chrono::NaiveDate>
     Ok(parse_opt_time(flag, v)?.map(|t| t.date_naive()))
 }
 
-fn parse_format(text: &str) -> Result<OutputFormat> {
-    OutputFormat::from_str(text).map_err(|e| anyhow!("--format: {e}"))
-}
-
-fn parse_exchange(text: &str) -> Result<Exchange> {
-    Exchange::from_str(text).context("--exchange")
-}
-
 /// `cryptolake simulate`: the simulated exchange in the foreground.
 async fn simulate(cmd: &SimulateCmd, clock_at: Option<&str>) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&cmd.fault_rate) {
@@ -586,12 +584,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Simulate(cmd) => simulate(cmd, cli.clock_at.as_deref()).await,
         Command::Demo { .. } => demo::run(&cli, settings()?).await,
         Command::Catalog(cmd) => catalog::run(&settings()?, cmd).await,
-        Command::Sql { query, format } => {
-            sql(&pipeline().await?, query.as_deref(), parse_format(format)?).await
-        }
-        Command::Runs { limit, format } => {
-            runs(&pipeline().await?, *limit, parse_format(format)?).await
-        }
+        Command::Sql { query, format } => sql(&pipeline().await?, query.as_deref(), *format).await,
+        Command::Runs { limit, format } => runs(&pipeline().await?, *limit, *format).await,
         Command::Ingest(cmd) => ingest(&pipeline().await?, cmd).await,
         Command::Backfill(cmd) => backfill::run(&pipeline().await?, cmd).await,
         Command::Import(ImportCmd::BinanceArchive {
@@ -600,20 +594,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             market,
         }) => {
             let symbol = symbol.as_deref().map(Symbol::parse).transpose()?;
-            let market = match market.as_deref() {
-                None => None,
-                Some("spot") => Some(Market::Spot),
-                Some("futures") => Some(Market::Futures),
-                Some(other) => bail!("--market {other:?}: expected spot or futures"),
-            };
+            let market = market.map(|m| match m {
+                MarketArg::Spot => Market::Spot,
+                MarketArg::Futures => Market::Futures,
+            });
             backfill::import(&pipeline().await?, paths, symbol.as_ref(), market).await
         }
         Command::Gaps(cmd) => {
-            let exchange = cmd.exchange.as_deref().map(parse_exchange).transpose()?;
             let symbols = cmd.symbols.as_deref().map(parse_symbols).transpose()?;
             let range = (parse_day("from", &cmd.from)?, parse_day("to", &cmd.to)?);
-            let format = parse_format(&cmd.format)?;
-            backfill::report_gaps(&pipeline().await?, exchange, symbols, range, format).await
+            backfill::report_gaps(&pipeline().await?, cmd.exchange, symbols, range, cmd.format)
+                .await
         }
         Command::Silver { rebuild } => {
             let p = pipeline().await?;
@@ -741,7 +732,7 @@ async fn runs(p: &Pipeline, limit: usize, format: OutputFormat) -> Result<ExitCo
 }
 
 async fn ingest(p: &Pipeline, cmd: &IngestCmd) -> Result<ExitCode> {
-    let exchange = parse_exchange(&cmd.exchange)?;
+    let exchange = cmd.exchange;
     let lookback = cmd
         .lookback
         .as_deref()

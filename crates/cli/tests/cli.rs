@@ -925,3 +925,46 @@ async fn quality_rules_report_gaps_and_check_fails_on_fail_rules() {
     );
     server.stop().await;
 }
+
+#[test]
+fn flags_are_typed_and_a_wrong_value_names_the_flag_and_the_choices() {
+    let d = tempfile::tempdir().unwrap();
+    let lake = d.path().join("lake");
+    std::fs::create_dir_all(&lake).unwrap();
+    let lake = lake.display().to_string();
+    for (args, names) in [
+        (
+            vec!["sql", "--format", "xml", "SELECT 1"],
+            vec![
+                "--format",
+                "unknown output format \"xml\" (table, csv, json)",
+            ],
+        ),
+        (
+            vec!["runs", "--format", "parquet"],
+            vec!["--format", "\"parquet\""],
+        ),
+        (
+            vec!["gaps", "--exchange", "bitfinex"],
+            vec!["--exchange", "unknown exchange \"bitfinex\""],
+        ),
+        (
+            vec!["import", "binance-archive", "x.zip", "--market", "options"],
+            vec!["--market", "spot", "futures"],
+        ),
+    ] {
+        let mut all = vec!["--lake", lake.as_str()];
+        all.extend(args.iter().copied());
+        let r = cryptolake(d.path(), &all);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        for n in names {
+            assert!(r.stderr.contains(n), "{args:?}: {n} not in {}", r.stderr);
+        }
+    }
+    // The right values still work.
+    let r = cryptolake(
+        d.path(),
+        &["--lake", &lake, "sql", "--format", "csv", "SELECT 1 AS one"],
+    );
+    assert_eq!((r.code, r.stdout.trim()), (0, "one\n1"), "{}", r.stderr);
+}

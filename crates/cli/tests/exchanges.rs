@@ -878,7 +878,13 @@ fn bad_backfill_and_import_input_is_named_and_changes_nothing() {
     ];
     for (args, expected) in cases {
         let r = on_lake(d.path(), args, &[]);
-        assert_eq!(r.code, 1, "{args:?}: {}", r.stdout);
+        // A flag's value of the wrong kind is a usage error (2), refused before anything runs.
+        let code = if expected.starts_with("unknown exchange") {
+            2
+        } else {
+            1
+        };
+        assert_eq!(r.code, code, "{args:?}: {}", r.stdout);
         let all = format!("{}{}", r.stdout, r.stderr);
         assert!(all.contains(expected), "{args:?}: {all}");
     }
