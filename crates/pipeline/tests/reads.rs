@@ -51,6 +51,23 @@ async fn generated(cache: u64) -> (tempfile::TempDir, Pipeline) {
     (dir, p)
 }
 
+/// The hour after the generated lake, written now and built into silver by this process;
+/// the run's id.
+async fn next_hour(p: &Pipeline) -> String {
+    p.bench_generate(GenerateRequest {
+        symbols: 3,
+        range: (t("2024-01-04T00:00:00Z"), t("2024-01-04T01:00:00Z")),
+        seed: 7,
+        window_minutes: 1000,
+        written_at: WrittenAt::Now,
+    })
+    .await
+    .unwrap();
+    let run = p.new_run_id();
+    p.silver(false, &run).await.unwrap();
+    run
+}
+
 /// Rows of a SQL answer as text.
 async fn sql(p: &Pipeline, query: &str) -> Vec<Vec<String>> {
     rows_of(&p.query_engine().await.unwrap(), query).await
@@ -282,17 +299,7 @@ async fn a_step_of_the_same_process_shows_in_the_next_answer() {
     assert!(new_hour().await.is_empty());
     let before = reads.symbols().await.unwrap();
     // The next hour, written and built by this process: no waiting, no check interval.
-    p.bench_generate(GenerateRequest {
-        symbols: 3,
-        range: (t("2024-01-04T00:00:00Z"), t("2024-01-04T01:00:00Z")),
-        seed: 7,
-        window_minutes: 1000,
-        written_at: WrittenAt::Now,
-    })
-    .await
-    .unwrap();
-    let run = p.new_run_id();
-    p.silver(false, &run).await.unwrap();
+    let run = next_hour(&p).await;
     p.gold(false, &run).await.unwrap();
     assert_eq!(new_hour().await.len(), 1);
     let after = reads.symbols().await.unwrap();
@@ -376,17 +383,7 @@ async fn sql_from_the_read_model_shows_a_new_hour_at_once() {
     let served = p.served_query_engine().await.unwrap();
     let q = "SELECT count(*) FROM crypto_analytics.ohlcv_1h WHERE date = DATE '2024-01-04'";
     assert_eq!(rows_of(&served, q).await, vec![vec!["0".to_string()]]);
-    p.bench_generate(GenerateRequest {
-        symbols: 3,
-        range: (t("2024-01-04T00:00:00Z"), t("2024-01-04T01:00:00Z")),
-        seed: 7,
-        window_minutes: 1000,
-        written_at: WrittenAt::Now,
-    })
-    .await
-    .unwrap();
-    let run = p.new_run_id();
-    p.silver(false, &run).await.unwrap();
+    next_hour(&p).await;
     // The same engine, no waiting: three symbols on each exchange the generator writes.
     let got = rows_of(&served, q).await;
     let want = rows_of(&p.query_engine().await.unwrap(), q).await;

@@ -110,12 +110,12 @@ const CAPPED: [(&str, Shape); 12] = [
 pub const LEVENSHTEIN_CELLS: u128 = 400_000_000;
 
 /// Bytes of one row of `v`: what one copy of it in an array costs.
-fn row_bytes(v: &ColumnarValue, rows: usize) -> u128 {
+fn row_bytes(v: &ColumnarValue) -> u128 {
     let bytes = match v {
         ColumnarValue::Scalar(s) => s.size(),
         ColumnarValue::Array(a) => a.get_array_memory_size() / a.len().max(1),
     };
-    (bytes.max(8) as u128).min(u128::from(u64::MAX)) + u128::from(rows == 0)
+    bytes.max(8) as u128
 }
 
 /// The text of scalar argument `v`, if it is one.
@@ -152,13 +152,12 @@ fn nanos(s: &ScalarValue) -> Option<i128> {
 }
 
 /// Whether `v` is a date, timestamp or interval (a temporal series' argument).
-fn nanos_of(v: &ColumnarValue) -> Option<()> {
+fn temporal(v: &ColumnarValue) -> bool {
     use DataType::*;
     matches!(
         v.data_type(),
         Date32 | Date64 | Timestamp(_, _) | Interval(_)
     )
-    .then_some(())
 }
 
 /// Row `i` of `v` as a scalar.
@@ -277,14 +276,14 @@ impl Capped {
                 .sum(),
             Shape::ArrayRepeat => {
                 // Each copy is the whole value: an array of arrays repeated is that much more.
-                let each = args.first().map_or(8, |a| row_bytes(a, rows));
+                let each = args.first().map_or(8, row_bytes);
                 count(1)
                     .into_iter()
                     .map(|n| positive(n).saturating_mul(each))
                     .sum()
             }
             Shape::Resize => {
-                let each = args.get(2).map_or(8, |a| row_bytes(a, rows));
+                let each = args.get(2).map_or(8, row_bytes);
                 count(1)
                     .into_iter()
                     .map(|n| positive(n).saturating_mul(each))
@@ -330,8 +329,7 @@ impl Capped {
                     }
                 }
             }
-            Shape::Series if args.len() >= 2 && args.iter().all(|a| nanos_of(a).is_some()) => (0
-                ..rows)
+            Shape::Series if args.len() >= 2 && args.iter().all(temporal) => (0..rows)
                 .map(|i| {
                     let at = |k: usize| {
                         args.get(k)

@@ -1310,9 +1310,8 @@ impl Connection {
             }
             if authenticating && matches!(socket.state(), State::ReadyForQuery) {
                 // Signed in: the sign-in slot is free for another client.
-                signing_in = None;
+                drop(signing_in.take());
             }
-            let _ = signing_in.as_ref();
         }
     }
 }
