@@ -12,8 +12,9 @@ use cryptolake_pipeline::archive::{Checksum, Market, TimeUnit};
 use cryptolake_pipeline::reads::{Gap, GapStatus, gap_report_batch};
 use cryptolake_query::{OutputFormat, render};
 
+use crate::flags::{BackfillCmd, parse_symbols};
+use crate::output::{ingest_summary, transform_summary};
 use crate::progress::Progress;
-use crate::{BackfillCmd, ingest_summary, parse_symbols, transform_summary};
 
 /// `--from`/`--to`: a date means its whole day (for `--to`, through its end).
 fn range(from: &str, to: &str) -> Result<(DateTime<Utc>, DateTime<Utc>)> {

@@ -1,14 +1,13 @@
 //! `cryptolake catalog`: the tables in other engines' catalogs.
 
 use std::process::ExitCode;
-use std::str::FromStr;
 
 use anyhow::{Result, anyhow, bail};
 use cryptolake_pipeline::Settings;
 use cryptolake_pipeline::catalog::CatalogLake;
 use cryptolake_query::ddl::{Engine, ddl};
 
-use crate::CatalogCmd;
+use crate::flags::CatalogCmd;
 
 /// The lake's first day with silver, else today: where partition projection starts.
 fn first_day(t: &CatalogLake, given: Option<&str>) -> Result<String> {
@@ -40,7 +39,7 @@ pub async fn run(settings: &Settings, cmd: &CatalogCmd) -> Result<ExitCode> {
             location: loc,
             first_day: first,
         } => {
-            let engine = Engine::from_str(engine).map_err(|e| anyhow!("--engine: {e}"))?;
+            let engine = *engine;
             let first = first_day(t, first.as_deref())?;
             print!(
                 "{}",

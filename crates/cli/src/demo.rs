@@ -10,7 +10,8 @@ use cryptolake_pipeline::sim::{Budget, SimClock, SimMarket, SimOptions, SimServe
 use cryptolake_pipeline::{GapRefetch, IngestRequest, Options, Pipeline, Settings};
 use cryptolake_query::{OutputFormat, render};
 
-use crate::{Cli, Command, ingest_summary, transform_summary};
+use crate::flags::{Cli, Command};
+use crate::output::{ingest_summary, transform_summary};
 
 /// Example queries shown at the end: (what it shows, SQL).
 pub const EXAMPLES: [(&str, &str); 4] = [
@@ -133,7 +134,7 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
          cryptolake{lake_flag} serve --no-schedule   # the dashboard"
     );
     if *serve {
-        return crate::serve::run(p, http.as_deref(), false, None, None).await;
+        return crate::serve::run(p, *http, false, None, None).await;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cryptolake_pipeline::Pipeline;
+use cryptolake_pipeline::{CronSchedule, Pipeline};
 use cryptolake_server::metrics::Metrics;
 use cryptolake_server::pg::PgOptions;
 use cryptolake_server::{ServeOptions, serve, with_metrics};
@@ -16,35 +16,21 @@ use cryptolake_server::{ServeOptions, serve, with_metrics};
 /// PostgreSQL protocol on `pg` (else the configured address, if any).
 pub async fn run(
     p: Pipeline,
-    http: Option<&str>,
+    http: Option<SocketAddr>,
     schedule: bool,
-    cron: Option<&str>,
-    pg: Option<&str>,
+    cron: Option<&CronSchedule>,
+    pg: Option<SocketAddr>,
 ) -> Result<ExitCode> {
     let server = &p.settings().server;
-    let pg_addr: Option<SocketAddr> = match pg {
-        Some(a) => Some(
-            a.parse()
-                .with_context(|| format!("--pg {a:?}: expected an address like 127.0.0.1:5432"))?,
-        ),
-        None => server.pg,
-    };
+    let pg_addr = pg.or(server.pg);
     let pg = pg_addr.map(|addr| PgOptions {
         addr,
         max_connections: server.pg_max_connections,
         users: server.pg_users.clone(),
         tls: server.pg_tls.clone(),
     });
-    let addr: SocketAddr = match http {
-        Some(h) => h
-            .parse()
-            .with_context(|| format!("--http {h:?}: expected an address like 127.0.0.1:8080"))?,
-        None => p.settings().server.http,
-    };
-    let cron = schedule.then(|| {
-        cron.map(str::to_string)
-            .unwrap_or_else(|| p.settings().schedule.cron.clone())
-    });
+    let addr = http.unwrap_or(server.http);
+    let cron = schedule.then(|| cron.unwrap_or(&p.settings().schedule.cron).clone());
     let metrics = Arc::new(Metrics::default());
     let log: cryptolake_pipeline::EventSink = Arc::new(|e| tracing::info!("step {}", e.line()));
     let p = with_metrics(p, metrics.clone(), Some(log));
@@ -58,7 +44,7 @@ pub async fn run(
     };
     let announce = |a: SocketAddr, pg: Option<SocketAddr>| {
         let mode = match &cron {
-            Some(c) => format!("running the hourly job on {c:?} (UTC)"),
+            Some(c) => format!("running the hourly job on \"{c}\" (UTC)"),
             None => "read-only, no scheduled runs".to_string(),
         };
         println!("serving the dashboard on http://{a}/ ({mode}); Ctrl-C stops");
@@ -78,7 +64,7 @@ pub async fn run(
         }
     };
     serve(p, metrics, options, signals, &announce, &|s| {
-        print!("{}", crate::run_summary(s))
+        print!("{}", crate::output::run_summary(s))
     })
     .await?;
     Ok(ExitCode::SUCCESS)

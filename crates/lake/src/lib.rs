@@ -32,7 +32,7 @@ pub use encode::{
 pub use error::{Error, Result};
 pub use parquet_io::{decode_parquet, read_parquet, write_parquet};
 pub use requests::{RequestCounts, SimulatedLatency};
-pub use store::{Lake, LakeOptions};
+pub use store::{Lake, LakeLocation, LakeOptions};
 
 /// A run id: sortable by start time and unique enough across processes.
 /// Starts `work` as its own task at once, so it makes progress (on another core) while the

@@ -52,55 +52,109 @@ pub struct LakeOptions {
     pub simulated_latency: Option<SimulatedLatency>,
 }
 
-impl Lake {
-    /// Opens the lake at `url`: `file:///abs`, `file://./rel`, a bare path, or `s3://bucket/prefix`.
-    pub fn open(url: &str) -> Result<Lake> {
-        Lake::open_with(url, &LakeOptions::default())
-    }
+/// Where a lake lives, parsed once: a local directory, or a bucket and prefix on S3.
+///
+/// Written as `file://PATH` (a relative `PATH` is relative to the working directory), a plain
+/// directory path, or `s3://bucket/prefix`. Credentials never belong in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LakeLocation {
+    Local(std::path::PathBuf),
+    S3 { bucket: String, prefix: String },
+}
 
-    pub fn open_with(url: &str, options: &LakeOptions) -> Result<Lake> {
-        if let Some(rest) = url.strip_prefix("s3://") {
-            return Lake::open_s3(url, rest, options);
-        }
-        Lake::open_local(url, true, options)
-    }
+impl std::str::FromStr for LakeLocation {
+    type Err = Error;
 
-    /// Opens a lake that must already exist: a local directory is never created (nor written
-    /// to), so a read-only command with a mistyped `--lake` leaves nothing behind.
-    pub fn open_existing(url: &str, options: &LakeOptions) -> Result<Lake> {
-        if let Some(rest) = url.strip_prefix("s3://") {
-            return Lake::open_s3(url, rest, options);
-        }
-        Lake::open_local(url, false, options)
-    }
-
-    fn open_s3(url: &str, rest: &str, options: &LakeOptions) -> Result<Lake> {
+    fn from_str(url: &str) -> Result<LakeLocation> {
         let invalid = |reason: String| Error::LakeUrl {
             url: cryptolake_model::redact(url),
             reason,
         };
-        // `s3://KEY:SECRET@bucket/...` (a secret may hold `/`).
-        if rest.rfind('@').is_some_and(|at| rest[..at].contains(':')) {
-            return Err(invalid(
-                "credentials do not belong in the lake URL: AWS credentials come from the standard chain (environment, profile, instance role)".into(),
-            ));
+        if url.trim().is_empty() {
+            return Err(invalid("empty".into()));
         }
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let prefix = prefix.trim_matches('/');
-        if bucket.is_empty()
-            || !bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            // `s3://KEY:SECRET@bucket/...` (a secret may hold `/`).
+            if rest.rfind('@').is_some_and(|at| rest[..at].contains(':')) {
+                return Err(invalid(
+                    "credentials do not belong in the lake URL: AWS credentials come from the standard chain (environment, profile, instance role)".into(),
+                ));
+            }
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let prefix = prefix.trim_matches('/');
+            if bucket.is_empty()
+                || !bucket
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            {
+                return Err(invalid(format!(
+                    "bucket {bucket:?} is not a valid S3 bucket name"
+                )));
+            }
+            if prefix.split('/').any(|p| p == ".." || p == ".") {
+                return Err(invalid(
+                    "the prefix may not contain . or .. segments".into(),
+                ));
+            }
+            return Ok(LakeLocation::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            });
+        }
+        let path = if let Some(rest) = url.strip_prefix("file://") {
+            rest
+        } else if let Some((scheme, _)) = url.split_once("://") {
             return Err(invalid(format!(
-                "bucket {bucket:?} is not a valid S3 bucket name"
+                "unsupported scheme {scheme:?}; use file://, s3:// or a plain directory path"
             )));
+        } else {
+            url
+        };
+        if path.is_empty() {
+            return Err(invalid("names no directory".into()));
         }
-        if prefix.split('/').any(|p| p == ".." || p == ".") {
-            return Err(invalid(
-                "the prefix may not contain . or .. segments".into(),
-            ));
+        Ok(LakeLocation::Local(path.into()))
+    }
+}
+
+impl std::fmt::Display for LakeLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LakeLocation::Local(path) => write!(f, "file://{}", path.display()),
+            LakeLocation::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            LakeLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }
+    }
+}
+
+impl Lake {
+    /// Opens the lake at `url`: `file:///abs`, `file://./rel`, a bare path, or `s3://bucket/prefix`.
+    pub fn open(url: &str) -> Result<Lake> {
+        Lake::open_at(&url.parse()?, &LakeOptions::default())
+    }
+
+    /// Opens the lake at `location`, creating a local directory that does not exist yet.
+    pub fn open_at(location: &LakeLocation, options: &LakeOptions) -> Result<Lake> {
+        match location {
+            LakeLocation::S3 { bucket, prefix } => Lake::open_s3(bucket, prefix, options),
+            LakeLocation::Local(path) => Lake::open_local(path, true, options),
+        }
+    }
+
+    /// Opens a lake that must already exist: a local directory is never created (nor written
+    /// to), so a read-only command with a mistyped `--lake` leaves nothing behind.
+    pub fn open_existing(location: &LakeLocation, options: &LakeOptions) -> Result<Lake> {
+        match location {
+            LakeLocation::S3 { bucket, prefix } => Lake::open_s3(bucket, prefix, options),
+            LakeLocation::Local(path) => Lake::open_local(path, false, options),
+        }
+    }
+
+    fn open_s3(bucket: &str, prefix: &str, options: &LakeOptions) -> Result<Lake> {
+        let invalid = |reason: String| Error::LakeUrl {
+            url: format!("s3://{bucket}/{prefix}"),
+            reason,
+        };
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_retry(RetryConfig {
@@ -142,24 +196,11 @@ impl Lake {
         })
     }
 
-    fn open_local(url: &str, create: bool, options: &LakeOptions) -> Result<Lake> {
+    fn open_local(path: &std::path::Path, create: bool, options: &LakeOptions) -> Result<Lake> {
         let invalid = |reason: &str| Error::LakeUrl {
-            url: cryptolake_model::redact(url),
+            url: format!("file://{}", path.display()),
             reason: reason.to_string(),
         };
-        if url.trim().is_empty() {
-            return Err(invalid("empty"));
-        }
-        let path_text = if let Some(rest) = url.strip_prefix("file://") {
-            rest
-        } else if let Some((scheme, _)) = url.split_once("://") {
-            return Err(invalid(&format!(
-                "unsupported scheme {scheme:?}; use file:// or a plain directory path"
-            )));
-        } else {
-            url
-        };
-        let path = std::path::Path::new(path_text);
         if !create && !path.is_dir() {
             return Err(invalid(&format!(
                 "no lake at {}: the directory does not exist (commands that write, such as ingest or demo, create it)",
@@ -701,8 +742,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = dir.path().to_str().unwrap();
         let direct = Lake::open(url).unwrap();
-        let waiting = Lake::open_with(
-            url,
+        let waiting = Lake::open_at(
+            &url.parse().unwrap(),
             &LakeOptions {
                 simulated_latency: Some("get=1ms".parse().unwrap()),
                 ..Default::default()

@@ -55,8 +55,8 @@ async fn scheduled_ingest_is_idempotent_per_scheduled_time_and_transform_builds_
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     let settings = settings_from_vars(&vars).unwrap();
-    let lake = Lake::open_with(
-        "s3://lake-bucket/prod",
+    let lake = Lake::open_at(
+        &"s3://lake-bucket/prod".parse().unwrap(),
         &LakeOptions {
             s3_endpoint: Some(s3.endpoint.clone()),
             ..LakeOptions::default()

@@ -242,7 +242,7 @@ async fn functions_do_what_the_hourly_job_does(s3: Option<&seaweed::SeaweedFs>) 
     )
     .await;
     let settings = Settings::from_env_only(&env).unwrap();
-    let lake = Lake::open_with(&settings.lake, &settings.lake_options()).unwrap();
+    let lake = Lake::open_at(&settings.lake, &settings.lake_options()).unwrap();
 
     let first = ingest
         .invoke(json!({"scheduled_time": "2024-03-04T12:05:00Z"}))
@@ -335,8 +335,8 @@ async fn functions_do_what_the_hourly_job_does(s3: Option<&seaweed::SeaweedFs>) 
     // The same input through the library's hourly job, on a clock stepped by hand.
     let clock = ManualClock::new(parse_time("2024-03-04T12:05:00Z").unwrap());
     let mut local = settings.clone();
-    local.lake = dir.path().join("by-run").display().to_string();
-    let by_run = cryptolake_lake::Lake::open(&local.lake).unwrap();
+    local.lake = cryptolake_lake::LakeLocation::Local(dir.path().join("by-run"));
+    let by_run = cryptolake_lake::Lake::open(&local.lake.to_string()).unwrap();
     let p = Pipeline::open(
         local,
         Options {

@@ -2,7 +2,7 @@
 //! first day with silver.
 
 use chrono::NaiveDate;
-use cryptolake_lake::{Lake, paths};
+use cryptolake_lake::{Lake, LakeLocation, paths};
 
 use crate::{Error, Result, Settings};
 
@@ -18,19 +18,17 @@ pub struct CatalogLake {
 /// The lake the settings name, without creating it: statements can be printed for a lake
 /// that does not exist yet (a local directory the pipeline will create).
 pub async fn describe(settings: &Settings) -> Result<CatalogLake> {
-    let url = settings.lake.as_str();
-    let local = (!url.starts_with("s3://")).then(|| url.strip_prefix("file://").unwrap_or(url));
-    if let Some(path) = local
-        && !std::path::Path::new(path).is_dir()
+    if let LakeLocation::Local(path) = &settings.lake
+        && !path.is_dir()
     {
-        let abs =
-            std::path::absolute(path).map_err(|e| Error::Invalid(format!("lake {url}: {e}")))?;
+        let abs = std::path::absolute(path)
+            .map_err(|e| Error::Invalid(format!("lake {}: {e}", settings.lake)))?;
         return Ok(CatalogLake {
             root_url: format!("file://{}", abs.display()),
             first_silver_day: None,
         });
     }
-    let lake = Lake::open_existing(url, &settings.lake_options())?;
+    let lake = Lake::open_existing(&settings.lake, &settings.lake_options())?;
     lake.probe().await?;
     let table = paths::silver_table();
     let first_silver_day = lake

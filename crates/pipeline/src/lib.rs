@@ -18,6 +18,7 @@ pub mod reads;
 pub mod schedule;
 pub mod settings;
 
+pub use cryptolake_lake::LakeLocation;
 pub use cryptolake_model::{Clock, ManualClock, SharedClock, SystemClock, system_clock};
 pub use events::{Counts, ErrorKind, EventSink, Freshness, Outcome, Step, StepEvent};
 pub use pipeline::{
@@ -25,7 +26,7 @@ pub use pipeline::{
     IngestRequest, Options, Pipeline, RunSummary, TransformReport, describe, incomplete_ingest,
     verdict,
 };
-pub use settings::{DEFAULT_TOML, Settings};
+pub use settings::{CronSchedule, Settings, default_toml};
 
 // What front ends name of the layers below, through the one door: the steps' metrics and the
 // types of their inputs.
@@ -116,7 +117,7 @@ const MMAP_THRESHOLD: i32 = 256 * 1024;
 /// few per core only wait for a core. Each one also keeps a stack and its own allocator cache
 /// of freed blocks: with eight per core, a first build of 1,000,000 small objects took 30 to 45
 /// s on 2 cores and peaked 2 to 3 MiB higher than with four per core (25 to 26 s); the medium
-/// and large builds were the same either way (BENCHMARKS.md, "The blocking pool").
+/// and large builds were the same either way (docs/benchmarks-log.md, "The blocking pool").
 pub fn blocking_threads(cores: usize) -> usize {
     (4 * cores).max(8)
 }

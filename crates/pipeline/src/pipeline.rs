@@ -434,7 +434,7 @@ impl Pipeline {
         let lake = if options.existing_only {
             Lake::open_existing(&settings.lake, &lake_options)?
         } else {
-            Lake::open_with(&settings.lake, &lake_options)?
+            Lake::open_at(&settings.lake, &lake_options)?
         };
         lake.probe().await?;
         let reads = Arc::new(crate::reads::ReadModel::new(

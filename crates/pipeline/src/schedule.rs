@@ -4,8 +4,6 @@
 //! downtime the missed slots are caught up with a single run. SIGINT or SIGTERM stops the loop
 //! cleanly: a run in progress finishes first; a second signal aborts it.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use croner::Cron;
 use cryptolake_lake::{paths, state};
@@ -13,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{error, info, warn};
 
-use crate::{Error, Pipeline, Result, RunSummary};
+use crate::{CronSchedule, Error, Pipeline, Result, RunSummary};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct ScheduleState {
@@ -69,19 +67,18 @@ pub fn shutdown_signals() -> std::io::Result<UnboundedReceiver<()>> {
     Ok(rx)
 }
 
-/// Runs the hourly job on `cron_text` (UTC) until `stop` receives a signal. `on_run` sees
+/// Runs the hourly job on `schedule` (UTC) until `stop` receives a signal. `on_run` sees
 /// each run's summary (a front end prints or counts it).
 pub async fn run(
     pipeline: &Pipeline,
-    cron_text: &str,
+    schedule: &CronSchedule,
     mut stop: UnboundedReceiver<()>,
     on_run: &(dyn Fn(&RunSummary) + Sync),
 ) -> Result<()> {
-    let cron = Cron::from_str(cron_text)
-        .map_err(|e| Error::Invalid(format!("cron {cron_text:?}: {e}")))?;
+    let cron = schedule.cron();
     let lake = pipeline.lake();
     info!(
-        cron = cron_text,
+        cron = schedule.as_str(),
         lake = lake.root_url(),
         "scheduler started (UTC)"
     );
@@ -90,7 +87,7 @@ pub async fn run(
         let last = state::read::<ScheduleState>(lake, &paths::schedule_state())
             .await?
             .map(|s| s.last_slot);
-        let slot = match due_slot(&cron, last, now) {
+        let slot = match due_slot(cron, last, now) {
             Some(slot) => slot,
             None => {
                 if last.is_none() {
@@ -104,7 +101,7 @@ pub async fn run(
                     .await?;
                 }
                 let next = cron.find_next_occurrence(&now, false).map_err(|e| {
-                    Error::Invalid(format!("cron {cron_text:?} has no next run: {e}"))
+                    Error::Invalid(format!("cron {schedule:?} has no next run: {e}"))
                 })?;
                 info!(next = %next, "waiting for the next slot");
                 let wait = (next - pipeline.now()).to_std().unwrap_or_default();
@@ -173,7 +170,7 @@ mod tests {
 
     #[test]
     fn catches_up_once_and_never_twice() {
-        let cron = Cron::from_str("5 * * * *").unwrap();
+        let cron: Cron = "5 * * * *".parse().unwrap();
         let t = |s| parse_time(s).unwrap();
         // Ran at 10:05, down until 13:20: one run, for the 13:05 slot.
         assert_eq!(

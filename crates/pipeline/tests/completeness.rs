@@ -14,7 +14,7 @@ use support::t;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_coinbase_day_with_only_confirmed_empty_minutes_is_complete() {
     let (_dir, sim, p) = support::on_sim(3, &[Exchange::Coinbase], "2024-03-04T14:10:00Z").await;
-    let lake = cryptolake_lake::Lake::open(&p.settings().lake).unwrap();
+    let lake = cryptolake_lake::Lake::open(&p.settings().lake.to_string()).unwrap();
     let day = t("2024-03-03T00:00:00Z").date_naive();
     let run_id = p.new_run_id();
     let req = IngestRequest {

@@ -64,7 +64,7 @@ async fn a_quality_check_that_cannot_run_fails_the_step() {
     s.ingest_binance().await;
     // A damaged partition the day before: the checks read it for the first hour's previous
     // close, and cannot.
-    let lake = &cryptolake_lake::Lake::open(&s.pipeline.settings().lake).unwrap();
+    let lake = &cryptolake_lake::Lake::open(&s.pipeline.settings().lake.to_string()).unwrap();
     lake.put(
         &paths::silver_partition_file(t("2024-03-03T00:00:00Z").date_naive()),
         Bytes::from_static(b"not parquet"),
@@ -86,7 +86,7 @@ async fn a_quality_check_that_cannot_run_fails_the_step() {
 async fn a_failing_step_releases_its_lease() {
     let s = setup(&[], "2024-03-04T12:05:00Z").await;
     s.ingest_binance().await;
-    let lake = &cryptolake_lake::Lake::open(&s.pipeline.settings().lake).unwrap();
+    let lake = &cryptolake_lake::Lake::open(&s.pipeline.settings().lake.to_string()).unwrap();
     lake.put(&paths::silver_state(), Bytes::from_static(b"{ torn"))
         .await
         .unwrap();
@@ -105,7 +105,7 @@ async fn a_failing_step_releases_its_lease() {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_busy_exchange_does_not_stop_the_others() {
     let s = setup(&[Exchange::Coinbase], "2024-03-04T12:05:00Z").await;
-    let lake = &cryptolake_lake::Lake::open(&s.pipeline.settings().lake).unwrap();
+    let lake = &cryptolake_lake::Lake::open(&s.pipeline.settings().lake.to_string()).unwrap();
     // Another run is ingesting Binance.
     let held = Lease::acquire(
         lake,

@@ -23,7 +23,7 @@ fn t(s: &str) -> DateTime<Utc> {
 async fn generated(cache: u64) -> (tempfile::TempDir, Pipeline) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings {
-        lake: dir.path().join("lake").display().to_string(),
+        lake: cryptolake_lake::LakeLocation::Local(dir.path().join("lake")),
         ..Settings::default()
     };
     settings.server.read_cache = cache;
@@ -215,7 +215,7 @@ async fn rewrite(lake: &Lake, day: &str, factor: f64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_answer_mixes_two_versions_of_the_lake() {
     let (_dir, p) = generated(512 << 20).await;
-    let lake = Lake::open(&p.settings().lake).unwrap();
+    let lake = Lake::open(&p.settings().lake.to_string()).unwrap();
     let reads = p.reads();
     let symbol = Symbol::parse("S0001-USDT").unwrap();
     let closes = |from: &str, to: &str| {

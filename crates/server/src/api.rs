@@ -368,10 +368,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let cache = reads.cache_stats();
     lake.read_cache = Some((cache.bytes as f64, cache.capacity as f64));
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render(&lake),
     )
         .into_response()

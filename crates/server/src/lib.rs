@@ -47,7 +47,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct ServeOptions {
     pub addr: SocketAddr,
     /// The cron of the hourly job; `None` serves the lake read-only.
-    pub schedule: Option<String>,
+    pub schedule: Option<cryptolake_pipeline::CronSchedule>,
     /// The PostgreSQL wire protocol, when asked for.
     pub pg: Option<pg::PgOptions>,
 }

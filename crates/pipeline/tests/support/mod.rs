@@ -28,7 +28,7 @@ pub async fn on_sim(
     .await
     .unwrap();
     let mut settings = Settings {
-        lake: dir.path().join("lake").display().to_string(),
+        lake: cryptolake_lake::LakeLocation::Local(dir.path().join("lake")),
         ..Settings::default()
     };
     settings.ingest.lookback = Duration::hours(3);
