@@ -1,6 +1,6 @@
 //! `catalog register --glue` against moto in server mode, the only offline stand-in for the
 //! Glue API (a stand-in: it checks the calls and what they store, not AWS's own validation).
-//! Built only with `--features glue`; `.ci/run` runs it as its own stage.
+//! Built only with `--features glue`, which `.ci/test` turns on for the whole workspace.
 #![cfg(feature = "glue")]
 
 mod support;

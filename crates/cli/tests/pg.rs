@@ -72,9 +72,15 @@ impl Drop for PgServed {
 }
 
 fn python() -> PathBuf {
-    support::venv_with(&["psycopg[binary]==3.3.9", "sqlalchemy==2.1.9"], &|| {
-        support::venv_imports("psycopg, sqlalchemy")
-    })
+    support::venv_with(
+        &[
+            "psycopg[binary]==3.3.9",
+            "sqlalchemy==2.1.9",
+            "connectorx==0.4.6",
+            "polars==2.1.0",
+        ],
+        &|| support::venv_imports("psycopg, sqlalchemy, connectorx, polars"),
+    )
 }
 
 /// Runs a subcommand of pg_clients.py; its JSON output.
@@ -97,7 +103,7 @@ fn client(args: &[&str]) -> Value {
 
 /// psql on `served` with `args`, no password prompt, not yet run.
 fn psql_command(served: &PgServed, args: &[&str]) -> Command {
-    let mut cmd = Command::new("psql");
+    let mut cmd = support::tool("psql", "postgresql-client");
     cmd.args([
         "-X",
         "-w",
@@ -173,7 +179,11 @@ fn pgjdbc_answers_every_metadata_call_and_a_prepared_statement_keeps_its_numbers
     );
     let query = "SELECT count(*) AS n, round(sum(volume), 4) AS v FROM crypto_gold.ohlcv_1d WHERE symbol = 'S0001-USDT'";
     let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/JdbcProbe.java");
-    let out = Command::new("java")
+    assert!(
+        Path::new("/usr/share/java/postgresql.jar").exists(),
+        "pgJDBC is not installed: `bash .ci/test` installs it, or `sudo apt-get install libpostgresql-jdbc-java`"
+    );
+    let out = support::tool("java", "openjdk-17-jre-headless")
         .args(["-cp", "/usr/share/java/postgresql.jar"])
         .arg(&probe)
         .args([&url, query])
@@ -883,7 +893,7 @@ fn users_sign_in_with_scram_and_tls_is_used_or_the_server_stops() {
 
     // TLS: a self-signed certificate made here.
     let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
-    let status = Command::new("openssl")
+    let status = support::tool("openssl", "openssl")
         .args([
             "req",
             "-x509",

@@ -700,6 +700,8 @@ struct Browser {
     driver: Child,
     base: String,
     session: String,
+    /// Chromium's profile, removed with the browser.
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -715,14 +717,20 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver; .ci/run installs it)");
+        // Its own process group, which the browser it starts joins: ended together on drop.
+        let driver = std::os::unix::process::CommandExt::process_group(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            0,
+        )
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("chromedriver: {e}; `bash .ci/test` installs it, or `sudo apt-get install chromium chromium-driver`")
+        });
         let base = format!("http://127.0.0.1:{port}");
-        let profile = tempfile::tempdir().unwrap().keep();
+        let profile = tempfile::tempdir().unwrap();
         let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -732,7 +740,7 @@ impl Browser {
                          "--disable-component-update", "--disable-sync",
                          "--window-size=1400,900",
                          format!("--host-resolver-rules={rules}MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"),
-                         format!("--user-data-dir={}", profile.display())]
+                         format!("--user-data-dir={}", profile.path().display())]
             }
         }}});
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -756,6 +764,7 @@ impl Browser {
             driver,
             base,
             session,
+            profile,
         }
     }
 
@@ -814,10 +823,44 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ends the session (chromedriver quits chromium), then the whole process group, whatever
+    /// state the test left them in.
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        use std::io::{Read, Write};
+        let port = self.base.rsplit(':').next().unwrap_or("0").to_string();
+        if let Ok(mut c) = std::net::TcpStream::connect(format!("127.0.0.1:{port}")) {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                c,
+                "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            let _ = c.read_to_end(&mut Vec::new());
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.wait();
     }
+}
+
+/// Processes whose command line names `text` (a profile directory): none once a browser is
+/// dropped.
+fn processes_naming(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(text) {
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
 }
 
 /// Standard base64, as WebDriver sends screenshots.
@@ -983,7 +1026,21 @@ async fn the_dashboard_draws_in_a_real_browser_and_loads_history_on_demand() {
             "a request left the server: {url}"
         );
     }
+    let profile = browser.profile.path().display().to_string();
+    assert!(
+        !processes_naming(&profile).is_empty(),
+        "chromium runs with its profile"
+    );
     drop(browser);
+    let left = processes_naming(&profile);
+    assert!(
+        left.is_empty(),
+        "still running after the browser was dropped: {left:?}"
+    );
+    assert!(
+        !std::path::Path::new(&profile).exists(),
+        "the profile is removed"
+    );
     let (code, stderr) = served.stop();
     assert_eq!(code, 0, "{stderr}");
 }

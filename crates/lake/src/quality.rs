@@ -663,7 +663,7 @@ pub async fn evaluate_silver_into(
             let hours = lake
                 .get_with(&key, move |bytes| {
                     let mut hours = crate::parquet_io::decode_hours(&what, bytes)?;
-                    hours.sort_by(crate::silver::row_order);
+                    hours.sort_by(HourlyCandle::row_order);
                     Ok(hours)
                 })
                 .await?;

@@ -151,6 +151,11 @@ impl Lake {
     }
 
     fn open_s3(bucket: &str, prefix: &str, options: &LakeOptions) -> Result<Lake> {
+        // The S3 client's TLS takes the process's default crypto provider, which rustls can
+        // choose by itself only while one provider is compiled in; a build that also has the
+        // AWS SDK's (`--features glue`) has two. Ring, whatever else is there; a provider
+        // installed earlier stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let invalid = |reason: String| Error::LakeUrl {
             url: format!("s3://{bucket}/{prefix}"),
             reason,

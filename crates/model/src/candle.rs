@@ -136,6 +136,11 @@ pub struct HourlyCandle {
 }
 
 impl HourlyCandle {
+    /// The order of silver rows: exchange, symbol, open time.
+    pub fn row_order(a: &HourlyCandle, b: &HourlyCandle) -> std::cmp::Ordering {
+        (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
+    }
+
     /// Whether every minute of the hour is accounted for: present, or confirmed empty.
     pub fn is_complete(&self) -> bool {
         self.minutes_covered() == 60

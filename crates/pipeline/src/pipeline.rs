@@ -65,6 +65,8 @@ pub struct Pipeline {
     /// One client per exchange and base URL for the life of the process, so that every
     /// request to an exchange (ingest, backfill, gap refetch) shares one budget.
     clients: Mutex<HashMap<(Exchange, String), ExchangeClient>>,
+    /// What those clients have sent, for metrics.
+    request_stats: cryptolake_sources::http::RequestStats,
     /// What every reader of the lake asks: the dashboard, the API, metrics, reports.
     reads: Arc<crate::reads::ReadModel>,
     /// Statements of [`Pipeline::served_query_engine`]s running at once, for every protocol.
@@ -449,6 +451,7 @@ impl Pipeline {
             options,
             events: None,
             clients: Mutex::new(HashMap::new()),
+            request_stats: Default::default(),
             reads,
             statement_slots: Arc::new(tokio::sync::Semaphore::new(STATEMENTS_AT_ONCE)),
         })
@@ -634,6 +637,12 @@ impl Pipeline {
         }
     }
 
+    /// The requests this pipeline's clients have sent to the exchanges, by exchange and HTTP
+    /// status, and the time they waited for a request budget: for metrics.
+    pub fn exchange_requests(&self) -> crate::ExchangeRequests {
+        self.request_stats.snapshot()
+    }
+
     /// A client for `exchange`: `base_url`, else the configured one; the configured budget
     /// and request timeout.
     pub fn client(&self, exchange: Exchange, base_url: Option<&str>) -> Result<ExchangeClient> {
@@ -650,11 +659,12 @@ impl Pipeline {
             max_body_bytes: self.settings.exchange(exchange).max_response_bytes,
             ..RetryPolicy::default()
         };
-        let client = ExchangeClient::new(
+        let client = ExchangeClient::counted(
             exchange,
             Some(&url),
             policy,
             Some(self.settings.exchange(exchange).budget),
+            self.request_stats.clone(),
         )?;
         clients.insert(key, client.clone());
         Ok(client)

@@ -337,7 +337,10 @@ async fn sql(State(state): State<Arc<AppState>>, Query(p): Params, body: Bytes) 
 /// `/metrics`: counters from this process, and what the lake says now.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let reads = state.pipeline.reads();
-    let mut lake = LakeGauges::default();
+    let mut lake = LakeGauges {
+        exchanges: state.pipeline.exchange_requests(),
+        ..LakeGauges::default()
+    };
     if let Ok(rows) = reads.freshness().await {
         for f in rows {
             if let Some(lag) = f.lag {

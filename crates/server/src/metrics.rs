@@ -71,9 +71,12 @@ impl Default for Metrics {
     }
 }
 
-/// Gauges read from the lake at scrape time.
+/// What is read at scrape time: the pipeline's requests to the exchanges, and gauges of the
+/// lake.
 #[derive(Debug, Default, Clone)]
 pub struct LakeGauges {
+    /// Requests to the exchanges and budget waits, as the pipeline counted them.
+    pub exchanges: cryptolake_pipeline::ExchangeRequests,
     /// (table, exchange, symbol) -> seconds since the newest complete period ended.
     pub freshness: Vec<(String, String, String, f64)>,
     /// (exchange, symbol, status) -> minutes.
@@ -110,6 +113,10 @@ fn gauge(v: f64, e: MetricEncoder) -> std::fmt::Result {
     ConstGauge::new(v).encode(e)
 }
 
+fn count(v: u64, e: MetricEncoder) -> std::fmt::Result {
+    ConstCounter::new(v).encode(e)
+}
+
 fn counter(v: f64, e: MetricEncoder) -> std::fmt::Result {
     ConstCounter::new(v).encode(e)
 }
@@ -141,10 +148,10 @@ impl Collector for Scraped {
             self.requests.iter().map(|(exchange, status, n)| {
                 (
                     vec![("exchange", exchange.clone()), ("status", status.clone())],
-                    *n as f64,
+                    *n,
                 )
             }),
-            counter,
+            count,
         )?;
         family(
             e,
@@ -292,7 +299,7 @@ impl Metrics {
             "HTTP responses of this server, by status code (421: a Host it does not answer to; 403: a request from another origin, or a statement that would write)",
             self.http.clone(),
         );
-        let stats = cryptolake_pipeline::exchange_requests();
+        let stats = &lake.exchanges;
         registry.register_collector(Box::new(Scraped {
             lake: lake.clone(),
             requests: stats
@@ -319,7 +326,12 @@ mod tests {
         m.record_response(200);
         m.record_response(200);
         m.record_response(421);
+        let mut exchanges = cryptolake_pipeline::ExchangeRequests::default();
+        exchanges.requests.insert(("binance".into(), 200), 3);
+        exchanges.requests.insert(("kraken".into(), 0), 1);
+        exchanges.waits.insert("binance".into(), 1.5);
         let lake = LakeGauges {
+            exchanges,
             freshness: vec![("ohlcv_1h".into(), "binance".into(), "BTC-USDT".into(), 90.0)],
             gap_minutes: vec![("kraken".into(), "BTC-USD".into(), "missing".into(), 3.0)],
             violations: vec![("freshness".into(), 2.0)],
@@ -335,6 +347,10 @@ mod tests {
             "cryptolake_gap_minutes{exchange=\"kraken\",symbol=\"BTC-USD\",status=\"missing\"} 3.0",
             "cryptolake_quality_violations{rule=\"freshness\"} 2.0",
             "cryptolake_read_cache_bytes 1024.0",
+            "# TYPE cryptolake_exchange_requests_total counter",
+            "cryptolake_exchange_requests_total{exchange=\"binance\",status=\"200\"} 3",
+            "cryptolake_exchange_requests_total{exchange=\"kraken\",status=\"0\"} 1",
+            "cryptolake_rate_limit_wait_seconds_total{exchange=\"binance\"} 1.5",
             "cryptolake_read_cache_limit_bytes 4096.0",
             &format!(
                 "cryptolake_build_info{{version=\"{}\"}} 1.0",

@@ -7,7 +7,7 @@ use cryptolake_model::{Exchange, Symbol};
 
 use crate::binance::{self, BinanceClient};
 use crate::coinbase::{self, CoinbaseClient};
-use crate::http::{HttpClient, RetryPolicy};
+use crate::http::{HttpClient, RequestStats, RetryPolicy};
 use crate::kraken::{self, KrakenClient};
 use crate::limit::{Budget, Limiter};
 use crate::{FetchedPage, Record, Result};
@@ -36,10 +36,22 @@ impl ExchangeClient {
         policy: RetryPolicy,
         budget: Option<Budget>,
     ) -> Result<ExchangeClient> {
+        Self::counted(exchange, base_url, policy, budget, RequestStats::default())
+    }
+
+    /// [`ExchangeClient::new`], counting its requests in `stats`.
+    pub fn counted(
+        exchange: Exchange,
+        base_url: Option<&str>,
+        policy: RetryPolicy,
+        budget: Option<Budget>,
+        stats: RequestStats,
+    ) -> Result<ExchangeClient> {
         let limiter = Arc::new(Limiter::new(
             budget.unwrap_or_else(|| Self::default_budget(exchange)),
         ));
         let http = HttpClient::new(policy)?
+            .with_stats(stats)
             .with_limiter(limiter.clone())
             .with_label(exchange.as_str());
         let url = base_url.unwrap_or_else(|| Self::default_base_url(exchange));

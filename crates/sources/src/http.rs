@@ -67,41 +67,43 @@ pub struct Response {
     pub headers: reqwest::header::HeaderMap,
 }
 
-/// What every client of this process has sent, for metrics: requests by exchange and HTTP status
-/// (0 when no answer came), and seconds spent waiting for a request budget, by exchange.
+/// What a pipeline's clients have sent, for metrics: requests by exchange and HTTP status (0
+/// when no answer came), and seconds spent waiting for a request budget, by exchange.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub requests: std::collections::BTreeMap<(String, u16), u64>,
     pub waits: std::collections::BTreeMap<String, f64>,
 }
 
-static STATS: std::sync::Mutex<Stats> = std::sync::Mutex::new(Stats {
-    requests: std::collections::BTreeMap::new(),
-    waits: std::collections::BTreeMap::new(),
-});
+/// Where clients count their requests: shared by the clients of one pipeline, never global.
+#[derive(Debug, Clone, Default)]
+pub struct RequestStats(Arc<std::sync::Mutex<Stats>>);
 
-/// A copy of this process's request counts and budget waits.
-pub fn stats() -> Stats {
-    STATS.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-fn count_request(label: &str, status: u16) {
-    let mut s = STATS.lock().unwrap_or_else(|p| p.into_inner());
-    *s.requests.entry((label.to_string(), status)).or_default() += 1;
-}
-
-fn count_wait(label: &str, waited: Duration) {
-    if waited.is_zero() {
-        return;
+impl RequestStats {
+    /// A copy of the counts so far.
+    pub fn snapshot(&self) -> Stats {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
-    let mut s = STATS.lock().unwrap_or_else(|p| p.into_inner());
-    *s.waits.entry(label.to_string()).or_default() += waited.as_secs_f64();
+
+    fn count_request(&self, label: &str, status: u16) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *s.requests.entry((label.to_string(), status)).or_default() += 1;
+    }
+
+    fn count_wait(&self, label: &str, waited: Duration) {
+        if waited.is_zero() {
+            return;
+        }
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *s.waits.entry(label.to_string()).or_default() += waited.as_secs_f64();
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    /// Whose requests these are, in [`stats`].
+    /// Whose requests these are, in [`RequestStats`].
     label: &'static str,
+    stats: RequestStats,
     client: reqwest::Client,
     policy: RetryPolicy,
     limiter: Option<Arc<Limiter>>,
@@ -128,6 +130,7 @@ impl HttpClient {
             .map_err(|e| Error::Client(e.to_string()))?;
         Ok(HttpClient {
             label: "other",
+            stats: RequestStats::default(),
             client,
             policy,
             limiter: None,
@@ -142,6 +145,12 @@ impl HttpClient {
     }
 
     /// Every request (retries included) first takes its weight from `limiter`.
+    /// Counts this client's requests in `stats`.
+    pub fn with_stats(mut self, stats: RequestStats) -> Self {
+        self.stats = stats;
+        self
+    }
+
     pub fn with_limiter(mut self, limiter: Arc<Limiter>) -> Self {
         self.limiter = Some(limiter);
         self
@@ -195,7 +204,7 @@ impl HttpClient {
                         url: url.to_string(),
                         until,
                     })?;
-                count_wait(self.label, asked.elapsed());
+                self.stats.count_wait(self.label, asked.elapsed());
             }
             match self.attempt(url, params, attempt, &check).await {
                 Attempt::Done(response, v) => return Ok((response, v)),
@@ -226,11 +235,11 @@ impl HttpClient {
     ) -> Attempt<T> {
         let resp = match self.client.get(url).query(params).send().await {
             Ok(r) => {
-                count_request(self.label, r.status().as_u16());
+                self.stats.count_request(self.label, r.status().as_u16());
                 r
             }
             Err(e) => {
-                count_request(self.label, 0);
+                self.stats.count_request(self.label, 0);
                 return Attempt::Retry {
                     reason: describe_reqwest(&e),
                     pause: None,

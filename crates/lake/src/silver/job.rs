@@ -323,7 +323,7 @@ impl DateJob {
             kept
         };
         merged.extend(fresh);
-        merged.sort_by(row_order);
+        merged.sort_by(HourlyCandle::row_order);
         let unchanged = merged == existing;
         Ok(DatePrepared {
             date,

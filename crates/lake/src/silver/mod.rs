@@ -62,11 +62,6 @@ pub(crate) fn same_rows_group(a: &HourlyCandle, b: &HourlyCandle) -> bool {
     a.exchange == b.exchange && a.symbol == b.symbol
 }
 
-/// The order of silver rows: exchange, symbol, open time.
-pub(crate) fn row_order(a: &HourlyCandle, b: &HourlyCandle) -> std::cmp::Ordering {
-    (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
-}
-
 /// The partition of `key` when its window runs past the end of that partition's date.
 fn spills(key: &BronzeKey) -> Option<String> {
     (key.window_end > day_start(key.date) + Duration::days(1)).then(|| {
