@@ -9,8 +9,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_model::{Exchange, Symbol, parse_time};
 use cryptolake_pipeline::Pipeline;
 use cryptolake_pipeline::archive::{Checksum, Market, TimeUnit};
+use cryptolake_pipeline::query::{OutputFormat, render};
 use cryptolake_pipeline::reads::{Gap, GapStatus, gap_report_batch};
-use cryptolake_query::{OutputFormat, render};
 
 use crate::flags::{BackfillCmd, parse_symbols};
 use crate::output::{ingest_summary, transform_summary};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow, bail};
 use cryptolake_pipeline::Settings;
 use cryptolake_pipeline::catalog::CatalogLake;
-use cryptolake_query::ddl::{Engine, ddl};
+use cryptolake_pipeline::query::ddl::{Engine, ddl};
 
 use crate::flags::CatalogCmd;
 

@@ -6,9 +6,9 @@ use anyhow::{Result, bail};
 use chrono::Duration;
 use cryptolake_model::Exchange;
 use cryptolake_model::{date_of, day_start, hour_start};
+use cryptolake_pipeline::query::{OutputFormat, render};
 use cryptolake_pipeline::sim::{Budget, SimClock, SimMarket, SimOptions, SimServer};
 use cryptolake_pipeline::{GapRefetch, IngestRequest, Options, Pipeline, Settings};
-use cryptolake_query::{OutputFormat, render};
 
 use crate::flags::{Cli, Command};
 use crate::output::{ingest_summary, transform_summary};

@@ -9,10 +9,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use cryptolake_model::{Exchange, ManualClock, Symbol, parse_time};
 use cryptolake_pipeline::archive::Market;
 use cryptolake_pipeline::bench::{GenerateRequest, WrittenAt};
+use cryptolake_pipeline::query::{OutputFormat, render};
 use cryptolake_pipeline::settings::{parse_duration, split_list};
 use cryptolake_pipeline::sim::{Fault, FaultPlan, SimClock, SimMarket, SimOptions, SimServer};
 use cryptolake_pipeline::{CronSchedule, IngestRequest, Options, Pipeline, Settings, default_toml};
-use cryptolake_query::{OutputFormat, render};
 
 use crate::flags::*;
 use crate::output::*;

@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use cryptolake_model::{Exchange, Symbol, parse_time};
 use cryptolake_pipeline::CronSchedule;
+use cryptolake_pipeline::query::OutputFormat;
+use cryptolake_pipeline::query::ddl::Engine;
 use cryptolake_pipeline::settings::split_list;
-use cryptolake_query::OutputFormat;
-use cryptolake_query::ddl::Engine;
 
 /// cryptolake: a data lake for cryptocurrency market data.
 ///

@@ -6,7 +6,7 @@ use aws_config::BehaviorVersion;
 use aws_sdk_glue::Client;
 use aws_sdk_glue::types::{Column, DatabaseInput, SerDeInfo, StorageDescriptor, TableInput};
 use cryptolake_model::schema::PARTITION_COLUMN;
-use cryptolake_query::ddl::{Engine, catalog_tables, column_type};
+use cryptolake_pipeline::query::ddl::{Engine, catalog_tables, column_type};
 
 fn describe(db: &str) -> &'static str {
     match db {

@@ -1,7 +1,7 @@
 //! The interactive SQL shell: line editing, history, statements end with `;`.
 
 use anyhow::Result;
-use cryptolake_query::{OutputFormat, QueryEngine, render};
+use cryptolake_pipeline::query::{OutputFormat, QueryEngine, render};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 

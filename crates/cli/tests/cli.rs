@@ -968,3 +968,50 @@ fn flags_are_typed_and_a_wrong_value_names_the_flag_and_the_choices() {
     );
     assert_eq!((r.code, r.stdout.trim()), (0, "one\n1"), "{}", r.stderr);
 }
+
+/// The front ends name only the model, the pipeline and (the CLI) the server among the
+/// project's crates, so every path to the query engine, the lake and the sources goes through
+/// the pipeline, as `cargo tree` shows. Test-only dependencies do not count.
+#[test]
+fn front_ends_reach_the_lake_only_through_the_pipeline() {
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (front_end, allowed) in [
+        (
+            "cli",
+            &[
+                "cryptolake-model",
+                "cryptolake-pipeline",
+                "cryptolake-server",
+            ][..],
+        ),
+        ("server", &["cryptolake-model", "cryptolake-pipeline"][..]),
+        ("lambda", &["cryptolake-model", "cryptolake-pipeline"][..]),
+    ] {
+        let manifest = std::fs::read_to_string(crates.join(front_end).join("Cargo.toml")).unwrap();
+        let mut section = String::new();
+        let mut named = Vec::new();
+        for line in manifest.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line.to_string();
+                continue;
+            }
+            let name = line.split(['=', ' ']).next().unwrap_or("");
+            if name.starts_with("cryptolake-")
+                && section.ends_with("dependencies]")
+                && !section.contains("dev-")
+            {
+                named.push(name.to_string());
+            }
+        }
+        assert!(
+            !named.is_empty(),
+            "{front_end}: no project crate found in its manifest"
+        );
+        for name in &named {
+            assert!(
+                allowed.contains(&name.as_str()),
+                "{front_end} depends on {name}: front ends reach it through cryptolake-pipeline"
+            );
+        }
+    }
+}

@@ -7,7 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use cryptolake_query::ddl::athena_columns;
+use cryptolake_pipeline::query::ddl::athena_columns;
 use parquet::basic::{LogicalType, TimeUnit, Type as Physical};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use support::run::*;

@@ -128,7 +128,8 @@ print(json.dumps(out))
     );
     let glue: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for table in ["ohlcv_1h", "ohlcv_1d"] {
-        let declared: Vec<(String, String)> = cryptolake_query::ddl::athena_columns(&ddl, table);
+        let declared: Vec<(String, String)> =
+            cryptolake_pipeline::query::ddl::athena_columns(&ddl, table);
         let stored: Vec<(String, String)> = glue[table]["columns"]
             .as_array()
             .unwrap()

@@ -20,6 +20,10 @@ pub mod settings;
 
 pub use cryptolake_lake::LakeLocation;
 pub use cryptolake_model::{Clock, ManualClock, SharedClock, SystemClock, system_clock};
+/// The SQL engine the front ends run statements on ([`Pipeline::query_engine`]), with its
+/// output formats, the catalogs' DDL and the PostgreSQL dialect: reached through the pipeline,
+/// like everything below it.
+pub use cryptolake_query as query;
 pub use events::{Counts, ErrorKind, EventSink, Freshness, Outcome, Step, StepEvent};
 pub use pipeline::{
     BackfillPlan, BackfillReport, BackfillSymbol, ExchangeRun, GapRefetch, ImportReport,

@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use cryptolake_model::{Exchange, Symbol, parse_time};
+use cryptolake_pipeline::query::{OutputFormat, QueryEngine, render};
 use cryptolake_pipeline::reads::{self, Interval, Status};
-use cryptolake_query::{OutputFormat, QueryEngine, render};
 
 use crate::AppState;
 use crate::metrics::LakeGauges;
@@ -52,8 +52,8 @@ fn bad_request(message: String) -> Response {
 }
 
 /// The status a query error deserves.
-fn query_error(e: cryptolake_query::Error) -> Response {
-    use cryptolake_query::Error as Q;
+fn query_error(e: cryptolake_pipeline::query::Error) -> Response {
+    use cryptolake_pipeline::query::Error as Q;
     let status = match &e {
         Q::ReadOnly(_) => StatusCode::FORBIDDEN,
         Q::Limit(_) | Q::Timeout(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -107,7 +107,7 @@ fn table(schema: &SchemaRef, batches: &[RecordBatch], format: Format) -> Respons
             })();
             written
                 .map(|_| ("application/vnd.apache.arrow.stream", Bytes::from(buf)))
-                .map_err(cryptolake_query::Error::Output)
+                .map_err(cryptolake_pipeline::query::Error::Output)
         }
     };
     match rendered {

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cryptolake_pipeline::query::QueryEngine;
+use cryptolake_pipeline::query::postgres::{Kind, command_of};
 use cryptolake_pipeline::settings::{PgPassword, PgTls, PgUser};
-use cryptolake_query::QueryEngine;
-use cryptolake_query::postgres::{Kind, command_of};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
@@ -53,7 +53,7 @@ use tracing::{info, warn};
 
 use crate::{Error, Result};
 
-pub use cryptolake_query::postgres::PG_VERSION;
+pub use cryptolake_pipeline::query::postgres::PG_VERSION;
 const SCRAM_ITERATIONS: usize = 4096;
 /// How long a client has, from connecting, to finish signing in.
 pub const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -550,17 +550,18 @@ fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
     )))
 }
 
-fn query_error(e: cryptolake_query::Error) -> PgWireError {
+fn query_error(e: cryptolake_pipeline::query::Error) -> PgWireError {
     user_error(e.sqlstate(), e.to_string())
 }
 
 fn df_error(e: datafusion::error::DataFusionError) -> PgWireError {
-    query_error(cryptolake_query::Error::from(e))
+    query_error(cryptolake_pipeline::query::Error::from(e))
 }
 
 /// Sorts a statement with the SQL layer's rules; a refusal carries its SQLSTATE.
 fn classify(statement: &Statement) -> PgWireResult<Kind> {
-    cryptolake_query::postgres::classify(statement).map_err(|r| user_error(r.code, r.message))
+    cryptolake_pipeline::query::postgres::classify(statement)
+        .map_err(|r| user_error(r.code, r.message))
 }
 
 /// Where a client's `SET TIME ZONE` and `statement_timeout` are kept in its metadata (the
@@ -647,7 +648,7 @@ impl Core {
             .parse(sql)
             .map_err(|e| user_error("42601", format!("syntax error: {e}")))?;
         for s in &mut statements {
-            cryptolake_query::postgres::rewrite(s);
+            cryptolake_pipeline::query::postgres::rewrite(s);
         }
         Ok(statements)
     }
@@ -673,7 +674,7 @@ impl Core {
             .await
             .map_err(df_error)?;
         QueryEngine::check_read_only(&plan).map_err(query_error)?;
-        cryptolake_query::postgres::backslash_escapes(plan).map_err(df_error)
+        cryptolake_pipeline::query::postgres::backslash_escapes(plan).map_err(df_error)
     }
 
     async fn run<C: ClientInfo + ?Sized>(
@@ -1101,7 +1102,7 @@ impl PgServer {
     pub async fn bind(engine: QueryEngine, options: &PgOptions) -> Result<PgServer> {
         check_binding(&options.addr, !options.users.is_empty())?;
         let tls = options.tls.as_ref().map(tls_acceptor).transpose()?;
-        cryptolake_query::postgres::install(engine.context())
+        cryptolake_pipeline::query::postgres::install(engine.context())
             .map_err(|e| Error::Refused(format!("cannot set up pg_catalog: {e}")))?;
         let core = Arc::new(Core {
             engine,
