@@ -83,6 +83,8 @@ fn athena_ddl_types_are_the_parquet_files_types() {
 
 #[test]
 fn duckdb_and_spark_answer_the_golden_queries_as_cryptolake_does() {
+    // Spark runs on Java 17.
+    support::tool("java", "openjdk-17-jre-headless");
     let python = support::venv_with(&["duckdb==2.0.0", "pyspark==4.3.0"], &|| {
         support::venv_imports("duckdb, pyspark")
     });
