@@ -616,7 +616,8 @@ fn take(
     Ok(t.remove(last))
 }
 
-/// The first key still in `table` after every setting took its own (empty sections aside).
+/// The first key still in `table` after every setting took its own: a value, or a section no
+/// setting lives in.
 fn leftover(table: &toml::Table, prefix: &str) -> Option<String> {
     for (k, v) in table {
         let key = if prefix.is_empty() {
@@ -626,6 +627,12 @@ fn leftover(table: &toml::Table, prefix: &str) -> Option<String> {
         };
         match v {
             toml::Value::Table(inner) => {
+                let known = declared::SETTINGS
+                    .iter()
+                    .any(|d| d.key().starts_with(&format!("{key}.")));
+                if !known {
+                    return Some(key);
+                }
                 if let Some(found) = leftover(inner, &key) {
                     return Some(found);
                 }
@@ -1177,6 +1184,12 @@ mod tests {
         assert!(err("laek = 1\n", &[]).contains("laek"));
         assert!(err("[exchanges.binance]\nbase_ulr = \"x\"\n", &[]).contains("base_ulr"));
         assert!(err("[exchanges.bitfinex]\n", &[]).contains("bitfinex"));
+        // A section no setting lives in, even empty.
+        let e = err("[ingest]\n[sliver]\n", &[]);
+        assert!(
+            e.contains("config key sliver") && e.contains("line 2"),
+            "{e}"
+        );
         let e = err("", &[("CRYPTOLAKE_LAEK", "x")]);
         assert!(
             e.contains("CRYPTOLAKE_LAEK") && e.contains("unknown"),
