@@ -372,7 +372,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     lake.read_cache = Some((cache.bytes as f64, cache.capacity as f64));
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        state.metrics.render(&lake),
+        state.metrics.render(lake),
     )
         .into_response()
 }

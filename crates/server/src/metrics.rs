@@ -91,8 +91,6 @@ pub struct LakeGauges {
 #[derive(Debug)]
 struct Scraped {
     lake: LakeGauges,
-    requests: Vec<(String, String, u64)>,
-    waits: Vec<(String, f64)>,
 }
 
 /// One gauge or counter family whose samples are given as (labels, value).
@@ -145,12 +143,18 @@ impl Collector for Scraped {
                 "Requests sent to the exchanges, by exchange and HTTP status (0: no answer).",
                 MetricType::Counter,
             ),
-            self.requests.iter().map(|(exchange, status, n)| {
-                (
-                    vec![("exchange", exchange.clone()), ("status", status.clone())],
-                    *n,
-                )
-            }),
+            lake.exchanges
+                .requests
+                .iter()
+                .map(|((exchange, status), n)| {
+                    (
+                        vec![
+                            ("exchange", exchange.clone()),
+                            ("status", status.to_string()),
+                        ],
+                        *n,
+                    )
+                }),
             count,
         )?;
         family(
@@ -160,7 +164,8 @@ impl Collector for Scraped {
                 "Time requests spent waiting for the exchange's request budget, by exchange.",
                 MetricType::Counter,
             ),
-            self.waits
+            lake.exchanges
+                .waits
                 .iter()
                 .map(|(exchange, s)| (vec![("exchange", exchange.clone())], *s)),
             counter,
@@ -266,7 +271,7 @@ impl Metrics {
     }
 
     /// The whole exposition: these counters, the exchanges' requests and waits, and `lake`.
-    pub fn render(&self, lake: &LakeGauges) -> String {
+    pub fn render(&self, lake: LakeGauges) -> String {
         let mut registry = Registry::default();
         // `register` ends each help text with a full stop.
         registry.register(
@@ -299,16 +304,7 @@ impl Metrics {
             "HTTP responses of this server, by status code (421: a Host it does not answer to; 403: a request from another origin, or a statement that would write)",
             self.http.clone(),
         );
-        let stats = &lake.exchanges;
-        registry.register_collector(Box::new(Scraped {
-            lake: lake.clone(),
-            requests: stats
-                .requests
-                .iter()
-                .map(|((exchange, status), n)| (exchange.clone(), status.to_string(), *n))
-                .collect(),
-            waits: stats.waits.iter().map(|(e, s)| (e.clone(), *s)).collect(),
-        }));
+        registry.register_collector(Box::new(Scraped { lake }));
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
             .expect("writing to a String does not fail");
@@ -337,7 +333,7 @@ mod tests {
             violations: vec![("freshness".into(), 2.0)],
             read_cache: Some((1024.0, 4096.0)),
         };
-        let text = m.render(&lake);
+        let text = m.render(lake);
         for line in [
             "# TYPE cryptolake_http_responses_total counter",
             "cryptolake_http_responses_total{code=\"200\"} 2",
@@ -364,7 +360,7 @@ mod tests {
             violations: vec![("a\"b\nc".into(), 1.0)],
             ..LakeGauges::default()
         };
-        let text = m.render(&odd);
+        let text = m.render(odd);
         assert!(text.contains(r#"rule="a\"b\nc""#), "{text}");
     }
 }
