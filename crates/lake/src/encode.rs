@@ -5,7 +5,9 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use chrono::{DateTime, NaiveDate, Utc};
-use cryptolake_model::{DailyCandle, Exchange, HourlyCandle, Outcome, Step, Symbol, schema};
+use cryptolake_model::{
+    Candle, DailyCandle, Exchange, HourlyCandle, MinuteCandle, Outcome, Step, Symbol, schema,
+};
 
 use crate::columns::Builder;
 use crate::ops::RunRecord;
@@ -31,6 +33,26 @@ pub fn hourly_to_batch(rows: &[HourlyCandle]) -> Result<RecordBatch> {
         .int64(|r| r.empty_mask)
         .time(|r| r.ingested_at)
         .finish(schema::ohlcv_1h())
+}
+
+pub fn minutes_to_batch(rows: &[MinuteCandle]) -> Result<RecordBatch> {
+    Builder::new(rows)
+        .text(|r| r.candle.exchange.as_str())
+        .text(|r| r.candle.symbol.as_str())
+        .text(|r| r.candle.symbol.base())
+        .text(|r| r.candle.symbol.quote())
+        .time(|r| r.candle.open_time)
+        .float64(|r| r.candle.open)
+        .float64(|r| r.candle.high)
+        .float64(|r| r.candle.low)
+        .float64(|r| r.candle.close)
+        .float64(|r| r.candle.volume)
+        .float64_opt(|r| r.candle.quote_volume)
+        .int64_opt(|r| r.candle.trade_count)
+        .float64_opt(|r| r.candle.taker_buy_volume)
+        .float64_opt(|r| r.candle.taker_buy_quote_volume)
+        .time(|r| r.fetched_at)
+        .finish(schema::ohlcv_1m())
 }
 
 pub fn daily_to_batch(rows: &[DailyCandle]) -> Result<RecordBatch> {
@@ -189,6 +211,40 @@ pub fn hourly_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<HourlyCa
                 minute_mask: mask.value(i),
                 empty_mask: empty.map_or(0, |e| e.value(i)),
                 ingested_at: c.time(ing, i)?,
+            })
+        })
+        .collect()
+}
+
+/// Decodes `ohlcv_1m` rows; `what` names the object for error messages. The rows are taken
+/// as the lake wrote them: the values are not checked again.
+pub fn minutes_from_batch(batch: &RecordBatch, what: &str) -> Result<Vec<MinuteCandle>> {
+    let c = Columns { batch, what };
+    let cols = OhlcvColumns::of(&c)?;
+    let ot = c.get::<TimestampMicrosecondArray>("open_time")?;
+    let tb = c.get::<Float64Array>("taker_buy_volume")?;
+    let tq = c.get::<Float64Array>("taker_buy_quote_volume")?;
+    let fetched = c.get::<TimestampMicrosecondArray>("fetched_at")?;
+    let opt = |a: &Float64Array, i: usize| a.is_valid(i).then(|| a.value(i));
+    (0..batch.num_rows())
+        .map(|i| {
+            let r = cols.row(&c, i)?;
+            Ok(MinuteCandle {
+                candle: Candle {
+                    exchange: r.exchange,
+                    symbol: r.symbol,
+                    open_time: c.time(ot, i)?,
+                    open: r.open,
+                    high: r.high,
+                    low: r.low,
+                    close: r.close,
+                    volume: r.volume,
+                    quote_volume: r.quote_volume,
+                    trade_count: r.trade_count,
+                    taker_buy_volume: opt(tb, i),
+                    taker_buy_quote_volume: opt(tq, i),
+                },
+                fetched_at: c.time(fetched, i)?,
             })
         })
         .collect()

@@ -133,6 +133,18 @@ pub(crate) fn decode_hours(
     Ok(hours)
 }
 
+/// Decodes an `ohlcv_1m` partition read from `key`, in the file's order.
+pub(crate) fn decode_minutes(
+    key: &Path,
+    bytes: Bytes,
+) -> Result<Vec<cryptolake_model::MinuteCandle>> {
+    let mut rows = Vec::new();
+    for b in decode_parquet(key, bytes)? {
+        rows.extend(crate::minutes_from_batch(&b, key.as_ref())?);
+    }
+    Ok(rows)
+}
+
 /// Decodes a whole Parquet object read from `key`.
 pub fn decode_parquet(key: &Path, bytes: Bytes) -> Result<Vec<RecordBatch>> {
     let perr = |e| Error::parquet(key, e);

@@ -4,6 +4,7 @@
 //! bronze/source=binance/dataset=klines_1m/symbol=BTC-USDT/date=2024-03-01/
 //!     {fetched_at}_{window_start}_{window_end}_{run_id}.bronze
 //! silver/ohlcv_1h/date=2024-03-01/part-00000.parquet
+//! silver/ohlcv_1m/date=2024-03-01/part-00000.parquet     the minutes of the same hours
 //! gold/ohlcv_1d/date=2024-03-01/part-00000.parquet
 //! quarantine/ohlcv_1h/source=binance/dataset=klines_1m/symbol=BTC-USDT/date=2024-03-01/{bronze file}.json
 //! ops/runs/date=2024-03-01/{started}_{run_id}_{step}_{nonce}.parquet   run history (crypto_ops.runs)
@@ -29,6 +30,7 @@ use object_store::path::Path;
 
 pub const BRONZE: &str = "bronze";
 pub const SILVER_OHLCV_1H: &str = "silver/ohlcv_1h";
+pub const SILVER_OHLCV_1M: &str = "silver/ohlcv_1m";
 pub const GOLD_OHLCV_1D: &str = "gold/ohlcv_1d";
 pub const QUARANTINE_OHLCV_1H: &str = "quarantine/ohlcv_1h";
 pub const OPS_RUNS: &str = "ops/runs";
@@ -179,6 +181,14 @@ pub fn silver_partition_file(date: NaiveDate) -> Path {
     Path::from(format!("{SILVER_OHLCV_1H}/date={date}/{PART_FILE}"))
 }
 
+pub fn minute_table() -> Path {
+    Path::from(SILVER_OHLCV_1M)
+}
+
+pub fn minute_partition_file(date: NaiveDate) -> Path {
+    Path::from(format!("{SILVER_OHLCV_1M}/date={date}/{PART_FILE}"))
+}
+
 pub fn gold_table() -> Path {
     Path::from(GOLD_OHLCV_1D)
 }
@@ -218,7 +228,7 @@ pub fn in_layout(path: &Path) -> bool {
 /// Whether the table under `prefix` holds exactly one file per partition, `part-00000.parquet`
 /// (silver, gold, gaps), rather than one file per run (`crypto_ops.runs`, `quality_results`).
 pub fn one_file_per_partition(prefix: &str) -> bool {
-    [SILVER_OHLCV_1H, GOLD_OHLCV_1D, OPS_GAPS].contains(&prefix)
+    [SILVER_OHLCV_1H, SILVER_OHLCV_1M, GOLD_OHLCV_1D, OPS_GAPS].contains(&prefix)
 }
 
 /// The name of every partition's one file in the tables that have one per date.
@@ -303,8 +313,9 @@ pub fn change_marker() -> Path {
 
 /// Everything a build derives from bronze, by prefix: removing it all makes the next build a
 /// first build (bronze, its manifest and the ingest cursors are kept).
-pub const DERIVED: [&str; 9] = [
+pub const DERIVED: [&str; 10] = [
     SILVER_OHLCV_1H,
+    SILVER_OHLCV_1M,
     GOLD_OHLCV_1D,
     QUARANTINE_OHLCV_1H,
     OPS_RUNS,

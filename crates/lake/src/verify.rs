@@ -52,12 +52,17 @@ struct Table {
     schema: SchemaRef,
 }
 
-fn tables() -> [Table; 5] {
+fn tables() -> [Table; 6] {
     [
         Table {
             name: "crypto_analytics.ohlcv_1h",
             prefix: paths::SILVER_OHLCV_1H,
             schema: schema::ohlcv_1h(),
+        },
+        Table {
+            name: "crypto_analytics.ohlcv_1m",
+            prefix: paths::SILVER_OHLCV_1M,
+            schema: schema::ohlcv_1m(),
         },
         Table {
             name: "crypto_gold.ohlcv_1d",
@@ -86,7 +91,7 @@ fn tables() -> [Table; 5] {
 fn repair(table: &str, date: Option<NaiveDate>) -> String {
     let date = date.map_or_else(|| "its date".to_string(), |d| d.to_string());
     match table {
-        "crypto_analytics.ohlcv_1h" => {
+        "crypto_analytics.ohlcv_1h" | "crypto_analytics.ohlcv_1m" => {
             format!("the next silver build rebuilds {date} from bronze")
         }
         "crypto_gold.ohlcv_1d" => format!("the next gold build rebuilds {date} from silver"),
@@ -132,6 +137,8 @@ struct Recorded {
     partitions: Option<BTreeMap<NaiveDate, String>>,
     #[serde(default)]
     built_from: Option<BTreeMap<NaiveDate, String>>,
+    #[serde(default)]
+    minute_partitions: Option<BTreeMap<NaiveDate, String>>,
 }
 
 /// Every stray and missing file of the lake's tables, and with `read` every damaged one (each
@@ -199,19 +206,28 @@ pub async fn verify(lake: &Lake, read: bool) -> Result<Vec<FileProblem>> {
         }
     }
     // What the builds' states record but is gone.
-    let recorded = [
+    type Dates = fn(Recorded) -> Option<BTreeMap<NaiveDate, String>>;
+    let recorded: [(_, _, _, Dates); 3] = [
         (
             "crypto_analytics.ohlcv_1h",
             paths::silver_state(),
             paths::SILVER_OHLCV_1H,
+            |r| r.partitions,
+        ),
+        (
+            "crypto_analytics.ohlcv_1m",
+            paths::silver_state(),
+            paths::SILVER_OHLCV_1M,
+            |r| r.minute_partitions,
         ),
         (
             "crypto_gold.ohlcv_1d",
             paths::gold_state(),
             paths::GOLD_OHLCV_1D,
+            |r| r.partitions.or(r.built_from),
         ),
     ];
-    for (name, state_key, prefix) in recorded {
+    for (name, state_key, prefix, dates) in recorded {
         let Some(r) = state::read::<Recorded>(lake, &state_key)
             .await
             .ok()
@@ -219,7 +235,7 @@ pub async fn verify(lake: &Lake, read: bool) -> Result<Vec<FileProblem>> {
         else {
             continue;
         };
-        let dates = r.partitions.or(r.built_from).unwrap_or_default();
+        let dates = dates(r).unwrap_or_default();
         let have = present.get(name).cloned().unwrap_or_default();
         for d in dates.keys().filter(|d| !have.contains(d)) {
             out.push(FileProblem {

@@ -8,8 +8,12 @@ use cryptolake_lake::bronze::{self, Envelope, FORMAT_VERSION, KLINES_1M, Request
 use cryptolake_lake::gold::GoldBuild;
 use cryptolake_lake::paths::{self, BronzeKey};
 use cryptolake_lake::silver::{Batch, SilverBuild};
-use cryptolake_lake::{Lake, daily_from_batch, hourly_from_batch, read_parquet};
-use cryptolake_model::{DailyCandle, Exchange, HourlyCandle, Symbol, date_of, parse_time};
+use cryptolake_lake::{
+    Lake, daily_from_batch, hourly_from_batch, minutes_from_batch, read_parquet,
+};
+use cryptolake_model::{
+    DailyCandle, Exchange, HourlyCandle, MinuteCandle, Symbol, date_of, parse_time,
+};
 use cryptolake_sources::sim::SimMarket;
 use object_store::path::Path;
 use proptest::prelude::*;
@@ -127,6 +131,16 @@ async fn silver_rows(lake: &Lake) -> Vec<HourlyCandle> {
     out
 }
 
+async fn minute_rows(lake: &Lake) -> Vec<MinuteCandle> {
+    let mut out = Vec::new();
+    for meta in lake.list(&paths::minute_table()).await.unwrap() {
+        for b in read_parquet(lake, &meta.location).await.unwrap() {
+            out.extend(minutes_from_batch(&b, meta.location.as_ref()).unwrap());
+        }
+    }
+    out
+}
+
 async fn gold_rows(lake: &Lake) -> Vec<DailyCandle> {
     let mut out = Vec::new();
     for meta in lake.list(&paths::gold_table()).await.unwrap() {
@@ -201,6 +215,42 @@ async fn silver_matches_the_market_and_gold_matches_silver() {
         );
         assert_eq!(h.minutes_present, 60);
         assert_eq!(h.ingested_at, fetched);
+    }
+    // The minutes are the market's, with the fetch they came from.
+    let minutes = minute_rows(&lake).await;
+    assert_eq!(minutes.len(), 48 * 60);
+    let r = |x: f64| format!("{x:.8}").parse::<f64>().unwrap();
+    for row in &minutes {
+        let c = &row.candle;
+        let want = m.candle(&s, c.open_time).unwrap();
+        assert_eq!(
+            (
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.volume,
+                c.quote_volume,
+                c.trade_count
+            ),
+            (
+                r(want.open),
+                r(want.high),
+                r(want.low),
+                r(want.close),
+                r(want.volume),
+                Some(r(want.quote_volume)),
+                Some(want.trades)
+            ),
+            "{}",
+            c.open_time
+        );
+        assert_eq!(c.taker_buy_volume, Some(r(want.taker_buy_volume)));
+        assert_eq!(
+            c.taker_buy_quote_volume,
+            Some(r(want.taker_buy_quote_volume))
+        );
+        assert_eq!(row.fetched_at, fetched);
     }
     let days = gold_rows(&lake).await;
     assert_eq!(days.len(), 2);
@@ -371,18 +421,22 @@ proptest! {
                     rebuild(&shadow).await;
                     prop_assert_eq!(silver_rows(&lake).await, silver_rows(&shadow).await, "after arrival {}", n);
                     prop_assert_eq!(gold_rows(&lake).await, gold_rows(&shadow).await, "after arrival {}", n);
+                    prop_assert_eq!(minute_rows(&lake).await, minute_rows(&shadow).await, "after arrival {}", n);
                 }
             }
             build(&lake).await;
             let silver = silver_rows(&lake).await;
             let gold = gold_rows(&lake).await;
+            let minutes = minute_rows(&lake).await;
             // 3000 minutes = 50 hours per symbol, all requested in full.
             prop_assert_eq!(silver.len(), 100);
+            prop_assert_eq!(minutes.len(), 6000);
             prop_assert!(silver.iter().all(|h| h.minutes_present == 60));
             prop_assert_eq!(build(&lake).await, (0, 0));
             rebuild(&lake).await;
             prop_assert_eq!(silver_rows(&lake).await, silver);
             prop_assert_eq!(gold_rows(&lake).await, gold);
+            prop_assert_eq!(minute_rows(&lake).await, minutes);
             let dates: Vec<NaiveDate> = gold_rows(&lake).await.iter().map(|d| d.date).collect();
             prop_assert_eq!(dates.len(), 6);
             Ok(())
@@ -900,4 +954,49 @@ async fn the_next_batch_is_built_while_a_batch_is_reported() {
     assert_eq!(metrics.partitions_written, 4);
     let dates: Vec<NaiveDate> = (0..4).map(|i| date_of(day + Duration::days(i))).collect();
     assert_eq!(reported, dates, "each batch reported once, in date order");
+}
+
+#[tokio::test]
+async fn a_damaged_missing_or_never_written_minute_partition_is_rebuilt_from_bronze() {
+    let (_d, lake) = new_lake();
+    let m = SimMarket::default_market(4);
+    let s = sym("BTC-USDT");
+    let fetched = t("2024-03-05T00:00:00Z");
+    for day in ["2024-03-01", "2024-03-02"] {
+        put_sim(&lake, &m, &s, t(day), t(day) + Duration::days(1), fetched).await;
+    }
+    build(&lake).await;
+    let whole = minute_rows(&lake).await;
+    assert_eq!(whole.len(), 2 * 1440);
+    let first = paths::minute_partition_file(t("2024-03-01").date_naive());
+    let second = paths::minute_partition_file(t("2024-03-02").date_naive());
+
+    // Truncated: the next incremental build notices the version changed and rebuilds it.
+    let bytes = lake.get_opt(&first).await.unwrap().unwrap();
+    lake.put(&first, bytes.slice(..bytes.len() / 2))
+        .await
+        .unwrap();
+    let (silver_written, _) = build(&lake).await;
+    assert_eq!(silver_written, 0, "the hours did not change");
+    assert_eq!(minute_rows(&lake).await, whole);
+
+    // Gone.
+    lake.delete(&second).await.unwrap();
+    build(&lake).await;
+    assert_eq!(minute_rows(&lake).await, whole);
+
+    // A lake from before the minute table: hours, no minutes, no versions recorded for them.
+    for f in [&first, &second] {
+        lake.delete(f).await.unwrap();
+    }
+    let state_key = paths::silver_state();
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&lake.get_opt(&state_key).await.unwrap().unwrap()).unwrap();
+    state.as_object_mut().unwrap().remove("minute_partitions");
+    lake.put(&state_key, Bytes::from(serde_json::to_vec(&state).unwrap()))
+        .await
+        .unwrap();
+    build(&lake).await;
+    assert_eq!(minute_rows(&lake).await, whole);
+    assert_eq!(build(&lake).await, (0, 0));
 }

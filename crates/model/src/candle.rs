@@ -17,6 +17,10 @@ pub struct Candle {
     /// Traded amount in the quote currency, where the exchange reports it.
     pub quote_volume: Option<f64>,
     pub trade_count: Option<i64>,
+    /// Base volume of trades whose taker bought, where the exchange reports it (Binance).
+    pub taker_buy_volume: Option<f64>,
+    /// Quote volume of those trades.
+    pub taker_buy_quote_volume: Option<f64>,
 }
 
 impl Candle {
@@ -105,7 +109,59 @@ impl Candle {
             volume,
             quote_volume,
             trade_count,
+            taker_buy_volume: None,
+            taker_buy_quote_volume: None,
         })
+    }
+
+    /// The candle with the volumes of taker buys (base and quote), checked like the other
+    /// amounts: finite, not negative, and the base part not above the candle's volume.
+    pub fn with_taker_buy(mut self, base: f64, quote: f64) -> Result<Candle, Error> {
+        for (name, v) in [
+            ("taker_buy_volume", base),
+            ("taker_buy_quote_volume", quote),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(Error::InvalidCandle {
+                    symbol: self.symbol.to_string(),
+                    open_time: self.open_time,
+                    rule: CandleRule::Amounts,
+                    reason: format!("{name} {v} is negative or not a number"),
+                });
+            }
+        }
+        // Decimal strings of the same trades: allow the last digit's rounding.
+        if base > self.volume * (1.0 + 1e-9) + 1e-12 {
+            return Err(Error::InvalidCandle {
+                symbol: self.symbol.to_string(),
+                open_time: self.open_time,
+                rule: CandleRule::Amounts,
+                reason: format!(
+                    "taker_buy_volume {base} is above the candle's volume {}",
+                    self.volume
+                ),
+            });
+        }
+        self.taker_buy_volume = Some(base);
+        self.taker_buy_quote_volume = Some(quote);
+        Ok(self)
+    }
+}
+
+/// A row of silver `ohlcv_1m`: one closed exchange minute as the lake keeps it, with the fetch
+/// time of the bronze object it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MinuteCandle {
+    pub candle: Candle,
+    /// When the bronze object holding the kept copy was fetched.
+    pub fetched_at: DateTime<Utc>,
+}
+
+impl MinuteCandle {
+    /// The order of `ohlcv_1m` rows: exchange, symbol, open time.
+    pub fn row_order(a: &MinuteCandle, b: &MinuteCandle) -> std::cmp::Ordering {
+        let (a, b) = (&a.candle, &b.candle);
+        (a.exchange, &a.symbol, a.open_time).cmp(&(b.exchange, &b.symbol, b.open_time))
     }
 }
 
@@ -207,6 +263,28 @@ mod tests {
         ];
         for (res, word) in cases {
             let msg = res.unwrap_err().to_string();
+            assert!(msg.contains(word), "{msg} should mention {word}");
+        }
+    }
+
+    #[test]
+    fn taker_buys_are_checked() {
+        let c = make(10.0, 12.0, 9.0, 11.0, 3.0).unwrap();
+        let ok = c.clone().with_taker_buy(1.5, 16.0).unwrap();
+        assert_eq!(
+            (ok.taker_buy_volume, ok.taker_buy_quote_volume),
+            (Some(1.5), Some(16.0))
+        );
+        for (base, quote, word) in [
+            (-1.0, 1.0, "taker_buy_volume"),
+            (1.0, f64::NAN, "taker_buy_quote_volume"),
+            (3.5, 1.0, "above"),
+        ] {
+            let msg = c
+                .clone()
+                .with_taker_buy(base, quote)
+                .unwrap_err()
+                .to_string();
             assert!(msg.contains(word), "{msg} should mention {word}");
         }
     }

@@ -13,7 +13,7 @@ pub mod schema;
 mod symbol;
 mod time;
 
-pub use candle::{Candle, DailyCandle, HourlyCandle};
+pub use candle::{Candle, DailyCandle, HourlyCandle, MinuteCandle};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, system_clock};
 pub use error::{CandleRule, Error, Result};
 pub use exchange::Exchange;

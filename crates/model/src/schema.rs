@@ -14,7 +14,19 @@ pub const PARTITION_COLUMN: &str = "date";
 
 /// Silver `ohlcv_1h` as stored in each Parquet file (without the partition column).
 pub fn ohlcv_1h() -> SchemaRef {
-    Arc::new(Schema::new(vec![
+    let mut fields = candle_fields();
+    fields.extend([
+        Field::new("minutes_present", DataType::Int32, false),
+        Field::new("minute_mask", DataType::Int64, false),
+        Field::new("empty_mask", DataType::Int64, false),
+        Field::new("ingested_at", timestamp_utc(), false),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
+/// The columns silver's two tables begin with: identity, open time, prices and amounts.
+fn candle_fields() -> Vec<Field> {
+    vec![
         Field::new("exchange", DataType::Utf8, false),
         Field::new("symbol", DataType::Utf8, false),
         Field::new("base", DataType::Utf8, false),
@@ -27,11 +39,19 @@ pub fn ohlcv_1h() -> SchemaRef {
         Field::new("volume", DataType::Float64, false),
         Field::new("quote_volume", DataType::Float64, true),
         Field::new("trade_count", DataType::Int64, true),
-        Field::new("minutes_present", DataType::Int32, false),
-        Field::new("minute_mask", DataType::Int64, false),
-        Field::new("empty_mask", DataType::Int64, false),
-        Field::new("ingested_at", timestamp_utc(), false),
-    ]))
+    ]
+}
+
+/// Silver `ohlcv_1m` as stored in each Parquet file (without the partition column): one row
+/// per exchange, symbol and closed UTC minute.
+pub fn ohlcv_1m() -> SchemaRef {
+    let mut fields = candle_fields();
+    fields.extend([
+        Field::new("taker_buy_volume", DataType::Float64, true),
+        Field::new("taker_buy_quote_volume", DataType::Float64, true),
+        Field::new("fetched_at", timestamp_utc(), false),
+    ]);
+    Arc::new(Schema::new(fields))
 }
 
 /// Gold `ohlcv_1d` as stored in each Parquet file (without the partition column).

@@ -43,6 +43,12 @@ pub fn tables() -> Vec<(&'static str, &'static str, String, SchemaRef)> {
             schema::ohlcv_1h(),
         ),
         (
+            "crypto_analytics",
+            "ohlcv_1m",
+            paths::SILVER_OHLCV_1M.to_string(),
+            schema::ohlcv_1m(),
+        ),
+        (
             "crypto_gold",
             "ohlcv_1d",
             paths::GOLD_OHLCV_1D.to_string(),

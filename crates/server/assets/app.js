@@ -140,7 +140,18 @@ function initOverview() {
 
 // ---- Symbol chart ------------------------------------------------------------------------
 
-const SECONDS = { "1h": 3600, "1d": 86400 };
+// Bar widths in seconds; months ("1M") have their own step.
+const SECONDS = {
+  "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200, "4h": 14400,
+  "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400, "3d": 259200, "1w": 604800, "1M": 31 * 86400,
+};
+
+// The start of the bar after the one starting at `t` (seconds, UTC).
+function nextBar(t, interval) {
+  if (interval !== "1M") return t + SECONDS[interval];
+  const d = new Date(t * 1000);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) / 1000;
+}
 const PAGE = 500;
 const COLORS = { up: "#26a69a", down: "#ef5350", partial: "#9aa3ad" };
 
@@ -162,19 +173,19 @@ function toBars(rows, interval) {
     const color = !r.complete ? COLORS.partial : up ? COLORS.up : COLORS.down;
     return {
       time: t, open: r.open, high: r.high, low: r.low, close: r.close, volume: r.volume,
-      complete: r.complete, color, borderColor: color, wickColor: color,
+      complete: r.complete, present: r.minutes_present, minutes: r.minutes,
+      color, borderColor: color, wickColor: color,
     };
   });
 }
 
 // Candles with an empty slot for every missing period between them: holes stay holes.
-function withHoles(bars, step) {
+function withHoles(bars, interval) {
   const out = [];
   for (const b of bars) {
-    const prev = out.length ? out[out.length - 1].time : null;
-    if (prev !== null) {
-      const missing = Math.round((b.time - prev) / step) - 1;
-      for (let i = 1; i <= Math.min(missing, 20000); i++) out.push({ time: prev + i * step });
+    if (out.length) {
+      let t = nextBar(out[out.length - 1].time, interval);
+      for (let i = 0; t < b.time && i < 20000; i++, t = nextBar(t, interval)) out.push({ time: t });
     }
     out.push(b);
   }
@@ -228,7 +239,7 @@ async function loadOlder() {
     if (!older.length && chartState.first !== null && oldest - PAGE * step <= chartState.first) {
       chartState.exhausted = true;
     }
-    const merged = withHoles(older.concat(chartState.bars.filter((b) => b.open !== undefined)), step);
+    const merged = withHoles(older.concat(chartState.bars.filter((b) => b.open !== undefined)), chartState.interval);
     // Periods before the oldest loaded one with no candle at all are holes too.
     const added = merged.length - chartState.bars.length;
     const view = chartState.chart.timeScale().getVisibleLogicalRange();
@@ -253,15 +264,15 @@ async function loadOlder() {
 // stays where the reader left it.
 async function loadNewer() {
   if (!chartState.bars.length || chartState.loading) return;
-  const step = SECONDS[chartState.interval];
+  const interval = chartState.interval;
   const real = chartState.bars.filter((b) => b.open !== undefined);
   const newest = real.length ? real[real.length - 1].time : chartState.bars[0].time;
   try {
     const fresh = await fetchBars({ from: iso(newest), limit: PAGE });
     let last = chartState.bars[chartState.bars.length - 1].time;
     for (const b of fresh) {
-      while (b.time - last > step) {
-        last += step;
+      while (nextBar(last, interval) < b.time) {
+        last = nextBar(last, interval);
         const hole = { time: last };
         chartState.bars.push(hole);
         chartState.candles.update(hole);
@@ -295,7 +306,7 @@ async function loadInterval(interval) {
   // still opens on candles.
   const end = chartState.last !== null ? { to: iso(chartState.last + SECONDS["1d"]) } : {};
   const bars = await fetchBars(Object.assign({ limit: PAGE }, end));
-  chartState.bars = withHoles(bars, SECONDS[interval]);
+  chartState.bars = withHoles(bars, interval);
   setAll(false);
   // The newest candles fill the view; scrolling or zooming back loads older ones on demand.
   const n = chartState.bars.length;
@@ -303,6 +314,28 @@ async function loadInterval(interval) {
   showCount();
   if (bars.length < 60) loadOlder();
 }
+
+function showBar(bar) {
+  const el = $("#crosshair");
+  if (!bar) {
+    el.textContent = "";
+    return;
+  }
+  const when = new Date(bar.time * 1000).toISOString().slice(0, 16).replace("T", " ");
+  const pct = bar.minutes ? (100 * bar.present / bar.minutes).toFixed(1) : "0";
+  const parts = [
+    ["", `${when} UTC ${chartState.interval}`], ["O", bar.open], ["H", bar.high], ["L", bar.low],
+    ["C", bar.close], ["V", bar.volume],
+    ["minutes", `${bar.present}/${bar.minutes} (${pct}%)${bar.complete ? " complete" : " incomplete"}`],
+  ];
+  el.replaceChildren(...parts.flatMap(([k, v]) => {
+    const b = document.createElement("b");
+    b.textContent = String(v);
+    return k ? [document.createTextNode(` ${k} `), b] : [b];
+  }));
+  el.dataset.time = String(bar.time);
+}
+window.cryptolakeShowBar = showBar;
 
 async function initSymbol() {
   const params = new URLSearchParams(location.search);
@@ -326,6 +359,11 @@ async function initSymbol() {
     priceFormat: { type: "volume" }, priceLineVisible: false, lastValueVisible: false,
   }, 1);
   chart.panes()[1].setHeight(120);
+  // The crosshair's bar, spelled out: prices, volume and how many of its minutes are present.
+  chart.subscribeCrosshairMove((param) => {
+    const bar = param.time === undefined ? null : chartState.bars.find((b) => b.time === param.time);
+    showBar(bar && bar.open !== undefined ? bar : null);
+  });
   chart.timeScale().subscribeVisibleLogicalRangeChange((range) => {
     if (range && range.from < 20) loadOlder();
   });

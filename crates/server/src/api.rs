@@ -182,9 +182,9 @@ async fn symbols(State(state): State<Arc<AppState>>, Query(p): Params) -> Respon
     rows(answer.and_then(|r| reads::symbols_batch(&r)), format)
 }
 
-/// Candles of one exchange and symbol, oldest first: hourly from silver, daily from gold, in
-/// `[from, to)`. Without `from`, the `limit` periods before `to` (default: now), which is how
-/// the chart loads older candles as it is scrolled back.
+/// Candles of one exchange and symbol at any interval from `1m` to `1M`, oldest first, those
+/// starting in `[from, to)`. Without `from`, the `limit` periods before `to` (default: now),
+/// which is how the chart loads older candles as it is scrolled back.
 async fn candles(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
     let parsed = (|| {
         let format = format_of(&p)?;
@@ -193,11 +193,15 @@ async fn candles(State(state): State<Arc<AppState>>, Query(p): Params) -> Respon
         let symbol = symbol_param(&p)?
             .ok_or_else(|| bad_request("symbol: required (BTC-USDT, …)".into()))?;
         let interval = match p.get("interval") {
-            None => Interval::Hour,
-            Some(i) => Interval::parse(i)
-                .ok_or_else(|| bad_request(format!("interval {i:?}: expected 1h or 1d")))?,
+            None => Interval::H1,
+            Some(i) => Interval::parse(i).ok_or_else(|| {
+                bad_request(format!(
+                    "interval {i:?}: expected one of {}",
+                    Interval::names()
+                ))
+            })?,
         };
-        let step = interval.duration();
+        let step = interval.nominal();
         let limit = limit_param(&p, 2000, 20_000)?;
         let to = time_param(&p, "to")?.unwrap_or_else(|| state.pipeline.now() + step);
         let from = match time_param(&p, "from")? {

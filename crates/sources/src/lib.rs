@@ -105,6 +105,14 @@ pub(crate) fn checked_candle(
     })
 }
 
+/// The candle with its taker buy volumes, checked; a broken rule is named.
+pub(crate) fn with_taker_buy(candle: Candle, base: f64, quote: f64) -> Result<Candle, RowError> {
+    candle.with_taker_buy(base, quote).map_err(|e| match &e {
+        cryptolake_model::Error::InvalidCandle { rule, .. } => (Some(*rule), e.to_string()),
+        _ => (None, e.to_string()),
+    })
+}
+
 /// Turns each JSON row into a candle or a rejection with its reason and position.
 pub(crate) fn rows_to_records(
     rows: Vec<serde_json::Value>,

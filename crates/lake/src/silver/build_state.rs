@@ -26,6 +26,10 @@ pub(super) struct SilverState {
     /// next build lists the table once to fill it in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) partitions: Option<BTreeMap<NaiveDate, String>>,
+    /// The same for `ohlcv_1m`. `None` (state from a build before the minute table): the next
+    /// build lists the table and recomputes every date whose minute partition is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) minute_partitions: Option<BTreeMap<NaiveDate, String>>,
 }
 
 /// The silver partitions and their versions as the last silver build recorded them; `None`
@@ -36,9 +40,20 @@ pub async fn partition_versions(lake: &Lake) -> Result<Option<BTreeMap<NaiveDate
         .and_then(|s| s.partitions))
 }
 
+/// The `ohlcv_1m` partitions and their versions as the last silver build recorded them.
+pub async fn minute_partition_versions(lake: &Lake) -> Result<Option<BTreeMap<NaiveDate, String>>> {
+    Ok(state::read::<SilverState>(lake, &paths::silver_state())
+        .await?
+        .and_then(|s| s.minute_partitions))
+}
+
 /// The silver partitions and their versions, from a listing of the table.
 pub async fn list_partition_versions(lake: &Lake) -> Result<BTreeMap<NaiveDate, String>> {
-    let table = paths::silver_table();
+    list_versions(lake, paths::silver_table()).await
+}
+
+/// The partitions of a table with one file per date and their versions, from a listing.
+pub async fn list_versions(lake: &Lake, table: Path) -> Result<BTreeMap<NaiveDate, String>> {
     Ok(lake
         .list(&table)
         .await?

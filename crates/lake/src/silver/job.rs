@@ -88,11 +88,16 @@ pub(super) struct DatePrepared {
     pub(super) unchanged: bool,
     /// The version of the partition as it was read.
     pub(super) existing_version: Option<String>,
+    /// The date's `ohlcv_1m` rows: the minutes of the hours in `merged`.
+    pub(super) minutes: Vec<MinuteCandle>,
+    pub(super) minutes_unchanged: bool,
+    pub(super) existing_minute_version: Option<String>,
 }
 
 impl DateJob {
     pub(super) async fn run(self) -> Result<DatePrepared> {
         let key = paths::silver_partition_file(self.date);
+        let minute_key = paths::minute_partition_file(self.date);
         // The new objects are read whatever the partition holds, so they are read while it
         // is; the older ones only where the hours to recompute need them.
         // The job's keys come grouped by exchange and symbol: one lookup per group.
@@ -109,26 +114,22 @@ impl DateJob {
                 }
             }
         }
-        // A whole-date recompute (rebuild, repair) reads the partition only to see whether it
-        // changes; one that cannot be read is simply replaced.
-        let read_existing = async {
-            // One GET: the partition and its version together.
-            let Some((bytes, version)) = self.lake.get_versioned(&key).await? else {
-                return Ok((None, Vec::new()));
-            };
-            match crate::parquet_io::decode_hours(&key, bytes) {
-                Ok(rows) => Ok((Some(version), rows)),
-                Err(e) if self.rebuild => {
-                    tracing::warn!(key = %key, error = %e, "replacing an unreadable silver partition");
-                    Ok((None, Vec::new()))
-                }
-                Err(e) => Err(Error::Invalid(format!(
-                    "{e}; `cryptolake silver --rebuild` rebuilds it from bronze"
-                ))),
-            }
-        };
-        let (existing, parsed) = futures::join!(read_existing, self.read_objects(fresh));
+        let read_existing = read_partition(
+            &self.lake,
+            &key,
+            self.rebuild,
+            crate::parquet_io::decode_hours,
+        );
+        let read_minutes = read_partition(
+            &self.lake,
+            &minute_key,
+            self.rebuild,
+            crate::parquet_io::decode_minutes,
+        );
+        let (existing, existing_minutes, parsed) =
+            futures::join!(read_existing, read_minutes, self.read_objects(fresh));
         let (existing_version, existing) = existing?;
+        let (existing_minute_version, existing_minutes) = existing_minutes?;
         let mut parsed = parsed?;
         let ranges = self.ranges(&existing);
         // An hour is final once some request asked for it in full after it closed: that
@@ -159,11 +160,13 @@ impl DateJob {
         let older = wanted;
         parsed.extend(self.read_objects(older).await?);
         let date = self.date;
-        let mut prepared =
-            tokio::task::spawn_blocking(move || self.assemble(parsed, existing, &ranges, &asked))
-                .await
-                .map_err(|e| Error::Invalid(format!("silver build for {date}: {e}")))??;
+        let mut prepared = tokio::task::spawn_blocking(move || {
+            self.assemble(parsed, (existing, existing_minutes), &ranges, &asked)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("silver build for {date}: {e}")))??;
         prepared.existing_version = existing_version;
+        prepared.existing_minute_version = existing_minute_version;
         Ok(prepared)
     }
 
@@ -240,7 +243,7 @@ impl DateJob {
     fn assemble(
         self,
         mut parsed: Vec<Parsed>,
-        existing: Vec<HourlyCandle>,
+        (existing, existing_minutes): (Vec<HourlyCandle>, Vec<MinuteCandle>),
         ranges: &HashMap<Pair, Window>,
         asked: &HashMap<Pair, DateTime<Utc>>,
     ) -> Result<DatePrepared> {
@@ -288,6 +291,7 @@ impl DateJob {
                 );
         }
         let mut fresh: Vec<HourlyCandle> = Vec::new();
+        let mut fresh_minutes: Vec<MinuteCandle> = Vec::new();
         for (pair, minutes) in by_pair {
             counts.candles_read += minutes.len();
             let (minutes, dropped) = dedup_latest(minutes);
@@ -295,9 +299,21 @@ impl DateJob {
             counts.conflicting_duplicates += dropped.conflicting;
             let asked_until = asked.get(&pair).copied();
             let (lo, hi) = ranges[&pair];
-            let mut hours = hourly(&minutes, |h| {
+            let is_final = |h: DateTime<Utc>| {
                 h >= lo && h < hi && asked_until.is_some_and(|t| t >= h + Duration::hours(1))
-            });
+            };
+            // The minute table holds the minutes of the hours emitted, so the two tables
+            // always describe the same hours.
+            fresh_minutes.extend(
+                minutes
+                    .iter()
+                    .filter(|m| is_final(hour_start(m.candle.open_time)))
+                    .map(|m| MinuteCandle {
+                        candle: m.candle.clone(),
+                        fetched_at: m.fetched_at,
+                    }),
+            );
+            let mut hours = hourly(&minutes, is_final);
             if let Some(f) = fetches.get(&pair) {
                 for h in hours.iter_mut().filter(|h| h.minutes_present < 60) {
                     h.empty_mask = confirmed_empty(h.open_time, h.minute_mask, f);
@@ -325,6 +341,29 @@ impl DateJob {
         merged.extend(fresh);
         merged.sort_by(HourlyCandle::row_order);
         let unchanged = merged == existing;
+        let mut minutes: Vec<MinuteCandle> = if self.rebuild {
+            Vec::new()
+        } else {
+            let mut kept = Vec::with_capacity(existing_minutes.len());
+            for group in existing_minutes.chunk_by(|a, b| {
+                a.candle.exchange == b.candle.exchange && a.candle.symbol == b.candle.symbol
+            }) {
+                let c = &group[0].candle;
+                match ranges.get(&(c.exchange, c.symbol.clone())) {
+                    Some((lo, hi)) => kept.extend(
+                        group
+                            .iter()
+                            .filter(|r| r.candle.open_time < *lo || r.candle.open_time >= *hi)
+                            .cloned(),
+                    ),
+                    None => kept.extend_from_slice(group),
+                }
+            }
+            kept
+        };
+        minutes.extend(fresh_minutes);
+        minutes.sort_by(MinuteCandle::row_order);
+        let minutes_unchanged = minutes == existing_minutes;
         Ok(DatePrepared {
             date,
             counts,
@@ -332,7 +371,34 @@ impl DateJob {
             merged,
             unchanged,
             existing_version: None,
+            minutes,
+            minutes_unchanged,
+            existing_minute_version: None,
         })
+    }
+}
+
+/// A partition and its version, read in one GET; empty when there is none. A whole-date
+/// recompute (rebuild, repair) reads it only to see whether it changes, so one that cannot be
+/// read is simply replaced; otherwise that is an error.
+async fn read_partition<T>(
+    lake: &Lake,
+    key: &Path,
+    rebuild: bool,
+    decode: impl FnOnce(&Path, Bytes) -> Result<Vec<T>>,
+) -> Result<(Option<String>, Vec<T>)> {
+    let Some((bytes, version)) = lake.get_versioned(key).await? else {
+        return Ok((None, Vec::new()));
+    };
+    match decode(key, bytes) {
+        Ok(rows) => Ok((Some(version), rows)),
+        Err(e) if rebuild => {
+            tracing::warn!(key = %key, error = %e, "replacing an unreadable partition");
+            Ok((None, Vec::new()))
+        }
+        Err(e) => Err(Error::Invalid(format!(
+            "{e}; `cryptolake silver --rebuild` rebuilds it from bronze"
+        ))),
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_model::{
-    Exchange, HourlyCandle, SharedClock, Symbol, date_of, day_start, hour_start,
+    Exchange, HourlyCandle, MinuteCandle, SharedClock, Symbol, date_of, day_start, hour_start,
 };
 use cryptolake_sources::Record;
 use futures::StreamExt;
@@ -33,10 +33,12 @@ use crate::bronze::{decode, parse_payload};
 use crate::lease::Lease;
 use crate::paths::{self, BronzeKey};
 use crate::quality::{Action, QualityRules};
-use crate::{Error, Lake, Result, hourly_to_batch, state, write_parquet};
+use crate::{Error, Lake, Result, hourly_to_batch, minutes_to_batch, state, write_parquet};
 use aggregate::{Minute, confirmed_empty, dedup_latest, hourly};
 use build_state::{SilverState, manifest_since};
-pub use build_state::{list_partition_versions, partition_versions};
+pub use build_state::{
+    list_partition_versions, list_versions, minute_partition_versions, partition_versions,
+};
 use job::DateJob;
 
 /// Sort order of every partition: exchange, symbol, open_time.
@@ -131,6 +133,8 @@ pub struct SilverMetrics {
     pub dropped_records: usize,
     pub quarantined_objects: usize,
     pub hours_written: usize,
+    /// Rows written to `ohlcv_1m` (the minutes of the partitions written).
+    pub minutes_written: usize,
     pub partitions_written: usize,
     pub partitions_unchanged: usize,
     pub partitions_deleted: usize,
@@ -243,6 +247,7 @@ impl SilverBuild {
                 recent: BTreeSet::new(),
                 spilling: previous.spilling.clone(),
                 partitions: previous.partitions.clone(),
+                minute_partitions: previous.minute_partitions.clone(),
             },
             state_changed: false,
         };
@@ -252,11 +257,16 @@ impl SilverBuild {
             Some(since) => {
                 let mut plan =
                     plan::incremental(lake, plan, &previous, (since, watermark), started).await?;
-                if let Some(recorded) = &previous.partitions {
-                    // One listing of the table: a partition gone, or not the version this
-                    // build's predecessor wrote, is rebuilt from bronze.
-                    let listed = list_partition_versions(lake).await?;
-                    let dates: BTreeSet<NaiveDate> = recorded
+                // One listing of each table: a partition gone, or not the version this
+                // build's predecessor wrote, is rebuilt from bronze; so is a date with hours
+                // and no minutes (a lake from before the minute table).
+                let (hours, minutes) = futures::try_join!(
+                    list_partition_versions(lake),
+                    list_versions(lake, paths::minute_table())
+                )?;
+                let changed = |recorded: &BTreeMap<NaiveDate, String>,
+                               listed: &BTreeMap<NaiveDate, String>| {
+                    recorded
                         .iter()
                         .filter(|(d, v)| listed.get(*d) != Some(*v))
                         .map(|(d, _)| *d)
@@ -266,11 +276,18 @@ impl SilverBuild {
                                 .filter(|d| !recorded.contains_key(*d))
                                 .copied(),
                         )
-                        .collect();
-                    if !dates.is_empty() {
-                        tracing::warn!(dates = ?dates, "silver partitions missing or changed since the last build; rebuilding them from bronze");
-                        plan::repair(lake, &mut plan, dates).await?;
-                    }
+                        .collect::<BTreeSet<NaiveDate>>()
+                };
+                let mut dates = BTreeSet::new();
+                if let Some(recorded) = &previous.partitions {
+                    dates.extend(changed(recorded, &hours));
+                }
+                let recorded_minutes = previous.minute_partitions.clone().unwrap_or_default();
+                dates.extend(changed(&recorded_minutes, &minutes));
+                dates.extend(hours.keys().filter(|d| !minutes.contains_key(*d)).copied());
+                if !dates.is_empty() {
+                    tracing::warn!(dates = ?dates, "silver partitions missing or changed since the last build; rebuilding them from bronze");
+                    plan::repair(lake, &mut plan, dates).await?;
                 }
                 Ok(plan)
             }
@@ -309,12 +326,18 @@ impl SilverBuild {
             (Some(v), false) => v.clone(),
             (None, false) => list_partition_versions(lake).await?,
         };
+        let minute_versions = match (&plan.next_state.minute_partitions, plan.rebuild) {
+            (_, true) => BTreeMap::new(),
+            (Some(v), false) => v.clone(),
+            (None, false) => list_versions(lake, paths::minute_table()).await?,
+        };
         let mut run = Run {
             lake,
             build: self,
             rebuild: plan.rebuild,
             repair: std::mem::take(&mut plan.repair),
             versions,
+            minute_versions,
             metrics: SilverMetrics {
                 new_objects: plan.new_objects.len(),
                 ..Default::default()
@@ -351,6 +374,7 @@ impl SilverBuild {
         };
         let Run {
             mut versions,
+            mut minute_versions,
             mut metrics,
             ..
         } = run;
@@ -367,6 +391,14 @@ impl SilverBuild {
                     metrics.changed_dates.push(d);
                 }
             }
+            for meta in lake.list(&paths::minute_table()).await? {
+                if let Some(d) = paths::partition_file_date(&paths::minute_table(), &meta.location)
+                    && !touched.contains_key(&d)
+                {
+                    lake.delete(&meta.location).await?;
+                    minute_versions.remove(&d);
+                }
+            }
         }
         metrics.changed_dates.sort();
         if !plan.foreign_keys.is_empty() {
@@ -375,8 +407,10 @@ impl SilverBuild {
         if let Some(lease) = lease {
             lease.check().await?;
         }
-        let versions_changed = plan.next_state.partitions.as_ref() != Some(&versions);
+        let versions_changed = plan.next_state.partitions.as_ref() != Some(&versions)
+            || plan.next_state.minute_partitions.as_ref() != Some(&minute_versions);
         plan.next_state.partitions = Some(versions);
+        plan.next_state.minute_partitions = Some(minute_versions);
         // State moves only after the partitions it describes are durable.
         if plan.state_changed || plan.rebuild || versions_changed {
             state::write(lake, &paths::silver_state(), &plan.next_state).await?;
@@ -414,6 +448,7 @@ struct Run<'a> {
     rebuild: bool,
     repair: BTreeSet<NaiveDate>,
     versions: BTreeMap<NaiveDate, String>,
+    minute_versions: BTreeMap<NaiveDate, String>,
     metrics: SilverMetrics,
     quarantined: HashSet<String>,
 }
@@ -468,27 +503,40 @@ impl Run<'_> {
                 )
                 .await?;
             }
+            if done.minutes_unchanged {
+                match done.existing_minute_version {
+                    Some(v) => self.minute_versions.insert(done.date, v),
+                    None => self.minute_versions.remove(&done.date),
+                };
+            } else {
+                writes.push(futures::future::Either::Left(crate::in_task(
+                    format!("minute write for {}", done.date),
+                    write_minutes(lake.clone(), done.date, done.minutes),
+                )));
+            }
             if done.unchanged {
                 self.metrics.partitions_unchanged += 1;
                 match done.existing_version {
                     Some(v) => self.versions.insert(done.date, v),
                     None => self.versions.remove(&done.date),
                 };
-                continue;
+            } else {
+                writes.push(futures::future::Either::Right(crate::in_task(
+                    format!("silver write for {}", done.date),
+                    write_partition(lake.clone(), done.date, done.merged),
+                )));
             }
-            writes.push(crate::in_task(
-                format!("silver write for {}", done.date),
-                write_partition(lake.clone(), done.date, done.merged),
-            ));
             while writes.len() >= in_flight {
                 if let Some(w) = writes.next().await {
-                    self.metrics.record(&mut self.versions, w?);
+                    let versions = (&mut self.versions, &mut self.minute_versions);
+                    self.metrics.record(versions, w?);
                 }
             }
         }
         drop(prepared);
         while let Some(w) = writes.next().await {
-            self.metrics.record(&mut self.versions, w?);
+            let versions = (&mut self.versions, &mut self.minute_versions);
+            self.metrics.record(versions, w?);
         }
         Ok(())
     }
@@ -721,10 +769,26 @@ struct Written {
     date: NaiveDate,
     version: Option<String>,
     rows: usize,
+    /// Of `ohlcv_1m`, not `ohlcv_1h`.
+    minutes: bool,
 }
 
+/// The versions a build leaves: of `ohlcv_1h`, and of `ohlcv_1m`.
+type VersionsMut<'a> = (
+    &'a mut BTreeMap<NaiveDate, String>,
+    &'a mut BTreeMap<NaiveDate, String>,
+);
+
 impl SilverMetrics {
-    fn record(&mut self, versions: &mut BTreeMap<NaiveDate, String>, w: Written) {
+    fn record(&mut self, (versions, minute_versions): VersionsMut<'_>, w: Written) {
+        if w.minutes {
+            match w.version {
+                Some(v) => minute_versions.insert(w.date, v),
+                None => minute_versions.remove(&w.date),
+            };
+            self.minutes_written += w.rows;
+            return;
+        }
         match w.version {
             Some(v) => {
                 versions.insert(w.date, v);
@@ -750,6 +814,7 @@ async fn write_partition(lake: Lake, date: NaiveDate, rows: Vec<HourlyCandle>) -
             date,
             version: None,
             rows: 0,
+            minutes: false,
         });
     }
     let version = write_parquet(&lake, &key, &hourly_to_batch(&rows)?, &SORTED_BY).await?;
@@ -757,5 +822,24 @@ async fn write_partition(lake: Lake, date: NaiveDate, rows: Vec<HourlyCandle>) -
         date,
         version: Some(version),
         rows: rows.len(),
+        minutes: false,
+    })
+}
+
+/// Replaces a date's `ohlcv_1m` partition with `rows` (deletes it when there are none).
+async fn write_minutes(lake: Lake, date: NaiveDate, rows: Vec<MinuteCandle>) -> Result<Written> {
+    let key = paths::minute_partition_file(date);
+    let version = match rows.is_empty() {
+        true => {
+            lake.delete(&key).await?;
+            None
+        }
+        false => Some(write_parquet(&lake, &key, &minutes_to_batch(&rows)?, &SORTED_BY).await?),
+    };
+    Ok(Written {
+        date,
+        version,
+        rows: rows.len(),
+        minutes: true,
     })
 }

@@ -13,6 +13,8 @@ use tokio::sync::OnceCell;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Silver,
+    /// Silver `ohlcv_1m`.
+    Minutes,
     Gold,
     Gaps,
 }
@@ -23,12 +25,13 @@ impl Table {
         use cryptolake_lake::paths;
         match self {
             Table::Silver => paths::SILVER_OHLCV_1H,
+            Table::Minutes => paths::SILVER_OHLCV_1M,
             Table::Gold => paths::GOLD_OHLCV_1D,
             Table::Gaps => paths::OPS_GAPS,
         }
     }
 
-    pub const ALL: [Table; 3] = [Table::Silver, Table::Gold, Table::Gaps];
+    pub const ALL: [Table; 4] = [Table::Silver, Table::Minutes, Table::Gold, Table::Gaps];
 }
 
 pub type Key = (Table, NaiveDate, String);

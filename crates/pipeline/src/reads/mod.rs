@@ -21,6 +21,7 @@
 //! step; the read model looks at that one object's version at most once per
 //! [`CHECK_INTERVAL`].
 
+mod bars;
 mod cache;
 mod rows;
 
@@ -32,17 +33,18 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_lake::quality::CurrentState;
 use cryptolake_lake::{Lake, paths};
-use cryptolake_model::{DailyCandle, Exchange, HourlyCandle, SharedClock, Symbol};
+use cryptolake_model::{DailyCandle, Exchange, HourlyCandle, MinuteCandle, SharedClock, Symbol};
 use futures::StreamExt;
 use object_store::path::Path;
 use tracing::{debug, warn};
 
+pub use bars::{Interval, Source};
 pub use cache::{CacheStats, Table};
 pub use cryptolake_lake::gaps::{Gap, GapStatus};
 pub use cryptolake_lake::ops::RunRecord;
 pub use cryptolake_lake::quality::{RecordedResult, Rule, Status};
 pub use rows::{
-    CandleRow, Candles, Interval, Overview, OverviewRow, SymbolRow, gap_report_batch, gaps_batch,
+    CandleRow, Candles, Overview, OverviewRow, SymbolRow, gap_report_batch, gaps_batch,
     quality_batch, runs_batch, symbols_batch,
 };
 
@@ -90,6 +92,7 @@ impl Weigh for Part {
 /// A partition's rows, grouped by exchange and symbol.
 enum Decoded {
     Hours(Grouped<HourlyCandle>),
+    Minutes(Grouped<MinuteCandle>),
     Days(Grouped<DailyCandle>),
     Gaps(Grouped<Gap>),
 }
@@ -143,6 +146,7 @@ impl Weigh for Decoded {
         }
         match self {
             Decoded::Hours(g) => grouped(g),
+            Decoded::Minutes(g) => grouped(g),
             Decoded::Days(g) => grouped(g),
             Decoded::Gaps(g) => grouped(g),
         }
@@ -209,6 +213,8 @@ fn summarize(d: &Decoded) -> PartSummary {
                 out.push((pair.clone(), part));
             }
         }
+        // The minutes add nothing the hours do not say.
+        Decoded::Minutes(_) => {}
         Decoded::Days(g) => {
             for (pair, days) in g.pairs() {
                 let part = PairPart {
@@ -261,6 +267,7 @@ pub struct Snapshot {
     id: u64,
     marker: Option<String>,
     silver: Arc<BTreeMap<NaiveDate, String>>,
+    minutes: Arc<BTreeMap<NaiveDate, String>>,
     gold: Arc<BTreeMap<NaiveDate, String>>,
     /// The gap report's partitions, the run history and the quality results: read when an
     /// answer first needs them, so that candles never wait for them.
@@ -493,6 +500,13 @@ impl ReadModel {
             };
             recorded_or_listed(recorded, paths::silver_table()).await
         };
+        let minutes = async {
+            let recorded = match list {
+                false => cryptolake_lake::silver::minute_partition_versions(&self.lake).await?,
+                true => None,
+            };
+            recorded_or_listed(recorded, paths::minute_table()).await
+        };
         let gold = async {
             let recorded = match list {
                 false => cryptolake_lake::gold::partition_versions(&self.lake).await?,
@@ -500,8 +514,12 @@ impl ReadModel {
             };
             recorded_or_listed(recorded, paths::gold_table()).await
         };
-        let (silver, gold) = futures::try_join!(silver, gold)?;
-        for (table, current) in [(Table::Silver, &silver), (Table::Gold, &gold)] {
+        let (silver, minutes, gold) = futures::try_join!(silver, minutes, gold)?;
+        for (table, current) in [
+            (Table::Silver, &silver),
+            (Table::Minutes, &minutes),
+            (Table::Gold, &gold),
+        ] {
             self.forget_other_versions(table, current);
         }
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
@@ -517,6 +535,7 @@ impl ReadModel {
             id,
             marker,
             silver: Arc::new(silver),
+            minutes: Arc::new(minutes),
             gold: Arc::new(gold),
             extra: tokio::sync::OnceCell::new(),
             pairs: tokio::sync::OnceCell::new(),
@@ -572,6 +591,7 @@ impl ReadModel {
     ) -> Result<Arc<BTreeMap<NaiveDate, String>>> {
         Ok(match table {
             Table::Silver => s.silver.clone(),
+            Table::Minutes => s.minutes.clone(),
             Table::Gold => s.gold.clone(),
             Table::Gaps => self.extra(s).await?.gaps.clone(),
         })
@@ -708,6 +728,7 @@ impl ReadModel {
             .get_or_load(key, || async move {
                 let file = match table {
                     Table::Silver => paths::silver_partition_file(date),
+                    Table::Minutes => paths::minute_partition_file(date),
                     Table::Gold => paths::gold_partition_file(date),
                     Table::Gaps => paths::gaps_partition_file(date),
                 };
@@ -760,8 +781,11 @@ impl ReadModel {
         Ok(Attempt::Done(out))
     }
 
-    /// Candles of one exchange and symbol in `[from, to)`, oldest first, at most `limit`:
-    /// hourly from silver, daily from gold.
+    /// Candles of one exchange and symbol at `interval` whose buckets start in `[from, to)`,
+    /// oldest first, at most `limit`. Buckets under an hour are built from `ohlcv_1m` (with
+    /// `ohlcv_1h` for the minutes confirmed empty), the others from `ohlcv_1h`; each bar says
+    /// how many of its minutes are present and whether all are accounted for. A bucket with
+    /// no candle at all is left out, never filled.
     pub async fn candles(
         &self,
         exchange: Exchange,
@@ -771,36 +795,75 @@ impl ReadModel {
         to: DateTime<Utc>,
         limit: usize,
     ) -> Result<Candles> {
+        // Whole buckets only: the first that starts at or after `from`, to the end of the
+        // last that starts before `to`.
+        let first = match interval.start_of(from) {
+            s if s < from => interval.next(s),
+            s => s,
+        };
+        let end = interval.next(interval.start_of(to - Duration::microseconds(1)));
         on_snapshot!(self, s => async {
-            // An hour's candle is in its own date's partition; a day's is the partition of its
-            // date, and the days asked for are the dates from `from`'s to before `to`'s.
-            let (table, first, last) = match interval {
-                Interval::Hour => (
-                    Table::Silver,
-                    from.date_naive(),
-                    (to - Duration::microseconds(1)).date_naive(),
-                ),
-                Interval::Day => (Table::Gold, from.date_naive(), to.date_naive().pred_opt().unwrap_or(NaiveDate::MIN)),
-            };
-            let versions = self.versions(s, table).await?;
-            let dates: Vec<NaiveDate> = match first <= last {
-                true => versions.range(first..=last).map(|(d, _)| *d).collect(),
-                false => Vec::new(),
-            };
             let mut rows = Vec::new();
+            if first >= to || limit == 0 {
+                return Ok(Attempt::Done(Candles { interval, rows }));
+            }
+            let last_date = (end - Duration::microseconds(1)).date_naive();
+            let dates: Vec<NaiveDate> = s
+                .silver
+                .range(first.date_naive()..=last_date)
+                .map(|(d, _)| *d)
+                .collect();
+            let source = interval.source();
+            let (mut hours, mut minutes): (Vec<Loaded>, Vec<Loaded>) = (Vec::new(), Vec::new());
             // A chunk of dates at a time, so a small limit reads no more than it needs.
             for chunk in dates.chunks(READS_AT_ONCE) {
-                let parts = match self.partitions(s, table, chunk.to_vec()).await? {
+                let read = match self.partitions(s, Table::Silver, chunk.to_vec()).await? {
                     Attempt::Done(p) => p,
                     Attempt::Stale => return Ok(Attempt::Stale),
                 };
-                for (_, part) in parts {
-                    rows.extend(rows::candle_rows(&part, exchange, symbol, from, to));
+                hours.extend(read);
+                if source == Source::Minutes {
+                    let read = match self.partitions(s, Table::Minutes, chunk.to_vec()).await? {
+                        Attempt::Done(p) => p,
+                        Attempt::Stale => return Ok(Attempt::Stale),
+                    };
+                    minutes.extend(read);
                 }
-                if rows.len() >= limit {
+                // Enough buckets begun that the first `limit` are whole.
+                let begun = match hours.last().map(|(d, _)| *d) {
+                    Some(d) => bucket_count(interval, first, day_end(d)),
+                    None => 0,
+                };
+                if begun > limit {
                     break;
                 }
             }
+            let in_range = |t: DateTime<Utc>| first <= t && t < end;
+            let hour_rows: Vec<&HourlyCandle> = hours
+                .iter()
+                .filter_map(|(_, p)| match &p.rows {
+                    Decoded::Hours(g) => Some(g.of(exchange, symbol)),
+                    _ => None,
+                })
+                .flatten()
+                .filter(|h| in_range(h.open_time))
+                .collect();
+            rows = match source {
+                Source::Hours => bars::from_hours(interval, &hour_rows),
+                Source::Minutes => {
+                    let minute_rows: Vec<&MinuteCandle> = minutes
+                        .iter()
+                        .filter_map(|(_, p)| match &p.rows {
+                            Decoded::Minutes(g) => Some(g.of(exchange, symbol)),
+                            _ => None,
+                        })
+                        .flatten()
+                        .filter(|m| in_range(m.candle.open_time))
+                        .collect();
+                    bars::from_minutes(interval, &minute_rows, &hour_rows)
+                }
+            };
+            rows.retain(|r| r.time < to);
             rows.truncate(limit);
             Ok(Attempt::Done(Candles { interval, rows }))
         })
@@ -1100,6 +1163,25 @@ impl ReadModel {
     }
 }
 
+/// The end of `date`.
+fn day_end(date: NaiveDate) -> DateTime<Utc> {
+    cryptolake_model::day_start(date) + Duration::days(1)
+}
+
+/// How many buckets of `interval` start in `[first, until)`.
+fn bucket_count(interval: Interval, first: DateTime<Utc>, until: DateTime<Utc>) -> usize {
+    if let Some(m) = Some(interval.nominal().num_minutes()).filter(|_| interval != Interval::Mo1) {
+        return usize::try_from(((until - first).num_minutes() + m - 1) / m).unwrap_or(0);
+    }
+    let mut n = 0;
+    let mut t = first;
+    while t < until {
+        n += 1;
+        t = interval.next(t);
+    }
+    n
+}
+
 fn freshness_of(
     exchange: Exchange,
     symbol: &Symbol,
@@ -1148,6 +1230,17 @@ fn decode(
                 rows,
                 |h| (h.exchange, &h.symbol),
                 |h| h.open_time,
+            ))
+        }
+        Table::Minutes => {
+            let mut rows = Vec::new();
+            for b in &batches {
+                rows.extend(cryptolake_lake::minutes_from_batch(b, file.as_ref())?);
+            }
+            Decoded::Minutes(Grouped::new(
+                rows,
+                |m| (m.candle.exchange, &m.candle.symbol),
+                |m| m.candle.open_time,
             ))
         }
         Table::Gold => {

@@ -10,36 +10,8 @@ use cryptolake_lake::quality::RecordedResult;
 use cryptolake_model::{Exchange, Outcome, Symbol};
 use serde::Serialize;
 
-use super::Decoded;
+use super::Interval;
 use crate::Result;
-
-/// The width of a candle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Interval {
-    /// From silver `ohlcv_1h`.
-    #[serde(rename = "1h")]
-    Hour,
-    /// From gold `ohlcv_1d`.
-    #[serde(rename = "1d")]
-    Day,
-}
-
-impl Interval {
-    pub fn parse(s: &str) -> Option<Interval> {
-        match s {
-            "1h" => Some(Interval::Hour),
-            "1d" => Some(Interval::Day),
-            _ => None,
-        }
-    }
-
-    pub fn duration(self) -> chrono::Duration {
-        match self {
-            Interval::Hour => chrono::Duration::hours(1),
-            Interval::Day => chrono::Duration::days(1),
-        }
-    }
-}
 
 /// One candle as charts use it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,9 +22,11 @@ pub struct CandleRow {
     pub low: f64,
     pub close: f64,
     pub volume: f64,
-    /// Minutes of an hour, or hours of a day, that made the candle.
-    pub present: i32,
-    /// Every minute present or confirmed empty; for a day, every hour complete.
+    /// Minutes with a candle in the bar.
+    pub minutes_present: i32,
+    /// The bar's length in minutes.
+    pub minutes: i64,
+    /// Every minute of the bar present or confirmed empty.
     pub complete: bool,
 }
 
@@ -64,10 +38,6 @@ pub struct Candles {
 
 impl Candles {
     pub fn to_batch(&self) -> Result<RecordBatch> {
-        let present = match self.interval {
-            Interval::Hour => "minutes_present",
-            Interval::Day => "hours_present",
-        };
         Ok(Builder::new(&self.rows)
             .time(|r| r.time)
             .float64(|r| r.open)
@@ -75,54 +45,20 @@ impl Candles {
             .float64(|r| r.low)
             .float64(|r| r.close)
             .float64(|r| r.volume)
-            .int32(|r| r.present)
+            .int32(|r| r.minutes_present)
+            .int64(|r| r.minutes)
             .boolean(|r| r.complete)
             .finish_named(&[
-                "time", "open", "high", "low", "close", "volume", present, "complete",
+                "time",
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "minutes_present",
+                "minutes",
+                "complete",
             ])?)
-    }
-}
-
-/// The candles of one partition for a pair in `[from, to)`.
-pub(super) fn candle_rows(
-    part: &Decoded,
-    exchange: Exchange,
-    symbol: &Symbol,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Vec<CandleRow> {
-    match part {
-        Decoded::Hours(g) => g
-            .of(exchange, symbol)
-            .iter()
-            .filter(|h| from <= h.open_time && h.open_time < to)
-            .map(|h| CandleRow {
-                time: h.open_time,
-                open: h.open,
-                high: h.high,
-                low: h.low,
-                close: h.close,
-                volume: h.volume,
-                present: h.minutes_present,
-                complete: h.is_complete(),
-            })
-            .collect(),
-        Decoded::Days(g) => g
-            .of(exchange, symbol)
-            .iter()
-            .filter(|d| from.date_naive() <= d.date && d.date < to.date_naive())
-            .map(|d| CandleRow {
-                time: d.date.and_time(chrono::NaiveTime::MIN).and_utc(),
-                open: d.open,
-                high: d.high,
-                low: d.low,
-                close: d.close,
-                volume: d.volume,
-                present: d.hours_present,
-                complete: d.is_complete,
-            })
-            .collect(),
-        Decoded::Gaps(_) => Vec::new(),
     }
 }
 

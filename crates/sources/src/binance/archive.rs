@@ -120,10 +120,15 @@ pub fn parse_csv(exchange: Exchange, body: &[u8], symbol: &Symbol) -> Result<Vec
                     decimal("volume", fields[5])?,
                 ],
                 decimal("quote_volume", fields[7])?,
+                [
+                    decimal("taker_buy_volume", fields[9])?,
+                    decimal("taker_buy_quote_volume", fields[10])?,
+                ],
             ))
         })();
-        let candle = values.and_then(|(ohlcv, qv)| {
+        let candle = values.and_then(|(ohlcv, qv, [tb, tq])| {
             checked_candle(exchange, symbol, open_time, ohlcv, Some(qv), Some(count))
+                .and_then(|c| crate::with_taker_buy(c, tb, tq))
         });
         match candle {
             Ok(_) if close_time <= open_time => out.push(reject(

@@ -18,8 +18,8 @@ pub struct RawKline<S>(
     pub i64,
     pub S,
     pub i64,
-    pub serde::de::IgnoredAny,
-    pub serde::de::IgnoredAny,
+    pub S,
+    pub S,
     pub serde::de::IgnoredAny,
 );
 

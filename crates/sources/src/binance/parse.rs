@@ -39,6 +39,7 @@ pub fn parse_klines_of(
                     k.close_ms,
                     k.quote_volume,
                     k.trades,
+                    k.taker_buy,
                 )
                 .map(|(candle, close_time)| Record::Candle { candle, close_time })
             })
@@ -100,10 +101,24 @@ fn kline_candle<S: AsRef<str>>(
         decimal("volume", k.5.as_ref())?,
     ];
     let quote_volume = decimal("quote_volume", k.7.as_ref())?;
-    kline_values(exchange, symbol, k.0, prices, k.6, quote_volume, k.8)
+    let taker_buy = [
+        decimal("taker_buy_volume", k.9.as_ref())?,
+        decimal("taker_buy_quote_volume", k.10.as_ref())?,
+    ];
+    kline_values(
+        exchange,
+        symbol,
+        k.0,
+        prices,
+        k.6,
+        quote_volume,
+        k.8,
+        taker_buy,
+    )
 }
 
 /// A kline's values, already numbers, to a validated candle and its close time.
+#[allow(clippy::too_many_arguments)]
 fn kline_values(
     exchange: Exchange,
     symbol: &Symbol,
@@ -112,6 +127,7 @@ fn kline_values(
     close_ms: i64,
     quote_volume: f64,
     trades: i64,
+    [taker_base, taker_quote]: [f64; 2],
 ) -> Result<(Candle, DateTime<Utc>), RowError> {
     let open_time = millis(open_ms, "open_time").map_err(|e| (None, e))?;
     let close_time = millis(close_ms, "close_time").map_err(|e| (None, e))?;
@@ -123,6 +139,7 @@ fn kline_values(
         Some(quote_volume),
         Some(trades),
     )?;
+    let candle = crate::with_taker_buy(candle, taker_base, taker_quote)?;
     if close_time <= open_time {
         return Err((
             Some(CandleRule::Alignment),

@@ -7,7 +7,7 @@
 //! values `serde_json` plus `str::parse::<f64>` give (decimals are converted exactly when
 //! that is possible without rounding twice, and by `str::parse` otherwise).
 
-/// One kline's numeric fields, in Binance's order (the last three fields are not used).
+/// One kline's numeric fields, in Binance's order (the last field is not used).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct ScannedKline {
     pub open_ms: i64,
@@ -16,6 +16,8 @@ pub(crate) struct ScannedKline {
     pub close_ms: i64,
     pub quote_volume: f64,
     pub trades: i64,
+    /// Taker buy base and quote volumes.
+    pub taker_buy: [f64; 2],
 }
 
 /// Powers of ten that are exact in an f64.
@@ -153,10 +155,13 @@ impl<'a> Cursor<'a> {
         let quote_volume = self.decimal()?;
         self.expect(b',')?;
         let trades = self.int()?;
-        for _ in 0..3 {
+        let mut taker_buy = [0.0; 2];
+        for t in &mut taker_buy {
             self.expect(b',')?;
-            self.ignored()?;
+            *t = self.decimal()?;
         }
+        self.expect(b',')?;
+        self.ignored()?;
         self.expect(b']')?;
         Some(ScannedKline {
             open_ms,
@@ -164,6 +169,7 @@ impl<'a> Cursor<'a> {
             close_ms,
             quote_volume,
             trades,
+            taker_buy,
         })
     }
 }

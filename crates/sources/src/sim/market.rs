@@ -15,6 +15,9 @@ pub struct SimCandle {
     pub volume: f64,
     pub quote_volume: f64,
     pub trades: i64,
+    /// Volumes of the trades whose taker bought (Binance serves them).
+    pub taker_buy_volume: f64,
+    pub taker_buy_quote_volume: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +148,8 @@ impl SimMarket {
                 volume: 0.0,
                 quote_volume: 0.0,
                 trades: 0,
+                taker_buy_volume: 0.0,
+                taker_buy_quote_volume: 0.0,
             });
         }
         let close = round8(self.price(key, base, minute + 1));
@@ -154,6 +159,7 @@ impl SimMarket {
         let volume = round8((0.5 + 4.0 * unit(splitmix(h ^ 3))) * 60_000.0 / base.max(1.0));
         let quote_volume = round8(volume * (open + close) / 2.0);
         let trades = 1 + (splitmix(h ^ 4) % 400) as i64;
+        let taker_share = unit(splitmix(h ^ 5));
         Some(SimCandle {
             open_time,
             open,
@@ -163,6 +169,8 @@ impl SimMarket {
             volume,
             quote_volume,
             trades,
+            taker_buy_volume: round8(volume * taker_share),
+            taker_buy_quote_volume: round8(quote_volume * taker_share),
         })
     }
 }
@@ -201,6 +209,8 @@ impl SimMarket {
                     c.volume = round8(c.volume * share);
                     c.quote_volume = round8(c.quote_volume * share);
                     c.trades = (c.trades as f64 * share).round() as i64;
+                    c.taker_buy_volume = round8(c.taker_buy_volume * share).min(c.volume);
+                    c.taker_buy_quote_volume = round8(c.taker_buy_quote_volume * share);
                 }
                 out.push(Served {
                     open_ms: t,
@@ -259,8 +269,8 @@ impl SimMarket {
                     s.open_ms + 59_999,
                     format!("{:.8}", c.quote_volume),
                     c.trades,
-                    format!("{:.8}", c.volume / 2.0),
-                    format!("{:.8}", c.quote_volume / 2.0),
+                    format!("{:.8}", c.taker_buy_volume),
+                    format!("{:.8}", c.taker_buy_quote_volume),
                     "0"
                 ])
             })
