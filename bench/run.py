@@ -18,7 +18,10 @@ that many small bronze objects. --cores times the first build pinned to one core
 against the same hour on an empty lake, as a day of hourly runs: the hours between runs pass on
 a simulated clock (the binary's injected clock, `--clock-at`), so the builds see what a real
 hourly schedule leaves them. --engines '' skips the full-build table. --queries times dashboard queries through
-`cryptolake sql` and through DuckDB over the same files (both as fresh processes).
+`cryptolake sql` and through DuckDB over the same files (both as fresh processes). --api serves the
+lake read-only (`cryptolake serve --no-schedule`) and loads its candles API with wrk (50
+connections, 2 threads, 20 s): a week of 5-minute candles of one symbol, latency percentiles and
+requests per second.
 
 The peers run from bench/.venv (created on first use, pinned). A peer that exceeds
 --cap-seconds or runs out of memory is reported as such. Results go to WORK/results.json;
@@ -224,13 +227,15 @@ def incremental(binary, work, lake, symbols, days, runs, cap, env):
 
 
 def dashboard_queries(days):
-    """The two dashboard queries, over the last 90 days of a lake of `days` days from 2024-01-01."""
+    """The dashboard queries, over the last 90 days (and the last day) of a lake of `days` days from 2024-01-01."""
     import datetime
     last = datetime.date(2024, 1, 1) + datetime.timedelta(days=days - 1)
     first = last - datetime.timedelta(days=89)
     return {
         "one symbol, 90 days of hourly candles": "SELECT open_time, open, high, low, close, volume FROM crypto_analytics.ohlcv_1h "
         f"WHERE symbol = 'S0001-USDT' AND date BETWEEN DATE '{first}' AND DATE '{last}' ORDER BY open_time",
+        "one symbol, one day of minutes": "SELECT open_time, open, high, low, close, volume FROM crypto_analytics.ohlcv_1m "
+        f"WHERE symbol = 'S0001-USDT' AND date = DATE '{last}' ORDER BY open_time",
         "top volume by day, all symbols": "SELECT date, symbol, quote_volume FROM (SELECT date, symbol, quote_volume, "
         "row_number() OVER (PARTITION BY date ORDER BY quote_volume DESC) AS r FROM crypto_gold.ohlcv_1d) WHERE r = 1 ORDER BY date",
     }
@@ -266,6 +271,154 @@ def queries(binary, python, lake, days, runs, cap, env):
     return out
 
 
+def wrk_binary():
+    """wrk's path; installed with apt-get when missing and running as root."""
+    found = shutil.which("wrk")
+    if not found and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("== installing wrk (apt-get)", flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True, env=env)
+        found = shutil.which("wrk")
+    return found
+
+
+def wrk_seconds(value):
+    """wrk's printed duration (`812.00us`, `1.20ms`, `2.00s`, `1.00m`) in seconds."""
+    import re
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", value)
+    if not m:
+        raise ValueError(f"wrk duration {value!r}")
+    return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
+
+
+def parse_wrk(text):
+    """Latency percentiles (seconds), requests/s, requests, and the errors wrk reports, from `wrk --latency`."""
+    import re
+    out = {"latency_seconds": {}}
+    in_distribution = False
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("Latency Distribution"):
+            in_distribution = True
+            continue
+        m = re.fullmatch(r"(\d+)%\s+(\S+)", line)
+        if in_distribution and m:
+            out["latency_seconds"][m.group(1)] = wrk_seconds(m.group(2))
+            continue
+        in_distribution = False
+        if m := re.match(r"(\d+) requests in ([\d.]+\w+), ([\d.]+\w+) read", line):
+            out["requests"] = int(m.group(1))
+            out["duration_seconds"] = wrk_seconds(m.group(2))
+            out["read"] = m.group(3)
+        elif m := re.match(r"Requests/sec:\s+([\d.]+)", line):
+            out["requests_per_second"] = float(m.group(1))
+        elif m := re.match(r"Transfer/sec:\s+(\S+)", line):
+            out["transfer_per_second"] = m.group(1)
+        elif m := re.match(r"Socket errors: (.*)", line):
+            out["socket_errors"] = m.group(1)
+        elif m := re.match(r"Non-2xx or 3xx responses: (\d+)", line):
+            out["non_2xx_responses"] = int(m.group(1))
+    if "requests_per_second" not in out or not all(k in out["latency_seconds"] for k in ("50", "90", "99")):
+        raise ValueError("wrk's output has no latency distribution or requests/s:\n" + text)
+    return out
+
+
+def api(binary, work, lake, days, env, connections=50, threads=2, duration=20):
+    """The candles API under load: `cryptolake serve` on the lake, read-only (no scheduled runs
+    write to it meanwhile), then wrk against a week of 5-minute candles of one symbol (the
+    last 7 days of the lake: 2016 bars). The answer is checked once first (also the warm-up
+    request); the server is stopped with SIGTERM afterwards."""
+    import datetime
+    import socket
+    import urllib.error
+    import urllib.request
+
+    last = datetime.date(2024, 1, 1) + datetime.timedelta(days=days - 1)
+    start, end = last - datetime.timedelta(days=6), last + datetime.timedelta(days=1)
+    bars = (end - start).days * 24 * 12
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    path = (f"/api/v1/candles?exchange=binance&symbol=S0001-USDT&interval=5m"
+            f"&from={start}T00:00:00Z&to={end}T00:00:00Z&limit=20000")
+    result = {"url": path, "connections": connections, "threads": threads, "duration_seconds": duration}
+    print(f"\napi: GET {path} (wrk -t{threads} -c{connections} -d{duration}s)", flush=True)
+
+    def failed(why):
+        print(f"api: {why}", flush=True)
+        result["error"] = why
+        return result
+
+    wrk = wrk_binary()
+    if not wrk:
+        return failed("wrk is not installed (apt-get install wrk)")
+    log_path = work / "serve-log.txt"
+    log = open(log_path, "wb")
+    server = subprocess.Popen([binary, "--lake", str(lake), "serve", "--no-schedule", "--http", f"127.0.0.1:{port}"],
+                              stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                return failed(f"the server exited ({server.returncode}): {log_path.read_text(errors='replace').strip()[-2000:]}")
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                return failed("/readyz did not answer 200 within 120 s")
+            time.sleep(0.1)
+        t = time.monotonic()
+        try:
+            with urllib.request.urlopen(base + path, timeout=120) as r:
+                body = r.read()
+        except urllib.error.HTTPError as e:
+            return failed(f"HTTP {e.code}: {e.read().decode(errors='replace')[:500]}")
+        result["first_request_seconds"] = time.monotonic() - t
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return failed(f"the answer is not JSON: {body[:300]!r}")
+        if not isinstance(answer, list) or len(answer) != bars or not all(isinstance(x, dict) for x in answer):
+            what = f"a JSON array of {len(answer)} items" if isinstance(answer, list) else f"{str(answer)[:300]}"
+            return failed(f"expected a JSON array of {bars} candles, got {what}")
+        result["bars"] = len(answer)
+        result["response_bytes"] = len(body)
+        w = subprocess.run([wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", base + path],
+                           capture_output=True, text=True)
+        if w.returncode != 0:
+            return failed(f"wrk failed ({w.returncode}): {w.stderr.strip() or w.stdout.strip()}")
+        try:
+            result.update(parse_wrk(w.stdout))
+        except ValueError as e:
+            return failed(str(e))
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                print("api: the server did not stop within 30 s of SIGTERM; killed", flush=True)
+                server.kill()
+                server.wait()
+        log.close()
+    lat = result["latency_seconds"]
+    ms = lambda q: f"{lat[q] * 1e3:.2f} ms"
+    errors = []
+    if result.get("non_2xx_responses"):
+        errors.append(f"{result['non_2xx_responses']} non-2xx responses")
+    if result.get("socket_errors"):
+        errors.append(f"socket errors: {result['socket_errors']}")
+    print(f"api: {result['requests_per_second']:,.0f} requests/s ({result['requests']:,} in {result['duration_seconds']:.1f} s, "
+          f"{result['response_bytes'] / 1e3:,.0f} kB each); latency p50 {ms('50')}, p90 {ms('90')}, p99 {ms('99')}; "
+          f"first request {result['first_request_seconds'] * 1e3:.0f} ms" + (f"; {', '.join(errors)}" if errors else ""), flush=True)
+    return result
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", choices=SCALES, default=None)
@@ -282,6 +435,8 @@ def main():
     ap.add_argument("--incremental-days", type=int, default=7,
                     help="simulated days of hourly runs for --incremental (one sample of each measurement per day)")
     ap.add_argument("--queries", action="store_true")
+    ap.add_argument("--api", action="store_true",
+                    help="load the candles API of `cryptolake serve` (read-only) with wrk: latency percentiles and requests/s")
     ap.add_argument("--python", help="a python with duckdb, polars, pandas and pyarrow (default: bench/.venv)")
     ap.add_argument("--stores", help="the first silver + gold build on each of these stores, side by side: "
                     "local, seaweedfs (S3 on loopback), throttled (local disk + simulated S3 latency)")
@@ -376,6 +531,8 @@ def main():
         extra["incremental"] = incremental(binary, work, lake, symbols, days, args.incremental_days, args.cap_seconds, env)
     if args.queries:
         extra["queries"] = queries(binary, python, lake, days, args.runs, args.cap_seconds, env)
+    if args.api:
+        extra["api"] = api(binary, work, lake, days, env)
     (work / "results.json").write_text(json.dumps({"generated": generated, "results": results, **extra}, indent=1))
     if any(r.get("agrees") is False for r in results.values()):
         sys.exit(1)

@@ -1,8 +1,9 @@
 """The silver + gold job written the way the original AWS design does its batch steps, with
 pandas and pyarrow: one batch per bronze date partition (as a scheduled job processes a
 partition per invocation, so memory stays that of one day): read each bronze object, parse
-its JSON, build a DataFrame, deduplicate, resample to hours and the day, append the day's
-partition to partitioned Parquet (zstd).
+its JSON, build a DataFrame, deduplicate, keep the minutes of the hours silver emits (the
+day's ohlcv_1m), resample them to hours and the day, append the day's partitions to
+partitioned Parquet (zstd).
 
 usage: pandas_job.py BRONZE_DIR OUT_DIR
 """
@@ -30,8 +31,9 @@ def one_day(paths):
         if not rows:
             continue
         df = pd.DataFrame(
-            [r[:9] for r in rows],
-            columns=["open_ms", "open", "high", "low", "close", "volume", "close_ms", "quote_volume", "trade_count"],
+            [r[:11] for r in rows],
+            columns=["open_ms", "open", "high", "low", "close", "volume", "close_ms", "quote_volume", "trade_count",
+                     "taker_buy_volume", "taker_buy_quote_volume"],
         )
         df["exchange"] = env["source"]
         df["symbol"] = env["symbol"]
@@ -43,16 +45,27 @@ def one_day(paths):
     if not frames:
         return
     m = pd.concat(frames, ignore_index=True)
-    for c in ("open", "high", "low", "close", "volume", "quote_volume"):
+    for c in ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume"):
         m[c] = m[c].astype("float64")
     m["open_time"] = pd.to_datetime(m["open_ms"], unit="ms", utc=True)
     m["close_time"] = pd.to_datetime(m["close_ms"], unit="ms", utc=True)
     m = m[(m.open_time >= m.window_start) & (m.open_time < m.window_end) & (m.close_time <= m.fetched_at)]
     m["d"] = m.open_time.dt.date
-    asked = m.groupby(["exchange", "symbol", "d"])["window_end"].max().rename("until").reset_index()
+    m["until"] = m.groupby(["exchange", "symbol", "d"])["window_end"].transform("max")
     m = m.sort_values(["fetched_at", "filename"]).drop_duplicates(["exchange", "symbol", "open_time"], keep="last")
-    m = m.sort_values(["exchange", "symbol", "open_time"])
     m["hour"] = m.open_time.dt.floor("h")
+    # The minutes of the hours silver emits (a window covering the whole hour ended after it closed).
+    m = m[m.hour + pd.Timedelta(hours=1) <= m.until]
+    m = m.sort_values(["exchange", "symbol", "open_time"])
+    # Per distinct value, not per row: the day's minutes are many, its symbols and dates few.
+    parts = {s: s.split("-") for s in m.symbol.unique()}
+    m["base"] = m.symbol.map({s: p[0] for s, p in parts.items()})
+    m["quote"] = m.symbol.map({s: p[1] for s, p in parts.items()})
+    m["date"] = m.d.map({d: d.isoformat() for d in m.d.unique()})
+    minute_cols = ["exchange", "symbol", "base", "quote", "open_time", "open", "high", "low", "close", "volume",
+                   "quote_volume", "trade_count", "taker_buy_volume", "taker_buy_quote_volume", "fetched_at", "date"]
+    m[minute_cols].to_parquet(f"{out}/silver/ohlcv_1m", partition_cols=["date"], compression="zstd", index=False)
+
     m["bit"] = np.left_shift(np.int64(1), m.open_time.dt.minute.to_numpy().astype(np.int64))
     g = m.groupby(["exchange", "symbol", "hour", "d"], sort=False)
     silver = g.agg(
@@ -60,8 +73,6 @@ def one_day(paths):
         volume=("volume", "sum"), quote_volume=("quote_volume", "sum"), trade_count=("trade_count", "sum"),
         minutes_present=("open", "size"), minute_mask=("bit", "sum"), ingested_at=("fetched_at", "max"),
     ).reset_index()
-    silver = silver.merge(asked, on=["exchange", "symbol", "d"])
-    silver = silver[silver.hour + pd.Timedelta(hours=1) <= silver.until]
     silver["base"] = silver.symbol.str.split("-").str[0]
     silver["quote"] = silver.symbol.str.split("-").str[1]
     silver["minutes_present"] = silver.minutes_present.astype("int32")

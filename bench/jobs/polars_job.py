@@ -1,8 +1,9 @@
 """The silver + gold job done as well as Polars can, one bronze date partition at a time (so
 memory is that of one day, not of the input): the day's klines pages become one CSV text (a
 page id in front of each row) that Polars parses in one call; the envelopes become a small
-page table; then filter, keep the latest fetch of each minute, aggregate to hours and the day,
-write the day's partitions (zstd).
+page table; then filter, keep the latest fetch of each minute of the hours silver emits (those
+minutes are the day's ohlcv_1m), aggregate them to hours and the day, write the day's
+partitions (zstd).
 
 usage: polars_job.py BRONZE_DIR OUT_DIR
 """
@@ -39,7 +40,8 @@ def one_day(paths):
     ).with_columns(
         [pl.col(c).str.to_datetime(time_zone="UTC", time_unit="us") for c in ("fetched_at", "window_start", "window_end")]
     )
-    cols = ["page", "open_ms", "open", "high", "low", "close", "volume", "close_ms", "quote_volume", "trade_count", "tb", "tq", "ig"]
+    cols = ["page", "open_ms", "open", "high", "low", "close", "volume", "close_ms", "quote_volume", "trade_count",
+            "taker_buy_volume", "taker_buy_quote_volume", "ig"]
     rows = pl.read_csv(
         b"".join(chunks),
         has_header=False,
@@ -48,8 +50,9 @@ def one_day(paths):
             "page": pl.Int64, "open_ms": pl.Int64, "close_ms": pl.Int64, "trade_count": pl.Int64,
             "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
             "volume": pl.Float64, "quote_volume": pl.Float64,
+            "taker_buy_volume": pl.Float64, "taker_buy_quote_volume": pl.Float64,
         },
-        columns=list(range(10)),
+        columns=list(range(12)),
     )
     minutes = (
         rows.lazy()
@@ -65,13 +68,27 @@ def one_day(paths):
         )
     )
     asked = minutes.group_by("exchange", "symbol", pl.col("open_time").dt.date().alias("d")).agg(pl.col("window_end").max().alias("until"))
-    latest = (
-        minutes.sort("fetched_at", "filename")
-        .unique(subset=["exchange", "symbol", "open_time"], keep="last")
-        .sort("exchange", "symbol", "open_time")
+    # The latest fetch of each minute (one sort: the last copy of a minute is its latest fetch,
+    # and the kept rows are in silver's order), of the hours silver emits: the day's ohlcv_1m,
+    # from which ohlcv_1h is aggregated.
+    kept = (
+        minutes.sort("exchange", "symbol", "open_time", "fetched_at", "filename")
+        .unique(subset=["exchange", "symbol", "open_time"], keep="last", maintain_order=True)
+        .with_columns(pl.col("open_time").dt.truncate("1h").alias("hour"), pl.col("open_time").dt.date().alias("d"))
+        .join(asked, on=["exchange", "symbol", "d"], maintain_order="left")
+        .filter(pl.col("hour") + pl.duration(hours=1) <= pl.col("until"))
+        .collect()
     )
+    kept.select(
+        "exchange", "symbol",
+        pl.col("symbol").str.split("-").list.get(0).alias("base"),
+        pl.col("symbol").str.split("-").list.get(1).alias("quote"),
+        "open_time", "open", "high", "low", "close", "volume", "quote_volume", "trade_count",
+        "taker_buy_volume", "taker_buy_quote_volume", "fetched_at",
+        pl.col("d").alias("date"),
+    ).write_parquet(f"{out}/silver/ohlcv_1m", compression="zstd", partition_by="date")
     silver = (
-        latest.with_columns(pl.col("open_time").dt.truncate("1h").alias("hour"), pl.col("open_time").dt.date().alias("d"))
+        kept.lazy()
         .group_by("exchange", "symbol", "hour", "d", maintain_order=True)
         .agg(
             pl.col("open").first(), pl.col("high").max(), pl.col("low").min(), pl.col("close").last(),
@@ -80,8 +97,6 @@ def one_day(paths):
             pl.lit(2, dtype=pl.Int64).pow(pl.col("open_time").dt.minute().cast(pl.Int64)).sum().alias("minute_mask"),
             pl.col("fetched_at").max().alias("ingested_at"),
         )
-        .join(asked, on=["exchange", "symbol", "d"])
-        .filter(pl.col("hour") + pl.duration(hours=1) <= pl.col("until"))
         .select(
             "exchange", "symbol",
             pl.col("symbol").str.split("-").list.get(0).alias("base"),

@@ -66,6 +66,7 @@ async fn open(cli: &Cli, settings: Settings) -> Result<Pipeline> {
             | Command::Runs { .. }
             | Command::Gaps(_)
             | Command::Check { .. }
+            | Command::Export(_)
             | Command::Serve {
                 no_schedule: true,
                 ..
@@ -182,6 +183,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             backfill::report_gaps(&pipeline().await?, cmd.exchange, symbols, range, cmd.format)
                 .await
         }
+        Command::Export(cmd) => export(&pipeline().await?, cmd).await,
         Command::Silver { rebuild } => {
             let p = pipeline().await?;
             print!(
@@ -284,6 +286,36 @@ async fn sql(p: &Pipeline, query: Option<&str>, format: OutputFormat) -> Result<
         }
         None => shell::run(&engine, format).await.map(|_| ExitCode::SUCCESS),
     }
+}
+
+async fn export(p: &Pipeline, cmd: &ExportCmd) -> Result<ExitCode> {
+    use cryptolake_pipeline::export::{ExportRequest, ExportTarget};
+    let (target, what) = match cmd {
+        ExportCmd::Freqtrade { datadir, what } => (ExportTarget::Freqtrade(datadir.clone()), what),
+        ExportCmd::Nautilus { catalog, what } => (ExportTarget::Nautilus(catalog.clone()), what),
+    };
+    let req = ExportRequest {
+        exchanges: what.exchange.into_iter().collect(),
+        symbols: what
+            .symbols
+            .as_deref()
+            .map(parse_symbols)
+            .transpose()?
+            .unwrap_or_default(),
+        intervals: what.timeframes.clone(),
+        from: parse_opt_time("from", &what.from)?,
+        to: parse_opt_time("to", &what.to)?,
+    };
+    let report = p.export(&target, &req).await?;
+    print!("{}", render(&[report.to_batch()?], what.format)?);
+    if what.format == OutputFormat::Table {
+        println!(
+            "\n{} candles added in {} files",
+            report.added(),
+            report.files.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn runs(p: &Pipeline, limit: usize, format: OutputFormat) -> Result<ExitCode> {

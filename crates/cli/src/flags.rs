@@ -11,6 +11,7 @@ use cryptolake_model::{Exchange, Symbol, parse_time};
 use cryptolake_pipeline::CronSchedule;
 use cryptolake_pipeline::query::OutputFormat;
 use cryptolake_pipeline::query::ddl::Engine;
+use cryptolake_pipeline::reads::Interval;
 use cryptolake_pipeline::settings::split_list;
 
 /// cryptolake: a data lake for cryptocurrency market data.
@@ -126,6 +127,12 @@ pub enum Command {
         #[arg(long, default_value = "table")]
         format: OutputFormat,
     },
+    /// Write the lake's candles in a trading tool's own layout (freqtrade, nautilus_trader),
+    /// adding only the candles it does not hold yet. Minutes the lake does not hold are left
+    /// out, never filled; a longer timeframe's candle is written only when all its minutes are
+    /// present or confirmed empty
+    #[command(subcommand)]
+    Export(ExportCmd),
     /// Evaluate the quality rules over silver and gold; exit 1 when a rule with action fail is
     /// broken
     Check {
@@ -285,6 +292,55 @@ pub enum CatalogCmd {
         #[arg(long)]
         endpoint: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExportCmd {
+    /// freqtrade's data directory: BTC_USDT-1m.feather (perpetuals in futures/), the files
+    /// `freqtrade list-data`, `backtesting` and `load_pair_history` read as they are
+    Freqtrade {
+        /// The data directory (freqtrade's --datadir, e.g. user_data/data/binance)
+        #[arg(long)]
+        datadir: PathBuf,
+        #[command(flatten)]
+        what: ExportWhat,
+    },
+    /// A nautilus_trader ParquetDataCatalog: bars (BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL)
+    /// and their instruments, read by ParquetDataCatalog(DIR).bars()
+    Nautilus {
+        /// The catalog's directory
+        #[arg(long)]
+        catalog: PathBuf,
+        #[command(flatten)]
+        what: ExportWhat,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ExportWhat {
+    /// Only this exchange (a freqtrade directory holds one: required when the lake holds
+    /// several)
+    #[arg(long)]
+    pub exchange: Option<Exchange>,
+    /// Only these comma-separated symbols
+    #[arg(long)]
+    pub symbols: Option<String>,
+    /// Comma-separated timeframes: 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, 1d, 3d, 1w, 1M
+    #[arg(long, value_delimiter = ',', value_parser = parse_interval, default_value = "1m")]
+    pub timeframes: Vec<Interval>,
+    /// Candles starting at or after this instant (RFC 3339 or a date, UTC)
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Candles starting before this instant (RFC 3339 or a date, UTC)
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Output format of the summary: table, csv or json
+    #[arg(long, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+fn parse_interval(s: &str) -> std::result::Result<Interval, String> {
+    Interval::parse(s.trim()).ok_or_else(|| format!("expected one of {}", Interval::names()))
 }
 
 #[derive(Args, Debug)]

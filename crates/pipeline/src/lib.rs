@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod catalog;
 pub mod events;
+pub mod export;
 mod freshness;
 mod pipeline;
 pub mod reads;

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,13 +36,21 @@ fn weed() -> PathBuf {
 /// since tests run as parallel processes; `ready` says whether they are already there. Returns
 /// the venv's python.
 pub fn venv_with(packages: &[&str], ready: &dyn Fn() -> bool) -> PathBuf {
+    venv_at(".venv", Path::new("python3"), packages, ready)
+}
+
+/// The venv `<repo>/{name}` made with `python` and holding `packages`, made and filled once
+/// (under a lock: tests run as parallel processes) unless `ready` says it already is. For
+/// tools whose pins would clash with the main venv's, or that need another Python. Returns the
+/// venv's python.
+pub fn venv_at(name: &str, python: &Path, packages: &[&str], ready: &dyn Fn() -> bool) -> PathBuf {
     let root = repo_root();
-    let venv = root.join(".venv");
-    let python = venv.join("bin/python");
+    let venv = root.join(name);
+    let venv_python = venv.join("bin/python");
     if ready() {
-        return python;
+        return venv_python;
     }
-    let lock = root.join(".venv-install.lock");
+    let lock = root.join(format!("{name}-install.lock"));
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         match std::fs::OpenOptions::new()
@@ -54,14 +62,14 @@ pub fn venv_with(packages: &[&str], ready: &dyn Fn() -> bool) -> PathBuf {
             Err(_) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(500));
                 if ready() {
-                    return python;
+                    return venv_python;
                 }
             }
             Err(e) => panic!("waiting for {}: {e}", lock.display()),
         }
     }
-    let ok = (python.exists()
-        || Command::new("python3")
+    let ok = (venv_python.exists()
+        || Command::new(python)
             .arg("-m")
             .arg("venv")
             .arg(&venv)
@@ -74,7 +82,69 @@ pub fn venv_with(packages: &[&str], ready: &dyn Fn() -> bool) -> PathBuf {
             .is_ok_and(|s| s.success());
     let _ = std::fs::remove_file(&lock);
     assert!(ok, "could not install {packages:?} into {}", venv.display());
-    python
+    venv_python
+}
+
+/// Whether `python` can import `modules`.
+pub fn imports(python: &Path, modules: &str) -> bool {
+    python.exists()
+        && Command::new(python)
+            .args(["-c", &format!("import {modules}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// A Python of at least 3.12 (nautilus_trader needs it): `CRYPTOLAKE_PYTHON312`, else
+/// `python3.13` or `python3.12` on the PATH, else one pyenv installed.
+pub fn python312() -> PathBuf {
+    if let Some(p) = std::env::var_os("CRYPTOLAKE_PYTHON312") {
+        return PathBuf::from(p);
+    }
+    let on_path = |name: &str| {
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|f| f.is_file())
+        })
+    };
+    // A name on the PATH may be a shim for a version not selected (pyenv): it must run.
+    let new_enough = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import sys; assert sys.version_info >= (3, 12)"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if let Some(p) = [on_path("python3.13"), on_path("python3.12")]
+        .into_iter()
+        .flatten()
+        .find(|p| new_enough(p))
+    {
+        return p;
+    }
+    let pyenv = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))
+        .map(|r| r.join("versions"));
+    let mut found: Vec<PathBuf> = pyenv
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("3.12.") || n.starts_with("3.13.")
+        })
+        .map(|e| e.path().join("bin/python"))
+        .filter(|p| p.is_file() && new_enough(p))
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!("nautilus_trader needs Python 3.12 or newer: `bash .ci/test` installs one, or `sudo apt-get install python3.13-venv`, or set CRYPTOLAKE_PYTHON312")
+    })
 }
 
 /// The repository venv's python.
@@ -84,14 +154,12 @@ pub fn venv_python() -> PathBuf {
 
 /// Whether the repository's venv can import `modules`.
 pub fn venv_imports(modules: &str) -> bool {
-    let python = repo_root().join(".venv/bin/python");
-    python.exists()
-        && Command::new(python)
-            .args(["-c", &format!("import {modules}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+    imports(&repo_root().join(".venv/bin/python"), modules)
+}
+
+/// Where `<repo>/{name}`'s python is.
+pub fn repo_venv_python(name: &str) -> PathBuf {
+    repo_root().join(name).join("bin/python")
 }
 
 fn find_weed() -> Option<PathBuf> {

@@ -795,6 +795,24 @@ impl ReadModel {
         to: DateTime<Utc>,
         limit: usize,
     ) -> Result<Candles> {
+        let pair = [(exchange, symbol.clone())];
+        let mut all = self.candles_of(&pair, interval, from, to, limit).await?;
+        Ok(all.pop().unwrap_or(Candles {
+            interval,
+            rows: Vec::new(),
+        }))
+    }
+
+    /// [`ReadModel::candles`] of several exchanges and symbols at once, in their order: each
+    /// partition of the range is read once for all of them.
+    pub async fn candles_of(
+        &self,
+        pairs: &[(Exchange, Symbol)],
+        interval: Interval,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Candles>> {
         // Whole buckets only: the first that starts at or after `from`, to the end of the
         // last that starts before `to`.
         let first = match interval.start_of(from) {
@@ -802,11 +820,19 @@ impl ReadModel {
             s => s,
         };
         let end = interval.next(interval.start_of(to - Duration::microseconds(1)));
+        let none = || {
+            pairs
+                .iter()
+                .map(|_| Candles {
+                    interval,
+                    rows: Vec::new(),
+                })
+                .collect()
+        };
+        if first >= to || limit == 0 {
+            return Ok(none());
+        }
         on_snapshot!(self, s => async {
-            let mut rows = Vec::new();
-            if first >= to || limit == 0 {
-                return Ok(Attempt::Done(Candles { interval, rows }));
-            }
             let last_date = (end - Duration::microseconds(1)).date_naive();
             let dates: Vec<NaiveDate> = s
                 .silver
@@ -839,33 +865,39 @@ impl ReadModel {
                 }
             }
             let in_range = |t: DateTime<Utc>| first <= t && t < end;
-            let hour_rows: Vec<&HourlyCandle> = hours
+            let out = pairs
                 .iter()
-                .filter_map(|(_, p)| match &p.rows {
-                    Decoded::Hours(g) => Some(g.of(exchange, symbol)),
-                    _ => None,
-                })
-                .flatten()
-                .filter(|h| in_range(h.open_time))
-                .collect();
-            rows = match source {
-                Source::Hours => bars::from_hours(interval, &hour_rows),
-                Source::Minutes => {
-                    let minute_rows: Vec<&MinuteCandle> = minutes
+                .map(|(exchange, symbol)| {
+                    let hour_rows: Vec<&HourlyCandle> = hours
                         .iter()
                         .filter_map(|(_, p)| match &p.rows {
-                            Decoded::Minutes(g) => Some(g.of(exchange, symbol)),
+                            Decoded::Hours(g) => Some(g.of(*exchange, symbol)),
                             _ => None,
                         })
                         .flatten()
-                        .filter(|m| in_range(m.candle.open_time))
+                        .filter(|h| in_range(h.open_time))
                         .collect();
-                    bars::from_minutes(interval, &minute_rows, &hour_rows)
-                }
-            };
-            rows.retain(|r| r.time < to);
-            rows.truncate(limit);
-            Ok(Attempt::Done(Candles { interval, rows }))
+                    let mut rows = match source {
+                        Source::Hours => bars::from_hours(interval, &hour_rows),
+                        Source::Minutes => {
+                            let minute_rows: Vec<&MinuteCandle> = minutes
+                                .iter()
+                                .filter_map(|(_, p)| match &p.rows {
+                                    Decoded::Minutes(g) => Some(g.of(*exchange, symbol)),
+                                    _ => None,
+                                })
+                                .flatten()
+                                .filter(|m| in_range(m.candle.open_time))
+                                .collect();
+                            bars::from_minutes(interval, &minute_rows, &hour_rows)
+                        }
+                    };
+                    rows.retain(|r| r.time < to);
+                    rows.truncate(limit);
+                    Candles { interval, rows }
+                })
+                .collect();
+            Ok(Attempt::Done(out))
         })
     }
 
