@@ -14,7 +14,7 @@ use crate::flags::{Cli, Command};
 use crate::output::{ingest_summary, transform_summary};
 
 /// Example queries shown at the end: (what it shows, SQL).
-pub const EXAMPLES: [(&str, &str); 4] = [
+pub const EXAMPLES: [(&str, &str); 5] = [
     (
         "Daily candles (gold)",
         "SELECT exchange, symbol, date, open, high, low, close, round(volume, 2) AS volume, hours_present, is_complete \
@@ -24,6 +24,15 @@ pub const EXAMPLES: [(&str, &str); 4] = [
         "Hourly coverage per exchange and symbol (silver)",
         "SELECT exchange, symbol, count(*) AS hours, min(open_time) AS first_hour, max(open_time) AS last_hour, \
          sum(minutes_present) AS minutes FROM crypto_analytics.ohlcv_1h GROUP BY exchange, symbol ORDER BY exchange, symbol",
+    ),
+    (
+        "Fifteen-minute candles from the minutes (silver ohlcv_1m): Binance BTC-USDT's newest hour",
+        "SELECT date_bin(INTERVAL '15 minutes', open_time, TIMESTAMP '1970-01-01T00:00:00Z') AS bucket, \
+         first_value(open ORDER BY open_time) AS open, max(high) AS high, min(low) AS low, \
+         last_value(close ORDER BY open_time) AS close, round(sum(volume), 2) AS volume, count(*) AS minutes \
+         FROM crypto_analytics.ohlcv_1m WHERE exchange = 'binance' AND symbol = 'BTC-USDT' AND open_time >= \
+         (SELECT date_trunc('hour', max(open_time)) FROM crypto_analytics.ohlcv_1m WHERE exchange = 'binance' AND symbol = 'BTC-USDT') \
+         GROUP BY bucket ORDER BY bucket",
     ),
     (
         "Gaps by status (crypto_ops.gaps): Coinbase omits minutes without trades",

@@ -76,7 +76,7 @@ pub enum Command {
     /// Serve the simulated exchange (Binance, Binance futures, Coinbase and Kraken formats) on
     /// loopback until interrupted, optionally injecting faults
     Simulate(SimulateCmd),
-    /// Build silver ohlcv_1h from bronze objects not yet processed
+    /// Build silver ohlcv_1h and ohlcv_1m from bronze objects not yet processed
     Silver {
         /// Recompute every partition from all of bronze
         #[arg(long)]
@@ -118,8 +118,8 @@ pub enum Command {
     /// Print a password hash for [[server.pg_users]] password_hash, reading the password from
     /// stdin (one line). The password itself never goes in the config file
     PgPassword,
-    /// Run SQL over crypto_analytics.ohlcv_1h and crypto_gold.ohlcv_1d (read-only); without a
-    /// query, open an interactive shell
+    /// Run SQL over crypto_analytics.ohlcv_1h and ohlcv_1m, crypto_gold.ohlcv_1d and the
+    /// crypto_ops tables (read-only); without a query, open an interactive shell
     Sql {
         /// The query; omit for the interactive shell
         query: Option<String>,

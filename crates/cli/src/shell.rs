@@ -5,7 +5,9 @@ use cryptolake_pipeline::query::{OutputFormat, QueryEngine, render};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
-const HELP: &str = "Tables: crypto_analytics.ohlcv_1h (silver), crypto_gold.ohlcv_1d (gold).
+const HELP: &str =
+    "Tables: crypto_analytics.ohlcv_1h and ohlcv_1m (silver), crypto_gold.ohlcv_1d (gold),
+crypto_ops.runs, quality_results and gaps.
 End a statement with ;. Commands: \\d lists tables, \\q quits.";
 
 fn history_path() -> Option<std::path::PathBuf> {

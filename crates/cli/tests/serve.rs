@@ -198,6 +198,47 @@ print(table.num_rows, round(sum(table.column("volume").to_pylist()), 3), frame.h
         assert!((fields[1] - api_volume).abs() < 0.01 && (fields[3] - api_volume).abs() < 0.01);
     }
 
+    // Five-minute candles from the minute table: the buckets README's date_bin resampling
+    // gives, with their minutes present.
+    let rows = get_json(&u(
+        "/api/v1/candles?exchange=binance&symbol=BTC-USDT&interval=5m&from=2020-01-01&limit=20000",
+    ))
+    .await;
+    let rows = rows.as_array().unwrap();
+    let want = sql_json(
+        &dir,
+        "SELECT to_unixtime(date_bin(INTERVAL '5 minutes', open_time, TIMESTAMP '1970-01-01T00:00:00Z')) AS t,
+                max(high) AS h, sum(volume) AS v, count(*) AS n
+         FROM crypto_analytics.ohlcv_1m WHERE exchange = 'binance' AND symbol = 'BTC-USDT'
+         GROUP BY 1 ORDER BY 1",
+    );
+    let want = want.as_array().unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(rows.len(), want.len());
+    for (r, w) in rows.iter().zip(want) {
+        let t = chrono::DateTime::parse_from_rfc3339(r["time"].as_str().unwrap()).unwrap();
+        assert_eq!(t.timestamp() as f64, num(&w["t"]));
+        assert_eq!(num(&r["high"]), num(&w["h"]));
+        assert!((num(&r["volume"]) - num(&w["v"])).abs() < 1e-9 * num(&w["v"]).max(1.0));
+        assert_eq!(num(&r["minutes_present"]), num(&w["n"]));
+        assert_eq!(num(&r["minutes"]), 5.0);
+    }
+    // An interval the API does not serve is named, with those it does.
+    let (status, body) = http(
+        "GET",
+        &u("/api/v1/candles?exchange=binance&symbol=BTC-USDT&interval=7m"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let error: Value = serde_json::from_str(&body).unwrap();
+    let error = error["error"].as_str().unwrap();
+    assert!(
+        error.contains("\"7m\"") && error.contains("1m, 3m, 5m"),
+        "{body}"
+    );
+
     // Runs, gaps, quality: the same counts as SQL.
     let runs = get_json(&u("/api/v1/runs?limit=10000")).await;
     let n = sql_json(&dir, "SELECT count(*) AS n FROM crypto_ops.runs");
@@ -795,11 +836,35 @@ impl Browser {
         .await
     }
 
+    /// How many pixels the chart's canvases have drawn in something darker than its white.
+    async fn dark_pixels(&self) -> u64 {
+        self.eval(
+            "let n = 0; for (const c of document.querySelectorAll('#chart canvas')) {\
+           const g = c.getContext('2d'); if (!g || !c.width || !c.height) continue;\
+           const px = g.getImageData(0, 0, c.width, c.height).data;\
+           for (let i = 0; i < px.length; i += 4) {\
+             if (px[i+3] > 0 && (px[i] < 200 || px[i+1] < 200 || px[i+2] < 200)) n++; } }\
+         return n;",
+        )
+        .await
+        .as_u64()
+        .unwrap()
+    }
+
     /// Waits until `script` returns true.
     async fn until(&self, script: &str, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.eval(script).await != Value::Bool(true) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            if Instant::now() >= deadline {
+                let state = self
+                    .eval(
+                        "const s = window.cryptolake || {}; return JSON.stringify({interval: s.interval, \
+                         loading: s.loading, exhausted: s.exhausted, bars: (s.bars || []).length, \
+                         requests: s.requests, status: (document.querySelector('#status') || {}).textContent});",
+                    )
+                    .await;
+                panic!("timed out waiting for {what}; the page's state: {state}");
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -953,20 +1018,8 @@ async fn the_dashboard_draws_in_a_real_browser_and_loads_history_on_demand() {
         )
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let drawn = browser
-        .eval(
-            "let n = 0; for (const c of document.querySelectorAll('#chart canvas')) {\
-               const g = c.getContext('2d'); if (!g || !c.width || !c.height) continue;\
-               const px = g.getImageData(0, 0, c.width, c.height).data;\
-               for (let i = 0; i < px.length; i += 4) {\
-                 if (px[i+3] > 0 && (px[i] < 200 || px[i+1] < 200 || px[i+2] < 200)) n++; } }\
-             return n;",
-        )
-        .await;
-    assert!(
-        drawn.as_u64().unwrap() > 2000,
-        "the chart has drawn: {drawn} dark pixels"
-    );
+    let drawn = browser.dark_pixels().await;
+    assert!(drawn > 2000, "the chart has drawn: {drawn} dark pixels");
     let before = browser
         .eval("return window.cryptolake.bars.filter(b => b.open !== undefined).length;")
         .await
@@ -989,6 +1042,89 @@ async fn the_dashboard_draws_in_a_real_browser_and_loads_history_on_demand() {
         .screenshot(&shots.join("symbol-zoomed-out.png"))
         .await;
     asked.extend(browser.requests().await);
+
+    // The interval switcher: each width loads, draws, spaces its candles by its width (weeks
+    // from Monday), and the crosshair's legend spells out the bar under it.
+    for (interval, step) in [("1m", 60), ("15m", 900), ("4h", 14_400), ("1w", 604_800)] {
+        browser
+            .eval(&format!(
+                "document.querySelector('[data-interval=\"{interval}\"]').click(); return true;"
+            ))
+            .await;
+        browser
+            .until(
+                &format!(
+                    "const s = window.cryptolake; return s.interval === '{interval}' && !s.loading \
+                     && s.bars.some(b => b.open !== undefined) \
+                     && document.querySelector('[data-interval=\"{interval}\"]').getAttribute('aria-pressed') === 'true';"
+                ),
+                &format!("the {interval} candles"),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let times = browser
+            .eval(
+                "return window.cryptolake.bars.filter(b => b.open !== undefined).map(b => b.time);",
+            )
+            .await;
+        let times: Vec<i64> = times
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_i64().unwrap())
+            .collect();
+        assert!(!times.is_empty(), "{interval}");
+        for t in &times {
+            // Weeks start on Monday: the epoch was a Thursday, four days after one.
+            let offset = if interval == "1w" { 4 * 86_400 } else { 0 };
+            assert_eq!((t - offset).rem_euclid(step), 0, "{interval}: {t}");
+        }
+        let drawn = browser.dark_pixels().await;
+        assert!(drawn > 500, "{interval} drew {drawn} dark pixels");
+        // The mouse over the newest bar, as a user would move it there.
+        let at = browser
+            .eval(
+                "const s = window.cryptolake; const b = s.bars.filter(b => b.open !== undefined).at(-1);\
+                 const c = document.querySelector('#chart'); c.scrollIntoView({block: 'center'});\
+                 const r = c.getBoundingClientRect();\
+                 return [Math.round(r.left + s.chart.timeScale().timeToCoordinate(b.time)),\
+                         Math.round(r.top + s.candles.priceToCoordinate(b.close)), b.time, b.present, b.minutes];",
+            )
+            .await;
+        browser
+            .call(
+                "POST",
+                "/actions",
+                serde_json::json!({"actions": [{
+                    "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+                    "actions": [{"type": "pointerMove", "duration": 0, "origin": "viewport",
+                                 "x": at[0], "y": at[1]}],
+                }]}),
+            )
+            .await;
+        browser
+            .until(
+                &format!(
+                    "return document.querySelector('#crosshair').dataset.time === '{}';",
+                    at[2]
+                ),
+                &format!("the {interval} crosshair legend"),
+            )
+            .await;
+        let text = browser
+            .eval("return document.querySelector('#crosshair').textContent;")
+            .await;
+        let text = text.as_str().unwrap();
+        let (present, minutes) = (&at[3], &at[4]);
+        assert!(
+            text.contains(&format!("minutes {present}/{minutes}")) && text.contains(" O "),
+            "{interval}: {text}"
+        );
+        assert_eq!(minutes.as_i64().unwrap(), step / 60, "{interval}");
+        browser
+            .screenshot(&shots.join(format!("symbol-{interval}.png")))
+            .await;
+    }
 
     // The other pages render.
     browser.open(&format!("{}/pipeline", served.url)).await;

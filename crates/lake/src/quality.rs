@@ -3,12 +3,15 @@
 //! Record rules (`ohlc`, `amounts`, `alignment`) are applied to every candle as silver reads
 //! bronze: a broken candle is dropped, quarantined with its reason, or fails the run. Table rules
 //! (`duplicates`, `completeness`, `freshness`, `price_jump`) are evaluated after silver and gold
-//! and by `cryptolake check`: they warn or fail, and never change data.
+//! and by `cryptolake check`, and `consistency` (`ohlcv_1h` against `ohlcv_1m`) by `check`:
+//! they warn or fail, and never change data.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use cryptolake_model::{CandleRule, DailyCandle, Exchange, HourlyCandle, Step, Symbol, schema};
+use cryptolake_model::{
+    CandleRule, DailyCandle, Exchange, HourlyCandle, MinuteCandle, Step, Symbol, schema,
+};
 use serde::{Deserialize, Serialize};
 
 use bytes::Bytes;
@@ -51,6 +54,8 @@ pub struct QualityRules {
     pub amounts: Action,
     pub alignment: Action,
     pub duplicates: Action,
+    /// `ohlcv_1h` against `ohlcv_1m` aggregated.
+    pub consistency: Action,
     pub min_minutes_per_hour: i32,
     pub min_hours_per_day: i32,
     pub completeness: Action,
@@ -68,6 +73,7 @@ impl Default for QualityRules {
             amounts: Action::Quarantine,
             alignment: Action::Quarantine,
             duplicates: Action::Warn,
+            consistency: Action::Fail,
             min_minutes_per_hour: 60,
             min_hours_per_day: 24,
             completeness: Action::Warn,
@@ -103,6 +109,7 @@ impl QualityRules {
         }
         for (name, a) in [
             ("duplicates", self.duplicates),
+            ("consistency", self.consistency),
             ("completeness", self.completeness),
             ("freshness", self.freshness),
             ("price_jump", self.price_jump),
@@ -139,14 +146,16 @@ pub enum Rule {
     PriceJump,
     Freshness,
     Duplicates,
+    Consistency,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 4] = [
+    pub const ALL: [Rule; 5] = [
         Rule::Completeness,
         Rule::PriceJump,
         Rule::Freshness,
         Rule::Duplicates,
+        Rule::Consistency,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -155,6 +164,7 @@ impl Rule {
             Rule::PriceJump => "price_jump",
             Rule::Freshness => "freshness",
             Rule::Duplicates => "duplicates",
+            Rule::Consistency => "consistency",
         }
     }
 
@@ -624,7 +634,8 @@ fn in_range(d: &NaiveDate, from: Option<NaiveDate>, to: Option<NaiveDate>) -> bo
     from.is_none_or(|f| *d >= f) && to.is_none_or(|t| *d <= t)
 }
 
-/// Completeness, price jumps and freshness of silver hours in `[from, to]`.
+/// Completeness, price jumps and freshness of silver hours in `[from, to]`, and their
+/// consistency with `ohlcv_1m`.
 pub async fn evaluate_silver(
     lake: &Lake,
     rules: &QualityRules,
@@ -633,50 +644,231 @@ pub async fn evaluate_silver(
     now: DateTime<Utc>,
 ) -> Result<Vec<QualityResult>> {
     let mut results = Vec::new();
-    evaluate_silver_into(lake, rules, from, to, now, |r| results.push(r)).await?;
+    evaluate_silver_into(lake, rules, from, to, now, true, |r| results.push(r)).await?;
     Ok(results)
 }
 
 /// [`evaluate_silver`], each result handed to `found` as soon as its date is checked: memory
-/// holds a few dates' hours and one date's findings, whatever the range.
+/// holds a few dates' hours and one date's findings, whatever the range. With `minutes`, each
+/// date's `ohlcv_1m` is read too and checked against its hours ([`check_consistency`]): what
+/// `check` does. A silver build leaves it out: it has just written both from the same minutes.
 pub async fn evaluate_silver_into(
     lake: &Lake,
     rules: &QualityRules,
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
     now: DateTime<Utc>,
+    minutes: bool,
     mut found: impl FnMut(QualityResult),
 ) -> Result<()> {
-    let dates = dates_between(lake, &paths::silver_table(), from, to).await?;
-    let first = dates.iter().copied().find(|d| in_range(d, from, to));
+    let hour_dates = dates_between(lake, &paths::silver_table(), from, to).await?;
+    let minute_dates = if minutes {
+        dates_between(lake, &paths::minute_table(), from, to).await?
+    } else {
+        BTreeSet::new()
+    };
+    let dates: BTreeSet<NaiveDate> = hour_dates.union(&minute_dates).copied().collect();
+    let first = hour_dates.iter().copied().find(|d| in_range(d, from, to));
     let mut checks = HourChecks::new(rules, now);
+    let (mut agreeing, mut disagreeing) = (0usize, 0usize);
     // Date by date, in order, the next ones read while one is checked; the day before the
     // range too, for the first hour's previous close. Each date is decoded and sorted on the
     // blocking pool, so the dates in flight decode on every core while this task checks.
     use futures::StreamExt;
+    let (hour_dates, minute_dates) = (&hour_dates, &minute_dates);
     let reads = dates
         .iter()
         .filter(|d| in_range(d, from, to) || d.succ_opt() == first)
         .map(|d| async move {
-            let key = paths::silver_partition_file(*d);
-            let what = key.clone();
-            let hours = lake
-                .get_with(&key, move |bytes| {
-                    let mut hours = crate::parquet_io::decode_hours(&what, bytes)?;
-                    hours.sort_by(HourlyCandle::row_order);
-                    Ok(hours)
-                })
-                .await?;
-            Ok::<_, crate::Error>((*d, hours))
+            let mut hours = Vec::new();
+            if hour_dates.contains(d) {
+                let key = paths::silver_partition_file(*d);
+                let what = key.clone();
+                hours = lake
+                    .get_with(&key, move |bytes| {
+                        let mut hours = crate::parquet_io::decode_hours(&what, bytes)?;
+                        hours.sort_by(HourlyCandle::row_order);
+                        Ok(hours)
+                    })
+                    .await?;
+            }
+            let mut rows = None;
+            if minutes && in_range(d, from, to) && minute_dates.contains(d) {
+                let key = paths::minute_partition_file(*d);
+                let what = key.clone();
+                rows = Some(
+                    lake.get_with(&key, move |bytes| {
+                        crate::parquet_io::decode_minutes(&what, bytes)
+                    })
+                    .await?,
+                );
+            }
+            Ok::<_, crate::Error>((*d, hours, rows))
         });
     let mut reads = futures::stream::iter(reads).buffered(crate::dates_in_flight(lake, 4));
     while let Some(read) = reads.next().await {
-        let (d, hours) = read?;
+        let (d, hours, rows) = read?;
         checks.feed(&hours, !in_range(&d, from, to));
         checks.take_findings().into_iter().for_each(&mut found);
+        if minutes && in_range(&d, from, to) {
+            for r in check_consistency(rules, d, &hours, rows.as_deref()) {
+                if r.is_violation() {
+                    disagreeing += 1;
+                } else {
+                    agreeing += 1;
+                }
+                found(r);
+            }
+        }
     }
-    checks.finish().into_iter().for_each(found);
+    checks.finish().into_iter().for_each(&mut found);
+    if minutes && disagreeing == 0 {
+        found(QualityResult::pass(
+            Rule::Consistency,
+            rules.consistency,
+            format!("the hours of {agreeing} symbol-dates agree with their minutes"),
+        ));
+    }
     Ok(())
+}
+
+/// Whether a date's `ohlcv_1h` agrees with its `ohlcv_1m`: each hour is its minutes
+/// aggregated (open, high, low, close, amounts, minutes present and which), no minute lies
+/// outside an hour of `ohlcv_1h`, no hour is without its minutes, and no minute is there twice.
+/// One result per exchange and symbol of the date: a violation counting the hours that
+/// disagree and naming the first, or a pass. `minutes` is `None` when the date has no
+/// `ohlcv_1m` partition.
+pub fn check_consistency(
+    rules: &QualityRules,
+    date: NaiveDate,
+    hours: &[HourlyCandle],
+    minutes: Option<&[MinuteCandle]>,
+) -> Vec<QualityResult> {
+    type Pair = (Exchange, Symbol);
+    let mut stored: BTreeMap<Pair, BTreeMap<DateTime<Utc>, &HourlyCandle>> = BTreeMap::new();
+    for h in hours {
+        stored
+            .entry((h.exchange, h.symbol.clone()))
+            .or_default()
+            .insert(h.open_time, h);
+    }
+    let mut rows: BTreeMap<Pair, Vec<&MinuteCandle>> = BTreeMap::new();
+    for m in minutes.unwrap_or_default() {
+        rows.entry((m.candle.exchange, m.candle.symbol.clone()))
+            .or_default()
+            .push(m);
+    }
+    let pairs: BTreeSet<Pair> = stored.keys().chain(rows.keys()).cloned().collect();
+    let empty = BTreeMap::new();
+    let mut out = Vec::new();
+    for pair in pairs {
+        let hours = stored.get(&pair).unwrap_or(&empty);
+        let mut problems: Vec<String> = Vec::new();
+        if minutes.is_none() {
+            problems.push(format!(
+                "the date has no ohlcv_1m partition ({} hours without their minutes; the next silver build fills it in)",
+                hours.len()
+            ));
+        }
+        let mut mine = rows.remove(&pair).unwrap_or_default();
+        mine.sort_by_key(|m| m.candle.open_time);
+        let before = mine.len();
+        mine.dedup_by_key(|m| m.candle.open_time);
+        if mine.len() < before {
+            problems.push(format!(
+                "{} minutes are in ohlcv_1m more than once",
+                before - mine.len()
+            ));
+        }
+        if let Some(m) = mine
+            .iter()
+            .find(|m| m.candle.open_time.date_naive() != date)
+        {
+            problems.push(format!(
+                "minute {} is in the partition of {date}",
+                m.candle.open_time.to_rfc3339()
+            ));
+        }
+        let built = crate::silver::aggregate::hours_of_rows(mine.iter().copied());
+        let mut seen = BTreeSet::new();
+        for b in &built {
+            seen.insert(b.open_time);
+            let at = b.open_time.to_rfc3339();
+            match hours.get(&b.open_time) {
+                None => problems.push(format!("hour {at} has minutes but no row in ohlcv_1h")),
+                Some(h) => {
+                    if let Some(field) = disagreement(h, b) {
+                        problems.push(format!(
+                            "hour {at}: {field} differs from its minutes aggregated"
+                        ));
+                    }
+                }
+            }
+        }
+        for (t, h) in hours {
+            if minutes.is_some() && !seen.contains(t) && h.minutes_present > 0 {
+                problems.push(format!(
+                    "hour {} has {} minutes present but none in ohlcv_1m",
+                    t.to_rfc3339(),
+                    h.minutes_present
+                ));
+            }
+        }
+        let (exchange, symbol) = pair;
+        out.push(match problems.first() {
+            None => scoped_pass(
+                Rule::Consistency,
+                rules.consistency,
+                exchange,
+                &symbol,
+                Some(hours_of(date)),
+                "every hour agrees with its minutes".into(),
+            ),
+            Some(first) => QualityResult {
+                rule: Rule::Consistency,
+                action: rules.consistency,
+                status: Status::Violation,
+                exchange: Some(exchange),
+                symbol: Some(symbol),
+                subject: Some(hours_of(date)),
+                observed: Some(problems.len() as f64),
+                threshold: Some(0.0),
+                message: format!(
+                    "ohlcv_1h and ohlcv_1m disagree ({} findings); first: {first}",
+                    problems.len()
+                ),
+            },
+        });
+    }
+    out
+}
+
+/// The first field in which a stored hour differs from the hour its minutes make.
+fn disagreement(stored: &HourlyCandle, built: &HourlyCandle) -> Option<&'static str> {
+    let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || a == b;
+    [
+        ("open", same(stored.open, built.open)),
+        ("high", same(stored.high, built.high)),
+        ("low", same(stored.low, built.low)),
+        ("close", same(stored.close, built.close)),
+        ("volume", same(stored.volume, built.volume)),
+        (
+            "quote_volume",
+            match (stored.quote_volume, built.quote_volume) {
+                (Some(a), Some(b)) => same(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            },
+        ),
+        ("trade_count", stored.trade_count == built.trade_count),
+        (
+            "minutes_present",
+            stored.minutes_present == built.minutes_present,
+        ),
+        ("minute_mask", stored.minute_mask == built.minute_mask),
+    ]
+    .into_iter()
+    .find(|(_, ok)| !ok)
+    .map(|(name, _)| name)
 }
 
 /// Completeness of the closed gold days in `[from, to]`.
@@ -963,6 +1155,7 @@ impl ResultsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Timelike;
     use cryptolake_model::{Exchange, Symbol, parse_time};
 
     fn hour(t: &str, close: f64, minutes: i32) -> HourlyCandle {
@@ -1276,5 +1469,116 @@ mod tests {
             got.dedup();
             proptest::prop_assert_eq!(got, want);
         }
+    }
+
+    fn minute(t: DateTime<Utc>, price: f64) -> MinuteCandle {
+        MinuteCandle {
+            candle: cryptolake_model::Candle::new(
+                Exchange::Binance,
+                Symbol::parse("BTC-USDT").unwrap(),
+                t,
+                price,
+                price + 1.0,
+                price - 1.0,
+                price + 0.5,
+                2.0,
+                Some(3.0),
+                Some(4),
+            )
+            .unwrap(),
+            fetched_at: t + Duration::minutes(5),
+        }
+    }
+
+    /// Two hours of minutes and the hours a silver build makes of them.
+    fn agreeing() -> (NaiveDate, Vec<HourlyCandle>, Vec<MinuteCandle>) {
+        let start = parse_time("2024-03-01T00:00:00Z").unwrap();
+        let minutes: Vec<MinuteCandle> = (0..120)
+            .filter(|m| m % 7 != 3)
+            .map(|m| minute(start + Duration::minutes(m), 100.0 + m as f64))
+            .collect();
+        let hours = crate::silver::aggregate::hours_of_rows(&minutes);
+        assert_eq!(hours.len(), 2);
+        (start.date_naive(), hours, minutes)
+    }
+
+    fn consistency_violations(
+        d: NaiveDate,
+        hours: &[HourlyCandle],
+        minutes: Option<&[MinuteCandle]>,
+    ) -> Vec<String> {
+        let results = check_consistency(&QualityRules::default(), d, hours, minutes);
+        assert!(results.iter().all(|r| r.rule == Rule::Consistency
+            && r.action == Action::Fail
+            && r.subject.as_deref() == Some(hours_of(d).as_str())));
+        results
+            .into_iter()
+            .filter(|r| r.is_violation())
+            .map(|r| r.message)
+            .collect()
+    }
+
+    #[test]
+    fn hours_that_are_their_minutes_aggregated_pass() {
+        let (d, hours, minutes) = agreeing();
+        let results = check_consistency(&QualityRules::default(), d, &hours, Some(&minutes));
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].status, Status::Pass);
+        // Order does not matter.
+        let mut shuffled = minutes.clone();
+        shuffled.reverse();
+        assert!(consistency_violations(d, &hours, Some(&shuffled)).is_empty());
+    }
+
+    #[test]
+    fn each_kind_of_disagreement_is_found_and_named() {
+        let (d, hours, minutes) = agreeing();
+        let broken = |f: &dyn Fn(&mut Vec<HourlyCandle>, &mut Vec<MinuteCandle>)| {
+            let (mut h, mut m) = (hours.clone(), minutes.clone());
+            f(&mut h, &mut m);
+            consistency_violations(d, &h, Some(&m))
+        };
+        let cases: Vec<(&str, Vec<String>)> = vec![
+            ("close differs", broken(&|h, _| h[1].close += 0.01)),
+            ("volume differs", broken(&|_, m| m[70].candle.volume = 9.0)),
+            (
+                "volume differs",
+                broken(&|_, m| {
+                    m.remove(3);
+                }),
+            ),
+            (
+                "more than once",
+                broken(&|_, m| {
+                    let again = m[10].clone();
+                    m.push(again)
+                }),
+            ),
+            (
+                "no row in ohlcv_1h",
+                broken(&|h, _| {
+                    h.remove(0);
+                }),
+            ),
+            (
+                "none in ohlcv_1m",
+                broken(&|_, m| m.retain(|m| m.candle.open_time.hour() != 1)),
+            ),
+            (
+                "in the partition of",
+                broken(&|_, m| {
+                    let mut late = m[0].clone();
+                    late.candle.open_time += Duration::days(1);
+                    m.push(late)
+                }),
+            ),
+        ];
+        for (needle, found) in cases {
+            assert_eq!(found.len(), 1, "{needle}: {found:?}");
+            assert!(found[0].contains(needle), "{needle}: {found:?}");
+        }
+        let missing = consistency_violations(d, &hours, None);
+        assert_eq!(missing.len(), 1);
+        assert!(missing[0].contains("no ohlcv_1m partition"), "{missing:?}");
     }
 }

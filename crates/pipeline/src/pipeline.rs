@@ -830,9 +830,15 @@ impl Pipeline {
         let mut file = quality::ResultsFile::new(run_id, Step::Silver, self.now());
         file.push(quality::duplicates_result(&rules, m.conflicting_duplicates));
         if let (Some(from), Some(to)) = (m.changed_dates.first(), m.changed_dates.last()) {
-            quality::evaluate_silver_into(&self.lake, &rules, Some(*from), Some(*to), now, |r| {
-                file.push(r)
-            })
+            quality::evaluate_silver_into(
+                &self.lake,
+                &rules,
+                Some(*from),
+                Some(*to),
+                now,
+                false,
+                |r| file.push(r),
+            )
             .await
             .map_err(|e| {
                 Error::Quality(format!("the quality checks of silver could not run: {e}"))

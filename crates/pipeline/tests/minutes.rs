@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
 use cryptolake_lake::gaps::{Gap, gaps_from_batch};
+use cryptolake_lake::quality::{self, Rule};
 use cryptolake_lake::{Lake, hourly_from_batch, minutes_from_batch, paths, read_parquet};
 use cryptolake_model::{Exchange, HourlyCandle, MinuteCandle, Symbol, hour_start};
 use cryptolake_pipeline::IngestRequest;
@@ -234,6 +235,43 @@ async fn minutes_are_the_markets_and_every_minute_is_in_the_table_or_a_gap() {
             _ => {}
         }
     }
+
+    // `check`: every symbol-date's hours agree with their minutes.
+    let consistency = |results: Vec<cryptolake_lake::quality::QualityResult>| {
+        results
+            .into_iter()
+            .filter(|r| r.rule == Rule::Consistency)
+            .collect::<Vec<_>>()
+    };
+    let before = consistency(p.check(None, None, &p.new_run_id()).await.unwrap());
+    assert!(before.iter().all(|r| !r.is_violation()), "{before:?}");
+    assert!(before.iter().filter(|r| r.exchange.is_some()).count() >= 6);
+    // One minute's volume changed under the lake: `check` names the pair and the date, with
+    // the rule's default action (fail); the next silver build repairs the partition.
+    let day = chrono::NaiveDate::from_ymd_opt(2024, 3, 3).unwrap();
+    let key = paths::minute_partition_file(day);
+    let mut rows = Vec::new();
+    for b in read_parquet(&lake, &key).await.unwrap() {
+        rows.extend(minutes_from_batch(&b, key.as_ref()).unwrap());
+    }
+    rows[100].candle.volume += 1.0;
+    let batch = cryptolake_lake::minutes_to_batch(&rows).unwrap();
+    cryptolake_lake::write_parquet(&lake, &key, &batch, &[0, 1, 4])
+        .await
+        .unwrap();
+    let found = consistency(p.check(None, None, &p.new_run_id()).await.unwrap());
+    let broken: Vec<_> = found.iter().filter(|r| r.is_violation()).collect();
+    assert_eq!(broken.len(), 1, "{found:?}");
+    let (b, damaged) = (broken[0], &rows[100].candle);
+    assert!(b.fails());
+    assert_eq!(b.exchange, Some(damaged.exchange));
+    assert_eq!(b.symbol.as_ref(), Some(&damaged.symbol));
+    assert_eq!(b.subject.as_deref(), Some(quality::hours_of(day).as_str()));
+    assert!(b.message.contains("volume differs"), "{}", b.message);
+    p.silver(false, &p.new_run_id()).await.unwrap();
+    let after = consistency(p.check(None, None, &p.new_run_id()).await.unwrap());
+    assert!(after.iter().all(|r| !r.is_violation()), "{after:?}");
+    assert_eq!(read_lake(&lake).await.minutes, view.minutes);
 }
 
 /// The bucket of `t` computed another way than the read model does: by calendar fields.

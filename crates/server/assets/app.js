@@ -302,15 +302,16 @@ async function loadInterval(interval) {
   for (const b of document.querySelectorAll("[data-interval]")) {
     b.setAttribute("aria-pressed", String(b.dataset.interval === interval));
   }
-  // The first page ends at the symbol's newest candle, so a lake whose data stops in the past
-  // still opens on candles.
-  const end = chartState.last !== null ? { to: iso(chartState.last + SECONDS["1d"]) } : {};
+  // The first page ends with the symbol's newest hour (the bar holding it, at any width), so a
+  // lake whose data stops in the past still opens on candles.
+  const end = chartState.last !== null ? { to: iso(chartState.last + SECONDS["1h"]) } : {};
   const bars = await fetchBars(Object.assign({ limit: PAGE }, end));
   chartState.bars = withHoles(bars, interval);
   setAll(false);
   // The newest candles fill the view; scrolling or zooming back loads older ones on demand.
   const n = chartState.bars.length;
-  chartState.chart.timeScale().setVisibleLogicalRange({ from: Math.max(n - 150, 25), to: n + 4 });
+  // (A short history, weeks or months, fills the view from its first bar.)
+  chartState.chart.timeScale().setVisibleLogicalRange({ from: n > 170 ? n - 150 : 0, to: n + 4 });
   showCount();
   if (bars.length < 60) loadOlder();
 }
@@ -325,7 +326,7 @@ function showBar(bar) {
   const pct = bar.minutes ? (100 * bar.present / bar.minutes).toFixed(1) : "0";
   const parts = [
     ["", `${when} UTC ${chartState.interval}`], ["O", bar.open], ["H", bar.high], ["L", bar.low],
-    ["C", bar.close], ["V", bar.volume],
+    ["C", bar.close], ["V", Number(bar.volume.toFixed(4)).toLocaleString("en-US", { maximumFractionDigits: 4 })],
     ["minutes", `${bar.present}/${bar.minutes} (${pct}%)${bar.complete ? " complete" : " incomplete"}`],
   ];
   el.replaceChildren(...parts.flatMap(([k, v]) => {

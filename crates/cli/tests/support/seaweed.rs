@@ -96,10 +96,10 @@ pub fn imports(python: &Path, modules: &str) -> bool {
             .is_ok_and(|s| s.success())
 }
 
-/// A Python of at least 3.12 (nautilus_trader needs it): `CRYPTOLAKE_PYTHON312`, else
+/// A Python of at least 3.12 (nautilus_trader needs it): `PYTHON312_FOR_TESTS`, else
 /// `python3.13` or `python3.12` on the PATH, else one pyenv installed.
 pub fn python312() -> PathBuf {
-    if let Some(p) = std::env::var_os("CRYPTOLAKE_PYTHON312") {
+    if let Some(p) = std::env::var_os("PYTHON312_FOR_TESTS") {
         return PathBuf::from(p);
     }
     let on_path = |name: &str| {
@@ -143,7 +143,7 @@ pub fn python312() -> PathBuf {
         .collect();
     found.sort();
     found.pop().unwrap_or_else(|| {
-        panic!("nautilus_trader needs Python 3.12 or newer: `bash .ci/test` installs one, or `sudo apt-get install python3.13-venv`, or set CRYPTOLAKE_PYTHON312")
+        panic!("nautilus_trader needs Python 3.12 or newer: `bash .ci/test` installs one, or `sudo apt-get install python3.13-venv`, or set PYTHON312_FOR_TESTS")
     })
 }
 

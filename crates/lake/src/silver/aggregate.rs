@@ -86,6 +86,23 @@ pub fn hourly<M: Borrow<Minute>>(
     out
 }
 
+/// The hours that `ohlcv_1m` rows of one exchange and symbol (sorted by open time, unique)
+/// make, aggregated as a build aggregates them: what `ohlcv_1h` must hold for them.
+pub fn hours_of_rows<'a>(
+    rows: impl IntoIterator<Item = &'a cryptolake_model::MinuteCandle>,
+) -> Vec<HourlyCandle> {
+    let source_key: std::sync::Arc<str> = std::sync::Arc::from("");
+    let minutes: Vec<Minute> = rows
+        .into_iter()
+        .map(|m| Minute {
+            candle: m.candle.clone(),
+            fetched_at: m.fetched_at,
+            source_key: source_key.clone(),
+        })
+        .collect();
+    hourly(&minutes, |_| true)
+}
+
 fn one_hour<M: Borrow<Minute>>(hour: DateTime<Utc>, group: &[M]) -> HourlyCandle {
     let first = &group[0].borrow().candle;
     let last = &group[group.len() - 1].borrow().candle;

@@ -533,6 +533,18 @@ pub static SETTINGS: &[&dyn Declared<Draft>] = &[
         },
         set: |d, v| d.s.quality.duplicates = v,
     },
+    &Decl::<Act, D> {
+        key: "quality.consistency",
+        doc: "A table rule, for `check`: every hour of ohlcv_1h equals its minutes in ohlcv_1m aggregated, no\n\
+              minute lies outside an hour or is there twice. A disagreement means a damaged lake.",
+        default: Default::Is(r#""fail""#),
+        flag: None,
+        source: Source::FileAndEnv,
+        kind: Act {
+            allowed: TABLE_ACTIONS,
+        },
+        set: |d, v| d.s.quality.consistency = v,
+    },
     &Decl::<Count, D> {
         key: "quality.completeness.min_minutes_per_hour",
         doc: "Hours with fewer minutes than this are reported.",
