@@ -133,11 +133,7 @@ pub(crate) fn decode_hours(
     key: &Path,
     bytes: Bytes,
 ) -> Result<Vec<cryptolake_model::HourlyCandle>> {
-    let mut hours = Vec::new();
-    for b in decode_parquet(key, bytes)? {
-        hours.extend(crate::hourly_from_batch(&b, key.as_ref())?);
-    }
-    Ok(hours)
+    decode_rows(key, bytes, crate::hourly_from_batch)
 }
 
 /// Decodes an `ohlcv_1m` partition read from `key`, in the file's order.
@@ -145,11 +141,20 @@ pub(crate) fn decode_minutes(
     key: &Path,
     bytes: Bytes,
 ) -> Result<Vec<cryptolake_model::MinuteCandle>> {
-    let mut rows = Vec::new();
+    decode_rows(key, bytes, crate::minutes_from_batch)
+}
+
+/// The rows of a whole Parquet object read from `key`, each batch decoded by `rows`.
+fn decode_rows<T>(
+    key: &Path,
+    bytes: Bytes,
+    rows: fn(&RecordBatch, &str) -> Result<Vec<T>>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
     for b in decode_parquet(key, bytes)? {
-        rows.extend(crate::minutes_from_batch(&b, key.as_ref())?);
+        out.extend(rows(&b, key.as_ref())?);
     }
-    Ok(rows)
+    Ok(out)
 }
 
 /// Decodes a whole Parquet object read from `key`.

@@ -321,45 +321,18 @@ impl DateJob {
             }
             fresh.extend(hours);
         }
-        let mut merged: Vec<HourlyCandle> = if self.rebuild {
-            Vec::new()
-        } else {
-            let mut kept = Vec::with_capacity(existing.len());
-            for group in existing.chunk_by(same_rows_group) {
-                match ranges.get(&(group[0].exchange, group[0].symbol.clone())) {
-                    Some((lo, hi)) => kept.extend(
-                        group
-                            .iter()
-                            .filter(|r| r.open_time < *lo || r.open_time >= *hi)
-                            .cloned(),
-                    ),
-                    None => kept.extend_from_slice(group),
-                }
-            }
-            kept
+        let mut merged: Vec<HourlyCandle> = match self.rebuild {
+            true => Vec::new(),
+            false => outside_ranges(&existing, ranges, |h| (h.exchange, &h.symbol, h.open_time)),
         };
         merged.extend(fresh);
         merged.sort_by(HourlyCandle::row_order);
         let unchanged = merged == existing;
-        let mut minutes: Vec<MinuteCandle> = if self.rebuild {
-            Vec::new()
-        } else {
-            let mut kept = Vec::with_capacity(existing_minutes.len());
-            for group in existing_minutes.chunk_by(|a, b| {
-                a.candle.exchange == b.candle.exchange && a.candle.symbol == b.candle.symbol
-            }) {
-                let c = &group[0].candle;
-                match ranges.get(&(c.exchange, c.symbol.clone())) {
-                    Some((lo, hi)) => kept.extend(
-                        group
-                            .iter()
-                            .filter(|r| r.candle.open_time < *lo || r.candle.open_time >= *hi)
-                            .cloned(),
-                    ),
-                    None => kept.extend_from_slice(group),
-                }
-            }
-            kept
+        let mut minutes: Vec<MinuteCandle> = match self.rebuild {
+            true => Vec::new(),
+            false => outside_ranges(&existing_minutes, ranges, |m| {
+                (m.candle.exchange, &m.candle.symbol, m.candle.open_time)
+            }),
         };
         minutes.extend(fresh_minutes);
         minutes.sort_by(MinuteCandle::row_order);
@@ -503,4 +476,34 @@ pub(super) fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules)
         });
     }
     Ok(out)
+}
+
+/// The rows of a partition (sorted by exchange, symbol and open time) that a build keeps as
+/// they are: those of pairs it did not recompute, and of recomputed pairs those outside the
+/// recomputed range `[lo, hi)`.
+fn outside_ranges<T: Clone>(
+    rows: &[T],
+    ranges: &HashMap<Pair, Window>,
+    key: impl Fn(&T) -> (Exchange, &Symbol, DateTime<Utc>),
+) -> Vec<T> {
+    let mut kept = Vec::with_capacity(rows.len());
+    for group in rows.chunk_by(|a, b| {
+        let (ka, kb) = (key(a), key(b));
+        (ka.0, ka.1) == (kb.0, kb.1)
+    }) {
+        let (exchange, symbol, _) = key(&group[0]);
+        match ranges.get(&(exchange, symbol.clone())) {
+            Some((lo, hi)) => kept.extend(
+                group
+                    .iter()
+                    .filter(|r| {
+                        let t = key(r).2;
+                        t < *lo || t >= *hi
+                    })
+                    .cloned(),
+            ),
+            None => kept.extend_from_slice(group),
+        }
+    }
+    kept
 }
