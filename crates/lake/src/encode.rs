@@ -35,23 +35,40 @@ pub fn hourly_to_batch(rows: &[HourlyCandle]) -> Result<RecordBatch> {
         .finish(schema::ohlcv_1h())
 }
 
-pub fn minutes_to_batch(rows: &[MinuteCandle]) -> Result<RecordBatch> {
+/// A row of `ohlcv_1m`: a candle, and when the bronze object it came from was fetched. The
+/// build writes rows straight from the minutes it parsed, without copying them into
+/// [`MinuteCandle`]s first.
+pub trait MinuteRow {
+    fn candle(&self) -> &Candle;
+    fn fetched_at(&self) -> DateTime<Utc>;
+}
+
+impl MinuteRow for MinuteCandle {
+    fn candle(&self) -> &Candle {
+        &self.candle
+    }
+    fn fetched_at(&self) -> DateTime<Utc> {
+        self.fetched_at
+    }
+}
+
+pub fn minutes_to_batch<R: MinuteRow>(rows: &[R]) -> Result<RecordBatch> {
     Builder::new(rows)
-        .text(|r| r.candle.exchange.as_str())
-        .text(|r| r.candle.symbol.as_str())
-        .text(|r| r.candle.symbol.base())
-        .text(|r| r.candle.symbol.quote())
-        .time(|r| r.candle.open_time)
-        .float64(|r| r.candle.open)
-        .float64(|r| r.candle.high)
-        .float64(|r| r.candle.low)
-        .float64(|r| r.candle.close)
-        .float64(|r| r.candle.volume)
-        .float64_opt(|r| r.candle.quote_volume)
-        .int64_opt(|r| r.candle.trade_count)
-        .float64_opt(|r| r.candle.taker_buy_volume)
-        .float64_opt(|r| r.candle.taker_buy_quote_volume)
-        .time(|r| r.fetched_at)
+        .text(|r| r.candle().exchange.as_str())
+        .text(|r| r.candle().symbol.as_str())
+        .text(|r| r.candle().symbol.base())
+        .text(|r| r.candle().symbol.quote())
+        .time(|r| r.candle().open_time)
+        .float64(|r| r.candle().open)
+        .float64(|r| r.candle().high)
+        .float64(|r| r.candle().low)
+        .float64(|r| r.candle().close)
+        .float64(|r| r.candle().volume)
+        .float64_opt(|r| r.candle().quote_volume)
+        .int64_opt(|r| r.candle().trade_count)
+        .float64_opt(|r| r.candle().taker_buy_volume)
+        .float64_opt(|r| r.candle().taker_buy_quote_volume)
+        .time(|r| r.fetched_at())
         .finish(schema::ohlcv_1m())
 }
 

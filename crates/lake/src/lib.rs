@@ -26,8 +26,8 @@ pub mod verify;
 pub mod view;
 
 pub use encode::{
-    daily_from_batch, daily_to_batch, hourly_from_batch, hourly_to_batch, minutes_from_batch,
-    minutes_to_batch, quality_from_batch, runs_from_batch,
+    MinuteRow, daily_from_batch, daily_to_batch, hourly_from_batch, hourly_to_batch,
+    minutes_from_batch, minutes_to_batch, quality_from_batch, runs_from_batch,
 };
 pub use error::{Error, Result};
 pub use parquet_io::{decode_parquet, read_parquet, write_parquet};

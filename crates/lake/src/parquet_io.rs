@@ -1,16 +1,22 @@
 //! Parquet files of the lake: zstd, microsecond UTC timestamps (from the schemas), one row group
 //! per partition file at our sizes, sorting recorded in the footer, no dictionary for float columns.
 
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use bytes::Bytes;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_writer::compute_leaves;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::column::writer::ColumnCloseResult;
 use parquet::file::metadata::SortingColumn;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
+use parquet::file::statistics::Statistics;
 use parquet::schema::types::ColumnPath;
 use tokio::io::AsyncWriteExt;
 
@@ -65,16 +71,15 @@ pub(crate) fn writer_properties(
             nulls_first: false,
         })
         .collect::<Vec<_>>();
-    // Minutes are mostly distinct prices and volumes, which zstd hardly shrinks at any level:
-    // on a day of 57,600 minutes level 1 came out 0.6% larger than level 3 and wrote in 58% of
-    // its time. The smaller tables keep level 3.
-    let level = match key.as_ref().starts_with(crate::paths::SILVER_OHLCV_1M) {
-        true => 1,
-        false => 3,
+    // Minutes are mostly distinct prices and volumes, which zstd hardly shrinks at any level,
+    // and an hour a row group makes many small pages, each of which zstd sets up for anew:
+    // Snappy. The smaller tables keep zstd level 3.
+    let compression = match key.as_ref().starts_with(crate::paths::SILVER_OHLCV_1M) {
+        true => Compression::SNAPPY,
+        false => Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| Error::parquet(key, e))?),
     };
-    let zstd = ZstdLevel::try_new(level).map_err(|e| Error::parquet(key, e))?;
     let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(zstd))
+        .set_compression(compression)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_sorting_columns((!sorting.is_empty()).then_some(sorting))
         .set_created_by(concat!("cryptolake ", env!("CARGO_PKG_VERSION")).to_string());
@@ -88,6 +93,148 @@ pub(crate) fn writer_properties(
         }
     }
     Ok(props.build())
+}
+
+/// A Parquet object as read, with its footer and page indexes parsed: its row groups can be
+/// decoded one at a time, or copied into a new file as they are.
+#[derive(Clone)]
+pub(crate) struct ParquetFile {
+    pub(crate) bytes: Bytes,
+    pub(crate) metadata: Arc<ParquetMetaData>,
+}
+
+impl ParquetFile {
+    pub(crate) fn parse(key: &Path, bytes: Bytes) -> Result<ParquetFile> {
+        let metadata = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .parse_and_finish(&bytes)
+            .map_err(|e| Error::parquet(key, e))?;
+        Ok(ParquetFile {
+            bytes,
+            metadata: Arc::new(metadata),
+        })
+    }
+
+    /// The UTC hour every row of row group `i` lies in, by the statistics of the timestamp
+    /// column `column`; `None` when its rows span more than one hour (or it has no statistics).
+    pub(crate) fn hour_of(&self, i: usize, column: &str) -> Option<i64> {
+        const HOUR: i64 = 3_600_000_000;
+        let rg = self.metadata.row_group(i);
+        let chunk = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_descr().name() == column)?;
+        match chunk.statistics()? {
+            Statistics::Int64(v) => {
+                let (lo, hi) = (*v.min_opt()?, *v.max_opt()?);
+                (lo.div_euclid(HOUR) == hi.div_euclid(HOUR)).then(|| lo.div_euclid(HOUR) * HOUR)
+            }
+            _ => None,
+        }
+    }
+
+    /// Decodes row group `i`.
+    pub(crate) fn decode_row_group(&self, key: &Path, i: usize) -> Result<Vec<RecordBatch>> {
+        let perr = |e| Error::parquet(key, e);
+        let meta = ArrowReaderMetadata::try_new(self.metadata.clone(), Default::default())
+            .map_err(perr)?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), meta)
+            .with_row_groups(vec![i])
+            .build()
+            .map_err(perr)?;
+        reader
+            .map(|b| b.map_err(Error::Arrow))
+            .collect::<Result<Vec<_>>>()
+    }
+}
+
+/// A row group of a file being written: one copied from an existing file as it is, or new rows.
+pub(crate) enum RowGroup {
+    Copied(usize),
+    Rows(RecordBatch),
+}
+
+/// Writes the whole object at `key` from `groups` in order, each its own row group: new rows
+/// are encoded with the lake's writer settings, copied ones are spliced from `source` without
+/// decoding (their pages, statistics and page indexes as they were). Returns the version.
+pub(crate) async fn write_row_groups(
+    lake: &Lake,
+    key: &Path,
+    schema: SchemaRef,
+    sorted_by: &[usize],
+    source: Option<ParquetFile>,
+    groups: Vec<RowGroup>,
+) -> Result<String> {
+    let props = writer_properties(key, &schema, sorted_by)?;
+    let what = key.clone();
+    let encode = move || -> Result<Vec<u8>> {
+        let perr = |e| Error::parquet(&what, e);
+        let mut buf = Vec::new();
+        let writer = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props)).map_err(perr)?;
+        let (mut file, factory) = writer.into_serialized_writer().map_err(perr)?;
+        if let Some(source) = &source {
+            let old = source.metadata.file_metadata().schema_descr();
+            let new = file.schema_descr();
+            if old.columns() != new.columns() {
+                return Err(Error::Invalid(format!(
+                    "{what}: the file's columns are not the table's; it is rewritten whole"
+                )));
+            }
+        }
+        for (index, group) in groups.iter().enumerate() {
+            let mut rg = file.next_row_group().map_err(perr)?;
+            match group {
+                RowGroup::Copied(i) => {
+                    let source = source.as_ref().ok_or_else(|| {
+                        Error::Invalid(format!("{what}: a row group to copy without its file"))
+                    })?;
+                    let old = source.metadata.row_group(*i);
+                    for (c, chunk) in old.columns().iter().enumerate() {
+                        let close = ColumnCloseResult {
+                            bytes_written: chunk.compressed_size() as u64,
+                            rows_written: old.num_rows() as u64,
+                            metadata: chunk.clone(),
+                            bloom_filter: None,
+                            column_index: source
+                                .metadata
+                                .column_index()
+                                .map(|ci| ci[*i][c].clone()),
+                            offset_index: source
+                                .metadata
+                                .offset_index()
+                                .map(|oi| oi[*i][c].clone()),
+                        };
+                        rg.append_column(&source.bytes, close).map_err(perr)?;
+                    }
+                }
+                RowGroup::Rows(batch) => {
+                    let mut writers = factory.create_column_writers(index).map_err(perr)?;
+                    let mut next = writers.iter_mut();
+                    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+                        for leaf in compute_leaves(field, column).map_err(perr)? {
+                            let w = next.next().ok_or_else(|| {
+                                Error::Invalid(format!("{what}: more columns than the schema's"))
+                            })?;
+                            w.write(&leaf).map_err(perr)?;
+                        }
+                    }
+                    for w in writers {
+                        w.close()
+                            .map_err(perr)?
+                            .append_to_row_group(&mut rg)
+                            .map_err(perr)?;
+                    }
+                }
+            }
+            rg.close().map_err(perr)?;
+        }
+        file.close().map_err(perr)?;
+        Ok(buf)
+    };
+    let bytes = tokio::task::spawn_blocking(encode)
+        .await
+        .map_err(|e| Error::Invalid(format!("encoding {key}: {e}")))??;
+    put_whole(lake, key, Bytes::from(bytes)).await
 }
 
 /// Stores an encoded Parquet file as the whole object at `key` and returns its version.
@@ -136,12 +283,15 @@ pub(crate) fn decode_hours(
     decode_rows(key, bytes, crate::hourly_from_batch)
 }
 
-/// Decodes an `ohlcv_1m` partition read from `key`, in the file's order.
+/// Decodes an `ohlcv_1m` partition read from `key`, sorted by exchange, symbol and open time
+/// (the file holds an hour a row group).
 pub(crate) fn decode_minutes(
     key: &Path,
     bytes: Bytes,
 ) -> Result<Vec<cryptolake_model::MinuteCandle>> {
-    decode_rows(key, bytes, crate::minutes_from_batch)
+    let mut rows = decode_rows(key, bytes, crate::minutes_from_batch)?;
+    rows.sort_by(cryptolake_model::MinuteCandle::row_order);
+    Ok(rows)
 }
 
 /// The rows of a whole Parquet object read from `key`, each batch decoded by `rows`.
@@ -172,7 +322,6 @@ pub fn decode_parquet(key: &Path, bytes: Bytes) -> Result<Vec<RecordBatch>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     use arrow::array::{Float64Array, StringArray};
     use arrow::datatypes::{Field, Schema};

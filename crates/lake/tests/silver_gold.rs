@@ -12,7 +12,7 @@ use cryptolake_lake::{
     Lake, daily_from_batch, hourly_from_batch, minutes_from_batch, read_parquet,
 };
 use cryptolake_model::{
-    DailyCandle, Exchange, HourlyCandle, MinuteCandle, Symbol, date_of, parse_time,
+    DailyCandle, Exchange, HourlyCandle, MinuteCandle, Symbol, date_of, hour_start, parse_time,
 };
 use cryptolake_sources::sim::SimMarket;
 use object_store::path::Path;
@@ -138,6 +138,8 @@ async fn minute_rows(lake: &Lake) -> Vec<MinuteCandle> {
             out.extend(minutes_from_batch(&b, meta.location.as_ref()).unwrap());
         }
     }
+    // A file holds an hour a row group: the table's order is the rows', not the file's.
+    out.sort_by(MinuteCandle::row_order);
     out
 }
 
@@ -999,4 +1001,132 @@ async fn a_damaged_missing_or_never_written_minute_partition_is_rebuilt_from_bro
     build(&lake).await;
     assert_eq!(minute_rows(&lake).await, whole);
     assert_eq!(build(&lake).await, (0, 0));
+}
+
+/// The codec of each row group's first column in the minute file of `day`, and its hours.
+async fn minute_file_groups(lake: &Lake, day: &str) -> Vec<(String, DateTime<Utc>)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let key = paths::minute_partition_file(t(day).date_naive());
+    let reader = SerializedFileReader::new(lake.get(&key).await.unwrap()).unwrap();
+    reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| {
+            let open_time = rg
+                .columns()
+                .iter()
+                .find(|c| c.column_descr().name() == "open_time")
+                .unwrap();
+            let min = match open_time.statistics().unwrap() {
+                parquet::file::statistics::Statistics::Int64(v) => *v.min_opt().unwrap(),
+                other => panic!("{other:?}"),
+            };
+            (
+                format!("{:?}", rg.column(5).compression()),
+                DateTime::from_timestamp_micros(min).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Records the minute file of `day` as it is now as the version the build left, so the next
+/// build takes it as its own rather than as damaged.
+async fn record_minute_version(lake: &Lake, day: &str) {
+    let key = paths::minute_partition_file(t(day).date_naive());
+    let version = cryptolake_lake::state::version(&lake.head(&key).await.unwrap().unwrap());
+    let state_key = paths::silver_state();
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&lake.get_opt(&state_key).await.unwrap().unwrap()).unwrap();
+    state["minute_partitions"][day] = serde_json::Value::String(version);
+    lake.put(&state_key, Bytes::from(serde_json::to_vec(&state).unwrap()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_new_hour_copies_the_minute_files_other_hours_and_encodes_only_its_own() {
+    let (_d, lake) = new_lake();
+    let m = SimMarket::default_market(4);
+    let (a, b) = (sym("BTC-USDT"), sym("ETH-USDT"));
+    let day = "2024-03-01";
+    for s in [&a, &b] {
+        put_sim(
+            &lake,
+            &m,
+            s,
+            t(day),
+            t("2024-03-01T03:00:00Z"),
+            t("2024-03-01T03:05:00Z"),
+        )
+        .await;
+    }
+    build(&lake).await;
+    let groups = minute_file_groups(&lake, day).await;
+    let hours: Vec<DateTime<Utc>> = (0..3).map(|h| t(day) + Duration::hours(h)).collect();
+    assert_eq!(
+        groups.iter().map(|g| g.1).collect::<Vec<_>>(),
+        hours,
+        "an hour a row group"
+    );
+
+    // The same rows laid out as the build lays them out, but uncompressed, and recorded as the
+    // partition's version: a row group the next build copies keeps that codec.
+    let key = paths::minute_partition_file(t(day).date_naive());
+    let rows = minute_rows(&lake).await;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+        .build();
+    let schema = cryptolake_model::schema::ohlcv_1m();
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, Some(props)).unwrap();
+    for h in &hours {
+        let mut hour: Vec<MinuteCandle> = rows
+            .iter()
+            .filter(|r| hour_start(r.candle.open_time) == *h)
+            .cloned()
+            .collect();
+        hour.sort_by(MinuteCandle::row_order);
+        w.write(&cryptolake_lake::minutes_to_batch(&hour).unwrap())
+            .unwrap();
+        w.flush().unwrap();
+    }
+    w.close().unwrap();
+    lake.put(&key, Bytes::from(buf)).await.unwrap();
+    record_minute_version(&lake, day).await;
+    assert_eq!(minute_rows(&lake).await, rows);
+
+    // The next hour of one symbol: the three hours before it are copied, not decoded and
+    // encoded again; its own hour is new.
+    let next_hour = async |s: &Symbol| {
+        let (start, end) = (t("2024-03-01T03:00:00Z"), t("2024-03-01T04:00:00Z"));
+        put_sim(&lake, &m, s, start, end, end + Duration::minutes(5)).await
+    };
+    next_hour(&a).await;
+    build(&lake).await;
+    let groups = minute_file_groups(&lake, day).await;
+    let codecs: Vec<&str> = groups.iter().map(|g| g.0.as_str()).collect();
+    assert_eq!(codecs[..3], ["UNCOMPRESSED"; 3], "{groups:?}");
+    assert_eq!(codecs[3], "SNAPPY", "{groups:?}");
+    assert_eq!(groups[3].1, t("2024-03-01T03:00:00Z"));
+    let incremental = minute_rows(&lake).await;
+    assert_eq!(incremental.len(), 2 * 180 + 60);
+
+    // The same as a rebuild from bronze (which finds nothing to change).
+    rebuild(&lake).await;
+    assert_eq!(minute_rows(&lake).await, incremental);
+
+    // A file of one row group for the whole date (as the build wrote it before) is laid out an
+    // hour a row group when its date is next built.
+    let batch = cryptolake_lake::minutes_to_batch(&incremental).unwrap();
+    cryptolake_lake::write_parquet(&lake, &key, &batch, &[0, 1, 4])
+        .await
+        .unwrap();
+    record_minute_version(&lake, day).await;
+    assert_eq!(minute_file_groups(&lake, day).await.len(), 1);
+    next_hour(&b).await;
+    build(&lake).await;
+    let groups = minute_file_groups(&lake, day).await;
+    assert_eq!(groups.len(), 4, "{groups:?}");
+    assert_eq!(minute_rows(&lake).await.len(), 2 * 240);
 }

@@ -11,7 +11,7 @@ use cryptolake_lake::{
 };
 use cryptolake_model::{Exchange, ManualClock, Symbol, parse_time};
 use cryptolake_pipeline::bench::{GenerateRequest, WrittenAt};
-use cryptolake_pipeline::reads::{GapFilter, Interval};
+use cryptolake_pipeline::reads::{Encoding, GapFilter, Interval, encode};
 use cryptolake_pipeline::{Options, Pipeline, Settings};
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -310,6 +310,62 @@ async fn a_step_of_the_same_process_shows_in_the_next_answer() {
         runs.iter().any(|r| r.run_id == run),
         "the new run's records"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encoded_answer_is_computed_once_per_snapshot_and_renewed_when_the_lake_changes() {
+    let (_dir, p) = generated(512 << 20).await;
+    let reads = p.reads();
+    let symbol = &Symbol::parse("S0001-USDT").unwrap();
+    let (from, to) = (t("2024-01-03T00:00:00Z"), t("2024-01-04T02:00:00Z"));
+    let ask = |encoding| async move {
+        reads
+            .candles_encoded(
+                Exchange::Binance,
+                symbol,
+                Interval::M5,
+                from,
+                to,
+                10_000,
+                encoding,
+            )
+            .await
+            .unwrap()
+    };
+    // What the typed answer encodes to, computed afresh.
+    let fresh = |encoding| async move {
+        let c = reads
+            .candles(Exchange::Binance, symbol, Interval::M5, from, to, 10_000)
+            .await
+            .unwrap();
+        let b = c.to_batch().unwrap();
+        (c.rows.len(), encode(&b.schema(), &[b], encoding).unwrap())
+    };
+    let first = ask(Encoding::Json).await;
+    let (bars, want) = fresh(Encoding::Json).await;
+    assert_eq!(bars, 24 * 12, "a day of five-minute bars");
+    assert_eq!(*first, want);
+    assert_eq!(
+        first.tag,
+        cryptolake_pipeline::reads::entity_tag(&first.body)
+    );
+    // The same question on the same snapshot is the same answer, not a new computation.
+    assert!(Arc::ptr_eq(&first, &ask(Encoding::Json).await));
+    let held = reads.answer_cache_stats();
+    assert_eq!(held.entries, 1);
+    assert!(held.bytes >= first.body.len(), "{held:?}");
+    // Another encoding is another answer.
+    let csv = ask(Encoding::Csv).await;
+    assert_eq!(*csv, fresh(Encoding::Csv).await.1);
+    assert!(csv.body.starts_with(b"time,open,high,low,close,volume"));
+    // The next hour lands: the answer is computed again and has its bars; the old ones go.
+    next_hour(&p).await;
+    let after = ask(Encoding::Json).await;
+    let (bars, want) = fresh(Encoding::Json).await;
+    assert_eq!(bars, 25 * 12);
+    assert_eq!(*after, want);
+    assert_ne!(after.tag, first.tag);
+    assert_eq!(reads.answer_cache_stats().entries, 1);
 }
 
 /// Rows of `query` through `engine`, as text.

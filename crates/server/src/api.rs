@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use cryptolake_model::{Exchange, Symbol, parse_time};
-use cryptolake_pipeline::query::{OutputFormat, QueryEngine, render};
-use cryptolake_pipeline::reads::{self, Interval, Status};
+use cryptolake_pipeline::query::QueryEngine;
+use cryptolake_pipeline::reads::{self, Encoding, Interval, Status};
 
 use crate::AppState;
 use crate::metrics::LakeGauges;
@@ -70,49 +70,35 @@ fn pipeline_error(e: cryptolake_pipeline::Error) -> Response {
     }
 }
 
-/// The response format asked for.
-#[derive(Clone, Copy, PartialEq)]
-enum Format {
-    Json,
-    Csv,
-    Arrow,
-}
-
-fn format_of(p: &HashMap<String, String>) -> Result<Format, Response> {
+fn format_of(p: &HashMap<String, String>) -> Result<Encoding, Response> {
     match p.get("format").map(String::as_str) {
-        None | Some("json") => Ok(Format::Json),
-        Some("csv") => Ok(Format::Csv),
-        Some("arrow") => Ok(Format::Arrow),
+        None | Some("json") => Ok(Encoding::Json),
+        Some("csv") => Ok(Encoding::Csv),
+        Some("arrow") => Ok(Encoding::Arrow),
         Some(other) => Err(bad_request(format!(
             "format {other:?}: expected json, csv or arrow"
         ))),
     }
 }
 
+/// An encoded answer, with its entity tag (the ETag layer uses it rather than hashing again).
+fn encoded(e: &reads::Encoded) -> Response {
+    let mut resp = (
+        [(header::CONTENT_TYPE, e.encoding.content_type())],
+        e.body.clone(),
+    )
+        .into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&e.tag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
 /// `batches` in `format`.
-fn table(schema: &SchemaRef, batches: &[RecordBatch], format: Format) -> Response {
-    let rendered = match format {
-        Format::Json => render(batches, OutputFormat::Json)
-            .map(|t| ("application/json", Bytes::from(t.into_bytes()))),
-        Format::Csv => render(batches, OutputFormat::Csv)
-            .map(|t| ("text/csv; charset=utf-8", Bytes::from(t.into_bytes()))),
-        Format::Arrow => {
-            let mut buf = Vec::new();
-            let written = (|| {
-                let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, schema)?;
-                for b in batches {
-                    w.write(b)?;
-                }
-                w.finish()
-            })();
-            written
-                .map(|_| ("application/vnd.apache.arrow.stream", Bytes::from(buf)))
-                .map_err(cryptolake_pipeline::query::Error::Output)
-        }
-    };
-    match rendered {
-        Ok((kind, body)) => ([(header::CONTENT_TYPE, kind)], body).into_response(),
-        Err(e) => query_error(e),
+fn table(schema: &SchemaRef, batches: &[RecordBatch], format: Encoding) -> Response {
+    match reads::encode(schema, batches, format) {
+        Ok(e) => encoded(&e),
+        Err(e) => pipeline_error(e),
     }
 }
 
@@ -166,7 +152,7 @@ fn limit_param(p: &HashMap<String, String>, default: usize, max: usize) -> Resul
 }
 
 /// A typed answer of the read model as a table in `format`.
-fn rows(batch: Result<RecordBatch, cryptolake_pipeline::Error>, format: Format) -> Response {
+fn rows(batch: Result<RecordBatch, cryptolake_pipeline::Error>, format: Encoding) -> Response {
     match batch {
         Ok(b) => table(&b.schema(), std::slice::from_ref(&b), format),
         Err(e) => pipeline_error(e),
@@ -220,9 +206,12 @@ async fn candles(State(state): State<Arc<AppState>>, Query(p): Params) -> Respon
     let answer = state
         .pipeline
         .reads()
-        .candles(exchange, &symbol, interval, from, to, limit)
+        .candles_encoded(exchange, &symbol, interval, from, to, limit, format)
         .await;
-    rows(answer.and_then(|c| c.to_batch()), format)
+    match answer {
+        Ok(e) => encoded(&e),
+        Err(e) => pipeline_error(e),
+    }
 }
 
 async fn freshness(State(state): State<Arc<AppState>>) -> Response {
@@ -235,7 +224,7 @@ async fn freshness(State(state): State<Arc<AppState>>) -> Response {
 /// One row per exchange and symbol: what the overview page shows.
 async fn overview(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
     if let Err(r) = format_of(&p).and_then(|f| match f {
-        Format::Json => Ok(()),
+        Encoding::Json => Ok(()),
         _ => Err(bad_request("the overview is JSON only".into())),
     }) {
         return r;

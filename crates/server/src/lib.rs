@@ -477,15 +477,6 @@ async fn security_headers(req: Request, next: Next) -> Response {
     resp
 }
 
-/// The entity tag of a body: the first 128 bits of its SHA-256, so equal bodies have equal
-/// tags in every process and across restarts.
-fn entity_tag(body: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(body);
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
-}
-
 /// Whether an `If-None-Match` header names `tag` (or `*`).
 fn matches_tag(if_none_match: &str, tag: &str) -> bool {
     if_none_match
@@ -511,19 +502,31 @@ async fn entity_tags(req: Request, next: Next) -> Response {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(e) => {
-            return api::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("the answer could not be read: {e}"),
-            );
+    // An answer the read model encoded comes tagged already.
+    let given = parts
+        .headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (tag, body) = match given {
+        Some(tag) => (tag, body),
+        None => {
+            let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(b) => b,
+                Err(e) => {
+                    return api::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("the answer could not be read: {e}"),
+                    );
+                }
+            };
+            let tag = cryptolake_pipeline::reads::entity_tag(&bytes);
+            if let Ok(v) = HeaderValue::from_str(&tag) {
+                parts.headers.insert(header::ETAG, v);
+            }
+            (tag, axum::body::Body::from(bytes))
         }
     };
-    let tag = entity_tag(&bytes);
-    if let Ok(v) = HeaderValue::from_str(&tag) {
-        parts.headers.insert(header::ETAG, v);
-    }
     if !parts.headers.contains_key(header::CACHE_CONTROL) {
         parts
             .headers
@@ -534,7 +537,7 @@ async fn entity_tags(req: Request, next: Next) -> Response {
         parts.headers.remove(header::CONTENT_LENGTH);
         return Response::from_parts(parts, axum::body::Body::empty());
     }
-    Response::from_parts(parts, axum::body::Body::from(bytes))
+    Response::from_parts(parts, body)
 }
 
 const TOKEN_COOKIE: &str = "cryptolake_token";

@@ -3,6 +3,9 @@
 //! partition's other rows.
 
 use super::*;
+use crate::MinuteRow;
+use crate::parquet_io::{ParquetFile, RowGroup};
+use cryptolake_model::Candle;
 
 /// A bronze object's window `[start, end)` and fetch time.
 pub(super) type Fetch = (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
@@ -88,8 +91,8 @@ pub(super) struct DatePrepared {
     pub(super) unchanged: bool,
     /// The version of the partition as it was read.
     pub(super) existing_version: Option<String>,
-    /// The date's `ohlcv_1m` rows: the minutes of the hours in `merged`.
-    pub(super) minutes: Vec<MinuteCandle>,
+    /// The date's `ohlcv_1m` file: the minutes of the hours in `merged`.
+    pub(super) minutes: MinuteGroups,
     pub(super) minutes_unchanged: bool,
     pub(super) existing_minute_version: Option<String>,
 }
@@ -120,12 +123,7 @@ impl DateJob {
             self.rebuild,
             crate::parquet_io::decode_hours,
         );
-        let read_minutes = read_partition(
-            &self.lake,
-            &minute_key,
-            self.rebuild,
-            crate::parquet_io::decode_minutes,
-        );
+        let read_minutes = read_minute_file(&self.lake, &minute_key, self.rebuild);
         let (existing, existing_minutes, parsed) =
             futures::join!(read_existing, read_minutes, self.read_objects(fresh));
         let (existing_version, existing) = existing?;
@@ -243,7 +241,7 @@ impl DateJob {
     fn assemble(
         self,
         mut parsed: Vec<Parsed>,
-        (existing, existing_minutes): (Vec<HourlyCandle>, Vec<MinuteCandle>),
+        (existing, existing_minutes): (Vec<HourlyCandle>, Option<ParquetFile>),
         ranges: &HashMap<Pair, Window>,
         asked: &HashMap<Pair, DateTime<Utc>>,
     ) -> Result<DatePrepared> {
@@ -291,7 +289,7 @@ impl DateJob {
                 );
         }
         let mut fresh: Vec<HourlyCandle> = Vec::new();
-        let mut fresh_minutes: Vec<MinuteCandle> = Vec::new();
+        let mut fresh_minutes: Vec<&Minute> = Vec::new();
         for (pair, minutes) in by_pair {
             counts.candles_read += minutes.len();
             let (minutes, dropped) = dedup_latest(minutes);
@@ -308,10 +306,7 @@ impl DateJob {
                 minutes
                     .iter()
                     .filter(|m| is_final(hour_start(m.candle.open_time)))
-                    .map(|m| MinuteCandle {
-                        candle: m.candle.clone(),
-                        fetched_at: m.fetched_at,
-                    }),
+                    .copied(),
             );
             let mut hours = hourly(&minutes, is_final);
             if let Some(f) = fetches.get(&pair) {
@@ -328,15 +323,14 @@ impl DateJob {
         merged.extend(fresh);
         merged.sort_by(HourlyCandle::row_order);
         let unchanged = merged == existing;
-        let mut minutes: Vec<MinuteCandle> = match self.rebuild {
-            true => Vec::new(),
-            false => outside_ranges(&existing_minutes, ranges, |m| {
-                (m.candle.exchange, &m.candle.symbol, m.candle.open_time)
-            }),
-        };
-        minutes.extend(fresh_minutes);
-        minutes.sort_by(MinuteCandle::row_order);
-        let minutes_unchanged = minutes == existing_minutes;
+        let minute_key = paths::minute_partition_file(date);
+        let (minutes, minutes_unchanged) = minute_groups(
+            &minute_key,
+            existing_minutes,
+            fresh_minutes,
+            ranges,
+            self.rebuild,
+        )?;
         Ok(DatePrepared {
             date,
             counts,
@@ -348,6 +342,169 @@ impl DateJob {
             minutes_unchanged,
             existing_minute_version: None,
         })
+    }
+}
+
+/// A date's `ohlcv_1m` file as it is to be written: one row group per UTC hour, in hour order.
+/// The hours no recomputed range reaches are copied from the file as it was, undecoded, so a
+/// new hour costs its own minutes rather than the whole day's.
+pub(super) struct MinuteGroups {
+    pub(super) source: Option<ParquetFile>,
+    pub(super) groups: Vec<RowGroup>,
+    pub(super) rows: usize,
+}
+
+/// A minute of the new file: parsed from bronze by this build, or kept from the file.
+enum Row<'a> {
+    Fresh(&'a Minute),
+    Kept(&'a MinuteCandle),
+}
+
+impl MinuteRow for Row<'_> {
+    fn candle(&self) -> &Candle {
+        match self {
+            Row::Fresh(m) => &m.candle,
+            Row::Kept(m) => &m.candle,
+        }
+    }
+    fn fetched_at(&self) -> DateTime<Utc> {
+        match self {
+            Row::Fresh(m) => m.fetched_at,
+            Row::Kept(m) => m.fetched_at,
+        }
+    }
+}
+
+fn row_key<R: MinuteRow>(r: &R) -> (Exchange, &Symbol, DateTime<Utc>) {
+    let c = r.candle();
+    (c.exchange, &c.symbol, c.open_time)
+}
+
+/// The row groups of a date's new `ohlcv_1m` file, and whether it would hold exactly what the
+/// file holds now. Each row group of `existing` that is one hour no range of `ranges` reaches is
+/// copied; the others are decoded, and their minutes outside the ranges join `fresh` (sorted
+/// by exchange, symbol and open time), an hour a row group. A row group spanning several
+/// hours (a file written before hours had one each) is decoded, and the file laid out again.
+/// A rebuild decodes everything and keeps only `fresh`.
+fn minute_groups(
+    key: &Path,
+    existing: Option<ParquetFile>,
+    fresh: Vec<&Minute>,
+    ranges: &HashMap<Pair, Window>,
+    rebuild: bool,
+) -> Result<(MinuteGroups, bool)> {
+    let touched = |hour: DateTime<Utc>| ranges.values().any(|(lo, hi)| *lo <= hour && hour < *hi);
+    let mut copied: BTreeMap<DateTime<Utc>, (usize, usize)> = BTreeMap::new();
+    let mut decoded: Vec<MinuteCandle> = Vec::new();
+    let mut relaid = false;
+    let mut source = None;
+    if let Some(file) = existing {
+        let groups = file.metadata.num_row_groups();
+        let hours: Vec<Option<DateTime<Utc>>> = (0..groups)
+            .map(|i| {
+                file.hour_of(i, "open_time")
+                    .and_then(DateTime::from_timestamp_micros)
+            })
+            .collect();
+        let mut read = || -> Result<()> {
+            for (i, hour) in hours.iter().enumerate() {
+                let alone = hours.iter().filter(|h| *h == hour).count() == 1;
+                match hour {
+                    Some(h) if alone && !rebuild && !touched(*h) => {
+                        let rows = usize::try_from(file.metadata.row_group(i).num_rows())
+                            .unwrap_or_default();
+                        copied.insert(*h, (i, rows));
+                    }
+                    _ => {
+                        relaid |= hour.is_none() || !alone;
+                        for b in file.decode_row_group(key, i)? {
+                            decoded.extend(crate::minutes_from_batch(&b, key.as_ref())?);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        match read() {
+            Ok(()) => source = Some(file),
+            Err(e) if rebuild => {
+                tracing::warn!(key = %key, error = %e, "replacing an unreadable partition");
+                (copied, decoded, relaid) = (BTreeMap::new(), Vec::new(), true);
+            }
+            Err(e) => {
+                return Err(Error::Invalid(format!(
+                    "{e}; `cryptolake silver --rebuild` rebuilds it from bronze"
+                )));
+            }
+        }
+    }
+    decoded.sort_by(MinuteCandle::row_order);
+    let kept: Vec<MinuteCandle> = match rebuild {
+        true => Vec::new(),
+        false => outside_ranges(&decoded, ranges, row_key),
+    };
+    let mut rows: Vec<Row> = kept.iter().map(Row::Kept).collect();
+    rows.extend(fresh.into_iter().map(Row::Fresh));
+    // A first build's minutes come in order already.
+    if !rows.is_sorted_by(|a, b| row_key(a) <= row_key(b)) {
+        rows.sort_by(|a, b| row_key(a).cmp(&row_key(b)));
+    }
+    let unchanged = !relaid
+        && rows.len() == decoded.len()
+        && rows
+            .iter()
+            .zip(&decoded)
+            .all(|(r, d)| r.candle() == &d.candle && r.fetched_at() == d.fetched_at);
+    // An hour's rows keep their order: exchange, symbol, open time.
+    let mut by_hour: BTreeMap<DateTime<Utc>, Vec<Row>> = BTreeMap::new();
+    for r in rows {
+        by_hour
+            .entry(hour_start(r.candle().open_time))
+            .or_default()
+            .push(r);
+    }
+    let mut total = 0;
+    let mut groups: BTreeMap<DateTime<Utc>, RowGroup> = BTreeMap::new();
+    for (h, (index, rows)) in copied {
+        total += rows;
+        groups.insert(h, RowGroup::Copied(index));
+    }
+    for (h, rows) in by_hour {
+        total += rows.len();
+        groups.insert(h, RowGroup::Rows(crate::minutes_to_batch(&rows)?));
+    }
+    let groups: Vec<RowGroup> = groups.into_values().collect();
+    let source = source.filter(|_| groups.iter().any(|g| matches!(g, RowGroup::Copied(_))));
+    Ok((
+        MinuteGroups {
+            source,
+            groups,
+            rows: total,
+        },
+        unchanged,
+    ))
+}
+
+/// A date's `ohlcv_1m` file and its version, its footer parsed; none when there is none. A
+/// whole-date recompute reads it only to see whether it changes, so one that cannot be read
+/// is simply replaced; otherwise that is an error.
+async fn read_minute_file(
+    lake: &Lake,
+    key: &Path,
+    rebuild: bool,
+) -> Result<(Option<String>, Option<ParquetFile>)> {
+    let Some((bytes, version)) = lake.get_versioned(key).await? else {
+        return Ok((None, None));
+    };
+    match ParquetFile::parse(key, bytes) {
+        Ok(file) => Ok((Some(version), Some(file))),
+        Err(e) if rebuild => {
+            tracing::warn!(key = %key, error = %e, "replacing an unreadable partition");
+            Ok((None, None))
+        }
+        Err(e) => Err(Error::Invalid(format!(
+            "{e}; `cryptolake silver --rebuild` rebuilds it from bronze"
+        ))),
     }
 }
 

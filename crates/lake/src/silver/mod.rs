@@ -31,15 +31,16 @@ use tracing::{info, warn};
 
 use crate::bronze::{decode, parse_payload};
 use crate::lease::Lease;
+use crate::parquet_io::write_row_groups;
 use crate::paths::{self, BronzeKey};
 use crate::quality::{Action, QualityRules};
-use crate::{Error, Lake, Result, hourly_to_batch, minutes_to_batch, state, write_parquet};
+use crate::{Error, Lake, Result, hourly_to_batch, state, write_parquet};
 use aggregate::{Minute, confirmed_empty, dedup_latest, hourly};
 use build_state::{SilverState, manifest_since};
 pub use build_state::{
     list_partition_versions, list_versions, minute_partition_versions, partition_versions,
 };
-use job::DateJob;
+use job::{DateJob, MinuteGroups};
 
 /// Sort order of every partition: exchange, symbol, open_time.
 pub const SORTED_BY: [usize; 3] = [0, 1, 4];
@@ -826,20 +827,24 @@ async fn write_partition(lake: Lake, date: NaiveDate, rows: Vec<HourlyCandle>) -
     })
 }
 
-/// Replaces a date's `ohlcv_1m` partition with `rows` (deletes it when there are none).
-async fn write_minutes(lake: Lake, date: NaiveDate, rows: Vec<MinuteCandle>) -> Result<Written> {
+/// Replaces a date's `ohlcv_1m` partition with `minutes` (deletes it when there are none).
+async fn write_minutes(lake: Lake, date: NaiveDate, minutes: MinuteGroups) -> Result<Written> {
     let key = paths::minute_partition_file(date);
-    let version = match rows.is_empty() {
-        true => {
+    let version = match minutes.rows {
+        0 => {
             lake.delete(&key).await?;
             None
         }
-        false => Some(write_parquet(&lake, &key, &minutes_to_batch(&rows)?, &SORTED_BY).await?),
+        _ => {
+            let schema = cryptolake_model::schema::ohlcv_1m();
+            let (source, groups) = (minutes.source, minutes.groups);
+            Some(write_row_groups(&lake, &key, schema, &SORTED_BY, source, groups).await?)
+        }
     };
     Ok(Written {
         date,
         version,
-        rows: rows.len(),
+        rows: minutes.rows,
         minutes: true,
     })
 }

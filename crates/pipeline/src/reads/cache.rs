@@ -1,9 +1,10 @@
-//! Decoded partitions, bounded in bytes, the least recently used dropped first. A partition is
-//! keyed by its table, date and version, so a rewritten partition is a new key and a reader
+//! Values bounded in bytes, the least recently used dropped first. Decoded partitions are
+//! keyed by their table, date and version, so a rewritten partition is a new key and a reader
 //! never gets a stale copy; the old one ages out (or is dropped when a snapshot no longer
-//! names it).
+//! names it). Encoded answers are keyed by the snapshot they were computed from.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use chrono::NaiveDate;
@@ -48,14 +49,14 @@ struct Slot<T> {
     used: u64,
 }
 
-struct Inner<T> {
-    slots: HashMap<Key, Slot<T>>,
+struct Inner<K, T> {
+    slots: HashMap<K, Slot<T>>,
     bytes: usize,
     tick: u64,
 }
 
-pub struct Cache<T> {
-    inner: Mutex<Inner<T>>,
+pub struct Cache<K, T> {
+    inner: Mutex<Inner<K, T>>,
     capacity: usize,
 }
 
@@ -67,8 +68,8 @@ pub struct CacheStats {
     pub capacity: usize,
 }
 
-impl<T: Weigh> Cache<T> {
-    pub fn new(capacity: usize) -> Cache<T> {
+impl<K: Clone + Eq + Hash, T: Weigh> Cache<K, T> {
+    pub fn new(capacity: usize) -> Cache<K, T> {
         Cache {
             inner: Mutex::new(Inner {
                 slots: HashMap::new(),
@@ -79,13 +80,13 @@ impl<T: Weigh> Cache<T> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<T>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K, T>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The value under `key`, loaded by `load` when it is not held. Readers asking for the
     /// same key at once share one load.
-    pub async fn get_or_load<E, F, Fut>(&self, key: Key, load: F) -> Result<Arc<T>, E>
+    pub async fn get_or_load<E, F, Fut>(&self, key: K, load: F) -> Result<Arc<T>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -114,7 +115,7 @@ impl<T: Weigh> Cache<T> {
     }
 
     /// Counts a loaded value's bytes (once) and drops the least recently used past capacity.
-    fn account(&self, key: &Key, cell: &Arc<OnceCell<Arc<T>>>, size: usize) {
+    fn account(&self, key: &K, cell: &Arc<OnceCell<Arc<T>>>, size: usize) {
         let mut inner = self.lock();
         let Some(slot) = inner.slots.get_mut(key) else {
             return;
@@ -138,19 +139,10 @@ impl<T: Weigh> Cache<T> {
         }
     }
 
-    /// Drops every entry of `table` whose version is not the one `current` names for its date.
-    pub fn retain_current(
-        &self,
-        table: Table,
-        current: &std::collections::BTreeMap<NaiveDate, String>,
-    ) {
+    /// Drops every entry whose key `keep` refuses.
+    pub fn retain(&self, keep: impl Fn(&K) -> bool) {
         let mut inner = self.lock();
-        let stale: Vec<Key> = inner
-            .slots
-            .keys()
-            .filter(|(t, d, v)| *t == table && current.get(d) != Some(v))
-            .cloned()
-            .collect();
+        let stale: Vec<K> = inner.slots.keys().filter(|k| !keep(k)).cloned().collect();
         for k in stale {
             if let Some(s) = inner.slots.remove(&k) {
                 inner.bytes -= s.size;
@@ -189,7 +181,7 @@ mod tests {
 
     #[tokio::test]
     async fn holds_at_most_its_capacity_and_drops_the_least_recently_used() {
-        let cache = Cache::<Blob>::new(300);
+        let cache = Cache::<Key, Blob>::new(300);
         let loads = std::sync::atomic::AtomicUsize::new(0);
         let get = |day| {
             let loads = &loads;
@@ -229,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_load_is_not_kept_and_stale_versions_are_dropped() {
-        let cache = Cache::<Blob>::new(1000);
+        let cache = Cache::<Key, Blob>::new(1000);
         let failed = cache
             .get_or_load(key(1), || async { Err::<Blob, _>("no") })
             .await;
@@ -241,7 +233,7 @@ mod tests {
         assert_eq!(ok.0, 10);
         let mut current = std::collections::BTreeMap::new();
         current.insert(key(1).1, "v2".to_string());
-        cache.retain_current(Table::Silver, &current);
+        cache.retain(|(t, d, v)| *t != Table::Silver || current.get(d) == Some(v));
         assert_eq!(cache.stats().entries, 0);
         assert_eq!(cache.stats().bytes, 0);
     }

@@ -21,6 +21,7 @@
 //! step; the read model looks at that one object's version at most once per
 //! [`CHECK_INTERVAL`].
 
+mod answer;
 mod bars;
 mod cache;
 mod rows;
@@ -38,6 +39,7 @@ use futures::StreamExt;
 use object_store::path::Path;
 use tracing::{debug, warn};
 
+pub use answer::{Encoded, Encoding, encode, entity_tag};
 pub use bars::{Interval, Source};
 pub use cache::{CacheStats, Table};
 pub use cryptolake_lake::gaps::{Gap, GapStatus};
@@ -51,6 +53,15 @@ pub use rows::{
 use crate::events::Freshness;
 use crate::{Error, Result};
 use cache::{Cache, Key, Weigh};
+
+/// The part of the read cache that holds decoded partitions; the rest holds encoded answers.
+fn partition_bytes(cache_bytes: u64) -> usize {
+    usize::try_from(cache_bytes - cache_bytes / 8).unwrap_or(usize::MAX)
+}
+
+fn answer_bytes(cache_bytes: u64) -> usize {
+    usize::try_from(cache_bytes / 8).unwrap_or(usize::MAX)
+}
 
 /// How often, at most, the read model asks the store whether another process changed the lake.
 pub const CHECK_INTERVAL: StdDuration = StdDuration::from_secs(1);
@@ -349,7 +360,9 @@ pub struct ReadModel {
     clock: SharedClock,
     /// How old a pair's newest complete hour may be before it is stale, in minutes.
     max_age_minutes: i64,
-    cache: Cache<Part>,
+    cache: Cache<Key, Part>,
+    /// Encoded answers of hot questions, by the snapshot they were computed from.
+    answers: Cache<(u64, String), Encoded>,
     summaries: Mutex<HashMap<Key, Arc<PartSummary>>>,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     checked: Mutex<Option<Instant>>,
@@ -375,7 +388,8 @@ impl ReadModel {
             lake,
             clock,
             max_age_minutes,
-            cache: Cache::new(usize::try_from(cache_bytes).unwrap_or(usize::MAX)),
+            cache: Cache::new(partition_bytes(cache_bytes)),
+            answers: Cache::new(answer_bytes(cache_bytes)),
             summaries: Mutex::new(HashMap::new()),
             snapshot: RwLock::new(None),
             checked: Mutex::new(None),
@@ -558,11 +572,12 @@ impl ReadModel {
 
     /// Drops what is held of `table` in versions other than `current`'s.
     fn forget_other_versions(&self, table: Table, current: &BTreeMap<NaiveDate, String>) {
-        self.cache.retain_current(table, current);
+        let keep = |(t, d, v): &Key| *t != table || current.get(d) == Some(v);
+        self.cache.retain(keep);
         self.summaries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|(t, d, v), _| *t != table || current.get(d) == Some(v));
+            .retain(|k, _| keep(k));
     }
 
     /// The gap report's partitions, the run history and the quality results of `s`, read on
@@ -801,6 +816,45 @@ impl ReadModel {
             interval,
             rows: Vec::new(),
         }))
+    }
+
+    /// [`ReadModel::candles`] encoded for the wire. The answer is computed, encoded and tagged
+    /// once per snapshot and kept in a cache bounded in bytes (an eighth of the read cache),
+    /// so the many readers of one chart cost one computation until the lake changes.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn candles_encoded(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        interval: Interval,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+        encoding: Encoding,
+    ) -> Result<Arc<Encoded>> {
+        let id = self.snapshot().await?.id();
+        let question = format!(
+            "candles {exchange} {symbol} {} {} {} {limit} {encoding:?}",
+            interval.as_str(),
+            from.timestamp_micros(),
+            to.timestamp_micros()
+        );
+        // Answers of older snapshots are never asked for again.
+        self.answers.retain(|(s, _)| *s == id);
+        self.answers
+            .get_or_load((id, question), || async {
+                let c = self
+                    .candles(exchange, symbol, interval, from, to, limit)
+                    .await?;
+                let batch = c.to_batch()?;
+                encode(&batch.schema(), std::slice::from_ref(&batch), encoding)
+            })
+            .await
+    }
+
+    /// The bytes held by the cache of encoded answers.
+    pub fn answer_cache_stats(&self) -> CacheStats {
+        self.answers.stats()
     }
 
     /// [`ReadModel::candles`] of several exchanges and symbols at once, in their order: each

@@ -369,7 +369,8 @@ pub static SETTINGS: &[&dyn Declared<Draft>] = &[
     &Decl::<Size, D> {
         key: "server.read_cache",
         doc: "Memory for decoded partitions that the dashboard, the API, /metrics and the reports are\n\
-              answered from; the least recently used are dropped past it.",
+              answered from, and (an eighth of it) for encoded candles answers; the least recently\n\
+              used are dropped past it.",
         default: Default::Is(r#""512MiB""#),
         flag: None,
         source: Source::FileAndEnv,
