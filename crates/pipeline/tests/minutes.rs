@@ -272,6 +272,51 @@ async fn minutes_are_the_markets_and_every_minute_is_in_the_table_or_a_gap() {
     let after = consistency(p.check(None, None, &p.new_run_id()).await.unwrap());
     assert!(after.iter().all(|r| !r.is_violation()), "{after:?}");
     assert_eq!(read_lake(&lake).await.minutes, view.minutes);
+
+    // One date's minutes in SQL, in an order the file's rows are not in (an hour a row group,
+    // each by open time first): the engine sorts them rather than trusting the footer.
+    let engine = p.query_engine().await.unwrap();
+    let batches = engine
+        .query(&format!(
+            "SELECT exchange, symbol, open_time FROM crypto_analytics.ohlcv_1m \
+             WHERE date = DATE '{day}' ORDER BY exchange, symbol, open_time"
+        ))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for b in &batches {
+        let times = b
+            .column(2)
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+            .unwrap();
+        for i in 0..b.num_rows() {
+            let text = |c: usize| arrow::util::display::array_value_to_string(b.column(c), i);
+            got.push((text(0).unwrap(), text(1).unwrap(), times.value(i)));
+        }
+    }
+    let want: Vec<(String, String, i64)> = view
+        .minutes
+        .iter()
+        .flat_map(|((e, s), ms)| {
+            ms.iter()
+                .filter(|m| m.candle.open_time.date_naive() == day)
+                .map(|m| {
+                    (
+                        e.to_string(),
+                        s.to_string(),
+                        m.candle.open_time.timestamp_micros(),
+                    )
+                })
+        })
+        .collect();
+    assert!(want.windows(2).all(|w| w[0] < w[1]));
+    assert!(want.len() > 2 * 1000, "{}", want.len());
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got == want,
+        "the minutes in SQL's order are not the table's, sorted"
+    );
 }
 
 /// The bucket of `t` computed another way than the read model does: by calendar fields.

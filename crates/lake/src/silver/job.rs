@@ -345,7 +345,8 @@ impl DateJob {
     }
 }
 
-/// A date's `ohlcv_1m` file as it is to be written: one row group per UTC hour, in hour order.
+/// A date's `ohlcv_1m` file as it is to be written: one row group per UTC hour, in hour order,
+/// each ordered by open time, exchange and symbol.
 /// The hours no recomputed range reaches are copied from the file as it was, undecoded, so a
 /// new hour costs its own minutes rather than the whole day's.
 pub(super) struct MinuteGroups {
@@ -455,13 +456,18 @@ fn minute_groups(
             .iter()
             .zip(&decoded)
             .all(|(r, d)| r.candle() == &d.candle && r.fetched_at() == d.fetched_at);
-    // An hour's rows keep their order: exchange, symbol, open time.
+    // Each hour's rows in the file's order (`MINUTES_SORTED_BY`): open time, exchange, symbol.
     let mut by_hour: BTreeMap<DateTime<Utc>, Vec<Row>> = BTreeMap::new();
     for r in rows {
         by_hour
             .entry(hour_start(r.candle().open_time))
             .or_default()
             .push(r);
+    }
+    // The rows come by exchange, symbol and open time: a stable sort by open time keeps
+    // exchange and symbol in order within each minute.
+    for rows in by_hour.values_mut() {
+        rows.sort_by_key(|r| r.candle().open_time);
     }
     let mut total = 0;
     let mut groups: BTreeMap<DateTime<Utc>, RowGroup> = BTreeMap::new();

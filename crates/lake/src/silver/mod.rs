@@ -45,6 +45,12 @@ use job::{DateJob, MinuteGroups};
 /// Sort order of every partition: exchange, symbol, open_time.
 pub const SORTED_BY: [usize; 3] = [0, 1, 4];
 
+/// The order of an `ohlcv_1m` file's rows: open time, exchange, symbol. A file holds an hour a
+/// row group in hour order, so this order holds for the whole file, which is what an engine
+/// that reads the first row group's sort order as the file's (DataFusion) assumes. Exchange
+/// and symbol first would hold within each hour only.
+pub const MINUTES_SORTED_BY: [usize; 3] = [4, 0, 1];
+
 /// An exchange and one of its symbols.
 pub type Pair = (Exchange, Symbol);
 
@@ -838,7 +844,7 @@ async fn write_minutes(lake: Lake, date: NaiveDate, minutes: MinuteGroups) -> Re
         _ => {
             let schema = cryptolake_model::schema::ohlcv_1m();
             let (source, groups) = (minutes.source, minutes.groups);
-            Some(write_row_groups(&lake, &key, schema, &SORTED_BY, source, groups).await?)
+            Some(write_row_groups(&lake, &key, schema, &MINUTES_SORTED_BY, source, groups).await?)
         }
     };
     Ok(Written {
