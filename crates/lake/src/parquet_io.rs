@@ -133,6 +133,20 @@ impl ParquetFile {
         }
     }
 
+    /// The columns row group `i` says its rows are sorted by (ascending), by index.
+    pub(crate) fn sorted_by(&self, i: usize) -> Vec<usize> {
+        self.metadata
+            .row_group(i)
+            .sorting_columns()
+            .map(|cols| {
+                cols.iter()
+                    .filter(|c| !c.descending)
+                    .map(|c| c.column_idx as usize)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Decodes row group `i`.
     pub(crate) fn decode_row_group(&self, key: &Path, i: usize) -> Result<Vec<RecordBatch>> {
         let perr = |e| Error::parquet(key, e);

@@ -1030,6 +1030,42 @@ async fn minute_file_groups(lake: &Lake, day: &str) -> Vec<(String, DateTime<Utc
         .collect()
 }
 
+/// Writes `rows` as the minute file of `day`, an hour a row group like the build's but
+/// uncompressed; each row group claims the build's order (open time, exchange, symbol) when
+/// `claimed`, none otherwise.
+async fn write_uncompressed_hours(lake: &Lake, day: &str, rows: &[MinuteCandle], claimed: bool) {
+    let order = |i: i32| parquet::file::metadata::SortingColumn {
+        column_idx: i,
+        descending: false,
+        nulls_first: false,
+    };
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+        .set_sorting_columns(claimed.then(|| vec![order(4), order(0), order(1)]))
+        .build();
+    let mut hours: BTreeMap<DateTime<Utc>, Vec<MinuteCandle>> = BTreeMap::new();
+    for r in rows {
+        hours
+            .entry(hour_start(r.candle.open_time))
+            .or_default()
+            .push(r.clone());
+    }
+    let mut buf = Vec::new();
+    let schema = cryptolake_model::schema::ohlcv_1m();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, Some(props)).unwrap();
+    for mut hour in hours.into_values() {
+        hour.sort_by(MinuteCandle::row_order);
+        hour.sort_by_key(|m| m.candle.open_time);
+        w.write(&cryptolake_lake::minutes_to_batch(&hour).unwrap())
+            .unwrap();
+        w.flush().unwrap();
+    }
+    w.close().unwrap();
+    let key = paths::minute_partition_file(t(day).date_naive());
+    lake.put(&key, Bytes::from(buf)).await.unwrap();
+    record_minute_version(lake, day).await;
+}
+
 /// Records the minute file of `day` as it is now as the version the build left, so the next
 /// build takes it as its own rather than as damaged.
 async fn record_minute_version(lake: &Lake, day: &str) {
@@ -1074,25 +1110,7 @@ async fn a_new_hour_copies_the_minute_files_other_hours_and_encodes_only_its_own
     // partition's version: a row group the next build copies keeps that codec.
     let key = paths::minute_partition_file(t(day).date_naive());
     let rows = minute_rows(&lake).await;
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::UNCOMPRESSED)
-        .build();
-    let schema = cryptolake_model::schema::ohlcv_1m();
-    let mut buf = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, Some(props)).unwrap();
-    for h in &hours {
-        let mut hour: Vec<MinuteCandle> = rows
-            .iter()
-            .filter(|r| hour_start(r.candle.open_time) == *h)
-            .cloned()
-            .collect();
-        hour.sort_by(MinuteCandle::row_order);
-        w.write(&cryptolake_lake::minutes_to_batch(&hour).unwrap())
-            .unwrap();
-        w.flush().unwrap();
-    }
-    w.close().unwrap();
-    lake.put(&key, Bytes::from(buf)).await.unwrap();
+    write_uncompressed_hours(&lake, day, &rows, true).await;
     record_minute_version(&lake, day).await;
     assert_eq!(minute_rows(&lake).await, rows);
 
@@ -1128,5 +1146,20 @@ async fn a_new_hour_copies_the_minute_files_other_hours_and_encodes_only_its_own
     build(&lake).await;
     let groups = minute_file_groups(&lake, day).await;
     assert_eq!(groups.len(), 4, "{groups:?}");
-    assert_eq!(minute_rows(&lake).await.len(), 2 * 240);
+    let all = minute_rows(&lake).await;
+    assert_eq!(all.len(), 2 * 240);
+
+    // Row groups that do not claim the file's order are not copied as they are: the file is
+    // laid out again, every hour encoded.
+    write_uncompressed_hours(&lake, day, &all, false).await;
+    let (start, end) = (t("2024-03-01T04:00:00Z"), t("2024-03-01T05:00:00Z"));
+    put_sim(&lake, &m, &a, start, end, end + Duration::minutes(5)).await;
+    build(&lake).await;
+    let codecs: Vec<String> = minute_file_groups(&lake, day)
+        .await
+        .into_iter()
+        .map(|g| g.0)
+        .collect();
+    assert_eq!(codecs, vec!["SNAPPY"; 5]);
+    assert_eq!(minute_rows(&lake).await.len(), 2 * 240 + 60);
 }

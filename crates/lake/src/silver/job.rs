@@ -385,7 +385,8 @@ fn row_key<R: MinuteRow>(r: &R) -> (Exchange, &Symbol, DateTime<Utc>) {
 /// file holds now. Each row group of `existing` that is one hour no range of `ranges` reaches is
 /// copied; the others are decoded, and their minutes outside the ranges join `fresh` (sorted
 /// by exchange, symbol and open time), an hour a row group. A row group spanning several
-/// hours (a file written before hours had one each) is decoded, and the file laid out again.
+/// hours (a file written before hours had one each), or not in the file's order, is decoded,
+/// and the file laid out again.
 /// A rebuild decodes everything and keeps only `fresh`.
 fn minute_groups(
     key: &Path,
@@ -410,14 +411,16 @@ fn minute_groups(
         let mut read = || -> Result<()> {
             for (i, hour) in hours.iter().enumerate() {
                 let alone = hours.iter().filter(|h| *h == hour).count() == 1;
+                // Copied row groups keep their rows' order: only one in the file's order.
+                let ordered = file.sorted_by(i) == MINUTES_SORTED_BY;
                 match hour {
-                    Some(h) if alone && !rebuild && !touched(*h) => {
+                    Some(h) if alone && ordered && !rebuild && !touched(*h) => {
                         let rows = usize::try_from(file.metadata.row_group(i).num_rows())
                             .unwrap_or_default();
                         copied.insert(*h, (i, rows));
                     }
                     _ => {
-                        relaid |= hour.is_none() || !alone;
+                        relaid |= hour.is_none() || !alone || !ordered;
                         for b in file.decode_row_group(key, i)? {
                             decoded.extend(crate::minutes_from_batch(&b, key.as_ref())?);
                         }
