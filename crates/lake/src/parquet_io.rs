@@ -147,13 +147,17 @@ impl ParquetFile {
             .unwrap_or_default()
     }
 
-    /// Decodes row group `i`.
-    pub(crate) fn decode_row_group(&self, key: &Path, i: usize) -> Result<Vec<RecordBatch>> {
+    /// Decodes row groups `groups`, in the file's order, with one reader.
+    pub(crate) fn decode_row_groups(
+        &self,
+        key: &Path,
+        groups: Vec<usize>,
+    ) -> Result<Vec<RecordBatch>> {
         let perr = |e| Error::parquet(key, e);
         let meta = ArrowReaderMetadata::try_new(self.metadata.clone(), Default::default())
             .map_err(perr)?;
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), meta)
-            .with_row_groups(vec![i])
+            .with_row_groups(groups)
             .build()
             .map_err(perr)?;
         reader

@@ -408,29 +408,35 @@ fn minute_groups(
                     .and_then(DateTime::from_timestamp_micros)
             })
             .collect();
-        let mut read = || -> Result<()> {
-            for (i, hour) in hours.iter().enumerate() {
-                let alone = hours.iter().filter(|h| *h == hour).count() == 1;
-                // Copied row groups keep their rows' order: only one in the file's order.
-                let ordered = file.sorted_by(i) == MINUTES_SORTED_BY;
-                match hour {
-                    Some(h) if alone && ordered && !rebuild && !touched(*h) => {
-                        let rows = usize::try_from(file.metadata.row_group(i).num_rows())
-                            .unwrap_or_default();
-                        copied.insert(*h, (i, rows));
-                    }
-                    _ => {
-                        relaid |= hour.is_none() || !alone || !ordered;
-                        for b in file.decode_row_group(key, i)? {
-                            decoded.extend(crate::minutes_from_batch(&b, key.as_ref())?);
-                        }
-                    }
+        // Which row groups are copied as they are (no I/O), then the rest decoded at once.
+        let mut to_decode = Vec::new();
+        for (i, hour) in hours.iter().enumerate() {
+            let alone = hours.iter().filter(|h| *h == hour).count() == 1;
+            // Copied row groups keep their rows' order: only one in the file's order.
+            let ordered = file.sorted_by(i) == MINUTES_SORTED_BY;
+            match hour {
+                Some(h) if alone && ordered && !rebuild && !touched(*h) => {
+                    let rows =
+                        usize::try_from(file.metadata.row_group(i).num_rows()).unwrap_or_default();
+                    copied.insert(*h, (i, rows));
+                }
+                _ => {
+                    relaid |= hour.is_none() || !alone || !ordered;
+                    to_decode.push(i);
                 }
             }
-            Ok(())
+        }
+        let read = || -> Result<Vec<MinuteCandle>> {
+            let mut rows = Vec::new();
+            if !to_decode.is_empty() {
+                for b in file.decode_row_groups(key, to_decode)? {
+                    rows.extend(crate::minutes_from_batch(&b, key.as_ref())?);
+                }
+            }
+            Ok(rows)
         };
         match read() {
-            Ok(()) => source = Some(file),
+            Ok(rows) => (decoded, source) = (rows, Some(file)),
             Err(e) if rebuild => {
                 tracing::warn!(key = %key, error = %e, "replacing an unreadable partition");
                 (copied, decoded, relaid) = (BTreeMap::new(), Vec::new(), true);

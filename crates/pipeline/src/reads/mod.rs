@@ -471,6 +471,8 @@ impl ReadModel {
         }
         let s = Arc::new(self.load(marker).await.inspect_err(|_| self.changed())?);
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
+        // Answers of older snapshots are never asked for again.
+        self.answers.retain(|(id, _)| *id == s.id());
         Ok(s)
     }
 
@@ -839,8 +841,6 @@ impl ReadModel {
             from.timestamp_micros(),
             to.timestamp_micros()
         );
-        // Answers of older snapshots are never asked for again.
-        self.answers.retain(|(s, _)| *s == id);
         self.answers
             .get_or_load((id, question), || async {
                 let c = self
