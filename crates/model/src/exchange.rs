@@ -16,14 +16,28 @@ pub enum Exchange {
     BinanceFutures,
     Coinbase,
     Kraken,
+    /// OKX spot.
+    Okx,
+    /// OKX USDT-margined perpetual swaps (`BTC-USDT-SWAP`): their own market and prices.
+    #[serde(rename = "okx-swap")]
+    OkxSwap,
+    /// Bybit spot.
+    Bybit,
+    /// Bybit USDT perpetuals (category `linear`): their own market and prices.
+    #[serde(rename = "bybit-linear")]
+    BybitLinear,
 }
 
 impl Exchange {
-    pub const ALL: [Exchange; 4] = [
+    pub const ALL: [Exchange; 8] = [
         Exchange::Binance,
         Exchange::BinanceFutures,
         Exchange::Coinbase,
         Exchange::Kraken,
+        Exchange::Okx,
+        Exchange::OkxSwap,
+        Exchange::Bybit,
+        Exchange::BybitLinear,
     ];
 
     /// The lowercase name used in keys, tables and configuration.
@@ -33,7 +47,19 @@ impl Exchange {
             Exchange::BinanceFutures => "binance-futures",
             Exchange::Coinbase => "coinbase",
             Exchange::Kraken => "kraken",
+            Exchange::Okx => "okx",
+            Exchange::OkxSwap => "okx-swap",
+            Exchange::Bybit => "bybit",
+            Exchange::BybitLinear => "bybit-linear",
         }
+    }
+
+    /// Whether this market trades perpetual futures rather than spot.
+    pub fn is_perpetual(self) -> bool {
+        matches!(
+            self,
+            Exchange::BinanceFutures | Exchange::OkxSwap | Exchange::BybitLinear
+        )
     }
 }
 

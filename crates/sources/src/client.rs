@@ -6,10 +6,12 @@ use chrono::{DateTime, Duration, Utc};
 use cryptolake_model::{Exchange, Symbol};
 
 use crate::binance::{self, BinanceClient};
+use crate::bybit::{self, BybitClient};
 use crate::coinbase::{self, CoinbaseClient};
 use crate::http::{HttpClient, RequestStats, RetryPolicy};
 use crate::kraken::{self, KrakenClient};
 use crate::limit::{Budget, Limiter};
+use crate::okx::{self, OkxClient};
 use crate::{FetchedPage, Record, Result};
 
 #[derive(Debug, Clone)]
@@ -17,6 +19,8 @@ enum Adapter {
     Binance(BinanceClient),
     Coinbase(CoinbaseClient),
     Kraken(KrakenClient),
+    Okx(OkxClient),
+    Bybit(BybitClient),
 }
 
 /// A client for one exchange with its shared request budget.
@@ -60,6 +64,10 @@ impl ExchangeClient {
             Exchange::BinanceFutures => Adapter::Binance(BinanceClient::futures(http, url)?),
             Exchange::Coinbase => Adapter::Coinbase(CoinbaseClient::new(http, url)?),
             Exchange::Kraken => Adapter::Kraken(KrakenClient::new(http, url)?),
+            Exchange::Okx | Exchange::OkxSwap => Adapter::Okx(OkxClient::new(http, url, exchange)?),
+            Exchange::Bybit | Exchange::BybitLinear => {
+                Adapter::Bybit(BybitClient::new(http, url, exchange)?)
+            }
         };
         Ok(ExchangeClient {
             exchange,
@@ -74,6 +82,8 @@ impl ExchangeClient {
             Exchange::BinanceFutures => binance::FUTURES_BASE_URL,
             Exchange::Coinbase => coinbase::DEFAULT_BASE_URL,
             Exchange::Kraken => kraken::DEFAULT_BASE_URL,
+            Exchange::Okx | Exchange::OkxSwap => okx::DEFAULT_BASE_URL,
+            Exchange::Bybit | Exchange::BybitLinear => bybit::DEFAULT_BASE_URL,
         }
     }
 
@@ -83,6 +93,8 @@ impl ExchangeClient {
             Exchange::BinanceFutures => Budget::BINANCE_FUTURES,
             Exchange::Coinbase => Budget::COINBASE,
             Exchange::Kraken => Budget::KRAKEN,
+            Exchange::Okx | Exchange::OkxSwap => Budget::OKX,
+            Exchange::Bybit | Exchange::BybitLinear => Budget::BYBIT,
         }
     }
 
@@ -92,6 +104,8 @@ impl ExchangeClient {
             Exchange::Binance | Exchange::BinanceFutures => binance::MAX_LIMIT,
             Exchange::Coinbase => coinbase::MAX_ROWS,
             Exchange::Kraken => kraken::SERVED_MINUTES,
+            Exchange::Okx | Exchange::OkxSwap => okx::MAX_ROWS,
+            Exchange::Bybit | Exchange::BybitLinear => bybit::MAX_ROWS,
         }
     }
 
@@ -104,7 +118,7 @@ impl ExchangeClient {
                 let minute = DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0)?;
                 Some(minute - Duration::minutes(kraken::SERVED_MINUTES - 5))
             }
-            Exchange::Binance | Exchange::BinanceFutures | Exchange::Coinbase => None,
+            _ => None,
         }
     }
 
@@ -117,6 +131,8 @@ impl ExchangeClient {
             Adapter::Binance(c) => c.base_url(),
             Adapter::Coinbase(c) => c.base_url(),
             Adapter::Kraken(c) => c.base_url(),
+            Adapter::Okx(c) => c.base_url(),
+            Adapter::Bybit(c) => c.base_url(),
         }
     }
 
@@ -137,6 +153,18 @@ impl ExchangeClient {
             Adapter::Binance(c) => c.fetch_klines_1m(symbol, start, end).await,
             Adapter::Coinbase(c) => c.fetch_candles_1m(symbol, start, end).await,
             Adapter::Kraken(c) => c.fetch_ohlc_1m(symbol, start).await,
+            Adapter::Okx(c) => c.fetch_candles_1m(symbol, start, end).await,
+            Adapter::Bybit(c) => c.fetch_kline_1m(symbol, start, end).await,
+        }
+    }
+
+    /// When the venue listed `symbol`, for the venues that say (OKX, Bybit linear) and
+    /// refuse a symbol they do not list; `None` for the others.
+    pub async fn listed_since(&self, symbol: &Symbol) -> Result<Option<DateTime<Utc>>> {
+        match &self.adapter {
+            Adapter::Okx(c) => c.listed_since(symbol).await,
+            Adapter::Bybit(c) => c.listed_since(symbol).await,
+            Adapter::Binance(_) | Adapter::Coinbase(_) | Adapter::Kraken(_) => Ok(None),
         }
     }
 }
@@ -149,5 +177,7 @@ pub fn parse_page(exchange: Exchange, body: &[u8], symbol: &Symbol) -> Result<Ve
         }
         Exchange::Coinbase => coinbase::parse_candles(body, symbol),
         Exchange::Kraken => kraken::parse_ohlc(body, symbol),
+        Exchange::Okx | Exchange::OkxSwap => okx::parse_candles(exchange, body, symbol),
+        Exchange::Bybit | Exchange::BybitLinear => bybit::parse_kline(exchange, body, symbol),
     }
 }

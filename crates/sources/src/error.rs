@@ -15,8 +15,21 @@ pub enum Error {
         attempts: u32,
         last: String,
     },
-    #[error("{url}: the exchange banned this client (HTTP 418) until {until}; not retrying")]
-    Banned { url: String, until: DateTime<Utc> },
+    #[error("{url}: the exchange banned this client (HTTP {status}) until {until}; not retrying")]
+    Banned {
+        url: String,
+        status: u16,
+        until: DateTime<Utc>,
+    },
+    #[error(
+        "{exchange} does not list {symbol} (instrument {instrument} is not among the {listed} it lists)"
+    )]
+    NotListed {
+        exchange: String,
+        symbol: String,
+        instrument: String,
+        listed: usize,
+    },
     #[error("malformed response from {url}: {reason}")]
     Malformed { url: String, reason: String },
     #[error("invalid base URL {url:?}: {reason}")]

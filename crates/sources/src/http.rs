@@ -109,6 +109,9 @@ pub struct HttpClient {
     limiter: Option<Arc<Limiter>>,
     /// The response header carrying the exchange's count of weight used in its window.
     used_weight_header: Option<&'static str>,
+    /// A status that bans this client besides 418, with the shortest ban it means (Bybit's
+    /// 403 "access too frequent": at least ten minutes).
+    ban_status: Option<(u16, Duration)>,
 }
 
 /// What the caller's check says of a 200 response body.
@@ -118,6 +121,9 @@ pub enum BodyCheck<T> {
     Retry(String),
     /// The exchange said no in a well-formed way: fail without retrying.
     Fail(String),
+    /// The exchange said "too many requests" in a well-formed body (OKX's 50011, Bybit's
+    /// 10006, both on HTTP 200): every request to it pauses, then this one is retried.
+    Throttled(String),
 }
 
 impl HttpClient {
@@ -135,6 +141,7 @@ impl HttpClient {
             policy,
             limiter: None,
             used_weight_header: None,
+            ban_status: None,
         })
     }
 
@@ -159,6 +166,12 @@ impl HttpClient {
     /// Reads the exchange's own used-weight count from this response header.
     pub fn with_used_weight_header(mut self, header: &'static str) -> Self {
         self.used_weight_header = Some(header);
+        self
+    }
+
+    /// Takes `status` as a ban of at least `least` (or the `Retry-After` given, if longer).
+    pub fn with_ban_status(mut self, status: u16, least: Duration) -> Self {
+        self.ban_status = Some((status, least));
         self
     }
 
@@ -202,6 +215,7 @@ impl HttpClient {
                     .await
                     .map_err(|until| Error::Banned {
                         url: url.to_string(),
+                        status: 418,
                         until,
                     })?;
                 self.stats.count_wait(self.label, asked.elapsed());
@@ -293,17 +307,23 @@ impl HttpClient {
     ) -> Attempt<T> {
         let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
         let retry_after = retry_after(&response.headers);
-        if status == StatusCode::IM_A_TEAPOT {
+        let ban = match self.ban_status {
+            Some((code, least)) if status.as_u16() == code => Some(retry_after.unwrap_or(least).max(least)),
+            _ if status == StatusCode::IM_A_TEAPOT => {
+                Some(retry_after.unwrap_or(self.policy.max_retry_after))
+            }
+            _ => None,
+        };
+        if let Some(wait) = ban {
             // An exchange's word is taken up to the longest ban it documents.
-            let wait = retry_after
-                .unwrap_or(self.policy.max_retry_after)
-                .min(MAX_BAN);
+            let wait = wait.min(MAX_BAN);
             let until = response.fetched_at + chrono::Duration::from_std(wait).unwrap_or_default();
             if let Some(limiter) = &self.limiter {
                 limiter.ban(until);
             }
             return Attempt::Fail(Error::Banned {
                 url: url.to_string(),
+                status: status.as_u16(),
                 until,
             });
         }
@@ -341,6 +361,10 @@ impl HttpClient {
                 url: url.to_string(),
                 reason,
             }),
+            BodyCheck::Throttled(reason) => Attempt::Retry {
+                reason,
+                pause: Some(self.policy.backoff(attempt + 1)),
+            },
         }
     }
 }

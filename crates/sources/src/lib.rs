@@ -5,12 +5,15 @@
 //! Adapters return the raw response bytes with what was asked, so bronze can keep them as received.
 
 pub mod binance;
+pub mod bybit;
 mod client;
 pub mod coinbase;
 mod error;
 pub mod http;
+mod instruments;
 pub mod kraken;
 pub mod limit;
+pub mod okx;
 pub mod sim;
 
 pub use client::{ExchangeClient, parse_page};
@@ -34,6 +37,10 @@ pub struct FetchedPage {
     pub body: Bytes,
     /// How many rows the body holds.
     pub rows: usize,
+    /// Set when the page answered only the newest part of its window, from this open time
+    /// on (a venue paging newest first, whose page is short or full before the window's
+    /// start): the rest of the window is still to be asked for.
+    pub resume_before: Option<DateTime<Utc>>,
 }
 
 impl FetchedPage {
@@ -51,6 +58,7 @@ impl FetchedPage {
             fetched_at: resp.fetched_at,
             body: resp.body,
             rows,
+            resume_before: None,
         }
     }
 }

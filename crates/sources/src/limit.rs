@@ -40,6 +40,19 @@ impl Budget {
         weight: 10,
         interval: Duration::from_secs(1),
     };
+    /// OKX: history candles allow 20 requests per 2 seconds per IP (the stricter of its two
+    /// candle endpoints, so either may be asked). Spot and swaps count against the same IP
+    /// budget, so each market takes half by default: both at once stay within it.
+    pub const OKX: Budget = Budget {
+        weight: 10,
+        interval: Duration::from_secs(2),
+    };
+    /// Bybit public market endpoints: 600 requests per 5 seconds per IP, half of it for each
+    /// of the two markets (spot, linear), as for OKX.
+    pub const BYBIT: Budget = Budget {
+        weight: 300,
+        interval: Duration::from_secs(5),
+    };
     /// Kraken public endpoints: about one request per second.
     pub const KRAKEN: Budget = Budget {
         weight: 1,

@@ -162,11 +162,24 @@ impl Ingest {
         end: DateTime<Utc>,
     ) -> Result<bool> {
         let partition = paths::bronze_partition(self.exchange, KLINES_1M, symbol, date_of(start));
-        Ok(lake.list(&partition).await?.iter().any(|m| {
-            BronzeKey::parse(&m.location).is_some_and(|k| {
-                k.run_id == self.run_id && k.window_start == start && k.window_end == end
-            })
-        }))
+        // A window may have been answered in parts (a venue that pages newest first answers
+        // its newest part first): done when this run's objects cover it whole.
+        let mut parts: Vec<Window> = lake
+            .list(&partition)
+            .await?
+            .iter()
+            .filter_map(|m| BronzeKey::parse(&m.location))
+            .filter(|k| k.run_id == self.run_id)
+            .map(|k| (k.window_start, k.window_end))
+            .collect();
+        parts.sort();
+        let mut reached = start;
+        for (s, e) in parts {
+            if s <= reached && e > reached {
+                reached = e;
+            }
+        }
+        Ok(reached >= end)
     }
 
     /// Fetch exactly these windows (each split to fit one request) instead of a range; the
@@ -364,8 +377,8 @@ impl Ingest {
                 }
             }
             match self.ingest_window(lake, client, &symbol, start, end).await {
-                Ok((rows, bytes)) => {
-                    outcome.pages += 1;
+                Ok((pages, rows, bytes)) => {
+                    outcome.pages += pages;
                     outcome.rows += rows;
                     outcome.bytes += bytes;
                     outcome.next_open_time = Some(end);
@@ -389,15 +402,48 @@ impl Ingest {
         symbol: &Symbol,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<(usize, u64)> {
-        let page = client
-            .fetch_1m(symbol, start, end)
-            .await
-            .map_err(|source| Error::Source {
-                exchange: self.exchange.to_string(),
-                symbol: symbol.to_string(),
-                source,
-            })?;
+    ) -> Result<(usize, usize, u64)> {
+        // A venue that pages newest first may answer only the newest part of the window (a
+        // short page is not the end of its data): the rest is asked for until the window is
+        // covered or a page says nothing is older. Each answer is its own object, keyed by the
+        // part it covers, so a crash between them leaves no claim on minutes not fetched.
+        let (mut pages, mut rows, mut bytes) = (0, 0, 0);
+        let mut part_end = end;
+        for _ in 0..=(end - start).num_minutes() {
+            let page = client
+                .fetch_1m(symbol, start, part_end)
+                .await
+                .map_err(|source| Error::Source {
+                    exchange: self.exchange.to_string(),
+                    symbol: symbol.to_string(),
+                    source,
+                })?;
+            let from = match page.resume_before {
+                Some(t) if t > start && t < part_end => t,
+                _ => start,
+            };
+            pages += 1;
+            rows += page.rows;
+            bytes += page.body.len() as u64;
+            self.store_page(lake, symbol, from, part_end, page).await?;
+            if from == start {
+                break;
+            }
+            part_end = from;
+        }
+        self.advance_cursor(lake, symbol, end).await?;
+        Ok((pages, rows, bytes))
+    }
+
+    /// Writes one answer to bronze as the part `[start, end)` of its window.
+    async fn store_page(
+        &self,
+        lake: &Lake,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        page: cryptolake_sources::FetchedPage,
+    ) -> Result<()> {
         let envelope = Envelope {
             format: FORMAT_VERSION,
             source: self.exchange,
@@ -435,8 +481,7 @@ impl Ingest {
                 key.path()
             )));
         }
-        self.advance_cursor(lake, symbol, end).await?;
-        Ok((page.rows, page.body.len() as u64))
+        Ok(())
     }
 
     /// Moves the symbol's cursor to `end` (if this ingest moves cursors), never backwards. Called

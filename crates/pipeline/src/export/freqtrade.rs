@@ -21,12 +21,14 @@ use super::{ExportReport, ExportRequest, ExportedFile, Staged, bars_after, pairs
 use crate::reads::{CandleRow, Interval, ReadModel};
 use crate::{Error, Result};
 
-/// The venue a freqtrade data directory holds: Binance's spot and USDⓈ-M markets share one.
+/// The venue a freqtrade data directory holds: a venue's spot and perpetual markets share one.
 fn venue(e: Exchange) -> &'static str {
     match e {
         Exchange::Binance | Exchange::BinanceFutures => "binance",
         Exchange::Coinbase => "coinbase",
         Exchange::Kraken => "kraken",
+        Exchange::Okx | Exchange::OkxSwap => "okx",
+        Exchange::Bybit | Exchange::BybitLinear => "bybit",
     }
 }
 
@@ -35,9 +37,10 @@ pub fn file_name(exchange: Exchange, symbol: &Symbol, interval: Interval) -> Str
     // freqtrade writes the month as `1Mo` (its minute is `1m`).
     let tf = interval.as_str().replace('M', "Mo");
     let (base, quote) = (symbol.base(), symbol.quote());
-    match exchange {
-        Exchange::BinanceFutures => format!("futures/{base}_{quote}_{quote}-{tf}-futures.feather"),
-        _ => format!("{base}_{quote}-{tf}.feather"),
+    if exchange.is_perpetual() {
+        format!("futures/{base}_{quote}_{quote}-{tf}-futures.feather")
+    } else {
+        format!("{base}_{quote}-{tf}.feather")
     }
 }
 

@@ -47,6 +47,10 @@ pub fn instrument_id(exchange: Exchange, symbol: &Symbol) -> String {
         Exchange::BinanceFutures => format!("{base}{quote}-PERP.BINANCE"),
         Exchange::Coinbase => format!("{base}-{quote}.COINBASE"),
         Exchange::Kraken => format!("{base}{quote}.KRAKEN"),
+        Exchange::Okx => format!("{base}-{quote}.OKX"),
+        Exchange::OkxSwap => format!("{base}-{quote}-SWAP.OKX"),
+        Exchange::Bybit => format!("{base}{quote}-SPOT.BYBIT"),
+        Exchange::BybitLinear => format!("{base}{quote}-LINEAR.BYBIT"),
     }
 }
 
@@ -206,9 +210,10 @@ fn bars_batch(
 /// The instrument's file, written once: nautilus needs it to read the bars in a backtest.
 fn write_instrument(catalog: &Path, exchange: Exchange, symbol: &Symbol) -> Result<()> {
     let id = instrument_id(exchange, symbol);
-    let (class, folder) = match exchange {
-        Exchange::BinanceFutures => ("CryptoPerpetual", "crypto_perpetual"),
-        _ => ("CurrencyPair", "currency_pair"),
+    let (class, folder) = if exchange.is_perpetual() {
+        ("CryptoPerpetual", "crypto_perpetual")
+    } else {
+        ("CurrencyPair", "currency_pair")
     };
     let dir = catalog.join("data").join(folder).join(&id);
     if dir.exists() {
@@ -218,8 +223,12 @@ fn write_instrument(catalog: &Path, exchange: Exchange, symbol: &Symbol) -> Resu
     let increment = format!("0.{}1", "0".repeat(PRECISION - 1));
     let (base, quote) = (symbol.base(), symbol.quote());
     let raw_symbol = match exchange {
-        Exchange::Binance | Exchange::BinanceFutures => format!("{base}{quote}"),
-        _ => symbol.to_string(),
+        Exchange::Binance
+        | Exchange::BinanceFutures
+        | Exchange::Bybit
+        | Exchange::BybitLinear => format!("{base}{quote}"),
+        Exchange::OkxSwap => format!("{symbol}-SWAP"),
+        Exchange::Coinbase | Exchange::Kraken | Exchange::Okx => symbol.to_string(),
     };
     let mut fields = vec![
         ("id", text(Some(&id))),
@@ -227,7 +236,7 @@ fn write_instrument(catalog: &Path, exchange: Exchange, symbol: &Symbol) -> Resu
         ("base_currency", text(Some(base))),
         ("quote_currency", text(Some(quote))),
     ];
-    if exchange == Exchange::BinanceFutures {
+    if exchange.is_perpetual() {
         fields.push(("settlement_currency", text(Some(quote))));
         fields.push(("is_inverse", Arc::new(BooleanArray::from(vec![false]))));
     }

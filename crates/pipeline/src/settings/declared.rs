@@ -741,4 +741,33 @@ pub const MARKETS: &[Market] = &[
               not pause longer than that; older ranges are reported as unservable. About 1 request per\n\
               second.",
     },
+    Market {
+        exchange: Exchange::Okx,
+        enabled: false,
+        symbols: &["BTC-USDT", "ETH-USDT"],
+        doc: "OKX spot candles (instrument BTC-USDT), 100 per request, newest first. OKX allows 20 requests\n\
+              per 2 seconds per IP for spot and swaps together: each takes 10 by default. Only candles\n\
+              OKX has confirmed are final. No trade count.",
+    },
+    Market {
+        exchange: Exchange::OkxSwap,
+        enabled: false,
+        symbols: &["BTC-USDT"],
+        doc: "OKX USDT-margined perpetual swaps (instrument BTC-USDT-SWAP), as okx; volume in the base\n\
+              currency (volCcy), never in contracts.",
+    },
+    Market {
+        exchange: Exchange::Bybit,
+        enabled: false,
+        symbols: &["BTC-USDT", "ETH-USDT"],
+        doc: "Bybit spot klines (symbol BTCUSDT), 1000 per request, newest first. Bybit allows 600\n\
+              requests per 5 seconds per IP for spot and linear together: each takes 300 by default. A\n\
+              403 means waiting at least 10 minutes. No trade count.",
+    },
+    Market {
+        exchange: Exchange::BybitLinear,
+        enabled: false,
+        symbols: &["BTC-USDT"],
+        doc: "Bybit USDT perpetuals (category linear, symbol BTCUSDT), as bybit.",
+    },
 ];

@@ -24,7 +24,19 @@ pub struct SimCandle {
 pub struct SimMarket {
     seed: u64,
     symbols: Vec<(Symbol, f64)>,
+    /// When a venue listed a symbol: before it, the venue has no candle of it.
+    listings: Vec<(Exchange, Symbol, DateTime<Utc>)>,
+    /// Every venue trades at the same prices (one market seen through several APIs).
+    shared_prices: bool,
 }
+
+/// How long after a minute closes OKX still serves its candle with `confirm = "0"`, the last
+/// trades not yet in it.
+pub const OKX_CONFIRM_DELAY_MS: i64 = 5_000;
+/// The share of a closed minute's volume an unconfirmed OKX candle holds.
+pub const UNCONFIRMED_SHARE: f64 = 0.9;
+/// The listing time the simulated instruments report when none was set.
+pub const DEFAULT_LISTING_MS: i64 = 1_548_133_413_000;
 
 /// Each exchange trades at its own, slightly different prices: its candles are drawn with this
 /// salt (Binance's is zero, so [`SimMarket::candle`] is Binance's market).
@@ -34,6 +46,10 @@ fn venue_salt(exchange: Exchange) -> u64 {
         Exchange::BinanceFutures => 0xF0_7E5,
         Exchange::Coinbase => 0xC0_1BA5E,
         Exchange::Kraken => 0x4B_4A4E,
+        Exchange::Okx => 0x0C_5B07,
+        Exchange::OkxSwap => 0x0C_5F4A,
+        Exchange::Bybit => 0xB1_B170,
+        Exchange::BybitLinear => 0xB1_11EA,
     }
 }
 
@@ -50,7 +66,33 @@ pub const DEFAULT_SYMBOLS: [(&str, f64); 7] = [
 
 impl SimMarket {
     pub fn new(seed: u64, symbols: Vec<(Symbol, f64)>) -> SimMarket {
-        SimMarket { seed, symbols }
+        SimMarket {
+            seed,
+            symbols,
+            listings: Vec::new(),
+            shared_prices: false,
+        }
+    }
+
+    /// The market with `symbol` listed on `exchange` only from `from` (a whole minute).
+    pub fn with_listing(mut self, exchange: Exchange, symbol: &Symbol, from: DateTime<Utc>) -> Self {
+        self.listings.retain(|(e, s, _)| !(*e == exchange && s == symbol));
+        self.listings.push((exchange, symbol.clone(), from));
+        self
+    }
+
+    /// The market with every venue trading at the same prices.
+    pub fn with_shared_prices(mut self) -> Self {
+        self.shared_prices = true;
+        self
+    }
+
+    /// When `exchange` listed `symbol`, if it was set.
+    pub fn listed_from(&self, exchange: Exchange, symbol: &Symbol) -> Option<DateTime<Utc>> {
+        self.listings
+            .iter()
+            .find(|(e, s, _)| *e == exchange && s == symbol)
+            .map(|(_, _, t)| *t)
     }
 
     pub fn default_market(seed: u64) -> SimMarket {
@@ -68,8 +110,8 @@ impl SimMarket {
     /// The symbols an exchange lists: Binance the USDT pairs, Coinbase and Kraken the USD ones.
     pub fn listed(&self, exchange: Exchange) -> Vec<Symbol> {
         let quote = match exchange {
-            Exchange::Binance | Exchange::BinanceFutures => "USDT",
             Exchange::Coinbase | Exchange::Kraken => "USD",
+            _ => "USDT",
         };
         self.symbols()
             .filter(|s| s.quote() == quote)
@@ -97,8 +139,13 @@ impl SimMarket {
     }
 
     fn key(&self, exchange: Exchange, symbol: &Symbol) -> u64 {
+        let salt = if self.shared_prices {
+            0
+        } else {
+            venue_salt(exchange)
+        };
         symbol.as_str().bytes().fold(
-            self.seed ^ 0x9E37_79B9_7F4A_7C15 ^ venue_salt(exchange),
+            self.seed ^ 0x9E37_79B9_7F4A_7C15 ^ salt,
             |h, b| splitmix(h ^ u64::from(b)),
         )
     }
@@ -133,6 +180,12 @@ impl SimMarket {
         open_time: DateTime<Utc>,
     ) -> Option<SimCandle> {
         let base = self.base_price(symbol)?;
+        if self
+            .listed_from(exchange, symbol)
+            .is_some_and(|from| open_time < from)
+        {
+            return None;
+        }
         let key = self.key(exchange, symbol);
         let minute = open_time.timestamp().div_euclid(60);
         let h = splitmix(key ^ 0xC0FF_EE00 ^ minute as u64);
@@ -357,6 +410,131 @@ impl SimMarket {
         result.insert(result_key.to_string(), serde_json::Value::Array(rows));
         result.insert("last".to_string(), serde_json::json!(last_committed));
         serde_json::json!({ "error": [], "result": result }).to_string()
+    }
+}
+
+/// Which rows of a newest-first venue's page: open times in `[first_ms, last_ms]` (both
+/// inclusive, milliseconds), the newest `limit` of them.
+#[derive(Debug, Clone, Copy)]
+pub struct NewestFirst {
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub limit: usize,
+}
+
+impl SimMarket {
+    /// The candles a newest-first page holds, newest first: the latest `limit` of the range.
+    fn newest(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        range: NewestFirst,
+        now: DateTime<Utc>,
+    ) -> Vec<Served> {
+        let now_minute = now.timestamp_millis().div_euclid(60_000) * 60_000;
+        let last = range.last_ms.min(now_minute).div_euclid(60_000) * 60_000;
+        // Never walk further back than the page can hold: the range may reach back years.
+        let first = range
+            .first_ms
+            .max(last - (range.limit as i64 - 1) * 60_000);
+        let first = (first + 59_999).div_euclid(60_000) * 60_000;
+        let mut rows = self.served(exchange, symbol, first, last, usize::MAX, now);
+        rows.reverse();
+        rows.truncate(range.limit);
+        rows
+    }
+
+    /// An OKX candles body (`okx` or `okx-swap`), newest first, as served at `now`: the
+    /// candle containing `now` and one that closed less than [`OKX_CONFIRM_DELAY_MS`] ago have
+    /// `confirm = "0"` (the latter still without its last trades).
+    pub fn okx_candles(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        range: NewestFirst,
+        now: DateTime<Utc>,
+    ) -> String {
+        let now_ms = now.timestamp_millis();
+        let rows: Vec<serde_json::Value> = self
+            .newest(exchange, symbol, range, now)
+            .into_iter()
+            .map(|s| {
+                let mut c = s.candle;
+                let confirmed = !s.open && s.open_ms + 60_000 + OKX_CONFIRM_DELAY_MS <= now_ms;
+                if !s.open && !confirmed {
+                    c.volume = round8(c.volume * UNCONFIRMED_SHARE);
+                    c.quote_volume = round8(c.quote_volume * UNCONFIRMED_SHARE);
+                }
+                // A swap counts `vol` in contracts of 0.01 of the base currency.
+                let vol = if exchange == Exchange::OkxSwap {
+                    c.volume * 100.0
+                } else {
+                    c.volume
+                };
+                serde_json::json!([
+                    s.open_ms.to_string(),
+                    format!("{:.8}", c.open),
+                    format!("{:.8}", c.high),
+                    format!("{:.8}", c.low),
+                    format!("{:.8}", c.close),
+                    format!("{vol:.8}"),
+                    format!("{:.8}", c.volume),
+                    format!("{:.8}", c.quote_volume),
+                    if confirmed { "1" } else { "0" }
+                ])
+            })
+            .collect();
+        serde_json::json!({ "code": "0", "msg": "", "data": rows }).to_string()
+    }
+
+    /// A Bybit kline body (`bybit` or `bybit-linear`), newest first, as served at `now`: the
+    /// candle containing `now` is there, partial, with nothing to say it is still open.
+    pub fn bybit_kline(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        range: NewestFirst,
+        now: DateTime<Utc>,
+    ) -> String {
+        let list: Vec<serde_json::Value> = self
+            .newest(exchange, symbol, range, now)
+            .into_iter()
+            .map(|s| {
+                let c = s.candle;
+                serde_json::json!([
+                    s.open_ms.to_string(),
+                    format!("{:.8}", c.open),
+                    format!("{:.8}", c.high),
+                    format!("{:.8}", c.low),
+                    format!("{:.8}", c.close),
+                    format!("{:.8}", c.volume),
+                    format!("{:.8}", c.quote_volume)
+                ])
+            })
+            .collect();
+        let category = if exchange == Exchange::BybitLinear {
+            "linear"
+        } else {
+            "spot"
+        };
+        serde_json::json!({
+            "retCode": 0,
+            "retMsg": "OK",
+            "result": {
+                "category": category,
+                "symbol": format!("{}{}", symbol.base(), symbol.quote()),
+                "list": list
+            },
+            "retExtInfo": {},
+            "time": now.timestamp_millis()
+        })
+        .to_string()
+    }
+
+    /// The listing time the simulated instruments endpoints report for `symbol`.
+    pub fn listing_ms(&self, exchange: Exchange, symbol: &Symbol) -> i64 {
+        self.listed_from(exchange, symbol)
+            .map_or(DEFAULT_LISTING_MS, |t| t.timestamp_millis())
     }
 }
 

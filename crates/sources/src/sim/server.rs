@@ -70,6 +70,9 @@ pub enum Fault {
     Oversized,
     /// HTTP 200 with 20,000 well-formed rows, whatever the window asked for.
     Overlong,
+    /// A correct page holding only its newest third (venues that page newest first: OKX,
+    /// Bybit); older rows of the range still exist. Other venues serve the page whole.
+    ShortPage,
 }
 
 /// How many bytes an [`Fault::Oversized`] body has.
@@ -80,7 +83,7 @@ pub const OVERLONG_ROWS: usize = 20_000;
 impl Fault {
     /// The faults drawn by a random fault rate: everything but the 418 ban, which stops an
     /// exchange and is injected on its own.
-    pub const RANDOM: [Fault; 8] = [
+    pub const RANDOM: [Fault; 9] = [
         Fault::TooManyRequests,
         Fault::ServerError,
         Fault::Timeout,
@@ -89,7 +92,13 @@ impl Fault {
         Fault::Malformed,
         Fault::Duplicates,
         Fault::OutOfOrder,
+        Fault::ShortPage,
     ];
+
+    /// Whether `exchange` can get this fault: a short page only where pages run newest first.
+    pub fn applies_to(self, exchange: Exchange) -> bool {
+        self != Fault::ShortPage || newest_first(exchange)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -105,6 +114,7 @@ impl Fault {
             Fault::LongBan => "long-ban",
             Fault::Oversized => "oversized",
             Fault::Overlong => "overlong",
+            Fault::ShortPage => "short-page",
         }
     }
 
@@ -242,6 +252,11 @@ impl SimServer {
             .route("/fapi/v1/klines", get(binance_futures_klines))
             .route("/products/{product}/candles", get(coinbase_candles))
             .route("/0/public/OHLC", get(kraken_ohlc))
+            .route("/api/v5/market/history-candles", get(okx_history_candles))
+            .route("/api/v5/market/candles", get(okx_recent_candles))
+            .route("/api/v5/public/instruments", get(okx_instruments))
+            .route("/v5/market/kline", get(bybit_kline))
+            .route("/v5/market/instruments-info", get(bybit_instruments))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -353,8 +368,20 @@ impl SimState {
         if !f.rng.random_bool(rate.min(1.0)) {
             return None;
         }
-        let kind = f.plan.kinds[f.next_kind % f.plan.kinds.len()];
+        let n = f.plan.kinds.len();
+        let mut kind = f.plan.kinds[f.next_kind % n];
         f.next_kind += 1;
+        // A kind this venue cannot get gives way to the next one (if any can apply).
+        for _ in 0..n {
+            if kind.applies_to(exchange) {
+                break;
+            }
+            kind = f.plan.kinds[f.next_kind % n];
+            f.next_kind += 1;
+        }
+        if !kind.applies_to(exchange) {
+            return None;
+        }
         let salt = f.rng.random::<u64>();
         let delay = f.plan.delay;
         drop(f);
@@ -393,6 +420,14 @@ fn rework_rows(body: &str, fault: Fault, salt: u64) -> String {
     };
     let rows = match &mut value {
         serde_json::Value::Array(rows) => Some(rows),
+        // OKX: `data`; Bybit: `result.list`; Kraken: the pair's array in `result`.
+        serde_json::Value::Object(o) if o.contains_key("data") => {
+            o.get_mut("data").and_then(|d| d.as_array_mut())
+        }
+        serde_json::Value::Object(o) if o.contains_key("retCode") => o
+            .get_mut("result")
+            .and_then(|r| r.get_mut("list"))
+            .and_then(|l| l.as_array_mut()),
         serde_json::Value::Object(o) => o
             .get_mut("result")
             .and_then(|r| r.as_object_mut())
@@ -405,6 +440,8 @@ fn rework_rows(body: &str, fault: Fault, salt: u64) -> String {
     {
         let mut rng = StdRng::seed_from_u64(salt);
         match fault {
+            // Newest first: the page keeps its newest third.
+            Fault::ShortPage => rows.truncate(rows.len().div_ceil(3)),
             Fault::Duplicates => {
                 for _ in 0..rows.len().div_ceil(4) {
                     let i = rng.random_range(0..rows.len());
@@ -436,6 +473,9 @@ async fn deliver(
     let used = match state.admit(client, exchange, weight) {
         Admission::Ok(used) => used,
         Admission::OverBudget(secs) => {
+            if let Some(resp) = venue_throttled(exchange, true) {
+                return with_header(resp, "retry-after", secs.to_string());
+            }
             let resp = json_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 r#"{"code":-1003,"msg":"Too much request weight used; please use the websocket for live updates to avoid polling the API."}"#.to_string(),
@@ -455,6 +495,13 @@ async fn deliver(
         return weight_header(json_response(StatusCode::OK, body));
     };
     match fault {
+        Fault::TooManyRequests if venue_throttled(exchange, false).is_some() => {
+            venue_throttled(exchange, false).unwrap_or_else(|| banned(1))
+        }
+        Fault::Banned | Fault::LongBan if exchange_is_bybit(exchange) => json_response(
+            StatusCode::FORBIDDEN,
+            "access too frequent".into(),
+        ),
         Fault::TooManyRequests => with_header(
             json_response(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -503,7 +550,7 @@ async fn deliver(
             StatusCode::OK,
             "<html><head><title>502 Bad Gateway</title></head></html>".into(),
         ),
-        Fault::Duplicates | Fault::OutOfOrder => weight_header(json_response(
+        Fault::Duplicates | Fault::OutOfOrder | Fault::ShortPage => weight_header(json_response(
             StatusCode::OK,
             rework_rows(&body, fault, salt),
         )),
@@ -525,6 +572,36 @@ async fn deliver(
             weight_header(resp)
         }
         Fault::Overlong => weight_header(json_response(StatusCode::OK, overlong(&body, exchange))),
+    }
+}
+
+/// Whether `exchange` pages newest first (OKX, Bybit).
+fn newest_first(exchange: Exchange) -> bool {
+    matches!(
+        exchange,
+        Exchange::Okx | Exchange::OkxSwap | Exchange::Bybit | Exchange::BybitLinear
+    )
+}
+
+fn exchange_is_bybit(exchange: Exchange) -> bool {
+    matches!(exchange, Exchange::Bybit | Exchange::BybitLinear)
+}
+
+/// How OKX and Bybit say "too many requests": OKX code 50011 (HTTP 429 past the budget, HTTP
+/// 200 otherwise), Bybit retCode 10006 on HTTP 200. `None` for the other venues.
+fn venue_throttled(exchange: Exchange, over_budget: bool) -> Option<Response> {
+    match exchange {
+        Exchange::Okx | Exchange::OkxSwap => Some(okx_error(
+            if over_budget {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::OK
+            },
+            "50011",
+            "Too Many Requests",
+        )),
+        Exchange::Bybit | Exchange::BybitLinear => Some(bybit_error(10006, "Too many visits!")),
+        _ => None,
     }
 }
 
@@ -777,4 +854,251 @@ async fn kraken_ohlc(
         state.clock.now(),
     );
     deliver(&state, Exchange::Kraken, peer.ip(), 1, body).await
+}
+
+fn okx_error(status: StatusCode, code: &str, msg: &str) -> Response {
+    json_response(
+        status,
+        serde_json::json!({ "code": code, "msg": msg, "data": [] }).to_string(),
+    )
+}
+
+/// The market and symbol an OKX `instId` names, if the simulated OKX lists it.
+fn okx_instrument(state: &SimState, inst_id: &str) -> Option<(Exchange, Symbol)> {
+    let (exchange, name) = match inst_id.strip_suffix("-SWAP") {
+        Some(name) => (Exchange::OkxSwap, name),
+        None => (Exchange::Okx, inst_id),
+    };
+    let symbol = Symbol::parse(name).ok()?;
+    state
+        .market
+        .is_listed(exchange, &symbol)
+        .then_some((exchange, symbol))
+}
+
+async fn okx_history_candles(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    okx_candles(&state, peer, &q, false).await
+}
+
+async fn okx_recent_candles(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    okx_candles(&state, peer, &q, true).await
+}
+
+/// `history-candles` (at most 100 rows) or `candles` (`recent`: at most 300 rows, of the
+/// newest 1,440 only). `after` and `before` are exclusive; rows come newest first.
+async fn okx_candles(
+    state: &SimState,
+    peer: SocketAddr,
+    q: &HashMap<String, String>,
+    recent: bool,
+) -> Response {
+    let Some(inst_id) = q.get("instId").filter(|s| !s.is_empty()) else {
+        return okx_error(
+            StatusCode::BAD_REQUEST,
+            "50014",
+            "Parameter instId can not be empty",
+        );
+    };
+    let Some((exchange, symbol)) = okx_instrument(state, inst_id) else {
+        return okx_error(
+            StatusCode::OK,
+            "51001",
+            &format!("Instrument ID {inst_id} does not exist on this server"),
+        );
+    };
+    if q.get("bar").is_some_and(|b| b != "1m") {
+        return okx_error(StatusCode::OK, "51000", "Parameter bar error");
+    }
+    let (after, before, limit) = match (
+        param_i64(q, "after"),
+        param_i64(q, "before"),
+        param_i64(q, "limit"),
+    ) {
+        (Ok(a), Ok(b), Ok(l)) => (a, b, l.unwrap_or(100)),
+        (Err(name), _, _) | (_, Err(name), _) | (_, _, Err(name)) => {
+            return okx_error(StatusCode::OK, "51000", &format!("Parameter {name} error"));
+        }
+    };
+    let most = if recent { 300 } else { 100 };
+    if !(1..=most).contains(&limit) {
+        return okx_error(StatusCode::OK, "51000", "Parameter limit error");
+    }
+    let now = state.clock.now();
+    let now_minute = now.timestamp_millis().div_euclid(60_000) * 60_000;
+    // Exclusive cursors: older than `after`, newer than `before`.
+    let last_ms = after.map_or(now_minute, |a| a - 1);
+    let mut first_ms = before.map_or(i64::MIN / 2, |b| b + 1);
+    if recent {
+        first_ms = first_ms.max(now_minute - (crate::okx::CANDLES_SERVED_MINUTES - 1) * 60_000);
+    }
+    let body = state.market.okx_candles(
+        exchange,
+        &symbol,
+        super::market::NewestFirst {
+            first_ms,
+            last_ms,
+            limit: limit as usize,
+        },
+        now,
+    );
+    deliver(state, exchange, peer.ip(), 1, body).await
+}
+
+async fn okx_instruments(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let exchange = match q.get("instType").map(String::as_str) {
+        Some("SPOT") => Exchange::Okx,
+        Some("SWAP") => Exchange::OkxSwap,
+        _ => return okx_error(StatusCode::OK, "51000", "Parameter instType error"),
+    };
+    let data: Vec<serde_json::Value> = state
+        .market
+        .listed(exchange)
+        .iter()
+        .map(|s| {
+            let id = crate::okx::inst_id(exchange, s);
+            serde_json::json!({
+                "instId": id,
+                "instType": q.get("instType"),
+                "baseCcy": s.base(),
+                "quoteCcy": s.quote(),
+                "state": "live",
+                "listTime": state.market.listing_ms(exchange, s).to_string(),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "code": "0", "msg": "", "data": data }).to_string();
+    // Instruments are not candles: no fault is drawn, only the budget counts.
+    admit_only(&state, exchange, peer.ip(), body)
+}
+
+fn bybit_error(code: i64, msg: &str) -> Response {
+    json_response(
+        StatusCode::OK,
+        serde_json::json!({
+            "retCode": code,
+            "retMsg": msg,
+            "result": {},
+            "retExtInfo": {},
+            "time": Utc::now().timestamp_millis()
+        })
+        .to_string(),
+    )
+}
+
+fn bybit_category(q: &HashMap<String, String>) -> Option<Exchange> {
+    match q.get("category").map(String::as_str) {
+        Some("spot") => Some(Exchange::Bybit),
+        Some("linear") => Some(Exchange::BybitLinear),
+        _ => None,
+    }
+}
+
+/// `GET /v5/market/kline`: `start` and `end` inclusive, the latest `limit` rows of the range
+/// (at most 1,000), newest first.
+async fn bybit_kline(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(exchange) = bybit_category(&q) else {
+        return bybit_error(10001, "params error: category invalid");
+    };
+    let Some(symbol) = q.get("symbol").and_then(|name| {
+        state
+            .market
+            .listed(exchange)
+            .into_iter()
+            .find(|s| crate::bybit::instrument(s) == *name)
+    }) else {
+        return bybit_error(10001, "params error: symbol invalid");
+    };
+    if q.get("interval").map(String::as_str) != Some("1") {
+        return bybit_error(10001, "params error: interval invalid");
+    }
+    let (start, end, limit) = match (
+        param_i64(&q, "start"),
+        param_i64(&q, "end"),
+        param_i64(&q, "limit"),
+    ) {
+        (Ok(s), Ok(e), Ok(l)) => (s, e, l.unwrap_or(200)),
+        (Err(name), _, _) | (_, Err(name), _) | (_, _, Err(name)) => {
+            return bybit_error(10001, &format!("params error: {name} invalid"));
+        }
+    };
+    if !(1..=1000).contains(&limit) {
+        return bybit_error(10001, "params error: limit invalid");
+    }
+    let now = state.clock.now();
+    let body = state.market.bybit_kline(
+        exchange,
+        &symbol,
+        super::market::NewestFirst {
+            first_ms: start.unwrap_or(i64::MIN / 2),
+            last_ms: end.unwrap_or(now.timestamp_millis()),
+            limit: limit as usize,
+        },
+        now,
+    );
+    deliver(&state, exchange, peer.ip(), 1, body).await
+}
+
+async fn bybit_instruments(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(exchange) = bybit_category(&q) else {
+        return bybit_error(10001, "params error: category invalid");
+    };
+    let list: Vec<serde_json::Value> = state
+        .market
+        .listed(exchange)
+        .iter()
+        .map(|s| {
+            let mut i = serde_json::json!({
+                "symbol": crate::bybit::instrument(s),
+                "baseCoin": s.base(),
+                "quoteCoin": s.quote(),
+                "status": "Trading",
+            });
+            // Only linear instruments carry a launch time.
+            if exchange == Exchange::BybitLinear {
+                i["launchTime"] = state.market.listing_ms(exchange, s).to_string().into();
+            }
+            i
+        })
+        .collect();
+    let body = serde_json::json!({
+        "retCode": 0,
+        "retMsg": "OK",
+        "result": { "category": q.get("category"), "list": list, "nextPageCursor": "" },
+        "retExtInfo": {},
+        "time": Utc::now().timestamp_millis()
+    })
+    .to_string();
+    admit_only(&state, exchange, peer.ip(), body)
+}
+
+/// Serves `body` after the budget's accounting, with no fault drawn.
+fn admit_only(state: &SimState, exchange: Exchange, client: IpAddr, body: String) -> Response {
+    match state.admit(client, exchange, 1) {
+        Admission::Ok(_) => json_response(StatusCode::OK, body),
+        Admission::OverBudget(secs) => with_header(
+            venue_throttled(exchange, true).unwrap_or_else(|| banned(1)),
+            "retry-after",
+            secs.to_string(),
+        ),
+    }
 }

@@ -1,0 +1,67 @@
+//! The instruments a venue lists, asked for once per client and kept: a symbol it does not
+//! list is refused by name before any candle request goes out.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cryptolake_model::{Exchange, Symbol};
+use tokio::sync::OnceCell;
+
+use crate::{Error, Result};
+
+/// Instrument id to its listing time, where the venue gives one.
+pub type Listing = HashMap<String, Option<DateTime<Utc>>>;
+
+/// A listing fetched at most once (a failed fetch is tried again next time).
+#[derive(Debug, Clone, Default)]
+pub struct Instruments(Arc<OnceCell<Arc<Listing>>>);
+
+impl Instruments {
+    /// The listing time of `instrument` (`None` when the venue gives none), fetching the
+    /// listing with `load` the first time; [`Error::NotListed`] when the venue does not list it.
+    pub async fn require<F, Fut>(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        instrument: &str,
+        load: F,
+    ) -> Result<Option<DateTime<Utc>>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Listing>>,
+    {
+        let listing = self
+            .0
+            .get_or_try_init(|| async { load().await.map(Arc::new) })
+            .await?;
+        match listing.get(instrument) {
+            Some(listed) => Ok(*listed),
+            None => Err(Error::NotListed {
+                exchange: exchange.to_string(),
+                symbol: symbol.to_string(),
+                instrument: instrument.to_string(),
+                listed: listing.len(),
+            }),
+        }
+    }
+}
+
+/// The earliest open time among `heads` (milliseconds) inside `[start, end)`, when it is after
+/// `start`: a newest-first page that stops there has not answered the window's older part.
+pub fn resume_before(
+    heads: &[Option<i64>],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let (s, e) = (start.timestamp_millis(), end.timestamp_millis());
+    heads
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|t| (s..e).contains(t))
+        .min()
+        .filter(|t| *t > s)
+        .and_then(DateTime::from_timestamp_millis)
+}
