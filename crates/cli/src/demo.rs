@@ -87,14 +87,20 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
     let p = Pipeline::open(settings, options).await?;
     let continuing = p.claim_demo(seed).await?;
     println!(
-        "simulated exchange (Binance, Coinbase and Kraken formats) listening on {}",
+        "simulated exchange (Binance, Coinbase, Kraken, OKX and Bybit formats) listening on {}",
         sim.base_url()
     );
 
     let now = p.now();
     let run_id = p.new_run_id();
     let started = std::time::Instant::now();
-    let exchanges = [Exchange::Binance, Exchange::Coinbase, Exchange::Kraken];
+    let exchanges = [
+        Exchange::Binance,
+        Exchange::Coinbase,
+        Exchange::Kraken,
+        Exchange::Okx,
+        Exchange::Bybit,
+    ];
     for exchange in exchanges {
         let since = match exchange {
             // Kraken serves only its latest 720 minutes (the client counts on 715): from the

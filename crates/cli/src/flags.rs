@@ -73,8 +73,9 @@ pub enum Command {
     /// Catalog statements for other engines (Athena, Trino, Spark, DuckDB), and the Glue catalog
     #[command(subcommand)]
     Catalog(CatalogCmd),
-    /// Serve the simulated exchange (Binance, Binance futures, Coinbase and Kraken formats) on
-    /// loopback until interrupted, optionally injecting faults
+    /// Serve the simulated exchange (Binance spot and futures, Coinbase, Kraken, OKX spot and
+    /// swaps, Bybit spot and linear formats) on loopback until interrupted, optionally
+    /// injecting faults
     Simulate(SimulateCmd),
     /// Build silver ohlcv_1h and ohlcv_1m from bronze objects not yet processed
     Silver {
@@ -186,7 +187,7 @@ pub enum MarketArg {
 
 #[derive(Args, Debug)]
 pub struct BackfillCmd {
-    /// Exchange: binance, binance-futures, coinbase or kraken
+    /// Exchange: binance, binance-futures, coinbase, kraken, okx, okx-swap, bybit or bybit-linear
     #[arg(long)]
     pub exchange: Exchange,
     /// Comma-separated BASE-QUOTE symbols [config: exchanges.<name>.symbols]

@@ -493,9 +493,17 @@ fn demo_runs_offline_and_leaves_a_queryable_lake() {
         ],
     ));
     // Coinbase's days are complete too: the demo's refetch confirmed the minutes Coinbase
-    // leaves out (no trades). Kraken holds only the last ten to eleven hours.
+    // leaves out (no trades). Kraken holds only the last ten to eleven hours. Ordered by name.
     let row = |e: &str, n: &str| vec![e.to_string(), n.to_string()];
-    assert_eq!(rows, vec![row("binance", "4"), row("coinbase", "3")]);
+    assert_eq!(
+        rows,
+        vec![
+            row("binance", "4"),
+            row("bybit", "4"),
+            row("coinbase", "3"),
+            row("okx", "4")
+        ]
+    );
     // A second demo continues the same lake.
     ok(d, &["demo", "--days", "1"]);
     // It refuses a lake with other data.

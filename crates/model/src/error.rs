@@ -26,7 +26,9 @@ impl CandleRule {
 pub enum Error {
     #[error("invalid symbol {input:?}: {reason}")]
     InvalidSymbol { input: String, reason: &'static str },
-    #[error("unknown exchange {0:?} (known: binance, binance-futures, coinbase, kraken)")]
+    #[error(
+        "unknown exchange {0:?} (known: binance, binance-futures, coinbase, kraken, okx, okx-swap, bybit, bybit-linear)"
+    )]
     UnknownExchange(String),
     #[error("invalid candle {symbol} at {open_time}: {reason}")]
     InvalidCandle {

@@ -9,11 +9,18 @@ use crate::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Exchange {
+    // In the order of their names: files claim to be sorted by the name, and rows are sorted
+    // by this type's order (a test holds the two together).
     /// Binance spot.
     Binance,
     /// Binance USDⓈ-M futures (perpetuals settled in USDT/USDC): its own market and prices.
     #[serde(rename = "binance-futures")]
     BinanceFutures,
+    /// Bybit spot.
+    Bybit,
+    /// Bybit USDT perpetuals (category `linear`): their own market and prices.
+    #[serde(rename = "bybit-linear")]
+    BybitLinear,
     Coinbase,
     Kraken,
     /// OKX spot.
@@ -21,23 +28,18 @@ pub enum Exchange {
     /// OKX USDT-margined perpetual swaps (`BTC-USDT-SWAP`): their own market and prices.
     #[serde(rename = "okx-swap")]
     OkxSwap,
-    /// Bybit spot.
-    Bybit,
-    /// Bybit USDT perpetuals (category `linear`): their own market and prices.
-    #[serde(rename = "bybit-linear")]
-    BybitLinear,
 }
 
 impl Exchange {
     pub const ALL: [Exchange; 8] = [
         Exchange::Binance,
         Exchange::BinanceFutures,
+        Exchange::Bybit,
+        Exchange::BybitLinear,
         Exchange::Coinbase,
         Exchange::Kraken,
         Exchange::Okx,
         Exchange::OkxSwap,
-        Exchange::Bybit,
-        Exchange::BybitLinear,
     ];
 
     /// The lowercase name used in keys, tables and configuration.
@@ -77,5 +79,24 @@ impl FromStr for Exchange {
             .into_iter()
             .find(|e| e.as_str() == s)
             .ok_or_else(|| Error::UnknownExchange(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_is_the_order_of_names_and_names_round_trip() {
+        // Tables are sorted by `Exchange` and their files say they are sorted by its name: a
+        // variant out of place would make a reader trust an order the rows are not in.
+        for pair in Exchange::ALL.windows(2) {
+            assert!(pair[0] < pair[1], "ALL in order: {pair:?}");
+            assert!(pair[0].as_str() < pair[1].as_str(), "{pair:?}");
+        }
+        for e in Exchange::ALL {
+            assert_eq!(e.as_str().parse::<Exchange>().unwrap(), e);
+            assert_eq!(serde_json::to_string(&e).unwrap(), format!("\"{e}\""));
+        }
     }
 }

@@ -308,7 +308,9 @@ impl HttpClient {
         let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
         let retry_after = retry_after(&response.headers);
         let ban = match self.ban_status {
-            Some((code, least)) if status.as_u16() == code => Some(retry_after.unwrap_or(least).max(least)),
+            Some((code, least)) if status.as_u16() == code => {
+                Some(retry_after.unwrap_or(least).max(least))
+            }
             _ if status == StatusCode::IM_A_TEAPOT => {
                 Some(retry_after.unwrap_or(self.policy.max_retry_after))
             }

@@ -62,7 +62,10 @@ fn assert_exact(
             "{ex} {}",
             c.open_time
         );
-        assert!((c.volume - r8(m.volume)).abs() < 1e-9, "{ex}: base volume {c:?}");
+        assert!(
+            (c.volume - r8(m.volume)).abs() < 1e-9,
+            "{ex}: base volume {c:?}"
+        );
         assert!(
             (c.quote_volume.unwrap() - r8(m.quote_volume)).abs() < 1e-6,
             "{ex}: quote volume {c:?}"
@@ -157,7 +160,10 @@ async fn an_unconfirmed_okx_candle_is_never_final_and_bybit_s_open_minute_neithe
         let got = candles(&parse_page(ex, &page.body, &sym).unwrap());
         let (c, close) = got.iter().find(|(c, _)| c.open_time == last).unwrap();
         let full = market.candle_on(ex, &sym, last).unwrap();
-        assert!(c.volume < full.volume, "{ex}: the unconfirmed candle is partial");
+        assert!(
+            c.volume < full.volume,
+            "{ex}: the unconfirmed candle is partial"
+        );
         // Final means closed before the fetch: never, for an unconfirmed candle.
         assert!(*close > page.fetched_at, "{ex}: {close}");
         let confirmed = got.iter().filter(|(_, close)| *close < page.fetched_at);
@@ -173,11 +179,18 @@ async fn an_unconfirmed_okx_candle_is_never_final_and_bybit_s_open_minute_neithe
         let now = Utc::now();
         let minute = DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0).unwrap();
         let page = client
-            .fetch_1m(&sym, minute - Duration::minutes(10), minute + Duration::minutes(1))
+            .fetch_1m(
+                &sym,
+                minute - Duration::minutes(10),
+                minute + Duration::minutes(1),
+            )
             .await
             .unwrap();
         let got = candles(&parse_page(ex, &page.body, &sym).unwrap());
-        let open: Vec<_> = got.iter().filter(|(_, close)| *close > page.fetched_at).collect();
+        let open: Vec<_> = got
+            .iter()
+            .filter(|(_, close)| *close > page.fetched_at)
+            .collect();
         assert_eq!(open.len(), 1, "{ex}: the open minute only");
         assert_eq!(open[0].0.open_time, minute, "{ex}");
     }
@@ -216,7 +229,11 @@ async fn errors_on_http_200_are_retried_or_named_never_stored() {
         // A symbol the venue does not list is refused by name, before any candle request.
         let before = sim.stats(ex).requests;
         let err = client
-            .fetch_1m(&Symbol::parse("BTC-EUR").unwrap(), start, start + Duration::minutes(10))
+            .fetch_1m(
+                &Symbol::parse("BTC-EUR").unwrap(),
+                start,
+                start + Duration::minutes(10),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, Error::NotListed { .. }), "{ex}: {err}");

@@ -223,10 +223,9 @@ fn write_instrument(catalog: &Path, exchange: Exchange, symbol: &Symbol) -> Resu
     let increment = format!("0.{}1", "0".repeat(PRECISION - 1));
     let (base, quote) = (symbol.base(), symbol.quote());
     let raw_symbol = match exchange {
-        Exchange::Binance
-        | Exchange::BinanceFutures
-        | Exchange::Bybit
-        | Exchange::BybitLinear => format!("{base}{quote}"),
+        Exchange::Binance | Exchange::BinanceFutures | Exchange::Bybit | Exchange::BybitLinear => {
+            format!("{base}{quote}")
+        }
         Exchange::OkxSwap => format!("{symbol}-SWAP"),
         Exchange::Coinbase | Exchange::Kraken | Exchange::Okx => symbol.to_string(),
     };

@@ -39,7 +39,11 @@ pub fn check_body(body: &[u8]) -> Result<Result<Vec<Option<i64>>, (i64, String)>
     Ok(split(body)?.map(|r| {
         r.list
             .iter()
-            .map(|row| row.get(0).and_then(|t| t.as_str()).and_then(|t| t.parse().ok()))
+            .map(|row| {
+                row.get(0)
+                    .and_then(|t| t.as_str())
+                    .and_then(|t| t.parse().ok())
+            })
             .collect()
     }))
 }
@@ -87,10 +91,9 @@ fn parse_row(
             format!("not a [start, open, high, low, close, volume, turnover] row of strings: {e}"),
         )
     })?;
-    let ms: i64 = k
-        .0
-        .parse()
-        .map_err(|_| (None, format!("start {:?} is not a whole number", k.0)))?;
+    let ms: i64 =
+        k.0.parse()
+            .map_err(|_| (None, format!("start {:?} is not a whole number", k.0)))?;
     let open_time = DateTime::from_timestamp_millis(ms)
         .ok_or_else(|| (None, format!("start {ms} is out of range")))?;
     let candle = checked_candle(
@@ -163,8 +166,12 @@ mod tests {
         assert_eq!(candle.exchange, Exchange::BybitLinear);
         let err = parse_kline(Exchange::Bybit, body, &sym()).unwrap_err();
         assert!(err.contains("category \"linear\""), "{err}");
-        let err = parse_kline(Exchange::BybitLinear, body, &Symbol::parse("ETH-USDT").unwrap())
-            .unwrap_err();
+        let err = parse_kline(
+            Exchange::BybitLinear,
+            body,
+            &Symbol::parse("ETH-USDT").unwrap(),
+        )
+        .unwrap_err();
         assert!(err.contains("BTCUSDT"), "{err}");
     }
 
@@ -176,7 +183,10 @@ mod tests {
             &sym(),
         )
         .unwrap_err();
-        assert!(err.contains("10001") && err.contains("symbol invalid"), "{err}");
+        assert!(
+            err.contains("10001") && err.contains("symbol invalid"),
+            "{err}"
+        );
         assert!(parse_kline(Exchange::Bybit, b"{\"retCode\":0", &sym()).is_err());
     }
 }

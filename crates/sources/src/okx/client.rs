@@ -98,11 +98,7 @@ impl OkxClient {
         // The newest day comes from `market/candles` (an hour of margin for the request's
         // way out); everything older from `history-candles`.
         let recent = start >= Utc::now() - Duration::minutes(CANDLES_SERVED_MINUTES - 60);
-        let path = if recent {
-            "candles"
-        } else {
-            "history-candles"
-        };
+        let path = if recent { "candles" } else { "history-candles" };
         let url = format!("{}/api/v5/market/{path}", self.base_url);
         // Both cursors are exclusive: rows older than `after` and newer than `before`.
         let before = start - Duration::minutes(1);

@@ -14,7 +14,5 @@ mod client;
 pub mod models;
 pub mod parse;
 
-pub use client::{
-    CANDLES_SERVED_MINUTES, DEFAULT_BASE_URL, MAX_ROWS, OkxClient, instruments_url,
-};
+pub use client::{CANDLES_SERVED_MINUTES, DEFAULT_BASE_URL, MAX_ROWS, OkxClient, instruments_url};
 pub use parse::{check_body, inst_id, inst_type, parse_candles, parse_instruments};

@@ -44,7 +44,11 @@ fn split(body: &[u8]) -> Split {
 pub fn check_body(body: &[u8]) -> Result<Result<Vec<Option<i64>>, (String, String)>, String> {
     Ok(split(body)?.map(|rows| {
         rows.iter()
-            .map(|r| r.get(0).and_then(|t| t.as_str()).and_then(|t| t.parse().ok()))
+            .map(|r| {
+                r.get(0)
+                    .and_then(|t| t.as_str())
+                    .and_then(|t| t.parse().ok())
+            })
             .collect()
     }))
 }
@@ -61,7 +65,9 @@ pub fn parse_candles(
         Ok(rows) => rows,
         Err((code, msg)) => return Err(format!("OKX error {code}: {msg}")),
     };
-    Ok(rows_to_records(rows, |row| parse_row(exchange, row, symbol)))
+    Ok(rows_to_records(rows, |row| {
+        parse_row(exchange, row, symbol)
+    }))
 }
 
 fn parse_row(
@@ -77,10 +83,9 @@ fn parse_row(
             ),
         )
     })?;
-    let ms: i64 = c
-        .0
-        .parse()
-        .map_err(|_| (None, format!("ts {:?} is not a whole number", c.0)))?;
+    let ms: i64 =
+        c.0.parse()
+            .map_err(|_| (None, format!("ts {:?} is not a whole number", c.0)))?;
     let open_time = DateTime::from_timestamp_millis(ms)
         .ok_or_else(|| (None, format!("ts {ms} is out of range")))?;
     // Spot counts `vol` in the base currency; a swap counts it in contracts and gives the
@@ -106,7 +111,12 @@ fn parse_row(
     let close_time = match c.8.as_str() {
         "1" => minute_close(open_time),
         "0" => UNCONFIRMED,
-        other => return Err((None, format!("confirm {other:?} is neither \"0\" nor \"1\""))),
+        other => {
+            return Err((
+                None,
+                format!("confirm {other:?} is neither \"0\" nor \"1\""),
+            ));
+        }
     };
     Ok((candle, close_time))
 }
@@ -174,7 +184,10 @@ mod tests {
             &sym(),
         )
         .unwrap_err();
-        assert!(err.contains("51001") && err.contains("Instrument ID"), "{err}");
+        assert!(
+            err.contains("51001") && err.contains("Instrument ID"),
+            "{err}"
+        );
         let recs = parse_candles(
             Exchange::Okx,
             br#"{"code":"0","msg":"","data":[["x","1","1","1","1","1","1","1","1"],["1709251200000","1","1","1","1","1","1","1","2"],["1709251200000","1","2","1","1","1","1","1","1"]]}"#,

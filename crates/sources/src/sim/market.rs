@@ -75,8 +75,14 @@ impl SimMarket {
     }
 
     /// The market with `symbol` listed on `exchange` only from `from` (a whole minute).
-    pub fn with_listing(mut self, exchange: Exchange, symbol: &Symbol, from: DateTime<Utc>) -> Self {
-        self.listings.retain(|(e, s, _)| !(*e == exchange && s == symbol));
+    pub fn with_listing(
+        mut self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        from: DateTime<Utc>,
+    ) -> Self {
+        self.listings
+            .retain(|(e, s, _)| !(*e == exchange && s == symbol));
         self.listings.push((exchange, symbol.clone(), from));
         self
     }
@@ -144,10 +150,12 @@ impl SimMarket {
         } else {
             venue_salt(exchange)
         };
-        symbol.as_str().bytes().fold(
-            self.seed ^ 0x9E37_79B9_7F4A_7C15 ^ salt,
-            |h, b| splitmix(h ^ u64::from(b)),
-        )
+        symbol
+            .as_str()
+            .bytes()
+            .fold(self.seed ^ 0x9E37_79B9_7F4A_7C15 ^ salt, |h, b| {
+                splitmix(h ^ u64::from(b))
+            })
     }
 
     /// Price at the start of a minute (minutes since the Unix epoch).
@@ -434,9 +442,7 @@ impl SimMarket {
         let now_minute = now.timestamp_millis().div_euclid(60_000) * 60_000;
         let last = range.last_ms.min(now_minute).div_euclid(60_000) * 60_000;
         // Never walk further back than the page can hold: the range may reach back years.
-        let first = range
-            .first_ms
-            .max(last - (range.limit as i64 - 1) * 60_000);
+        let first = range.first_ms.max(last - (range.limit as i64 - 1) * 60_000);
         let first = (first + 59_999).div_euclid(60_000) * 60_000;
         let mut rows = self.served(exchange, symbol, first, last, usize::MAX, now);
         rows.reverse();

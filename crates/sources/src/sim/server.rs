@@ -498,10 +498,9 @@ async fn deliver(
         Fault::TooManyRequests if venue_throttled(exchange, false).is_some() => {
             venue_throttled(exchange, false).unwrap_or_else(|| banned(1))
         }
-        Fault::Banned | Fault::LongBan if exchange_is_bybit(exchange) => json_response(
-            StatusCode::FORBIDDEN,
-            "access too frequent".into(),
-        ),
+        Fault::Banned | Fault::LongBan if exchange_is_bybit(exchange) => {
+            json_response(StatusCode::FORBIDDEN, "access too frequent".into())
+        }
         Fault::TooManyRequests => with_header(
             json_response(
                 StatusCode::TOO_MANY_REQUESTS,
