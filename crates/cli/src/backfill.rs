@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_model::{Exchange, Symbol, parse_time};
-use cryptolake_pipeline::Pipeline;
 use cryptolake_pipeline::archive::{Checksum, Market, TimeUnit};
 use cryptolake_pipeline::query::{OutputFormat, render};
 use cryptolake_pipeline::reads::{Gap, GapStatus, gap_report_batch};
+use cryptolake_pipeline::{HistoryStart, Pipeline};
 
 use crate::flags::{BackfillCmd, parse_symbols};
 use crate::output::{ingest_summary, transform_summary};
@@ -58,6 +58,19 @@ pub async fn run(p: &Pipeline, cmd: &BackfillCmd) -> Result<ExitCode> {
                 "  {}: {} minutes already in bronze, not fetched again",
                 s.symbol, s.covered_minutes
             );
+        }
+        match s.history {
+            Some(HistoryStart::From(t)) => println!(
+                "  {}: {exchange} history starts at {}, later than --from (found in {} requests); nothing before it is fetched",
+                s.symbol,
+                t.to_rfc3339(),
+                s.search_requests
+            ),
+            Some(HistoryStart::Nothing) => println!(
+                "  {}: {exchange} has no candle of it in this range (searched in {} requests)",
+                s.symbol, s.search_requests
+            ),
+            Some(HistoryStart::AtStart) | None => {}
         }
     }
     if let Some(served) = plan.served_from

@@ -11,6 +11,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use cryptolake_model::{Exchange, Symbol};
+use cryptolake_sources::ExchangeClient;
 use cryptolake_sources::limit::Budget;
 use cryptolake_sources::sim::{Fault, FaultPlan, SimClock, SimMarket, SimOptions, SimServer};
 use sha2::Digest;
@@ -319,6 +320,87 @@ async fn okx_and_bybit_backfill_through_twenty_percent_faults_within_budget() {
             assert_eq!((got.0, got.1), (48, n), "{ex} {s}");
             assert!(close(got.2, v), "{ex} {s}: {} vs {v}", got.2);
         }
+    }
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_finds_where_history_starts_in_a_bounded_search() {
+    let d = tempfile::tempdir().unwrap();
+    let sym = Symbol::parse("ETH-USDT").unwrap();
+    let listed = t("2024-02-20T13:37:00Z");
+    let mut market = SimMarket::default_market(SEED);
+    for (ex, _) in NEWEST_FIRST {
+        market = market.with_listing(ex, &sym, listed);
+    }
+    let sim = SimServer::start(
+        market.clone(),
+        SimClock::Fixed(t("2024-03-04T12:00:30Z")),
+        0,
+    )
+    .await
+    .unwrap();
+    let url = sim.base_url();
+    for ex in [Exchange::Okx, Exchange::BybitLinear] {
+        let sent = sim.stats(ex).requests;
+        // A year asked for, history from 20 February: found by search, not walked.
+        let out = must(
+            on_lake_async(
+                d.path(),
+                &[
+                    "backfill",
+                    "--exchange",
+                    ex.as_str(),
+                    "--symbols",
+                    "ETH-USDT",
+                    "--from",
+                    "2023-03-01",
+                    "--to",
+                    "2024-02-21",
+                    "--base-url",
+                    &url,
+                ],
+                &[],
+            )
+            .await
+            .unwrap(),
+            ex.as_str(),
+        );
+        assert!(
+            out.contains(&format!(
+                "ETH-USDT: {ex} history starts at 2024-02-20T13:37:00+00:00, later than --from"
+            )),
+            "{out}"
+        );
+        // 2023-03-01 up to the end of 2024-02-21: 358 days of windows. The first and last
+        // window, the halvings, and the older part of the window the listing falls in.
+        let windows = 358 * 1440 / ExchangeClient::max_window_minutes(ex) + 1;
+        let bound = 3 + (windows as f64).log2().ceil() as u64;
+        let searched: u64 = out
+            .split("(found in ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(
+            searched <= bound,
+            "{ex}: {searched} requests, bound {bound}"
+        );
+        // The pages then start at the listing: the day and a half of history, nothing more.
+        let pages = (24 * 60 - (13 * 60 + 37)) / ExchangeClient::max_window_minutes(ex)
+            + 1
+            + 1440 / ExchangeClient::max_window_minutes(ex)
+            + 1;
+        let asked = sim.stats(ex).requests - sent;
+        assert!(
+            asked <= searched + pages as u64 + 4,
+            "{ex}: {asked} requests for {pages} pages and {searched} searching"
+        );
+        let silver = silver_totals(d.path());
+        let got = silver[&(ex.to_string(), "ETH-USDT".to_string())];
+        let (n, v) = market_totals(&market, ex, &sym, listed, t("2024-02-22T00:00:00Z"), true);
+        assert_eq!(got.1, n, "{ex}: every minute from the listing");
+        assert!(close(got.2, v), "{ex}");
     }
     sim.stop().await;
 }

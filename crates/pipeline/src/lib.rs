@@ -38,9 +38,9 @@ pub use settings::{CronSchedule, Settings, default_toml};
 pub use cryptolake_lake::bronze::IngestMetrics;
 pub use cryptolake_lake::gold::GoldMetrics;
 pub use cryptolake_lake::silver::SilverMetrics;
-pub use cryptolake_sources::ExchangeClient;
 /// This process's requests to the exchanges (by exchange and HTTP status) and budget waits.
 pub use cryptolake_sources::http::Stats as ExchangeRequests;
+pub use cryptolake_sources::{ExchangeClient, HistoryStart};
 
 /// Binance archive import: the market of a file, whether its checksum was verified, and the
 /// timestamp unit it was found to use.

@@ -20,8 +20,8 @@ use cryptolake_lake::quality::{self, QualityResult};
 use cryptolake_lake::silver::{Batch, SilverBuild, SilverMetrics};
 use cryptolake_lake::{Lake, RequestCounts, new_run_id};
 use cryptolake_model::{Exchange, SharedClock, Symbol};
-use cryptolake_sources::ExchangeClient;
 use cryptolake_sources::http::RetryPolicy;
+use cryptolake_sources::{ExchangeClient, HistoryStart};
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -151,6 +151,11 @@ pub struct BackfillSymbol {
     pub windows: Vec<Window>,
     /// Minutes of the range already in bronze from earlier fetches or imports.
     pub covered_minutes: i64,
+    /// Where the venue's history of the symbol starts, when it starts later than the range
+    /// (searched for when bronze holds nothing of the symbol before the first minute to fetch).
+    pub history: Option<HistoryStart>,
+    /// Requests the search for the history's start sent.
+    pub search_requests: usize,
 }
 
 /// A backfill of `[from, to)` for some symbols of one exchange.
@@ -1196,8 +1201,48 @@ impl Pipeline {
                 }
             }
             let merged = gaps::merge_spans(covered);
-            let todo = uncovered(from, to, &merged);
+            let mut todo = uncovered(from, to, &merged);
             let todo_minutes: i64 = todo.iter().map(|(a, b)| (*b - *a).num_minutes()).sum();
+            // With nothing of the symbol in bronze before the first minute to fetch, where
+            // the venue's history starts is not known: a bounded search finds it, so years
+            // before a listing are never walked page by page. (Kraken serves its last 720
+            // minutes only: nothing to search.)
+            let (mut history, mut search_requests) = (None, 0);
+            if let Some(&(first, _)) = todo.first()
+                && ExchangeClient::served_from(exchange, now).is_none()
+                && !merged.iter().any(|(a, _)| *a <= first)
+            {
+                let client = self.client(exchange, base_url.as_deref())?;
+                let (start, sent) =
+                    client
+                        .history_start(&symbol, first, to)
+                        .await
+                        .map_err(|source| {
+                            Error::Lake(cryptolake_lake::Error::Source {
+                                exchange: exchange.to_string(),
+                                symbol: symbol.to_string(),
+                                source,
+                            })
+                        })?;
+                search_requests = sent;
+                match start {
+                    HistoryStart::AtStart => {}
+                    HistoryStart::From(t) => {
+                        let t = DateTime::from_timestamp(t.timestamp().div_euclid(60) * 60, 0)
+                            .unwrap_or(t);
+                        todo = todo
+                            .into_iter()
+                            .filter(|(_, b)| *b > t)
+                            .map(|(a, b)| (a.max(t), b))
+                            .collect();
+                        history = Some(start);
+                    }
+                    HistoryStart::Nothing => {
+                        todo.clear();
+                        history = Some(start);
+                    }
+                }
+            }
             planned.push(BackfillSymbol {
                 symbol,
                 windows: todo
@@ -1205,6 +1250,8 @@ impl Pipeline {
                     .flat_map(|(a, b)| plan_windows(a, b, max))
                     .collect(),
                 covered_minutes: (to - from).num_minutes() - todo_minutes,
+                history,
+                search_requests,
             });
         }
         Ok(BackfillPlan {

@@ -23,6 +23,17 @@ enum Adapter {
     Bybit(BybitClient),
 }
 
+/// Where a symbol's history starts within a range, as a venue serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryStart {
+    /// The range's first window already has candles.
+    AtStart,
+    /// The first candle opens at this minute, later than the range's start.
+    From(DateTime<Utc>),
+    /// No candle at all in the range.
+    Nothing,
+}
+
 /// A client for one exchange with its shared request budget.
 #[derive(Debug, Clone)]
 pub struct ExchangeClient {
@@ -156,6 +167,97 @@ impl ExchangeClient {
             Adapter::Okx(c) => c.fetch_candles_1m(symbol, start, end).await,
             Adapter::Bybit(c) => c.fetch_kline_1m(symbol, start, end).await,
         }
+    }
+
+    /// The earliest open time among the candles of `[start, end)`, all of its parts asked for
+    /// (a newest-first venue may answer only the newest part). `None` when it holds none.
+    async fn earliest_in(
+        &self,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        requests: &mut usize,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let mut part_end = end;
+        let mut earliest: Option<DateTime<Utc>> = None;
+        for _ in 0..=(end - start).num_minutes() {
+            let page = self.fetch_1m(symbol, start, part_end).await?;
+            *requests += 1;
+            let parsed = parse_page(self.exchange, &page.body, symbol).map_err(|reason| {
+                crate::Error::Malformed {
+                    url: page.url.clone(),
+                    reason,
+                }
+            })?;
+            let first = parsed
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Candle { candle, .. } => Some(candle.open_time),
+                    Record::Rejected { .. } => None,
+                })
+                .filter(|t| *t >= start && *t < part_end)
+                .min();
+            earliest = match (earliest, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match page.resume_before {
+                Some(t) if t > start && t < part_end => part_end = t,
+                _ => break,
+            }
+        }
+        Ok(earliest)
+    }
+
+    /// Where `symbol`'s history starts within `[from, to)`: a binary search over the
+    /// range's windows (one request each, and one more for the older part of the window the
+    /// history starts in, on a venue paging newest first), so at most log2(windows) + 3
+    /// requests whatever the range, never a walk over years of empty pages. It takes history to run
+    /// unbroken from its first candle on. Returns the start and the requests it sent.
+    pub async fn history_start(
+        &self,
+        symbol: &Symbol,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<(HistoryStart, usize)> {
+        let step = Duration::minutes(Self::max_window_minutes(self.exchange));
+        let minutes = (to - from).num_minutes().max(0);
+        let windows = (minutes + step.num_minutes() - 1) / step.num_minutes();
+        let mut requests = 0;
+        if windows == 0 {
+            return Ok((HistoryStart::Nothing, requests));
+        }
+        let window = |i: i64| {
+            let s = from + step * i as i32;
+            (s, (s + step).min(to))
+        };
+        let (s, e) = window(0);
+        if let Some(first) = self.earliest_in(symbol, s, e, &mut requests).await? {
+            let start = if first <= from {
+                HistoryStart::AtStart
+            } else {
+                HistoryStart::From(first)
+            };
+            return Ok((start, requests));
+        }
+        // Window `lo` has no candle; window `hi` has (or there is none at all).
+        let (mut lo, mut hi) = (0, windows - 1);
+        let (s, e) = window(hi);
+        let Some(mut first) = self.earliest_in(symbol, s, e, &mut requests).await? else {
+            return Ok((HistoryStart::Nothing, requests));
+        };
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            let (s, e) = window(mid);
+            match self.earliest_in(symbol, s, e, &mut requests).await? {
+                Some(t) => {
+                    hi = mid;
+                    first = t;
+                }
+                None => lo = mid,
+            }
+        }
+        Ok((HistoryStart::From(first), requests))
     }
 
     /// When the venue listed `symbol`, for the venues that say (OKX, Bybit linear) and

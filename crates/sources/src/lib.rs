@@ -16,7 +16,7 @@ pub mod limit;
 pub mod okx;
 pub mod sim;
 
-pub use client::{ExchangeClient, parse_page};
+pub use client::{ExchangeClient, HistoryStart, parse_page};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
