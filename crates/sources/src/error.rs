@@ -21,15 +21,9 @@ pub enum Error {
         status: u16,
         until: DateTime<Utc>,
     },
-    #[error(
-        "{exchange} does not list {symbol} (instrument {instrument} is not among the {listed} it lists)"
-    )]
-    NotListed {
-        exchange: String,
-        symbol: String,
-        instrument: String,
-        listed: usize,
-    },
+    /// The venue does not list the symbol: the message names both and the instrument id.
+    #[error("{0}")]
+    NotListed(String),
     #[error("malformed response from {url}: {reason}")]
     Malformed { url: String, reason: String },
     #[error("invalid base URL {url:?}: {reason}")]

@@ -11,6 +11,14 @@ use tokio::sync::OnceCell;
 
 use crate::{Error, Result};
 
+/// Instruments as a venue lists them: each id with its listing time, where it gives one.
+pub type InstrumentList = Vec<(String, Option<DateTime<Utc>>)>;
+
+/// What a newest-first venue's body check finds: `Ok(Ok(open times))` of a page's rows (in
+/// milliseconds, where a row has one), `Ok(Err(e))` the venue's own error, `Err` not the
+/// venue's response at all.
+pub type PageHeads<E> = Result<Result<Vec<Option<i64>>, E>, String>;
+
 /// Instrument id to its listing time, where the venue gives one.
 pub type Listing = HashMap<String, Option<DateTime<Utc>>>;
 
@@ -38,12 +46,10 @@ impl Instruments {
             .await?;
         match listing.get(instrument) {
             Some(listed) => Ok(*listed),
-            None => Err(Error::NotListed {
-                exchange: exchange.to_string(),
-                symbol: symbol.to_string(),
-                instrument: instrument.to_string(),
-                listed: listing.len(),
-            }),
+            None => Err(Error::NotListed(format!(
+                "{exchange} does not list {symbol} (instrument {instrument} is not among the {} it lists)",
+                listing.len()
+            ))),
         }
     }
 }

@@ -10,7 +10,7 @@ mod client;
 pub mod coinbase;
 mod error;
 pub mod http;
-mod instruments;
+pub mod instruments;
 pub mod kraken;
 pub mod limit;
 pub mod okx;

@@ -236,7 +236,7 @@ async fn errors_on_http_200_are_retried_or_named_never_stored() {
             )
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::NotListed { .. }), "{ex}: {err}");
+        assert!(matches!(err, Error::NotListed(_)), "{ex}: {err}");
         assert!(err.to_string().contains("BTC-EUR"), "{err}");
         assert_eq!(sim.stats(ex).requests, before, "{ex}: the listing is kept");
     }

@@ -5,6 +5,7 @@ use cryptolake_model::{Candle, Exchange, Symbol};
 use serde::Deserialize;
 
 use super::models::{Envelope, InstrumentsResult, KlineResult, RawKline};
+use crate::instruments::{InstrumentList, PageHeads};
 use crate::{Record, RowError, checked_candle, decimal, minute_close, rows_to_records};
 
 /// `BTC-USDT` is `BTCUSDT` on both Bybit markets.
@@ -35,7 +36,7 @@ fn split(body: &[u8]) -> Split {
 
 /// Checks a body is a whole kline answer: `Ok(Ok(open times))` (each row's start in ms where
 /// it is one), `Ok(Err((retCode, retMsg)))` Bybit's own error, `Err` not a Bybit response.
-pub fn check_body(body: &[u8]) -> Result<Result<Vec<Option<i64>>, (i64, String)>, String> {
+pub fn check_body(body: &[u8]) -> PageHeads<(i64, String)> {
     Ok(split(body)?.map(|r| {
         r.list
             .iter()
@@ -113,12 +114,12 @@ fn parse_row(
     Ok((candle, minute_close(open_time)))
 }
 
+/// One page of instruments and the cursor of the next (empty at the end).
+pub type InstrumentPage = (InstrumentList, String);
+
 /// The trading instruments of an instruments body with their launch times where given, and
 /// the cursor of the next page (empty at the end).
-#[allow(clippy::type_complexity)]
-pub fn parse_instruments(
-    body: &[u8],
-) -> Result<Result<(Vec<(String, Option<DateTime<Utc>>)>, String), (i64, String)>, String> {
+pub fn parse_instruments(body: &[u8]) -> Result<Result<InstrumentPage, (i64, String)>, String> {
     let env: Envelope<InstrumentsResult> = serde_json::from_slice(body)
         .map_err(|e| format!("not a Bybit instruments response: {e}"))?;
     if env.ret_code != 0 {
@@ -188,5 +189,35 @@ mod tests {
             "{err}"
         );
         assert!(parse_kline(Exchange::Bybit, b"{\"retCode\":0", &sym()).is_err());
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_kline(Exchange::Bybit, &body, &sym());
+            let _ = check_body(&body);
+            let _ = parse_instruments(&body);
+        }
+
+        /// Rows of any strings, numbers and nulls: one record per row, whatever they hold.
+        #[test]
+        fn arbitrary_rows(rows in proptest::collection::vec(
+            proptest::collection::vec(prop_oneof![
+                any::<i64>().prop_map(|n| format!("\"{n}\"")),
+                any::<f64>().prop_map(|f| format!("\"{f}\"")),
+                "[0-9a-z.-]{0,6}".prop_map(|s| format!("\"{s}\"")),
+                Just("null".to_string()),
+            ], 0..11),
+            0..8,
+        )) {
+            let body = format!(
+                "{{\"retCode\":0,\"retMsg\":\"OK\",\"result\":{{\"category\":\"spot\",\"symbol\":\"BTCUSDT\",\"list\":[{}]}}}}",
+                rows.iter().map(|r| format!("[{}]", r.join(","))).collect::<Vec<_>>().join(",")
+            );
+            let records = parse_kline(Exchange::Bybit, body.as_bytes(), &sym()).unwrap();
+            prop_assert_eq!(records.len(), rows.len());
+        }
     }
 }

@@ -5,6 +5,7 @@ use cryptolake_model::{Candle, Exchange, Symbol};
 use serde::Deserialize;
 
 use super::models::{Envelope, Instrument, RawCandle};
+use crate::instruments::{InstrumentList, PageHeads};
 use crate::{Record, RowError, checked_candle, decimal, minute_close, rows_to_records};
 
 /// The close time given to a candle OKX has not confirmed (`confirm = "0"`): never final,
@@ -41,7 +42,7 @@ fn split(body: &[u8]) -> Split {
 
 /// Checks a body is a whole OKX answer: `Ok(Ok(open times))` (each row's `ts` in ms where it
 /// is one), `Ok(Err((code, msg)))` OKX's own error, or `Err` when it is not an OKX response.
-pub fn check_body(body: &[u8]) -> Result<Result<Vec<Option<i64>>, (String, String)>, String> {
+pub fn check_body(body: &[u8]) -> PageHeads<(String, String)> {
     Ok(split(body)?.map(|rows| {
         rows.iter()
             .map(|r| {
@@ -122,7 +123,7 @@ fn parse_row(
 }
 
 /// The live instruments of an instruments body, with their listing times where given.
-pub fn parse_instruments(body: &[u8]) -> Result<Vec<(String, Option<DateTime<Utc>>)>, String> {
+pub fn parse_instruments(body: &[u8]) -> Result<InstrumentList, String> {
     let env: Envelope<Instrument> = serde_json::from_slice(body)
         .map_err(|e| format!("not an OKX instruments response: {e}"))?;
     if env.code != "0" {
@@ -216,5 +217,35 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, "BTC-USDT");
         assert_eq!(got[0].1.unwrap().timestamp_millis(), 1_548_133_413_000);
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_candles(Exchange::OkxSwap, &body, &sym());
+            let _ = check_body(&body);
+            let _ = parse_instruments(&body);
+        }
+
+        /// Rows of any strings, numbers and nulls: one record per row, whatever they hold.
+        #[test]
+        fn arbitrary_rows(rows in proptest::collection::vec(
+            proptest::collection::vec(prop_oneof![
+                any::<i64>().prop_map(|n| format!("\"{n}\"")),
+                any::<f64>().prop_map(|f| format!("\"{f}\"")),
+                "[0-9a-z.-]{0,6}".prop_map(|s| format!("\"{s}\"")),
+                Just("null".to_string()),
+            ], 0..11),
+            0..8,
+        )) {
+            let body = format!(
+                "{{\"code\":\"0\",\"msg\":\"\",\"data\":[{}]}}",
+                rows.iter().map(|r| format!("[{}]", r.join(","))).collect::<Vec<_>>().join(",")
+            );
+            let records = parse_candles(Exchange::OkxSwap, body.as_bytes(), &sym()).unwrap();
+            prop_assert_eq!(records.len(), rows.len());
+        }
     }
 }
