@@ -95,6 +95,30 @@ pub async fn run(p: &Pipeline, cmd: &BackfillCmd) -> Result<ExitCode> {
     let report = report?;
     print!("{}", ingest_summary(exchange, &report.ingest));
     print!("{}", transform_summary(&report.transform));
+    // What the venue was asked, searches, retries and gap refetches included, against the
+    // least a page size allows.
+    let sent: u64 = p
+        .exchange_requests()
+        .requests
+        .iter()
+        .filter(|((e, _), _)| e == exchange.as_str())
+        .map(|(_, n)| n)
+        .sum();
+    let minutes: i64 = plan
+        .symbols
+        .iter()
+        .flat_map(|s| s.windows.iter())
+        .map(|(a, b)| (*b - *a).num_minutes())
+        .sum();
+    if minutes > 0 {
+        let days = minutes as f64 / 1440.0;
+        let page = cryptolake_pipeline::ExchangeClient::max_window_minutes(exchange);
+        println!(
+            "  requests to {exchange}: {sent} for {days:.2} symbol-days of history ({:.1} per symbol-day; a page holds {page} minutes, so the least is {:.1})",
+            sent as f64 / days,
+            1440.0 / page as f64
+        );
+    }
     if let Some(e) = report.incomplete(exchange) {
         return Err(e.into());
     }

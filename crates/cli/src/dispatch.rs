@@ -102,7 +102,7 @@ async fn simulate(cmd: &SimulateCmd, clock_at: Option<&str>) -> Result<ExitCode>
             .iter()
             .map(|f| {
                 Fault::parse(f).ok_or_else(|| {
-                    anyhow!("--faults: unknown fault {f:?} (429, 418, 5xx, timeout, reset, truncated, malformed, duplicates, out-of-order, long-ban, oversized, overlong)")
+                    anyhow!("--faults: unknown fault {f:?} (429, 418, 5xx, timeout, reset, truncated, malformed, duplicates, out-of-order, short-page, long-ban, oversized, overlong)")
                 })
             })
             .collect::<Result<_>>()?,

@@ -375,7 +375,8 @@ pub struct SimulateCmd {
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
     /// Faults to draw from, comma separated: 429, 418, 5xx, timeout, reset, truncated,
-    /// malformed, duplicates, out-of-order [default: all but 418]
+    /// malformed, duplicates, out-of-order, short-page (OKX and Bybit only) [default: all but
+    /// 418]
     #[arg(long)]
     pub faults: Option<String>,
 }
