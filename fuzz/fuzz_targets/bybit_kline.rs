@@ -1,5 +1,5 @@
 #![no_main]
-//! Any Bybit kline or instruments body must parse to records or a page error, never panic,
+//! Any Bybit kline, instruments or funding body must parse to records or a page error, never panic,
 //! for spot and linear alike.
 
 use cryptolake_model::{Exchange, Symbol};
@@ -12,4 +12,5 @@ fuzz_target!(|body: &[u8]| {
     }
     let _ = cryptolake_sources::bybit::check_body(body);
     let _ = cryptolake_sources::bybit::parse_instruments(body);
+    let _ = cryptolake_sources::bybit::parse_funding(body, &symbol);
 });

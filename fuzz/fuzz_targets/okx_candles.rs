@@ -1,5 +1,5 @@
 #![no_main]
-//! Any OKX candles or instruments body must parse to records or a page error, never panic,
+//! Any OKX candles, instruments or funding body must parse to records or a page error, never panic,
 //! for spot and swaps alike.
 
 use cryptolake_model::{Exchange, Symbol};
@@ -12,4 +12,5 @@ fuzz_target!(|body: &[u8]| {
     }
     let _ = cryptolake_sources::okx::check_body(body);
     let _ = cryptolake_sources::okx::parse_instruments(body);
+    let _ = cryptolake_sources::okx::parse_funding(body, &symbol);
 });

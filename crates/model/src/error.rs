@@ -27,7 +27,7 @@ pub enum Error {
     #[error("invalid symbol {input:?}: {reason}")]
     InvalidSymbol { input: String, reason: &'static str },
     #[error(
-        "unknown exchange {0:?} (known: binance, binance-futures, coinbase, kraken, okx, okx-swap, bybit, bybit-linear)"
+        "unknown exchange {0:?} (known: binance, binance-futures, bybit, bybit-linear, coinbase, kraken, okx, okx-swap)"
     )]
     UnknownExchange(String),
     #[error("invalid candle {symbol} at {open_time}: {reason}")]
@@ -35,6 +35,12 @@ pub enum Error {
         symbol: String,
         open_time: DateTime<Utc>,
         rule: CandleRule,
+        reason: String,
+    },
+    #[error("invalid funding rate {symbol} at {funding_time}: {reason}")]
+    InvalidFunding {
+        symbol: String,
+        funding_time: DateTime<Utc>,
         reason: String,
     },
     #[error(

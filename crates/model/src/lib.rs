@@ -8,6 +8,7 @@ mod candle;
 pub mod clock;
 mod error;
 mod exchange;
+mod funding;
 mod run;
 pub mod schema;
 mod symbol;
@@ -17,6 +18,7 @@ pub use candle::{Candle, DailyCandle, HourlyCandle, MinuteCandle};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, system_clock};
 pub use error::{CandleRule, Error, Result};
 pub use exchange::Exchange;
+pub use funding::{FundingRate, MAX_ABS_RATE};
 pub use run::{Outcome, Step};
 pub use symbol::Symbol;
 pub use time::{

@@ -260,6 +260,27 @@ impl ExchangeClient {
         Ok((HistoryStart::From(first), requests))
     }
 
+    /// Fetches the funding rates of a perpetual market with funding times in `[start, end)`.
+    /// A full page says where the rest of the range continues ([`FetchedPage::resume_after`]
+    /// for Binance, oldest first; [`FetchedPage::resume_before`] for OKX and Bybit).
+    pub async fn fetch_funding(
+        &self,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<FetchedPage> {
+        match (&self.adapter, self.exchange) {
+            (Adapter::Binance(c), Exchange::BinanceFutures) => {
+                c.fetch_funding(symbol, start, end).await
+            }
+            (Adapter::Okx(c), Exchange::OkxSwap) => c.fetch_funding(symbol, start, end).await,
+            (Adapter::Bybit(c), Exchange::BybitLinear) => c.fetch_funding(symbol, start, end).await,
+            (_, other) => Err(crate::Error::NotListed(format!(
+                "{other} is not a perpetual market: it has no funding rates"
+            ))),
+        }
+    }
+
     /// When the venue listed `symbol`, for the venues that say (OKX, Bybit linear) and
     /// refuse a symbol they do not list; `None` for the others.
     pub async fn listed_since(&self, symbol: &Symbol) -> Result<Option<DateTime<Utc>>> {
@@ -268,6 +289,22 @@ impl ExchangeClient {
             Adapter::Bybit(c) => c.listed_since(symbol).await,
             Adapter::Binance(_) | Adapter::Coinbase(_) | Adapter::Kraken(_) => Ok(None),
         }
+    }
+}
+
+/// Parses a page of funding rates from the perpetual market `exchange`.
+pub fn parse_funding_page(
+    exchange: Exchange,
+    body: &[u8],
+    symbol: &Symbol,
+) -> Result<Vec<crate::FundingRecord>, String> {
+    match exchange {
+        Exchange::BinanceFutures => binance::parse_funding(body, symbol),
+        Exchange::OkxSwap => okx::parse_funding(body, symbol),
+        Exchange::BybitLinear => bybit::parse_funding(body, symbol),
+        other => Err(format!(
+            "{other} is not a perpetual market: it has no funding"
+        )),
     }
 }
 

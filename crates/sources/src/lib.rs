@@ -16,7 +16,7 @@ pub mod limit;
 pub mod okx;
 pub mod sim;
 
-pub use client::{ExchangeClient, HistoryStart, parse_page};
+pub use client::{ExchangeClient, HistoryStart, parse_funding_page, parse_page};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -41,6 +41,9 @@ pub struct FetchedPage {
     /// on (a venue paging newest first, whose page is short or full before the window's
     /// start): the rest of the window is still to be asked for.
     pub resume_before: Option<DateTime<Utc>>,
+    /// Set when a page that runs oldest first came back full: the rest of the range starts
+    /// after this time.
+    pub resume_after: Option<DateTime<Utc>>,
 }
 
 impl FetchedPage {
@@ -59,6 +62,7 @@ impl FetchedPage {
             body: resp.body,
             rows,
             resume_before: None,
+            resume_after: None,
         }
     }
 }
@@ -80,6 +84,82 @@ pub enum Record {
         rule: Option<CandleRule>,
         reason: String,
     },
+}
+
+/// One funding record of a page after parsing: a valid funding event, or why it was rejected.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FundingRecord {
+    Rate(cryptolake_model::FundingRate),
+    Rejected {
+        /// Position in the page.
+        index: usize,
+        /// The record as it appeared (re-serialised JSON).
+        raw: String,
+        reason: String,
+    },
+}
+
+/// Each JSON object of a funding page to a funding event or a rejection naming its reason:
+/// `read` gives the row's instrument, funding time (ms), rate and mark price as strings.
+pub(crate) fn funding_records(
+    exchange: cryptolake_model::Exchange,
+    symbol: &cryptolake_model::Symbol,
+    instrument: &str,
+    rows: Vec<serde_json::Value>,
+    read: impl Fn(&serde_json::Value) -> Option<(String, i64, String, Option<String>)>,
+) -> Vec<FundingRecord> {
+    rows.into_iter()
+        .enumerate()
+        .map(|(index, row)| {
+            let parsed = match read(&row) {
+                None => Err("not a funding record of the venue's shape".to_string()),
+                Some((id, _, _, _)) if id != instrument => {
+                    Err(format!("a record of {id:?}, not {instrument}"))
+                }
+                Some((_, ms, rate, mark)) => {
+                    let time = DateTime::from_timestamp_millis(ms)
+                        .ok_or_else(|| format!("funding time {ms} is out of range"));
+                    let rate = decimal("funding rate", &rate).map_err(|(_, r)| r);
+                    // An empty mark price is "not given", as Binance sends for old records.
+                    let mark = match mark.as_deref() {
+                        None | Some("") => Ok(None),
+                        Some(m) => decimal("mark price", m).map(Some).map_err(|(_, r)| r),
+                    };
+                    match (time, rate, mark) {
+                        (Ok(t), Ok(r), Ok(m)) => {
+                            cryptolake_model::FundingRate::new(exchange, symbol.clone(), t, r, m)
+                                .map_err(|e| e.to_string())
+                        }
+                        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+                    }
+                }
+            };
+            match parsed {
+                Ok(rate) => FundingRecord::Rate(rate),
+                Err(reason) => FundingRecord::Rejected {
+                    index,
+                    raw: row.to_string(),
+                    reason,
+                },
+            }
+        })
+        .collect()
+}
+
+/// The funding times (ms) of a page's records, read from `field` of each object in `rows`.
+pub(crate) fn funding_times(rows: &[serde_json::Value], field: &str) -> Vec<i64> {
+    rows.iter()
+        .filter_map(|r| text_field(r, field)?.parse().ok())
+        .collect()
+}
+
+/// A field of a JSON object as text: a string as it is, a number written out.
+pub(crate) fn text_field(row: &serde_json::Value, name: &str) -> Option<String> {
+    match row.get(name)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// Why a row is not a candle: the quality rule it broke (`None`: not a well-formed row).

@@ -21,6 +21,9 @@ pub const KLINES_WEIGHT: u32 = 2;
 /// Binance's count of the weight this address used in the current minute.
 pub const USED_WEIGHT_HEADER: &str = "x-mbx-used-weight-1m";
 
+/// `GET /fapi/v1/fundingRate` answers at most 1000 records.
+pub const FUNDING_LIMIT: usize = 1000;
+
 #[derive(Debug, Clone)]
 pub struct BinanceClient {
     http: HttpClient,
@@ -121,5 +124,56 @@ impl BinanceClient {
             debug!(symbol = %symbol, used_weight_1m = ?w, "binance weight");
         }
         Ok(FetchedPage::new(url, params, resp, rows))
+    }
+
+    /// Fetches the funding rates of a USDⓈ-M perpetual with funding times in `[start, end)`,
+    /// oldest first. A full page sets [`FetchedPage::resume_after`] to its last funding time.
+    pub async fn fetch_funding(
+        &self,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<FetchedPage> {
+        let url = format!("{}/fapi/v1/fundingRate", self.base_url);
+        let params = vec![
+            ("symbol".to_string(), exchange_symbol(symbol)),
+            (
+                "startTime".to_string(),
+                start.timestamp_millis().to_string(),
+            ),
+            (
+                "endTime".to_string(),
+                (end.timestamp_millis() - 1).to_string(),
+            ),
+            ("limit".to_string(), FUNDING_LIMIT.to_string()),
+        ];
+        let (resp, times) = self
+            .http
+            .get(&url, &params, 1, |body| {
+                match serde_json::from_slice::<Vec<serde_json::Value>>(body) {
+                    Ok(rows) if rows.len() <= FUNDING_LIMIT => {
+                        BodyCheck::Ok(crate::funding_times(&rows, "fundingTime"))
+                    }
+                    Ok(rows) => BodyCheck::Retry(format!(
+                        "{} funding records; a request holds at most {FUNDING_LIMIT}",
+                        rows.len()
+                    )),
+                    Err(reason) => match serde_json::from_slice::<ApiError>(body) {
+                        Ok(api) => {
+                            BodyCheck::Fail(format!("Binance error {}: {}", api.code, api.msg))
+                        }
+                        Err(_) => BodyCheck::Retry(format!("not a funding rate array: {reason}")),
+                    },
+                }
+            })
+            .await?;
+        let mut page = FetchedPage::new(url, params, resp, times.len());
+        if times.len() == FUNDING_LIMIT {
+            page.resume_after = times
+                .iter()
+                .max()
+                .and_then(|t| DateTime::from_timestamp_millis(*t));
+        }
+        Ok(page)
     }
 }

@@ -13,4 +13,4 @@ pub use client::{
     BinanceClient, DEFAULT_BASE_URL, FUTURES_BASE_URL, FUTURES_KLINES_WEIGHT, KLINES_WEIGHT,
     MAX_LIMIT, USED_WEIGHT_HEADER,
 };
-pub use parse::{exchange_symbol, parse_klines, parse_klines_of};
+pub use parse::{exchange_symbol, parse_funding, parse_klines, parse_klines_of};

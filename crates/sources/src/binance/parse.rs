@@ -6,7 +6,10 @@ use cryptolake_model::{Candle, CandleRule, Exchange, Symbol};
 use serde::Deserialize;
 
 use super::models::RawKline;
-use crate::{Record, RowError, checked_candle, decimal, rows_to_records};
+use crate::{
+    FundingRecord, Record, RowError, checked_candle, decimal, funding_records, rows_to_records,
+    text_field,
+};
 
 /// `BTC-USDT` -> `BTCUSDT`.
 pub fn exchange_symbol(symbol: &Symbol) -> String {
@@ -153,6 +156,28 @@ pub(crate) fn millis(ms: i64, name: &str) -> Result<DateTime<Utc>, String> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("{name} {ms} is out of range"))
 }
 
+/// Parses a `GET /fapi/v1/fundingRate` body: `[{"symbol", "fundingRate", "fundingTime",
+/// "markPrice"}]`, oldest first; an empty `markPrice` (old records) is no mark price. A body
+/// that is not such an array fails the page; a bad record becomes a rejection.
+pub fn parse_funding(body: &[u8], symbol: &Symbol) -> Result<Vec<FundingRecord>, String> {
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| format!("not a Binance funding rate array: {e}"))?;
+    Ok(funding_records(
+        Exchange::BinanceFutures,
+        symbol,
+        &exchange_symbol(symbol),
+        rows,
+        |row| {
+            Some((
+                text_field(row, "symbol")?,
+                row.get("fundingTime")?.as_i64()?,
+                text_field(row, "fundingRate")?,
+                text_field(row, "markPrice"),
+            ))
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +278,7 @@ mod no_panic {
         fn arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse_klines(&body, &btc());
             let _ = crate::http::row_heads(&body);
+            let _ = parse_funding(&body, &btc());
         }
 
         /// The fast path gives exactly what the row-by-row path gives, for good and bad pages.

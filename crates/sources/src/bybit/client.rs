@@ -15,6 +15,8 @@ pub const DEFAULT_BASE_URL: &str = "https://api.bybit.com";
 pub const MAX_ROWS: i64 = 1_000;
 /// A 403 "access too frequent" means waiting at least this long.
 pub const ACCESS_TOO_FREQUENT_BAN: StdDuration = StdDuration::from_secs(600);
+/// `funding/history` answers at most 200 records.
+pub const FUNDING_LIMIT: usize = 200;
 /// Instrument pages followed at most (linear lists page by 1,000).
 const MAX_INSTRUMENT_PAGES: usize = 50;
 
@@ -138,6 +140,58 @@ impl BybitClient {
             .await?;
         let mut page = FetchedPage::new(url, params, resp, heads.len());
         page.resume_before = resume_before(&heads, start, end);
+        Ok(page)
+    }
+
+    /// Fetches the funding rates of `bybit-linear` with funding times in `[start, end)`,
+    /// newest first (the latest of the range). A page with records after `start` sets
+    /// [`FetchedPage::resume_before`] to its oldest funding time.
+    pub async fn fetch_funding(
+        &self,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<FetchedPage> {
+        self.listed_since(symbol).await?;
+        let url = format!("{}/v5/market/funding/history", self.base_url);
+        // Both bounds inclusive; Bybit refuses a start without an end.
+        let params = vec![
+            ("category".to_string(), category(self.exchange).to_string()),
+            ("symbol".to_string(), instrument(symbol)),
+            (
+                "startTime".to_string(),
+                start.timestamp_millis().to_string(),
+            ),
+            (
+                "endTime".to_string(),
+                (end.timestamp_millis() - 1).to_string(),
+            ),
+            ("limit".to_string(), FUNDING_LIMIT.to_string()),
+        ];
+        let (resp, times) = self
+            .http
+            .get(&url, &params, 1, |body| {
+                match super::parse::split_list(body) {
+                    Ok(Ok(rows)) if rows.len() <= FUNDING_LIMIT => {
+                        BodyCheck::Ok(crate::funding_times(&rows, "fundingRateTimestamp"))
+                    }
+                    Ok(Ok(rows)) => BodyCheck::Retry(format!(
+                        "{} funding records; a request holds at most {FUNDING_LIMIT}",
+                        rows.len()
+                    )),
+                    Ok(Err((code, msg))) => on_error(code, &msg),
+                    Err(reason) => BodyCheck::Retry(reason),
+                }
+            })
+            .await?;
+        // Newest first, and a page may be short while older records exist: whatever came
+        // back, the part of the range before its oldest record is still to be asked for.
+        let mut page = FetchedPage::new(url, params, resp, times.len());
+        page.resume_before = times
+            .iter()
+            .min()
+            .filter(|t| **t > start.timestamp_millis())
+            .and_then(|t| DateTime::from_timestamp_millis(*t));
         Ok(page)
     }
 }

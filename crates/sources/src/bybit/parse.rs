@@ -6,7 +6,10 @@ use serde::Deserialize;
 
 use super::models::{Envelope, InstrumentsResult, KlineResult, RawKline};
 use crate::instruments::{InstrumentList, PageHeads};
-use crate::{Record, RowError, checked_candle, decimal, minute_close, rows_to_records};
+use crate::{
+    FundingRecord, Record, RowError, checked_candle, decimal, funding_records, minute_close,
+    rows_to_records, text_field,
+};
 
 /// `BTC-USDT` is `BTCUSDT` on both Bybit markets.
 pub fn instrument(symbol: &Symbol) -> String {
@@ -22,6 +25,13 @@ pub fn category(exchange: Exchange) -> &'static str {
 }
 
 type Split = Result<Result<KlineResult, (i64, String)>, String>;
+
+/// The rows (`result.list`) of a Bybit answer, or its error code and message.
+pub(crate) fn split_list(
+    body: &[u8],
+) -> Result<Result<Vec<serde_json::Value>, (i64, String)>, String> {
+    Ok(split(body)?.map(|r| r.list))
+}
 
 fn split(body: &[u8]) -> Split {
     let env: Envelope<KlineResult> =
@@ -144,6 +154,36 @@ pub fn parse_instruments(body: &[u8]) -> Result<Result<InstrumentPage, (i64, Str
     Ok(Ok((list, result.next_page_cursor)))
 }
 
+/// Parses a `GET /v5/market/funding/history` body of `bybit-linear`: `result.list` of
+/// `{"symbol", "fundingRate", "fundingRateTimestamp"}`, newest first, no mark price. An error
+/// code or a body that is not a Bybit response fails the page.
+pub fn parse_funding(body: &[u8], symbol: &Symbol) -> Result<Vec<FundingRecord>, String> {
+    let result = match split(body)? {
+        Ok(r) => r,
+        Err((code, msg)) => return Err(format!("Bybit error {code}: {msg}")),
+    };
+    if result.category != "linear" {
+        return Err(format!(
+            "Bybit answered for category {:?}, not linear",
+            result.category
+        ));
+    }
+    Ok(funding_records(
+        Exchange::BybitLinear,
+        symbol,
+        &instrument(symbol),
+        result.list,
+        |row| {
+            Some((
+                text_field(row, "symbol")?,
+                text_field(row, "fundingRateTimestamp")?.parse().ok()?,
+                text_field(row, "fundingRate")?,
+                None,
+            ))
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +239,7 @@ mod tests {
             let _ = parse_kline(Exchange::Bybit, &body, &sym());
             let _ = check_body(&body);
             let _ = parse_instruments(&body);
+            let _ = parse_funding(&body, &sym());
         }
 
         /// Rows of any strings, numbers and nulls: one record per row, whatever they hold.

@@ -14,6 +14,9 @@ pub const MAX_ROWS: i64 = 100;
 /// `market/candles` serves only the newest 1,440 candles.
 pub const CANDLES_SERVED_MINUTES: i64 = 1_440;
 
+/// `funding-rate-history` answers at most 100 records.
+pub const FUNDING_LIMIT: usize = 100;
+
 /// The instruments endpoint of a market.
 pub fn instruments_url(base_url: &str) -> String {
     format!("{base_url}/api/v5/public/instruments")
@@ -126,6 +129,54 @@ impl OkxClient {
             .await?;
         let mut page = FetchedPage::new(url, params, resp, heads.len());
         page.resume_before = resume_before(&heads, start, end);
+        Ok(page)
+    }
+
+    /// Fetches the funding rates of `okx-swap` with funding times in `[start, end)`, newest
+    /// first (OKX keeps about three months). A page with records after `start` sets
+    /// [`FetchedPage::resume_before`] to its oldest funding time.
+    pub async fn fetch_funding(
+        &self,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<FetchedPage> {
+        self.listed_since(symbol).await?;
+        let url = format!("{}/api/v5/public/funding-rate-history", self.base_url);
+        // Exclusive cursors on the funding time.
+        let params = vec![
+            ("instId".to_string(), inst_id(self.exchange, symbol)),
+            ("after".to_string(), end.timestamp_millis().to_string()),
+            (
+                "before".to_string(),
+                (start.timestamp_millis() - 1).to_string(),
+            ),
+            ("limit".to_string(), FUNDING_LIMIT.to_string()),
+        ];
+        let (resp, times) = self
+            .http
+            .get(&url, &params, 1, |body| {
+                match super::parse::split_rows(body) {
+                    Ok(Ok(rows)) if rows.len() <= FUNDING_LIMIT => {
+                        BodyCheck::Ok(crate::funding_times(&rows, "fundingTime"))
+                    }
+                    Ok(Ok(rows)) => BodyCheck::Retry(format!(
+                        "{} funding records; a request holds at most {FUNDING_LIMIT}",
+                        rows.len()
+                    )),
+                    Ok(Err((code, msg))) => on_error(&code, &msg),
+                    Err(reason) => BodyCheck::Retry(reason),
+                }
+            })
+            .await?;
+        // Newest first, and a page may be short while older records exist: whatever came
+        // back, the part of the range before its oldest record is still to be asked for.
+        let mut page = FetchedPage::new(url, params, resp, times.len());
+        page.resume_before = times
+            .iter()
+            .min()
+            .filter(|t| **t > start.timestamp_millis())
+            .and_then(|t| DateTime::from_timestamp_millis(*t));
         Ok(page)
     }
 }

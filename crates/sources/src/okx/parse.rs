@@ -6,7 +6,10 @@ use serde::Deserialize;
 
 use super::models::{Envelope, Instrument, RawCandle};
 use crate::instruments::{InstrumentList, PageHeads};
-use crate::{Record, RowError, checked_candle, decimal, minute_close, rows_to_records};
+use crate::{
+    FundingRecord, Record, RowError, checked_candle, decimal, funding_records, minute_close,
+    rows_to_records, text_field,
+};
 
 /// The close time given to a candle OKX has not confirmed (`confirm = "0"`): never final,
 /// whatever the clock says.
@@ -30,6 +33,11 @@ pub fn inst_type(exchange: Exchange) -> &'static str {
 
 /// `Ok(Ok(rows))` an answer, `Ok(Err((code, msg)))` OKX's error, `Err` not an OKX response.
 type Split = Result<Result<Vec<serde_json::Value>, (String, String)>, String>;
+
+/// The rows of an OKX answer, or its error code and message.
+pub(crate) fn split_rows(body: &[u8]) -> Split {
+    split(body)
+}
 
 fn split(body: &[u8]) -> Split {
     let env: Envelope<serde_json::Value> =
@@ -144,6 +152,30 @@ pub fn parse_instruments(body: &[u8]) -> Result<InstrumentList, String> {
         .collect())
 }
 
+/// Parses a `GET /api/v5/public/funding-rate-history` body of `okx-swap`: records
+/// `{"instId", "fundingRate", "fundingTime", "realizedRate", ...}`, newest first. OKX gives no
+/// mark price here. An error code or a body that is not an OKX response fails the page.
+pub fn parse_funding(body: &[u8], symbol: &Symbol) -> Result<Vec<FundingRecord>, String> {
+    let rows = match split(body)? {
+        Ok(rows) => rows,
+        Err((code, msg)) => return Err(format!("OKX error {code}: {msg}")),
+    };
+    Ok(funding_records(
+        Exchange::OkxSwap,
+        symbol,
+        &inst_id(Exchange::OkxSwap, symbol),
+        rows,
+        |row| {
+            Some((
+                text_field(row, "instId")?,
+                text_field(row, "fundingTime")?.parse().ok()?,
+                text_field(row, "fundingRate")?,
+                None,
+            ))
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +259,7 @@ mod tests {
             let _ = parse_candles(Exchange::OkxSwap, &body, &sym());
             let _ = check_body(&body);
             let _ = parse_instruments(&body);
+            let _ = parse_funding(&body, &sym());
         }
 
         /// Rows of any strings, numbers and nulls: one record per row, whatever they hold.

@@ -28,6 +28,25 @@ pub struct SimMarket {
     listings: Vec<(Exchange, Symbol, DateTime<Utc>)>,
     /// Every venue trades at the same prices (one market seen through several APIs).
     shared_prices: bool,
+    /// Funding interval changes: from this time on, funding every this many hours.
+    funding_changes: Vec<(Exchange, Symbol, DateTime<Utc>, i64)>,
+}
+
+/// The funding interval of a perpetual until a change says otherwise.
+pub const DEFAULT_FUNDING_HOURS: i64 = 8;
+/// How far back OKX serves funding history: about three months.
+pub const OKX_FUNDING_DAYS: i64 = 92;
+
+/// One simulated funding event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimFunding {
+    /// The funding slot (a whole hour), in milliseconds.
+    pub slot_ms: i64,
+    /// The funding time the venue states: Binance's comes a few milliseconds after the slot.
+    pub time_ms: i64,
+    pub rate: f64,
+    /// The mark price at funding (the minute's open).
+    pub mark_price: f64,
 }
 
 /// How long after a minute closes OKX still serves its candle with `confirm = "0"`, the last
@@ -71,7 +90,101 @@ impl SimMarket {
             symbols,
             listings: Vec::new(),
             shared_prices: false,
+            funding_changes: Vec::new(),
         }
+    }
+
+    /// The market with `symbol`'s funding on `exchange` every `hours` hours from `from` on.
+    pub fn with_funding_interval(
+        mut self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        from: DateTime<Utc>,
+        hours: i64,
+    ) -> Self {
+        self.funding_changes
+            .push((exchange, symbol.clone(), from, hours.max(1)));
+        self.funding_changes.sort_by_key(|c| c.2);
+        self
+    }
+
+    /// The funding interval in hours of `symbol` on `exchange` at `t_ms`.
+    pub fn funding_hours_at(&self, exchange: Exchange, symbol: &Symbol, t_ms: i64) -> i64 {
+        self.funding_changes
+            .iter()
+            .rfind(|(e, s, from, _)| {
+                *e == exchange && s == symbol && from.timestamp_millis() <= t_ms
+            })
+            .map_or(DEFAULT_FUNDING_HOURS, |c| c.3)
+    }
+
+    /// The funding event of the hour starting at `hour_ms`, if that hour is a funding slot of
+    /// `symbol` on the perpetual `exchange` (slots are aligned to UTC midnight).
+    pub fn funding_at(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        hour_ms: i64,
+    ) -> Option<SimFunding> {
+        const HOUR: i64 = 3_600_000;
+        if !exchange.is_perpetual() || hour_ms.rem_euclid(HOUR) != 0 {
+            return None;
+        }
+        let hours = self.funding_hours_at(exchange, symbol, hour_ms);
+        if hour_ms.div_euclid(HOUR).rem_euclid(hours) != 0 {
+            return None;
+        }
+        let open_time = DateTime::from_timestamp_millis(hour_ms)?;
+        let mark_price = self.candle_on(exchange, symbol, open_time)?.open;
+        let h = splitmix(self.key(exchange, symbol) ^ 0xF0_4D1E ^ hour_ms as u64);
+        let rate = round8((unit(h) - 0.45) * 0.0004);
+        let jitter = if exchange == Exchange::BinanceFutures {
+            (splitmix(h) % 9) as i64
+        } else {
+            0
+        };
+        Some(SimFunding {
+            slot_ms: hour_ms,
+            time_ms: hour_ms + jitter,
+            rate,
+            mark_price,
+        })
+    }
+
+    /// The funding events with slots in `[first_ms, last_ms]`, at most `limit`: the newest
+    /// ones, newest first (`newest`), or the oldest ones, oldest first. Never before the
+    /// listing (or the simulated instruments' listing time).
+    pub fn funding(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        first_ms: i64,
+        last_ms: i64,
+        limit: usize,
+        newest: bool,
+    ) -> Vec<SimFunding> {
+        const HOUR: i64 = 3_600_000;
+        let floor = self.listing_ms(exchange, symbol);
+        let first = first_ms.max(floor);
+        let (lo, hi) = (
+            (first + HOUR - 1).div_euclid(HOUR),
+            last_ms.div_euclid(HOUR),
+        );
+        let mut out = Vec::new();
+        let hours: Box<dyn Iterator<Item = i64>> = if newest {
+            Box::new((lo..=hi).rev())
+        } else {
+            Box::new(lo..=hi)
+        };
+        for h in hours {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(f) = self.funding_at(exchange, symbol, h * HOUR) {
+                out.push(f);
+            }
+        }
+        out
     }
 
     /// The market with `symbol` listed on `exchange` only from `from` (a whole minute).

@@ -257,6 +257,9 @@ impl SimServer {
             .route("/api/v5/public/instruments", get(okx_instruments))
             .route("/v5/market/kline", get(bybit_kline))
             .route("/v5/market/instruments-info", get(bybit_instruments))
+            .route("/fapi/v1/fundingRate", get(binance_funding))
+            .route("/api/v5/public/funding-rate-history", get(okx_funding))
+            .route("/v5/market/funding/history", get(bybit_funding))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -1100,4 +1103,195 @@ fn admit_only(state: &SimState, exchange: Exchange, client: IpAddr, body: String
             secs.to_string(),
         ),
     }
+}
+
+/// `GET /fapi/v1/fundingRate`: oldest first from `startTime`, else the latest `limit` (100 by
+/// default, at most 1000) up to `endTime`; funding times a few milliseconds after the slot.
+async fn binance_funding(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let exchange = Exchange::BinanceFutures;
+    let Some(symbol) = q.get("symbol").and_then(|name| {
+        state
+            .market
+            .listed(exchange)
+            .into_iter()
+            .find(|s| exchange_symbol(s) == *name)
+    }) else {
+        return binance_error(-1121, "Invalid symbol.");
+    };
+    let (start, end, limit) = match (
+        param_i64(&q, "startTime"),
+        param_i64(&q, "endTime"),
+        param_i64(&q, "limit"),
+    ) {
+        (Ok(s), Ok(e), Ok(l)) => (s, e, l.unwrap_or(100)),
+        _ => return binance_error(-1100, "Illegal characters found in a parameter."),
+    };
+    if !(1..=1000).contains(&limit) {
+        return binance_error(-1130, "Data sent for parameter 'limit' is not valid.");
+    }
+    let now = state.clock.now().timestamp_millis();
+    let last = end.unwrap_or(now).min(now);
+    let mut rows = match start {
+        Some(s) => state
+            .market
+            .funding(exchange, &symbol, s, last, limit as usize, false),
+        None => {
+            let mut r =
+                state
+                    .market
+                    .funding(exchange, &symbol, i64::MIN / 2, last, limit as usize, true);
+            r.reverse();
+            r
+        }
+    };
+    // The funding time, not the slot, is what `startTime` and `endTime` compare with.
+    rows.retain(|f| start.is_none_or(|s| f.time_ms >= s) && f.time_ms <= last);
+    let body: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "symbol": exchange_symbol(&symbol),
+                "fundingTime": f.time_ms,
+                "fundingRate": format!("{:.8}", f.rate),
+                "markPrice": format!("{:.8}", f.mark_price),
+            })
+        })
+        .collect();
+    deliver(
+        &state,
+        exchange,
+        peer.ip(),
+        1,
+        serde_json::Value::Array(body).to_string(),
+    )
+    .await
+}
+
+/// `GET /api/v5/public/funding-rate-history`: newest first, exclusive `after`/`before` on the
+/// funding time, at most 100, only the last three months.
+async fn okx_funding(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let inst_id = q.get("instId").cloned().unwrap_or_default();
+    let Some((exchange, symbol)) =
+        okx_instrument(&state, &inst_id).filter(|(e, _)| *e == Exchange::OkxSwap)
+    else {
+        return okx_error(
+            StatusCode::OK,
+            "51001",
+            &format!("Instrument ID {inst_id} does not exist on this server"),
+        );
+    };
+    let (after, before, limit) = match (
+        param_i64(&q, "after"),
+        param_i64(&q, "before"),
+        param_i64(&q, "limit"),
+    ) {
+        (Ok(a), Ok(b), Ok(l)) => (a, b, l.unwrap_or(100)),
+        (Err(name), _, _) | (_, Err(name), _) | (_, _, Err(name)) => {
+            return okx_error(StatusCode::OK, "51000", &format!("Parameter {name} error"));
+        }
+    };
+    if !(1..=100).contains(&limit) {
+        return okx_error(StatusCode::OK, "51000", "Parameter limit error");
+    }
+    let now = state.clock.now().timestamp_millis();
+    let oldest = now - super::market::OKX_FUNDING_DAYS * 86_400_000;
+    let last = after.map_or(now, |a| a - 1).min(now);
+    let first = before.map_or(oldest, |b| b + 1).max(oldest);
+    let rows = state
+        .market
+        .funding(exchange, &symbol, first, last, limit as usize, true);
+    let data: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "instId": inst_id,
+                "instType": "SWAP",
+                "fundingRate": format!("{:.8}", f.rate),
+                "realizedRate": format!("{:.8}", f.rate),
+                "fundingTime": f.time_ms.to_string(),
+                "method": "current_period",
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "code": "0", "msg": "", "data": data }).to_string();
+    deliver(&state, exchange, peer.ip(), 1, body).await
+}
+
+/// `GET /v5/market/funding/history`: linear only, `startTime` only with `endTime`, the latest
+/// `limit` (at most 200) of the range, newest first.
+async fn bybit_funding(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let exchange = match bybit_category(&q) {
+        Some(Exchange::BybitLinear) => Exchange::BybitLinear,
+        _ => {
+            return bybit_error(
+                10001,
+                "params error: category only support linear or inverse",
+            );
+        }
+    };
+    let Some(symbol) = q.get("symbol").and_then(|name| {
+        state
+            .market
+            .listed(exchange)
+            .into_iter()
+            .find(|s| crate::bybit::instrument(s) == *name)
+    }) else {
+        return bybit_error(10001, "params error: symbol invalid");
+    };
+    let (start, end, limit) = match (
+        param_i64(&q, "startTime"),
+        param_i64(&q, "endTime"),
+        param_i64(&q, "limit"),
+    ) {
+        (Ok(s), Ok(e), Ok(l)) => (s, e, l.unwrap_or(200)),
+        (Err(name), _, _) | (_, Err(name), _) | (_, _, Err(name)) => {
+            return bybit_error(10001, &format!("params error: {name} invalid"));
+        }
+    };
+    if start.is_some() && end.is_none() {
+        return bybit_error(10001, "params error: endTime is required with startTime");
+    }
+    if !(1..=200).contains(&limit) {
+        return bybit_error(10001, "params error: limit invalid");
+    }
+    let now = state.clock.now().timestamp_millis();
+    let rows = state.market.funding(
+        exchange,
+        &symbol,
+        start.unwrap_or(i64::MIN / 2),
+        end.unwrap_or(now).min(now),
+        limit as usize,
+        true,
+    );
+    let list: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "symbol": crate::bybit::instrument(&symbol),
+                "fundingRate": format!("{:.8}", f.rate),
+                "fundingRateTimestamp": f.time_ms.to_string(),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "retCode": 0,
+        "retMsg": "OK",
+        "result": { "category": "linear", "list": list },
+        "retExtInfo": {},
+        "time": Utc::now().timestamp_millis()
+    })
+    .to_string();
+    deliver(&state, exchange, peer.ip(), 1, body).await
 }
