@@ -7,5 +7,5 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|body: &[u8]| {
     let symbol = Symbol::parse("BTC-USD").expect("valid");
     let _ = cryptolake_sources::coinbase::parse_candles(body, &symbol);
-    let _ = cryptolake_sources::coinbase::count_rows(body);
+    let _ = cryptolake_sources::http::row_heads(body);
 });
