@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use cryptolake_model::{Exchange, Symbol};
 use tokio::sync::OnceCell;
 
+use crate::http::BodyCheck;
 use crate::{Error, Result};
 
 /// Instruments as a venue lists them: each id with its listing time, where it gives one.
@@ -54,8 +55,39 @@ impl Instruments {
     }
 }
 
-/// The earliest open time among `heads` (milliseconds) inside `[start, end)`, when it is after
-/// `start`: a newest-first page that stops there has not answered the window's older part.
+/// The body check of a page whose rows' times were read into `found`: `accept` judges the
+/// times (a page that fails it is retried), the venue's own error goes through `on_error`,
+/// and a body that is not the venue's response is retried.
+pub fn check_heads<E, T>(
+    found: PageHeads<E>,
+    accept: impl FnOnce(Vec<Option<i64>>) -> Result<T, String>,
+    on_error: impl FnOnce(E) -> BodyCheck<T>,
+) -> BodyCheck<T> {
+    match found {
+        Ok(Ok(heads)) => match accept(heads) {
+            Ok(v) => BodyCheck::Ok(v),
+            Err(reason) => BodyCheck::Retry(reason),
+        },
+        Ok(Err(e)) => on_error(e),
+        Err(reason) => BodyCheck::Retry(reason),
+    }
+}
+
+/// `heads` when a funding page holds at most `limit` records.
+pub fn within_limit(heads: Vec<Option<i64>>, limit: usize) -> Result<Vec<Option<i64>>, String> {
+    if heads.len() <= limit {
+        Ok(heads)
+    } else {
+        Err(format!(
+            "{} funding records; a request holds at most {limit}",
+            heads.len()
+        ))
+    }
+}
+
+/// The earliest time among `heads` (milliseconds: open times, funding times) inside
+/// `[start, end)`, when it is after `start`: a newest-first page that stops there has not
+/// answered the window's older part.
 pub fn resume_before(
     heads: &[Option<i64>],
     start: DateTime<Utc>,

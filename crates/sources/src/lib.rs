@@ -146,10 +146,11 @@ pub(crate) fn funding_records(
         .collect()
 }
 
-/// The funding times (ms) of a page's records, read from `field` of each object in `rows`.
-pub(crate) fn funding_times(rows: &[serde_json::Value], field: &str) -> Vec<i64> {
+/// The funding time (ms) of each of a page's records, read from `field` (`None` where a
+/// record has none): what the page checks and continuations need.
+pub(crate) fn funding_times(rows: &[serde_json::Value], field: &str) -> Vec<Option<i64>> {
     rows.iter()
-        .filter_map(|r| text_field(r, field)?.parse().ok())
+        .map(|r| text_field(r, field)?.parse().ok())
         .collect()
 }
 

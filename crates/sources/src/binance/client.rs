@@ -7,6 +7,7 @@ use tracing::debug;
 use super::models::ApiError;
 use super::parse::exchange_symbol;
 use crate::http::{BodyCheck, HttpClient, PageBounds, check_base_url, row_heads};
+use crate::instruments::{check_heads, within_limit};
 use crate::{Error, FetchedPage, Result};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.binance.com";
@@ -150,27 +151,25 @@ impl BinanceClient {
         let (resp, times) = self
             .http
             .get(&url, &params, 1, |body| {
-                match serde_json::from_slice::<Vec<serde_json::Value>>(body) {
-                    Ok(rows) if rows.len() <= FUNDING_LIMIT => {
-                        BodyCheck::Ok(crate::funding_times(&rows, "fundingTime"))
-                    }
-                    Ok(rows) => BodyCheck::Retry(format!(
-                        "{} funding records; a request holds at most {FUNDING_LIMIT}",
-                        rows.len()
-                    )),
+                let found = match serde_json::from_slice::<Vec<serde_json::Value>>(body) {
+                    Ok(rows) => Ok(Ok(crate::funding_times(&rows, "fundingTime"))),
                     Err(reason) => match serde_json::from_slice::<ApiError>(body) {
-                        Ok(api) => {
-                            BodyCheck::Fail(format!("Binance error {}: {}", api.code, api.msg))
-                        }
-                        Err(_) => BodyCheck::Retry(format!("not a funding rate array: {reason}")),
+                        Ok(api) => Ok(Err(api)),
+                        Err(_) => Err(format!("not a funding rate array: {reason}")),
                     },
-                }
+                };
+                check_heads(
+                    found,
+                    |times| within_limit(times, FUNDING_LIMIT),
+                    |api| BodyCheck::Fail(format!("Binance error {}: {}", api.code, api.msg)),
+                )
             })
             .await?;
         let mut page = FetchedPage::new(url, params, resp, times.len());
         if times.len() == FUNDING_LIMIT {
             page.resume_after = times
                 .iter()
+                .flatten()
                 .max()
                 .and_then(|t| DateTime::from_timestamp_millis(*t));
         }

@@ -5,9 +5,9 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use cryptolake_model::{Exchange, Symbol};
 
-use super::parse::{category, check_body, instrument, parse_instruments};
+use super::parse::{category, check_body, check_funding_body, instrument, parse_instruments};
 use crate::http::{BodyCheck, HttpClient, PageBounds, check_base_url};
-use crate::instruments::{Instruments, Listing, resume_before};
+use crate::instruments::{Instruments, Listing, check_heads, resume_before, within_limit};
 use crate::{Error, FetchedPage, Result};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.bybit.com";
@@ -129,13 +129,12 @@ impl BybitClient {
         };
         let (resp, heads) = self
             .http
-            .get(&url, &params, 1, |body| match check_body(body) {
-                Ok(Ok(heads)) => match bounds.check(&heads, 1) {
-                    Ok(()) => BodyCheck::Ok(heads),
-                    Err(reason) => BodyCheck::Retry(reason),
-                },
-                Ok(Err((code, msg))) => on_error(code, &msg),
-                Err(reason) => BodyCheck::Retry(reason),
+            .get(&url, &params, 1, |body| {
+                check_heads(
+                    check_body(body),
+                    |heads| bounds.check(&heads, 1).map(|()| heads),
+                    |(code, msg)| on_error(code, &msg),
+                )
             })
             .await?;
         let mut page = FetchedPage::new(url, params, resp, heads.len());
@@ -171,27 +170,17 @@ impl BybitClient {
         let (resp, times) = self
             .http
             .get(&url, &params, 1, |body| {
-                match super::parse::split_list(body) {
-                    Ok(Ok(rows)) if rows.len() <= FUNDING_LIMIT => {
-                        BodyCheck::Ok(crate::funding_times(&rows, "fundingRateTimestamp"))
-                    }
-                    Ok(Ok(rows)) => BodyCheck::Retry(format!(
-                        "{} funding records; a request holds at most {FUNDING_LIMIT}",
-                        rows.len()
-                    )),
-                    Ok(Err((code, msg))) => on_error(code, &msg),
-                    Err(reason) => BodyCheck::Retry(reason),
-                }
+                check_heads(
+                    check_funding_body(body),
+                    |times| within_limit(times, FUNDING_LIMIT),
+                    |(code, msg)| on_error(code, &msg),
+                )
             })
             .await?;
         // Newest first, and a page may be short while older records exist: whatever came
         // back, the part of the range before its oldest record is still to be asked for.
         let mut page = FetchedPage::new(url, params, resp, times.len());
-        page.resume_before = times
-            .iter()
-            .min()
-            .filter(|t| **t > start.timestamp_millis())
-            .and_then(|t| DateTime::from_timestamp_millis(*t));
+        page.resume_before = resume_before(&times, start, end);
         Ok(page)
     }
 }

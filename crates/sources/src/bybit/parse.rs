@@ -26,13 +26,6 @@ pub fn category(exchange: Exchange) -> &'static str {
 
 type Split = Result<Result<KlineResult, (i64, String)>, String>;
 
-/// The rows (`result.list`) of a Bybit answer, or its error code and message.
-pub(crate) fn split_list(
-    body: &[u8],
-) -> Result<Result<Vec<serde_json::Value>, (i64, String)>, String> {
-    Ok(split(body)?.map(|r| r.list))
-}
-
 fn split(body: &[u8]) -> Split {
     let env: Envelope<KlineResult> =
         serde_json::from_slice(body).map_err(|e| format!("not a Bybit kline response: {e}"))?;
@@ -152,6 +145,12 @@ pub fn parse_instruments(body: &[u8]) -> Result<Result<InstrumentPage, (i64, Str
         })
         .collect();
     Ok(Ok((list, result.next_page_cursor)))
+}
+
+/// Checks a body is a whole funding answer: the funding time of each record, as
+/// [`check_body`] gives open times.
+pub fn check_funding_body(body: &[u8]) -> PageHeads<(i64, String)> {
+    Ok(split(body)?.map(|r| crate::funding_times(&r.list, "fundingRateTimestamp")))
 }
 
 /// Parses a `GET /v5/market/funding/history` body of `bybit-linear`: `result.list` of

@@ -34,11 +34,6 @@ pub fn inst_type(exchange: Exchange) -> &'static str {
 /// `Ok(Ok(rows))` an answer, `Ok(Err((code, msg)))` OKX's error, `Err` not an OKX response.
 type Split = Result<Result<Vec<serde_json::Value>, (String, String)>, String>;
 
-/// The rows of an OKX answer, or its error code and message.
-pub(crate) fn split_rows(body: &[u8]) -> Split {
-    split(body)
-}
-
 fn split(body: &[u8]) -> Split {
     let env: Envelope<serde_json::Value> =
         serde_json::from_slice(body).map_err(|e| format!("not an OKX response: {e}"))?;
@@ -150,6 +145,12 @@ pub fn parse_instruments(body: &[u8]) -> Result<InstrumentList, String> {
             (i.inst_id, listed)
         })
         .collect())
+}
+
+/// Checks a body is a whole funding answer: the funding time of each record, as
+/// [`check_body`] gives open times.
+pub fn check_funding_body(body: &[u8]) -> PageHeads<(String, String)> {
+    Ok(split(body)?.map(|rows| crate::funding_times(&rows, "fundingTime")))
 }
 
 /// Parses a `GET /api/v5/public/funding-rate-history` body of `okx-swap`: records
