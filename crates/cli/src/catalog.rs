@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow, bail};
 use cryptolake_pipeline::Settings;
 use cryptolake_pipeline::catalog::CatalogLake;
-use cryptolake_pipeline::query::ddl::{Engine, ddl};
+use cryptolake_pipeline::query::ddl::{Engine, ddl_with};
 
 use crate::flags::CatalogCmd;
 
@@ -43,7 +43,12 @@ pub async fn run(settings: &Settings, cmd: &CatalogCmd) -> Result<ExitCode> {
             let first = first_day(t, first.as_deref())?;
             print!(
                 "{}",
-                ddl(engine, &location(t, engine, loc.as_deref()), &first)
+                ddl_with(
+                    engine,
+                    &location(t, engine, loc.as_deref()),
+                    &first,
+                    &t.empty_tables
+                )
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -4,17 +4,17 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use chrono::Duration;
-use cryptolake_model::Exchange;
+use cryptolake_model::{Exchange, Symbol};
 use cryptolake_model::{date_of, day_start, hour_start};
 use cryptolake_pipeline::query::{OutputFormat, render};
 use cryptolake_pipeline::sim::{Budget, SimClock, SimMarket, SimOptions, SimServer};
-use cryptolake_pipeline::{GapRefetch, IngestRequest, Options, Pipeline, Settings};
+use cryptolake_pipeline::{FundingRequest, GapRefetch, IngestRequest, Options, Pipeline, Settings};
 
 use crate::flags::{Cli, Command};
 use crate::output::{ingest_summary, transform_summary};
 
 /// Example queries shown at the end: (what it shows, SQL).
-pub const EXAMPLES: [(&str, &str); 5] = [
+pub const EXAMPLES: [(&str, &str); 6] = [
     (
         "Daily candles (gold)",
         "SELECT exchange, symbol, date, open, high, low, close, round(volume, 2) AS volume, hours_present, is_complete \
@@ -38,6 +38,12 @@ pub const EXAMPLES: [(&str, &str); 5] = [
         "Gaps by status (crypto_ops.gaps): Coinbase omits minutes without trades",
         "SELECT exchange, symbol, status, count(*) AS gaps, sum(minutes) AS minutes \
          FROM crypto_ops.gaps GROUP BY exchange, symbol, status ORDER BY exchange, symbol, status",
+    ),
+    (
+        "Funding of one perpetual per venue, per day (gold funding_1d, from silver funding_rates)",
+        "SELECT exchange, symbol, date, events, round(rate_sum * 100, 4) AS paid_pct, \
+         round(rate_min * 100, 4) AS min_pct, round(rate_max * 100, 4) AS max_pct, is_complete \
+         FROM crypto_gold.funding_1d ORDER BY exchange, symbol, date",
     ),
     (
         "Top traded symbol by quote volume per day",
@@ -115,6 +121,30 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
         };
         let m = p.ingest_strict(&req, &|_, _| {}).await?;
         print!("{}", ingest_summary(exchange, &m));
+    }
+    // Funding of one perpetual per venue, over the same days.
+    for exchange in [
+        Exchange::BinanceFutures,
+        Exchange::OkxSwap,
+        Exchange::BybitLinear,
+    ] {
+        let symbol = Symbol::parse("BTC-USDT")?;
+        let req = FundingRequest {
+            symbols: Some(vec![symbol.clone()]),
+            since: Some(day_start(date_of(now) - Duration::days(i64::from(days)))),
+            until: Some(now),
+            ..FundingRequest::hourly(exchange, &run_id, now)
+        };
+        let outcomes = p.ingest_funding(&req).await?;
+        for o in &outcomes {
+            if let Some(e) = &o.error {
+                bail!("{exchange} funding of {}: {e}", o.symbol);
+            }
+            println!(
+                "{exchange}: funding of {}: {} event(s) in {} request(s)",
+                o.symbol, o.rows, o.pages
+            );
+        }
     }
     // Coinbase leaves out minutes without trades: the gap report lists them as unconfirmed,
     // and one refetch confirms them, as the hourly job would.

@@ -357,7 +357,9 @@ pub async fn scan(
     // Every bronze object by pair: the requests made, and when.
     let mut bronze: HashMap<Pair, Vec<BronzeKey>> = HashMap::new();
     for key in lake.list_keys(&paths::bronze_root()).await? {
-        if let Some(k) = BronzeKey::parse(&key) {
+        if let Some(k) = BronzeKey::parse(&key)
+            && crate::bronze::is_candle_dataset(&k.dataset)
+        {
             bronze
                 .entry((k.source, k.symbol.clone()))
                 .or_default()

@@ -10,6 +10,7 @@ pub mod bronze;
 pub mod columns;
 mod encode;
 mod error;
+pub mod funding;
 pub mod gaps;
 pub mod gold;
 pub mod lease;

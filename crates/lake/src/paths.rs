@@ -36,6 +36,10 @@ pub const QUARANTINE_OHLCV_1H: &str = "quarantine/ohlcv_1h";
 pub const OPS_RUNS: &str = "ops/runs";
 pub const OPS_QUALITY_RESULTS: &str = "ops/quality_results";
 pub const OPS_GAPS: &str = "ops/gaps";
+pub const SILVER_FUNDING_RATES: &str = "silver/funding_rates";
+pub const GOLD_FUNDING_1D: &str = "gold/funding_1d";
+pub const OPS_FUNDING_GAPS: &str = "ops/funding_gaps";
+pub const QUARANTINE_FUNDING_RATES: &str = "quarantine/funding_rates";
 const PART_FILE: &str = "part-00000.parquet";
 const BRONZE_EXT: &str = ".bronze";
 
@@ -228,7 +232,16 @@ pub fn in_layout(path: &Path) -> bool {
 /// Whether the table under `prefix` holds exactly one file per partition, `part-00000.parquet`
 /// (silver, gold, gaps), rather than one file per run (`crypto_ops.runs`, `quality_results`).
 pub fn one_file_per_partition(prefix: &str) -> bool {
-    [SILVER_OHLCV_1H, SILVER_OHLCV_1M, GOLD_OHLCV_1D, OPS_GAPS].contains(&prefix)
+    [
+        SILVER_OHLCV_1H,
+        SILVER_OHLCV_1M,
+        GOLD_OHLCV_1D,
+        OPS_GAPS,
+        SILVER_FUNDING_RATES,
+        GOLD_FUNDING_1D,
+        OPS_FUNDING_GAPS,
+    ]
+    .contains(&prefix)
 }
 
 /// The name of every partition's one file in the tables that have one per date.
@@ -259,12 +272,21 @@ pub fn quality_results(checked_at: DateTime<Utc>, run_id: &str, step: &str, nonc
 
 /// Where the rejected records of one bronze object go.
 pub fn quarantine_for(bronze: &Path) -> Path {
+    quarantine_under(QUARANTINE_OHLCV_1H, bronze)
+}
+
+/// Where the rejected funding records of one bronze object go.
+pub fn quarantine_funding_for(bronze: &Path) -> Path {
+    quarantine_under(QUARANTINE_FUNDING_RATES, bronze)
+}
+
+fn quarantine_under(table: &str, bronze: &Path) -> Path {
     let rest: Vec<String> = bronze
         .parts()
         .skip(1)
         .map(|p| p.as_ref().to_string())
         .collect();
-    Path::from(format!("{QUARANTINE_OHLCV_1H}/{}.json", rest.join("/")))
+    Path::from(format!("{table}/{}.json", rest.join("/")))
 }
 
 pub fn ingest_cursor(exchange: Exchange, dataset: &str, symbol: &Symbol) -> Path {
@@ -289,6 +311,18 @@ pub fn gaps_state() -> Path {
     Path::from("_state/gaps/asked.json")
 }
 
+pub fn silver_funding_table() -> Path {
+    Path::from(SILVER_FUNDING_RATES)
+}
+
+pub fn gold_funding_table() -> Path {
+    Path::from(GOLD_FUNDING_1D)
+}
+
+pub fn funding_gaps_table() -> Path {
+    Path::from(OPS_FUNDING_GAPS)
+}
+
 pub fn gaps_table() -> Path {
     Path::from(OPS_GAPS)
 }
@@ -299,6 +333,17 @@ pub fn gaps_partition_file(date: NaiveDate) -> Path {
 
 pub fn silver_state() -> Path {
     Path::from("_state/silver/ohlcv_1h.json")
+}
+
+/// What the funding build remembers: its manifest watermark, every symbol's funding slots
+/// and the missing ones.
+pub fn funding_state() -> Path {
+    Path::from("_state/silver/funding_rates.json")
+}
+
+/// The `funding_rates` partition versions gold's `funding_1d` was built from.
+pub fn funding_gold_state() -> Path {
+    Path::from("_state/gold/funding_1d.json")
 }
 
 pub fn gold_state() -> Path {
@@ -313,11 +358,15 @@ pub fn change_marker() -> Path {
 
 /// Everything a build derives from bronze, by prefix: removing it all makes the next build a
 /// first build (bronze, its manifest and the ingest cursors are kept).
-pub const DERIVED: [&str; 10] = [
+pub const DERIVED: [&str; 14] = [
     SILVER_OHLCV_1H,
     SILVER_OHLCV_1M,
     GOLD_OHLCV_1D,
     QUARANTINE_OHLCV_1H,
+    SILVER_FUNDING_RATES,
+    GOLD_FUNDING_1D,
+    OPS_FUNDING_GAPS,
+    QUARANTINE_FUNDING_RATES,
     OPS_RUNS,
     OPS_QUALITY_RESULTS,
     OPS_GAPS,

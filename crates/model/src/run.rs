@@ -16,10 +16,12 @@ pub enum Step {
     Gaps,
     Backfill,
     Import,
+    /// Funding of perpetual markets: its ingest (`funding:okx-swap`) and its build.
+    Funding,
 }
 
 impl Step {
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
         Step::Ingest,
         Step::Refetch,
         Step::Silver,
@@ -28,6 +30,7 @@ impl Step {
         Step::Gaps,
         Step::Backfill,
         Step::Import,
+        Step::Funding,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Step {
             Step::Gaps => "gaps",
             Step::Backfill => "backfill",
             Step::Import => "import",
+            Step::Funding => "funding",
         }
     }
 

@@ -120,3 +120,53 @@ pub fn gaps() -> SchemaRef {
         Field::new("detected_at", timestamp_utc(), false),
     ]))
 }
+
+/// Silver `funding_rates` as stored in each Parquet file (without the partition column): one
+/// row per exchange, symbol and funding slot of a perpetual market.
+pub fn funding_rates() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("exchange", DataType::Utf8, false),
+        Field::new("symbol", DataType::Utf8, false),
+        // The funding slot: the funding time to the whole minute, one key per event.
+        Field::new("funding_slot", timestamp_utc(), false),
+        // The funding time exactly as the venue gave it.
+        Field::new("funding_time", timestamp_utc(), false),
+        Field::new("rate", DataType::Float64, false),
+        // Hours since the symbol's previous funding slot (for its first, until the next);
+        // null while the symbol has only one slot.
+        Field::new("interval_hours", DataType::Float64, true),
+        Field::new("mark_price", DataType::Float64, true),
+        Field::new("fetched_at", timestamp_utc(), false),
+    ]))
+}
+
+/// Gold `funding_1d`: per exchange, symbol and UTC day, what funding paid (without the
+/// partition column).
+pub fn funding_1d() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("exchange", DataType::Utf8, false),
+        Field::new("symbol", DataType::Utf8, false),
+        Field::new("rate_sum", DataType::Float64, false),
+        Field::new("events", DataType::Int32, false),
+        Field::new("rate_min", DataType::Float64, false),
+        Field::new("rate_max", DataType::Float64, false),
+        // Every slot of the symbol's interval in the day is present: no slot missing between
+        // the day's events, and funding on both sides of the day.
+        Field::new("is_complete", DataType::Boolean, false),
+    ]))
+}
+
+/// `crypto_ops.funding_gaps`: funding slots missing between two present ones (without the
+/// partition column, the date of the gap's start).
+pub fn funding_gaps() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("exchange", DataType::Utf8, false),
+        Field::new("symbol", DataType::Utf8, false),
+        // The present slots on either side: one or more slots are missing strictly between.
+        Field::new("after_slot", timestamp_utc(), false),
+        Field::new("before_slot", timestamp_utc(), false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("fetches", DataType::Int32, false),
+        Field::new("detected_at", timestamp_utc(), false),
+    ]))
+}

@@ -13,6 +13,8 @@ pub struct CatalogLake {
     pub root_url: String,
     /// The first date silver holds, if the lake exists and holds any.
     pub first_silver_day: Option<NaiveDate>,
+    /// The catalog's tables (by lake prefix) without a partition yet, in a lake that exists.
+    pub empty_tables: Vec<String>,
 }
 
 /// The lake the settings name, without creating it: statements can be printed for a lake
@@ -26,6 +28,7 @@ pub async fn describe(settings: &Settings) -> Result<CatalogLake> {
         return Ok(CatalogLake {
             root_url: format!("file://{}", abs.display()),
             first_silver_day: None,
+            empty_tables: Vec::new(),
         });
     }
     let lake = Lake::open_existing(&settings.lake, &settings.lake_options())?;
@@ -37,8 +40,16 @@ pub async fn describe(settings: &Settings) -> Result<CatalogLake> {
         .iter()
         .filter_map(|k| paths::partition_file_date(&table, k))
         .min();
+    let mut empty_tables = Vec::new();
+    for (_, _, prefix, _) in cryptolake_query::ddl::catalog_tables() {
+        let (_, partitions) = lake.list_level(&prefix.as_str().into()).await?;
+        if partitions.is_empty() {
+            empty_tables.push(prefix);
+        }
+    }
     Ok(CatalogLake {
         root_url: lake.root_url().to_string(),
         first_silver_day,
+        empty_tables,
     })
 }

@@ -27,15 +27,18 @@ pub use cryptolake_model::{Clock, ManualClock, SharedClock, SystemClock, system_
 pub use cryptolake_query as query;
 pub use events::{Counts, ErrorKind, EventSink, Freshness, Outcome, Step, StepEvent};
 pub use pipeline::{
-    BackfillPlan, BackfillReport, BackfillSymbol, ExchangeRun, GapRefetch, ImportReport,
-    IngestRequest, Options, Pipeline, RunSummary, TransformReport, describe, incomplete_ingest,
-    verdict,
+    BackfillPlan, BackfillReport, BackfillSymbol, ExchangeRun, FundingReport, FundingRequest,
+    GapRefetch, ImportReport, IngestRequest, Options, Pipeline, RunSummary, TransformReport,
+    describe, incomplete_ingest, verdict,
 };
 pub use settings::{CronSchedule, Settings, default_toml};
 
 // What front ends name of the layers below, through the one door: the steps' metrics and the
 // types of their inputs.
 pub use cryptolake_lake::bronze::IngestMetrics;
+pub use cryptolake_lake::funding::{
+    FundingDay, FundingGoldMetrics, FundingMetrics, FundingOutcome, FundingRow,
+};
 pub use cryptolake_lake::gold::GoldMetrics;
 pub use cryptolake_lake::silver::SilverMetrics;
 /// This process's requests to the exchanges (by exchange and HTTP status) and budget waits.

@@ -1,7 +1,7 @@
 //! The steps as every front end runs them: leases, clients from settings, run records, quality
 //! verdicts and step events.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
@@ -10,6 +10,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use cryptolake_lake::bronze::archive::{ImportOutcome, Market, import_archive};
 use cryptolake_lake::bronze::{
     Ingest, IngestMetrics, KLINES_1M, KLINES_1M_ARCHIVE, Window, plan_windows,
+};
+use cryptolake_lake::funding::{
+    FundingBuild, FundingGold, FundingGoldMetrics, FundingIngest, FundingMetrics, FundingOutcome,
 };
 use cryptolake_lake::gaps::{self, GapScan};
 use cryptolake_lake::gold::{GoldBuild, GoldMetrics};
@@ -183,13 +186,21 @@ impl BackfillPlan {
 #[derive(Debug)]
 pub struct BackfillReport {
     pub ingest: IngestMetrics,
+    /// The funding of the range, for a perpetual market.
+    pub funding: Option<Vec<FundingOutcome>>,
     pub transform: TransformReport,
 }
 
 impl BackfillReport {
     /// Why the backfill is incomplete, if it is: failed symbols, then unservable spans.
     pub fn incomplete(&self, exchange: Exchange) -> Option<Error> {
-        let failures = self.ingest.failures().count();
+        let failures = self.ingest.failures().count()
+            + self
+                .funding
+                .iter()
+                .flatten()
+                .filter(|o| o.error.is_some())
+                .count();
         if failures > 0 {
             return Some(Error::Incomplete {
                 kind: ErrorKind::Exchange,
@@ -216,6 +227,45 @@ pub struct TransformReport {
     pub refetch: Option<IngestMetrics>,
     pub gold: GoldMetrics,
     pub freshness: Vec<Freshness>,
+    /// The funding build: `funding_rates`, its gap report and `funding_1d`.
+    pub funding: FundingReport,
+}
+
+/// What the funding build did.
+#[derive(Debug, Default, Clone)]
+pub struct FundingReport {
+    pub silver: FundingMetrics,
+    pub gold: FundingGoldMetrics,
+}
+
+/// One funding ingest of a perpetual market: the hourly one (from the cursor), a range, or
+/// exact ranges (a gap refetch).
+#[derive(Debug, Clone)]
+pub struct FundingRequest {
+    pub exchange: Exchange,
+    /// `None`: the configured symbols.
+    pub symbols: Option<Vec<Symbol>>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub windows: Option<Vec<(Symbol, Vec<Window>)>>,
+    pub base_url: Option<String>,
+    pub run_id: String,
+    pub now: DateTime<Utc>,
+}
+
+impl FundingRequest {
+    pub fn hourly(exchange: Exchange, run_id: &str, now: DateTime<Utc>) -> FundingRequest {
+        FundingRequest {
+            exchange,
+            symbols: None,
+            since: None,
+            until: None,
+            windows: None,
+            base_url: None,
+            run_id: run_id.to_string(),
+            now,
+        }
+    }
 }
 
 /// What an import of archive files did.
@@ -237,6 +287,8 @@ pub struct ExchangeRun {
     pub exchange: Exchange,
     pub ingest: Result<IngestMetrics>,
     pub refetch: Option<Result<IngestMetrics>>,
+    /// A perpetual market's funding (with its gaps' refetch).
+    pub funding: Option<Result<Vec<FundingOutcome>>>,
 }
 
 impl ExchangeRun {
@@ -255,6 +307,14 @@ impl ExchangeRun {
                         .map(|p| format!("{} {p}", self.exchange)),
                 ),
             }
+        }
+        match &self.funding {
+            None => {}
+            Some(Err(e)) => out.push(format!("{} funding: {e}", self.exchange)),
+            Some(Ok(outcomes)) => out.extend(outcomes.iter().filter_map(|o| {
+                let e = o.error.as_ref()?;
+                Some(format!("{} funding of {}: {e}", self.exchange, o.symbol))
+            })),
         }
         out
     }
@@ -1088,7 +1148,139 @@ impl Pipeline {
         let (gold, freshness) = self.gold_with_freshness(false, run_id, true).await?;
         report.gold = gold;
         report.freshness = freshness;
+        report.funding = self.funding(false, run_id).await?;
         Ok(report)
+    }
+
+    /// Fetches a perpetual market's funding into bronze, under the exchange's ingest lease.
+    /// Symbols that failed are in the outcomes (what arrived is kept).
+    pub async fn ingest_funding(&self, req: &FundingRequest) -> Result<Vec<FundingOutcome>> {
+        let started = self.start();
+        let result = self.ingest_funding_inner(req).await;
+        self.finish(
+            &req.run_id,
+            Step::Funding,
+            Some(req.exchange),
+            started,
+            &result,
+            |outcomes| {
+                let failed: Vec<String> = outcomes
+                    .iter()
+                    .filter_map(|o| Some(format!("{}: {}", o.symbol, o.error.as_ref()?)))
+                    .collect();
+                StepReport {
+                    problem: (!failed.is_empty()).then(|| (ErrorKind::Exchange, failed.join("; "))),
+                    ..StepReport::new(
+                        Counts {
+                            inputs: outcomes.len() as i64,
+                            outputs: outcomes.iter().map(|o| o.pages as i64).sum(),
+                            rows: outcomes.iter().map(|o| o.rows as i64).sum(),
+                            quarantined: 0,
+                        },
+                        serde_json::json!({ "failed": failed.len() }),
+                    )
+                }
+            },
+        )
+        .await;
+        result
+    }
+
+    async fn ingest_funding_inner(&self, req: &FundingRequest) -> Result<Vec<FundingOutcome>> {
+        let exchange = req.exchange;
+        let symbols = req
+            .symbols
+            .clone()
+            .unwrap_or_else(|| self.settings.exchange(exchange).symbols.clone());
+        let client = self.client(exchange, req.base_url.as_deref())?;
+        self.with_lease(&format!("ingest-{exchange}"), &req.run_id, async |_| {
+            let mut job = FundingIngest::new(exchange, symbols, &req.run_id, req.now)
+                .with_range(req.since, req.until)
+                .with_lookback(self.settings.ingest.lookback)
+                .with_clock(self.options.clock.clone());
+            if let Some(w) = &req.windows {
+                job = job.with_windows(w.clone());
+            }
+            let plan = job.plan(&self.lake).await?;
+            Ok(job.execute(&self.lake, &client, plan).await?)
+        })
+        .await
+    }
+
+    /// The hourly funding of a perpetual market: from its cursors, then its recorded gaps
+    /// worth fetching again.
+    async fn hourly_funding(
+        &self,
+        exchange: Exchange,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FundingOutcome>> {
+        let mut outcomes = self
+            .ingest_funding(&FundingRequest::hourly(exchange, run_id, now))
+            .await?;
+        let symbols = self.settings.exchange(exchange).symbols.clone();
+        let mut windows: BTreeMap<Symbol, Vec<Window>> = BTreeMap::new();
+        for (e, symbol, after, before, status, _) in
+            cryptolake_lake::funding::recorded_gaps(&self.lake).await?
+        {
+            if e == exchange && status.refetch() && symbols.contains(&symbol) {
+                windows
+                    .entry(symbol)
+                    .or_default()
+                    .push((after + chrono::Duration::seconds(1), before));
+            }
+        }
+        if !windows.is_empty() {
+            info!(%exchange, symbols = windows.len(), "refetching funding gaps");
+            let req = FundingRequest {
+                windows: Some(windows.into_iter().collect()),
+                ..FundingRequest::hourly(exchange, run_id, now)
+            };
+            outcomes.extend(self.ingest_funding(&req).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Builds funding silver (`funding_rates` and its gap report) from new bronze (all of it
+    /// with `rebuild`), then `funding_1d` from the silver days that changed.
+    pub async fn funding(&self, rebuild: bool, run_id: &str) -> Result<FundingReport> {
+        let started = self.start();
+        let result = self
+            .with_lease("transform", run_id, async |lease| {
+                let silver = FundingBuild::new()
+                    .with_rebuild(rebuild)
+                    .with_manifest_overlap(self.settings.silver.manifest_overlap)
+                    .with_clock(self.options.clock.clone())
+                    .run(&self.lake, Some(lease))
+                    .await?;
+                let gold = FundingGold::new()
+                    .with_rebuild(rebuild)
+                    .run(&self.lake, Some(lease))
+                    .await?;
+                Ok(FundingReport { silver, gold })
+            })
+            .await;
+        // A lake without perpetual markets has no funding: nothing done, nothing recorded.
+        if let Ok(r) = &result
+            && !rebuild
+            && r.silver.objects == 0
+            && r.gold.changed_dates.is_empty()
+        {
+            return result;
+        }
+        self.finish(run_id, Step::Funding, None, started, &result, |r| {
+            StepReport::new(
+                Counts {
+                    inputs: r.silver.objects as i64,
+                    outputs: (r.silver.changed_dates.len() + r.gold.changed_dates.len()) as i64,
+                    rows: r.silver.rows as i64,
+                    quarantined: r.silver.rejected as i64,
+                },
+                serde_json::json!({ "gaps": r.silver.gaps, "gold_rows": r.gold.rows }),
+            )
+        })
+        .await;
+        result
     }
 
     /// The ingest half of the hourly job: every enabled exchange from where its cursor
@@ -1119,10 +1311,15 @@ impl Pipeline {
                         .transpose()
                 }
             };
+            let funding = match exchange.is_perpetual() {
+                false => None,
+                true => Some(self.hourly_funding(exchange, run_id, now).await),
+            };
             out.push(ExchangeRun {
                 exchange,
                 ingest,
                 refetch,
+                funding,
             });
         }
         out
@@ -1289,6 +1486,19 @@ impl Pipeline {
             ..IngestRequest::hourly(plan.exchange, &plan.run_id, plan.now)
         };
         let ingest = self.ingest(&req, on_page).await?;
+        let funding = match plan.exchange.is_perpetual() {
+            false => None,
+            true => {
+                let freq = FundingRequest {
+                    symbols: req.symbols.clone(),
+                    since: Some(plan.from),
+                    until: Some(plan.to),
+                    base_url: plan.base_url.clone(),
+                    ..FundingRequest::hourly(plan.exchange, &plan.run_id, plan.now)
+                };
+                Some(self.ingest_funding(&freq).await?)
+            }
+        };
         let days = (
             plan.from.date_naive(),
             (plan.to - chrono::Duration::minutes(1)).date_naive(),
@@ -1301,7 +1511,11 @@ impl Pipeline {
             ..GapRefetch::all(plan.exchange, None)
         };
         let transform = self.transform(&[scope], &plan.run_id).await?;
-        Ok(BackfillReport { ingest, transform })
+        Ok(BackfillReport {
+            ingest,
+            funding,
+            transform,
+        })
     }
 
     /// Imports Binance archive files into bronze (each file whole or not at all), then builds

@@ -89,6 +89,13 @@ pub fn escape(engine: Engine, text: &str) -> String {
 /// (`s3://bucket/prefix`, `file:///...` or a path). `first_day` starts Athena's partition
 /// projection.
 pub fn ddl(engine: Engine, root: &str, first_day: &str) -> String {
+    ddl_with(engine, root, first_day, &[])
+}
+
+/// [`ddl`] for a lake in which the tables kept under the prefixes `empty` have no file yet:
+/// DuckDB cannot make a view over files that do not exist, so those are left as a comment.
+/// The other engines declare them all (their tables are read when queried).
+pub fn ddl_with(engine: Engine, root: &str, first_day: &str, empty: &[String]) -> String {
     let root = root.trim_end_matches('/');
     let mut out = String::new();
     let mut databases: Vec<&str> = Vec::new();
@@ -139,6 +146,10 @@ pub fn ddl(engine: Engine, root: &str, first_day: &str) -> String {
                  LOCATION '{location}';\n\
                  MSCK REPAIR TABLE {db}.{table};\n",
                 columns(engine, &schema, '`')
+            ),
+            Engine::DuckDb if empty.contains(&path) => writeln!(
+                out,
+                "-- {db}.{table}: no files yet under {location}/; run `cryptolake catalog ddl --engine duckdb` again once it has some.\n"
             ),
             Engine::DuckDb => writeln!(
                 out,

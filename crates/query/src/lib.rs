@@ -55,6 +55,18 @@ pub fn tables() -> Vec<(&'static str, &'static str, String, SchemaRef)> {
             schema::ohlcv_1d(),
         ),
         (
+            "crypto_analytics",
+            "funding_rates",
+            paths::SILVER_FUNDING_RATES.to_string(),
+            schema::funding_rates(),
+        ),
+        (
+            "crypto_gold",
+            "funding_1d",
+            paths::GOLD_FUNDING_1D.to_string(),
+            schema::funding_1d(),
+        ),
+        (
             "crypto_ops",
             "runs",
             paths::OPS_RUNS.to_string(),
@@ -71,6 +83,12 @@ pub fn tables() -> Vec<(&'static str, &'static str, String, SchemaRef)> {
             "gaps",
             paths::OPS_GAPS.to_string(),
             schema::gaps(),
+        ),
+        (
+            "crypto_ops",
+            "funding_gaps",
+            paths::OPS_FUNDING_GAPS.to_string(),
+            schema::funding_gaps(),
         ),
     ]
 }

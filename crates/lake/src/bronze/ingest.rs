@@ -47,7 +47,7 @@ pub fn plan_windows(
     out
 }
 
-fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp().div_euclid(60) * 60, 0).expect("in range")
 }
 
@@ -289,25 +289,7 @@ impl Ingest {
         plan: IngestPlan,
         on_page: &(dyn Fn(&Symbol, usize) + Sync),
     ) -> Result<IngestMetrics> {
-        let ban_key = paths::exchange_ban(self.exchange);
-        if let Some(ban) = state::read::<Ban>(lake, &ban_key).await? {
-            let now = self.clock.now();
-            // A recorded ban lasts at most the longest the exchange documents from when it
-            // was noticed, whatever wrote it.
-            let until = ban.until.min(
-                ban.noticed_at
-                    + chrono::Duration::from_std(cryptolake_sources::http::MAX_BAN)
-                        .unwrap_or_default(),
-            );
-            if until > now {
-                return Err(Error::Banned {
-                    exchange: self.exchange.to_string(),
-                    until,
-                    state: ban_key.to_string(),
-                });
-            }
-            lake.delete(&ban_key).await?;
-        }
+        refuse_if_banned(lake, self.exchange, &self.clock).await?;
         let mut unservable: BTreeMap<Symbol, Vec<Window>> = BTreeMap::new();
         for (symbol, w) in &plan.unservable {
             warn!(exchange = %self.exchange, symbol = %symbol, from = %w.0, to = %w.1, "the exchange no longer serves this range");
@@ -321,14 +303,7 @@ impl Ingest {
             .buffered(self.concurrency)
             .collect()
             .await;
-        if let Some(until) = client.limiter().banned_until() {
-            let ban = Ban {
-                until,
-                noticed_at: self.clock.now(),
-                run_id: self.run_id.clone(),
-            };
-            state::write(lake, &ban_key, &ban).await?;
-        }
+        record_ban(lake, client, &self.clock, &self.run_id).await?;
         let mut metrics = IngestMetrics::default();
         for o in &mut outcomes {
             o.unservable = unservable.remove(&o.symbol).unwrap_or_default();
@@ -444,44 +419,14 @@ impl Ingest {
         end: DateTime<Utc>,
         page: cryptolake_sources::FetchedPage,
     ) -> Result<()> {
-        let envelope = Envelope {
-            format: FORMAT_VERSION,
-            source: self.exchange,
-            dataset: KLINES_1M.to_string(),
-            symbol: symbol.clone(),
-            request: RequestInfo {
-                method: "GET".into(),
-                url: page.url.clone(),
-                params: page.params.iter().cloned().collect::<BTreeMap<_, _>>(),
-            },
-            window_start: start,
-            window_end: end,
-            fetched_at: page.fetched_at,
-            http_status: page.status,
-            run_id: self.run_id.clone(),
-            payload_bytes: page.body.len() as u64,
-            rows: page.rows as u64,
+        let answer = Answer {
+            exchange: self.exchange,
+            dataset: KLINES_1M,
+            symbol,
+            window: (start, end),
+            run_id: &self.run_id,
         };
-        let key = BronzeKey {
-            source: self.exchange,
-            dataset: KLINES_1M.to_string(),
-            symbol: symbol.clone(),
-            date: date_of(start),
-            fetched_at: page.fetched_at,
-            window_start: start,
-            window_end: end,
-            run_id: self.run_id.clone(),
-        };
-        // A fresh key per fetch: bronze is never rewritten.
-        let written =
-            write_object_at(lake, &key, encode(&envelope, &page.body), self.clock.now()).await?;
-        if !written {
-            return Err(Error::Invalid(format!(
-                "bronze object {} already exists; refusing to overwrite",
-                key.path()
-            )));
-        }
-        Ok(())
+        store_answer(lake, answer, page, self.clock.now()).await
     }
 
     /// Moves the symbol's cursor to `end` (if this ingest moves cursors), never backwards. Called
@@ -502,6 +447,108 @@ impl Ingest {
         }
         Ok(())
     }
+}
+
+/// What one stored answer is: whose, which dataset, the part of its window it covers, and
+/// which run fetched it.
+pub(crate) struct Answer<'a> {
+    pub(crate) exchange: Exchange,
+    pub(crate) dataset: &'a str,
+    pub(crate) symbol: &'a Symbol,
+    pub(crate) window: Window,
+    pub(crate) run_id: &'a str,
+}
+
+/// Writes an exchange's answer to bronze under a fresh key, with its envelope; refuses to
+/// overwrite (bronze is never rewritten).
+pub(crate) async fn store_answer(
+    lake: &Lake,
+    answer: Answer<'_>,
+    page: cryptolake_sources::FetchedPage,
+    written_at: DateTime<Utc>,
+) -> Result<()> {
+    let (start, end) = answer.window;
+    let envelope = Envelope {
+        format: FORMAT_VERSION,
+        source: answer.exchange,
+        dataset: answer.dataset.to_string(),
+        symbol: answer.symbol.clone(),
+        request: RequestInfo {
+            method: "GET".into(),
+            url: page.url.clone(),
+            params: page.params.iter().cloned().collect::<BTreeMap<_, _>>(),
+        },
+        window_start: start,
+        window_end: end,
+        fetched_at: page.fetched_at,
+        http_status: page.status,
+        run_id: answer.run_id.to_string(),
+        payload_bytes: page.body.len() as u64,
+        rows: page.rows as u64,
+    };
+    let key = BronzeKey {
+        source: answer.exchange,
+        dataset: answer.dataset.to_string(),
+        symbol: answer.symbol.clone(),
+        date: date_of(start),
+        fetched_at: page.fetched_at,
+        window_start: start,
+        window_end: end,
+        run_id: answer.run_id.to_string(),
+    };
+    if !write_object_at(lake, &key, encode(&envelope, &page.body), written_at).await? {
+        return Err(Error::Invalid(format!(
+            "bronze object {} already exists; refusing to overwrite",
+            key.path()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses with [`Error::Banned`] while a recorded ban of `exchange` lasts; an expired record
+/// is removed.
+pub(crate) async fn refuse_if_banned(
+    lake: &Lake,
+    exchange: Exchange,
+    clock: &SharedClock,
+) -> Result<()> {
+    let ban_key = paths::exchange_ban(exchange);
+    if let Some(ban) = state::read::<Ban>(lake, &ban_key).await? {
+        let now = clock.now();
+        // A recorded ban lasts at most the longest the exchange documents from when it
+        // was noticed, whatever wrote it.
+        let until = ban.until.min(
+            ban.noticed_at
+                + chrono::Duration::from_std(cryptolake_sources::http::MAX_BAN).unwrap_or_default(),
+        );
+        if until > now {
+            return Err(Error::Banned {
+                exchange: exchange.to_string(),
+                until,
+                state: ban_key.to_string(),
+            });
+        }
+        lake.delete(&ban_key).await?;
+    }
+    Ok(())
+}
+
+/// Records the ban `client` met, if any, so later runs leave the exchange alone until it ends.
+pub(crate) async fn record_ban(
+    lake: &Lake,
+    client: &ExchangeClient,
+    clock: &SharedClock,
+    run_id: &str,
+) -> Result<()> {
+    if let Some(until) = client.limiter().banned_until() {
+        let ban = Ban {
+            until,
+            noticed_at: clock.now(),
+            run_id: run_id.to_string(),
+        };
+        state::write(lake, &paths::exchange_ban(client.exchange()), &ban).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 pub mod archive;
 mod ingest;
 
+pub(crate) use ingest::{Answer, record_ban, refuse_if_banned, store_answer};
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -30,6 +32,14 @@ use crate::{Error, Lake, Result};
 /// One-minute candles as the exchange's REST API serves them.
 pub const KLINES_1M: &str = "klines_1m";
 pub const FORMAT_VERSION: u32 = 1;
+/// Funding rates of a perpetual market as the venue's REST API serves them.
+pub const FUNDING_RATE: &str = "funding_rate";
+
+/// Whether `dataset` holds candles (silver's `ohlcv_1h` and `ohlcv_1m` are built from these);
+/// the others have builds of their own.
+pub fn is_candle_dataset(dataset: &str) -> bool {
+    dataset == KLINES_1M || dataset == KLINES_1M_ARCHIVE
+}
 
 /// What was asked, without secrets (public endpoints take none).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

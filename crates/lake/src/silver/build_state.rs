@@ -67,7 +67,7 @@ pub async fn list_versions(lake: &Lake, table: Path) -> Result<BTreeMap<NaiveDat
 /// The manifest entries written at or after `since`: the hour folders from `since`'s hour to
 /// the day after `now` (a writer's clock may run ahead), within the first only the names
 /// after it. Each day is looked at one level deep, so only hour folders that exist are listed.
-pub(super) async fn manifest_since(
+pub(crate) async fn manifest_since(
     lake: &Lake,
     since: DateTime<Utc>,
     now: DateTime<Utc>,

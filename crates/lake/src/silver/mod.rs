@@ -36,7 +36,8 @@ use crate::paths::{self, BronzeKey};
 use crate::quality::{Action, QualityRules};
 use crate::{Error, Lake, Result, hourly_to_batch, state, write_parquet};
 use aggregate::{Minute, confirmed_empty, dedup_latest, hourly};
-use build_state::{SilverState, manifest_since};
+use build_state::SilverState;
+pub(crate) use build_state::manifest_since;
 pub use build_state::{
     list_partition_versions, list_versions, minute_partition_versions, partition_versions,
 };

@@ -102,11 +102,12 @@ async fn symbol_dirs(lake: &Lake, foreign: &mut Vec<String>) -> Result<Vec<(Pair
         let (objects, datasets) = lake.list_level(&source).await?;
         foreign.extend(objects.into_iter().map(|m| m.location.to_string()));
         for dataset in datasets {
-            if !dataset
-                .filename()
-                .is_some_and(|f| f.starts_with("dataset="))
-            {
+            let Some(name) = dataset.filename().and_then(|f| f.strip_prefix("dataset=")) else {
                 foreign.push(dataset.to_string());
+                continue;
+            };
+            // Funding and other tables' datasets are built by their own builds.
+            if !crate::bronze::is_candle_dataset(name) {
                 continue;
             }
             let (objects, symbols) = lake.list_level(&dataset).await?;
@@ -141,6 +142,8 @@ pub(super) async fn incremental(
     let mut candidates = Vec::new();
     for e in &entries {
         match paths::parse_manifest_entry(e) {
+            // Another table's object (funding): its own build reads it.
+            Some((_, _, key)) if !crate::bronze::is_candle_dataset(&key.dataset) => {}
             Some((name, written_at, key)) if !previous.recent.contains(&name) => {
                 candidates.push((name, written_at, key))
             }

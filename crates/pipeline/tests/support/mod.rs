@@ -14,19 +14,33 @@ pub fn t(s: &str) -> DateTime<Utc> {
 /// The simulated market (seed `seed`) frozen at 2024-03-04T14:10, every exchange pointed at
 /// it with one symbol (BTC-USDT on Binance, BTC-USD elsewhere), only `enabled` enabled, a
 /// three-hour lookback, and the pipeline's clock standing at `now`.
+#[allow(dead_code)]
 pub async fn on_sim(
     seed: u64,
     enabled: &[Exchange],
     now: &str,
 ) -> (tempfile::TempDir, SimServer, Pipeline) {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = SimServer::start(
+    on_market(
         SimMarket::default_market(seed),
-        SimClock::Fixed(t("2024-03-04T14:10:00Z")),
-        0,
+        "2024-03-04T14:10:00Z",
+        enabled,
+        now,
     )
     .await
-    .unwrap();
+}
+
+/// [`on_sim`] over `market`, the simulated exchange's clock frozen at `sim_now`.
+#[allow(dead_code)]
+pub async fn on_market(
+    market: SimMarket,
+    sim_now: &str,
+    enabled: &[Exchange],
+    now: &str,
+) -> (tempfile::TempDir, SimServer, Pipeline) {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimServer::start(market, SimClock::Fixed(t(sim_now)), 0)
+        .await
+        .unwrap();
     let mut settings = Settings {
         lake: cryptolake_lake::LakeLocation::Local(dir.path().join("lake")),
         ..Settings::default()

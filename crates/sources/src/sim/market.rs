@@ -30,6 +30,8 @@ pub struct SimMarket {
     shared_prices: bool,
     /// Funding interval changes: from this time on, funding every this many hours.
     funding_changes: Vec<(Exchange, Symbol, DateTime<Utc>, i64)>,
+    /// Funding slots the venue never published (ms).
+    missing_funding: Vec<(Exchange, Symbol, i64)>,
 }
 
 /// The funding interval of a perpetual until a change says otherwise.
@@ -91,7 +93,21 @@ impl SimMarket {
             listings: Vec::new(),
             shared_prices: false,
             funding_changes: Vec::new(),
+            missing_funding: Vec::new(),
         }
+    }
+
+    /// The market without `symbol`'s funding event at `slot` on `exchange`: the venue never
+    /// published one there, however often it is asked.
+    pub fn without_funding(
+        mut self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        slot: DateTime<Utc>,
+    ) -> Self {
+        self.missing_funding
+            .push((exchange, symbol.clone(), slot.timestamp_millis()));
+        self
     }
 
     /// The market with `symbol`'s funding on `exchange` every `hours` hours from `from` on.
@@ -131,7 +147,12 @@ impl SimMarket {
             return None;
         }
         let hours = self.funding_hours_at(exchange, symbol, hour_ms);
-        if hour_ms.div_euclid(HOUR).rem_euclid(hours) != 0 {
+        if hour_ms.div_euclid(HOUR).rem_euclid(hours) != 0
+            || self
+                .missing_funding
+                .iter()
+                .any(|(e, s, at)| *e == exchange && s == symbol && *at == hour_ms)
+        {
             return None;
         }
         let open_time = DateTime::from_timestamp_millis(hour_ms)?;

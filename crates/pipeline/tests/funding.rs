@@ -1,0 +1,258 @@
+//! Funding of the three perpetual markets through the pipeline, against the simulated venues
+//! over HTTP: `funding_rates` equal to the simulator's slot for slot across interval changes,
+//! an incremental build equal to a rebuild, a slot the venue never published recorded as a
+//! gap, fetched again and confirmed, and `funding_1d` from silver.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use cryptolake_lake::funding::{FundingRow, funding_days_from_batch, funding_from_batch};
+use cryptolake_lake::{Lake, paths, read_parquet};
+use cryptolake_model::{Exchange, Symbol};
+use cryptolake_pipeline::{FundingRequest, Pipeline};
+use cryptolake_sources::sim::SimMarket;
+use support::t;
+
+const PERPETUALS: [Exchange; 3] = [
+    Exchange::BinanceFutures,
+    Exchange::OkxSwap,
+    Exchange::BybitLinear,
+];
+
+fn btc() -> Symbol {
+    Symbol::parse("BTC-USDT").unwrap()
+}
+
+/// Every row of `funding_rates`, by exchange and slot.
+async fn silver(lake: &Lake) -> BTreeMap<(Exchange, DateTime<Utc>), FundingRow> {
+    let table = paths::silver_funding_table();
+    let mut out = BTreeMap::new();
+    for key in lake.list_keys(&table).await.unwrap() {
+        for b in read_parquet(lake, &key).await.unwrap() {
+            for r in funding_from_batch(&b, key.as_ref()).unwrap() {
+                assert!(
+                    out.insert((r.exchange, r.slot), r.clone()).is_none(),
+                    "slot {} twice",
+                    r.slot
+                );
+            }
+        }
+    }
+    out
+}
+
+fn lake_of(p: &Pipeline) -> Lake {
+    Lake::open(&p.settings().lake.to_string()).unwrap()
+}
+
+async fn fetch(p: &Pipeline, exchange: Exchange, from: &str, to: &str) {
+    let req = FundingRequest {
+        symbols: Some(vec![btc()]),
+        since: Some(t(from)),
+        until: Some(t(to)),
+        ..FundingRequest::hourly(exchange, &p.new_run_id(), p.now())
+    };
+    let out = p.ingest_funding(&req).await.unwrap();
+    assert!(out.iter().all(|o| o.error.is_none()), "{out:?}");
+}
+
+/// 8-hourly funding, then 4-hourly from 2024-02-10, then hourly from 2024-02-25 on every venue.
+fn market() -> SimMarket {
+    let mut m = SimMarket::default_market(7);
+    for e in PERPETUALS {
+        m = m
+            .with_funding_interval(e, &btc(), t("2024-02-10T00:00:00Z"), 4)
+            .with_funding_interval(e, &btc(), t("2024-02-25T00:00:00Z"), 1);
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn funding_rates_equal_the_simulators_across_interval_changes_and_build_incrementally() {
+    let sim_market = market();
+    let (_dir, _sim, p) = support::on_market(
+        sim_market.clone(),
+        "2024-03-04T14:10:00Z",
+        &[],
+        "2024-03-04T14:10:00Z",
+    )
+    .await;
+    let lake = lake_of(&p);
+    // In three parts, a build after each: what an hourly job does over weeks.
+    for (from, to) in [
+        ("2024-01-05T00:00:00Z", "2024-02-12T05:00:00Z"),
+        ("2024-02-12T05:00:00Z", "2024-02-25T00:30:00Z"),
+        ("2024-02-25T00:30:00Z", "2024-03-04T00:00:00Z"),
+    ] {
+        for e in PERPETUALS {
+            fetch(&p, e, from, to).await;
+        }
+        p.funding(false, &p.new_run_id()).await.unwrap();
+    }
+    let rows = silver(&lake).await;
+    for e in PERPETUALS {
+        let want = sim_market.funding(
+            e,
+            &btc(),
+            t("2024-01-05T00:00:00Z").timestamp_millis(),
+            t("2024-03-04T00:00:00Z").timestamp_millis() - 1,
+            usize::MAX,
+            false,
+        );
+        let got: Vec<&FundingRow> = rows.values().filter(|r| r.exchange == e).collect();
+        assert_eq!(got.len(), want.len(), "{e}: events");
+        assert!(want.len() > 350, "{e}: {} events", want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.slot.timestamp_millis(), w.slot_ms, "{e} event {i}");
+            assert_eq!(
+                g.funding_time.timestamp_millis(),
+                w.time_ms,
+                "{e} event {i}"
+            );
+            assert!((g.rate - w.rate).abs() < 1e-12, "{e} event {i}: rate");
+            match e {
+                Exchange::BinanceFutures => {
+                    assert!(
+                        (g.mark_price.unwrap() - w.mark_price).abs() < 1e-6,
+                        "{e} mark"
+                    )
+                }
+                _ => assert_eq!(g.mark_price, None, "{e} gives no mark price"),
+            }
+            // The interval is the time since the slot before, whatever the venue changed.
+            let since_before = match i {
+                0 => (want[1].slot_ms - w.slot_ms) as f64 / 3.6e6,
+                _ => (w.slot_ms - want[i - 1].slot_ms) as f64 / 3.6e6,
+            };
+            assert_eq!(g.interval_hours, Some(since_before), "{e} event {i}");
+        }
+        // No jitter survives in the slot, though Binance's times carry it.
+        assert!(got.iter().all(|r| r.slot.timestamp() % 3600 == 0));
+    }
+    assert!(
+        rows.values()
+            .any(|r| r.funding_time != r.slot && r.exchange == Exchange::BinanceFutures),
+        "the simulator jitters Binance's funding times"
+    );
+    // Across the changes no stretch is a gap.
+    let gaps = cryptolake_lake::funding::recorded_gaps(&lake)
+        .await
+        .unwrap();
+    assert!(gaps.is_empty(), "{gaps:?}");
+
+    // A rebuild from all of bronze gives the same table.
+    let gold_before = gold(&lake).await;
+    p.funding(true, &p.new_run_id()).await.unwrap();
+    assert_eq!(silver(&lake).await, rows, "incremental equals rebuild");
+    assert_eq!(gold(&lake).await, gold_before, "gold after a rebuild");
+
+    // Gold: a day is the sum of its events; 2024-02-26 has 24 hourly events, complete.
+    let day = t("2024-02-26T00:00:00Z").date_naive();
+    for e in PERPETUALS {
+        let g = &gold_before[&(e, day)];
+        let events: Vec<&FundingRow> = rows
+            .values()
+            .filter(|r| r.exchange == e && r.slot.date_naive() == day)
+            .collect();
+        assert_eq!(g.0, 24, "{e}");
+        let sum: f64 = events.iter().map(|r| r.rate).sum();
+        assert!((g.1 - sum).abs() < 1e-12, "{e}: {} vs {sum}", g.1);
+        assert!(g.2, "{e}: a whole day of hourly funding is complete");
+        // The first day is complete (its first slot at midnight), the last not yet: the
+        // next day's first slot was not asked for.
+        assert!(gold_before[&(e, t("2024-01-05T00:00:00Z").date_naive())].2);
+        assert!(!gold_before[&(e, t("2024-03-03T00:00:00Z").date_naive())].2);
+    }
+}
+
+/// `funding_1d` as (events, rate_sum, is_complete) by exchange and day.
+async fn gold(lake: &Lake) -> BTreeMap<(Exchange, chrono::NaiveDate), (i32, f64, bool)> {
+    let table = paths::gold_funding_table();
+    let mut out = BTreeMap::new();
+    for key in lake.list_keys(&table).await.unwrap() {
+        let date = paths::partition_file_date(&table, &key).unwrap();
+        for b in read_parquet(lake, &key).await.unwrap() {
+            for d in funding_days_from_batch(&b, date, key.as_ref()).unwrap() {
+                out.insert((d.exchange, date), (d.events, d.rate_sum, d.is_complete));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_the_venue_never_published_is_a_gap_the_refetch_confirms() {
+    let missing = t("2024-03-02T08:00:00Z");
+    let m = SimMarket::default_market(5).without_funding(Exchange::BinanceFutures, &btc(), missing);
+    let (_dir, _sim, p) = support::on_market(
+        m,
+        "2024-03-04T14:10:00Z",
+        &[Exchange::BinanceFutures],
+        "2024-03-04T14:10:00Z",
+    )
+    .await;
+    let lake = lake_of(&p);
+    fetch(
+        &p,
+        Exchange::BinanceFutures,
+        "2024-03-01T00:00:00Z",
+        "2024-03-04T00:00:00Z",
+    )
+    .await;
+    p.funding(false, &p.new_run_id()).await.unwrap();
+    let gaps = cryptolake_lake::funding::recorded_gaps(&lake)
+        .await
+        .unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let g = &gaps[0];
+    assert_eq!(
+        (g.2, g.3),
+        (t("2024-03-02T00:00:00Z"), t("2024-03-02T16:00:00Z"))
+    );
+    assert_eq!(g.4.as_str(), "unconfirmed", "one fetch has seen it: {g:?}");
+    let day = missing.date_naive();
+    assert!(!gold(&lake).await[&(Exchange::BinanceFutures, day)].2);
+
+    // The hourly job fetches it again; the venue still has nothing there: confirmed.
+    let run = p.hourly_ingest(&p.new_run_id(), p.now(), false).await;
+    let funding = run[0].funding.as_ref().unwrap().as_ref().unwrap();
+    assert!(
+        funding.len() >= 2,
+        "the hourly fetch and the refetch: {funding:?}"
+    );
+    p.funding(false, &p.new_run_id()).await.unwrap();
+    let gaps = cryptolake_lake::funding::recorded_gaps(&lake)
+        .await
+        .unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].4.as_str(), "confirmed", "{gaps:?}");
+    assert_eq!(gaps[0].5, 2);
+    // Confirmed gaps are not fetched again.
+    let again = p.hourly_ingest(&p.new_run_id(), p.now(), false).await;
+    assert_eq!(
+        again[0].funding.as_ref().unwrap().as_ref().unwrap().len(),
+        1
+    );
+    // The gap report is a table too.
+    let engine = p.query_engine().await.unwrap();
+    let batches = engine
+        .query("SELECT exchange, symbol, after_slot, before_slot, status, fetches FROM crypto_ops.funding_gaps")
+        .await
+        .unwrap();
+    let out =
+        cryptolake_pipeline::query::render(&batches, cryptolake_pipeline::query::OutputFormat::Csv)
+            .unwrap();
+    assert!(
+        out.contains(
+            "binance-futures,BTC-USDT,2024-03-02T00:00:00Z,2024-03-02T16:00:00Z,confirmed,2"
+        ),
+        "{out}"
+    );
+    // The day with the gap is not complete; the day before is.
+    let g = gold(&lake).await;
+    assert!(!g[&(Exchange::BinanceFutures, day)].2);
+    assert!(g[&(Exchange::BinanceFutures, day.pred_opt().unwrap())].2);
+    assert_eq!(g[&(Exchange::BinanceFutures, day)].0, 2);
+}
