@@ -8,7 +8,9 @@ use cryptolake_model::{Exchange, Symbol};
 use cryptolake_model::{date_of, day_start, hour_start};
 use cryptolake_pipeline::query::{OutputFormat, render};
 use cryptolake_pipeline::sim::{Budget, SimClock, SimMarket, SimOptions, SimServer};
-use cryptolake_pipeline::{FundingRequest, GapRefetch, IngestRequest, Options, Pipeline, Settings};
+use cryptolake_pipeline::{
+    FundingRequest, GapRefetch, IngestRequest, Options, Pipeline, Prices, Settings,
+};
 
 use crate::flags::{Cli, Command};
 use crate::output::{ingest_summary, transform_summary};
@@ -122,7 +124,7 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
         let m = p.ingest_strict(&req, &|_, _| {}).await?;
         print!("{}", ingest_summary(exchange, &m));
     }
-    // Funding of one perpetual per venue, over the same days.
+    // Funding and mark prices of one perpetual per venue, over the same days.
     for exchange in [
         Exchange::BinanceFutures,
         Exchange::OkxSwap,
@@ -135,6 +137,17 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
             until: Some(now),
             ..FundingRequest::hourly(exchange, &run_id, now)
         };
+        let marks = IngestRequest {
+            symbols: Some(vec![symbol.clone()]),
+            since: Some(day_start(date_of(now) - Duration::days(i64::from(days)))),
+            prices: Prices::Mark,
+            ..IngestRequest::hourly(exchange, &run_id, now)
+        };
+        let m = p.ingest_strict(&marks, &|_, _| {}).await?;
+        println!(
+            "{exchange}: mark price of {symbol}: {} minute(s) in {} request(s)",
+            m.rows, m.pages
+        );
         let outcomes = p.ingest_funding(&req).await?;
         for o in &outcomes {
             if let Some(e) = &o.error {

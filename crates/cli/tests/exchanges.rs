@@ -394,6 +394,12 @@ async fn backfill_finds_where_history_starts_in_a_bounded_search() {
             + 1
             + 1440 / ExchangeClient::max_window_minutes(ex)
             + 1;
+        // A perpetual market's backfill asks the same windows for its mark prices, and its
+        // funding in a request or two (nothing before the listing).
+        let pages = match ex.is_perpetual() {
+            true => 2 * pages + 2,
+            false => pages,
+        };
         let asked = sim.stats(ex).requests - sent;
         assert!(
             asked <= searched + pages as u64 + 4,

@@ -212,7 +212,7 @@ fn pgjdbc_answers_every_metadata_call_and_a_prepared_statement_keeps_its_numbers
         dir,
         "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema LIKE 'crypto%'",
     );
-    assert_eq!(tables[0]["n"], json!(9));
+    assert_eq!(tables[0]["n"], json!(11));
     assert_eq!(json!(rows("getTables")), tables[0]["n"], "{text}");
     let silver_columns = sql_json(
         dir,
@@ -439,7 +439,7 @@ fn sqlalchemy_inspector_sees_what_sql_sees() {
     }
     assert_eq!(
         got["tables"]["crypto_analytics"],
-        json!(["funding_rates", "ohlcv_1h", "ohlcv_1m"])
+        json!(["funding_rates", "mark_ohlcv_1m", "ohlcv_1h", "ohlcv_1m"])
     );
     assert_eq!(
         got["tables"]["crypto_gold"],
@@ -732,7 +732,7 @@ fn grafana_and_metabase_connect_and_discover_tables() {
     // Schemas, then tables of the two analytics schemas.
     let schemas = metabase[4]["rows"].as_u64().unwrap();
     assert!(schemas >= 3, "{}", metabase[4]);
-    assert_eq!(metabase[6]["rows"].as_u64().unwrap(), 5, "{}", metabase[6]);
+    assert_eq!(metabase[6]["rows"].as_u64().unwrap(), 6, "{}", metabase[6]);
 }
 
 #[test]

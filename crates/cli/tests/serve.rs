@@ -255,6 +255,43 @@ print(table.num_rows, round(sum(table.column("volume").to_pylist()), 3), frame.h
         "SELECT coalesce(sum(minutes), 0) AS m FROM crypto_ops.gaps",
     );
     assert_eq!(minutes, num(&want[0]["m"]));
+    // Funding of a perpetual: the same events as SQL, in JSON and CSV.
+    let funding = get_json(&u(
+        "/api/v1/funding?exchange=binance-futures&symbol=BTC-USDT&from=2020-01-01T00:00:00Z",
+    ))
+    .await;
+    let events = funding.as_array().unwrap();
+    let want = sql_json(
+        &dir,
+        "SELECT count(*) AS n, sum(rate) AS s FROM crypto_analytics.funding_rates \
+         WHERE exchange = 'binance-futures' AND symbol = 'BTC-USDT'",
+    );
+    assert!(!events.is_empty(), "the demo has funding");
+    assert_eq!(events.len() as f64, num(&want[0]["n"]));
+    let sum: f64 = events.iter().map(|e| num(&e["rate"])).sum();
+    assert!((sum - num(&want[0]["s"])).abs() < 1e-12, "{sum}");
+    let (status, csv) = http(
+        "GET",
+        &u("/api/v1/funding?exchange=binance-futures&symbol=BTC-USDT&from=2020-01-01T00:00:00Z&format=csv"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        csv.starts_with("exchange,symbol,funding_slot,funding_time,rate,interval_hours,mark_price"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), events.len() + 1);
+    let (status, body) = http(
+        "GET",
+        &u("/api/v1/funding?exchange=binance&symbol=BTC-USDT"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("not a perpetual market"), "{body}");
     let violations = get_json(&u("/api/v1/quality?status=violation&limit=10000")).await;
     let want = sql_json(
         &dir,
@@ -444,6 +481,7 @@ print(table.num_rows, round(sum(table.column("volume").to_pylist()), 3), frame.h
     assert_eq!(status, 200);
     let doc: Value = serde_json::from_str(&doc).unwrap();
     assert!(doc["paths"]["/api/v1/candles"]["get"].is_object());
+    assert!(doc["paths"]["/api/v1/funding"]["get"].is_object());
 
     // /metrics through Prometheus's own parser; its freshness equals the API's.
     let python = support::venv_with(&["prometheus-client==0.26.0"], &|| {

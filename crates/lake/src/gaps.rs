@@ -494,7 +494,7 @@ async fn scan_date(
     Ok(gaps)
 }
 
-fn gaps_to_batch(gaps: &[Gap]) -> Result<RecordBatch> {
+pub(crate) fn gaps_to_batch(gaps: &[Gap]) -> Result<RecordBatch> {
     Builder::new(gaps)
         .text(|g| g.exchange.as_str())
         .text(|g| g.symbol.as_str())

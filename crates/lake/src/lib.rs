@@ -14,6 +14,7 @@ pub mod funding;
 pub mod gaps;
 pub mod gold;
 pub mod lease;
+pub mod mark;
 pub mod ops;
 mod parquet_io;
 pub mod paths;

@@ -40,6 +40,9 @@ pub const SILVER_FUNDING_RATES: &str = "silver/funding_rates";
 pub const GOLD_FUNDING_1D: &str = "gold/funding_1d";
 pub const OPS_FUNDING_GAPS: &str = "ops/funding_gaps";
 pub const QUARANTINE_FUNDING_RATES: &str = "quarantine/funding_rates";
+pub const SILVER_MARK_OHLCV_1M: &str = "silver/mark_ohlcv_1m";
+pub const OPS_MARK_GAPS: &str = "ops/mark_gaps";
+pub const QUARANTINE_MARK_OHLCV_1M: &str = "quarantine/mark_ohlcv_1m";
 const PART_FILE: &str = "part-00000.parquet";
 const BRONZE_EXT: &str = ".bronze";
 
@@ -240,6 +243,8 @@ pub fn one_file_per_partition(prefix: &str) -> bool {
         SILVER_FUNDING_RATES,
         GOLD_FUNDING_1D,
         OPS_FUNDING_GAPS,
+        SILVER_MARK_OHLCV_1M,
+        OPS_MARK_GAPS,
     ]
     .contains(&prefix)
 }
@@ -278,6 +283,11 @@ pub fn quarantine_for(bronze: &Path) -> Path {
 /// Where the rejected funding records of one bronze object go.
 pub fn quarantine_funding_for(bronze: &Path) -> Path {
     quarantine_under(QUARANTINE_FUNDING_RATES, bronze)
+}
+
+/// Where the rejected mark price rows of one bronze object go.
+pub fn quarantine_mark_for(bronze: &Path) -> Path {
+    quarantine_under(QUARANTINE_MARK_OHLCV_1M, bronze)
 }
 
 fn quarantine_under(table: &str, bronze: &Path) -> Path {
@@ -319,6 +329,19 @@ pub fn gold_funding_table() -> Path {
     Path::from(GOLD_FUNDING_1D)
 }
 
+pub fn mark_table() -> Path {
+    Path::from(SILVER_MARK_OHLCV_1M)
+}
+
+pub fn mark_gaps_table() -> Path {
+    Path::from(OPS_MARK_GAPS)
+}
+
+/// What the mark price build remembers: its manifest watermark.
+pub fn mark_state() -> Path {
+    Path::from("_state/silver/mark_ohlcv_1m.json")
+}
+
 pub fn funding_gaps_table() -> Path {
     Path::from(OPS_FUNDING_GAPS)
 }
@@ -358,7 +381,7 @@ pub fn change_marker() -> Path {
 
 /// Everything a build derives from bronze, by prefix: removing it all makes the next build a
 /// first build (bronze, its manifest and the ingest cursors are kept).
-pub const DERIVED: [&str; 14] = [
+pub const DERIVED: [&str; 17] = [
     SILVER_OHLCV_1H,
     SILVER_OHLCV_1M,
     GOLD_OHLCV_1D,
@@ -367,6 +390,9 @@ pub const DERIVED: [&str; 14] = [
     GOLD_FUNDING_1D,
     OPS_FUNDING_GAPS,
     QUARANTINE_FUNDING_RATES,
+    SILVER_MARK_OHLCV_1M,
+    OPS_MARK_GAPS,
+    QUARANTINE_MARK_OHLCV_1M,
     OPS_RUNS,
     OPS_QUALITY_RESULTS,
     OPS_GAPS,

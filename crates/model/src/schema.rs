@@ -170,3 +170,19 @@ pub fn funding_gaps() -> SchemaRef {
         Field::new("detected_at", timestamp_utc(), false),
     ]))
 }
+
+/// Silver `mark_ohlcv_1m`: one row per perpetual market, symbol and closed UTC minute of its
+/// mark price (without the partition column). A mark price is an index, not trades: it has
+/// no volume.
+pub fn mark_ohlcv_1m() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("exchange", DataType::Utf8, false),
+        Field::new("symbol", DataType::Utf8, false),
+        Field::new("open_time", timestamp_utc(), false),
+        Field::new("open", DataType::Float64, false),
+        Field::new("high", DataType::Float64, false),
+        Field::new("low", DataType::Float64, false),
+        Field::new("close", DataType::Float64, false),
+        Field::new("fetched_at", timestamp_utc(), false),
+    ]))
+}

@@ -43,7 +43,7 @@ pub use cryptolake_lake::gold::GoldMetrics;
 pub use cryptolake_lake::silver::SilverMetrics;
 /// This process's requests to the exchanges (by exchange and HTTP status) and budget waits.
 pub use cryptolake_sources::http::Stats as ExchangeRequests;
-pub use cryptolake_sources::{ExchangeClient, HistoryStart};
+pub use cryptolake_sources::{ExchangeClient, HistoryStart, Prices};
 
 /// Binance archive import: the market of a file, whether its checksum was verified, and the
 /// timestamp unit it was found to use.

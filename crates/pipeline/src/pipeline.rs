@@ -17,12 +17,14 @@ use cryptolake_lake::funding::{
 use cryptolake_lake::gaps::{self, GapScan};
 use cryptolake_lake::gold::{GoldBuild, GoldMetrics};
 use cryptolake_lake::lease::{Lease, LeaseOptions};
+use cryptolake_lake::mark::{MarkBuild, MarkMetrics};
 use cryptolake_lake::ops::{RunRecord, record_run};
 use cryptolake_lake::paths::{self, BronzeKey};
 use cryptolake_lake::quality::{self, QualityResult};
 use cryptolake_lake::silver::{Batch, SilverBuild, SilverMetrics};
 use cryptolake_lake::{Lake, RequestCounts, new_run_id};
 use cryptolake_model::{Exchange, SharedClock, Symbol};
+use cryptolake_sources::Prices;
 use cryptolake_sources::http::RetryPolicy;
 use cryptolake_sources::{ExchangeClient, HistoryStart};
 use serde::Serialize;
@@ -101,6 +103,8 @@ pub struct IngestRequest {
     pub skip_done_by_run: bool,
     /// How the step is recorded: ingest, refetch or backfill.
     pub step: Step,
+    /// Trade candles, or a perpetual market's mark price candles.
+    pub prices: Prices,
 }
 
 impl IngestRequest {
@@ -120,6 +124,7 @@ impl IngestRequest {
             move_cursor: true,
             skip_done_by_run: false,
             step: Step::Ingest,
+            prices: Prices::Trades,
         }
     }
 }
@@ -188,6 +193,8 @@ pub struct BackfillReport {
     pub ingest: IngestMetrics,
     /// The funding of the range, for a perpetual market.
     pub funding: Option<Vec<FundingOutcome>>,
+    /// The mark price candles of the range's windows, for a perpetual market.
+    pub mark: Option<IngestMetrics>,
     pub transform: TransformReport,
 }
 
@@ -195,6 +202,11 @@ impl BackfillReport {
     /// Why the backfill is incomplete, if it is: failed symbols, then unservable spans.
     pub fn incomplete(&self, exchange: Exchange) -> Option<Error> {
         let failures = self.ingest.failures().count()
+            + self
+                .mark
+                .iter()
+                .map(|m| m.failures().count())
+                .sum::<usize>()
             + self
                 .funding
                 .iter()
@@ -231,11 +243,13 @@ pub struct TransformReport {
     pub funding: FundingReport,
 }
 
-/// What the funding build did.
+/// What the perpetual markets' builds did: funding (silver and gold) and mark prices.
 #[derive(Debug, Default, Clone)]
 pub struct FundingReport {
     pub silver: FundingMetrics,
     pub gold: FundingGoldMetrics,
+    /// `mark_ohlcv_1m` and its gap report.
+    pub mark: MarkMetrics,
 }
 
 /// One funding ingest of a perpetual market: the hourly one (from the cursor), a range, or
@@ -289,6 +303,8 @@ pub struct ExchangeRun {
     pub refetch: Option<Result<IngestMetrics>>,
     /// A perpetual market's funding (with its gaps' refetch).
     pub funding: Option<Result<Vec<FundingOutcome>>>,
+    /// A perpetual market's mark price candles (with its gaps' refetch).
+    pub mark: Option<Result<IngestMetrics>>,
 }
 
 impl ExchangeRun {
@@ -307,6 +323,15 @@ impl ExchangeRun {
                         .map(|p| format!("{} {p}", self.exchange)),
                 ),
             }
+        }
+        match &self.mark {
+            None => {}
+            Some(Err(e)) => out.push(format!("{} mark prices: {e}", self.exchange)),
+            Some(Ok(m)) => out.extend(
+                ingest_problems(m)
+                    .into_iter()
+                    .map(|p| format!("{} mark prices: {p}", self.exchange)),
+            ),
         }
         match &self.funding {
             None => {}
@@ -795,6 +820,7 @@ impl Pipeline {
                 .with_lookback(req.lookback.unwrap_or(self.settings.ingest.lookback))
                 .with_concurrency(req.concurrency.unwrap_or(self.settings.ingest.concurrency))
                 .with_skip_done_by_run(req.skip_done_by_run)
+                .with_prices(req.prices)
                 .with_clock(self.options.clock.clone());
             if let Some(windows) = &req.windows {
                 job = job.with_windows(windows.clone());
@@ -1241,6 +1267,52 @@ impl Pipeline {
         Ok(outcomes)
     }
 
+    /// The hourly mark price candles of a perpetual market: from their cursors, then the
+    /// recorded mark gaps worth fetching again.
+    async fn hourly_mark(
+        &self,
+        exchange: Exchange,
+        run_id: &str,
+        now: DateTime<Utc>,
+        skip_done_by_run: bool,
+    ) -> Result<IngestMetrics> {
+        let req = IngestRequest {
+            skip_done_by_run,
+            prices: Prices::Mark,
+            ..IngestRequest::hourly(exchange, run_id, now)
+        };
+        let mut m = self.ingest(&req, &|_, _| {}).await?;
+        let symbols = self.settings.exchange(exchange).symbols.clone();
+        let windows: Vec<(Symbol, Vec<Window>)> =
+            cryptolake_lake::mark::refetch_windows(&self.lake, exchange, &symbols)
+                .await?
+                .into_iter()
+                .map(|(s, w)| {
+                    let w = w
+                        .into_iter()
+                        .take(self.settings.ingest.max_refetch_windows)
+                        .collect();
+                    (s, w)
+                })
+                .collect();
+        if !windows.is_empty() {
+            let req = IngestRequest {
+                symbols: Some(windows.iter().map(|(s, _)| s.clone()).collect()),
+                windows: Some(windows),
+                move_cursor: false,
+                step: Step::Refetch,
+                prices: Prices::Mark,
+                ..IngestRequest::hourly(exchange, run_id, now)
+            };
+            let r = self.ingest(&req, &|_, _| {}).await?;
+            m.pages += r.pages;
+            m.rows += r.rows;
+            m.bytes += r.bytes;
+            m.symbols.extend(r.symbols);
+        }
+        Ok(m)
+    }
+
     /// Builds funding silver (`funding_rates` and its gap report) from new bronze (all of it
     /// with `rebuild`), then `funding_1d` from the silver days that changed.
     pub async fn funding(&self, rebuild: bool, run_id: &str) -> Result<FundingReport> {
@@ -1257,7 +1329,13 @@ impl Pipeline {
                     .with_rebuild(rebuild)
                     .run(&self.lake, Some(lease))
                     .await?;
-                Ok(FundingReport { silver, gold })
+                let mark = MarkBuild::new()
+                    .with_rebuild(rebuild)
+                    .with_manifest_overlap(self.settings.silver.manifest_overlap)
+                    .with_clock(self.options.clock.clone())
+                    .run(&self.lake, Some(lease))
+                    .await?;
+                Ok(FundingReport { silver, gold, mark })
             })
             .await;
         // A lake without perpetual markets has no funding: nothing done, nothing recorded.
@@ -1265,18 +1343,25 @@ impl Pipeline {
             && !rebuild
             && r.silver.objects == 0
             && r.gold.changed_dates.is_empty()
+            && r.mark.objects == 0
         {
             return result;
         }
         self.finish(run_id, Step::Funding, None, started, &result, |r| {
             StepReport::new(
                 Counts {
-                    inputs: r.silver.objects as i64,
-                    outputs: (r.silver.changed_dates.len() + r.gold.changed_dates.len()) as i64,
-                    rows: r.silver.rows as i64,
-                    quarantined: r.silver.rejected as i64,
+                    inputs: (r.silver.objects + r.mark.objects) as i64,
+                    outputs: (r.silver.changed_dates.len()
+                        + r.gold.changed_dates.len()
+                        + r.mark.changed_dates.len()) as i64,
+                    rows: (r.silver.rows + r.mark.rows) as i64,
+                    quarantined: (r.silver.rejected + r.mark.rejected) as i64,
                 },
-                serde_json::json!({ "gaps": r.silver.gaps, "gold_rows": r.gold.rows }),
+                serde_json::json!({
+                    "funding_gaps": r.silver.gaps,
+                    "gold_rows": r.gold.rows,
+                    "mark_gap_minutes": r.mark.gap_minutes,
+                }),
             )
         })
         .await;
@@ -1311,15 +1396,22 @@ impl Pipeline {
                         .transpose()
                 }
             };
-            let funding = match exchange.is_perpetual() {
-                false => None,
-                true => Some(self.hourly_funding(exchange, run_id, now).await),
+            let (funding, mark) = match exchange.is_perpetual() {
+                false => (None, None),
+                true => (
+                    Some(self.hourly_funding(exchange, run_id, now).await),
+                    Some(
+                        self.hourly_mark(exchange, run_id, now, skip_done_by_run)
+                            .await,
+                    ),
+                ),
             };
             out.push(ExchangeRun {
                 exchange,
                 ingest,
                 refetch,
                 funding,
+                mark,
             });
         }
         out
@@ -1486,6 +1578,16 @@ impl Pipeline {
             ..IngestRequest::hourly(plan.exchange, &plan.run_id, plan.now)
         };
         let ingest = self.ingest(&req, on_page).await?;
+        let mark = match plan.exchange.is_perpetual() {
+            false => None,
+            true => {
+                let req = IngestRequest {
+                    prices: Prices::Mark,
+                    ..req.clone()
+                };
+                Some(self.ingest(&req, &|_, _| {}).await?)
+            }
+        };
         let funding = match plan.exchange.is_perpetual() {
             false => None,
             true => {
@@ -1514,6 +1616,7 @@ impl Pipeline {
         Ok(BackfillReport {
             ingest,
             funding,
+            mark,
             transform,
         })
     }

@@ -256,3 +256,114 @@ async fn a_slot_the_venue_never_published_is_a_gap_the_refetch_confirms() {
     assert!(g[&(Exchange::BinanceFutures, day.pred_opt().unwrap())].2);
     assert_eq!(g[&(Exchange::BinanceFutures, day)].0, 2);
 }
+
+/// Every row of `mark_ohlcv_1m`.
+async fn marks(lake: &Lake) -> Vec<cryptolake_lake::mark::MarkRow> {
+    let table = paths::mark_table();
+    let mut out = Vec::new();
+    for key in lake.list_keys(&table).await.unwrap() {
+        for b in read_parquet(lake, &key).await.unwrap() {
+            out.extend(cryptolake_lake::mark::marks_from_batch(&b, key.as_ref()).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mark_candles_equal_the_simulators_and_a_minute_without_one_is_a_confirmed_gap() {
+    // OKX lists the swap only at 00:30: the range's first 150 minutes have no mark price.
+    let listed = t("2024-03-04T00:30:00Z");
+    let sim_market = SimMarket::default_market(11).with_listing(Exchange::OkxSwap, &btc(), listed);
+    let (_dir, _sim, p) = support::on_market(
+        sim_market.clone(),
+        "2024-03-04T14:10:00Z",
+        &[Exchange::OkxSwap],
+        "2024-03-04T14:10:00Z",
+    )
+    .await;
+    let lake = lake_of(&p);
+    let (from, to) = (t("2024-03-03T22:00:00Z"), t("2024-03-04T02:00:00Z"));
+    for e in PERPETUALS {
+        let req = cryptolake_pipeline::IngestRequest {
+            symbols: Some(vec![btc()]),
+            since: Some(from),
+            until: Some(to),
+            prices: cryptolake_pipeline::Prices::Mark,
+            ..cryptolake_pipeline::IngestRequest::hourly(e, &p.new_run_id(), p.now())
+        };
+        p.ingest_strict(&req, &|_, _| {}).await.unwrap();
+    }
+    p.funding(false, &p.new_run_id()).await.unwrap();
+    let rows = marks(&lake).await;
+    for e in PERPETUALS {
+        let got: Vec<_> = rows.iter().filter(|r| r.exchange == e).collect();
+        let mut want = Vec::new();
+        let mut m = from;
+        while m < to {
+            if let Some(c) = sim_market.mark_candle(e, &btc(), m) {
+                want.push(c);
+            }
+            m += chrono::Duration::minutes(1);
+        }
+        let expected = if e == Exchange::OkxSwap { 90 } else { 240 };
+        assert_eq!(want.len(), expected, "{e}");
+        assert_eq!(got.len(), want.len(), "{e}: minutes");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.open_time.timestamp_millis(), w.open_ms, "{e}");
+            for (a, b) in [
+                (g.open, w.open),
+                (g.high, w.high),
+                (g.low, w.low),
+                (g.close, w.close),
+            ] {
+                assert!(
+                    (a - b).abs() <= 1e-9 * b.abs(),
+                    "{e} {}: {a} vs {b}",
+                    g.open_time
+                );
+            }
+        }
+        // The mark is its own series, not the trade candle's prices.
+        let trade = sim_market.candle_on(e, &btc(), got[0].open_time).unwrap();
+        assert_ne!(got[0].open, trade.open, "{e}");
+    }
+    let gaps = |q: &'static str| {
+        let p = &p;
+        async move {
+            let engine = p.query_engine().await.unwrap();
+            let b = engine.query(q).await.unwrap();
+            cryptolake_pipeline::query::render(&b, cryptolake_pipeline::query::OutputFormat::Csv)
+                .unwrap()
+        }
+    };
+    let q = "SELECT exchange, gap_start, gap_end, minutes, status, fetches FROM crypto_ops.mark_gaps ORDER BY exchange, gap_start";
+    let first = gaps(q).await;
+    // OKX's 150 minutes before its listing, a row per day: nothing else.
+    assert!(
+        first.contains("okx-swap,2024-03-03T22:00:00Z,2024-03-04T00:00:00Z,120,unconfirmed,1")
+            && first
+                .contains("okx-swap,2024-03-04T00:00:00Z,2024-03-04T00:30:00Z,30,unconfirmed,1"),
+        "{first}"
+    );
+    assert_eq!(
+        first.lines().count(),
+        3,
+        "only OKX's minutes are missing: {first}"
+    );
+    // The hourly job fetches it again, OKX still has nothing there: confirmed, not fetched again.
+    let run = p.hourly_ingest(&p.new_run_id(), p.now(), false).await;
+    let mark = run[0].mark.as_ref().unwrap().as_ref().unwrap();
+    assert!(mark.pages >= 2, "{mark:?}");
+    p.funding(false, &p.new_run_id()).await.unwrap();
+    let second = gaps(q).await;
+    assert!(
+        second.contains("okx-swap,2024-03-03T22:00:00Z,2024-03-04T00:00:00Z,120,confirmed,2")
+            && second.contains("okx-swap,2024-03-04T00:00:00Z,2024-03-04T00:30:00Z,30,confirmed,2"),
+        "{second}"
+    );
+    // A rebuild from bronze gives the same minutes and the same gap report.
+    let before = marks(&lake).await;
+    p.funding(true, &p.new_run_id()).await.unwrap();
+    assert_eq!(marks(&lake).await, before);
+    assert_eq!(gaps(q).await, second);
+}

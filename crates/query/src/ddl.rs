@@ -149,7 +149,7 @@ pub fn ddl_with(engine: Engine, root: &str, first_day: &str, empty: &[String]) -
             ),
             Engine::DuckDb if empty.contains(&path) => writeln!(
                 out,
-                "-- {db}.{table}: no files yet under {location}/; run `cryptolake catalog ddl --engine duckdb` again once it has some.\n"
+                "-- {db}.{table}: no files yet under {location}/ (run `cryptolake catalog ddl --engine duckdb` again once it has some)\n"
             ),
             Engine::DuckDb => writeln!(
                 out,

@@ -61,6 +61,12 @@ pub fn tables() -> Vec<(&'static str, &'static str, String, SchemaRef)> {
             schema::funding_rates(),
         ),
         (
+            "crypto_analytics",
+            "mark_ohlcv_1m",
+            paths::SILVER_MARK_OHLCV_1M.to_string(),
+            schema::mark_ohlcv_1m(),
+        ),
+        (
             "crypto_gold",
             "funding_1d",
             paths::GOLD_FUNDING_1D.to_string(),
@@ -89,6 +95,12 @@ pub fn tables() -> Vec<(&'static str, &'static str, String, SchemaRef)> {
             "funding_gaps",
             paths::OPS_FUNDING_GAPS.to_string(),
             schema::funding_gaps(),
+        ),
+        (
+            "crypto_ops",
+            "mark_gaps",
+            paths::OPS_MARK_GAPS.to_string(),
+            schema::gaps(),
         ),
     ]
 }

@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/gaps", get(gaps))
+        .route("/api/v1/funding", get(funding))
         .route("/api/v1/quality", get(quality))
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/openapi.json", get(openapi))
@@ -262,6 +263,43 @@ async fn gaps(State(state): State<Arc<AppState>>, Query(p): Params) -> Response 
     };
     let answer = state.pipeline.reads().gaps(&filter).await;
     rows(answer.and_then(|g| reads::gaps_batch(&g)), format)
+}
+
+/// Funding events of one perpetual market's symbol, oldest first, with slots in `[from, to)`
+/// (default: the 30 days before now).
+async fn funding(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
+    let parsed = (|| {
+        let format = format_of(&p)?;
+        let need = |name: &str| {
+            bad_request(format!(
+                "{name} is required (e.g. exchange=binance-futures&symbol=BTC-USDT)"
+            ))
+        };
+        let exchange = exchange_param(&p)?.ok_or_else(|| need("exchange"))?;
+        if !exchange.is_perpetual() {
+            return Err(bad_request(format!(
+                "exchange {exchange} is not a perpetual market: funding is on binance-futures, okx-swap and bybit-linear"
+            )));
+        }
+        let symbol = symbol_param(&p)?.ok_or_else(|| need("symbol"))?;
+        let to = time_param(&p, "to")?.unwrap_or_else(|| state.pipeline.now());
+        let from = time_param(&p, "from")?.unwrap_or(to - chrono::Duration::days(30));
+        Ok::<_, Response>((format, exchange, symbol, from, to))
+    })();
+    let (format, exchange, symbol, from, to) = match parsed {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match state
+        .pipeline
+        .reads()
+        .funding(exchange, &symbol, from, to)
+        .await
+    {
+        Ok(f) => rows(reads::funding_batch(&f), format),
+        Err(e @ cryptolake_pipeline::Error::Invalid(_)) => bad_request(e.to_string()),
+        Err(e) => pipeline_error(e),
+    }
 }
 
 /// Quality results, newest first: the history (`status=violation|pass` narrows it), or with

@@ -169,6 +169,39 @@ impl ExchangeClient {
         }
     }
 
+    /// Fetches the 1-minute mark price candles of a perpetual market opening in `[start,
+    /// end)`, a window of at most [`ExchangeClient::max_mark_window_minutes`]; paged as the
+    /// venue's trade candles are (see [`FetchedPage::resume_before`]).
+    pub async fn fetch_mark_1m(
+        &self,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<FetchedPage> {
+        match (&self.adapter, self.exchange) {
+            (Adapter::Binance(c), Exchange::BinanceFutures) => {
+                c.fetch_mark_klines_1m(symbol, start, end).await
+            }
+            (Adapter::Okx(c), Exchange::OkxSwap) => {
+                c.fetch_rows_1m(symbol, start, end, crate::Prices::Mark)
+                    .await
+            }
+            (Adapter::Bybit(c), Exchange::BybitLinear) => {
+                c.fetch_rows_1m(symbol, start, end, crate::Prices::Mark)
+                    .await
+            }
+            (_, other) => Err(crate::Error::NotListed(format!(
+                "{other} is not a perpetual market: it has no mark price"
+            ))),
+        }
+    }
+
+    /// The longest window one mark price request answers: OKX's mark pages hold 100 rows,
+    /// the others as many as their trade candles.
+    pub fn max_mark_window_minutes(exchange: Exchange) -> i64 {
+        ExchangeClient::max_window_minutes(exchange)
+    }
+
     /// The earliest open time among the candles of `[start, end)`, all of its parts asked for
     /// (a newest-first venue may answer only the newest part). `None` when it holds none.
     async fn earliest_in(
@@ -304,6 +337,29 @@ pub fn parse_funding_page(
         Exchange::BybitLinear => bybit::parse_funding(body, symbol),
         other => Err(format!(
             "{other} is not a perpetual market: it has no funding"
+        )),
+    }
+}
+
+/// Parses a page of 1-minute mark price candles of the perpetual market `exchange`: candles
+/// without volume, each with its close time.
+pub fn parse_mark_page(
+    exchange: Exchange,
+    body: &[u8],
+    symbol: &Symbol,
+) -> Result<Vec<Record>, String> {
+    match exchange {
+        Exchange::BinanceFutures => {
+            let rows: Vec<serde_json::Value> = serde_json::from_slice(body)
+                .map_err(|e| format!("not a JSON array of mark price klines: {e}"))?;
+            Ok(crate::rows_to_records(rows, |row| {
+                crate::mark_row(exchange, symbol, row, None)
+            }))
+        }
+        Exchange::OkxSwap => okx::parse_mark(body, symbol),
+        Exchange::BybitLinear => bybit::parse_mark(body, symbol),
+        other => Err(format!(
+            "{other} is not a perpetual market: it has no mark price"
         )),
     }
 }

@@ -16,13 +16,20 @@ pub mod limit;
 pub mod okx;
 pub mod sim;
 
-pub use client::{ExchangeClient, HistoryStart, parse_funding_page, parse_page};
+pub use client::{ExchangeClient, HistoryStart, parse_funding_page, parse_mark_page, parse_page};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use cryptolake_model::{Candle, CandleRule};
 
 pub use error::{Error, Result};
+
+/// Which prices a candle request asks for: the market's trades, or a perpetual's mark price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prices {
+    Trades,
+    Mark,
+}
 
 /// One response as fetched, already checked to be a complete, well-formed page.
 #[derive(Debug, Clone)]
@@ -238,4 +245,53 @@ pub(crate) fn minute_close(open_time: DateTime<Utc>) -> DateTime<Utc> {
 pub(crate) fn unix_seconds(secs: i64, name: &str) -> Result<DateTime<Utc>, RowError> {
     DateTime::from_timestamp(secs, 0)
         .ok_or_else(|| (None, format!("{name} {secs} is out of range")))
+}
+
+/// A mark price row `[open time, open, high, low, close, (confirm)]` (times and prices as
+/// strings or numbers) to a candle without volume and its close time. `confirm` is the index
+/// of OKX's confirm flag: `"0"` gives a close time that is never final.
+pub(crate) fn mark_row(
+    exchange: cryptolake_model::Exchange,
+    symbol: &cryptolake_model::Symbol,
+    row: &serde_json::Value,
+    confirm: Option<usize>,
+) -> Result<(Candle, DateTime<Utc>), RowError> {
+    let field = |i: usize, name: &str| -> Result<String, RowError> {
+        match row.get(i) {
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+            _ => Err((None, format!("not a mark price row: no {name} at {i}"))),
+        }
+    };
+    let ts = field(0, "open time")?;
+    let ms: i64 = ts
+        .parse()
+        .map_err(|_| (None, format!("open time {ts:?} is not a whole number")))?;
+    let open_time = DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| (None, format!("open time {ms} is out of range")))?;
+    let candle = checked_candle(
+        exchange,
+        symbol,
+        open_time,
+        [
+            decimal("open", &field(1, "open")?)?,
+            decimal("high", &field(2, "high")?)?,
+            decimal("low", &field(3, "low")?)?,
+            decimal("close", &field(4, "close")?)?,
+            0.0,
+        ],
+        None,
+        None,
+    )?;
+    let close_time = match confirm.map(|i| field(i, "confirm")).transpose()?.as_deref() {
+        None | Some("1") => minute_close(open_time),
+        Some("0") => DateTime::<Utc>::MAX_UTC,
+        Some(other) => {
+            return Err((
+                None,
+                format!("confirm {other:?} is neither \"0\" nor \"1\""),
+            ));
+        }
+    };
+    Ok((candle, close_time))
 }

@@ -9,9 +9,12 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::{Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo, encode, write_object_at};
+use super::{
+    Envelope, FORMAT_VERSION, KLINES_1M, MARK_KLINES_1M, RequestInfo, encode, write_object_at,
+};
 use crate::paths::{self, BronzeKey};
 use crate::{Error, Lake, Result, state};
+use cryptolake_sources::Prices;
 
 /// Where the next ingest of a symbol starts.
 /// A 418 ban, kept so that later runs leave the exchange alone until it expires.
@@ -68,6 +71,8 @@ pub struct Ingest {
     skip_done_by_run: bool,
     /// Dates manifest entries and ban checks (the system clock unless set).
     clock: SharedClock,
+    /// Trade candles, or a perpetual's mark price candles.
+    prices: Prices,
 }
 
 /// A request window of open times, `[start, end)`.
@@ -135,6 +140,21 @@ impl Ingest {
             move_cursor: true,
             skip_done_by_run: false,
             clock: cryptolake_model::system_clock(),
+            prices: Prices::Trades,
+        }
+    }
+
+    /// Fetch a perpetual's mark price candles (dataset `mark_klines_1m`, a cursor of their
+    /// own) instead of its trade candles.
+    pub fn with_prices(mut self, prices: Prices) -> Self {
+        self.prices = prices;
+        self
+    }
+
+    fn dataset(&self) -> &'static str {
+        match self.prices {
+            Prices::Trades => KLINES_1M,
+            Prices::Mark => MARK_KLINES_1M,
         }
     }
 
@@ -161,7 +181,8 @@ impl Ingest {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<bool> {
-        let partition = paths::bronze_partition(self.exchange, KLINES_1M, symbol, date_of(start));
+        let partition =
+            paths::bronze_partition(self.exchange, self.dataset(), symbol, date_of(start));
         // A window may have been answered in parts (a venue that pages newest first answers
         // its newest part first): done when this run's objects cover it whole.
         let mut parts: Vec<Window> = lake
@@ -246,7 +267,7 @@ impl Ingest {
                 let start = match self.since {
                     Some(s) => s,
                     None => {
-                        let key = paths::ingest_cursor(self.exchange, KLINES_1M, symbol);
+                        let key = paths::ingest_cursor(self.exchange, self.dataset(), symbol);
                         match state::read::<Cursor>(lake, &key).await? {
                             Some(c) => c.next_open_time,
                             // Whole hours, so the first silver hour is not cut short.
@@ -385,14 +406,15 @@ impl Ingest {
         let (mut pages, mut rows, mut bytes) = (0, 0, 0);
         let mut part_end = end;
         for _ in 0..=(end - start).num_minutes() {
-            let page = client
-                .fetch_1m(symbol, start, part_end)
-                .await
-                .map_err(|source| Error::Source {
-                    exchange: self.exchange.to_string(),
-                    symbol: symbol.to_string(),
-                    source,
-                })?;
+            let page = match self.prices {
+                Prices::Trades => client.fetch_1m(symbol, start, part_end).await,
+                Prices::Mark => client.fetch_mark_1m(symbol, start, part_end).await,
+            }
+            .map_err(|source| Error::Source {
+                exchange: self.exchange.to_string(),
+                symbol: symbol.to_string(),
+                source,
+            })?;
             let from = match page.resume_before {
                 Some(t) if t > start && t < part_end => t,
                 _ => start,
@@ -421,7 +443,7 @@ impl Ingest {
     ) -> Result<()> {
         let answer = Answer {
             exchange: self.exchange,
-            dataset: KLINES_1M,
+            dataset: self.dataset(),
             symbol,
             window: (start, end),
             run_id: &self.run_id,
@@ -435,7 +457,7 @@ impl Ingest {
         if !self.move_cursor {
             return Ok(());
         }
-        let cursor_key = paths::ingest_cursor(self.exchange, KLINES_1M, symbol);
+        let cursor_key = paths::ingest_cursor(self.exchange, self.dataset(), symbol);
         let previous = state::read::<Cursor>(lake, &cursor_key).await?;
         if previous.as_ref().is_none_or(|c| c.next_open_time < end) {
             let cursor = Cursor {

@@ -28,10 +28,13 @@ pub use ingest::{Ingest, IngestMetrics, IngestPlan, SymbolOutcome, Window, plan_
 
 use crate::paths::{self, BronzeKey};
 use crate::{Error, Lake, Result};
+use object_store::path::Path;
 
 /// One-minute candles as the exchange's REST API serves them.
 pub const KLINES_1M: &str = "klines_1m";
 pub const FORMAT_VERSION: u32 = 1;
+/// One-minute mark price candles of a perpetual market.
+pub const MARK_KLINES_1M: &str = "mark_klines_1m";
 /// Funding rates of a perpetual market as the venue's REST API serves them.
 pub const FUNDING_RATE: &str = "funding_rate";
 
@@ -122,6 +125,30 @@ pub fn decode(key: &str, bytes: &Bytes) -> Result<(Envelope, Bytes)> {
         )));
     }
     Ok((envelope, payload))
+}
+
+/// Reads and decodes the bronze object at `path`; `None` when it is gone.
+pub(crate) async fn read_decoded(lake: &Lake, path: &Path) -> Result<Option<(Envelope, Bytes)>> {
+    let Some(bytes) = lake.get_opt(path).await? else {
+        return Ok(None);
+    };
+    decode(path.as_ref(), &bytes).map(Some)
+}
+
+/// Writes the records of the bronze object `bronze` that a build rejected, with their reasons,
+/// to the quarantine document `to`.
+pub(crate) async fn quarantine(
+    lake: &Lake,
+    to: &Path,
+    bronze: &Path,
+    rejected: Vec<serde_json::Value>,
+) -> Result<()> {
+    let doc = serde_json::json!({ "bronze": bronze.as_ref(), "rejected": rejected });
+    lake.put(
+        to,
+        Bytes::from(serde_json::to_vec_pretty(&doc).expect("json serialises")),
+    )
+    .await
 }
 
 /// Parses a payload into records with the parser of its source and dataset.

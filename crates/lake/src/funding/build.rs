@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_model::{Exchange, SharedClock, Symbol, date_of, schema};
 use cryptolake_sources::{FundingRecord, parse_funding_page};
@@ -84,26 +83,44 @@ pub struct FundingMetrics {
     pub gaps: usize,
 }
 
-/// Builds funding silver from new bronze: [`FundingBuild::run`].
-#[derive(Clone)]
-pub struct FundingBuild {
-    rebuild: bool,
+/// A build over one bronze dataset that reads the objects the bronze manifest announces since
+/// its watermark (all of them on a first build or a rebuild): funding ([`FundingBuild`]) and
+/// mark prices ([`crate::mark::MarkBuild`]).
+pub struct ManifestBuild<T> {
+    pub(crate) rebuild: bool,
     overlap: Duration,
-    clock: SharedClock,
+    pub(crate) clock: SharedClock,
+    table: std::marker::PhantomData<T>,
 }
 
-impl Default for FundingBuild {
-    fn default() -> Self {
-        FundingBuild::new()
+impl<T> Clone for ManifestBuild<T> {
+    fn clone(&self) -> Self {
+        ManifestBuild {
+            rebuild: self.rebuild,
+            overlap: self.overlap,
+            clock: self.clock.clone(),
+            table: std::marker::PhantomData,
+        }
     }
 }
 
-impl FundingBuild {
-    pub fn new() -> FundingBuild {
-        FundingBuild {
+impl<T> Default for ManifestBuild<T> {
+    fn default() -> Self {
+        ManifestBuild::new()
+    }
+}
+
+/// The funding table's build: [`FundingBuild::run`].
+pub struct Funding;
+pub type FundingBuild = ManifestBuild<Funding>;
+
+impl<T> ManifestBuild<T> {
+    pub fn new() -> ManifestBuild<T> {
+        ManifestBuild {
             rebuild: false,
             overlap: Duration::minutes(crate::silver::MANIFEST_OVERLAP_MINUTES),
             clock: cryptolake_model::system_clock(),
+            table: std::marker::PhantomData,
         }
     }
 
@@ -124,6 +141,38 @@ impl FundingBuild {
         self
     }
 
+    /// The objects of `dataset` to read, given the previous build's watermark and the entries
+    /// of its overlap it dealt with (`None`: a first build or a rebuild, which lists them
+    /// all), and the watermark and overlap entries to remember.
+    pub(crate) async fn objects(
+        &self,
+        lake: &Lake,
+        dataset: &str,
+        previous: (Option<DateTime<Utc>>, &BTreeSet<String>),
+        started: DateTime<Utc>,
+    ) -> Result<(Vec<BronzeKey>, Option<DateTime<Utc>>, BTreeSet<String>)> {
+        let watermark = started - self.overlap;
+        let next = Some(previous.0.map_or(watermark, |w| w.max(watermark)));
+        let mut recent = BTreeSet::new();
+        let keys = match previous.0.filter(|_| !self.rebuild) {
+            None => all_keys(lake, dataset, watermark, started, &mut recent).await?,
+            Some(since) => {
+                new_keys(
+                    lake,
+                    dataset,
+                    (since, watermark),
+                    started,
+                    previous.1,
+                    &mut recent,
+                )
+                .await?
+            }
+        };
+        Ok((keys, next, recent))
+    }
+}
+
+impl ManifestBuild<Funding> {
     pub async fn run(&self, lake: &Lake, lease: Option<&Lease>) -> Result<FundingMetrics> {
         let started = self.clock.now();
         let previous = match self.rebuild {
@@ -132,17 +181,18 @@ impl FundingBuild {
                 .await?
                 .unwrap_or_default(),
         };
-        let watermark = started - self.overlap;
+        let (keys, watermark, recent) = self
+            .objects(
+                lake,
+                FUNDING_RATE,
+                (previous.watermark, &previous.recent),
+                started,
+            )
+            .await?;
         let mut next = FundingState {
-            watermark: Some(previous.watermark.map_or(watermark, |w| w.max(watermark))),
-            recent: BTreeSet::new(),
+            watermark,
+            recent,
             groups: previous.groups.clone(),
-        };
-        let keys = match previous.watermark {
-            None => self.all_keys(lake, watermark, started, &mut next).await?,
-            Some(since) => {
-                new_keys(lake, (since, watermark), started, &previous, &mut next).await?
-            }
         };
         let mut m = FundingMetrics::default();
         // Every object's rows, by pair.
@@ -317,67 +367,70 @@ impl FundingBuild {
         );
         Ok(m)
     }
-
-    /// Every funding object in bronze (a first build or a rebuild); the manifest entries in
-    /// the overlap whose objects were seen count as dealt with.
-    async fn all_keys(
-        &self,
-        lake: &Lake,
-        watermark: DateTime<Utc>,
-        started: DateTime<Utc>,
-        next: &mut FundingState,
-    ) -> Result<Vec<BronzeKey>> {
-        let mut keys = Vec::new();
-        for exchange in Exchange::ALL.into_iter().filter(|e| e.is_perpetual()) {
-            let prefix = object_store::path::Path::from(format!(
-                "{}/source={exchange}/dataset={FUNDING_RATE}",
-                paths::BRONZE
-            ));
-            keys.extend(
-                lake.list_keys(&prefix)
-                    .await?
-                    .iter()
-                    .filter_map(BronzeKey::parse),
-            );
-        }
-        let seen: BTreeSet<String> = keys.iter().map(|k| k.path().to_string()).collect();
-        for e in crate::silver::manifest_since(lake, watermark, started).await? {
-            if let Some((name, written_at, key)) = paths::parse_manifest_entry(&e)
-                && written_at >= watermark
-                && seen.contains(key.path().as_ref())
-            {
-                next.recent.insert(name);
-            }
-        }
-        Ok(keys)
-    }
 }
 
-/// The funding objects the manifest announces since `since` that are not dealt with yet.
+/// Every object of `dataset` of the perpetual markets in bronze (a first build or a rebuild);
+/// the manifest entries in the overlap whose objects were seen count as dealt with.
+async fn all_keys(
+    lake: &Lake,
+    dataset: &str,
+    watermark: DateTime<Utc>,
+    started: DateTime<Utc>,
+    next_recent: &mut BTreeSet<String>,
+) -> Result<Vec<BronzeKey>> {
+    let mut keys = Vec::new();
+    for exchange in Exchange::ALL.into_iter().filter(|e| e.is_perpetual()) {
+        let prefix = object_store::path::Path::from(format!(
+            "{}/source={exchange}/dataset={dataset}",
+            paths::BRONZE
+        ));
+        keys.extend(
+            lake.list_keys(&prefix)
+                .await?
+                .iter()
+                .filter_map(BronzeKey::parse),
+        );
+    }
+    let seen: BTreeSet<String> = keys.iter().map(|k| k.path().to_string()).collect();
+    for e in crate::silver::manifest_since(lake, watermark, started).await? {
+        if let Some((name, written_at, key)) = paths::parse_manifest_entry(&e)
+            && written_at >= watermark
+            && seen.contains(key.path().as_ref())
+        {
+            next_recent.insert(name);
+        }
+    }
+    Ok(keys)
+}
+
+/// The objects of `dataset` the manifest announces since `since` that are not dealt with yet
+/// (`previous`: the entries in the overlap already dealt with; those still in it go to
+/// `next`).
 async fn new_keys(
     lake: &Lake,
+    dataset: &str,
     (since, watermark): (DateTime<Utc>, DateTime<Utc>),
     started: DateTime<Utc>,
-    previous: &FundingState,
-    next: &mut FundingState,
+    previous: &BTreeSet<String>,
+    next: &mut BTreeSet<String>,
 ) -> Result<Vec<BronzeKey>> {
     let mut keys = Vec::new();
     for e in crate::silver::manifest_since(lake, since, started).await? {
         let Some((name, written_at, key)) = paths::parse_manifest_entry(&e) else {
             continue;
         };
-        if key.dataset != FUNDING_RATE {
+        if key.dataset != dataset {
             continue;
         }
-        if previous.recent.contains(&name) {
+        if previous.contains(&name) {
             if written_at >= watermark {
-                next.recent.insert(name);
+                next.insert(name);
             }
             continue;
         }
         if lake.head(&key.path()).await?.is_some() {
             if written_at >= watermark {
-                next.recent.insert(name);
+                next.insert(name);
             }
             keys.push(key);
         } else if written_at < watermark {
@@ -391,10 +444,9 @@ async fn new_keys(
 /// quarantine with their reasons); `None` for an object gone since it was listed.
 async fn read_object(lake: &Lake, key: &BronzeKey) -> Result<ObjectRows> {
     let path = key.path();
-    let Some(bytes) = lake.get_opt(&path).await? else {
+    let Some((envelope, payload)) = bronze::read_decoded(lake, &path).await? else {
         return Ok(None);
     };
-    let (envelope, payload) = bronze::decode(path.as_ref(), &bytes)?;
     let records = match parse_funding_page(envelope.source, &payload, &envelope.symbol) {
         Ok(r) => r,
         Err(reason) => {
@@ -437,10 +489,11 @@ async fn quarantine(
     bronze: &object_store::path::Path,
     rejected: Vec<serde_json::Value>,
 ) -> Result<()> {
-    let doc = serde_json::json!({ "bronze": bronze.as_ref(), "rejected": rejected });
-    lake.put(
+    bronze::quarantine(
+        lake,
         &paths::quarantine_funding_for(bronze),
-        Bytes::from(serde_json::to_vec_pretty(&doc).expect("json serialises")),
+        bronze,
+        rejected,
     )
     .await
 }

@@ -18,7 +18,7 @@ use arrow::array::{Array, Float64Array, RecordBatch, StringArray, TimestampMicro
 use chrono::{DateTime, Utc};
 use cryptolake_model::{Exchange, Symbol, schema};
 
-pub use build::{FundingBuild, FundingMetrics, recorded_gaps};
+pub use build::{Funding, FundingBuild, FundingMetrics, ManifestBuild, recorded_gaps};
 pub use gold::{FundingDay, FundingGold, FundingGoldMetrics, funding_days_from_batch};
 pub use ingest::{FundingIngest, FundingOutcome};
 

@@ -46,8 +46,8 @@ pub use cryptolake_lake::gaps::{Gap, GapStatus};
 pub use cryptolake_lake::ops::RunRecord;
 pub use cryptolake_lake::quality::{RecordedResult, Rule, Status};
 pub use rows::{
-    CandleRow, Candles, Overview, OverviewRow, SymbolRow, gap_report_batch, gaps_batch,
-    quality_batch, runs_batch, symbols_batch,
+    CandleRow, Candles, Overview, OverviewRow, SymbolRow, funding_batch, gap_report_batch,
+    gaps_batch, quality_batch, runs_batch, symbols_batch,
 };
 
 use crate::events::Freshness;
@@ -68,6 +68,9 @@ pub const CHECK_INTERVAL: StdDuration = StdDuration::from_secs(1);
 
 /// How many times an answer is computed again when the lake changes under it.
 const ATTEMPTS: usize = 4;
+
+/// The most days of funding one answer reads.
+pub const MAX_FUNDING_DAYS: i64 = 3_660;
 
 /// Partitions read at once for one answer.
 const READS_AT_ONCE: usize = 16;
@@ -1095,6 +1098,60 @@ impl ReadModel {
         let s = self.snapshot().await?;
         let extra = self.extra(&s).await?;
         Ok(extra.ops.runs.iter().take(limit).cloned().collect())
+    }
+
+    /// Funding events of one perpetual market's symbol with slots in `[from, to)`, oldest
+    /// first (at most `MAX_FUNDING_DAYS` days of partitions). Funding partitions are a few
+    /// kilobytes a day: they are read as they are, not held.
+    pub async fn funding(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<cryptolake_lake::funding::FundingRow>> {
+        if to <= from {
+            return Err(Error::Invalid(format!("from {from} is not before to {to}")));
+        }
+        let (first, last) = (
+            from.date_naive(),
+            (to - Duration::microseconds(1)).date_naive(),
+        );
+        if (last - first).num_days() >= MAX_FUNDING_DAYS {
+            return Err(Error::Invalid(format!(
+                "from {from} to {to} is more than {MAX_FUNDING_DAYS} days of funding: ask for less"
+            )));
+        }
+        let table = paths::silver_funding_table();
+        let dates: Vec<NaiveDate> = first.iter_days().take_while(|d| *d <= last).collect();
+        let reads: Vec<Result<Vec<cryptolake_lake::funding::FundingRow>>> =
+            futures::stream::iter(dates.into_iter().map(|d| {
+                let key = paths::partition_file(&table, d);
+                async move {
+                    let Some(bytes) = self.lake.get_opt(&key).await? else {
+                        return Ok(Vec::new());
+                    };
+                    let mut rows = Vec::new();
+                    for b in cryptolake_lake::decode_parquet(&key, bytes)? {
+                        rows.extend(cryptolake_lake::funding::funding_from_batch(
+                            &b,
+                            key.as_ref(),
+                        )?);
+                    }
+                    Ok(rows)
+                }
+            }))
+            .buffered(READS_AT_ONCE)
+            .collect()
+            .await;
+        let mut out = Vec::new();
+        for r in reads {
+            out.extend(r?.into_iter().filter(|f| {
+                f.exchange == exchange && &f.symbol == symbol && f.slot >= from && f.slot < to
+            }));
+        }
+        out.sort_by_key(|f| f.slot);
+        Ok(out)
     }
 
     /// The gaps recorded by the last scans, ordered by exchange, symbol and start.

@@ -142,6 +142,27 @@ pub fn runs_batch(rows: &[RunRecord]) -> Result<RecordBatch> {
         ])?)
 }
 
+/// Funding events as the API answers them.
+pub fn funding_batch(rows: &[cryptolake_lake::funding::FundingRow]) -> Result<RecordBatch> {
+    Ok(Builder::new(rows)
+        .text(|f| f.exchange.as_str())
+        .text(|f| f.symbol.as_str())
+        .time(|f| f.slot)
+        .time(|f| f.funding_time)
+        .float64(|f| f.rate)
+        .float64_opt(|f| f.interval_hours)
+        .float64_opt(|f| f.mark_price)
+        .finish_named(&[
+            "exchange",
+            "symbol",
+            "funding_slot",
+            "funding_time",
+            "rate",
+            "interval_hours",
+            "mark_price",
+        ])?)
+}
+
 pub fn gaps_batch(rows: &[Gap]) -> Result<RecordBatch> {
     Ok(Builder::new(rows)
         .text(|g| g.exchange.as_str())

@@ -12,7 +12,7 @@ pub fn t(s: &str) -> DateTime<Utc> {
 }
 
 /// The simulated market (seed `seed`) frozen at 2024-03-04T14:10, every exchange pointed at
-/// it with one symbol (BTC-USDT on Binance, BTC-USD elsewhere), only `enabled` enabled, a
+/// it with one symbol (BTC-USDT on Binance and the perpetual markets, BTC-USD elsewhere), only `enabled` enabled, a
 /// three-hour lookback, and the pipeline's clock standing at `now`.
 #[allow(dead_code)]
 pub async fn on_sim(
@@ -50,9 +50,10 @@ pub async fn on_market(
         s.base_url = sim.base_url();
         s.enabled = enabled.contains(exchange);
         s.symbols = match exchange {
-            Exchange::Binance | Exchange::BinanceFutures => {
-                vec![Symbol::parse("BTC-USDT").unwrap()]
-            }
+            Exchange::Binance
+            | Exchange::BinanceFutures
+            | Exchange::OkxSwap
+            | Exchange::BybitLinear => vec![Symbol::parse("BTC-USDT").unwrap()],
             _ => vec![Symbol::parse("BTC-USD").unwrap()],
         };
     }

@@ -8,7 +8,7 @@ use cryptolake_model::{Exchange, Symbol};
 use super::parse::{category, check_body, check_funding_body, instrument, parse_instruments};
 use crate::http::{BodyCheck, HttpClient, PageBounds, check_base_url};
 use crate::instruments::{Instruments, Listing, check_heads, resume_before, within_limit};
-use crate::{Error, FetchedPage, Result};
+use crate::{Error, FetchedPage, Prices, Result};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.bybit.com";
 /// A kline page holds at most 1,000 rows.
@@ -106,13 +106,29 @@ impl BybitClient {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<FetchedPage> {
+        self.fetch_rows_1m(symbol, start, end, Prices::Trades).await
+    }
+
+    /// [`BybitClient::fetch_kline_1m`] of trade candles, or of a linear perpetual's mark price
+    /// candles (`mark-price-kline`).
+    pub async fn fetch_rows_1m(
+        &self,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        prices: Prices,
+    ) -> Result<FetchedPage> {
         let minutes = (end - start).num_minutes();
         assert!(
             (1..=MAX_ROWS).contains(&minutes),
             "window of {minutes} minutes does not fit one request"
         );
         self.listed_since(symbol).await?;
-        let url = format!("{}/v5/market/kline", self.base_url);
+        let path = match prices {
+            Prices::Trades => "kline",
+            Prices::Mark => "mark-price-kline",
+        };
+        let url = format!("{}/v5/market/{path}", self.base_url);
         // Both bounds are inclusive: the last minute asked for opens at end - 1m.
         let last = end - Duration::minutes(1);
         let params = vec![

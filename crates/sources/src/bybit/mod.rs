@@ -14,4 +14,6 @@ pub mod models;
 pub mod parse;
 
 pub use client::{ACCESS_TOO_FREQUENT_BAN, BybitClient, DEFAULT_BASE_URL, MAX_ROWS};
-pub use parse::{category, check_body, instrument, parse_funding, parse_instruments, parse_kline};
+pub use parse::{
+    category, check_body, instrument, parse_funding, parse_instruments, parse_kline, parse_mark,
+};

@@ -61,6 +61,27 @@ pub fn parse_kline(
     body: &[u8],
     symbol: &Symbol,
 ) -> Result<Vec<Record>, String> {
+    let list = checked_list(exchange, body, symbol)?;
+    Ok(rows_to_records(list, |row| {
+        parse_row(exchange, row, symbol)
+    }))
+}
+
+/// Parses a `mark-price-kline` body of `bybit-linear`: rows `[start, open, high, low,
+/// close]`, newest first, checked like a kline body.
+pub fn parse_mark(body: &[u8], symbol: &Symbol) -> Result<Vec<Record>, String> {
+    let list = checked_list(Exchange::BybitLinear, body, symbol)?;
+    Ok(rows_to_records(list, |row| {
+        crate::mark_row(Exchange::BybitLinear, symbol, row, None)
+    }))
+}
+
+/// The rows of a kline-shaped body, once its code, symbol and category are the ones asked.
+fn checked_list(
+    exchange: Exchange,
+    body: &[u8],
+    symbol: &Symbol,
+) -> Result<Vec<serde_json::Value>, String> {
     let result = match split(body)? {
         Ok(r) => r,
         Err((code, msg)) => return Err(format!("Bybit error {code}: {msg}")),
@@ -79,9 +100,7 @@ pub fn parse_kline(
             category(exchange)
         ));
     }
-    Ok(rows_to_records(result.list, |row| {
-        parse_row(exchange, row, symbol)
-    }))
+    Ok(result.list)
 }
 
 fn parse_row(

@@ -6,7 +6,7 @@ use cryptolake_model::{Exchange, Symbol};
 use super::parse::{check_body, check_funding_body, inst_id, inst_type, parse_instruments};
 use crate::http::{BodyCheck, HttpClient, PageBounds, check_base_url};
 use crate::instruments::{Instruments, Listing, check_heads, resume_before, within_limit};
-use crate::{FetchedPage, Result};
+use crate::{FetchedPage, Prices, Result};
 
 pub const DEFAULT_BASE_URL: &str = "https://www.okx.com";
 /// `history-candles` serves at most 100 rows per request.
@@ -92,6 +92,18 @@ impl OkxClient {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<FetchedPage> {
+        self.fetch_rows_1m(symbol, start, end, Prices::Trades).await
+    }
+
+    /// [`OkxClient::fetch_candles_1m`] of trade candles, or of a swap's mark price candles
+    /// (`mark-price-candles`, `history-mark-price-candles`: 100 rows either way).
+    pub async fn fetch_rows_1m(
+        &self,
+        symbol: &Symbol,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        prices: Prices,
+    ) -> Result<FetchedPage> {
         let minutes = (end - start).num_minutes();
         assert!(
             (1..=MAX_ROWS).contains(&minutes),
@@ -101,7 +113,12 @@ impl OkxClient {
         // The newest day comes from `market/candles` (an hour of margin for the request's
         // way out); everything older from `history-candles`.
         let recent = start >= Utc::now() - Duration::minutes(CANDLES_SERVED_MINUTES - 60);
-        let path = if recent { "candles" } else { "history-candles" };
+        let path = match (prices, recent) {
+            (Prices::Trades, true) => "candles",
+            (Prices::Trades, false) => "history-candles",
+            (Prices::Mark, true) => "mark-price-candles",
+            (Prices::Mark, false) => "history-mark-price-candles",
+        };
         let url = format!("{}/api/v5/market/{path}", self.base_url);
         // Both cursors are exclusive: rows older than `after` and newer than `before`.
         let before = start - Duration::minutes(1);

@@ -15,4 +15,6 @@ pub mod models;
 pub mod parse;
 
 pub use client::{CANDLES_SERVED_MINUTES, DEFAULT_BASE_URL, MAX_ROWS, OkxClient, instruments_url};
-pub use parse::{check_body, inst_id, inst_type, parse_candles, parse_funding, parse_instruments};
+pub use parse::{
+    check_body, inst_id, inst_type, parse_candles, parse_funding, parse_instruments, parse_mark,
+};

@@ -125,6 +125,18 @@ fn parse_row(
     Ok((candle, close_time))
 }
 
+/// Parses a `mark-price-candles` body of `okx-swap`: rows `[ts, o, h, l, c, confirm]`, newest
+/// first; `confirm = "0"` is never final.
+pub fn parse_mark(body: &[u8], symbol: &Symbol) -> Result<Vec<Record>, String> {
+    let rows = match split(body)? {
+        Ok(rows) => rows,
+        Err((code, msg)) => return Err(format!("OKX error {code}: {msg}")),
+    };
+    Ok(rows_to_records(rows, |row| {
+        crate::mark_row(Exchange::OkxSwap, symbol, row, Some(5))
+    }))
+}
+
 /// The live instruments of an instruments body, with their listing times where given.
 pub fn parse_instruments(body: &[u8]) -> Result<InstrumentList, String> {
     let env: Envelope<Instrument> = serde_json::from_slice(body)

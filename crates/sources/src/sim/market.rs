@@ -564,6 +564,17 @@ pub struct NewestFirst {
     pub limit: usize,
 }
 
+impl NewestFirst {
+    /// The first and last open time (ms) such a page can hold at `now`: never further back
+    /// than the page can hold, since the range may reach back years.
+    fn minutes(&self, now: DateTime<Utc>) -> (i64, i64) {
+        let now_minute = now.timestamp_millis().div_euclid(60_000) * 60_000;
+        let last = self.last_ms.min(now_minute).div_euclid(60_000) * 60_000;
+        let first = self.first_ms.max(last - (self.limit as i64 - 1) * 60_000);
+        ((first + 59_999).div_euclid(60_000) * 60_000, last)
+    }
+}
+
 impl SimMarket {
     /// The candles a newest-first page holds, newest first: the latest `limit` of the range.
     fn newest(
@@ -573,11 +584,7 @@ impl SimMarket {
         range: NewestFirst,
         now: DateTime<Utc>,
     ) -> Vec<Served> {
-        let now_minute = now.timestamp_millis().div_euclid(60_000) * 60_000;
-        let last = range.last_ms.min(now_minute).div_euclid(60_000) * 60_000;
-        // Never walk further back than the page can hold: the range may reach back years.
-        let first = range.first_ms.max(last - (range.limit as i64 - 1) * 60_000);
-        let first = (first + 59_999).div_euclid(60_000) * 60_000;
+        let (first, last) = range.minutes(now);
         let mut rows = self.served(exchange, symbol, first, last, usize::MAX, now);
         rows.reverse();
         rows.truncate(range.limit);
@@ -731,5 +738,186 @@ mod tests {
             SimMarket::default_market(7).candle(&Symbol::parse("BTC-USDT").unwrap(), t0),
             SimMarket::default_market(8).candle(&Symbol::parse("BTC-USDT").unwrap(), t0)
         );
+    }
+}
+
+/// A mark price candle: what a perpetual market marks positions at, minute by minute. It has
+/// no volume: it is an index, not trades.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimMark {
+    pub open_ms: i64,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    /// Still open at the time it was served.
+    pub partial: bool,
+}
+
+impl SimMarket {
+    /// The mark price candle of `symbol` on the perpetual `exchange` opening at `open_time`:
+    /// its trade candle's prices moved by a small basis of the minute (every price by the same
+    /// factor, so high stays the highest). `None` off perpetual markets and where no candle is.
+    pub fn mark_candle(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        open_time: DateTime<Utc>,
+    ) -> Option<SimMark> {
+        if !exchange.is_perpetual() {
+            return None;
+        }
+        let c = self.candle_on(exchange, symbol, open_time)?;
+        let minute = open_time.timestamp().div_euclid(60);
+        let basis = 1.0
+            + (unit(splitmix(
+                self.key(exchange, symbol) ^ 0x3A_4B ^ minute as u64,
+            )) - 0.5)
+                * 0.0004;
+        Some(SimMark {
+            open_ms: open_time.timestamp_millis(),
+            open: round8(c.open * basis),
+            high: round8(c.high * basis),
+            low: round8(c.low * basis),
+            close: round8(c.close * basis),
+            partial: false,
+        })
+    }
+
+    /// The mark candles opening in `[first_ms, last_ms]` as served at `now`, oldest first, at
+    /// most `limit`: the minute containing `now` partial (its close the open so far).
+    fn marks(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        first_ms: i64,
+        last_ms: i64,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Vec<SimMark> {
+        self.served(exchange, symbol, first_ms, last_ms, limit, now)
+            .into_iter()
+            .filter_map(|s| {
+                let mut m = self.mark_candle(exchange, symbol, s.candle.open_time)?;
+                if s.open {
+                    m.partial = true;
+                    (m.high, m.low, m.close) = (m.open, m.open, m.open);
+                }
+                Some(m)
+            })
+            .collect()
+    }
+
+    /// A Binance `markPriceKlines` body, oldest first: volumes are zero, and the count field
+    /// holds the minute's number of mark updates.
+    pub fn binance_mark_klines(
+        &self,
+        symbol: &Symbol,
+        first_open_ms: i64,
+        last_open_ms: i64,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> String {
+        let rows: Vec<serde_json::Value> = self
+            .marks(
+                Exchange::BinanceFutures,
+                symbol,
+                first_open_ms,
+                last_open_ms,
+                limit,
+                now,
+            )
+            .into_iter()
+            .map(|m| {
+                serde_json::json!([
+                    m.open_ms,
+                    format!("{:.8}", m.open),
+                    format!("{:.8}", m.high),
+                    format!("{:.8}", m.low),
+                    format!("{:.8}", m.close),
+                    "0",
+                    m.open_ms + 59_999,
+                    "0",
+                    60,
+                    "0",
+                    "0",
+                    "0"
+                ])
+            })
+            .collect();
+        serde_json::Value::Array(rows).to_string()
+    }
+
+    /// The newest `range.limit` mark candles of the range, newest first.
+    fn newest_marks(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        range: NewestFirst,
+        now: DateTime<Utc>,
+    ) -> Vec<SimMark> {
+        let (first, last) = range.minutes(now);
+        let mut rows = self.marks(exchange, symbol, first, last, usize::MAX, now);
+        rows.reverse();
+        rows.truncate(range.limit);
+        rows
+    }
+
+    /// An OKX `mark-price-candles` body, newest first: `[ts, o, h, l, c, confirm]`.
+    pub fn okx_mark_candles(
+        &self,
+        symbol: &Symbol,
+        range: NewestFirst,
+        now: DateTime<Utc>,
+    ) -> String {
+        let rows: Vec<serde_json::Value> = self
+            .newest_marks(Exchange::OkxSwap, symbol, range, now)
+            .into_iter()
+            .map(|m| {
+                serde_json::json!([
+                    m.open_ms.to_string(),
+                    format!("{:.8}", m.open),
+                    format!("{:.8}", m.high),
+                    format!("{:.8}", m.low),
+                    format!("{:.8}", m.close),
+                    if m.partial { "0" } else { "1" }
+                ])
+            })
+            .collect();
+        serde_json::json!({ "code": "0", "msg": "", "data": rows }).to_string()
+    }
+
+    /// A Bybit `mark-price-kline` body (linear), newest first: `[start, o, h, l, c]`.
+    pub fn bybit_mark_kline(
+        &self,
+        symbol: &Symbol,
+        range: NewestFirst,
+        now: DateTime<Utc>,
+    ) -> String {
+        let list: Vec<serde_json::Value> = self
+            .newest_marks(Exchange::BybitLinear, symbol, range, now)
+            .into_iter()
+            .map(|m| {
+                serde_json::json!([
+                    m.open_ms.to_string(),
+                    format!("{:.8}", m.open),
+                    format!("{:.8}", m.high),
+                    format!("{:.8}", m.low),
+                    format!("{:.8}", m.close)
+                ])
+            })
+            .collect();
+        serde_json::json!({
+            "retCode": 0,
+            "retMsg": "OK",
+            "result": {
+                "category": "linear",
+                "symbol": format!("{}{}", symbol.base(), symbol.quote()),
+                "list": list
+            },
+            "retExtInfo": {},
+            "time": now.timestamp_millis()
+        })
+        .to_string()
     }
 }

@@ -250,6 +250,16 @@ impl SimServer {
             .route("/api/v3/ping", get(|| async { "{}" }))
             .route("/api/v3/klines", get(binance_spot_klines))
             .route("/fapi/v1/klines", get(binance_futures_klines))
+            .route("/fapi/v1/markPriceKlines", get(binance_mark_klines))
+            .route(
+                "/api/v5/market/history-mark-price-candles",
+                get(okx_history_mark_candles),
+            )
+            .route(
+                "/api/v5/market/mark-price-candles",
+                get(okx_recent_mark_candles),
+            )
+            .route("/v5/market/mark-price-kline", get(bybit_mark_kline))
             .route("/products/{product}/candles", get(coinbase_candles))
             .route("/0/public/OHLC", get(kraken_ohlc))
             .route("/api/v5/market/history-candles", get(okx_history_candles))
@@ -663,7 +673,7 @@ async fn binance_spot_klines(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    binance_klines(&state, Exchange::Binance, peer, &q).await
+    binance_klines(&state, Exchange::Binance, peer, &q, false).await
 }
 
 async fn binance_futures_klines(
@@ -671,14 +681,24 @@ async fn binance_futures_klines(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    binance_klines(&state, Exchange::BinanceFutures, peer, &q).await
+    binance_klines(&state, Exchange::BinanceFutures, peer, &q, false).await
 }
 
+async fn binance_mark_klines(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    binance_klines(&state, Exchange::BinanceFutures, peer, &q, true).await
+}
+
+/// Klines, or with `mark` the mark price klines of a USDⓈ-M perpetual.
 async fn binance_klines(
     state: &SimState,
     exchange: Exchange,
     peer: SocketAddr,
     q: &HashMap<String, String>,
+    mark: bool,
 ) -> Response {
     let Some(name) = q.get("symbol").filter(|s| !s.is_empty()) else {
         return binance_error(
@@ -730,14 +750,21 @@ async fn binance_klines(
         Some(s) => (s + 59_999).div_euclid(60_000) * 60_000,
         None => last_open - (limit - 1) * 60_000,
     };
-    let body = state.market.klines_of(
-        exchange,
-        &symbol,
-        first_open,
-        last_open,
-        limit as usize,
-        now,
-    );
+    let body = match mark {
+        true => {
+            state
+                .market
+                .binance_mark_klines(&symbol, first_open, last_open, limit as usize, now)
+        }
+        false => state.market.klines_of(
+            exchange,
+            &symbol,
+            first_open,
+            last_open,
+            limit as usize,
+            now,
+        ),
+    };
     let weight = if exchange == Exchange::BinanceFutures {
         FUTURES_KLINES_WEIGHT
     } else {
@@ -883,7 +910,7 @@ async fn okx_history_candles(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    okx_candles(&state, peer, &q, false).await
+    okx_candles(&state, peer, &q, false, false).await
 }
 
 async fn okx_recent_candles(
@@ -891,7 +918,23 @@ async fn okx_recent_candles(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    okx_candles(&state, peer, &q, true).await
+    okx_candles(&state, peer, &q, true, false).await
+}
+
+async fn okx_history_mark_candles(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    okx_candles(&state, peer, &q, false, true).await
+}
+
+async fn okx_recent_mark_candles(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    okx_candles(&state, peer, &q, true, true).await
 }
 
 /// `history-candles` (at most 100 rows) or `candles` (`recent`: at most 300 rows, of the
@@ -901,6 +944,7 @@ async fn okx_candles(
     peer: SocketAddr,
     q: &HashMap<String, String>,
     recent: bool,
+    mark: bool,
 ) -> Response {
     let Some(inst_id) = q.get("instId").filter(|s| !s.is_empty()) else {
         return okx_error(
@@ -929,7 +973,11 @@ async fn okx_candles(
             return okx_error(StatusCode::OK, "51000", &format!("Parameter {name} error"));
         }
     };
-    let most = if recent { 300 } else { 100 };
+    // Mark price candles come 100 at a time from either endpoint, and only for swaps.
+    let most = if recent && !mark { 300 } else { 100 };
+    if mark && exchange != Exchange::OkxSwap {
+        return okx_error(StatusCode::OK, "51001", "Instrument ID does not exist");
+    }
     if !(1..=most).contains(&limit) {
         return okx_error(StatusCode::OK, "51000", "Parameter limit error");
     }
@@ -941,16 +989,15 @@ async fn okx_candles(
     if recent {
         first_ms = first_ms.max(now_minute - (crate::okx::CANDLES_SERVED_MINUTES - 1) * 60_000);
     }
-    let body = state.market.okx_candles(
-        exchange,
-        &symbol,
-        super::market::NewestFirst {
-            first_ms,
-            last_ms,
-            limit: limit as usize,
-        },
-        now,
-    );
+    let range = super::market::NewestFirst {
+        first_ms,
+        last_ms,
+        limit: limit as usize,
+    };
+    let body = match mark {
+        true => state.market.okx_mark_candles(&symbol, range, now),
+        false => state.market.okx_candles(exchange, &symbol, range, now),
+    };
     deliver(state, exchange, peer.ip(), 1, body).await
 }
 
@@ -1014,7 +1061,25 @@ async fn bybit_kline(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(exchange) = bybit_category(&q) else {
+    bybit_klines(&state, peer, &q, false).await
+}
+
+async fn bybit_mark_kline(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    bybit_klines(&state, peer, &q, true).await
+}
+
+/// `kline`, or with `mark` `mark-price-kline` (linear only).
+async fn bybit_klines(
+    state: &SimState,
+    peer: SocketAddr,
+    q: &HashMap<String, String>,
+    mark: bool,
+) -> Response {
+    let Some(exchange) = bybit_category(q).filter(|e| !mark || *e == Exchange::BybitLinear) else {
         return bybit_error(10001, "params error: category invalid");
     };
     let Some(symbol) = q.get("symbol").and_then(|name| {
@@ -1030,9 +1095,9 @@ async fn bybit_kline(
         return bybit_error(10001, "params error: interval invalid");
     }
     let (start, end, limit) = match (
-        param_i64(&q, "start"),
-        param_i64(&q, "end"),
-        param_i64(&q, "limit"),
+        param_i64(q, "start"),
+        param_i64(q, "end"),
+        param_i64(q, "limit"),
     ) {
         (Ok(s), Ok(e), Ok(l)) => (s, e, l.unwrap_or(200)),
         (Err(name), _, _) | (_, Err(name), _) | (_, _, Err(name)) => {
@@ -1043,17 +1108,16 @@ async fn bybit_kline(
         return bybit_error(10001, "params error: limit invalid");
     }
     let now = state.clock.now();
-    let body = state.market.bybit_kline(
-        exchange,
-        &symbol,
-        super::market::NewestFirst {
-            first_ms: start.unwrap_or(i64::MIN / 2),
-            last_ms: end.unwrap_or(now.timestamp_millis()),
-            limit: limit as usize,
-        },
-        now,
-    );
-    deliver(&state, exchange, peer.ip(), 1, body).await
+    let range = super::market::NewestFirst {
+        first_ms: start.unwrap_or(i64::MIN / 2),
+        last_ms: end.unwrap_or(now.timestamp_millis()),
+        limit: limit as usize,
+    };
+    let body = match mark {
+        true => state.market.bybit_mark_kline(&symbol, range, now),
+        false => state.market.bybit_kline(exchange, &symbol, range, now),
+    };
+    deliver(state, exchange, peer.ip(), 1, body).await
 }
 
 async fn bybit_instruments(
