@@ -94,16 +94,36 @@ pub async fn run(p: &Pipeline, cmd: &BackfillCmd) -> Result<ExitCode> {
     progress.finish();
     let report = report?;
     print!("{}", ingest_summary(exchange, &report.ingest));
+    // A perpetual market's mark prices and funding, asked for the same range.
+    let mut extra = 0;
+    if let Some(m) = &report.mark {
+        extra += m.pages as u64;
+        println!("  mark prices: {} minutes in {} requests", m.rows, m.pages);
+    }
+    if let Some(f) = &report.funding {
+        let requests: usize = f.iter().map(|o| o.pages).sum();
+        extra += requests as u64;
+        for o in f {
+            match &o.error {
+                None => println!(
+                    "  funding of {}: {} events in {} requests",
+                    o.symbol, o.rows, o.pages
+                ),
+                Some(e) => println!("  funding of {}: FAILED: {e}", o.symbol),
+            }
+        }
+    }
     print!("{}", transform_summary(&report.transform));
-    // What the venue was asked, searches, retries and gap refetches included, against the
-    // least a page size allows.
+    // What the venue was asked for candles, searches, retries and gap refetches included,
+    // against the least a page size allows.
     let sent: u64 = p
         .exchange_requests()
         .requests
         .iter()
         .filter(|((e, _), _)| e == exchange.as_str())
         .map(|(_, n)| n)
-        .sum();
+        .sum::<u64>()
+        .saturating_sub(extra);
     let minutes: i64 = plan
         .symbols
         .iter()

@@ -186,9 +186,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(cmd) => export(&pipeline().await?, cmd).await,
         Command::Silver { rebuild } => {
             let p = pipeline().await?;
+            let run_id = p.new_run_id();
+            print!("{}", silver_summary(&p.silver(*rebuild, &run_id).await?));
+            // The perpetual markets' tables: funding (with its gold) and mark prices.
             print!(
                 "{}",
-                silver_summary(&p.silver(*rebuild, &p.new_run_id()).await?)
+                crate::output::perpetuals_summary(&p.funding(*rebuild, &run_id).await?)
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -356,7 +359,41 @@ async fn ingest(p: &Pipeline, cmd: &IngestCmd) -> Result<ExitCode> {
     let m = p.ingest(&req, &|_, _| {}).await?;
     // What arrived is printed either way; the error names what did not.
     print!("{}", ingest_summary(exchange, &m));
-    match cryptolake_pipeline::incomplete_ingest(exchange, &m) {
+    let mut incomplete = cryptolake_pipeline::incomplete_ingest(exchange, &m);
+    // A perpetual market's mark prices and funding come with its candles, as in the hourly job.
+    if exchange.is_perpetual() {
+        let mark = IngestRequest {
+            prices: cryptolake_pipeline::Prices::Mark,
+            ..req.clone()
+        };
+        let m = p.ingest(&mark, &|_, _| {}).await?;
+        print!(
+            "{}",
+            ingest_summary(exchange, &m).replacen("ingest ", "mark prices ", 1)
+        );
+        incomplete = incomplete.or(cryptolake_pipeline::incomplete_ingest(exchange, &m));
+        let funding = cryptolake_pipeline::FundingRequest {
+            symbols: req.symbols.clone(),
+            since: req.since,
+            until: req.until,
+            base_url: req.base_url.clone(),
+            ..cryptolake_pipeline::FundingRequest::hourly(exchange, &req.run_id, now)
+        };
+        let outcomes = p.ingest_funding(&funding).await?;
+        for o in &outcomes {
+            match &o.error {
+                None => println!(
+                    "funding {exchange}: {}: {} events in {} requests",
+                    o.symbol, o.rows, o.pages
+                ),
+                Some(e) => println!("funding {exchange}: {}: FAILED: {e}", o.symbol),
+            }
+        }
+        if outcomes.iter().any(|o| o.error.is_some()) && incomplete.is_none() {
+            return Err(anyhow!("funding of {exchange} incomplete (see above)"));
+        }
+    }
+    match incomplete {
         None => Ok(ExitCode::SUCCESS),
         Some(e) => Err(e.into()),
     }

@@ -77,7 +77,29 @@ pub fn transform_summary(t: &TransformReport) -> String {
         out.push_str(&silver_summary(s));
     }
     out.push_str(&gold_summary(&t.gold));
+    out.push_str(&perpetuals_summary(&t.funding));
     out
+}
+
+/// The perpetual markets' builds: funding and mark prices (nothing when there was nothing).
+pub fn perpetuals_summary(r: &cryptolake_pipeline::FundingReport) -> String {
+    let (f, m) = (&r.silver, &r.mark);
+    if f.objects == 0 && m.objects == 0 && f.changed_dates.is_empty() && m.changed_dates.is_empty()
+    {
+        return String::new();
+    }
+    format!(
+        "perpetuals: {} funding events from {} bronze objects, {} days of funding_rates and {} of funding_1d written, {} missing funding stretches; {} mark price minutes from {} objects, {} days written, {} minutes missing\n",
+        f.rows,
+        f.objects,
+        f.changed_dates.len(),
+        r.gold.changed_dates.len(),
+        f.gaps,
+        m.rows,
+        m.objects,
+        m.changed_dates.len(),
+        m.gap_minutes
+    )
 }
 
 pub fn ingest_summary(exchange: Exchange, m: &IngestMetrics) -> String {

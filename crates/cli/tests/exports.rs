@@ -257,11 +257,9 @@ fn list_data(py: &Path, datadir: &Path, futures: bool) -> Vec<(String, String, S
         .collect()
 }
 
-/// Serves one Binance `exchangeInfo` body on loopback for any request: what freqtrade asks an
-/// exchange for before a backtest, so that one runs with no network.
+/// Serves one Binance spot `exchangeInfo` body on loopback for any request: what freqtrade asks
+/// an exchange for before a backtest, so that one runs with no network.
 fn exchange_info_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let symbol = |s: &str, base: &str| {
         format!(
             r#"{{"symbol":"{s}","status":"TRADING","baseAsset":"{base}","baseAssetPrecision":8,"quoteAsset":"USDT","quotePrecision":8,"quoteAssetPrecision":8,"orderTypes":["LIMIT","LIMIT_MAKER","MARKET"],"icebergAllowed":true,"ocoAllowed":true,"isSpotTradingAllowed":true,"isMarginTradingAllowed":false,"filters":[{{"filterType":"PRICE_FILTER","minPrice":"0.00000001","maxPrice":"10000000.00000000","tickSize":"0.00000001"}},{{"filterType":"LOT_SIZE","minQty":"0.00000001","maxQty":"900000.00000000","stepSize":"0.00000001"}},{{"filterType":"NOTIONAL","minNotional":"5.00000000","applyMinToMarket":true,"maxNotional":"9000000.00000000","applyMaxToMarket":false,"avgPriceMins":5}}],"permissions":[],"permissionSets":[["SPOT"]]}}"#
@@ -272,6 +270,19 @@ fn exchange_info_server() -> String {
         symbol("BTCUSDT", "BTC"),
         symbol("ETHUSDT", "ETH")
     );
+    format!("{}/api/v3", serve_always(body))
+}
+
+/// Serves a USDⓈ-M futures `exchangeInfo` body (one perpetual, BTCUSDT) for any request.
+fn futures_exchange_info_server() -> String {
+    let body = r#"{"timezone":"UTC","serverTime":1709251200000,"futuresType":"U_MARGINED","rateLimits":[],"exchangeFilters":[],"assets":[{"asset":"USDT","marginAvailable":true,"autoAssetExchange":"-10000"}],"symbols":[{"symbol":"BTCUSDT","pair":"BTCUSDT","contractType":"PERPETUAL","deliveryDate":4133404800000,"onboardDate":1569398400000,"status":"TRADING","maintMarginPercent":"2.5000","requiredMarginPercent":"5.0000","baseAsset":"BTC","quoteAsset":"USDT","marginAsset":"USDT","pricePrecision":2,"quantityPrecision":3,"baseAssetPrecision":8,"quotePrecision":8,"underlyingType":"COIN","underlyingSubType":["PoW"],"settlePlan":0,"triggerProtect":"0.0500","liquidationFee":"0.012500","marketTakeBound":"0.05","maxMoveOrderLimit":10000,"filters":[{"filterType":"PRICE_FILTER","minPrice":"556.80","maxPrice":"4529764","tickSize":"0.10"},{"filterType":"LOT_SIZE","minQty":"0.001","maxQty":"1000","stepSize":"0.001"},{"filterType":"MARKET_LOT_SIZE","minQty":"0.001","maxQty":"120","stepSize":"0.001"},{"filterType":"MAX_NUM_ORDERS","limit":200},{"filterType":"MAX_NUM_ALGO_ORDERS","limit":10},{"filterType":"MIN_NOTIONAL","notional":"5"},{"filterType":"PERCENT_PRICE","multiplierUp":"1.0500","multiplierDown":"0.9500","multiplierDecimal":"4"}],"orderTypes":["LIMIT","MARKET","STOP","STOP_MARKET","TAKE_PROFIT","TAKE_PROFIT_MARKET","TRAILING_STOP_MARKET"],"timeInForce":["GTC","IOC","FOK","GTX","GTD"]}]}"#;
+    format!("{}/fapi/v1", serve_always(body.to_string()))
+}
+
+/// Answers every request on a loopback port with `body` (JSON): its base URL.
+fn serve_always(body: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
@@ -284,7 +295,7 @@ fn exchange_info_server() -> String {
             );
         }
     });
-    format!("http://{addr}/api/v3")
+    format!("http://{addr}")
 }
 
 const STRATEGY: &str = r#"
@@ -311,24 +322,40 @@ class CloseAboveOpen(IStrategy):
         return dataframe
 "#;
 
-/// A freqtrade backtest of a trivial strategy on the export alone: its trade count.
+/// A freqtrade spot backtest of a trivial strategy on the export alone: its trade count.
 fn backtest(py: &Path, datadir: &Path) -> u64 {
+    backtest_with(
+        py,
+        datadir,
+        serde_json::json!({
+            "trading_mode": "spot",
+            "exchange": {
+                "name": "binance", "pair_whitelist": ["BTC/USDT", "ETH/USDT"], "pair_blacklist": [],
+                "ccxt_config": {"urls": {"api": {"public": exchange_info_server()}},
+                                "options": {"fetchMarkets": {"types": ["spot"]}}}
+            }
+        }),
+    )
+    .0
+}
+
+/// A freqtrade backtest of the trivial strategy with `market` (trading mode and exchange)
+/// over the rest of a configuration: its trade count and its report.
+fn backtest_with(py: &Path, datadir: &Path, market: Value) -> (u64, String) {
     let work = tempfile::tempdir().unwrap();
     let user = work.path().join("user_data");
     std::fs::create_dir_all(user.join("strategies")).unwrap();
     std::fs::write(user.join("strategies/close_above_open.py"), STRATEGY).unwrap();
-    let config = serde_json::json!({
-        "trading_mode": "spot", "stake_currency": "USDT", "stake_amount": 100,
+    let mut config = serde_json::json!({
+        "stake_currency": "USDT", "stake_amount": 100,
         "max_open_trades": 2, "dry_run": true, "dry_run_wallet": 1000, "timeframe": "5m",
         "fee": 0.001,
-        "exchange": {
-            "name": "binance", "pair_whitelist": ["BTC/USDT", "ETH/USDT"], "pair_blacklist": [],
-            "ccxt_config": {"urls": {"api": {"public": exchange_info_server()}},
-                            "options": {"fetchMarkets": {"types": ["spot"]}}}
-        },
         "pairlists": [{"method": "StaticPairList"}],
         "entry_pricing": {"price_side": "same"}, "exit_pricing": {"price_side": "same"}
     });
+    for (k, v) in market.as_object().unwrap() {
+        config[k] = v.clone();
+    }
     std::fs::write(work.path().join("config.json"), config.to_string()).unwrap();
     let out = std::process::Command::new(py.parent().unwrap().join("freqtrade"))
         .current_dir(work.path())
@@ -369,13 +396,14 @@ fn backtest(py: &Path, datadir: &Path) -> u64 {
         .lines()
         .find(|l| l.starts_with('│') && l.contains(" TOTAL "))
         .unwrap_or_else(|| panic!("no TOTAL line: {text}"));
-    total
+    let trades = total
         .split('│')
         .map(str::trim)
         .nth(2)
         .unwrap()
         .parse()
-        .unwrap()
+        .unwrap();
+    (trades, text)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -538,6 +566,116 @@ async fn freqtrade_reads_the_export_as_it_is_and_a_second_export_adds_only_new_c
         "{err}"
     );
     assert!(!empty.exists());
+}
+
+/// What freqtrade's loader reads of a perpetual's mark candles and funding rates.
+const LOAD_FUTURES_DATA: &str = r#"
+import json, sys
+from pathlib import Path
+from freqtrade.data.history import load_pair_history
+from freqtrade.enums import CandleType
+d = Path(sys.argv[1])
+mark = load_pair_history(pair="BTC/USDT:USDT", timeframe="1h", datadir=d, data_format="feather",
+                         fill_up_missing=False, candle_type=CandleType.MARK)
+fund = load_pair_history(pair="BTC/USDT:USDT", timeframe="1h", datadir=d, data_format="feather",
+                         fill_up_missing=False, candle_type=CandleType.FUNDING_RATE)
+print(json.dumps({
+    "mark": [[int(r.date.timestamp() * 1000), r.open, r.high, r.low, r.close] for r in mark.itertuples()],
+    "funding": [[int(r.date.timestamp() * 1000), r.funding_rate] for r in fund.itertuples()],
+}))
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn freqtrade_backtests_a_perpetual_on_its_export_with_mark_prices_and_funding() {
+    let py = tokio::task::spawn_blocking(freqtrade_python).await.unwrap();
+    let lake = Lake::new().await;
+    let datadir = lake.dir.path().join("user_data/data/binance");
+    let dd = datadir.to_str().unwrap();
+    let export = |lake: &Lake| {
+        csv_rows(&lake.ok(&[
+            "export",
+            "freqtrade",
+            "--datadir",
+            dd,
+            "--exchange",
+            "binance-futures",
+            "--timeframes",
+            "5m",
+            "--format",
+            "csv",
+        ]))
+    };
+    let summary = export(&lake);
+    let paths: Vec<&str> = summary.iter().map(|r| r[0].as_str()).collect();
+    for f in [
+        "futures/BTC_USDT_USDT-5m-futures.feather",
+        "futures/BTC_USDT_USDT-1h-mark.feather",
+        "futures/BTC_USDT_USDT-1h-funding_rate.feather",
+    ] {
+        assert!(paths.contains(&f), "{paths:?}");
+    }
+    let loaded: Value = serde_json::from_str(&python(&py, LOAD_FUTURES_DATA, &[dd])).unwrap();
+    // The mark candles: the hours whose every minute the lake holds, as SQL has them.
+    let want: Vec<[f64; 6]> = lake
+        .sql(
+            "SELECT CAST(date_part('epoch', h) * 1000 AS BIGINT), o, hi, lo, c, n FROM ( \
+               SELECT date_bin(INTERVAL '1 hour', open_time, TIMESTAMP '1970-01-01T00:00:00Z') AS h, \
+               first_value(open ORDER BY open_time) AS o, max(high) AS hi, min(low) AS lo, \
+               last_value(close ORDER BY open_time) AS c, count(*) AS n \
+               FROM crypto_analytics.mark_ohlcv_1m WHERE exchange = 'binance-futures' GROUP BY h) \
+             WHERE n = 60 ORDER BY h",
+        )
+        .iter()
+        .map(|r| {
+            let v: Vec<f64> = r.iter().map(|x| x.parse().unwrap()).collect();
+            [v[0], v[1], v[2], v[3], v[4], 0.0]
+        })
+        .collect();
+    // Two days less the two hours never fetched.
+    assert_eq!(want.len(), 2 * 24 - 2, "mark hours in the lake");
+    let got: Vec<Vec<f64>> = rows(&loaded["mark"])
+        .into_iter()
+        .map(|mut r| {
+            r.push(0.0);
+            r
+        })
+        .collect();
+    same(&got, &want, "mark");
+    // The funding rates: every event, at its slot.
+    let want: Vec<Vec<String>> = lake.sql(
+        "SELECT CAST(date_part('epoch', funding_slot) * 1000 AS BIGINT), rate \
+         FROM crypto_analytics.funding_rates WHERE exchange = 'binance-futures' ORDER BY funding_slot",
+    );
+    let got = rows(&loaded["funding"]);
+    assert_eq!(got.len(), want.len(), "funding events");
+    assert!(got.len() >= 6, "{got:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g[0], w[0].parse::<f64>().unwrap());
+        assert!(
+            (g[1] - w[1].parse::<f64>().unwrap()).abs() < 1e-15,
+            "{g:?} {w:?}"
+        );
+    }
+    // freqtrade's futures backtest runs on the export alone, funding fees and all.
+    let (trades, report) = backtest_with(
+        &py,
+        &datadir,
+        serde_json::json!({
+            "trading_mode": "futures", "margin_mode": "isolated",
+            // Binance's futures tickers carry no price: freqtrade wants the order book.
+            "entry_pricing": {"price_side": "same", "use_order_book": true, "order_book_top": 1},
+            "exit_pricing": {"price_side": "same", "use_order_book": true, "order_book_top": 1},
+            "exchange": {
+                "name": "binance", "pair_whitelist": ["BTC/USDT:USDT"], "pair_blacklist": [],
+                "ccxt_config": {"urls": {"api": {"fapiPublic": futures_exchange_info_server()}},
+                                "options": {"fetchMarkets": {"types": ["linear"]}}}
+            }
+        }),
+    );
+    assert!(trades > 0, "{report}");
+    // A second export with nothing new adds nothing.
+    let again = export(&lake);
+    assert!(again.iter().all(|r| r[4] == "0"), "{again:?}");
 }
 
 /// What nautilus's catalog reads: the bars of each bar type as `[ts_init, o, h, l, c, v]`, and

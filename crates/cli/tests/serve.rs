@@ -1568,3 +1568,142 @@ async fn a_page_elsewhere_cannot_post_sql_through_a_real_browser() {
         serde_json::json!("200")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_perpetuals_chart_shows_its_mark_price_and_funding_in_a_real_browser() {
+    let d = tempfile::tempdir().unwrap();
+    // A day and a half of binance-futures BTC-USDT from the simulated exchange: candles, mark
+    // prices and funding, as `ingest` brings them for a perpetual market.
+    let sim = SimServer::start(
+        SimMarket::default_market(5),
+        SimClock::Fixed(cryptolake_model::parse_time("2024-03-04T12:10:00Z").unwrap()),
+        0,
+    )
+    .await
+    .unwrap();
+    let envs = vec![(
+        "CRYPTOLAKE_BINANCE_FUTURES_BASE_URL".to_string(),
+        sim.base_url(),
+    )];
+    let dir = d.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let lake = dir.join("lake").display().to_string();
+        let out = ok_with(
+            &dir,
+            &[
+                "--lake",
+                &lake,
+                "ingest",
+                "--exchange",
+                "binance-futures",
+                "--symbols",
+                "BTC-USDT",
+                "--since",
+                "2024-03-03T00:00:00Z",
+                "--until",
+                "2024-03-04T12:00:00Z",
+            ],
+            &envs,
+        );
+        assert!(
+            out.contains("mark prices binance-futures") && out.contains("funding binance-futures"),
+            "{out}"
+        );
+        let out = ok(&dir, &["--lake", &lake, "silver"]);
+        assert!(out.contains("perpetuals: 5 funding events"), "{out}");
+        ok(&dir, &["--lake", &lake, "gold"]);
+    })
+    .await
+    .unwrap();
+    let served = Served::start(d.path(), &["--no-schedule", "--http", "127.0.0.1:0"], &[]);
+    let browser = Browser::start().await;
+    let shots = artifacts();
+    browser
+        .open(&format!(
+            "{}/symbol?exchange=binance-futures&symbol=BTC-USDT",
+            served.url
+        ))
+        .await;
+    browser
+        .until(
+            "const s = window.cryptolake; return !!s && s.bars.length > 0 \
+             && (s.markPoints || []).length > 0 && (s.fundingPoints || []).length > 0;",
+            "the candles, the mark price and the funding",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shown = browser
+        .eval(
+            "const s = window.cryptolake; return [s.bars.filter(b => b.open !== undefined).length, \
+             s.markPoints.length, s.fundingPoints.length, s.fundingEvents, \
+             s.fundingPoints.reduce((a, p) => a + p.value, 0), !document.querySelector('#perpetual').hidden];",
+        )
+        .await;
+    // 36 hours of candles, each with its mark price; five funding events (8-hourly), each in
+    // the bar of its hour.
+    assert_eq!(shown[0], 36, "{shown}");
+    assert_eq!(shown[1], 36, "{shown}");
+    assert_eq!(shown[2], 5, "{shown}");
+    assert_eq!(shown[3], 5, "{shown}");
+    assert_eq!(shown[5], true, "{shown}");
+    let api = get_json(&format!(
+        "{}/api/v1/funding?exchange=binance-futures&symbol=BTC-USDT&from=2024-03-01T00:00:00Z",
+        served.url
+    ))
+    .await;
+    let total: f64 = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| num(&f["rate"]) * 100.0)
+        .sum();
+    assert!(
+        (shown[4].as_f64().unwrap() - total).abs() < 1e-9,
+        "{shown} {total}"
+    );
+    let marks = get_json(&format!(
+        "{}/api/v1/mark?exchange=binance-futures&symbol=BTC-USDT&from=2024-03-03T00:00:00Z&to=2024-03-04T12:00:00Z",
+        served.url
+    ))
+    .await;
+    assert_eq!(marks.as_array().unwrap().len(), 36);
+    assert!(
+        marks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["minutes_present"] == 60)
+    );
+    let drawn = browser.dark_pixels().await;
+    assert!(drawn > 2000, "the chart has drawn: {drawn} dark pixels");
+    browser
+        .screenshot(&shots.join("symbol-perpetual.png"))
+        .await;
+
+    // The overview names the newest funding rate and its age.
+    browser.open(&format!("{}/", served.url)).await;
+    browser
+        .until(
+            "return document.querySelectorAll('#overview tbody tr').length > 0 \
+             && document.querySelector('[data-field=last_funding]').textContent.includes('%');",
+            "the last funding rate",
+        )
+        .await;
+    let cell = browser
+        .eval("return document.querySelector('[data-field=last_funding]').textContent;")
+        .await;
+    let latest = get_json(&format!("{}/api/v1/funding/latest", served.url)).await;
+    let rate = num(&latest[0]["rate"]) * 100.0;
+    assert!(
+        cell.as_str().unwrap().starts_with(&format!("{rate:.4}%")),
+        "{cell} {latest}"
+    );
+    assert_eq!(
+        latest[0]["funding_slot"], "2024-03-04T08:00:00Z",
+        "{latest}"
+    );
+    browser
+        .screenshot(&shots.join("overview-perpetual.png"))
+        .await;
+    sim.stop().await;
+}

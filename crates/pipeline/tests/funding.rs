@@ -367,3 +367,92 @@ async fn mark_candles_equal_the_simulators_and_a_minute_without_one_is_a_confirm
     assert_eq!(marks(&lake).await, before);
     assert_eq!(gaps(q).await, second);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_year_of_funding_for_ten_symbols_takes_at_most_ten_requests_per_symbol_per_venue() {
+    let names = [
+        "BTC", "ETH", "SOL", "DOGE", "XRP", "ADA", "AVAX", "LINK", "DOT", "LTC",
+    ];
+    let symbols: Vec<Symbol> = names
+        .iter()
+        .map(|b| Symbol::parse(&format!("{b}-USDT")).unwrap())
+        .collect();
+    let market = SimMarket::new(
+        3,
+        symbols
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), 10.0 + i as f64))
+            .collect(),
+    );
+    let (_dir, _sim, p) = support::on_market(
+        market.clone(),
+        "2024-03-04T14:10:00Z",
+        &[],
+        "2024-03-04T14:10:00Z",
+    )
+    .await;
+    let lake = lake_of(&p);
+    let (from, to) = (t("2023-03-04T00:00:00Z"), t("2024-03-04T00:00:00Z"));
+    for e in PERPETUALS {
+        let sent = |p: &Pipeline| -> u64 {
+            p.exchange_requests()
+                .requests
+                .iter()
+                .filter(|((x, _), _)| x == e.as_str())
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let before = sent(&p);
+        let req = FundingRequest {
+            symbols: Some(symbols.clone()),
+            since: Some(from),
+            until: Some(to),
+            ..FundingRequest::hourly(e, &p.new_run_id(), p.now())
+        };
+        let out = p.ingest_funding(&req).await.unwrap();
+        let requests = sent(&p) - before;
+        // The instruments list once, then the pages.
+        assert!(
+            requests <= 10 * symbols.len() as u64,
+            "{e}: {requests} requests for {} symbols",
+            symbols.len()
+        );
+        for o in &out {
+            assert!(o.error.is_none() && o.pages <= 10, "{e}: {o:?}");
+        }
+        println!("{e}: {requests} requests for a year of funding of 10 symbols");
+    }
+    p.funding(false, &p.new_run_id()).await.unwrap();
+    let table = paths::silver_funding_table();
+    let mut rows: Vec<FundingRow> = Vec::new();
+    for key in lake.list_keys(&table).await.unwrap() {
+        for b in read_parquet(&lake, &key).await.unwrap() {
+            rows.extend(funding_from_batch(&b, key.as_ref()).unwrap());
+        }
+    }
+    // Every event the venues serve of the year: 8-hourly, and OKX only its last three months.
+    for e in PERPETUALS {
+        let served_from = match e {
+            Exchange::OkxSwap => {
+                t("2024-03-04T14:10:00Z")
+                    - chrono::Duration::days(cryptolake_sources::sim::OKX_FUNDING_DAYS)
+            }
+            _ => from,
+        };
+        let want = 10
+            * market
+                .funding(
+                    e,
+                    &symbols[0],
+                    served_from.max(from).timestamp_millis(),
+                    to.timestamp_millis() - 1,
+                    usize::MAX,
+                    false,
+                )
+                .len();
+        let got = rows.iter().filter(|r| r.exchange == e).count();
+        assert_eq!(got, want, "{e}");
+        assert!(got > 2_000, "{e}: {got}");
+    }
+}

@@ -74,7 +74,7 @@ function fillTable(table, rows, columns) {
 
 // ---- Overview ----------------------------------------------------------------------------
 
-const overviewState = { rows: [], key: "exchange", dir: 1 };
+const overviewState = { rows: [], key: "exchange", dir: 1, funding: new Map() };
 
 function renderOverview() {
   const body = $("#overview tbody");
@@ -106,6 +106,10 @@ function renderOverview() {
       cell(tr, r[k], "num").dataset.field = k;
     }
     cell(tr, r.last_run_status, r.last_run_status || "");
+    // A perpetual's newest funding event: its rate and how long ago it was.
+    const f = overviewState.funding.get(`${r.exchange}/${r.symbol}`);
+    const funded = cell(tr, f ? `${(100 * f.rate).toFixed(4)}% · ${formatLag((Date.now() - Date.parse(f.funding_slot)) / 1000)} ago` : null, "num");
+    funded.dataset.field = "last_funding";
     body.appendChild(tr);
   }
   for (const th of document.querySelectorAll("#overview th")) {
@@ -115,8 +119,11 @@ function renderOverview() {
 
 async function loadOverview() {
   try {
-    const data = await apiJson("/api/v1/overview");
+    const [data, funding] = await Promise.all([
+      apiJson("/api/v1/overview"), apiJson("/api/v1/funding/latest"),
+    ]);
     overviewState.rows = data.rows;
+    overviewState.funding = new Map(funding.map((f) => [`${f.exchange}/${f.symbol}`, f]));
     $("#threshold").textContent = formatLag(data.freshness_threshold_seconds);
     renderOverview();
     setStatus(`updated ${formatTime(data.generated_at)} UTC`);
@@ -313,7 +320,59 @@ async function loadInterval(interval) {
   // (A short history, weeks or months, fills the view from its first bar.)
   chartState.chart.timeScale().setVisibleLogicalRange({ from: n > 170 ? n - 150 : 0, to: n + 4 });
   showCount();
+  await loadPerpetual();
   if (bars.length < 60) loadOlder();
+}
+
+// ---- Perpetual markets: the mark price on the chart, funding in a pane under it ------------
+
+const PERPETUALS = ["binance-futures", "okx-swap", "bybit-linear"];
+const MARK_DAYS = 90;
+
+// The bar of the chart holding `t` (seconds): the newest bar starting at or before it.
+function barOf(t) {
+  const bars = chartState.bars;
+  let lo = 0, hi = bars.length - 1, found = null;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (bars[mid].time <= t) { found = bars[mid].time; lo = mid + 1; } else { hi = mid - 1; }
+  }
+  return found;
+}
+
+// The mark price's close per bar (the newest MARK_DAYS of the loaded range), and the funding
+// each bar paid (the sum of its events' rates, in percent; green when longs received).
+async function loadPerpetual() {
+  if (!chartState.mark || !chartState.bars.length) return;
+  const first = chartState.bars[0].time;
+  const end = nextBar(chartState.bars[chartState.bars.length - 1].time, chartState.interval);
+  const from = Math.max(first, end - MARK_DAYS * 86400);
+  const base = { exchange: chartState.exchange, symbol: chartState.symbol };
+  try {
+    const [marks, funding] = await Promise.all([
+      apiJson(`/api/v1/mark?${new URLSearchParams(Object.assign({
+        interval: chartState.interval, from: iso(from), to: iso(end) }, base))}`),
+      apiJson(`/api/v1/funding?${new URLSearchParams(Object.assign({
+        from: iso(first), to: iso(end) }, base))}`),
+    ]);
+    const seconds = (s) => Math.round(Date.parse(s.endsWith("Z") || s.includes("+") ? s : s + "Z") / 1000);
+    chartState.markPoints = marks.map((m) => ({ time: seconds(m.time), value: m.close }))
+      .filter((p) => chartState.bars.some((b) => b.time === p.time));
+    chartState.mark.setData(chartState.markPoints);
+    const paid = new Map();
+    for (const f of funding) {
+      const t = barOf(seconds(f.funding_slot));
+      if (t === null) continue;
+      paid.set(t, (paid.get(t) || 0) + 100 * f.rate);
+    }
+    chartState.fundingPoints = [...paid.entries()].sort((a, b) => a[0] - b[0]).map(([time, value]) => ({
+      time, value, color: value >= 0 ? "rgba(239,83,80,0.7)" : "rgba(38,166,154,0.7)",
+    }));
+    chartState.funding.setData(chartState.fundingPoints);
+    chartState.fundingEvents = funding.length;
+  } catch (e) {
+    setStatus(`could not load mark prices or funding: ${e.message}`);
+  }
 }
 
 function showBar(bar) {
@@ -329,6 +388,11 @@ function showBar(bar) {
     ["C", bar.close], ["V", Number(bar.volume.toFixed(4)).toLocaleString("en-US", { maximumFractionDigits: 4 })],
     ["minutes", `${bar.present}/${bar.minutes} (${pct}%)${bar.complete ? " complete" : " incomplete"}`],
   ];
+  if (chartState.mark) {
+    const m = (chartState.markPoints || []).find((p) => p.time === bar.time);
+    const f = (chartState.fundingPoints || []).find((p) => p.time === bar.time);
+    parts.push(["mark", m ? m.value : "—"], ["funding", f ? `${f.value.toFixed(4)}%` : "—"]);
+  }
   el.replaceChildren(...parts.flatMap(([k, v]) => {
     const b = document.createElement("b");
     b.textContent = String(v);
@@ -360,6 +424,19 @@ async function initSymbol() {
     priceFormat: { type: "volume" }, priceLineVisible: false, lastValueVisible: false,
   }, 1);
   chart.panes()[1].setHeight(120);
+  if (PERPETUALS.includes(chartState.exchange)) {
+    // The mark price margin and liquidations use, as a line over the candles; funding (in %
+    // of the position, per bar: red when longs paid) in its own pane.
+    chartState.mark = chart.addSeries(LightweightCharts.LineSeries, {
+      color: "#ff9800", lineWidth: 1, priceLineVisible: false, lastValueVisible: false, title: "mark",
+    });
+    chartState.funding = chart.addSeries(LightweightCharts.HistogramSeries, {
+      priceFormat: { type: "custom", formatter: (v) => `${v.toFixed(4)}%` },
+      priceLineVisible: false, lastValueVisible: false, title: "funding",
+    }, 2);
+    chart.panes()[2].setHeight(100);
+    $("#perpetual").hidden = false;
+  }
   // The crosshair's bar, spelled out: prices, volume and how many of its minutes are present.
   chart.subscribeCrosshairMove((param) => {
     const bar = param.time === undefined ? null : chartState.bars.find((b) => b.time === param.time);

@@ -37,6 +37,8 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/gaps", get(gaps))
         .route("/api/v1/funding", get(funding))
+        .route("/api/v1/funding/latest", get(latest_funding))
+        .route("/api/v1/mark", get(mark))
         .route("/api/v1/quality", get(quality))
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/openapi.json", get(openapi))
@@ -270,18 +272,7 @@ async fn gaps(State(state): State<Arc<AppState>>, Query(p): Params) -> Response 
 async fn funding(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
     let parsed = (|| {
         let format = format_of(&p)?;
-        let need = |name: &str| {
-            bad_request(format!(
-                "{name} is required (e.g. exchange=binance-futures&symbol=BTC-USDT)"
-            ))
-        };
-        let exchange = exchange_param(&p)?.ok_or_else(|| need("exchange"))?;
-        if !exchange.is_perpetual() {
-            return Err(bad_request(format!(
-                "exchange {exchange} is not a perpetual market: funding is on binance-futures, okx-swap and bybit-linear"
-            )));
-        }
-        let symbol = symbol_param(&p)?.ok_or_else(|| need("symbol"))?;
+        let (exchange, symbol) = perpetual_params(&p)?;
         let to = time_param(&p, "to")?.unwrap_or_else(|| state.pipeline.now());
         let from = time_param(&p, "from")?.unwrap_or(to - chrono::Duration::days(30));
         Ok::<_, Response>((format, exchange, symbol, from, to))
@@ -300,6 +291,68 @@ async fn funding(State(state): State<Arc<AppState>>, Query(p): Params) -> Respon
         Err(e @ cryptolake_pipeline::Error::Invalid(_)) => bad_request(e.to_string()),
         Err(e) => pipeline_error(e),
     }
+}
+
+/// The newest funding event of every perpetual market and symbol.
+async fn latest_funding(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
+    let format = match format_of(&p) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let answer = state.pipeline.reads().latest_funding().await;
+    rows(answer.and_then(|f| reads::funding_batch(&f)), format)
+}
+
+/// A perpetual's mark price as bars of `interval` (default 1h) starting in `[from, to)`
+/// (default: the week before now).
+async fn mark(State(state): State<Arc<AppState>>, Query(p): Params) -> Response {
+    let parsed = (|| {
+        let format = format_of(&p)?;
+        let (exchange, symbol) = perpetual_params(&p)?;
+        let interval = match p.get("interval") {
+            None => Interval::H1,
+            Some(i) => Interval::parse(i).ok_or_else(|| {
+                bad_request(format!(
+                    "interval {i:?}: expected one of {}",
+                    Interval::names()
+                ))
+            })?,
+        };
+        let to = time_param(&p, "to")?.unwrap_or_else(|| state.pipeline.now());
+        let from = time_param(&p, "from")?.unwrap_or(to - chrono::Duration::days(7));
+        Ok::<_, Response>((format, exchange, symbol, interval, from, to))
+    })();
+    let (format, exchange, symbol, interval, from, to) = match parsed {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let answer = state
+        .pipeline
+        .reads()
+        .mark_bars(exchange, &symbol, interval, (from, to))
+        .await;
+    match answer {
+        Ok(b) => rows(reads::mark_batch(&b), format),
+        Err(e @ cryptolake_pipeline::Error::Invalid(_)) => bad_request(e.to_string()),
+        Err(e) => pipeline_error(e),
+    }
+}
+
+/// The `exchange` (a perpetual market) and `symbol` parameters, both required.
+fn perpetual_params(p: &HashMap<String, String>) -> Result<(Exchange, Symbol), Response> {
+    let need = |name: &str| {
+        bad_request(format!(
+            "{name} is required (e.g. exchange=binance-futures&symbol=BTC-USDT)"
+        ))
+    };
+    let exchange = exchange_param(p)?.ok_or_else(|| need("exchange"))?;
+    if !exchange.is_perpetual() {
+        return Err(bad_request(format!(
+            "exchange {exchange} is not a perpetual market: funding and mark prices are on binance-futures, okx-swap and bybit-linear"
+        )));
+    }
+    let symbol = symbol_param(p)?.ok_or_else(|| need("symbol"))?;
+    Ok((exchange, symbol))
 }
 
 /// Quality results, newest first: the history (`status=violation|pass` narrows it), or with

@@ -34,7 +34,9 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_lake::quality::CurrentState;
 use cryptolake_lake::{Lake, paths};
-use cryptolake_model::{DailyCandle, Exchange, HourlyCandle, MinuteCandle, SharedClock, Symbol};
+use cryptolake_model::{
+    DailyCandle, Exchange, HourlyCandle, MinuteCandle, SharedClock, Symbol, day_start,
+};
 use futures::StreamExt;
 use object_store::path::Path;
 use tracing::{debug, warn};
@@ -47,7 +49,7 @@ pub use cryptolake_lake::ops::RunRecord;
 pub use cryptolake_lake::quality::{RecordedResult, Rule, Status};
 pub use rows::{
     CandleRow, Candles, Overview, OverviewRow, SymbolRow, funding_batch, gap_report_batch,
-    gaps_batch, quality_batch, runs_batch, symbols_batch,
+    gaps_batch, mark_batch, quality_batch, runs_batch, symbols_batch,
 };
 
 use crate::events::Freshness;
@@ -71,6 +73,20 @@ const ATTEMPTS: usize = 4;
 
 /// The most days of funding one answer reads.
 pub const MAX_FUNDING_DAYS: i64 = 3_660;
+
+/// The most days of mark price minutes one answer reads.
+pub const MAX_MARK_DAYS: i64 = 93;
+
+/// A bar of a perpetual's mark price, from the minutes the lake holds of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkBar {
+    pub time: DateTime<Utc>,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub minutes_present: i32,
+}
 
 /// Partitions read at once for one answer.
 const READS_AT_ONCE: usize = 16;
@@ -1100,6 +1116,159 @@ impl ReadModel {
         Ok(extra.ops.runs.iter().take(limit).cloned().collect())
     }
 
+    /// The read model's clock: what "now" is for answers without an end.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Mark price minutes of one perpetual market's symbol opening in `[from, to)`, oldest
+    /// first (at most [`MAX_FUNDING_DAYS`] days), read from their partitions as they are.
+    pub async fn marks(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<cryptolake_lake::mark::MarkRow>> {
+        let mut out = self
+            .read_days(
+                paths::mark_table(),
+                (from, to),
+                cryptolake_lake::mark::marks_from_batch,
+            )
+            .await?;
+        out.retain(|m| {
+            m.exchange == exchange && &m.symbol == symbol && m.open_time >= from && m.open_time < to
+        });
+        out.sort_by_key(|m| m.open_time);
+        Ok(out)
+    }
+
+    /// A perpetual's mark price as bars of `interval` starting in `[from, to)` (at most
+    /// [`MAX_MARK_DAYS`] days), oldest first, each from the minutes the lake holds of it:
+    /// `(start, open, high, low, close, minutes present)`.
+    pub async fn mark_bars(
+        &self,
+        exchange: Exchange,
+        symbol: &Symbol,
+        interval: Interval,
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
+    ) -> Result<Vec<MarkBar>> {
+        if (to - from).num_days() > MAX_MARK_DAYS {
+            return Err(Error::Invalid(format!(
+                "from {from} to {to} is more than {MAX_MARK_DAYS} days of mark prices: ask for less"
+            )));
+        }
+        let minutes = self.marks(exchange, symbol, from, to).await?;
+        let mut out: Vec<MarkBar> = Vec::new();
+        for m in minutes {
+            let start = interval.start_of(m.open_time);
+            match out.last_mut() {
+                Some(b) if b.time == start => {
+                    b.high = b.high.max(m.high);
+                    b.low = b.low.min(m.low);
+                    b.close = m.close;
+                    b.minutes_present += 1;
+                }
+                _ => out.push(MarkBar {
+                    time: start,
+                    open: m.open,
+                    high: m.high,
+                    low: m.low,
+                    close: m.close,
+                    minutes_present: 1,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest funding event of every perpetual market and symbol the lake holds, from
+    /// the newest funding partitions.
+    pub async fn latest_funding(&self) -> Result<Vec<cryptolake_lake::funding::FundingRow>> {
+        let table = paths::silver_funding_table();
+        let mut dates: Vec<NaiveDate> = self
+            .lake
+            .list_keys(&table)
+            .await?
+            .iter()
+            .filter_map(|k| paths::partition_file_date(&table, k))
+            .collect();
+        dates.sort();
+        let Some(last) = dates.last() else {
+            return Ok(Vec::new());
+        };
+        // Intervals are at most 8 hours: three days hold every live symbol's newest event.
+        let from = day_start(*last - Duration::days(2));
+        let rows = self
+            .read_days(
+                table,
+                (from, day_start(*last) + Duration::days(1)),
+                cryptolake_lake::funding::funding_from_batch,
+            )
+            .await?;
+        let mut newest: BTreeMap<(Exchange, Symbol), cryptolake_lake::funding::FundingRow> =
+            BTreeMap::new();
+        for r in rows {
+            let k = (r.exchange, r.symbol.clone());
+            if newest.get(&k).is_none_or(|n| n.slot < r.slot) {
+                newest.insert(k, r);
+            }
+        }
+        Ok(newest.into_values().collect())
+    }
+
+    /// The rows of a table with one file per date over the dates of `[from, to)`.
+    async fn read_days<T>(
+        &self,
+        table: Path,
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
+        decode: fn(&arrow::array::RecordBatch, &str) -> cryptolake_lake::Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        if to <= from {
+            return Err(Error::Invalid(format!("from {from} is not before to {to}")));
+        }
+        let (first, last) = (
+            from.date_naive(),
+            (to - Duration::microseconds(1)).date_naive(),
+        );
+        if (last - first).num_days() >= MAX_FUNDING_DAYS {
+            return Err(Error::Invalid(format!(
+                "from {from} to {to} is more than {MAX_FUNDING_DAYS} days: ask for less"
+            )));
+        }
+        // One listing, then only the dates that have a partition.
+        let dates: Vec<NaiveDate> = self
+            .lake
+            .list_keys(&table)
+            .await?
+            .iter()
+            .filter_map(|k| paths::partition_file_date(&table, k))
+            .filter(|d| *d >= first && *d <= last)
+            .collect();
+        let reads: Vec<Result<Vec<T>>> = futures::stream::iter(dates.into_iter().map(|d| {
+            let key = paths::partition_file(&table, d);
+            async move {
+                let Some(bytes) = self.lake.get_opt(&key).await? else {
+                    return Ok(Vec::new());
+                };
+                let mut rows = Vec::new();
+                for b in cryptolake_lake::decode_parquet(&key, bytes)? {
+                    rows.extend(decode(&b, key.as_ref())?);
+                }
+                Ok(rows)
+            }
+        }))
+        .buffered(READS_AT_ONCE)
+        .collect()
+        .await;
+        let mut out = Vec::new();
+        for r in reads {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+
     /// Funding events of one perpetual market's symbol with slots in `[from, to)`, oldest
     /// first (at most `MAX_FUNDING_DAYS` days of partitions). Funding partitions are a few
     /// kilobytes a day: they are read as they are, not held.
@@ -1110,46 +1279,16 @@ impl ReadModel {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<cryptolake_lake::funding::FundingRow>> {
-        if to <= from {
-            return Err(Error::Invalid(format!("from {from} is not before to {to}")));
-        }
-        let (first, last) = (
-            from.date_naive(),
-            (to - Duration::microseconds(1)).date_naive(),
-        );
-        if (last - first).num_days() >= MAX_FUNDING_DAYS {
-            return Err(Error::Invalid(format!(
-                "from {from} to {to} is more than {MAX_FUNDING_DAYS} days of funding: ask for less"
-            )));
-        }
-        let table = paths::silver_funding_table();
-        let dates: Vec<NaiveDate> = first.iter_days().take_while(|d| *d <= last).collect();
-        let reads: Vec<Result<Vec<cryptolake_lake::funding::FundingRow>>> =
-            futures::stream::iter(dates.into_iter().map(|d| {
-                let key = paths::partition_file(&table, d);
-                async move {
-                    let Some(bytes) = self.lake.get_opt(&key).await? else {
-                        return Ok(Vec::new());
-                    };
-                    let mut rows = Vec::new();
-                    for b in cryptolake_lake::decode_parquet(&key, bytes)? {
-                        rows.extend(cryptolake_lake::funding::funding_from_batch(
-                            &b,
-                            key.as_ref(),
-                        )?);
-                    }
-                    Ok(rows)
-                }
-            }))
-            .buffered(READS_AT_ONCE)
-            .collect()
-            .await;
-        let mut out = Vec::new();
-        for r in reads {
-            out.extend(r?.into_iter().filter(|f| {
-                f.exchange == exchange && &f.symbol == symbol && f.slot >= from && f.slot < to
-            }));
-        }
+        let mut out = self
+            .read_days(
+                paths::silver_funding_table(),
+                (from, to),
+                cryptolake_lake::funding::funding_from_batch,
+            )
+            .await?;
+        out.retain(|f| {
+            f.exchange == exchange && &f.symbol == symbol && f.slot >= from && f.slot < to
+        });
         out.sort_by_key(|f| f.slot);
         Ok(out)
     }

@@ -163,6 +163,18 @@ pub fn funding_batch(rows: &[cryptolake_lake::funding::FundingRow]) -> Result<Re
         ])?)
 }
 
+/// Mark price bars as the API answers them.
+pub fn mark_batch(rows: &[super::MarkBar]) -> Result<RecordBatch> {
+    Ok(Builder::new(rows)
+        .time(|b| b.time)
+        .float64(|b| b.open)
+        .float64(|b| b.high)
+        .float64(|b| b.low)
+        .float64(|b| b.close)
+        .int32(|b| b.minutes_present)
+        .finish_named(&["time", "open", "high", "low", "close", "minutes_present"])?)
+}
+
 pub fn gaps_batch(rows: &[Gap]) -> Result<RecordBatch> {
     Ok(Builder::new(rows)
         .text(|g| g.exchange.as_str())

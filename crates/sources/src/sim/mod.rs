@@ -4,5 +4,5 @@
 mod market;
 mod server;
 
-pub use market::{SimCandle, SimFunding, SimMarket};
+pub use market::{OKX_FUNDING_DAYS, SimCandle, SimFunding, SimMarket};
 pub use server::{ExchangeStats, Fault, FaultPlan, SimClock, SimOptions, SimServer};
