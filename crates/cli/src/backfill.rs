@@ -259,6 +259,44 @@ pub async fn report_gaps(
             minutes(GapStatus::Unservable),
             scan.dates_scanned
         );
+        // The perpetual markets' own reports: funding slots and mark price minutes.
+        let perpetual = p.perpetual_gaps().await?;
+        let wanted = |e: Exchange, s: &Symbol| {
+            exchange.is_none_or(|x| x == e) && symbols.as_ref().is_none_or(|l| l.contains(s))
+        };
+        let minute = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%MZ").to_string();
+        for g in perpetual
+            .funding
+            .iter()
+            .filter(|g| wanted(g.exchange, &g.symbol))
+        {
+            println!(
+                "funding {} {}: slots missing between {} and {}, {} ({} fetches)",
+                g.exchange,
+                g.symbol,
+                minute(g.after),
+                minute(g.before),
+                g.status.as_str(),
+                g.fetches
+            );
+        }
+        let marks: Vec<&Gap> = perpetual
+            .mark
+            .iter()
+            .filter(|g| wanted(g.exchange, &g.symbol))
+            .collect();
+        for g in &marks {
+            println!(
+                "mark price {} {}: {} to {} ({} minutes), {} ({} fetches)",
+                g.exchange,
+                g.symbol,
+                minute(g.start),
+                minute(g.end),
+                g.minutes(),
+                g.status.as_str(),
+                g.fetches
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

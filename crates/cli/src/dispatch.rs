@@ -356,12 +356,24 @@ async fn ingest(p: &Pipeline, cmd: &IngestCmd) -> Result<ExitCode> {
         lookback,
         ..IngestRequest::hourly(exchange, &p.new_run_id(), now)
     };
-    let m = p.ingest(&req, &|_, _| {}).await?;
-    // What arrived is printed either way; the error names what did not.
-    print!("{}", ingest_summary(exchange, &m));
-    let mut incomplete = cryptolake_pipeline::incomplete_ingest(exchange, &m);
+    use crate::flags::DataKind;
+    let wanted = |k: DataKind| cmd.data.as_ref().is_none_or(|d| d.contains(&k));
+    if !exchange.is_perpetual()
+        && let Some(k) = cmd.data.iter().flatten().find(|k| **k != DataKind::Candles)
+    {
+        bail!(
+            "--data {k:?}: {exchange} is not a perpetual market; mark prices and funding are on binance-futures, okx-swap and bybit-linear"
+        );
+    }
+    let mut incomplete = None;
+    if wanted(DataKind::Candles) {
+        let m = p.ingest(&req, &|_, _| {}).await?;
+        // What arrived is printed either way; the error names what did not.
+        print!("{}", ingest_summary(exchange, &m));
+        incomplete = cryptolake_pipeline::incomplete_ingest(exchange, &m);
+    }
     // A perpetual market's mark prices and funding come with its candles, as in the hourly job.
-    if exchange.is_perpetual() {
+    if exchange.is_perpetual() && wanted(DataKind::Mark) {
         let mark = IngestRequest {
             prices: cryptolake_pipeline::Prices::Mark,
             ..req.clone()
@@ -372,6 +384,8 @@ async fn ingest(p: &Pipeline, cmd: &IngestCmd) -> Result<ExitCode> {
             ingest_summary(exchange, &m).replacen("ingest ", "mark prices ", 1)
         );
         incomplete = incomplete.or(cryptolake_pipeline::incomplete_ingest(exchange, &m));
+    }
+    if exchange.is_perpetual() && wanted(DataKind::Funding) {
         let funding = cryptolake_pipeline::FundingRequest {
             symbols: req.symbols.clone(),
             since: req.since,

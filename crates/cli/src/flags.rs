@@ -404,6 +404,21 @@ pub struct IngestCmd {
     /// Symbols fetched at the same time [config: ingest.concurrency]
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// What to fetch, comma-separated: candles, mark, funding (the last two of a perpetual
+    /// market only); default: all the market has
+    #[arg(long, value_delimiter = ',')]
+    pub data: Option<Vec<DataKind>>,
+}
+
+/// What `ingest` fetches of a market.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataKind {
+    /// 1-minute trade candles
+    Candles,
+    /// a perpetual's 1-minute mark price candles
+    Mark,
+    /// a perpetual's funding rates
+    Funding,
 }
 
 pub fn parse_symbols(text: &str) -> Result<Vec<Symbol>> {

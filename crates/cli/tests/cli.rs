@@ -1023,3 +1023,41 @@ fn front_ends_reach_the_lake_only_through_the_pipeline() {
         }
     }
 }
+
+#[test]
+fn ingest_data_names_what_a_spot_market_does_not_have() {
+    let d = tempfile::tempdir().unwrap();
+    let lake = d.path().join("lake").display().to_string();
+    let r = cryptolake(
+        d.path(),
+        &[
+            "--lake",
+            &lake,
+            "ingest",
+            "--exchange",
+            "binance",
+            "--data",
+            "candles,funding",
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("--data Funding") && r.stderr.contains("not a perpetual market"),
+        "{}",
+        r.stderr
+    );
+    let r = cryptolake(
+        d.path(),
+        &[
+            "--lake",
+            &lake,
+            "ingest",
+            "--exchange",
+            "okx-swap",
+            "--data",
+            "fees",
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("fees"), "{}", r.stderr);
+}

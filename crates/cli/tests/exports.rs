@@ -656,6 +656,15 @@ async fn freqtrade_backtests_a_perpetual_on_its_export_with_mark_prices_and_fund
             "{g:?} {w:?}"
         );
     }
+    // The gap report names the mark price minutes never fetched, as it does the candles'.
+    let gaps = lake.ok(&["gaps"]);
+    assert!(
+        gaps.contains(
+            "mark price binance-futures BTC-USDT: 2024-03-02T10:00Z to 2024-03-02T12:00Z (120 minutes), missing (0 fetches)"
+        ),
+        "{gaps}"
+    );
+    assert!(!gaps.contains("funding binance-futures"), "{gaps}");
     // freqtrade's futures backtest runs on the export alone, funding fees and all.
     let (trades, report) = backtest_with(
         &py,

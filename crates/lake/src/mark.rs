@@ -441,3 +441,16 @@ pub async fn refetch_windows(
     }
     Ok(out.into_iter().collect())
 }
+
+/// Every recorded mark price gap, oldest first per exchange and symbol.
+pub async fn recorded_gaps(lake: &Lake) -> Result<Vec<Gap>> {
+    let table = paths::mark_gaps_table();
+    let mut out = Vec::new();
+    for key in lake.list_keys(&table).await? {
+        if paths::partition_file_date(&table, &key).is_some() {
+            out.extend(read_table::<Gap>(lake, &key, gaps_from_batch).await?);
+        }
+    }
+    out.sort_by(|a, b| (a.exchange, &a.symbol, a.start).cmp(&(b.exchange, &b.symbol, b.start)));
+    Ok(out)
+}

@@ -252,6 +252,26 @@ pub struct FundingReport {
     pub mark: MarkMetrics,
 }
 
+/// A stretch of a perpetual's funding with one or more slots missing strictly between two
+/// present ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FundingGap {
+    pub exchange: Exchange,
+    pub symbol: Symbol,
+    pub after: DateTime<Utc>,
+    pub before: DateTime<Utc>,
+    pub status: gaps::GapStatus,
+    pub fetches: i32,
+}
+
+/// The perpetual markets' gap reports.
+#[derive(Debug, Clone, Default)]
+pub struct PerpetualGaps {
+    pub funding: Vec<FundingGap>,
+    /// Mark price minutes missing, laid out as the candles' gaps.
+    pub mark: Vec<gaps::Gap>,
+}
+
 /// One funding ingest of a perpetual market: the hourly one (from the cursor), a range, or
 /// exact ranges (a gap refetch).
 #[derive(Debug, Clone)]
@@ -1117,6 +1137,27 @@ impl Pipeline {
         result
     }
 
+    /// The perpetual markets' recorded gaps: funding stretches with slots missing (the
+    /// present slots around them) and mark price minutes missing.
+    pub async fn perpetual_gaps(&self) -> Result<PerpetualGaps> {
+        let funding = cryptolake_lake::funding::recorded_gaps(&self.lake)
+            .await?
+            .into_iter()
+            .map(
+                |(exchange, symbol, after, before, status, fetches)| FundingGap {
+                    exchange,
+                    symbol,
+                    after,
+                    before,
+                    status,
+                    fetches,
+                },
+            )
+            .collect();
+        let mark = cryptolake_lake::mark::recorded_gaps(&self.lake).await?;
+        Ok(PerpetualGaps { funding, mark })
+    }
+
     /// Fetches again the recorded gaps worth refetching (missing or unconfirmed, still
     /// served) that `scope` selects.
     pub async fn refetch_gaps(
@@ -1396,14 +1437,17 @@ impl Pipeline {
                         .transpose()
                 }
             };
-            let (funding, mark) = match exchange.is_perpetual() {
-                false => (None, None),
-                true => (
-                    Some(self.hourly_funding(exchange, run_id, now).await),
-                    Some(
-                        self.hourly_mark(exchange, run_id, now, skip_done_by_run)
-                            .await,
-                    ),
+            let settings = self.settings.exchange(exchange);
+            let perpetual = exchange.is_perpetual();
+            let funding = match perpetual && settings.funding {
+                false => None,
+                true => Some(self.hourly_funding(exchange, run_id, now).await),
+            };
+            let mark = match perpetual && settings.mark_prices {
+                false => None,
+                true => Some(
+                    self.hourly_mark(exchange, run_id, now, skip_done_by_run)
+                        .await,
                 ),
             };
             out.push(ExchangeRun {

@@ -218,6 +218,10 @@ pub struct ExchangeSettings {
     pub budget: Budget,
     /// The largest response body read from it.
     pub max_response_bytes: usize,
+    /// Whether the hourly job fetches a perpetual market's funding rates.
+    pub funding: bool,
+    /// Whether the hourly job fetches a perpetual market's mark price candles.
+    pub mark_prices: bool,
 }
 
 impl ExchangeSettings {
@@ -237,6 +241,8 @@ impl ExchangeSettings {
                 .collect(),
             budget: ExchangeClient::default_budget(exchange),
             max_response_bytes: cryptolake_sources::http::DEFAULT_MAX_BODY_BYTES,
+            funding: true,
+            mark_prices: true,
         }
     }
 }
