@@ -9,7 +9,7 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, NaiveDate, Utc};
 use cryptolake_lake::bronze::archive::{ImportOutcome, Market, import_archive};
 use cryptolake_lake::bronze::{
-    Ingest, IngestMetrics, KLINES_1M, KLINES_1M_ARCHIVE, Window, plan_windows,
+    Ingest, IngestMetrics, KLINES_1M, KLINES_1M_ARCHIVE, MARK_KLINES_1M, Window, plan_windows,
 };
 use cryptolake_lake::funding::{
     FundingBuild, FundingGold, FundingGoldMetrics, FundingIngest, FundingMetrics, FundingOutcome,
@@ -1478,6 +1478,55 @@ impl Pipeline {
         }
     }
 
+    /// The windows of `dataset` objects of a symbol overlapping `[from, to)` that were fetched
+    /// after they closed (final).
+    async fn final_windows(
+        &self,
+        exchange: Exchange,
+        dataset: &str,
+        symbol: &Symbol,
+        (from, to): Window,
+    ) -> Result<Vec<Window>> {
+        Ok(self
+            .lake
+            .list_keys(&paths::bronze_symbol(exchange, dataset, symbol))
+            .await?
+            .iter()
+            .filter_map(BronzeKey::parse)
+            .filter(|k| k.fetched_at >= k.window_end && k.window_end > from && k.window_start < to)
+            .map(|k| (k.window_start, k.window_end))
+            .collect())
+    }
+
+    /// The mark price windows a perpetual's backfill still has to fetch, once its candles are
+    /// in: from the first of the range's candle objects (the venue's history, not years before
+    /// a listing) to the range's end, less what final mark objects already cover. So a
+    /// backfill stopped between its candles and its mark prices fetches the mark prices again.
+    async fn mark_windows(&self, plan: &BackfillPlan) -> Result<Vec<(Symbol, Vec<Window>)>> {
+        let max = ExchangeClient::max_window_minutes(plan.exchange);
+        let range = (plan.from, plan.to);
+        let mut out = Vec::new();
+        for s in &plan.symbols {
+            let candles = self
+                .final_windows(plan.exchange, KLINES_1M, &s.symbol, range)
+                .await?;
+            let Some(start) = candles.iter().map(|w| w.0).min() else {
+                continue;
+            };
+            let marks = self
+                .final_windows(plan.exchange, MARK_KLINES_1M, &s.symbol, range)
+                .await?;
+            let todo = uncovered(start.max(plan.from), plan.to, &gaps::merge_spans(marks));
+            out.push((
+                s.symbol.clone(),
+                todo.into_iter()
+                    .flat_map(|(a, b)| plan_windows(a, b, max))
+                    .collect(),
+            ));
+        }
+        Ok(out)
+    }
+
     /// Works out what a backfill of `[from, to)` still has to fetch: the range minus what
     /// final bronze objects (fetched after their window closed, by any earlier run, backfill or
     /// import) already cover, in windows of the exchange's page size. `to` is capped at the
@@ -1519,19 +1568,10 @@ impl Pipeline {
         for symbol in symbols {
             let mut covered: Vec<Window> = Vec::new();
             for dataset in [KLINES_1M, KLINES_1M_ARCHIVE] {
-                for location in self
-                    .lake
-                    .list_keys(&paths::bronze_symbol(exchange, dataset, &symbol))
-                    .await?
-                {
-                    if let Some(k) = BronzeKey::parse(&location)
-                        && k.fetched_at >= k.window_end
-                        && k.window_end > from
-                        && k.window_start < to
-                    {
-                        covered.push((k.window_start, k.window_end));
-                    }
-                }
+                covered.extend(
+                    self.final_windows(exchange, dataset, &symbol, (from, to))
+                        .await?,
+                );
             }
             let merged = gaps::merge_spans(covered);
             let mut todo = uncovered(from, to, &merged);
@@ -1624,9 +1664,15 @@ impl Pipeline {
         let ingest = self.ingest(&req, on_page).await?;
         let mark = match plan.exchange.is_perpetual() {
             false => None,
-            true => {
+            true => 'mark: {
+                let windows = self.mark_windows(plan).await?;
+                if windows.iter().all(|(_, w)| w.is_empty()) {
+                    break 'mark None;
+                }
                 let req = IngestRequest {
                     prices: Prices::Mark,
+                    symbols: Some(windows.iter().map(|(s, _)| s.clone()).collect()),
+                    windows: Some(windows),
                     ..req.clone()
                 };
                 Some(self.ingest(&req, &|_, _| {}).await?)

@@ -456,3 +456,43 @@ async fn a_year_of_funding_for_ten_symbols_takes_at_most_ten_requests_per_symbol
         assert!(got > 2_000, "{e}: {got}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_stopped_before_its_mark_prices_fetches_them_when_run_again() {
+    let (_dir, _sim, p) = support::on_market(
+        SimMarket::default_market(13),
+        "2024-03-04T14:10:00Z",
+        &[],
+        "2024-03-04T14:10:00Z",
+    )
+    .await;
+    let lake = lake_of(&p);
+    let range = (t("2024-03-02T00:00:00Z"), t("2024-03-03T00:00:00Z"));
+    let e = Exchange::BinanceFutures;
+    let backfill = || async {
+        let plan = p
+            .plan_backfill(e, Some(vec![btc()]), range, None)
+            .await
+            .unwrap();
+        p.backfill(&plan, &|_, _| {}).await.unwrap()
+    };
+    let first = backfill().await;
+    assert_eq!(first.mark.as_ref().unwrap().rows, 1440);
+    assert_eq!(marks(&lake).await.len(), 1440);
+    // As if the first run had stopped after its candles: no mark price object in bronze.
+    let prefix = format!("bronze/source={e}/dataset=mark_klines_1m");
+    lake.delete_prefix(&prefix).await.unwrap();
+    p.funding(true, &p.new_run_id()).await.unwrap();
+    assert!(marks(&lake).await.is_empty());
+    let second = backfill().await;
+    assert_eq!(second.ingest.pages, 0, "the candles are in bronze already");
+    assert_eq!(
+        second.mark.as_ref().unwrap().rows,
+        1440,
+        "the mark prices are fetched again"
+    );
+    assert_eq!(marks(&lake).await.len(), 1440);
+    // A third run has nothing left to fetch.
+    let third = backfill().await;
+    assert!(third.mark.is_none(), "{:?}", third.mark);
+}
