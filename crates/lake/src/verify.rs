@@ -52,7 +52,7 @@ struct Table {
     schema: SchemaRef,
 }
 
-fn tables() -> [Table; 6] {
+fn tables() -> [Table; 11] {
     [
         Table {
             name: "crypto_analytics.ohlcv_1h",
@@ -72,6 +72,31 @@ fn tables() -> [Table; 6] {
         Table {
             name: "crypto_ops.gaps",
             prefix: paths::OPS_GAPS,
+            schema: schema::gaps(),
+        },
+        Table {
+            name: "crypto_analytics.funding_rates",
+            prefix: paths::SILVER_FUNDING_RATES,
+            schema: schema::funding_rates(),
+        },
+        Table {
+            name: "crypto_analytics.mark_ohlcv_1m",
+            prefix: paths::SILVER_MARK_OHLCV_1M,
+            schema: schema::mark_ohlcv_1m(),
+        },
+        Table {
+            name: "crypto_gold.funding_1d",
+            prefix: paths::GOLD_FUNDING_1D,
+            schema: schema::funding_1d(),
+        },
+        Table {
+            name: "crypto_ops.funding_gaps",
+            prefix: paths::OPS_FUNDING_GAPS,
+            schema: schema::funding_gaps(),
+        },
+        Table {
+            name: "crypto_ops.mark_gaps",
+            prefix: paths::OPS_MARK_GAPS,
             schema: schema::gaps(),
         },
         Table {
@@ -95,6 +120,15 @@ fn repair(table: &str, date: Option<NaiveDate>) -> String {
             format!("the next silver build rebuilds {date} from bronze")
         }
         "crypto_gold.ohlcv_1d" => format!("the next gold build rebuilds {date} from silver"),
+        // The perpetual tables merge into their partitions: a damaged one stops the build
+        // until it is rebuilt whole from bronze.
+        "crypto_analytics.funding_rates"
+        | "crypto_analytics.mark_ohlcv_1m"
+        | "crypto_gold.funding_1d"
+        | "crypto_ops.funding_gaps"
+        | "crypto_ops.mark_gaps" => format!(
+            "not rebuilt by itself: `cryptolake silver --rebuild` rebuilds the perpetual tables ({date} included) from bronze"
+        ),
         "crypto_ops.gaps" => format!(
             "rewritten by the next gap scan of {date}: `cryptolake gaps --from {date} --to {date}`, or a silver build that touches it"
         ),

@@ -496,3 +496,43 @@ async fn a_backfill_stopped_before_its_mark_prices_fetches_them_when_run_again()
     let third = backfill().await;
     assert!(third.mark.is_none(), "{:?}", third.mark);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_funding_partition_is_reported_and_a_rebuild_restores_it_from_bronze() {
+    let (_dir, _sim, p) = support::on_market(
+        SimMarket::default_market(17),
+        "2024-03-04T14:10:00Z",
+        &[],
+        "2024-03-04T14:10:00Z",
+    )
+    .await;
+    let lake = lake_of(&p);
+    fetch(
+        &p,
+        Exchange::BybitLinear,
+        "2024-03-01T00:00:00Z",
+        "2024-03-04T00:00:00Z",
+    )
+    .await;
+    p.funding(false, &p.new_run_id()).await.unwrap();
+    let before = silver(&lake).await;
+    assert_eq!(before.len(), 9);
+    assert!(p.verify_files(true).await.unwrap().is_empty());
+    let key = paths::partition_file(
+        &paths::silver_funding_table(),
+        t("2024-03-02T00:00:00Z").date_naive(),
+    );
+    lake.put(&key, bytes::Bytes::from_static(b"not parquet"))
+        .await
+        .unwrap();
+    let problems = p.verify_files(true).await.unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].table, "crypto_analytics.funding_rates");
+    assert!(
+        problems[0].action.contains("silver --rebuild"),
+        "{problems:?}"
+    );
+    p.funding(true, &p.new_run_id()).await.unwrap();
+    assert!(p.verify_files(true).await.unwrap().is_empty());
+    assert_eq!(silver(&lake).await, before);
+}
