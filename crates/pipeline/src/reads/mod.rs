@@ -34,9 +34,7 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_lake::quality::CurrentState;
 use cryptolake_lake::{Lake, paths};
-use cryptolake_model::{
-    DailyCandle, Exchange, HourlyCandle, MinuteCandle, SharedClock, Symbol, day_start,
-};
+use cryptolake_model::{DailyCandle, Exchange, HourlyCandle, MinuteCandle, SharedClock, Symbol};
 use futures::StreamExt;
 use object_store::path::Path;
 use tracing::{debug, warn};
@@ -1187,23 +1185,20 @@ impl ReadModel {
     /// the newest funding partitions.
     pub async fn latest_funding(&self) -> Result<Vec<cryptolake_lake::funding::FundingRow>> {
         let table = paths::silver_funding_table();
-        let mut dates: Vec<NaiveDate> = self
-            .lake
-            .list_keys(&table)
-            .await?
-            .iter()
-            .filter_map(|k| paths::partition_file_date(&table, k))
-            .collect();
-        dates.sort();
-        let Some(last) = dates.last() else {
+        let dates = self.partition_dates(&table).await?;
+        // Intervals are at most 8 hours: the newest three days hold every live symbol's
+        // newest event.
+        let Some(&last) = dates.last() else {
             return Ok(Vec::new());
         };
-        // Intervals are at most 8 hours: three days hold every live symbol's newest event.
-        let from = day_start(*last - Duration::days(2));
+        let newest_days = dates
+            .into_iter()
+            .filter(|d| last - *d <= Duration::days(2))
+            .collect();
         let rows = self
-            .read_days(
+            .read_dates(
                 table,
-                (from, day_start(*last) + Duration::days(1)),
+                newest_days,
                 cryptolake_lake::funding::funding_from_batch,
             )
             .await?;
@@ -1239,13 +1234,34 @@ impl ReadModel {
         }
         // One listing, then only the dates that have a partition.
         let dates: Vec<NaiveDate> = self
-            .lake
-            .list_keys(&table)
+            .partition_dates(&table)
             .await?
-            .iter()
-            .filter_map(|k| paths::partition_file_date(&table, k))
+            .into_iter()
             .filter(|d| *d >= first && *d <= last)
             .collect();
+        self.read_dates(table, dates, decode).await
+    }
+
+    /// The dates of a table with one file per date, in order, from one listing.
+    async fn partition_dates(&self, table: &Path) -> Result<Vec<NaiveDate>> {
+        let mut dates: Vec<NaiveDate> = self
+            .lake
+            .list_keys(table)
+            .await?
+            .iter()
+            .filter_map(|k| paths::partition_file_date(table, k))
+            .collect();
+        dates.sort();
+        Ok(dates)
+    }
+
+    /// The rows of these dates' partitions of a table with one file per date.
+    async fn read_dates<T>(
+        &self,
+        table: Path,
+        dates: Vec<NaiveDate>,
+        decode: fn(&arrow::array::RecordBatch, &str) -> cryptolake_lake::Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
         let reads: Vec<Result<Vec<T>>> = futures::stream::iter(dates.into_iter().map(|d| {
             let key = paths::partition_file(&table, d);
             async move {

@@ -797,15 +797,18 @@ impl SimMarket {
     ) -> Vec<SimMark> {
         self.served(exchange, symbol, first_ms, last_ms, limit, now)
             .into_iter()
-            .filter_map(|s| {
-                let mut m = self.mark_candle(exchange, symbol, s.candle.open_time)?;
-                if s.open {
-                    m.partial = true;
-                    (m.high, m.low, m.close) = (m.open, m.open, m.open);
-                }
-                Some(m)
-            })
+            .filter_map(|s| self.mark_of(exchange, symbol, &s))
             .collect()
+    }
+
+    /// The mark candle of a served minute: partial (its close the open so far) while open.
+    fn mark_of(&self, exchange: Exchange, symbol: &Symbol, s: &Served) -> Option<SimMark> {
+        let mut m = self.mark_candle(exchange, symbol, s.candle.open_time)?;
+        if s.open {
+            m.partial = true;
+            (m.high, m.low, m.close) = (m.open, m.open, m.open);
+        }
+        Some(m)
     }
 
     /// A Binance `markPriceKlines` body, oldest first: volumes are zero, and the count field
@@ -856,11 +859,10 @@ impl SimMarket {
         range: NewestFirst,
         now: DateTime<Utc>,
     ) -> Vec<SimMark> {
-        let (first, last) = range.minutes(now);
-        let mut rows = self.marks(exchange, symbol, first, last, usize::MAX, now);
-        rows.reverse();
-        rows.truncate(range.limit);
-        rows
+        self.newest(exchange, symbol, range, now)
+            .iter()
+            .filter_map(|s| self.mark_of(exchange, symbol, s))
+            .collect()
     }
 
     /// An OKX `mark-price-candles` body, newest first: `[ts, o, h, l, c, confirm]`.
