@@ -82,15 +82,8 @@ pub async fn run(p: &Pipeline, cmd: &BackfillCmd) -> Result<ExitCode> {
             served.to_rfc3339()
         );
     }
-    let pages: Vec<(Symbol, usize)> = plan
-        .symbols
-        .iter()
-        .map(|s| (s.symbol.clone(), s.windows.len()))
-        .collect();
-    let progress = Progress::new(exchange, &pages, !cmd.no_progress);
-    let report = p
-        .backfill(&plan, &|symbol, rows| progress.page(symbol, rows))
-        .await;
+    let progress = Progress::new(exchange, !cmd.no_progress);
+    let report = p.backfill(&plan, &progress).await;
     progress.finish();
     let report = report?;
     print!("{}", ingest_summary(exchange, &report.ingest));

@@ -148,7 +148,7 @@ pub async fn run(cli: &Cli, mut settings: Settings) -> Result<ExitCode> {
             "{exchange}: mark price of {symbol}: {} minute(s) in {} request(s)",
             m.rows, m.pages
         );
-        let outcomes = p.ingest_funding(&req).await?;
+        let outcomes = p.ingest_funding(&req, &|_, _| {}).await?;
         for o in &outcomes {
             if let Some(e) = &o.error {
                 bail!("{exchange} funding of {}: {e}", o.symbol);

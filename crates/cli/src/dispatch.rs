@@ -393,7 +393,7 @@ async fn ingest(p: &Pipeline, cmd: &IngestCmd) -> Result<ExitCode> {
             base_url: req.base_url.clone(),
             ..cryptolake_pipeline::FundingRequest::hourly(exchange, &req.run_id, now)
         };
-        let outcomes = p.ingest_funding(&funding).await?;
+        let outcomes = p.ingest_funding(&funding, &|_, _| {}).await?;
         for o in &outcomes {
             match &o.error {
                 None => println!(

@@ -347,28 +347,46 @@ async fn backfill_finds_where_history_starts_in_a_bounded_search() {
     for ex in [Exchange::Okx, Exchange::BybitLinear] {
         let sent = sim.stats(ex).requests;
         // A year asked for, history from 20 February: found by search, not walked.
-        let out = must(
-            on_lake_async(
-                d.path(),
-                &[
-                    "backfill",
-                    "--exchange",
-                    ex.as_str(),
-                    "--symbols",
-                    "ETH-USDT",
-                    "--from",
-                    "2023-03-01",
-                    "--to",
-                    "2024-02-21",
-                    "--base-url",
-                    &url,
-                ],
-                &[],
-            )
-            .await
-            .unwrap(),
-            ex.as_str(),
+        let run = on_lake_async(
+            d.path(),
+            &[
+                "backfill",
+                "--exchange",
+                ex.as_str(),
+                "--symbols",
+                "ETH-USDT",
+                "--from",
+                "2023-03-01",
+                "--to",
+                "2024-02-21",
+                "--base-url",
+                &url,
+            ],
+            &env(&[("CRYPTOLAKE_LOG", "warn,cryptolake=info")]),
+        )
+        .await
+        .unwrap();
+        // Not a terminal: progress comes as log lines, part by part; a perpetual market's
+        // mark prices and funding have theirs.
+        let parts: Vec<&str> = match ex.is_perpetual() {
+            true => vec!["candles", "mark prices", "funding"],
+            false => vec!["candles"],
+        };
+        for part in &parts {
+            let line = format!("backfill progress exchange={ex} part=\"{part}\" symbol=ETH-USDT");
+            assert!(
+                run.stderr.contains(&line),
+                "{ex}: no progress of {part}:\n{}",
+                run.stderr
+            );
+        }
+        assert_eq!(
+            run.stderr.contains("part=\"mark prices\""),
+            ex.is_perpetual(),
+            "{}",
+            run.stderr
         );
+        let out = must(run, ex.as_str());
         assert!(
             out.contains(&format!(
                 "ETH-USDT: {ex} history starts at 2024-02-20T13:37:00+00:00, later than --from"

@@ -8,7 +8,8 @@
 //!   scheduled time, so a retried invocation plans the same windows and skips those it already
 //!   wrote: no duplicate bronze.
 //! - **Transform** (`cryptolake-transform-lambda`): the other half ([`Pipeline::transform`]):
-//!   silver with the gap report and the quality checks, then gold.
+//!   silver with the gap report and the quality checks, then gold, then the perpetual
+//!   markets' funding rates, `funding_1d` and mark prices with theirs.
 //!
 //! Settings are the CLI's: the same `CRYPTOLAKE_*` variables ([`Settings::from_env_only`]),
 //! with a file only where `CRYPTOLAKE_CONFIG` names one. Credentials come from the function's
@@ -114,6 +115,10 @@ pub struct ExchangeReport {
     pub bytes: u64,
     /// Candles fetched again for recorded gaps.
     pub refetched: usize,
+    /// A perpetual market's funding events fetched (its gaps' refetch included).
+    pub funding_events: usize,
+    /// A perpetual market's mark price minutes fetched (its gaps' refetch included).
+    pub mark_minutes: usize,
     pub problems: Vec<String>,
 }
 
@@ -138,6 +143,14 @@ pub async fn handle_ingest(event: Value, settings: &Settings) -> Result<IngestRe
             Some(Ok(m)) => m.rows,
             _ => 0,
         };
+        let funding_events = match &r.funding {
+            Some(Ok(outcomes)) => outcomes.iter().map(|o| o.rows).sum(),
+            _ => 0,
+        };
+        let mark_minutes = match &r.mark {
+            Some(Ok(m)) => m.rows,
+            _ => 0,
+        };
         problems.extend(r.problems());
         report.exchanges.push(ExchangeReport {
             exchange: r.exchange,
@@ -145,6 +158,8 @@ pub async fn handle_ingest(event: Value, settings: &Settings) -> Result<IngestRe
             candles,
             bytes,
             refetched,
+            funding_events,
+            mark_minutes,
             problems: r.problems(),
         });
     }
@@ -163,9 +178,27 @@ pub struct TransformReport {
     pub silver: Vec<SilverMetrics>,
     pub gold: GoldMetrics,
     pub freshness: Vec<Freshness>,
+    /// The perpetual markets' tables.
+    pub perpetual: PerpetualReport,
 }
 
-/// The batch handler: silver with the gap report and the quality checks, then gold.
+/// What a transform invocation built of the perpetual markets' tables.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PerpetualReport {
+    /// Funding events read from new bronze (copies included).
+    pub funding_events: usize,
+    /// Missing funding stretches now recorded, over every symbol.
+    pub funding_gaps: usize,
+    /// Rows of `funding_1d` written.
+    pub funding_days: usize,
+    /// Mark price minutes read from new bronze (copies included).
+    pub mark_minutes: usize,
+    /// Violations of the perpetual tables' quality rules.
+    pub violations: usize,
+}
+
+/// The batch handler: silver with the gap report and the quality checks, then gold, then
+/// the perpetual markets' funding and mark prices with their quality checks.
 pub async fn handle_transform(event: Value, settings: &Settings) -> Result<TransformReport> {
     let scheduled = scheduled_time(&event).unwrap_or_else(|_| Utc::now());
     let run_id = format!("{}-transform", run_id_for(scheduled));
@@ -176,6 +209,13 @@ pub async fn handle_transform(event: Value, settings: &Settings) -> Result<Trans
         silver: t.silver,
         gold: t.gold,
         freshness: t.freshness,
+        perpetual: PerpetualReport {
+            funding_events: t.funding.silver.rows,
+            funding_gaps: t.funding.silver.gaps,
+            funding_days: t.funding.gold.rows,
+            mark_minutes: t.funding.mark.rows,
+            violations: t.funding.violations,
+        },
     })
 }
 

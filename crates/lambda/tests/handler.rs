@@ -50,7 +50,11 @@ async fn scheduled_ingest_is_idempotent_per_scheduled_time_and_transform_builds_
             ("CRYPTOLAKE_BINANCE_BASE_URL", url.as_str()),
             ("CRYPTOLAKE_COINBASE_SYMBOLS", "BTC-USD"),
             ("CRYPTOLAKE_COINBASE_BASE_URL", url.as_str()),
-            ("CRYPTOLAKE_INGEST_LOOKBACK", "180m"),
+            // A perpetual market: candles, mark prices and funding.
+            ("CRYPTOLAKE_BINANCE_FUTURES_ENABLED", "true"),
+            ("CRYPTOLAKE_BINANCE_FUTURES_SYMBOLS", "BTC-USDT"),
+            ("CRYPTOLAKE_BINANCE_FUTURES_BASE_URL", url.as_str()),
+            ("CRYPTOLAKE_INGEST_LOOKBACK", "245m"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
@@ -68,9 +72,18 @@ async fn scheduled_ingest_is_idempotent_per_scheduled_time_and_transform_builds_
     let scheduler = json!({ "scheduled_time": "2024-03-04T12:05:00Z" });
     let report = handle_ingest(scheduler.clone(), &settings).await.unwrap();
     assert_eq!(report.run_id, "sched-20240304T120500Z");
-    assert_eq!(report.exchanges.len(), 2);
-    // 09:00..12:05 for each symbol: 185 minutes.
-    assert_eq!(report.exchanges[0].candles, 2 * 185);
+    assert_eq!(report.exchanges.len(), 3);
+    // 08:00..12:05 for each symbol: 245 minutes.
+    assert_eq!(report.exchanges[0].candles, 2 * 245);
+    let futures = report
+        .exchanges
+        .iter()
+        .find(|e| e.exchange.as_str() == "binance-futures")
+        .unwrap();
+    assert_eq!(futures.candles, 245);
+    assert_eq!(futures.mark_minutes, 245);
+    // Funding over the same lookback: the 08:00 slot.
+    assert_eq!(futures.funding_events, 1, "{futures:?}");
     let first = bronze_keys(&lake).await;
     assert!(!first.is_empty());
     assert!(first.iter().all(|k| k.run_id == report.run_id
@@ -110,8 +123,15 @@ async fn scheduled_ingest_is_idempotent_per_scheduled_time_and_transform_builds_
     )
     .await
     .unwrap();
-    // Binance 2 symbols and Coinbase 1, 09:00..13:00 whole hours.
-    assert_eq!(t.silver[0].hours_written, 3 * 4);
+    // Binance 2 symbols, Coinbase 1 and Binance's future 1, 08:00..13:00 whole hours.
+    assert_eq!(t.silver[0].hours_written, 4 * 5);
+    // The perpetual's tables: mark minutes 08:00..13:05 and the 08:00 funding slot.
+    assert_eq!(t.perpetual.mark_minutes, 305, "{:?}", t.perpetual);
+    assert_eq!(t.perpetual.funding_events, 1, "{:?}", t.perpetual);
+    for table in [paths::silver_funding_table(), paths::mark_table()] {
+        let files = lake.list_keys(&table).await.unwrap();
+        assert!(!files.is_empty(), "{table} has no partition");
+    }
     assert_eq!(t.gold.partitions_written, 1);
     assert!(
         lake.head(&paths::gold_partition_file(

@@ -27,9 +27,9 @@ pub use cryptolake_model::{Clock, ManualClock, SharedClock, SystemClock, system_
 pub use cryptolake_query as query;
 pub use events::{Counts, ErrorKind, EventSink, Freshness, Outcome, Step, StepEvent};
 pub use pipeline::{
-    BackfillPlan, BackfillReport, BackfillSymbol, ExchangeRun, FundingGap, FundingReport,
-    FundingRequest, GapRefetch, ImportReport, IngestRequest, Options, PerpetualGaps, Pipeline,
-    RunSummary, TransformReport, describe, incomplete_ingest, verdict,
+    BackfillPart, BackfillPlan, BackfillProgress, BackfillReport, BackfillSymbol, ExchangeRun,
+    FundingGap, FundingReport, FundingRequest, GapRefetch, ImportReport, IngestRequest, Options,
+    PerpetualGaps, Pipeline, RunSummary, TransformReport, describe, incomplete_ingest, verdict,
 };
 pub use settings::{CronSchedule, Settings, default_toml};
 

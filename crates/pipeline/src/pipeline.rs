@@ -187,6 +187,49 @@ impl BackfillPlan {
     }
 }
 
+/// The parts of a backfill, in the order they run: candles, then a perpetual market's mark
+/// prices and funding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackfillPart {
+    Candles,
+    MarkPrices,
+    Funding,
+}
+
+impl BackfillPart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackfillPart::Candles => "candles",
+            BackfillPart::MarkPrices => "mark prices",
+            BackfillPart::Funding => "funding",
+        }
+    }
+
+    /// What a page of this part holds.
+    pub fn rows_name(self) -> &'static str {
+        match self {
+            BackfillPart::Candles => "candles",
+            BackfillPart::MarkPrices => "minutes",
+            BackfillPart::Funding => "events",
+        }
+    }
+}
+
+/// What a backfill tells its front end as it goes.
+pub trait BackfillProgress: Sync {
+    /// A part starts, with the requests planned per symbol: `None` where the count is known
+    /// only as the venue answers (funding continues through the venue's pages).
+    fn start(&self, part: BackfillPart, planned: &[(Symbol, Option<usize>)]);
+    /// One page of `symbol` landed in bronze with `rows` rows.
+    fn page(&self, part: BackfillPart, symbol: &Symbol, rows: usize);
+}
+
+/// No progress to show.
+impl BackfillProgress for () {
+    fn start(&self, _: BackfillPart, _: &[(Symbol, Option<usize>)]) {}
+    fn page(&self, _: BackfillPart, _: &Symbol, _: usize) {}
+}
+
 /// What a backfill did.
 #[derive(Debug)]
 pub struct BackfillReport {
@@ -250,6 +293,8 @@ pub struct FundingReport {
     pub gold: FundingGoldMetrics,
     /// `mark_ohlcv_1m` and its gap report.
     pub mark: MarkMetrics,
+    /// Violations of the perpetual tables' quality rules over the dates that changed.
+    pub violations: usize,
 }
 
 /// A stretch of a perpetual's funding with one or more slots missing strictly between two
@@ -285,6 +330,8 @@ pub struct FundingRequest {
     pub base_url: Option<String>,
     pub run_id: String,
     pub now: DateTime<Utc>,
+    /// Skip a range this run id already fetched (a retried scheduled invocation).
+    pub skip_done_by_run: bool,
 }
 
 impl FundingRequest {
@@ -298,6 +345,7 @@ impl FundingRequest {
             base_url: None,
             run_id: run_id.to_string(),
             now,
+            skip_done_by_run: false,
         }
     }
 }
@@ -1221,9 +1269,13 @@ impl Pipeline {
 
     /// Fetches a perpetual market's funding into bronze, under the exchange's ingest lease.
     /// Symbols that failed are in the outcomes (what arrived is kept).
-    pub async fn ingest_funding(&self, req: &FundingRequest) -> Result<Vec<FundingOutcome>> {
+    pub async fn ingest_funding(
+        &self,
+        req: &FundingRequest,
+        on_page: &(dyn Fn(&Symbol, usize) + Sync),
+    ) -> Result<Vec<FundingOutcome>> {
         let started = self.start();
-        let result = self.ingest_funding_inner(req).await;
+        let result = self.ingest_funding_inner(req, on_page).await;
         self.finish(
             &req.run_id,
             Step::Funding,
@@ -1253,7 +1305,11 @@ impl Pipeline {
         result
     }
 
-    async fn ingest_funding_inner(&self, req: &FundingRequest) -> Result<Vec<FundingOutcome>> {
+    async fn ingest_funding_inner(
+        &self,
+        req: &FundingRequest,
+        on_page: &(dyn Fn(&Symbol, usize) + Sync),
+    ) -> Result<Vec<FundingOutcome>> {
         let exchange = req.exchange;
         let symbols = req
             .symbols
@@ -1264,12 +1320,13 @@ impl Pipeline {
             let mut job = FundingIngest::new(exchange, symbols, &req.run_id, req.now)
                 .with_range(req.since, req.until)
                 .with_lookback(self.settings.ingest.lookback)
+                .with_skip_done_by_run(req.skip_done_by_run)
                 .with_clock(self.options.clock.clone());
             if let Some(w) = &req.windows {
                 job = job.with_windows(w.clone());
             }
             let plan = job.plan(&self.lake).await?;
-            Ok(job.execute(&self.lake, &client, plan).await?)
+            Ok(job.execute(&self.lake, &client, plan, on_page).await?)
         })
         .await
     }
@@ -1281,10 +1338,13 @@ impl Pipeline {
         exchange: Exchange,
         run_id: &str,
         now: DateTime<Utc>,
+        skip_done_by_run: bool,
     ) -> Result<Vec<FundingOutcome>> {
-        let mut outcomes = self
-            .ingest_funding(&FundingRequest::hourly(exchange, run_id, now))
-            .await?;
+        let hourly = FundingRequest {
+            skip_done_by_run,
+            ..FundingRequest::hourly(exchange, run_id, now)
+        };
+        let mut outcomes = self.ingest_funding(&hourly, &|_, _| {}).await?;
         let symbols = self.settings.exchange(exchange).symbols.clone();
         let mut windows: BTreeMap<Symbol, Vec<Window>> = BTreeMap::new();
         for (e, symbol, after, before, status, _) in
@@ -1301,9 +1361,9 @@ impl Pipeline {
             info!(%exchange, symbols = windows.len(), "refetching funding gaps");
             let req = FundingRequest {
                 windows: Some(windows.into_iter().collect()),
-                ..FundingRequest::hourly(exchange, run_id, now)
+                ..hourly
             };
-            outcomes.extend(self.ingest_funding(&req).await?);
+            outcomes.extend(self.ingest_funding(&req, &|_, _| {}).await?);
         }
         Ok(outcomes)
     }
@@ -1355,7 +1415,9 @@ impl Pipeline {
     }
 
     /// Builds funding silver (`funding_rates` and its gap report) from new bronze (all of it
-    /// with `rebuild`), then `funding_1d` from the silver days that changed.
+    /// with `rebuild`), then `funding_1d` from the silver days that changed, then
+    /// `mark_ohlcv_1m`, then the perpetual quality rules over the dates that changed. A
+    /// broken rule with action `fail` fails the step.
     pub async fn funding(&self, rebuild: bool, run_id: &str) -> Result<FundingReport> {
         let started = self.start();
         let result = self
@@ -1376,7 +1438,38 @@ impl Pipeline {
                     .with_clock(self.options.clock.clone())
                     .run(&self.lake, Some(lease))
                     .await?;
-                Ok(FundingReport { silver, gold, mark })
+                let changed: std::collections::BTreeSet<NaiveDate> = silver
+                    .changed_dates
+                    .iter()
+                    .chain(&gold.changed_dates)
+                    .chain(&mark.changed_dates)
+                    .copied()
+                    .collect();
+                let mut violations = 0;
+                if let (Some(from), Some(to)) = (changed.first(), changed.last()) {
+                    let results = quality::evaluate_perpetual(
+                        &self.lake,
+                        &self.settings.quality,
+                        Some(*from),
+                        Some(*to),
+                        self.now(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        Error::Quality(format!(
+                            "the quality checks of the perpetual tables could not run: {e}"
+                        ))
+                    })?;
+                    violations = results.iter().filter(|r| r.is_violation()).count();
+                    self.quality_verdict(run_id, Step::Funding, &results)
+                        .await?;
+                }
+                Ok(FundingReport {
+                    silver,
+                    gold,
+                    mark,
+                    violations,
+                })
             })
             .await;
         // A lake without perpetual markets has no funding: nothing done, nothing recorded.
@@ -1402,6 +1495,7 @@ impl Pipeline {
                     "funding_gaps": r.silver.gaps,
                     "gold_rows": r.gold.rows,
                     "mark_gap_minutes": r.mark.gap_minutes,
+                    "violations": r.violations,
                 }),
             )
         })
@@ -1441,7 +1535,10 @@ impl Pipeline {
             let perpetual = exchange.is_perpetual();
             let funding = match perpetual && settings.funding {
                 false => None,
-                true => Some(self.hourly_funding(exchange, run_id, now).await),
+                true => Some(
+                    self.hourly_funding(exchange, run_id, now, skip_done_by_run)
+                        .await,
+                ),
             };
             let mark = match perpetual && settings.mark_prices {
                 false => None,
@@ -1645,8 +1742,14 @@ impl Pipeline {
     pub async fn backfill(
         &self,
         plan: &BackfillPlan,
-        on_page: &(dyn Fn(&Symbol, usize) + Sync),
+        progress: &dyn BackfillProgress,
     ) -> Result<BackfillReport> {
+        let planned: Vec<(Symbol, Option<usize>)> = plan
+            .symbols
+            .iter()
+            .map(|s| (s.symbol.clone(), Some(s.windows.len())))
+            .collect();
+        progress.start(BackfillPart::Candles, &planned);
         let req = IngestRequest {
             symbols: Some(plan.symbols.iter().map(|s| s.symbol.clone()).collect()),
             base_url: plan.base_url.clone(),
@@ -1661,7 +1764,11 @@ impl Pipeline {
             step: Step::Backfill,
             ..IngestRequest::hourly(plan.exchange, &plan.run_id, plan.now)
         };
-        let ingest = self.ingest(&req, on_page).await?;
+        let ingest = self
+            .ingest(&req, &|symbol, rows| {
+                progress.page(BackfillPart::Candles, symbol, rows)
+            })
+            .await?;
         let mark = match plan.exchange.is_perpetual() {
             false => None,
             true => 'mark: {
@@ -1669,13 +1776,20 @@ impl Pipeline {
                 if windows.iter().all(|(_, w)| w.is_empty()) {
                     break 'mark None;
                 }
+                let planned: Vec<(Symbol, Option<usize>)> = windows
+                    .iter()
+                    .map(|(s, w)| (s.clone(), Some(w.len())))
+                    .collect();
+                progress.start(BackfillPart::MarkPrices, &planned);
                 let req = IngestRequest {
                     prices: Prices::Mark,
                     symbols: Some(windows.iter().map(|(s, _)| s.clone()).collect()),
                     windows: Some(windows),
                     ..req.clone()
                 };
-                Some(self.ingest(&req, &|_, _| {}).await?)
+                let on_page =
+                    |symbol: &Symbol, rows| progress.page(BackfillPart::MarkPrices, symbol, rows);
+                Some(self.ingest(&req, &on_page).await?)
             }
         };
         let funding = match plan.exchange.is_perpetual() {
@@ -1688,7 +1802,15 @@ impl Pipeline {
                     base_url: plan.base_url.clone(),
                     ..FundingRequest::hourly(plan.exchange, &plan.run_id, plan.now)
                 };
-                Some(self.ingest_funding(&freq).await?)
+                let planned: Vec<(Symbol, Option<usize>)> = plan
+                    .symbols
+                    .iter()
+                    .map(|s| (s.symbol.clone(), None))
+                    .collect();
+                progress.start(BackfillPart::Funding, &planned);
+                let on_page =
+                    |symbol: &Symbol, rows| progress.page(BackfillPart::Funding, symbol, rows);
+                Some(self.ingest_funding(&freq, &on_page).await?)
             }
         };
         let days = (

@@ -54,7 +54,7 @@ async fn fetch(p: &Pipeline, exchange: Exchange, from: &str, to: &str) {
         until: Some(t(to)),
         ..FundingRequest::hourly(exchange, &p.new_run_id(), p.now())
     };
-    let out = p.ingest_funding(&req).await.unwrap();
+    let out = p.ingest_funding(&req, &|_, _| {}).await.unwrap();
     assert!(out.iter().all(|o| o.error.is_none()), "{out:?}");
 }
 
@@ -198,7 +198,7 @@ async fn a_slot_the_venue_never_published_is_a_gap_the_refetch_confirms() {
         &p,
         Exchange::BinanceFutures,
         "2024-03-01T00:00:00Z",
-        "2024-03-04T00:00:00Z",
+        "2024-03-04T14:10:00Z",
     )
     .await;
     p.funding(false, &p.new_run_id()).await.unwrap();
@@ -255,6 +255,49 @@ async fn a_slot_the_venue_never_published_is_a_gap_the_refetch_confirms() {
     assert!(!g[&(Exchange::BinanceFutures, day)].2);
     assert!(g[&(Exchange::BinanceFutures, day.pred_opt().unwrap())].2);
     assert_eq!(g[&(Exchange::BinanceFutures, day)].0, 2);
+
+    // The quality rules: the incomplete day is a violation of funding_completeness, and only it.
+    let found = sql(
+        &p,
+        "SELECT DISTINCT rule, exchange, symbol, subject FROM crypto_ops.quality_results \
+         WHERE step = 'funding' AND status = 'violation' ORDER BY rule, subject",
+    )
+    .await;
+    assert_eq!(
+        found.lines().skip(1).collect::<Vec<_>>(),
+        ["funding_completeness,binance-futures,BTC-USDT,2024-03-02"],
+        "{found}"
+    );
+    // The same rules in `check`, whose current state names the open violation.
+    let checked = p.check(None, None, &p.new_run_id()).await.unwrap();
+    let open: Vec<_> = checked
+        .iter()
+        .filter(|r| r.is_violation() && r.rule.as_str().starts_with("funding"))
+        .map(|r| r.subject.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(open, ["2024-03-02"]);
+
+    // A rule with action `fail` fails the step and names the rule; the data stays.
+    let mut strict = p.settings().clone();
+    strict.quality.max_funding_rate = 1e-12;
+    strict.quality.funding_rate = cryptolake_lake::quality::Action::Fail;
+    let strict = Pipeline::open(strict, cryptolake_pipeline::Options::default())
+        .await
+        .unwrap();
+    let before = silver(&lake).await;
+    let err = strict
+        .funding(true, &strict.new_run_id())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("funding_rate"), "{err}");
+    assert_eq!(silver(&lake).await, before);
+}
+
+/// A query's answer as CSV.
+async fn sql(p: &Pipeline, q: &str) -> String {
+    let engine = p.query_engine().await.unwrap();
+    let b = engine.query(q).await.unwrap();
+    cryptolake_pipeline::query::render(&b, cryptolake_pipeline::query::OutputFormat::Csv).unwrap()
 }
 
 /// Every row of `mark_ohlcv_1m`.
@@ -350,6 +393,16 @@ async fn mark_candles_equal_the_simulators_and_a_minute_without_one_is_a_confirm
         3,
         "only OKX's minutes are missing: {first}"
     );
+    // OKX's first listed hour has 30 of 60 minutes: a mark_completeness violation while
+    // the missing half is not confirmed empty.
+    let incomplete = "SELECT exchange, subject, observed FROM crypto_ops.quality_results \
+                      WHERE rule = 'mark_completeness' AND status = 'violation' ORDER BY checked_at";
+    let found = gaps(incomplete).await;
+    assert_eq!(
+        found.lines().skip(1).collect::<Vec<_>>(),
+        ["okx-swap,2024-03-04T00:00:00+00:00,30.0"],
+        "{found}"
+    );
     // The hourly job fetches it again, OKX still has nothing there: confirmed, not fetched again.
     let run = p.hourly_ingest(&p.new_run_id(), p.now(), false).await;
     let mark = run[0].mark.as_ref().unwrap().as_ref().unwrap();
@@ -361,6 +414,13 @@ async fn mark_candles_equal_the_simulators_and_a_minute_without_one_is_a_confirm
             && second.contains("okx-swap,2024-03-04T00:00:00Z,2024-03-04T00:30:00Z,30,confirmed,2"),
         "{second}"
     );
+    // Confirmed empty, the minutes count as covered: the hour passes now.
+    let state = p.check(None, None, &p.new_run_id()).await.unwrap();
+    let mark_violations: Vec<_> = state
+        .iter()
+        .filter(|r| r.is_violation() && r.rule == cryptolake_lake::quality::Rule::MarkCompleteness)
+        .collect();
+    assert!(mark_violations.is_empty(), "{mark_violations:#?}");
     // A rebuild from bronze gives the same minutes and the same gap report.
     let before = marks(&lake).await;
     p.funding(true, &p.new_run_id()).await.unwrap();
@@ -410,7 +470,7 @@ async fn a_year_of_funding_for_ten_symbols_takes_at_most_ten_requests_per_symbol
             until: Some(to),
             ..FundingRequest::hourly(e, &p.new_run_id(), p.now())
         };
-        let out = p.ingest_funding(&req).await.unwrap();
+        let out = p.ingest_funding(&req, &|_, _| {}).await.unwrap();
         let requests = sent(&p) - before;
         // The instruments list once, then the pages.
         assert!(
@@ -474,7 +534,7 @@ async fn a_backfill_stopped_before_its_mark_prices_fetches_them_when_run_again()
             .plan_backfill(e, Some(vec![btc()]), range, None)
             .await
             .unwrap();
-        p.backfill(&plan, &|_, _| {}).await.unwrap()
+        p.backfill(&plan, &()).await.unwrap()
     };
     let first = backfill().await;
     assert_eq!(first.mark.as_ref().unwrap().rows, 1440);

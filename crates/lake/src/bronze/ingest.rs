@@ -181,26 +181,8 @@ impl Ingest {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<bool> {
-        let partition =
-            paths::bronze_partition(self.exchange, self.dataset(), symbol, date_of(start));
-        // A window may have been answered in parts (a venue that pages newest first answers
-        // its newest part first): done when this run's objects cover it whole.
-        let mut parts: Vec<Window> = lake
-            .list(&partition)
-            .await?
-            .iter()
-            .filter_map(|m| BronzeKey::parse(&m.location))
-            .filter(|k| k.run_id == self.run_id)
-            .map(|k| (k.window_start, k.window_end))
-            .collect();
-        parts.sort();
-        let mut reached = start;
-        for (s, e) in parts {
-            if s <= reached && e > reached {
-                reached = e;
-            }
-        }
-        Ok(reached >= end)
+        let written = (self.exchange, self.dataset(), symbol);
+        run_covers(lake, written, &self.run_id, (start, end)).await
     }
 
     /// Fetch exactly these windows (each split to fit one request) instead of a range; the
@@ -571,6 +553,38 @@ pub(crate) async fn record_ban(
         state::write(lake, &paths::exchange_ban(client.exchange()), &ban).await?;
     }
     Ok(())
+}
+
+/// Whether the bronze objects `run_id` wrote of an exchange's dataset and symbol cover
+/// `[start, end)` whole. A range may have been answered in parts (a venue that pages newest
+/// first answers its newest part first), and may span dates: each date's partition is listed.
+pub(crate) async fn run_covers(
+    lake: &Lake,
+    (exchange, dataset, symbol): (Exchange, &str, &Symbol),
+    run_id: &str,
+    (start, end): Window,
+) -> Result<bool> {
+    let mut parts: Vec<Window> = Vec::new();
+    let last = date_of(end - Duration::microseconds(1)).max(date_of(start));
+    for day in date_of(start).iter_days().take_while(|d| *d <= last) {
+        let partition = paths::bronze_partition(exchange, dataset, symbol, day);
+        parts.extend(
+            lake.list(&partition)
+                .await?
+                .iter()
+                .filter_map(|m| BronzeKey::parse(&m.location))
+                .filter(|k| k.run_id == run_id)
+                .map(|k| (k.window_start, k.window_end)),
+        );
+    }
+    parts.sort();
+    let mut reached = start;
+    for (s, e) in parts {
+        if s <= reached && e > reached {
+            reached = e;
+        }
+    }
+    Ok(reached >= end)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 pub mod archive;
 mod ingest;
 
-pub(crate) use ingest::{Answer, record_ban, refuse_if_banned, store_answer};
+pub(crate) use ingest::{Answer, record_ban, refuse_if_banned, run_covers, store_answer};
 
 use std::collections::BTreeMap;
 

@@ -13,9 +13,14 @@ use cryptolake_sources::ExchangeClient;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::bronze::{Answer, FUNDING_RATE, Window, record_ban, refuse_if_banned, store_answer};
+use crate::bronze::{
+    Answer, FUNDING_RATE, Window, record_ban, refuse_if_banned, run_covers, store_answer,
+};
 use crate::paths;
 use crate::{Error, Lake, Result, state};
+
+/// Told of each page stored, with its events.
+type OnPage<'a> = &'a (dyn Fn(&Symbol, usize) + Sync);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Cursor {
@@ -47,6 +52,7 @@ pub struct FundingIngest {
     now: DateTime<Utc>,
     windows: Option<Vec<(Symbol, Vec<Window>)>>,
     clock: SharedClock,
+    skip_done_by_run: bool,
 }
 
 impl FundingIngest {
@@ -66,7 +72,16 @@ impl FundingIngest {
             now,
             windows: None,
             clock: cryptolake_model::system_clock(),
+            skip_done_by_run: false,
         }
+    }
+
+    /// Before asking for a range, look for the bronze objects this run id already wrote of
+    /// it, and skip it when they cover it: a retried invocation with the same run id writes
+    /// no duplicate bronze (as the candles' ingest does).
+    pub fn with_skip_done_by_run(mut self, skip: bool) -> Self {
+        self.skip_done_by_run = skip;
+        self
     }
 
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
@@ -141,12 +156,14 @@ impl FundingIngest {
         paths::ingest_cursor(self.exchange, FUNDING_RATE, symbol)
     }
 
-    /// Fetches the planned ranges, symbol by symbol, each page into bronze as it arrives.
+    /// Fetches the planned ranges, symbol by symbol, each page into bronze as it arrives
+    /// (`on_page` hears of each, with its events).
     pub async fn execute(
         &self,
         lake: &Lake,
         client: &ExchangeClient,
         plan: Vec<(Symbol, Vec<Window>)>,
+        on_page: OnPage<'_>,
     ) -> Result<Vec<FundingOutcome>> {
         refuse_if_banned(lake, self.exchange, &self.clock).await?;
         let mut out = Vec::new();
@@ -158,10 +175,27 @@ impl FundingIngest {
                 error: None,
             };
             for (start, end) in ranges {
-                if let Err(e) = self
-                    .fetch_range(lake, client, &symbol, (start, end), &mut outcome)
-                    .await
-                {
+                let written = (self.exchange, FUNDING_RATE, &symbol);
+                let done = match self.skip_done_by_run {
+                    false => Ok(false),
+                    true => run_covers(lake, written, &self.run_id, (start, end)).await,
+                };
+                let fetched = match done {
+                    Ok(true) => {
+                        info!(exchange = %self.exchange, symbol = %symbol, range_start = %start, run_id = %self.run_id, "funding range already fetched by this run; not fetched again");
+                        match self.moves_cursor() {
+                            true => self.advance_cursor(lake, &symbol, end).await,
+                            false => Ok(()),
+                        }
+                    }
+                    Ok(false) => {
+                        let fetch = (client, on_page);
+                        self.fetch_range(lake, fetch, &symbol, (start, end), &mut outcome)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = fetched {
                     warn!(exchange = %self.exchange, symbol = %symbol, error = %e, "funding ingest stopped for symbol");
                     outcome.error = Some(e.to_string());
                     break;
@@ -177,7 +211,7 @@ impl FundingIngest {
     async fn fetch_range(
         &self,
         lake: &Lake,
-        client: &ExchangeClient,
+        (client, on_page): (&ExchangeClient, OnPage<'_>),
         symbol: &Symbol,
         (start, end): Window,
         outcome: &mut FundingOutcome,
@@ -206,7 +240,9 @@ impl FundingIngest {
             };
             outcome.pages += 1;
             outcome.rows += page.rows;
+            let rows = page.rows;
             self.store(lake, symbol, part, page).await?;
+            on_page(symbol, rows);
             match rest {
                 Some(r) => (from, to) = r,
                 None => {

@@ -144,6 +144,30 @@ pub const SECTIONS: &[Section] = &[
         name: "quality.price_jump",
         doc: "An hour's close far from the previous hour's close.",
     },
+    Section {
+        name: "quality.funding_completeness",
+        doc: "Perpetual markets: a closed day of crypto_gold.funding_1d that is not complete (a slot of the\n\
+              symbol's interval is missing; crypto_ops.funding_gaps names it).",
+    },
+    Section {
+        name: "quality.funding_freshness",
+        doc: "Perpetual markets: a symbol's newest funding slot may be at most its own interval (taken from the\n\
+              data, 8 hours while unknown) and this many minutes old.",
+    },
+    Section {
+        name: "quality.funding_rate",
+        doc: "Perpetual markets: a funding rate outside plus or minus this bound.",
+    },
+    Section {
+        name: "quality.mark_completeness",
+        doc: "Perpetual markets: a closed hour of mark prices with fewer minutes (present or confirmed empty)\n\
+              than quality.completeness.min_minutes_per_hour.",
+    },
+    Section {
+        name: "quality.mark_freshness",
+        doc: "Perpetual markets: a symbol's newest mark price minute ended longer ago than\n\
+              quality.freshness.max_age_minutes.",
+    },
 ];
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -617,6 +641,82 @@ pub static SETTINGS: &[&dyn Declared<Draft>] = &[
             allowed: TABLE_ACTIONS,
         },
         set: |d, v| d.s.quality.price_jump = v,
+    },
+    &Decl::<Act, D> {
+        key: "quality.funding_completeness.action",
+        doc: "What an incomplete funding day does.",
+        default: Default::Is(r#""warn""#),
+        flag: None,
+        source: Source::FileAndEnv,
+        kind: Act {
+            allowed: TABLE_ACTIONS,
+        },
+        set: |d, v| d.s.quality.funding_completeness = v,
+    },
+    &Decl::<Count, D> {
+        key: "quality.funding_freshness.max_late_minutes",
+        doc: "How long after its interval has passed a symbol's newest funding slot may be.",
+        default: Default::Is("120"),
+        flag: None,
+        source: Source::FileAndEnv,
+        kind: Count {
+            min: 0,
+            max: 10 * 365 * 24 * 60,
+        },
+        set: |d, v| d.s.quality.funding_max_late_minutes = v,
+    },
+    &Decl::<Act, D> {
+        key: "quality.funding_freshness.action",
+        doc: "What a symbol with stale funding does.",
+        default: Default::Is(r#""warn""#),
+        flag: None,
+        source: Source::FileAndEnv,
+        kind: Act {
+            allowed: TABLE_ACTIONS,
+        },
+        set: |d, v| d.s.quality.funding_freshness = v,
+    },
+    &Decl::<Ratio, D> {
+        key: "quality.funding_rate.max_abs",
+        doc: "Largest allowed size of one funding rate (0.02 = 2% of the position per interval).",
+        default: Default::Is("0.02"),
+        flag: None,
+        source: Source::FileAndEnv,
+        kind: Ratio { max: 10.0 },
+        set: |d, v| d.s.quality.max_funding_rate = v,
+    },
+    &Decl::<Act, D> {
+        key: "quality.funding_rate.action",
+        doc: "What a rate outside the bound does.",
+        default: Default::Is(r#""warn""#),
+        flag: None,
+        source: Source::FileAndEnv,
+        kind: Act {
+            allowed: TABLE_ACTIONS,
+        },
+        set: |d, v| d.s.quality.funding_rate = v,
+    },
+    &Decl::<Act, D> {
+        key: "quality.mark_completeness.action",
+        doc: "What an incomplete hour of mark prices does.",
+        default: Default::Is(r#""warn""#),
+        flag: None,
+        source: Source::FileAndEnv,
+        kind: Act {
+            allowed: TABLE_ACTIONS,
+        },
+        set: |d, v| d.s.quality.mark_completeness = v,
+    },
+    &Decl::<Act, D> {
+        key: "quality.mark_freshness.action",
+        doc: "What a symbol with stale mark prices does.",
+        default: Default::Is(r#""warn""#),
+        flag: None,
+        source: Source::FileAndEnv,
+        kind: Act {
+            allowed: TABLE_ACTIONS,
+        },
+        set: |d, v| d.s.quality.mark_freshness = v,
     },
 ];
 

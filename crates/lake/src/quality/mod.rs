@@ -4,7 +4,8 @@
 //! bronze: a broken candle is dropped, quarantined with its reason, or fails the run. Table rules
 //! (`duplicates`, `completeness`, `freshness`, `price_jump`) are evaluated after silver and gold
 //! and by `cryptolake check`, and `consistency` (`ohlcv_1h` against `ohlcv_1m`) by `check`:
-//! they warn or fail, and never change data.
+//! they warn or fail, and never change data. The perpetual tables' rules ([`perpetual`]) are
+//! evaluated after their build and by `check`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,6 +22,9 @@ use parquet::arrow::ArrowWriter;
 use crate::columns::Builder;
 use crate::parquet_io::{put_whole, writer_properties};
 use crate::{Lake, Result, daily_from_batch, paths, read_parquet};
+
+mod perpetual;
+pub use perpetual::{check_funding_days, check_marks, check_rates, evaluate_perpetual};
 
 /// What a rule does when it is broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +68,18 @@ pub struct QualityRules {
     /// Largest allowed |close / previous close - 1| between consecutive hours.
     pub max_price_change: f64,
     pub price_jump: Action,
+    /// A closed day of `funding_1d` that is not complete.
+    pub funding_completeness: Action,
+    /// How long past its interval a symbol's newest funding slot may be.
+    pub funding_max_late_minutes: i64,
+    pub funding_freshness: Action,
+    /// Largest allowed |rate| of one funding event.
+    pub max_funding_rate: f64,
+    pub funding_rate: Action,
+    /// A closed hour of mark prices short of minutes (`min_minutes_per_hour`).
+    pub mark_completeness: Action,
+    /// A symbol's newest mark minute older than `max_age_minutes`.
+    pub mark_freshness: Action,
 }
 
 impl Default for QualityRules {
@@ -81,6 +97,13 @@ impl Default for QualityRules {
             freshness: Action::Warn,
             max_price_change: 0.2,
             price_jump: Action::Warn,
+            funding_completeness: Action::Warn,
+            funding_max_late_minutes: 120,
+            funding_freshness: Action::Warn,
+            max_funding_rate: 0.02,
+            funding_rate: Action::Warn,
+            mark_completeness: Action::Warn,
+            mark_freshness: Action::Warn,
         }
     }
 }
@@ -113,6 +136,11 @@ impl QualityRules {
             ("completeness", self.completeness),
             ("freshness", self.freshness),
             ("price_jump", self.price_jump),
+            ("funding_completeness", self.funding_completeness),
+            ("funding_freshness", self.funding_freshness),
+            ("funding_rate", self.funding_rate),
+            ("mark_completeness", self.mark_completeness),
+            ("mark_freshness", self.mark_freshness),
         ] {
             if matches!(a, Action::Drop | Action::Quarantine) {
                 return Err(format!(
@@ -134,6 +162,12 @@ impl QualityRules {
         {
             return Err("quality.freshness.max_age_minutes and quality.price_jump.max_change must be positive".into());
         }
+        if self.funding_max_late_minutes < 0
+            || self.max_funding_rate.is_nan()
+            || self.max_funding_rate <= 0.0
+        {
+            return Err("quality.funding_freshness.max_late_minutes must not be negative and quality.funding_rate.max_abs must be positive".into());
+        }
         Ok(())
     }
 }
@@ -147,15 +181,25 @@ pub enum Rule {
     Freshness,
     Duplicates,
     Consistency,
+    FundingCompleteness,
+    FundingFreshness,
+    FundingRate,
+    MarkCompleteness,
+    MarkFreshness,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 5] = [
+    pub const ALL: [Rule; 10] = [
         Rule::Completeness,
         Rule::PriceJump,
         Rule::Freshness,
         Rule::Duplicates,
         Rule::Consistency,
+        Rule::FundingCompleteness,
+        Rule::FundingFreshness,
+        Rule::FundingRate,
+        Rule::MarkCompleteness,
+        Rule::MarkFreshness,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -165,6 +209,11 @@ impl Rule {
             Rule::Freshness => "freshness",
             Rule::Duplicates => "duplicates",
             Rule::Consistency => "consistency",
+            Rule::FundingCompleteness => "funding_completeness",
+            Rule::FundingFreshness => "funding_freshness",
+            Rule::FundingRate => "funding_rate",
+            Rule::MarkCompleteness => "mark_completeness",
+            Rule::MarkFreshness => "mark_freshness",
         }
     }
 
@@ -617,7 +666,8 @@ async fn dates_between(
 /// Up to how many dates are looked up one by one rather than listed.
 const LOOKUPS_INSTEAD_OF_A_LISTING: usize = 8;
 
-/// Evaluates the table rules over silver and gold: all dates, or those in `[from, to]`.
+/// Evaluates the table rules over silver and gold, the perpetual tables among them: all
+/// dates, or those in `[from, to]`.
 pub async fn evaluate(
     lake: &Lake,
     rules: &QualityRules,
@@ -627,6 +677,7 @@ pub async fn evaluate(
 ) -> Result<Vec<QualityResult>> {
     let mut results = evaluate_silver(lake, rules, from, to, now).await?;
     results.extend(evaluate_gold(lake, rules, from, to, now).await?);
+    results.extend(evaluate_perpetual(lake, rules, from, to, now).await?);
     Ok(results)
 }
 
@@ -933,7 +984,10 @@ impl Scope {
         let Some(subject) = r.subject.as_deref() else {
             return Scope::Pair;
         };
-        if r.rule == Rule::Freshness {
+        if matches!(
+            r.rule,
+            Rule::Freshness | Rule::FundingFreshness | Rule::MarkFreshness
+        ) {
             return Scope::Pair;
         }
         if let Ok(d) = NaiveDate::parse_from_str(subject, "%Y-%m-%d") {

@@ -1,0 +1,567 @@
+//! The table rules of the perpetual tables: `funding_rates`, `funding_1d` and
+//! `mark_ohlcv_1m`. Like the candle table rules they report (warn or fail) and never change
+//! data. Their results share `crypto_ops.quality_results` and its scopes: a closed day for
+//! `funding_completeness`, the hours of a date for `funding_rate` and `mark_completeness`,
+//! the exchange and symbol for the two freshness rules.
+//!
+//! - `funding_completeness`: a closed day of `funding_1d` that is not complete.
+//! - `funding_freshness`: a symbol's newest funding slot older than its interval plus
+//!   `quality.funding_freshness.max_late_minutes`.
+//! - `funding_rate`: a rate outside `±quality.funding_rate.max_abs` (or not finite).
+//! - `mark_completeness`: a closed hour of mark prices with fewer minutes, present or
+//!   confirmed empty, than `quality.completeness.min_minutes_per_hour`.
+//! - `mark_freshness`: a symbol's newest mark minute ended longer ago than
+//!   `quality.freshness.max_age_minutes`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, DurationRound, NaiveDate, Utc};
+use cryptolake_model::{Exchange, Symbol};
+use futures::StreamExt;
+
+use super::{
+    Action, QualityResult, QualityRules, Rule, Status, dates_between, hours_of, in_range,
+    scoped_pass,
+};
+use crate::funding::{FundingDay, FundingRow, funding_days_from_batch, funding_from_batch};
+use crate::gaps::GapStatus;
+use crate::mark::{MarkRow, marks_from_batch};
+use crate::{Lake, Result, decode_parquet, paths};
+
+type Pair = (Exchange, Symbol);
+
+/// The longest funding interval a venue uses: the bound of a symbol's first slot, whose
+/// interval the data cannot tell yet.
+const LONGEST_INTERVAL_HOURS: f64 = 8.0;
+
+/// The perpetual rules over `[from, to]` (all dates when open). A lake without perpetual
+/// tables in the range gives no results.
+pub async fn evaluate_perpetual(
+    lake: &Lake,
+    rules: &QualityRules,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    now: DateTime<Utc>,
+) -> Result<Vec<QualityResult>> {
+    let mut out = Vec::new();
+    let rates: Vec<FundingRow> = read_dates(
+        lake,
+        &paths::silver_funding_table(),
+        from,
+        to,
+        |b, _, what| funding_from_batch(b, what),
+    )
+    .await?;
+    let days = read_dates(
+        lake,
+        &paths::gold_funding_table(),
+        from,
+        to,
+        funding_days_from_batch,
+    )
+    .await?;
+    if !rates.is_empty() {
+        out.extend(check_rates(rules, &rates, now));
+    }
+    if !days.is_empty() {
+        out.extend(check_funding_days(rules, &days, now.date_naive()));
+    }
+    let marks: Vec<MarkRow> = read_dates(lake, &paths::mark_table(), from, to, |b, _, what| {
+        marks_from_batch(b, what)
+    })
+    .await?;
+    if !marks.is_empty() {
+        let confirmed = confirmed_mark_minutes(lake, from, to).await?;
+        out.extend(check_marks(rules, &marks, &confirmed, now));
+    }
+    Ok(out)
+}
+
+/// The rows of `table`'s partitions in `[from, to]`, read a few at a time. `decode` gets
+/// each batch, its date and the file's name.
+async fn read_dates<T: Send + 'static>(
+    lake: &Lake,
+    table: &object_store::path::Path,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    decode: fn(&arrow::array::RecordBatch, NaiveDate, &str) -> Result<Vec<T>>,
+) -> Result<Vec<T>> {
+    let dates = dates_between(lake, table, from, to).await?;
+    let reads = dates
+        .into_iter()
+        .filter(|d| in_range(d, from, to))
+        .map(|d| async move {
+            let key = paths::partition_file(table, d);
+            let what = key.clone();
+            lake.get_with(&key, move |bytes| {
+                let mut rows = Vec::new();
+                for b in decode_parquet(&what, bytes)? {
+                    rows.extend(decode(&b, d, what.as_ref())?);
+                }
+                Ok(rows)
+            })
+            .await
+        });
+    let mut reads = futures::stream::iter(reads).buffered(crate::dates_in_flight(lake, 4));
+    let mut out = Vec::new();
+    while let Some(rows) = reads.next().await {
+        out.extend(rows?);
+    }
+    Ok(out)
+}
+
+fn finding(
+    rule: Rule,
+    action: Action,
+    (exchange, symbol): &Pair,
+    subject: String,
+    observed: f64,
+    threshold: Option<f64>,
+    message: String,
+) -> QualityResult {
+    QualityResult {
+        rule,
+        action,
+        status: Status::Violation,
+        exchange: Some(*exchange),
+        symbol: Some(symbol.clone()),
+        subject: Some(subject),
+        observed: Some(observed),
+        threshold,
+        message,
+    }
+}
+
+/// Scoped passes of `rule` over the hours of each judged (exchange, symbol, date) without a
+/// finding, and the summary pass when nothing at all was found.
+fn passes_by_date(
+    out: &mut Vec<QualityResult>,
+    rule: Rule,
+    action: Action,
+    judged: BTreeMap<(Pair, NaiveDate), bool>,
+    message: &str,
+    summary: String,
+) {
+    let mut broken = false;
+    for (((exchange, symbol), date), found) in judged {
+        broken |= found;
+        if !found {
+            out.push(scoped_pass(
+                rule,
+                action,
+                exchange,
+                &symbol,
+                Some(hours_of(date)),
+                message.into(),
+            ));
+        }
+    }
+    if !broken {
+        out.push(QualityResult::pass(rule, action, summary));
+    }
+}
+
+/// `funding_rate` over every row, and `funding_freshness` of each symbol's newest slot.
+pub fn check_rates(
+    rules: &QualityRules,
+    rows: &[FundingRow],
+    now: DateTime<Utc>,
+) -> Vec<QualityResult> {
+    let mut out = Vec::new();
+    let mut judged: BTreeMap<(Pair, NaiveDate), bool> = BTreeMap::new();
+    let mut newest: BTreeMap<Pair, &FundingRow> = BTreeMap::new();
+    for r in rows {
+        let pair = (r.exchange, r.symbol.clone());
+        let outside = !r.rate.is_finite() || r.rate.abs() > rules.max_funding_rate;
+        *judged
+            .entry((pair.clone(), r.slot.date_naive()))
+            .or_default() |= outside;
+        if outside {
+            out.push(finding(
+                Rule::FundingRate,
+                rules.funding_rate,
+                &pair,
+                r.slot.to_rfc3339(),
+                r.rate,
+                Some(rules.max_funding_rate),
+                format!(
+                    "funding rate {} at {} is outside ±{}",
+                    r.rate,
+                    r.slot.to_rfc3339(),
+                    rules.max_funding_rate
+                ),
+            ));
+        }
+        let slot = newest.entry(pair).or_insert(r);
+        if slot.slot < r.slot {
+            *slot = r;
+        }
+    }
+    passes_by_date(
+        &mut out,
+        Rule::FundingRate,
+        rules.funding_rate,
+        judged,
+        "every rate within the threshold",
+        format!("{} funding rates within the threshold", rows.len()),
+    );
+    let mut stale = 0;
+    for (pair, r) in &newest {
+        let interval = r.interval_hours.unwrap_or(LONGEST_INTERVAL_HOURS);
+        let allowed = (interval * 60.0) as i64 + rules.funding_max_late_minutes;
+        let age = (now - r.slot).num_minutes();
+        let message = format!(
+            "newest funding slot {} is {age} minutes old (interval {interval}h)",
+            r.slot.to_rfc3339()
+        );
+        if age > allowed {
+            stale += 1;
+            out.push(finding(
+                Rule::FundingFreshness,
+                rules.funding_freshness,
+                pair,
+                r.slot.to_rfc3339(),
+                age as f64,
+                Some(allowed as f64),
+                message,
+            ));
+        } else {
+            out.push(scoped_pass(
+                Rule::FundingFreshness,
+                rules.funding_freshness,
+                pair.0,
+                &pair.1,
+                None,
+                message,
+            ));
+        }
+    }
+    if stale == 0 {
+        out.push(QualityResult::pass(
+            Rule::FundingFreshness,
+            rules.funding_freshness,
+            format!("{} symbols' funding fresh", newest.len()),
+        ));
+    }
+    out
+}
+
+/// `funding_completeness` of the closed days of `funding_1d`; the current UTC day is not
+/// closed and is not judged.
+pub fn check_funding_days(
+    rules: &QualityRules,
+    days: &[FundingDay],
+    today: NaiveDate,
+) -> Vec<QualityResult> {
+    let (rule, action) = (Rule::FundingCompleteness, rules.funding_completeness);
+    let closed: Vec<&FundingDay> = days.iter().filter(|d| d.date < today).collect();
+    let mut out = Vec::new();
+    for d in &closed {
+        let message = format!("day has {} funding events", d.events);
+        if d.is_complete {
+            out.push(scoped_pass(
+                rule,
+                action,
+                d.exchange,
+                &d.symbol,
+                Some(d.date.to_string()),
+                message,
+            ));
+        } else {
+            out.push(finding(
+                rule,
+                action,
+                &(d.exchange, d.symbol.clone()),
+                d.date.to_string(),
+                f64::from(d.events),
+                None,
+                format!(
+                    "{message} and a slot of its interval is missing (crypto_ops.funding_gaps names it)"
+                ),
+            ));
+        }
+    }
+    if closed.iter().all(|d| d.is_complete) {
+        out.push(QualityResult::pass(
+            rule,
+            action,
+            format!("{} closed funding days complete", closed.len()),
+        ));
+    }
+    out
+}
+
+/// The minutes of recorded mark gaps confirmed empty, per exchange and symbol, within the
+/// dates `[from - 1, to + 1]`.
+async fn confirmed_mark_minutes(
+    lake: &Lake,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<BTreeMap<Pair, BTreeSet<DateTime<Utc>>>> {
+    let mut out: BTreeMap<Pair, BTreeSet<DateTime<Utc>>> = BTreeMap::new();
+    let near = |t: DateTime<Utc>| {
+        let d = t.date_naive();
+        from.is_none_or(|f| d >= f.pred_opt().unwrap_or(f))
+            && to.is_none_or(|t| d <= t.succ_opt().unwrap_or(t))
+    };
+    for g in crate::mark::recorded_gaps(lake).await? {
+        if g.status != GapStatus::Confirmed || !(near(g.start) || near(g.end)) {
+            continue;
+        }
+        let minutes = out.entry((g.exchange, g.symbol.clone())).or_default();
+        let mut t = g.start;
+        while t < g.end {
+            minutes.insert(t);
+            t += Duration::minutes(1);
+        }
+    }
+    Ok(out)
+}
+
+/// `mark_completeness` of each closed hour that has mark minutes, and `mark_freshness` of
+/// each symbol's newest minute.
+pub fn check_marks(
+    rules: &QualityRules,
+    rows: &[MarkRow],
+    confirmed: &BTreeMap<Pair, BTreeSet<DateTime<Utc>>>,
+    now: DateTime<Utc>,
+) -> Vec<QualityResult> {
+    let mut hours: BTreeMap<(Pair, DateTime<Utc>), i32> = BTreeMap::new();
+    let mut newest: BTreeMap<Pair, DateTime<Utc>> = BTreeMap::new();
+    for r in rows {
+        let pair = (r.exchange, r.symbol.clone());
+        let hour = r
+            .open_time
+            .duration_trunc(Duration::hours(1))
+            .unwrap_or(r.open_time);
+        *hours.entry((pair.clone(), hour)).or_default() += 1;
+        let t = newest.entry(pair).or_insert(r.open_time);
+        *t = (*t).max(r.open_time);
+    }
+    let mut out = Vec::new();
+    let mut judged: BTreeMap<(Pair, NaiveDate), bool> = BTreeMap::new();
+    let (rule, action) = (Rule::MarkCompleteness, rules.mark_completeness);
+    let mut judged_hours = 0;
+    for ((pair, hour), present) in hours {
+        if hour + Duration::hours(1) > now {
+            continue;
+        }
+        judged_hours += 1;
+        let empty = confirmed.get(&pair).map_or(0, |m| {
+            m.range(hour..hour + Duration::hours(1)).count() as i32
+        });
+        let covered = present + empty;
+        let broken = covered < rules.min_minutes_per_hour;
+        *judged.entry((pair.clone(), hour.date_naive())).or_default() |= broken;
+        if broken {
+            out.push(finding(
+                rule,
+                action,
+                &pair,
+                hour.to_rfc3339(),
+                f64::from(covered),
+                Some(f64::from(rules.min_minutes_per_hour)),
+                format!(
+                    "hour has {covered} of 60 mark price minutes ({present} present, {empty} confirmed empty)"
+                ),
+            ));
+        }
+    }
+    passes_by_date(
+        &mut out,
+        rule,
+        action,
+        judged,
+        "every hour of mark prices complete",
+        format!("{judged_hours} hours of mark prices complete"),
+    );
+    let (rule, action) = (Rule::MarkFreshness, rules.mark_freshness);
+    let mut stale = 0;
+    for (pair, t) in &newest {
+        let age = (now - (*t + Duration::minutes(1))).num_minutes();
+        let message = format!("newest mark price minute ended {age} minutes ago");
+        if age > rules.max_age_minutes {
+            stale += 1;
+            out.push(finding(
+                rule,
+                action,
+                pair,
+                t.to_rfc3339(),
+                age as f64,
+                Some(rules.max_age_minutes as f64),
+                message,
+            ));
+        } else {
+            out.push(scoped_pass(rule, action, pair.0, &pair.1, None, message));
+        }
+    }
+    if stale == 0 {
+        out.push(QualityResult::pass(
+            rule,
+            action,
+            format!("{} symbols' mark prices fresh", newest.len()),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quality::{Scope, Status};
+    use chrono::TimeZone;
+
+    fn t(d: u32, h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, d, h, m, 0).unwrap()
+    }
+
+    fn rate(h: u32, rate: f64, interval: Option<f64>) -> FundingRow {
+        FundingRow {
+            exchange: Exchange::BinanceFutures,
+            symbol: Symbol::parse("BTC-USDT").unwrap(),
+            slot: t(2, h, 0),
+            funding_time: t(2, h, 0),
+            rate,
+            interval_hours: interval,
+            mark_price: None,
+            fetched_at: t(2, h, 1),
+        }
+    }
+
+    fn mark(d: u32, h: u32, m: u32) -> MarkRow {
+        MarkRow {
+            exchange: Exchange::BybitLinear,
+            symbol: Symbol::parse("ETH-USDT").unwrap(),
+            open_time: t(d, h, m),
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+            fetched_at: t(d, h, m) + Duration::minutes(1),
+        }
+    }
+
+    fn violations(results: &[QualityResult], rule: Rule) -> Vec<&QualityResult> {
+        results
+            .iter()
+            .filter(|r| r.rule == rule && r.status == Status::Violation)
+            .collect()
+    }
+
+    #[test]
+    fn a_rate_outside_the_bound_is_named_and_its_date_does_not_pass() {
+        let rules = QualityRules::default();
+        let rows = [
+            rate(0, 0.0001, Some(8.0)),
+            rate(8, 0.031, Some(8.0)),
+            rate(16, f64::NAN, Some(8.0)),
+        ];
+        let out = check_rates(&rules, &rows, t(2, 17, 0));
+        let bad = violations(&out, Rule::FundingRate);
+        assert_eq!(bad.len(), 2, "{out:#?}");
+        assert_eq!(bad[0].subject.as_deref(), Some("2026-03-02T08:00:00+00:00"));
+        assert_eq!(Scope::of(bad[0]), Scope::Hours(t(2, 0, 0).date_naive()));
+        assert!(
+            !out.iter()
+                .any(|r| r.rule == Rule::FundingRate && r.status == Status::Pass)
+        );
+        let fine = check_rates(&rules, &rows[..1], t(2, 1, 0));
+        assert!(violations(&fine, Rule::FundingRate).is_empty());
+        assert_eq!(
+            fine.iter()
+                .filter(|r| r.rule == Rule::FundingRate && r.exchange.is_some())
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn funding_is_stale_after_its_own_interval_and_the_allowance() {
+        let rules = QualityRules::default();
+        let late = rules.funding_max_late_minutes;
+        // Hourly funding: stale an hour and the allowance after its newest slot.
+        let hourly = [rate(5, 0.0, Some(1.0))];
+        let at = |m: i64| t(2, 5, 0) + Duration::minutes(m);
+        assert!(
+            violations(
+                &check_rates(&rules, &hourly, at(60 + late)),
+                Rule::FundingFreshness
+            )
+            .is_empty()
+        );
+        let stale = check_rates(&rules, &hourly, at(61 + late));
+        let v = violations(&stale, Rule::FundingFreshness);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].threshold, Some((60 + late) as f64));
+        assert_eq!(Scope::of(v[0]), Scope::Pair);
+        // Eight-hourly funding is fresh at the same age.
+        let eight = [rate(5, 0.0, Some(8.0))];
+        assert!(
+            violations(
+                &check_rates(&rules, &eight, at(61 + late)),
+                Rule::FundingFreshness
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn only_closed_incomplete_funding_days_are_violations() {
+        let rules = QualityRules::default();
+        let day = |d: u32, complete: bool| FundingDay {
+            exchange: Exchange::OkxSwap,
+            symbol: Symbol::parse("BTC-USDT").unwrap(),
+            date: t(d, 0, 0).date_naive(),
+            rate_sum: 0.0,
+            events: 2,
+            rate_min: 0.0,
+            rate_max: 0.0,
+            is_complete: complete,
+        };
+        let out = check_funding_days(
+            &rules,
+            &[day(1, true), day(2, false), day(3, false)],
+            t(3, 0, 0).date_naive(),
+        );
+        let v = violations(&out, Rule::FundingCompleteness);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].subject.as_deref(), Some("2026-03-02"));
+        assert_eq!(Scope::of(v[0]), Scope::Day(t(2, 0, 0).date_naive()));
+        assert!(
+            out.iter()
+                .any(|r| r.status == Status::Pass && r.subject.as_deref() == Some("2026-03-01"))
+        );
+    }
+
+    #[test]
+    fn a_closed_mark_hour_short_of_minutes_is_reported_unless_they_are_confirmed_empty() {
+        let rules = QualityRules::default();
+        // Hour 10 lacks minutes 10:20 to 10:24; hour 11 is open at 11:30.
+        let rows: Vec<MarkRow> = (0..60)
+            .filter(|m| !(20..25).contains(m))
+            .map(|m| mark(4, 10, m))
+            .chain((0..30).map(|m| mark(4, 11, m)))
+            .collect();
+        let now = t(4, 11, 31);
+        let none = BTreeMap::new();
+        let out = check_marks(&rules, &rows, &none, now);
+        let v = violations(&out, Rule::MarkCompleteness);
+        assert_eq!(v.len(), 1, "{out:#?}");
+        assert_eq!(v[0].subject.as_deref(), Some("2026-03-04T10:00:00+00:00"));
+        assert_eq!(v[0].observed, Some(55.0));
+        let pair = (Exchange::BybitLinear, Symbol::parse("ETH-USDT").unwrap());
+        let confirmed =
+            BTreeMap::from([(pair, (20..25).map(|m| t(4, 10, m)).collect::<BTreeSet<_>>())]);
+        let out = check_marks(&rules, &rows, &confirmed, now);
+        assert!(violations(&out, Rule::MarkCompleteness).is_empty());
+        assert!(violations(&out, Rule::MarkFreshness).is_empty());
+        // Three hours later with nothing new, the symbol's mark prices are stale.
+        let later = t(4, 11, 30) + Duration::minutes(rules.max_age_minutes + 2);
+        let v = violations(
+            &check_marks(&rules, &rows, &confirmed, later),
+            Rule::MarkFreshness,
+        )
+        .len();
+        assert_eq!(v, 1);
+    }
+}
