@@ -138,6 +138,18 @@ pub type MarkBuild = crate::funding::ManifestBuild<Mark>;
 
 impl MarkBuild {
     pub async fn run(&self, lake: &Lake, lease: Option<&Lease>) -> Result<MarkMetrics> {
+        match self.build(lake, lease).await {
+            Err(e)
+                if self.repairs(&e, &paths::mark_table())
+                    || self.repairs(&e, &paths::mark_gaps_table()) =>
+            {
+                self.clone().with_rebuild(true).build(lake, lease).await
+            }
+            r => r,
+        }
+    }
+
+    async fn build(&self, lake: &Lake, lease: Option<&Lease>) -> Result<MarkMetrics> {
         let started = self.clock.now();
         let previous = match self.rebuild {
             true => MarkState::default(),

@@ -120,13 +120,15 @@ fn repair(table: &str, date: Option<NaiveDate>) -> String {
             format!("the next silver build rebuilds {date} from bronze")
         }
         "crypto_gold.ohlcv_1d" => format!("the next gold build rebuilds {date} from silver"),
-        // The perpetual tables merge into their partitions: a damaged one stops the build
-        // until it is rebuilt whole from bronze.
+        // The perpetual tables merge new rows into their partitions: the build that meets a
+        // damaged one rebuilds the table whole from bronze (its gold and funding gaps are
+        // not read back, so only a rebuild replaces them).
         "crypto_analytics.funding_rates"
         | "crypto_analytics.mark_ohlcv_1m"
-        | "crypto_gold.funding_1d"
-        | "crypto_ops.funding_gaps"
         | "crypto_ops.mark_gaps" => format!(
+            "the next build that brings new rows to {date} meets it and rebuilds the table from bronze; `cryptolake silver --rebuild` rebuilds the perpetual tables at once"
+        ),
+        "crypto_gold.funding_1d" | "crypto_ops.funding_gaps" => format!(
             "not rebuilt by itself: `cryptolake silver --rebuild` rebuilds the perpetual tables ({date} included) from bronze"
         ),
         "crypto_ops.gaps" => format!(

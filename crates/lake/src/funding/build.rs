@@ -17,7 +17,7 @@ use crate::columns::Builder;
 use crate::gaps::GapStatus;
 use crate::lease::Lease;
 use crate::paths::{self, BronzeKey};
-use crate::{Lake, Result, read_parquet, state, write_parquet};
+use crate::{Error, Lake, Result, read_parquet, state, write_parquet};
 
 /// Bronze objects read at once.
 const READS_AT_ONCE: usize = 16;
@@ -130,6 +130,21 @@ impl<T> ManifestBuild<T> {
         self
     }
 
+    /// Whether an incremental build's error is an unreadable partition of `table` (damaged,
+    /// or replaced by something that is not its Parquet) that a rebuild from bronze, which
+    /// reads no partition, repairs. Says so in the log.
+    pub(crate) fn repairs(&self, e: &Error, table: &object_store::path::Path) -> bool {
+        let key = match e {
+            Error::Parquet { key, .. } | Error::Data { key, .. } => key,
+            _ => return false,
+        };
+        let damaged = !self.rebuild && key.starts_with(&format!("{table}/"));
+        if damaged {
+            warn!(key, error = %e, "an unreadable partition: rebuilding the table from bronze");
+        }
+        damaged
+    }
+
     /// How far behind its start a build looks at the manifest again, for writers in flight.
     pub fn with_manifest_overlap(mut self, overlap: Duration) -> Self {
         self.overlap = overlap.max(Duration::zero());
@@ -174,6 +189,15 @@ impl<T> ManifestBuild<T> {
 
 impl ManifestBuild<Funding> {
     pub async fn run(&self, lake: &Lake, lease: Option<&Lease>) -> Result<FundingMetrics> {
+        match self.build(lake, lease).await {
+            Err(e) if self.repairs(&e, &paths::silver_funding_table()) => {
+                self.clone().with_rebuild(true).build(lake, lease).await
+            }
+            r => r,
+        }
+    }
+
+    async fn build(&self, lake: &Lake, lease: Option<&Lease>) -> Result<FundingMetrics> {
         let started = self.clock.now();
         let previous = match self.rebuild {
             true => FundingState::default(),
