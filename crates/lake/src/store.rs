@@ -558,8 +558,18 @@ impl Lake {
         listings.into_iter().collect()
     }
 
-    /// Every object under `prefix`, sorted by key.
+    /// Every object under `prefix`, sorted by key. A local lake walks its directories on a
+    /// blocking thread (the store's listing converts each path through a URL, which costs
+    /// more than the stat); counted as the pages S3 would answer.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+        if let (Some(root), false) = (&self.local_root, self.remote) {
+            let (root, key) = (root.clone(), prefix.clone());
+            let all = tokio::task::spawn_blocking(move || walk_objects(&root, &key))
+                .await
+                .map_err(|e| Error::Invalid(format!("listing the lake: {e}")))??;
+            self.requests.add_lists(pages(all.len()));
+            return Ok(all);
+        }
         let mut all: Vec<ObjectMeta> = self
             .store
             .list(Some(prefix))
@@ -601,10 +611,108 @@ fn read_failed(key: &Path, e: std::io::Error) -> Error {
 }
 
 fn walk_keys(root: &std::path::Path, prefix: &Path, after: Option<&str>) -> Result<Vec<Path>> {
+    let mut out = Vec::new();
+    walk(root, prefix, true, &mut Vec::new(), |key, _| {
+        if after.is_none_or(|a| key.as_str() > a) {
+            out.push(key_of(key));
+        }
+        Ok(())
+    })?;
+    out.sort();
+    Ok(out)
+}
+
+/// The objects under `prefix` in a local lake rooted at `root`, sorted, each with the
+/// metadata the store's own listing gives it (the same e-tag, so a version recorded from a
+/// write or a listing compares equal): a stat per file, and none of the store's path
+/// conversions.
+fn walk_objects(root: &std::path::Path, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+    // A table's date folders are shared out to a few threads: a folder costs a few system
+    // calls, and a table holds one per day of history.
+    let (mut out, folders) = stat_files(root, prefix, false)?;
+    let threads = (folders.len() / LOCAL_PREFIXES_PER_THREAD).clamp(1, LOCAL_LIST_THREADS);
+    if threads == 1 {
+        for f in &folders {
+            out.extend(stat_files(root, f, true)?.0);
+        }
+    } else {
+        let per_thread = folders.len().div_ceil(threads);
+        let runs: Vec<Result<Vec<ObjectMeta>>> = std::thread::scope(|scope| {
+            let walks: Vec<_> = folders
+                .chunks(per_thread)
+                .map(|run| {
+                    scope.spawn(move || {
+                        let mut found = Vec::new();
+                        for f in run {
+                            found.extend(stat_files(root, f, true)?.0);
+                        }
+                        Ok(found)
+                    })
+                })
+                .collect();
+            walks
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(Error::Invalid("listing the lake: a thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for run in runs {
+            out.extend(run?);
+        }
+    }
+    out.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(out)
+}
+
+/// The files under `prefix` with their metadata: all of them (`deep`), or those directly in
+/// it, with its folders.
+fn stat_files(
+    root: &std::path::Path,
+    prefix: &Path,
+    deep: bool,
+) -> Result<(Vec<ObjectMeta>, Vec<Path>)> {
+    let (mut out, mut folders) = (Vec::new(), Vec::new());
+    walk(root, prefix, deep, &mut folders, |key, file| {
+        let meta = match std::fs::metadata(file) {
+            Ok(m) => m,
+            // Gone between the directory read and the stat: not listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::Invalid(format!("listing {}: {e}", file.display()))),
+        };
+        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        let micros = modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        out.push(ObjectMeta {
+            location: key_of(key),
+            last_modified: modified.into(),
+            size: meta.len(),
+            e_tag: Some(format!("{inode:x}-{micros:x}-{:x}", meta.len())),
+            version: None,
+        });
+        Ok(())
+    })?;
+    Ok((out, folders))
+}
+
+/// Walks the files under `prefix` in a local lake rooted at `root`, reading directories only,
+/// handing each file's key and path to `found`: all of them (`deep`), or only those directly
+/// in `prefix`, its folders then going to `folders`.
+fn walk(
+    root: &std::path::Path,
+    prefix: &Path,
+    deep: bool,
+    folders: &mut Vec<Path>,
+    mut found: impl FnMut(String, &std::path::Path) -> Result<()>,
+) -> Result<()> {
     let failed = |d: &std::path::Path, e: std::io::Error| {
         Error::Invalid(format!("listing {}: {e}", d.display()))
     };
-    let mut out = Vec::new();
     let mut pending = vec![(root.join(prefix.as_ref()), prefix.as_ref().to_string())];
     while let Some((d, key)) = pending.pop() {
         let entries = match std::fs::read_dir(&d) {
@@ -626,15 +734,16 @@ fn walk_keys(root: &std::path::Path, prefix: &Path, after: Option<&str>) -> Resu
                 format!("{key}/{name}")
             };
             let kind = entry.file_type().map_err(|e| failed(&d, e))?;
-            if kind.is_dir() {
+            if kind.is_dir() && deep {
                 pending.push((entry.path(), child));
-            } else if kind.is_file() && after.is_none_or(|a| child.as_str() > a) {
-                out.push(key_of(child));
+            } else if kind.is_dir() {
+                folders.push(key_of(child));
+            } else if kind.is_file() {
+                found(child, &entry.path())?;
             }
         }
     }
-    out.sort();
-    Ok(out)
+    Ok(())
 }
 
 /// The innermost message of an error chain, on one line: object_store nests the same message
@@ -686,12 +795,54 @@ mod tests {
             .collect();
         assert_eq!(listed.len(), 4, "{listed:?}");
         assert_eq!(lake.list_keys(&Path::from("a")).await.unwrap(), listed);
+        // The local walk lists what the store's own listing lists, metadata and e-tags
+        // included: versions recorded from either compare equal.
+        let mut by_store: Vec<ObjectMeta> = lake
+            .store
+            .list(Some(&Path::from("a")))
+            .try_collect()
+            .await
+            .unwrap();
+        by_store.sort_by(|a, b| a.location.cmp(&b.location));
+        assert_eq!(lake.list(&Path::from("a")).await.unwrap(), by_store);
+        assert!(lake.list(&Path::from("nope")).await.unwrap().is_empty());
         assert!(
             lake.list_keys(&Path::from("nope"))
                 .await
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_table_of_many_dates_lists_as_the_store_lists_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        // Enough date folders to be shared out to threads, one empty, one nested deeper, and
+        // a file at the table's top.
+        let first = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        for (i, d) in first.iter_days().take(150).enumerate() {
+            let body = Bytes::from(vec![b'x'; i]);
+            lake.put(&Path::from(format!("t/date={d}/part-00000.parquet")), body)
+                .await
+                .unwrap();
+        }
+        lake.put(&Path::from("t/date=x/deeper/y.parquet"), Bytes::new())
+            .await
+            .unwrap();
+        lake.put(&Path::from("t/top.json"), Bytes::new())
+            .await
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("t/date=empty")).unwrap();
+        let mut by_store: Vec<ObjectMeta> = lake
+            .store
+            .list(Some(&Path::from("t")))
+            .try_collect()
+            .await
+            .unwrap();
+        by_store.sort_by(|a, b| a.location.cmp(&b.location));
+        assert_eq!(by_store.len(), 152);
+        assert_eq!(lake.list(&Path::from("t")).await.unwrap(), by_store);
     }
 
     #[tokio::test]

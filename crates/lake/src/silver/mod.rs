@@ -263,12 +263,11 @@ impl SilverBuild {
             // First build (or a rebuild, or a lake from before the manifest): list everything.
             None => plan::full(lake, plan, &previous, watermark, started).await,
             Some(since) => {
-                let mut plan =
-                    plan::incremental(lake, plan, &previous, (since, watermark), started).await?;
-                // One listing of each table: a partition gone, or not the version this
-                // build's predecessor wrote, is rebuilt from bronze; so is a date with hours
-                // and no minutes (a lake from before the minute table).
-                let (hours, minutes) = futures::try_join!(
+                // One listing of each table, while the manifest is read: a partition gone, or
+                // not the version this build's predecessor wrote, is rebuilt from bronze; so
+                // is a date with hours and no minutes (a lake from before the minute table).
+                let (mut plan, hours, minutes) = futures::try_join!(
+                    plan::incremental(lake, plan, &previous, (since, watermark), started),
                     list_partition_versions(lake),
                     list_versions(lake, paths::minute_table())
                 )?;
