@@ -24,7 +24,7 @@ use super::{
     scoped_pass,
 };
 use crate::funding::{FundingDay, FundingRow, funding_days_from_batch, funding_from_batch};
-use crate::gaps::GapStatus;
+use crate::gaps::{GapStatus, gaps_from_batch};
 use crate::mark::{MarkRow, marks_from_batch};
 use crate::{Lake, Result, decode_parquet, paths};
 
@@ -66,13 +66,26 @@ pub async fn evaluate_perpetual(
     if !days.is_empty() {
         out.extend(check_funding_days(rules, &days, now.date_naive()));
     }
-    let marks: Vec<MarkRow> = read_dates(lake, &paths::mark_table(), from, to, |b, _, what| {
-        marks_from_batch(b, what)
-    })
-    .await?;
-    if !marks.is_empty() {
-        let confirmed = confirmed_mark_minutes(lake, from, to).await?;
-        out.extend(check_marks(rules, &marks, &confirmed, now));
+    // Mark prices are a row a minute: checked date by date, so memory holds a few dates of
+    // them whatever the range.
+    let table = paths::mark_table();
+    let dates: Vec<NaiveDate> = dates_between(lake, &table, from, to)
+        .await?
+        .into_iter()
+        .filter(|d| in_range(d, from, to))
+        .collect();
+    if !dates.is_empty() {
+        let confirmed = confirmed_mark_minutes(lake, &dates).await?;
+        let mut checks = MarkChecks::new(rules, &confirmed, now);
+        read_each(
+            lake,
+            &table,
+            dates,
+            |b, _, what| marks_from_batch(b, what),
+            |rows| checks.feed(&rows),
+        )
+        .await?;
+        out.extend(checks.finish());
     }
     Ok(out)
 }
@@ -86,28 +99,42 @@ async fn read_dates<T: Send + 'static>(
     to: Option<NaiveDate>,
     decode: fn(&arrow::array::RecordBatch, NaiveDate, &str) -> Result<Vec<T>>,
 ) -> Result<Vec<T>> {
-    let dates = dates_between(lake, table, from, to).await?;
-    let reads = dates
+    let dates: Vec<NaiveDate> = dates_between(lake, table, from, to)
+        .await?
         .into_iter()
         .filter(|d| in_range(d, from, to))
-        .map(|d| async move {
-            let key = paths::partition_file(table, d);
-            let what = key.clone();
-            lake.get_with(&key, move |bytes| {
-                let mut rows = Vec::new();
-                for b in decode_parquet(&what, bytes)? {
-                    rows.extend(decode(&b, d, what.as_ref())?);
-                }
-                Ok(rows)
-            })
-            .await
-        });
-    let mut reads = futures::stream::iter(reads).buffered(crate::dates_in_flight(lake, 4));
+        .collect();
     let mut out = Vec::new();
-    while let Some(rows) = reads.next().await {
-        out.extend(rows?);
-    }
+    read_each(lake, table, dates, decode, |rows| out.extend(rows)).await?;
     Ok(out)
+}
+
+/// The rows of each of `dates`' partitions of `table`, handed to `each` a date at a time in
+/// date order, the next few dates read meanwhile.
+async fn read_each<T: Send + 'static>(
+    lake: &Lake,
+    table: &object_store::path::Path,
+    dates: Vec<NaiveDate>,
+    decode: fn(&arrow::array::RecordBatch, NaiveDate, &str) -> Result<Vec<T>>,
+    mut each: impl FnMut(Vec<T>),
+) -> Result<()> {
+    let reads = dates.into_iter().map(|d| async move {
+        let key = paths::partition_file(table, d);
+        let what = key.clone();
+        lake.get_with(&key, move |bytes| {
+            let mut rows = Vec::new();
+            for b in decode_parquet(&what, bytes)? {
+                rows.extend(decode(&b, d, what.as_ref())?);
+            }
+            Ok(rows)
+        })
+        .await
+    });
+    let mut reads = futures::stream::iter(reads).buffered(crate::dates_in_flight(lake, 4));
+    while let Some(rows) = reads.next().await {
+        each(rows?);
+    }
+    Ok(())
 }
 
 fn finding(
@@ -291,28 +318,39 @@ pub fn check_funding_days(
     out
 }
 
-/// The minutes of recorded mark gaps confirmed empty, per exchange and symbol, within the
-/// dates `[from - 1, to + 1]`.
+/// The minutes of recorded mark gaps confirmed empty, per exchange and symbol, on `dates`
+/// (the gap report has a partition per date, and a gap never crosses midnight in it).
 async fn confirmed_mark_minutes(
     lake: &Lake,
-    from: Option<NaiveDate>,
-    to: Option<NaiveDate>,
+    dates: &[NaiveDate],
 ) -> Result<BTreeMap<Pair, BTreeSet<DateTime<Utc>>>> {
     let mut out: BTreeMap<Pair, BTreeSet<DateTime<Utc>>> = BTreeMap::new();
-    let near = |t: DateTime<Utc>| {
-        let d = t.date_naive();
-        from.is_none_or(|f| d >= f.pred_opt().unwrap_or(f))
-            && to.is_none_or(|t| d <= t.succ_opt().unwrap_or(t))
-    };
-    for g in crate::mark::recorded_gaps(lake).await? {
-        if g.status != GapStatus::Confirmed || !(near(g.start) || near(g.end)) {
-            continue;
+    let table = paths::mark_gaps_table();
+    let reads = dates.iter().map(|d| {
+        let key = paths::partition_file(&table, *d);
+        async move {
+            let Some(bytes) = lake.get_opt(&key).await? else {
+                return Ok(Vec::new());
+            };
+            let mut gaps = Vec::new();
+            for b in decode_parquet(&key, bytes)? {
+                gaps.extend(gaps_from_batch(&b, key.as_ref())?);
+            }
+            Ok::<_, crate::Error>(gaps)
         }
-        let minutes = out.entry((g.exchange, g.symbol.clone())).or_default();
-        let mut t = g.start;
-        while t < g.end {
-            minutes.insert(t);
-            t += Duration::minutes(1);
+    });
+    let mut reads = futures::stream::iter(reads).buffered(crate::dates_in_flight(lake, 4));
+    while let Some(gaps) = reads.next().await {
+        for g in gaps? {
+            if g.status != GapStatus::Confirmed {
+                continue;
+            }
+            let minutes = out.entry((g.exchange, g.symbol.clone())).or_default();
+            let mut t = g.start;
+            while t < g.end {
+                minutes.insert(t);
+                t += Duration::minutes(1);
+            }
         }
     }
     Ok(out)
@@ -326,83 +364,127 @@ pub fn check_marks(
     confirmed: &BTreeMap<Pair, BTreeSet<DateTime<Utc>>>,
     now: DateTime<Utc>,
 ) -> Vec<QualityResult> {
-    let mut hours: BTreeMap<(Pair, DateTime<Utc>), i32> = BTreeMap::new();
-    let mut newest: BTreeMap<Pair, DateTime<Utc>> = BTreeMap::new();
-    for r in rows {
-        let pair = (r.exchange, r.symbol.clone());
-        let hour = r
-            .open_time
-            .duration_trunc(Duration::hours(1))
-            .unwrap_or(r.open_time);
-        *hours.entry((pair.clone(), hour)).or_default() += 1;
-        let t = newest.entry(pair).or_insert(r.open_time);
-        *t = (*t).max(r.open_time);
-    }
-    let mut out = Vec::new();
-    let mut judged: BTreeMap<(Pair, NaiveDate), bool> = BTreeMap::new();
-    let (rule, action) = (Rule::MarkCompleteness, rules.mark_completeness);
-    let mut judged_hours = 0;
-    for ((pair, hour), present) in hours {
-        if hour + Duration::hours(1) > now {
-            continue;
+    let mut checks = MarkChecks::new(rules, confirmed, now);
+    checks.feed(rows);
+    checks.finish()
+}
+
+/// [`check_marks`] over a stream of dates: feed each date's rows, then `finish`.
+pub struct MarkChecks<'a> {
+    rules: &'a QualityRules,
+    confirmed: &'a BTreeMap<Pair, BTreeSet<DateTime<Utc>>>,
+    now: DateTime<Utc>,
+    out: Vec<QualityResult>,
+    /// Each exchange, symbol and date judged, with whether an hour of it broke the rule.
+    judged: BTreeMap<(Pair, NaiveDate), bool>,
+    judged_hours: usize,
+    newest: BTreeMap<Pair, DateTime<Utc>>,
+}
+
+impl<'a> MarkChecks<'a> {
+    pub fn new(
+        rules: &'a QualityRules,
+        confirmed: &'a BTreeMap<Pair, BTreeSet<DateTime<Utc>>>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        MarkChecks {
+            rules,
+            confirmed,
+            now,
+            out: Vec::new(),
+            judged: BTreeMap::new(),
+            judged_hours: 0,
+            newest: BTreeMap::new(),
         }
-        judged_hours += 1;
-        let empty = confirmed.get(&pair).map_or(0, |m| {
-            m.range(hour..hour + Duration::hours(1)).count() as i32
-        });
-        let covered = present + empty;
-        let broken = covered < rules.min_minutes_per_hour;
-        *judged.entry((pair.clone(), hour.date_naive())).or_default() |= broken;
-        if broken {
-            out.push(finding(
+    }
+
+    /// Rows of whole hours (a date's partition holds its hours whole).
+    pub fn feed(&mut self, rows: &[MarkRow]) {
+        let mut hours: BTreeMap<(Pair, DateTime<Utc>), i32> = BTreeMap::new();
+        for r in rows {
+            let pair = (r.exchange, r.symbol.clone());
+            let hour = r
+                .open_time
+                .duration_trunc(Duration::hours(1))
+                .unwrap_or(r.open_time);
+            *hours.entry((pair.clone(), hour)).or_default() += 1;
+            let t = self.newest.entry(pair).or_insert(r.open_time);
+            *t = (*t).max(r.open_time);
+        }
+        let (rules, (rule, action)) = (
+            self.rules,
+            (Rule::MarkCompleteness, self.rules.mark_completeness),
+        );
+        for ((pair, hour), present) in hours {
+            if hour + Duration::hours(1) > self.now {
+                continue;
+            }
+            self.judged_hours += 1;
+            let empty = self.confirmed.get(&pair).map_or(0, |m| {
+                m.range(hour..hour + Duration::hours(1)).count() as i32
+            });
+            let covered = present + empty;
+            let broken = covered < rules.min_minutes_per_hour;
+            *self
+                .judged
+                .entry((pair.clone(), hour.date_naive()))
+                .or_default() |= broken;
+            if broken {
+                self.out.push(finding(
+                    rule,
+                    action,
+                    &pair,
+                    hour.to_rfc3339(),
+                    f64::from(covered),
+                    Some(f64::from(rules.min_minutes_per_hour)),
+                    format!(
+                        "hour has {covered} of 60 mark price minutes ({present} present, {empty} confirmed empty)"
+                    ),
+                ));
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<QualityResult> {
+        let rules = self.rules;
+        passes_by_date(
+            &mut self.out,
+            Rule::MarkCompleteness,
+            rules.mark_completeness,
+            std::mem::take(&mut self.judged),
+            "every hour of mark prices complete",
+            format!("{} hours of mark prices complete", self.judged_hours),
+        );
+        let (rule, action) = (Rule::MarkFreshness, rules.mark_freshness);
+        let mut stale = 0;
+        for (pair, t) in &self.newest {
+            let age = (self.now - (*t + Duration::minutes(1))).num_minutes();
+            let message = format!("newest mark price minute ended {age} minutes ago");
+            if age > rules.max_age_minutes {
+                stale += 1;
+                self.out.push(finding(
+                    rule,
+                    action,
+                    pair,
+                    t.to_rfc3339(),
+                    age as f64,
+                    Some(rules.max_age_minutes as f64),
+                    message,
+                ));
+            } else {
+                self.out
+                    .push(scoped_pass(rule, action, pair.0, &pair.1, None, message));
+            }
+        }
+        if stale == 0 {
+            self.out.push(QualityResult::pass(
                 rule,
                 action,
-                &pair,
-                hour.to_rfc3339(),
-                f64::from(covered),
-                Some(f64::from(rules.min_minutes_per_hour)),
-                format!(
-                    "hour has {covered} of 60 mark price minutes ({present} present, {empty} confirmed empty)"
-                ),
+                format!("{} symbols' mark prices fresh", self.newest.len()),
             ));
         }
+        self.out
     }
-    passes_by_date(
-        &mut out,
-        rule,
-        action,
-        judged,
-        "every hour of mark prices complete",
-        format!("{judged_hours} hours of mark prices complete"),
-    );
-    let (rule, action) = (Rule::MarkFreshness, rules.mark_freshness);
-    let mut stale = 0;
-    for (pair, t) in &newest {
-        let age = (now - (*t + Duration::minutes(1))).num_minutes();
-        let message = format!("newest mark price minute ended {age} minutes ago");
-        if age > rules.max_age_minutes {
-            stale += 1;
-            out.push(finding(
-                rule,
-                action,
-                pair,
-                t.to_rfc3339(),
-                age as f64,
-                Some(rules.max_age_minutes as f64),
-                message,
-            ));
-        } else {
-            out.push(scoped_pass(rule, action, pair.0, &pair.1, None, message));
-        }
-    }
-    if stale == 0 {
-        out.push(QualityResult::pass(
-            rule,
-            action,
-            format!("{} symbols' mark prices fresh", newest.len()),
-        ));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -531,6 +613,28 @@ mod tests {
             out.iter()
                 .any(|r| r.status == Status::Pass && r.subject.as_deref() == Some("2026-03-01"))
         );
+    }
+
+    #[test]
+    fn mark_checks_fed_a_date_at_a_time_find_what_they_find_over_all_rows() {
+        let rules = QualityRules::default();
+        // Two dates, each with a short hour; the newest minute on the second.
+        let rows: Vec<MarkRow> = (0..60)
+            .filter(|m| m % 7 != 0)
+            .map(|m| mark(4, 3, m))
+            .chain((0..60).map(|m| mark(4, 4, m)))
+            .chain((0..50).map(|m| mark(5, 9, m)))
+            .collect();
+        let now = t(5, 12, 0);
+        let none = BTreeMap::new();
+        let whole = check_marks(&rules, &rows, &none, now);
+        let mut checks = MarkChecks::new(&rules, &none, now);
+        let (first, second): (Vec<MarkRow>, Vec<MarkRow>) =
+            rows.iter().cloned().partition(|r| r.open_time < t(5, 0, 0));
+        checks.feed(&first);
+        checks.feed(&second);
+        assert_eq!(checks.finish(), whole);
+        assert_eq!(violations(&whole, Rule::MarkCompleteness).len(), 2);
     }
 
     #[test]
