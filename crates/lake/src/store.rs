@@ -687,7 +687,10 @@ fn stat_files(
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_micros();
+        #[cfg(unix)]
         let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0u64;
         out.push(ObjectMeta {
             location: key_of(key),
             last_modified: modified.into(),
@@ -717,7 +720,15 @@ fn walk(
     while let Some((d, key)) = pending.pop() {
         let entries = match std::fs::read_dir(&d) {
             Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Nothing there, or a file where a folder would be: nothing under it.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                continue;
+            }
             Err(e) => return Err(failed(&d, e)),
         };
         for entry in entries {
@@ -733,12 +744,22 @@ fn walk(
             } else {
                 format!("{key}/{name}")
             };
-            let kind = entry.file_type().map_err(|e| failed(&d, e))?;
-            if kind.is_dir() && deep {
+            let (is_dir, is_file) = match entry.file_type() {
+                // A link is followed, as the store's listing follows it; a broken one is
+                // left out.
+                Ok(kind) if kind.is_symlink() => match std::fs::metadata(entry.path()) {
+                    Ok(m) => (m.is_dir(), m.is_file()),
+                    Err(_) => continue,
+                },
+                Ok(kind) => (kind.is_dir(), kind.is_file()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(failed(&d, e)),
+            };
+            if is_dir && deep {
                 pending.push((entry.path(), child));
-            } else if kind.is_dir() {
+            } else if is_dir {
                 folders.push(key_of(child));
-            } else if kind.is_file() {
+            } else if is_file {
                 found(child, &entry.path())?;
             }
         }
@@ -834,6 +855,19 @@ mod tests {
             .await
             .unwrap();
         std::fs::create_dir_all(dir.path().join("t/date=empty")).unwrap();
+        // Links are followed, as the store follows them; a broken one is left out.
+        lake.put(
+            &Path::from("elsewhere/date=z/part-00000.parquet"),
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+        let link = |target: &str, name: &str| {
+            std::os::unix::fs::symlink(dir.path().join(target), dir.path().join(name)).unwrap()
+        };
+        link("elsewhere/date=z", "t/date=linked");
+        link("t/top.json", "t/date=x/also.json");
+        link("nowhere", "t/date=x/broken.json");
         let mut by_store: Vec<ObjectMeta> = lake
             .store
             .list(Some(&Path::from("t")))
@@ -841,8 +875,15 @@ mod tests {
             .await
             .unwrap();
         by_store.sort_by(|a, b| a.location.cmp(&b.location));
-        assert_eq!(by_store.len(), 152);
+        assert_eq!(by_store.len(), 154);
         assert_eq!(lake.list(&Path::from("t")).await.unwrap(), by_store);
+        // A file where a folder is asked for lists nothing.
+        assert!(
+            lake.list(&Path::from("t/top.json"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

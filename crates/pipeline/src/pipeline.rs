@@ -138,6 +138,9 @@ pub struct GapRefetch {
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
     pub base_url: Option<String>,
+    /// Skip a gap window this run id already fetched (a retried scheduled invocation): a
+    /// second fetch by the same run must not count as a second confirmation.
+    pub skip_done_by_run: bool,
 }
 
 impl GapRefetch {
@@ -148,6 +151,7 @@ impl GapRefetch {
             from: None,
             to: None,
             base_url: None,
+            skip_done_by_run: false,
         }
     }
 }
@@ -1233,6 +1237,7 @@ impl Pipeline {
             windows: Some(windows),
             move_cursor: false,
             step: Step::Refetch,
+            skip_done_by_run: scope.skip_done_by_run,
             ..IngestRequest::hourly(scope.exchange, run_id, now)
         };
         Ok(Some(self.ingest(&req, &|_, _| {}).await?))
@@ -1403,6 +1408,7 @@ impl Pipeline {
                 move_cursor: false,
                 step: Step::Refetch,
                 prices: Prices::Mark,
+                skip_done_by_run,
                 ..IngestRequest::hourly(exchange, run_id, now)
             };
             let r = self.ingest(&req, &|_, _| {}).await?;
@@ -1446,12 +1452,11 @@ impl Pipeline {
                     .copied()
                     .collect();
                 let mut violations = 0;
-                if let (Some(from), Some(to)) = (changed.first(), changed.last()) {
-                    let results = quality::evaluate_perpetual(
+                if !changed.is_empty() {
+                    let results = quality::evaluate_perpetual_on(
                         &self.lake,
                         &self.settings.quality,
-                        Some(*from),
-                        Some(*to),
+                        &changed,
                         self.now(),
                     )
                     .await
@@ -1526,9 +1531,11 @@ impl Pipeline {
                 Err(e) if matches!(e.kind(), ErrorKind::Busy | ErrorKind::Banned) => None,
                 _ => {
                     let symbols = self.settings.exchange(exchange).symbols.clone();
-                    self.refetch_gaps(&GapRefetch::all(exchange, Some(symbols)), run_id, now)
-                        .await
-                        .transpose()
+                    let scope = GapRefetch {
+                        skip_done_by_run,
+                        ..GapRefetch::all(exchange, Some(symbols))
+                    };
+                    self.refetch_gaps(&scope, run_id, now).await.transpose()
                 }
             };
             let settings = self.settings.exchange(exchange);

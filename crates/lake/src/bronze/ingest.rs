@@ -565,8 +565,11 @@ pub(crate) async fn run_covers(
     (start, end): Window,
 ) -> Result<bool> {
     let mut parts: Vec<Window> = Vec::new();
+    // Objects are filed under the date their window starts: one that began the day before
+    // may cover the start of this range.
+    let first = date_of(start).pred_opt().unwrap_or(date_of(start));
     let last = date_of(end - Duration::microseconds(1)).max(date_of(start));
-    for day in date_of(start).iter_days().take_while(|d| *d <= last) {
+    for day in first.iter_days().take_while(|d| *d <= last) {
         let partition = paths::bronze_partition(exchange, dataset, symbol, day);
         parts.extend(
             lake.list(&partition)

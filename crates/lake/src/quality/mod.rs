@@ -24,7 +24,10 @@ use crate::parquet_io::{put_whole, writer_properties};
 use crate::{Lake, Result, daily_from_batch, paths, read_parquet};
 
 mod perpetual;
-pub use perpetual::{MarkChecks, check_funding_days, check_marks, check_rates, evaluate_perpetual};
+pub use perpetual::{
+    MarkChecks, check_funding_days, check_marks, check_rates, evaluate_perpetual,
+    evaluate_perpetual_on,
+};
 
 /// What a rule does when it is broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

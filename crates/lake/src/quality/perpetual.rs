@@ -35,7 +35,8 @@ type Pair = (Exchange, Symbol);
 const LONGEST_INTERVAL_HOURS: f64 = 8.0;
 
 /// The perpetual rules over `[from, to]` (all dates when open). A lake without perpetual
-/// tables in the range gives no results.
+/// tables in the range gives no results. Freshness is judged only when the range reaches
+/// today: the newest row of an older range says nothing of the symbol now.
 pub async fn evaluate_perpetual(
     lake: &Lake,
     rules: &QualityRules,
@@ -43,25 +44,61 @@ pub async fn evaluate_perpetual(
     to: Option<NaiveDate>,
     now: DateTime<Utc>,
 ) -> Result<Vec<QualityResult>> {
+    let fresh = to.is_none_or(|t| t >= now.date_naive());
+    evaluate_in(lake, rules, (from, to), &|_| true, fresh, now).await
+}
+
+/// The perpetual rules over exactly `dates` (those a build changed), not the span between
+/// them: a gap refetched far back does not make every date since then read again.
+pub async fn evaluate_perpetual_on(
+    lake: &Lake,
+    rules: &QualityRules,
+    dates: &BTreeSet<NaiveDate>,
+    now: DateTime<Utc>,
+) -> Result<Vec<QualityResult>> {
+    let (Some(from), Some(to)) = (dates.first().copied(), dates.last().copied()) else {
+        return Ok(Vec::new());
+    };
+    let fresh = to >= now.date_naive();
+    let keep = |d: &NaiveDate| dates.contains(d);
+    evaluate_in(lake, rules, (Some(from), Some(to)), &keep, fresh, now).await
+}
+
+async fn evaluate_in(
+    lake: &Lake,
+    rules: &QualityRules,
+    (from, to): (Option<NaiveDate>, Option<NaiveDate>),
+    keep: &(dyn Fn(&NaiveDate) -> bool + Sync),
+    fresh: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<QualityResult>> {
+    let dates_of = async |table: &object_store::path::Path| -> Result<Vec<NaiveDate>> {
+        Ok(dates_between(lake, table, from, to)
+            .await?
+            .into_iter()
+            .filter(|d| in_range(d, from, to) && keep(d))
+            .collect())
+    };
     let mut out = Vec::new();
-    let rates: Vec<FundingRow> = read_dates(
+    let (rates_table, days_table) = (paths::silver_funding_table(), paths::gold_funding_table());
+    let mut rates: Vec<FundingRow> = Vec::new();
+    let dates = dates_of(&rates_table).await?;
+    read_each(
         lake,
-        &paths::silver_funding_table(),
-        from,
-        to,
+        &rates_table,
+        dates,
         |b, _, what| funding_from_batch(b, what),
+        |r| rates.extend(r),
     )
     .await?;
-    let days = read_dates(
-        lake,
-        &paths::gold_funding_table(),
-        from,
-        to,
-        funding_days_from_batch,
-    )
+    let mut days = Vec::new();
+    let dates = dates_of(&days_table).await?;
+    read_each(lake, &days_table, dates, funding_days_from_batch, |d| {
+        days.extend(d)
+    })
     .await?;
     if !rates.is_empty() {
-        out.extend(check_rates(rules, &rates, now));
+        out.extend(check_rates(rules, &rates, fresh, now));
     }
     if !days.is_empty() {
         out.extend(check_funding_days(rules, &days, now.date_naive()));
@@ -69,14 +106,10 @@ pub async fn evaluate_perpetual(
     // Mark prices are a row a minute: checked date by date, so memory holds a few dates of
     // them whatever the range.
     let table = paths::mark_table();
-    let dates: Vec<NaiveDate> = dates_between(lake, &table, from, to)
-        .await?
-        .into_iter()
-        .filter(|d| in_range(d, from, to))
-        .collect();
+    let dates = dates_of(&table).await?;
     if !dates.is_empty() {
         let confirmed = confirmed_mark_minutes(lake, &dates).await?;
-        let mut checks = MarkChecks::new(rules, &confirmed, now);
+        let mut checks = MarkChecks::new(rules, &confirmed, fresh, now);
         read_each(
             lake,
             &table,
@@ -87,25 +120,6 @@ pub async fn evaluate_perpetual(
         .await?;
         out.extend(checks.finish());
     }
-    Ok(out)
-}
-
-/// The rows of `table`'s partitions in `[from, to]`, read a few at a time. `decode` gets
-/// each batch, its date and the file's name.
-async fn read_dates<T: Send + 'static>(
-    lake: &Lake,
-    table: &object_store::path::Path,
-    from: Option<NaiveDate>,
-    to: Option<NaiveDate>,
-    decode: fn(&arrow::array::RecordBatch, NaiveDate, &str) -> Result<Vec<T>>,
-) -> Result<Vec<T>> {
-    let dates: Vec<NaiveDate> = dates_between(lake, table, from, to)
-        .await?
-        .into_iter()
-        .filter(|d| in_range(d, from, to))
-        .collect();
-    let mut out = Vec::new();
-    read_each(lake, table, dates, decode, |rows| out.extend(rows)).await?;
     Ok(out)
 }
 
@@ -188,10 +202,12 @@ fn passes_by_date(
     }
 }
 
-/// `funding_rate` over every row, and `funding_freshness` of each symbol's newest slot.
+/// `funding_rate` over every row, and (with `fresh`) `funding_freshness` of each symbol's
+/// newest slot.
 pub fn check_rates(
     rules: &QualityRules,
     rows: &[FundingRow],
+    fresh: bool,
     now: DateTime<Utc>,
 ) -> Vec<QualityResult> {
     let mut out = Vec::new();
@@ -232,6 +248,9 @@ pub fn check_rates(
         "every rate within the threshold",
         format!("{} funding rates within the threshold", rows.len()),
     );
+    if !fresh {
+        return out;
+    }
     let mut stale = 0;
     for (pair, r) in &newest {
         let interval = r.interval_hours.unwrap_or(LONGEST_INTERVAL_HOURS);
@@ -364,7 +383,7 @@ pub fn check_marks(
     confirmed: &BTreeMap<Pair, BTreeSet<DateTime<Utc>>>,
     now: DateTime<Utc>,
 ) -> Vec<QualityResult> {
-    let mut checks = MarkChecks::new(rules, confirmed, now);
+    let mut checks = MarkChecks::new(rules, confirmed, true, now);
     checks.feed(rows);
     checks.finish()
 }
@@ -373,6 +392,8 @@ pub fn check_marks(
 pub struct MarkChecks<'a> {
     rules: &'a QualityRules,
     confirmed: &'a BTreeMap<Pair, BTreeSet<DateTime<Utc>>>,
+    /// Whether freshness is judged (the rows reach today).
+    fresh: bool,
     now: DateTime<Utc>,
     out: Vec<QualityResult>,
     /// Each exchange, symbol and date judged, with whether an hour of it broke the rule.
@@ -385,11 +406,13 @@ impl<'a> MarkChecks<'a> {
     pub fn new(
         rules: &'a QualityRules,
         confirmed: &'a BTreeMap<Pair, BTreeSet<DateTime<Utc>>>,
+        fresh: bool,
         now: DateTime<Utc>,
     ) -> Self {
         MarkChecks {
             rules,
             confirmed,
+            fresh,
             now,
             out: Vec::new(),
             judged: BTreeMap::new(),
@@ -455,6 +478,9 @@ impl<'a> MarkChecks<'a> {
             "every hour of mark prices complete",
             format!("{} hours of mark prices complete", self.judged_hours),
         );
+        if !self.fresh {
+            return self.out;
+        }
         let (rule, action) = (Rule::MarkFreshness, rules.mark_freshness);
         let mut stale = 0;
         for (pair, t) in &self.newest {
@@ -538,7 +564,7 @@ mod tests {
             rate(8, 0.031, Some(8.0)),
             rate(16, f64::NAN, Some(8.0)),
         ];
-        let out = check_rates(&rules, &rows, t(2, 17, 0));
+        let out = check_rates(&rules, &rows, true, t(2, 17, 0));
         let bad = violations(&out, Rule::FundingRate);
         assert_eq!(bad.len(), 2, "{out:#?}");
         assert_eq!(bad[0].subject.as_deref(), Some("2026-03-02T08:00:00+00:00"));
@@ -547,7 +573,7 @@ mod tests {
             !out.iter()
                 .any(|r| r.rule == Rule::FundingRate && r.status == Status::Pass)
         );
-        let fine = check_rates(&rules, &rows[..1], t(2, 1, 0));
+        let fine = check_rates(&rules, &rows[..1], true, t(2, 1, 0));
         assert!(violations(&fine, Rule::FundingRate).is_empty());
         assert_eq!(
             fine.iter()
@@ -566,12 +592,12 @@ mod tests {
         let at = |m: i64| t(2, 5, 0) + Duration::minutes(m);
         assert!(
             violations(
-                &check_rates(&rules, &hourly, at(60 + late)),
+                &check_rates(&rules, &hourly, true, at(60 + late)),
                 Rule::FundingFreshness
             )
             .is_empty()
         );
-        let stale = check_rates(&rules, &hourly, at(61 + late));
+        let stale = check_rates(&rules, &hourly, true, at(61 + late));
         let v = violations(&stale, Rule::FundingFreshness);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].threshold, Some((60 + late) as f64));
@@ -580,7 +606,7 @@ mod tests {
         let eight = [rate(5, 0.0, Some(8.0))];
         assert!(
             violations(
-                &check_rates(&rules, &eight, at(61 + late)),
+                &check_rates(&rules, &eight, true, at(61 + late)),
                 Rule::FundingFreshness
             )
             .is_empty()
@@ -616,6 +642,63 @@ mod tests {
     }
 
     #[test]
+    fn a_later_pass_resolves_a_perpetual_violation_and_old_ranges_judge_no_freshness() {
+        use crate::quality::{CurrentState, RecordedResult};
+        let rules = QualityRules::default();
+        let none = BTreeMap::new();
+        let record =
+            |results: Vec<QualityResult>, at: DateTime<Utc>, state: &mut CurrentState, n| {
+                for result in results {
+                    let r = RecordedResult {
+                        run_id: format!("run-{n}"),
+                        step: cryptolake_model::Step::Funding,
+                        checked_at: at,
+                        result,
+                    };
+                    state.add(r, n);
+                }
+            };
+        let mut state = CurrentState::default();
+        // Hour 10 short of minutes, and a rate outside the bound: two open violations.
+        let short: Vec<MarkRow> = (0..50).map(|m| mark(4, 10, m)).collect();
+        let now = t(4, 12, 0);
+        record(check_marks(&rules, &short, &none, now), now, &mut state, 1);
+        let big = [rate(8, 0.05, Some(8.0))];
+        let (rated, rated_later) = (t(2, 9, 0), t(2, 10, 0));
+        record(check_rates(&rules, &big, true, rated), rated, &mut state, 1);
+        let open: Vec<Rule> = state.open().map(|r| r.result.rule).collect();
+        assert_eq!(open.len(), 2, "{open:?}");
+        // The same hour whole, and the rate revised: both resolved by the later passes.
+        let whole: Vec<MarkRow> = (0..60).map(|m| mark(4, 10, m)).collect();
+        let later = t(4, 13, 0);
+        record(
+            check_marks(&rules, &whole, &none, later),
+            later,
+            &mut state,
+            2,
+        );
+        let fine = [rate(8, 0.0001, Some(8.0))];
+        record(
+            check_rates(&rules, &fine, true, rated_later),
+            rated_later,
+            &mut state,
+            2,
+        );
+        assert_eq!(state.open().count(), 0);
+        // A range that does not reach today judges no freshness.
+        let stale = check_rates(&rules, &fine, false, t(9, 0, 0));
+        assert!(stale.iter().all(|r| r.rule != Rule::FundingFreshness));
+        let mut checks = MarkChecks::new(&rules, &none, false, t(9, 0, 0));
+        checks.feed(&whole);
+        assert!(
+            checks
+                .finish()
+                .iter()
+                .all(|r| r.rule != Rule::MarkFreshness)
+        );
+    }
+
+    #[test]
     fn mark_checks_fed_a_date_at_a_time_find_what_they_find_over_all_rows() {
         let rules = QualityRules::default();
         // Two dates, each with a short hour; the newest minute on the second.
@@ -628,7 +711,7 @@ mod tests {
         let now = t(5, 12, 0);
         let none = BTreeMap::new();
         let whole = check_marks(&rules, &rows, &none, now);
-        let mut checks = MarkChecks::new(&rules, &none, now);
+        let mut checks = MarkChecks::new(&rules, &none, true, now);
         let (first, second): (Vec<MarkRow>, Vec<MarkRow>) =
             rows.iter().cloned().partition(|r| r.open_time < t(5, 0, 0));
         checks.feed(&first);
