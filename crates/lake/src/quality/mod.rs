@@ -402,15 +402,38 @@ fn violation(
     threshold: f64,
     message: String,
 ) -> QualityResult {
+    let pair = (h.exchange, h.symbol.clone());
+    let subject = h.open_time.to_rfc3339();
+    finding(
+        rule,
+        action,
+        &pair,
+        subject,
+        observed,
+        Some(threshold),
+        message,
+    )
+}
+
+/// A violation of `rule` by one exchange and symbol over `subject`.
+fn finding(
+    rule: Rule,
+    action: Action,
+    (exchange, symbol): &(Exchange, Symbol),
+    subject: String,
+    observed: f64,
+    threshold: Option<f64>,
+    message: String,
+) -> QualityResult {
     QualityResult {
         rule,
         action,
         status: Status::Violation,
-        exchange: Some(h.exchange),
-        symbol: Some(h.symbol.clone()),
-        subject: Some(h.open_time.to_rfc3339()),
+        exchange: Some(*exchange),
+        symbol: Some(symbol.clone()),
+        subject: Some(subject),
         observed: Some(observed),
-        threshold: Some(threshold),
+        threshold,
         message,
     }
 }

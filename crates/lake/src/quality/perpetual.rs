@@ -20,7 +20,7 @@ use cryptolake_model::{Exchange, Symbol};
 use futures::StreamExt;
 
 use super::{
-    Action, QualityResult, QualityRules, Rule, Status, dates_between, hours_of, in_range,
+    Action, QualityResult, QualityRules, Rule, dates_between, finding, hours_of, in_range,
     scoped_pass,
 };
 use crate::funding::{FundingDay, FundingRow, funding_days_from_batch, funding_from_batch};
@@ -151,28 +151,6 @@ async fn read_each<T: Send + 'static>(
     Ok(())
 }
 
-fn finding(
-    rule: Rule,
-    action: Action,
-    (exchange, symbol): &Pair,
-    subject: String,
-    observed: f64,
-    threshold: Option<f64>,
-    message: String,
-) -> QualityResult {
-    QualityResult {
-        rule,
-        action,
-        status: Status::Violation,
-        exchange: Some(*exchange),
-        symbol: Some(symbol.clone()),
-        subject: Some(subject),
-        observed: Some(observed),
-        threshold,
-        message,
-    }
-}
-
 /// Scoped passes of `rule` over the hours of each judged (exchange, symbol, date) without a
 /// finding, and the summary pass when nothing at all was found.
 fn passes_by_date(
@@ -199,6 +177,39 @@ fn passes_by_date(
     }
     if !broken {
         out.push(QualityResult::pass(rule, action, summary));
+    }
+}
+
+/// Freshness of each exchange and symbol from its newest row (its time, its age and the age
+/// allowed, in minutes, and what to say): a violation when older than allowed, a scoped pass
+/// otherwise, and the summary pass when none is stale.
+fn freshness<'p>(
+    out: &mut Vec<QualityResult>,
+    rule: Rule,
+    action: Action,
+    judged: impl Iterator<Item = (&'p Pair, DateTime<Utc>, i64, i64, String)>,
+    what: &str,
+) {
+    let (mut symbols, mut stale) = (0, 0);
+    for (pair, newest, age, allowed, message) in judged {
+        symbols += 1;
+        if age > allowed {
+            stale += 1;
+            let subject = newest.to_rfc3339();
+            let threshold = Some(allowed as f64);
+            out.push(finding(
+                rule, action, pair, subject, age as f64, threshold, message,
+            ));
+        } else {
+            out.push(scoped_pass(rule, action, pair.0, &pair.1, None, message));
+        }
+    }
+    if stale == 0 {
+        out.push(QualityResult::pass(
+            rule,
+            action,
+            format!("{symbols} {what}"),
+        ));
     }
 }
 
@@ -251,8 +262,7 @@ pub fn check_rates(
     if !fresh {
         return out;
     }
-    let mut stale = 0;
-    for (pair, r) in &newest {
+    let judged = newest.iter().map(|(pair, r)| {
         let interval = r.interval_hours.unwrap_or(LONGEST_INTERVAL_HOURS);
         let allowed = (interval * 60.0) as i64 + rules.funding_max_late_minutes;
         let age = (now - r.slot).num_minutes();
@@ -260,35 +270,10 @@ pub fn check_rates(
             "newest funding slot {} is {age} minutes old (interval {interval}h)",
             r.slot.to_rfc3339()
         );
-        if age > allowed {
-            stale += 1;
-            out.push(finding(
-                Rule::FundingFreshness,
-                rules.funding_freshness,
-                pair,
-                r.slot.to_rfc3339(),
-                age as f64,
-                Some(allowed as f64),
-                message,
-            ));
-        } else {
-            out.push(scoped_pass(
-                Rule::FundingFreshness,
-                rules.funding_freshness,
-                pair.0,
-                &pair.1,
-                None,
-                message,
-            ));
-        }
-    }
-    if stale == 0 {
-        out.push(QualityResult::pass(
-            Rule::FundingFreshness,
-            rules.funding_freshness,
-            format!("{} symbols' funding fresh", newest.len()),
-        ));
-    }
+        (pair, r.slot, age, allowed, message)
+    });
+    let (rule, action) = (Rule::FundingFreshness, rules.funding_freshness);
+    freshness(&mut out, rule, action, judged, "symbols' funding fresh");
     out
 }
 
@@ -481,34 +466,20 @@ impl<'a> MarkChecks<'a> {
         if !self.fresh {
             return self.out;
         }
-        let (rule, action) = (Rule::MarkFreshness, rules.mark_freshness);
-        let mut stale = 0;
-        for (pair, t) in &self.newest {
-            let age = (self.now - (*t + Duration::minutes(1))).num_minutes();
+        let (now, max_age) = (self.now, rules.max_age_minutes);
+        let judged = self.newest.iter().map(|(pair, t)| {
+            let age = (now - (*t + Duration::minutes(1))).num_minutes();
             let message = format!("newest mark price minute ended {age} minutes ago");
-            if age > rules.max_age_minutes {
-                stale += 1;
-                self.out.push(finding(
-                    rule,
-                    action,
-                    pair,
-                    t.to_rfc3339(),
-                    age as f64,
-                    Some(rules.max_age_minutes as f64),
-                    message,
-                ));
-            } else {
-                self.out
-                    .push(scoped_pass(rule, action, pair.0, &pair.1, None, message));
-            }
-        }
-        if stale == 0 {
-            self.out.push(QualityResult::pass(
-                rule,
-                action,
-                format!("{} symbols' mark prices fresh", self.newest.len()),
-            ));
-        }
+            (pair, *t, age, max_age, message)
+        });
+        let (rule, action) = (Rule::MarkFreshness, rules.mark_freshness);
+        freshness(
+            &mut self.out,
+            rule,
+            action,
+            judged,
+            "symbols' mark prices fresh",
+        );
         self.out
     }
 }

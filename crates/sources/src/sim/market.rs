@@ -754,6 +754,13 @@ pub struct SimMark {
     pub partial: bool,
 }
 
+impl SimMark {
+    /// Open, high, low and close as the venues write them: decimal strings.
+    fn prices(&self) -> [serde_json::Value; 4] {
+        [self.open, self.high, self.low, self.close].map(|p| format!("{p:.8}").into())
+    }
+}
+
 impl SimMarket {
     /// The mark price candle of `symbol` on the perpetual `exchange` opening at `open_time`:
     /// its trade candle's prices moved by a small basis of the minute (every price by the same
@@ -832,12 +839,13 @@ impl SimMarket {
             )
             .into_iter()
             .map(|m| {
+                let [o, h, l, c] = m.prices();
                 serde_json::json!([
                     m.open_ms,
-                    format!("{:.8}", m.open),
-                    format!("{:.8}", m.high),
-                    format!("{:.8}", m.low),
-                    format!("{:.8}", m.close),
+                    o,
+                    h,
+                    l,
+                    c,
                     "0",
                     m.open_ms + 59_999,
                     "0",
@@ -876,14 +884,9 @@ impl SimMarket {
             .newest_marks(Exchange::OkxSwap, symbol, range, now)
             .into_iter()
             .map(|m| {
-                serde_json::json!([
-                    m.open_ms.to_string(),
-                    format!("{:.8}", m.open),
-                    format!("{:.8}", m.high),
-                    format!("{:.8}", m.low),
-                    format!("{:.8}", m.close),
-                    if m.partial { "0" } else { "1" }
-                ])
+                let [o, h, l, c] = m.prices();
+                let confirm = if m.partial { "0" } else { "1" };
+                serde_json::json!([m.open_ms.to_string(), o, h, l, c, confirm])
             })
             .collect();
         serde_json::json!({ "code": "0", "msg": "", "data": rows }).to_string()
@@ -900,13 +903,8 @@ impl SimMarket {
             .newest_marks(Exchange::BybitLinear, symbol, range, now)
             .into_iter()
             .map(|m| {
-                serde_json::json!([
-                    m.open_ms.to_string(),
-                    format!("{:.8}", m.open),
-                    format!("{:.8}", m.high),
-                    format!("{:.8}", m.low),
-                    format!("{:.8}", m.close)
-                ])
+                let [o, h, l, c] = m.prices();
+                serde_json::json!([m.open_ms.to_string(), o, h, l, c])
             })
             .collect();
         serde_json::json!({
