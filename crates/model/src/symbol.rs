@@ -54,14 +54,17 @@ impl Symbol {
         })
     }
 
+    #[inline]
     pub fn base(&self) -> &str {
         &self.text[..self.dash]
     }
 
+    #[inline]
     pub fn quote(&self) -> &str {
         &self.text[self.dash + 1..]
     }
 
+    #[inline]
     pub fn as_str(&self) -> &str {
         &self.text
     }

@@ -175,6 +175,7 @@ pub(crate) type RowError = (Option<CandleRule>, String);
 
 /// A validated candle from parsed wire values; a broken invariant names its rule.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) fn checked_candle(
     exchange: cryptolake_model::Exchange,
     symbol: &cryptolake_model::Symbol,
@@ -202,8 +203,8 @@ pub(crate) fn checked_candle(
 }
 
 /// The candle with its taker buy volumes, checked; a broken rule is named.
-pub(crate) fn with_taker_buy(candle: Candle, base: f64, quote: f64) -> Result<Candle, RowError> {
-    candle.with_taker_buy(base, quote).map_err(|e| match &e {
+pub(crate) fn set_taker_buy(candle: &mut Candle, base: f64, quote: f64) -> Result<(), RowError> {
+    candle.set_taker_buy(base, quote).map_err(|e| match &e {
         cryptolake_model::Error::InvalidCandle { rule, .. } => (Some(*rule), e.to_string()),
         _ => (None, e.to_string()),
     })

@@ -2,7 +2,7 @@
 
 use std::borrow::Borrow;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use cryptolake_model::{Candle, HourlyCandle, hour_start};
 
 use crate::rollup::Rollup;
@@ -73,9 +73,9 @@ pub fn hourly<M: Borrow<Minute>>(
     let mut i = 0;
     while i < minutes.len() {
         let hour = hour_start(minutes[i].borrow().candle.open_time);
+        let end = hour + Duration::hours(1);
         let mut j = i;
-        while j < minutes.len() && minutes[j].borrow().candle.open_time < hour + Duration::hours(1)
-        {
+        while j < minutes.len() && minutes[j].borrow().candle.open_time < end {
             j += 1;
         }
         if is_final(hour) {
@@ -114,7 +114,8 @@ fn one_hour<M: Borrow<Minute>>(hour: DateTime<Utc>, group: &[M]) -> HourlyCandle
         let c = &m.candle;
         r.add(c.high, c.low, c.volume, c.quote_volume, c.trade_count);
         ingested_at = ingested_at.max(m.fetched_at);
-        minute_mask |= 1 << ((c.open_time - hour).num_minutes());
+        // Every minute of the group lies in `hour`: its minute of the hour is its offset.
+        minute_mask |= 1 << c.open_time.minute();
     }
     HourlyCandle {
         exchange: first.exchange,

@@ -599,6 +599,7 @@ pub(super) fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules)
         }
     };
     let mut rejected = Vec::new();
+    out.minutes.reserve(records.len());
     for record in records {
         match record {
             Record::Candle { candle, close_time } => {

@@ -128,7 +128,7 @@ pub fn parse_csv(exchange: Exchange, body: &[u8], symbol: &Symbol) -> Result<Vec
         })();
         let candle = values.and_then(|(ohlcv, qv, [tb, tq])| {
             checked_candle(exchange, symbol, open_time, ohlcv, Some(qv), Some(count))
-                .and_then(|c| crate::with_taker_buy(c, tb, tq))
+                .and_then(|mut c| crate::set_taker_buy(&mut c, tb, tq).map(|()| c))
         });
         match candle {
             Ok(_) if close_time <= open_time => out.push(reject(

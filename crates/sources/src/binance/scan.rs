@@ -102,25 +102,26 @@ impl<'a> Cursor<'a> {
         self.expect(b'"')?;
         let start = self.i;
         let mut m: u64 = 0;
-        let mut digits = 0usize;
-        let mut dot = None;
-        loop {
-            let c = *self.b.get(self.i)?;
-            match c {
-                b'0'..=b'9' => {
-                    m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
-                    digits += 1;
-                }
-                b'.' if dot.is_none() => dot = Some(self.i),
-                b'"' => break,
-                _ => return None,
-            }
+        let mut digits = self.digits(&mut m);
+        let whole = digits;
+        let dot = self.b.get(self.i) == Some(&b'.');
+        if dot {
             self.i += 1;
+            // Binance sends eight digits after the point: take them as one word.
+            if let Some(v) = self.eight_digits() {
+                m = m.wrapping_mul(100_000_000).wrapping_add(v);
+                digits += 8;
+                self.i += 8;
+            }
+            digits += self.digits(&mut m);
+        }
+        if self.b.get(self.i) != Some(&b'"') {
+            return None;
         }
         let end = self.i;
         self.i += 1;
-        let frac = dot.map_or(0, |p| end - p - 1);
-        if digits == frac || (dot.is_some() && frac == 0) {
+        let frac = digits - whole;
+        if whole == 0 || (dot && frac == 0) {
             return None;
         }
         // Exact when the digits fit in 53 bits and the divisor is an exact power of ten: one
@@ -129,6 +130,39 @@ impl<'a> Cursor<'a> {
             return Some(m as f64 / POW10[frac]);
         }
         std::str::from_utf8(&self.b[start..end]).ok()?.parse().ok()
+    }
+
+    /// Takes a run of ASCII digits into `m` (wrapping; the caller counts them) and returns
+    /// how many there were.
+    fn digits(&mut self, m: &mut u64) -> usize {
+        let from = self.i;
+        while let Some(&c) = self.b.get(self.i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            *m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+            self.i += 1;
+        }
+        self.i - from
+    }
+
+    /// The value of the next eight bytes if all of them are ASCII digits (the first the most
+    /// significant), read as one little-endian word.
+    fn eight_digits(&self) -> Option<u64> {
+        const ZEROS: u64 = 0x3030_3030_3030_3030;
+        const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+        let bytes: [u8; 8] = self.b.get(self.i..self.i + 8)?.try_into().ok()?;
+        let w = u64::from_le_bytes(bytes);
+        // Every byte is 0x30 to 0x3F, and none is above 0x39 (adding 6 carries it out of 3).
+        if w & HIGH != ZEROS || w.wrapping_add(0x0606_0606_0606_0606) & HIGH != ZEROS {
+            return None;
+        }
+        let d = w - ZEROS;
+        // Neighbouring digits to two-digit lanes, then those to one eight-digit number.
+        let pairs = d.wrapping_mul(10).wrapping_add(d >> 8);
+        let lo = (pairs & 0x0000_00FF_0000_00FF).wrapping_mul(100 + (1_000_000 << 32));
+        let hi = ((pairs >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32));
+        Some(lo.wrapping_add(hi) >> 32)
     }
 
     /// A field the candle does not use: a plain string or a plain integer.
@@ -233,6 +267,24 @@ mod tests {
         ] {
             assert_eq!(scan_klines(body), None, "{}", String::from_utf8_lossy(body));
         }
+    }
+
+    #[test]
+    fn eight_digits_read_as_one_number_or_not_at_all() {
+        let at = |text: &str| {
+            Cursor {
+                b: text.as_bytes(),
+                i: 0,
+            }
+            .eight_digits()
+        };
+        assert_eq!(at("12345678"), Some(12_345_678));
+        assert_eq!(at("00000009x"), Some(9));
+        assert_eq!(at("99999999"), Some(99_999_999));
+        assert_eq!(at("1234567"), None);
+        assert_eq!(at("1234:678"), None);
+        assert_eq!(at("1234/678"), None);
+        assert_eq!(at("1234.678"), None);
     }
 
     #[test]
