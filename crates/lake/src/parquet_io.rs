@@ -192,9 +192,19 @@ pub(crate) async fn write_row_groups(
 ) -> Result<String> {
     let props = writer_properties(key, &schema, sorted_by)?;
     let what = key.clone();
+    // The copied row groups' bytes and about the new rows' size, reserved at once: growing
+    // the buffer by doubling copied a day of minutes several times over for one new hour.
+    let capacity = source.as_ref().map_or(0, |s| s.bytes.len())
+        + groups
+            .iter()
+            .map(|g| match g {
+                RowGroup::Rows(batch) => batch.get_array_memory_size(),
+                RowGroup::Copied(_) => 0,
+            })
+            .sum::<usize>();
     let encode = move || -> Result<Vec<u8>> {
         let perr = |e| Error::parquet(&what, e);
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(capacity);
         let writer = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props)).map_err(perr)?;
         let (mut file, factory) = writer.into_serialized_writer().map_err(perr)?;
         if let Some(source) = &source {

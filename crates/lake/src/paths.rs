@@ -43,7 +43,7 @@ pub const QUARANTINE_FUNDING_RATES: &str = "quarantine/funding_rates";
 pub const SILVER_MARK_OHLCV_1M: &str = "silver/mark_ohlcv_1m";
 pub const OPS_MARK_GAPS: &str = "ops/mark_gaps";
 pub const QUARANTINE_MARK_OHLCV_1M: &str = "quarantine/mark_ohlcv_1m";
-const PART_FILE: &str = "part-00000.parquet";
+pub(crate) const PART_FILE: &str = "part-00000.parquet";
 const BRONZE_EXT: &str = ".bronze";
 
 /// Where a bronze object sits and what it covers, all readable from its key.

@@ -579,6 +579,50 @@ impl Lake {
         all.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(all)
     }
+
+    /// The objects named `file` one folder below `table` (a table's partition files, one per
+    /// folder), with what [`Lake::list`] says of them. On local disk the table's folder is
+    /// read and each partition's file looked up by name, one system call a partition where
+    /// reading every partition's folder took six; elsewhere the table is listed.
+    pub async fn list_partition_files(&self, table: &Path, file: &str) -> Result<Vec<ObjectMeta>> {
+        let in_partition = |meta: &ObjectMeta| {
+            let rest: Vec<_> = meta
+                .location
+                .prefix_match(table)
+                .into_iter()
+                .flatten()
+                .collect();
+            matches!(rest.as_slice(), [_, name] if name.as_ref() == file)
+        };
+        let (Some(root), false) = (&self.local_root, self.remote) else {
+            let mut all = self.list(table).await?;
+            all.retain(in_partition);
+            return Ok(all);
+        };
+        let (root, table, file) = (root.clone(), table.clone(), file.to_string());
+        let all = tokio::task::spawn_blocking(move || {
+            let (_, folders) = stat_files(&root, &table, false)?;
+            let mut out = Vec::with_capacity(folders.len());
+            for folder in folders {
+                let key = format!("{folder}/{file}");
+                let path = root.join(&key);
+                match std::fs::metadata(&path) {
+                    Ok(meta) if meta.is_file() => out.push(object_meta(key, &meta)),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Error::Invalid(format!("listing {}: {e}", path.display())));
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.location.cmp(&b.location));
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("listing the lake: {e}")))??;
+        self.requests.add_lists(pages(all.len()));
+        Ok(all)
+    }
 }
 
 /// How many blocking threads list a local lake's prefixes at once, and the fewest prefixes
@@ -675,43 +719,58 @@ fn stat_files(
     deep: bool,
 ) -> Result<(Vec<ObjectMeta>, Vec<Path>)> {
     let (mut out, mut folders) = (Vec::new(), Vec::new());
-    walk(root, prefix, deep, &mut folders, |key, file| {
-        let meta = match std::fs::metadata(file) {
+    walk(root, prefix, deep, &mut folders, |key, entry| {
+        // Stat by the folder's handle, not by the whole path again from the root (which was
+        // most of a listing's time); a link is followed, as the store follows it.
+        let meta = match entry.file_type().map(|t| t.is_symlink()) {
+            Ok(false) => entry.metadata(),
+            _ => std::fs::metadata(entry.path()),
+        };
+        let meta = match meta {
             Ok(m) => m,
             // Gone between the directory read and the stat: not listed.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::Invalid(format!("listing {}: {e}", file.display()))),
+            Err(e) => {
+                let file = entry.path();
+                return Err(Error::Invalid(format!("listing {}: {e}", file.display())));
+            }
         };
-        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-        let micros = modified
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros();
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-        #[cfg(not(unix))]
-        let inode = 0u64;
-        out.push(ObjectMeta {
-            location: key_of(key),
-            last_modified: modified.into(),
-            size: meta.len(),
-            e_tag: Some(format!("{inode:x}-{micros:x}-{:x}", meta.len())),
-            version: None,
-        });
+        out.push(object_meta(key, &meta));
         Ok(())
     })?;
     Ok((out, folders))
 }
 
+/// What the store's listing says of the local file at `key`: its size, modification time and
+/// the store's e-tag (inode, modification time in microseconds, size).
+fn object_meta(key: String, meta: &std::fs::Metadata) -> ObjectMeta {
+    let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+    let micros = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(meta);
+    #[cfg(not(unix))]
+    let inode = 0u64;
+    ObjectMeta {
+        location: key_of(key),
+        last_modified: modified.into(),
+        size: meta.len(),
+        e_tag: Some(format!("{inode:x}-{micros:x}-{:x}", meta.len())),
+        version: None,
+    }
+}
+
 /// Walks the files under `prefix` in a local lake rooted at `root`, reading directories only,
-/// handing each file's key and path to `found`: all of them (`deep`), or only those directly
+/// handing each file's key and directory entry to `found`: all of them (`deep`), or only those directly
 /// in `prefix`, its folders then going to `folders`.
 fn walk(
     root: &std::path::Path,
     prefix: &Path,
     deep: bool,
     folders: &mut Vec<Path>,
-    mut found: impl FnMut(String, &std::path::Path) -> Result<()>,
+    mut found: impl FnMut(String, &std::fs::DirEntry) -> Result<()>,
 ) -> Result<()> {
     let failed = |d: &std::path::Path, e: std::io::Error| {
         Error::Invalid(format!("listing {}: {e}", d.display()))
@@ -760,7 +819,7 @@ fn walk(
             } else if is_dir {
                 folders.push(key_of(child));
             } else if is_file {
-                found(child, &entry.path())?;
+                found(child, &entry)?;
             }
         }
     }
@@ -877,6 +936,23 @@ mod tests {
         by_store.sort_by(|a, b| a.location.cmp(&b.location));
         assert_eq!(by_store.len(), 154);
         assert_eq!(lake.list(&Path::from("t")).await.unwrap(), by_store);
+        // The partition files alone, each looked up by name in its folder: the same as the
+        // store's listing keeps of them (the linked folder's file included), and a folder
+        // whose partition "file" is a folder has none.
+        std::fs::create_dir_all(dir.path().join("t/date=dir/part-00000.parquet")).unwrap();
+        let parts: Vec<ObjectMeta> = by_store
+            .iter()
+            .filter(|m| m.location.filename() == Some("part-00000.parquet"))
+            .cloned()
+            .collect();
+        assert_eq!(parts.len(), 151);
+        let t = Path::from("t");
+        assert_eq!(
+            lake.list_partition_files(&t, "part-00000.parquet")
+                .await
+                .unwrap(),
+            parts
+        );
         // A file where a folder is asked for lists nothing.
         assert!(
             lake.list(&Path::from("t/top.json"))

@@ -101,14 +101,7 @@ impl GoldBuild {
         let mut repair = Vec::new();
         if !self.rebuild && !previous.is_empty() {
             let table = paths::gold_table();
-            let listed: BTreeMap<NaiveDate, String> = lake
-                .list(&table)
-                .await?
-                .iter()
-                .filter_map(|m| {
-                    paths::partition_file_date(&table, &m.location).map(|d| (d, state::version(m)))
-                })
-                .collect();
+            let listed = crate::silver::list_versions(lake, table).await?;
             for (d, v) in &silver {
                 let written = previous_state.written.get(d);
                 let changed = match listed.get(d) {

@@ -55,7 +55,7 @@ pub async fn list_partition_versions(lake: &Lake) -> Result<BTreeMap<NaiveDate, 
 /// The partitions of a table with one file per date and their versions, from a listing.
 pub async fn list_versions(lake: &Lake, table: Path) -> Result<BTreeMap<NaiveDate, String>> {
     Ok(lake
-        .list(&table)
+        .list_partition_files(&table, paths::PART_FILE)
         .await?
         .iter()
         .filter_map(|meta| {
