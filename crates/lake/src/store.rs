@@ -606,10 +606,14 @@ impl Lake {
             for folder in folders {
                 let key = format!("{folder}/{file}");
                 let path = root.join(&key);
+                // As the listing: a link is followed, and one that leads nowhere (or to
+                // itself) is left out.
+                let link = || std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink());
                 match std::fs::metadata(&path) {
                     Ok(meta) if meta.is_file() => out.push(object_meta(key, &meta)),
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) if link() => {}
                     Err(e) => {
                         return Err(Error::Invalid(format!("listing {}: {e}", path.display())));
                     }
@@ -940,6 +944,12 @@ mod tests {
         // store's listing keeps of them (the linked folder's file included), and a folder
         // whose partition "file" is a folder has none.
         std::fs::create_dir_all(dir.path().join("t/date=dir/part-00000.parquet")).unwrap();
+        std::fs::create_dir_all(dir.path().join("t/date=loop")).unwrap();
+        link(
+            "t/date=loop/part-00000.parquet",
+            "t/date=loop/part-00000.parquet",
+        );
+        assert_eq!(lake.list(&Path::from("t")).await.unwrap().len(), 154);
         let parts: Vec<ObjectMeta> = by_store
             .iter()
             .filter(|m| m.location.filename() == Some("part-00000.parquet"))
