@@ -601,7 +601,8 @@ impl Lake {
         };
         let (root, table, file) = (root.clone(), table.clone(), file.to_string());
         let all = tokio::task::spawn_blocking(move || {
-            let (_, folders) = stat_files(&root, &table, false)?;
+            let mut folders = Vec::new();
+            walk(&root, &table, false, &mut folders, |_, _| Ok(()))?;
             let mut out = Vec::with_capacity(folders.len());
             for folder in folders {
                 let key = format!("{folder}/{file}");
@@ -853,6 +854,19 @@ mod tests {
         assert!(err.contains("ftp"), "{err}");
     }
 
+    /// The object store's own listing of `prefix`, sorted by key: what the local walk must
+    /// equal.
+    async fn store_listing(lake: &Lake, prefix: &str) -> Vec<ObjectMeta> {
+        let mut all: Vec<ObjectMeta> = lake
+            .store
+            .list(Some(&Path::from(prefix)))
+            .try_collect()
+            .await
+            .unwrap();
+        all.sort_by(|a, b| a.location.cmp(&b.location));
+        all
+    }
+
     #[tokio::test]
     async fn list_keys_names_what_list_lists() {
         let dir = tempfile::tempdir().unwrap();
@@ -881,13 +895,7 @@ mod tests {
         assert_eq!(lake.list_keys(&Path::from("a")).await.unwrap(), listed);
         // The local walk lists what the store's own listing lists, metadata and e-tags
         // included: versions recorded from either compare equal.
-        let mut by_store: Vec<ObjectMeta> = lake
-            .store
-            .list(Some(&Path::from("a")))
-            .try_collect()
-            .await
-            .unwrap();
-        by_store.sort_by(|a, b| a.location.cmp(&b.location));
+        let by_store = store_listing(&lake, "a").await;
         assert_eq!(lake.list(&Path::from("a")).await.unwrap(), by_store);
         assert!(lake.list(&Path::from("nope")).await.unwrap().is_empty());
         assert!(
@@ -931,13 +939,7 @@ mod tests {
         link("elsewhere/date=z", "t/date=linked");
         link("t/top.json", "t/date=x/also.json");
         link("nowhere", "t/date=x/broken.json");
-        let mut by_store: Vec<ObjectMeta> = lake
-            .store
-            .list(Some(&Path::from("t")))
-            .try_collect()
-            .await
-            .unwrap();
-        by_store.sort_by(|a, b| a.location.cmp(&b.location));
+        let by_store = store_listing(&lake, "t").await;
         assert_eq!(by_store.len(), 154);
         assert_eq!(lake.list(&Path::from("t")).await.unwrap(), by_store);
         // The partition files alone, each looked up by name in its folder: the same as the

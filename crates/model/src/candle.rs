@@ -115,15 +115,10 @@ impl Candle {
         })
     }
 
-    /// The candle with the volumes of taker buys (base and quote), checked like the other
-    /// amounts: finite, not negative, and the base part not above the candle's volume.
-    pub fn with_taker_buy(mut self, base: f64, quote: f64) -> Result<Candle, Error> {
-        self.set_taker_buy(base, quote)?;
-        Ok(self)
-    }
-
-    /// [`Candle::with_taker_buy`] in place: a build sets them on millions of candles, and
-    /// moving each candle in and out again cost more than the checks.
+    /// Sets the volumes of taker buys (base and quote), checked like the other amounts:
+    /// finite, not negative, and the base part not above the candle's volume. In place: a
+    /// build sets them on millions of candles, and moving each one in and out again cost more
+    /// than the checks.
     #[inline]
     pub fn set_taker_buy(&mut self, base: f64, quote: f64) -> Result<(), Error> {
         for (name, v) in [
@@ -279,7 +274,8 @@ mod tests {
     #[test]
     fn taker_buys_are_checked() {
         let c = make(10.0, 12.0, 9.0, 11.0, 3.0).unwrap();
-        let ok = c.clone().with_taker_buy(1.5, 16.0).unwrap();
+        let mut ok = c.clone();
+        ok.set_taker_buy(1.5, 16.0).unwrap();
         assert_eq!(
             (ok.taker_buy_volume, ok.taker_buy_quote_volume),
             (Some(1.5), Some(16.0))
@@ -291,7 +287,7 @@ mod tests {
         ] {
             let msg = c
                 .clone()
-                .with_taker_buy(base, quote)
+                .set_taker_buy(base, quote)
                 .unwrap_err()
                 .to_string();
             assert!(msg.contains(word), "{msg} should mention {word}");
