@@ -170,12 +170,15 @@ impl DateJob {
 
     /// Fetches and parses bronze objects, a few at a time.
     async fn read_objects(&self, keys: Vec<BronzeKey>) -> Result<Vec<Parsed>> {
-        let parsed: Vec<Result<Parsed>> = futures::stream::iter(keys)
-            .map(|k| read_object(&self.lake, k, self.rules.clone()))
-            .buffered(self.concurrency)
-            .collect()
-            .await;
-        parsed.into_iter().collect()
+        let rules = self.rules.clone();
+        self.lake
+            .get_all_with(
+                keys,
+                self.concurrency,
+                BronzeKey::path,
+                move |key, bytes| parse_object(&key, &bytes, &rules),
+            )
+            .await
     }
 
     /// The hours of each touched group to recompute, `[lo, hi)` within the date. New bronze
@@ -549,16 +552,6 @@ async fn read_partition<T>(
 
 /// Fetches a bronze object and parses it on the blocking pool: parsing is the CPU-bound part,
 /// so objects parse in parallel on every core while others download.
-pub(super) async fn read_object(
-    lake: &Lake,
-    key: BronzeKey,
-    rules: QualityRules,
-) -> Result<Parsed> {
-    let path = key.path();
-    lake.get_with(&path, move |bytes| parse_object(&key, &bytes, &rules))
-        .await
-}
-
 pub(super) fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules) -> Result<Parsed> {
     let path_text = key.path().to_string();
     let source_key: std::sync::Arc<str> = path_text.as_str().into();
