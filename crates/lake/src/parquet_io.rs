@@ -106,8 +106,16 @@ pub(crate) fn writer_properties(
 /// decoded one at a time, or copied into a new file as they are.
 #[derive(Clone)]
 pub(crate) struct ParquetFile {
-    pub(crate) bytes: Bytes,
+    pub(crate) body: Body,
     pub(crate) metadata: Arc<ParquetMetaData>,
+}
+
+/// Where a Parquet object's bytes are: read whole, or an open file of a local lake of which
+/// only the footer was read (the rest is read, or copied file to file, when needed).
+#[derive(Clone)]
+pub(crate) enum Body {
+    Bytes(Bytes),
+    File(Arc<std::fs::File>),
 }
 
 impl ParquetFile {
@@ -117,9 +125,37 @@ impl ParquetFile {
             .parse_and_finish(&bytes)
             .map_err(|e| Error::parquet(key, e))?;
         Ok(ParquetFile {
-            bytes,
+            body: Body::Bytes(bytes),
             metadata: Arc::new(metadata),
         })
+    }
+
+    /// The footer and page indexes of an open local file, read by range.
+    pub(crate) fn open(key: &Path, file: std::fs::File) -> Result<ParquetFile> {
+        let metadata = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .parse_and_finish(&file)
+            .map_err(|e| Error::parquet(key, e))?;
+        Ok(ParquetFile {
+            body: Body::File(Arc::new(file)),
+            metadata: Arc::new(metadata),
+        })
+    }
+
+    /// The whole object, read now if only its footer was.
+    pub(crate) fn bytes(&self, key: &Path) -> Result<Bytes> {
+        match &self.body {
+            Body::Bytes(b) => Ok(b.clone()),
+            Body::File(file) => {
+                use std::io::{Read, Seek};
+                let mut file = file.as_ref();
+                let mut all = Vec::new();
+                file.seek(std::io::SeekFrom::Start(0))
+                    .and_then(|_| file.read_to_end(&mut all))
+                    .map_err(|e| Error::Invalid(format!("reading {key}: {e}")))?;
+                Ok(Bytes::from(all))
+            }
+        }
     }
 
     /// The UTC hour every row of row group `i` lies in, by the statistics of the timestamp
@@ -163,7 +199,7 @@ impl ParquetFile {
         let perr = |e| Error::parquet(key, e);
         let meta = ArrowReaderMetadata::try_new(self.metadata.clone(), Default::default())
             .map_err(perr)?;
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), meta)
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes(key)?, meta)
             .with_row_groups(groups)
             .build()
             .map_err(perr)?;
@@ -182,6 +218,11 @@ pub(crate) enum RowGroup {
 /// Writes the whole object at `key` from `groups` in order, each its own row group: new rows
 /// are encoded with the lake's writer settings, copied ones are spliced from `source` without
 /// decoding (their pages, statistics and page indexes as they were). Returns the version.
+///
+/// When `source` is a local file and what is copied is its leading row groups (an hourly run
+/// adding the day's newest hour), that head of the file is copied file to file and only the
+/// rest is encoded in memory: the day's other hours are neither read nor written by this
+/// process.
 pub(crate) async fn write_row_groups(
     lake: &Lake,
     key: &Path,
@@ -191,24 +232,126 @@ pub(crate) async fn write_row_groups(
     groups: Vec<RowGroup>,
 ) -> Result<String> {
     let props = writer_properties(key, &schema, sorted_by)?;
-    let what = key.clone();
+    let groups = Arc::new(groups);
+    let new_rows: usize = groups
+        .iter()
+        .map(|g| match g {
+            RowGroup::Rows(batch) => batch.get_array_memory_size(),
+            RowGroup::Copied(_) => 0,
+        })
+        .sum();
+    if let Some(ParquetFile {
+        body: Body::File(file),
+        metadata,
+    }) = &source
+        && let Some(head) = copied_head(metadata, &groups)
+    {
+        let job = Encode {
+            key: key.clone(),
+            schema: schema.clone(),
+            props: props.clone(),
+            groups: groups.clone(),
+            source: Some(metadata.clone()),
+            copied_from: None,
+            head: Some(head),
+            capacity: new_rows,
+        };
+        match job.run().await {
+            Ok(tail) => return lake.put_spliced(key, file.clone(), head, tail).await,
+            // Never expected: the writer laid the copied row groups out differently from
+            // the file they come from. The file is then written whole.
+            Err(e) => tracing::warn!(key = %key, error = %e, "writing the file whole"),
+        }
+    }
+    let copied_from = match &source {
+        Some(s) => Some(s.bytes(key)?),
+        None => None,
+    };
     // The copied row groups' bytes and about the new rows' size, reserved at once: growing
     // the buffer by doubling copied a day of minutes several times over for one new hour.
-    let capacity = source.as_ref().map_or(0, |s| s.bytes.len())
-        + groups
+    let capacity = copied_from.as_ref().map_or(0, |b| b.len()) + new_rows;
+    let job = Encode {
+        key: key.clone(),
+        schema,
+        props,
+        groups,
+        source: source.map(|s| s.metadata),
+        copied_from,
+        head: None,
+        capacity,
+    };
+    let bytes = job.run().await?;
+    put_whole(lake, key, Bytes::from(bytes)).await
+}
+
+/// The length of the head of a file that holds exactly its first row groups when `groups`
+/// copies those row groups first, in order, and then only adds new ones: the magic bytes and
+/// each copied column chunk, back to back. `None` otherwise.
+fn copied_head(metadata: &ParquetMetaData, groups: &[RowGroup]) -> Option<u64> {
+    let copied = groups
+        .iter()
+        .enumerate()
+        .take_while(|(n, g)| matches!(g, RowGroup::Copied(i) if i == n))
+        .count();
+    if copied == 0
+        || groups[copied..]
             .iter()
-            .map(|g| match g {
-                RowGroup::Rows(batch) => batch.get_array_memory_size(),
-                RowGroup::Copied(_) => 0,
-            })
-            .sum::<usize>();
-    let encode = move || -> Result<Vec<u8>> {
-        let perr = |e| Error::parquet(&what, e);
-        let mut buf = Vec::with_capacity(capacity);
-        let writer = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props)).map_err(perr)?;
+            .any(|g| matches!(g, RowGroup::Copied(_)))
+    {
+        return None;
+    }
+    let mut end = PARQUET_MAGIC_LEN;
+    for i in 0..copied {
+        for chunk in metadata.row_group(i).columns() {
+            let (start, len) = chunk.byte_range();
+            if start != end {
+                return None;
+            }
+            end = start.checked_add(len)?;
+        }
+    }
+    Some(end)
+}
+
+/// "PAR1", which every Parquet file starts with.
+const PARQUET_MAGIC_LEN: u64 = 4;
+
+/// One encoding of a file on the blocking pool.
+struct Encode {
+    key: Path,
+    schema: SchemaRef,
+    props: WriterProperties,
+    groups: Arc<Vec<RowGroup>>,
+    /// The footer of the file the copied row groups come from.
+    source: Option<Arc<ParquetMetaData>>,
+    /// That whole file; `None` when its head is copied file to file (`head`), which the
+    /// encoding then leaves out.
+    copied_from: Option<Bytes>,
+    head: Option<u64>,
+    capacity: usize,
+}
+
+impl Encode {
+    async fn run(self) -> Result<Vec<u8>> {
+        let key = self.key.clone();
+        tokio::task::spawn_blocking(move || self.encode())
+            .await
+            .map_err(|e| Error::Invalid(format!("encoding {key}: {e}")))?
+    }
+
+    fn encode(self) -> Result<Vec<u8>> {
+        let what = &self.key;
+        let perr = |e| Error::parquet(what, e);
+        let mut sink = Sink {
+            skip: self.head.unwrap_or(0),
+            skipped: 0,
+            kept: Vec::with_capacity(self.capacity),
+        };
+        let writer =
+            ArrowWriter::try_new(&mut sink, self.schema.clone(), Some(self.props)).map_err(perr)?;
         let (mut file, factory) = writer.into_serialized_writer().map_err(perr)?;
-        if let Some(source) = &source {
-            let old = source.metadata.file_metadata().schema_descr();
+        if let Some(source) = &self.source {
+            let old = source.file_metadata().schema_descr();
             let new = file.schema_descr();
             if old.columns() != new.columns() {
                 return Err(Error::Invalid(format!(
@@ -216,36 +359,34 @@ pub(crate) async fn write_row_groups(
                 )));
             }
         }
-        for (index, group) in groups.iter().enumerate() {
+        for (index, group) in self.groups.iter().enumerate() {
             let mut rg = file.next_row_group().map_err(perr)?;
             match group {
                 RowGroup::Copied(i) => {
-                    let source = source.as_ref().ok_or_else(|| {
+                    let source = self.source.as_ref().ok_or_else(|| {
                         Error::Invalid(format!("{what}: a row group to copy without its file"))
                     })?;
-                    let old = source.metadata.row_group(*i);
+                    let old = source.row_group(*i);
                     for (c, chunk) in old.columns().iter().enumerate() {
                         let close = ColumnCloseResult {
                             bytes_written: chunk.compressed_size() as u64,
                             rows_written: old.num_rows() as u64,
                             metadata: chunk.clone(),
                             bloom_filter: None,
-                            column_index: source
-                                .metadata
-                                .column_index()
-                                .map(|ci| ci[*i][c].clone()),
-                            offset_index: source
-                                .metadata
-                                .offset_index()
-                                .map(|oi| oi[*i][c].clone()),
+                            column_index: source.column_index().map(|ci| ci[*i][c].clone()),
+                            offset_index: source.offset_index().map(|oi| oi[*i][c].clone()),
                         };
-                        rg.append_column(&source.bytes, close).map_err(perr)?;
+                        match &self.copied_from {
+                            Some(bytes) => rg.append_column(bytes, close),
+                            None => rg.append_column(&Elided, close),
+                        }
+                        .map_err(perr)?;
                     }
                 }
                 RowGroup::Rows(batch) => {
                     let mut writers = factory.create_column_writers(index).map_err(perr)?;
                     let mut next = writers.iter_mut();
-                    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+                    for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
                         for leaf in compute_leaves(field, column).map_err(perr)? {
                             let w = next.next().ok_or_else(|| {
                                 Error::Invalid(format!("{what}: more columns than the schema's"))
@@ -263,13 +404,86 @@ pub(crate) async fn write_row_groups(
             }
             rg.close().map_err(perr)?;
         }
-        file.close().map_err(perr)?;
-        Ok(buf)
-    };
-    let bytes = tokio::task::spawn_blocking(encode)
-        .await
-        .map_err(|e| Error::Invalid(format!("encoding {key}: {e}")))??;
-    put_whole(lake, key, Bytes::from(bytes)).await
+        let written = file.close().map_err(perr)?;
+        if let (Some(head), Some(source)) = (self.head, &self.source) {
+            // What was left out must be exactly the head of the source: the magic bytes,
+            // then each copied column chunk where the source has it.
+            let copied = self
+                .groups
+                .iter()
+                .filter(|g| matches!(g, RowGroup::Copied(_)))
+                .count();
+            let misplaced = (0..copied).find(|&i| {
+                let (new, old) = (
+                    written.row_group(i).columns(),
+                    source.row_group(i).columns(),
+                );
+                new.len() != old.len()
+                    || new
+                        .iter()
+                        .zip(old)
+                        .any(|(n, o)| n.byte_range() != o.byte_range())
+            });
+            if let Some(i) = misplaced {
+                return Err(Error::Invalid(format!(
+                    "{what}: row group {i} would not be where the copied head of the file has it"
+                )));
+            }
+            if sink.skipped != head {
+                return Err(Error::Invalid(format!(
+                    "{what}: {} bytes written in place of the file's {head}-byte head",
+                    sink.skipped
+                )));
+            }
+        }
+        Ok(sink.kept)
+    }
+}
+
+/// Where an encoding goes: its first `skip` bytes (the head of a file, copied file to file
+/// instead) are counted and dropped, the rest kept.
+struct Sink {
+    skip: u64,
+    skipped: u64,
+    kept: Vec<u8>,
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = usize::try_from(self.skip - self.skipped).unwrap_or(usize::MAX);
+        let dropped = left.min(buf.len());
+        self.skipped += dropped as u64;
+        self.kept.extend_from_slice(&buf[dropped..]);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The bytes of row groups whose file head is copied file to file: the writer is given zeros
+/// of the right length, which [`Sink`] drops.
+struct Elided;
+
+impl parquet::file::reader::Length for Elided {
+    fn len(&self) -> u64 {
+        u64::MAX
+    }
+}
+
+impl parquet::file::reader::ChunkReader for Elided {
+    type T = std::io::Repeat;
+
+    fn get_read(&self, _start: u64) -> parquet::errors::Result<std::io::Repeat> {
+        Ok(std::io::repeat(0))
+    }
+
+    fn get_bytes(&self, _start: u64, _length: usize) -> parquet::errors::Result<Bytes> {
+        Err(parquet::errors::ParquetError::General(
+            "the bytes of a copied head are not read".into(),
+        ))
+    }
 }
 
 /// Stores an encoded Parquet file as the whole object at `key` and returns its version.
@@ -404,5 +618,140 @@ mod tests {
         let back = read_parquet(&lake, &key).await.unwrap();
         let back = arrow::compute::concat_batches(&back[0].schema(), &back).unwrap();
         assert_eq!(back.columns(), batch.columns());
+    }
+
+    /// Hours of a small table: a name, a time in hour `h`, a price.
+    fn hour(h: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("symbol", DataType::Utf8, false),
+            Field::new("at", DataType::Int64, false),
+            Field::new("close", DataType::Float64, false),
+        ]));
+        let n = 500 + h;
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("S{}-USDT", i % 7)),
+                )),
+                Arc::new(arrow::array::Int64Array::from_iter_values(
+                    (0..n).map(|i| h * 3_600_000_000 + i),
+                )),
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| 100.0 + (h * 1000 + i) as f64 * 0.013),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_copied_head_is_written_file_to_file_and_the_file_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let schema = hour(0).schema();
+        let (first, from_file, from_bytes) = (
+            Path::from("t/date=1/part-00000.parquet"),
+            Path::from("t/date=2/part-00000.parquet"),
+            Path::from("t/date=3/part-00000.parquet"),
+        );
+        let rows = |hours: &[i64]| hours.iter().map(|h| RowGroup::Rows(hour(*h))).collect();
+        write_row_groups(&lake, &first, schema.clone(), &[1], None, rows(&[0, 1, 2]))
+            .await
+            .unwrap();
+        let opened = || async {
+            let (file, _) = lake.open_file(&first).await.unwrap().unwrap();
+            ParquetFile::open(&first, file).unwrap()
+        };
+        let whole = ParquetFile::parse(&first, lake.get(&first).await.unwrap()).unwrap();
+        let next = || {
+            let mut g = vec![
+                RowGroup::Copied(0),
+                RowGroup::Copied(1),
+                RowGroup::Copied(2),
+            ];
+            g.push(RowGroup::Rows(hour(3)));
+            g
+        };
+        // Which writes copy a head: the file's first row groups, then only new ones.
+        assert!(copied_head(&whole.metadata, &next()).is_some());
+        let middle = vec![
+            RowGroup::Copied(0),
+            RowGroup::Rows(hour(1)),
+            RowGroup::Copied(2),
+        ];
+        assert_eq!(copied_head(&whole.metadata, &middle), None);
+        let skipped = vec![RowGroup::Copied(1), RowGroup::Rows(hour(3))];
+        assert_eq!(copied_head(&whole.metadata, &skipped), None);
+        assert_eq!(copied_head(&whole.metadata, &rows(&[3])), None);
+
+        // The head copied file to file, against the same file encoded whole in memory.
+        let source = opened().await;
+        assert!(matches!(source.body, Body::File(_)));
+        let v = write_row_groups(
+            &lake,
+            &from_file,
+            schema.clone(),
+            &[1],
+            Some(source),
+            next(),
+        )
+        .await
+        .unwrap();
+        write_row_groups(
+            &lake,
+            &from_bytes,
+            schema.clone(),
+            &[1],
+            Some(whole.clone()),
+            next(),
+        )
+        .await
+        .unwrap();
+        let (a, b) = (
+            lake.get(&from_file).await.unwrap(),
+            lake.get(&from_bytes).await.unwrap(),
+        );
+        assert_eq!(a, b);
+        // The encoding alone leaves the head out, and says nothing went astray.
+        let head = copied_head(&whole.metadata, &next()).unwrap();
+        let tail = Encode {
+            key: from_file.clone(),
+            schema: schema.clone(),
+            props: writer_properties(&from_file, &schema, &[1]).unwrap(),
+            groups: Arc::new(next()),
+            source: Some(whole.metadata.clone()),
+            copied_from: None,
+            head: Some(head),
+            capacity: 0,
+        }
+        .run()
+        .await
+        .unwrap();
+        let original = lake.get(&first).await.unwrap();
+        assert_eq!([&original[..head as usize], &tail[..]].concat(), b.to_vec());
+        assert_eq!(
+            v,
+            crate::state::version(&lake.head(&from_file).await.unwrap().unwrap())
+        );
+        let all = |batches: &[RecordBatch]| {
+            arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
+        };
+        let back = read_parquet(&lake, &from_file).await.unwrap();
+        let want: Vec<RecordBatch> = (0..4).map(hour).collect();
+        assert_eq!(all(&back), all(&want));
+
+        // A file whose middle hour changes is written whole from the open file.
+        let source = opened().await;
+        let changed = vec![
+            RowGroup::Copied(0),
+            RowGroup::Rows(hour(7)),
+            RowGroup::Copied(2),
+        ];
+        write_row_groups(&lake, &from_file, schema, &[1], Some(source), changed)
+            .await
+            .unwrap();
+        let back = read_parquet(&lake, &from_file).await.unwrap();
+        assert_eq!(all(&back), all(&[hour(0), hour(7), hour(2)]));
     }
 }

@@ -164,6 +164,11 @@ impl Counters {
         self.get.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Writes made without the store (a local lake's spliced files), as PUTs.
+    pub(crate) fn add_puts(&self, n: u64) {
+        self.put.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> RequestCounts {
         RequestCounts {
             get: self.get.load(Ordering::Relaxed),

@@ -431,6 +431,85 @@ impl Lake {
         Ok(out)
     }
 
+    /// Opens the file of `key` on a local lake (not one that simulates a remote store), with
+    /// what a listing says of it: `Ok(None)` when it does not exist, `Err` for a lake whose
+    /// objects are not local files. Counted as one GET; reading the file is the caller's.
+    pub(crate) async fn open_file(
+        &self,
+        key: &Path,
+    ) -> Result<Option<(std::fs::File, ObjectMeta)>> {
+        let (Some(root), false) = (&self.local_root, self.remote) else {
+            return Err(Error::Invalid(format!("{key}: not a local file")));
+        };
+        let (path, requests, what) = (root.join(key.as_ref()), self.requests.clone(), key.clone());
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || {
+            requests.add_gets(1);
+            let file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(read_failed(&key, e)),
+            };
+            let meta = file.metadata().map_err(|e| read_failed(&key, e))?;
+            Ok(Some((file, object_meta(key.to_string(), &meta))))
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("reading {what}: {e}")))?
+    }
+
+    /// Writes `key` whole, on a local lake, as the first `head` bytes of the open file `from`
+    /// followed by `tail`, and returns its version. The head is copied file to file (inside the
+    /// kernel where the system can), never through memory; the file is staged and renamed into
+    /// place like every local write. Counted as one PUT.
+    pub(crate) async fn put_spliced(
+        &self,
+        key: &Path,
+        from: Arc<std::fs::File>,
+        head: u64,
+        tail: Vec<u8>,
+    ) -> Result<String> {
+        let (Some(root), false) = (self.local_root.clone(), self.remote) else {
+            return Err(Error::Invalid(format!("{key}: not a local file")));
+        };
+        let mut version = None;
+        self.write_whole(key, |staged| {
+            let version = &mut version;
+            async move {
+                let written = staged.clone();
+                let v = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+                    use std::io::{Read, Seek, Write};
+                    let path = root.join(staged.as_ref());
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    let mut out = std::fs::File::create(&path)?;
+                    let mut from = from.as_ref();
+                    from.seek(std::io::SeekFrom::Start(0))?;
+                    let copied = std::io::copy(&mut from.take(head), &mut out)?;
+                    if copied != head {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("the file to copy from ended after {copied} of {head} bytes"),
+                        ));
+                    }
+                    out.write_all(&tail)?;
+                    let meta = out.metadata()?;
+                    Ok(object_meta(staged.to_string(), &meta)
+                        .e_tag
+                        .unwrap_or_default())
+                })
+                .await
+                .map_err(|e| Error::Invalid(format!("writing {written}: {e}")))?
+                .map_err(|e| Error::Invalid(format!("writing {written}: {e}")))?;
+                *version = Some(v);
+                Ok(())
+            }
+        })
+        .await?;
+        self.requests.add_puts(1);
+        version.ok_or_else(|| Error::Invalid(format!("{key}: written without a version")))
+    }
+
     /// `None` when the key does not exist.
     pub async fn get_opt(&self, key: &Path) -> Result<Option<Bytes>> {
         Ok(self.get_versioned(key).await?.map(|(bytes, _)| bytes))

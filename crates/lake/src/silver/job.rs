@@ -511,10 +511,28 @@ async fn read_minute_file(
     key: &Path,
     rebuild: bool,
 ) -> Result<(Option<String>, Option<ParquetFile>)> {
-    let Some((bytes, version)) = lake.get_versioned(key).await? else {
+    // On local disk only the footer is read: the hours kept as they are are copied file to
+    // file when the new file is written.
+    let opened = match lake.is_local() && !lake.waits_on_requests() {
+        true => match lake.open_file(key).await? {
+            Some((file, meta)) => {
+                let k = key.clone();
+                let parsed = tokio::task::spawn_blocking(move || ParquetFile::open(&k, file))
+                    .await
+                    .map_err(|e| Error::Invalid(format!("reading {key}: {e}")))?;
+                Some((crate::state::version(&meta), parsed))
+            }
+            None => None,
+        },
+        false => lake
+            .get_versioned(key)
+            .await?
+            .map(|(bytes, version)| (version, ParquetFile::parse(key, bytes))),
+    };
+    let Some((version, parsed)) = opened else {
         return Ok((None, None));
     };
-    match ParquetFile::parse(key, bytes) {
+    match parsed {
         Ok(file) => Ok((Some(version), Some(file))),
         Err(e) if rebuild => {
             tracing::warn!(key = %key, error = %e, "replacing an unreadable partition");
