@@ -264,7 +264,19 @@ pub(crate) async fn write_row_groups(
         }
     }
     let copied_from = match &source {
-        Some(s) => Some(s.bytes(key)?),
+        Some(ParquetFile {
+            body: Body::Bytes(bytes),
+            ..
+        }) => Some(bytes.clone()),
+        // The open file is read whole off the runtime's threads.
+        Some(file) => {
+            let (file, k) = (file.clone(), key.clone());
+            Some(
+                tokio::task::spawn_blocking(move || file.bytes(&k))
+                    .await
+                    .map_err(|e| Error::Invalid(format!("reading {key}: {e}")))??,
+            )
+        }
         None => None,
     };
     // The copied row groups' bytes and about the new rows' size, reserved at once: growing
