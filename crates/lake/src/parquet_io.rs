@@ -672,8 +672,13 @@ mod tests {
             .await
             .unwrap();
         let opened = || async {
-            let (file, _) = lake.open_file(&first).await.unwrap().unwrap();
-            ParquetFile::open(&first, file).unwrap()
+            let k = first.clone();
+            let (file, _) = lake
+                .open_with(&first, move |f| ParquetFile::open(&k, f))
+                .await
+                .unwrap()
+                .unwrap();
+            file.unwrap()
         };
         let whole = ParquetFile::parse(&first, lake.get(&first).await.unwrap()).unwrap();
         let next = || {

@@ -272,6 +272,12 @@ impl Lake {
         self.local_root.is_some()
     }
 
+    /// The root folder, when objects are read and written as files directly: a local lake
+    /// that does not simulate a remote store's latency.
+    pub(crate) fn direct_root(&self) -> Option<&std::path::PathBuf> {
+        self.local_root.as_ref().filter(|_| !self.remote)
+    }
+
     /// Writes `key` whole so that no reader ever sees part of it: `write` fills the object at
     /// the key it is given; on local disk that is a staging key renamed over `key` afterwards.
     pub async fn write_whole<F, Fut>(&self, key: &Path, write: F) -> Result<()>
@@ -352,19 +358,14 @@ impl Lake {
         F: FnOnce(Bytes) -> Result<T> + Send + 'static,
     {
         let failed = |e| Error::Invalid(format!("reading {key}: {e}"));
-        match (&self.local_root, self.remote) {
-            (Some(root), false) => {
-                let (file, key, requests) =
-                    (root.join(key.as_ref()), key.clone(), self.requests.clone());
-                tokio::task::spawn_blocking(move || {
-                    requests.add_gets(1);
-                    let bytes = std::fs::read(&file).map_err(|e| read_failed(&key, e))?;
-                    then(Bytes::from(bytes))
-                })
-                .await
-                .map_err(failed)?
+        match self.direct_root() {
+            Some(root) => {
+                let (root, key, requests) = (root.clone(), key.clone(), self.requests.clone());
+                tokio::task::spawn_blocking(move || then(read_direct(&root, &requests, &key)?))
+                    .await
+                    .map_err(failed)?
             }
-            _ => {
+            None => {
                 let bytes = self.get(key).await?;
                 tokio::task::spawn_blocking(move || then(bytes))
                     .await
@@ -392,7 +393,7 @@ impl Lake {
         F: Fn(I, Bytes) -> Result<T> + Send + Sync + 'static,
     {
         let then = Arc::new(then);
-        let (Some(root), false) = (&self.local_root, self.remote) else {
+        let Some(root) = self.direct_root() else {
             return futures::stream::iter(items)
                 .map(|item| {
                     let (path, then) = (key(&item), then.clone());
@@ -412,12 +413,7 @@ impl Lake {
             let (root, requests, then) = (root.clone(), self.requests.clone(), then.clone());
             runs.push(tokio::task::spawn_blocking(move || {
                 run.into_iter()
-                    .map(|(path, item)| {
-                        requests.add_gets(1);
-                        let file = root.join(path.as_ref());
-                        let bytes = std::fs::read(&file).map_err(|e| read_failed(&path, e))?;
-                        then(item, Bytes::from(bytes))
-                    })
+                    .map(|(path, item)| then(item, read_direct(&root, &requests, &path)?))
                     .collect::<Result<Vec<T>>>()
             }));
         }
@@ -431,30 +427,38 @@ impl Lake {
         Ok(out)
     }
 
-    /// Opens the file of `key` on a local lake (not one that simulates a remote store), with
-    /// what a listing says of it: `Ok(None)` when it does not exist, `Err` for a lake whose
-    /// objects are not local files. Counted as one GET; reading the file is the caller's.
-    pub(crate) async fn open_file(
+    /// Opens the file of `key` on a lake with a [`Lake::direct_root`] and hands it to `then`
+    /// on the blocking pool (one hand-off for both), with what a listing says of it: `Ok(None)`
+    /// when it does not exist, `Err` on other lakes. Counted as one GET; what is read of the
+    /// file is `then`'s.
+    pub(crate) async fn open_with<T, F>(
         &self,
         key: &Path,
-    ) -> Result<Option<(std::fs::File, ObjectMeta)>> {
-        let (Some(root), false) = (&self.local_root, self.remote) else {
+        then: F,
+    ) -> Result<Option<(T, ObjectMeta)>>
+    where
+        T: Send + 'static,
+        F: FnOnce(std::fs::File) -> T + Send + 'static,
+    {
+        let Some(root) = self.direct_root() else {
             return Err(Error::Invalid(format!("{key}: not a local file")));
         };
-        let (path, requests, what) = (root.join(key.as_ref()), self.requests.clone(), key.clone());
-        let key = key.clone();
-        tokio::task::spawn_blocking(move || {
-            requests.add_gets(1);
-            let file = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(read_failed(&key, e)),
-            };
-            let meta = file.metadata().map_err(|e| read_failed(&key, e))?;
-            Ok(Some((file, object_meta(key.to_string(), &meta))))
-        })
-        .await
-        .map_err(|e| Error::Invalid(format!("reading {what}: {e}")))?
+        let (path, requests, key) = (root.join(key.as_ref()), self.requests.clone(), key.clone());
+        let failed = |e| Error::Invalid(format!("reading {key}: {e}"));
+        let opened = tokio::task::spawn_blocking({
+            let key = key.clone();
+            move || {
+                requests.add_gets(1);
+                let file = match std::fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(read_failed(&key, e)),
+                };
+                let meta = file.metadata().map_err(|e| read_failed(&key, e))?;
+                Ok(Some((then(file), object_meta(key.to_string(), &meta))))
+            }
+        });
+        opened.await.map_err(failed)?
     }
 
     /// Writes `key` whole, on a local lake, as the first `head` bytes of the open file `from`
@@ -468,7 +472,7 @@ impl Lake {
         head: u64,
         tail: Vec<u8>,
     ) -> Result<String> {
-        let (Some(root), false) = (self.local_root.clone(), self.remote) else {
+        let Some(root) = self.direct_root().cloned() else {
             return Err(Error::Invalid(format!("{key}: not a local file")));
         };
         let mut version = None;
@@ -699,7 +703,7 @@ impl Lake {
     /// blocking thread (the store's listing converts each path through a URL, which costs
     /// more than the stat); counted as the pages S3 would answer.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
-        if let (Some(root), false) = (&self.local_root, self.remote) {
+        if let Some(root) = self.direct_root() {
             let (root, key) = (root.clone(), prefix.clone());
             let all = tokio::task::spawn_blocking(move || walk_objects(&root, &key))
                 .await
@@ -731,7 +735,7 @@ impl Lake {
                 .collect();
             matches!(rest.as_slice(), [_, name] if name.as_ref() == file)
         };
-        let (Some(root), false) = (&self.local_root, self.remote) else {
+        let Some(root) = self.direct_root() else {
             let mut all = self.list(table).await?;
             all.retain(in_partition);
             return Ok(all);
@@ -781,6 +785,13 @@ fn key_of(relative: String) -> Path {
 }
 
 /// The keys under `prefix` in a local lake rooted at `root`, sorted, reading directories only.
+/// The whole file of `key` under `root`, read directly and counted as one GET.
+fn read_direct(root: &std::path::Path, requests: &Counters, key: &Path) -> Result<Bytes> {
+    requests.add_gets(1);
+    let bytes = std::fs::read(root.join(key.as_ref())).map_err(|e| read_failed(key, e))?;
+    Ok(Bytes::from(bytes))
+}
+
 /// A failed direct read of a local lake's file, as the store would report it.
 fn read_failed(key: &Path, e: std::io::Error) -> Error {
     let source = match e.kind() {

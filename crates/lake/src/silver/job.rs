@@ -513,18 +513,14 @@ async fn read_minute_file(
 ) -> Result<(Option<String>, Option<ParquetFile>)> {
     // On local disk only the footer is read: the hours kept as they are are copied file to
     // file when the new file is written.
-    let opened = match lake.is_local() && !lake.waits_on_requests() {
-        true => match lake.open_file(key).await? {
-            Some((file, meta)) => {
-                let k = key.clone();
-                let parsed = tokio::task::spawn_blocking(move || ParquetFile::open(&k, file))
-                    .await
-                    .map_err(|e| Error::Invalid(format!("reading {key}: {e}")))?;
-                Some((crate::state::version(&meta), parsed))
-            }
-            None => None,
-        },
-        false => lake
+    let opened = match lake.direct_root() {
+        Some(_) => {
+            let k = key.clone();
+            lake.open_with(key, move |file| ParquetFile::open(&k, file))
+                .await?
+                .map(|(parsed, meta)| (crate::state::version(&meta), parsed))
+        }
+        None => lake
             .get_versioned(key)
             .await?
             .map(|(bytes, version)| (version, ParquetFile::parse(key, bytes))),
@@ -568,8 +564,8 @@ async fn read_partition<T>(
     }
 }
 
-/// Fetches a bronze object and parses it on the blocking pool: parsing is the CPU-bound part,
-/// so objects parse in parallel on every core while others download.
+/// Parses one bronze object (CPU work, run on the blocking pool): its closed minutes inside
+/// its window, and what its records broke.
 pub(super) fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules) -> Result<Parsed> {
     let path_text = key.path().to_string();
     let source_key: std::sync::Arc<str> = path_text.as_str().into();
