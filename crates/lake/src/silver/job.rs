@@ -5,6 +5,7 @@
 use super::*;
 use crate::MinuteRow;
 use crate::parquet_io::{ParquetFile, RowGroup};
+use chrono::Timelike;
 use cryptolake_model::Candle;
 
 /// A bronze object's window `[start, end)` and fetch time.
@@ -379,6 +380,46 @@ impl MinuteRow for Row<'_> {
     }
 }
 
+/// Rows sorted by exchange, symbol and open time, put in the file's order
+/// (`MINUTES_SORTED_BY`): open time, exchange, symbol. A date's rows fall in its 1,440 minutes,
+/// so a stable counting sort by minute of the day does it without comparing rows, and keeps
+/// exchange and symbol in order within each minute. Rows of another date, or off the minute
+/// (which a rule may let through with a warning), get a comparison sort instead.
+fn by_open_time(rows: Vec<Row<'_>>) -> Vec<Row<'_>> {
+    let Some(date) = rows
+        .first()
+        .map(|r| r.candle().open_time.naive_utc().date())
+    else {
+        return rows;
+    };
+    let minute_of_day = |r: &Row| {
+        let t = r.candle().open_time.naive_utc();
+        (t.date() == date && t.second() == 0 && t.nanosecond() == 0)
+            .then(|| (t.hour() * 60 + t.minute()) as usize)
+    };
+    let mut starts = vec![0usize; 24 * 60 + 1];
+    for r in &rows {
+        match minute_of_day(r) {
+            Some(m) => starts[m + 1] += 1,
+            None => {
+                let mut rows = rows;
+                rows.sort_by_key(|r| r.candle().open_time);
+                return rows;
+            }
+        }
+    }
+    for m in 1..starts.len() {
+        starts[m] += starts[m - 1];
+    }
+    let mut placed: Vec<Option<Row>> = (0..rows.len()).map(|_| None).collect();
+    for r in rows {
+        let m = minute_of_day(&r).unwrap_or_default();
+        placed[starts[m]] = Some(r);
+        starts[m] += 1;
+    }
+    placed.into_iter().flatten().collect()
+}
+
 fn row_key<R: MinuteRow>(r: &R) -> (Exchange, &Symbol, DateTime<Utc>) {
     let c = r.candle();
     (c.exchange, &c.symbol, c.open_time)
@@ -468,28 +509,19 @@ fn minute_groups(
             .iter()
             .zip(&decoded)
             .all(|(r, d)| r.candle() == &d.candle && r.fetched_at() == d.fetched_at);
-    // Each hour's rows in the file's order (`MINUTES_SORTED_BY`): open time, exchange, symbol.
-    let mut by_hour: BTreeMap<DateTime<Utc>, Vec<Row>> = BTreeMap::new();
-    for r in rows {
-        by_hour
-            .entry(hour_start(r.candle().open_time))
-            .or_default()
-            .push(r);
-    }
-    // The rows come by exchange, symbol and open time: a stable sort by open time keeps
-    // exchange and symbol in order within each minute.
-    for rows in by_hour.values_mut() {
-        rows.sort_by_key(|r| r.candle().open_time);
-    }
     let mut total = 0;
     let mut groups: BTreeMap<DateTime<Utc>, RowGroup> = BTreeMap::new();
     for (h, (index, rows)) in copied {
         total += rows;
         groups.insert(h, RowGroup::Copied(index));
     }
-    for (h, rows) in by_hour {
-        total += rows.len();
-        groups.insert(h, RowGroup::Rows(crate::minutes_to_batch(&rows)?));
+    let rows = by_open_time(rows);
+    for hour in
+        rows.chunk_by(|a, b| hour_start(a.candle().open_time) == hour_start(b.candle().open_time))
+    {
+        total += hour.len();
+        let h = hour_start(hour[0].candle().open_time);
+        groups.insert(h, RowGroup::Rows(crate::minutes_to_batch(hour)?));
     }
     let groups: Vec<RowGroup> = groups.into_values().collect();
     let source = source.filter(|_| groups.iter().any(|g| matches!(g, RowGroup::Copied(_))));
@@ -686,4 +718,77 @@ fn outside_ranges<T: Clone>(
         }
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+    use cryptolake_model::parse_time;
+    use proptest::prelude::*;
+
+    fn minute(pair: usize, at: DateTime<Utc>) -> Minute {
+        let symbol = ["BTC-USDT", "ETH-USDT", "SOL-USDT"][pair % 3];
+        let exchange = [Exchange::Binance, Exchange::Kraken][pair / 3];
+        let day = hour_start(at)
+            .date_naive()
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc();
+        let mut candle = Candle::new(
+            exchange,
+            Symbol::parse(symbol).unwrap(),
+            day,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            None,
+            None,
+        )
+        .unwrap();
+        // Set after the checks: a rule may let a candle off the minute through.
+        candle.open_time = at;
+        Minute {
+            candle,
+            fetched_at: at,
+            source_key: "k".into(),
+        }
+    }
+
+    proptest! {
+        /// Whatever the minutes (off the minute, or past the date's end, now and then), the
+        /// rows come out in the file's order: open time, exchange, symbol.
+        #[test]
+        fn rows_come_in_the_files_order(
+            cells in proptest::collection::vec((0usize..6, 0i64..20), 0..200),
+            // Seconds off the minute, or into the next date.
+            shifted in proptest::option::weighted(
+                0.3,
+                (0usize..200, prop_oneof![1i64..300, 85_000i64..90_000]),
+            ),
+        ) {
+            let day = parse_time("2024-03-01T00:00:00Z").unwrap();
+            let mut times: Vec<(usize, DateTime<Utc>)> = cells
+                .iter()
+                .map(|&(p, m)| (p, day + TimeDelta::minutes(m)))
+                .collect();
+            if let Some((i, secs)) = shifted
+                && let Some(cell) = times.get_mut(i)
+            {
+                cell.1 += TimeDelta::seconds(secs);
+            }
+            let minutes: Vec<Minute> = times.iter().map(|&(p, t)| minute(p, t)).collect();
+            let mut rows: Vec<Row> = minutes.iter().map(Row::Fresh).collect();
+            rows.sort_by(|a, b| row_key(a).cmp(&row_key(b)));
+            let order = |r: &Row| {
+                let c = r.candle();
+                (c.open_time, c.exchange, c.symbol.clone())
+            };
+            let mut want: Vec<_> = rows.iter().map(order).collect();
+            want.sort();
+            let got: Vec<_> = by_open_time(rows).iter().map(order).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
 }
