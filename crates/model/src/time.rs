@@ -37,7 +37,8 @@ pub fn day_start(d: NaiveDate) -> DateTime<Utc> {
 
 #[inline]
 pub fn date_of(t: DateTime<Utc>) -> NaiveDate {
-    t.date_naive()
+    // The UTC date as stored: `date_naive` adds the zero offset first, with a division.
+    t.naive_utc().date()
 }
 
 #[inline]

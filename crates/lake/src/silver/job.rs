@@ -306,10 +306,18 @@ impl DateJob {
             };
             // The minute table holds the minutes of the hours emitted, so the two tables
             // always describe the same hours.
+            // Asked once an hour: the minutes come in time order.
+            let mut last: Option<(DateTime<Utc>, bool)> = None;
             fresh_minutes.extend(
                 minutes
                     .iter()
-                    .filter(|m| is_final(hour_start(m.candle.open_time)))
+                    .filter(|m| {
+                        let h = hour_start(m.candle.open_time);
+                        match last {
+                            Some((at, fin)) if at == h => fin,
+                            _ => last.insert((h, is_final(h))).1,
+                        }
+                    })
                     .copied(),
             );
             let mut hours = hourly(&minutes, is_final);
