@@ -1023,7 +1023,8 @@ async fn minute_file_groups(lake: &Lake, day: &str) -> Vec<(String, DateTime<Utc
                 other => panic!("{other:?}"),
             };
             (
-                format!("{:?}", rg.column(5).compression()),
+                // A column the build compresses (prices and volumes it stores as they are).
+                format!("{:?}", open_time.compression()),
                 DateTime::from_timestamp_micros(min).unwrap(),
             )
         })
