@@ -71,7 +71,6 @@ WHERE date_trunc('hour', l.open_time) + INTERVAL 1 HOUR <= a.until
 COPY_SILVER_1M = """
 COPY (
   SELECT exchange, symbol,
-         split_part(symbol, '-', 1) AS base, split_part(symbol, '-', 2) AS quote,
          open_time, open, high, low, close, volume, quote_volume, trade_count,
          taker_buy_volume, taker_buy_quote_volume, fetched_at,
          CAST(open_time AS DATE) AS date

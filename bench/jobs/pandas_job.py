@@ -57,12 +57,9 @@ def one_day(paths):
     # The minutes of the hours silver emits (a window covering the whole hour ended after it closed).
     m = m[m.hour + pd.Timedelta(hours=1) <= m.until]
     m = m.sort_values(["exchange", "symbol", "open_time"])
-    # Per distinct value, not per row: the day's minutes are many, its symbols and dates few.
-    parts = {s: s.split("-") for s in m.symbol.unique()}
-    m["base"] = m.symbol.map({s: p[0] for s, p in parts.items()})
-    m["quote"] = m.symbol.map({s: p[1] for s, p in parts.items()})
+    # Per distinct value, not per row: the day's minutes are many, its dates few.
     m["date"] = m.d.map({d: d.isoformat() for d in m.d.unique()})
-    minute_cols = ["exchange", "symbol", "base", "quote", "open_time", "open", "high", "low", "close", "volume",
+    minute_cols = ["exchange", "symbol", "open_time", "open", "high", "low", "close", "volume",
                    "quote_volume", "trade_count", "taker_buy_volume", "taker_buy_quote_volume", "fetched_at", "date"]
     m[minute_cols].to_parquet(f"{out}/silver/ohlcv_1m", partition_cols=["date"], compression="zstd", index=False)
 

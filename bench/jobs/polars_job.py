@@ -81,8 +81,6 @@ def one_day(paths):
     )
     kept.select(
         "exchange", "symbol",
-        pl.col("symbol").str.split("-").list.get(0).alias("base"),
-        pl.col("symbol").str.split("-").list.get(1).alias("quote"),
         "open_time", "open", "high", "low", "close", "volume", "quote_volume", "trade_count",
         "taker_buy_volume", "taker_buy_quote_volume", "fetched_at",
         pl.col("d").alias("date"),

@@ -56,8 +56,6 @@ pub fn minutes_to_batch<R: MinuteRow>(rows: &[R]) -> Result<RecordBatch> {
     Builder::new(rows)
         .text(|r| r.candle().exchange.as_str())
         .text(|r| r.candle().symbol.as_str())
-        .text(|r| r.candle().symbol.base())
-        .text(|r| r.candle().symbol.quote())
         .time(|r| r.candle().open_time)
         .float64(|r| r.candle().open)
         .float64(|r| r.candle().high)

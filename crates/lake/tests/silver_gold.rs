@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cryptolake_lake::bronze::{self, Envelope, FORMAT_VERSION, KLINES_1M, RequestInfo};
 use cryptolake_lake::gold::GoldBuild;
 use cryptolake_lake::paths::{self, BronzeKey};
-use cryptolake_lake::silver::{Batch, SilverBuild};
+use cryptolake_lake::silver::{Batch, MINUTES_SORTED_BY, SilverBuild};
 use cryptolake_lake::{
     Lake, daily_from_batch, hourly_from_batch, minutes_from_batch, read_parquet,
 };
@@ -1035,14 +1035,14 @@ async fn minute_file_groups(lake: &Lake, day: &str) -> Vec<(String, DateTime<Utc
 /// uncompressed; each row group claims the build's order (open time, exchange, symbol) when
 /// `claimed`, none otherwise.
 async fn write_uncompressed_hours(lake: &Lake, day: &str, rows: &[MinuteCandle], claimed: bool) {
-    let order = |i: i32| parquet::file::metadata::SortingColumn {
-        column_idx: i,
+    let order = |i: usize| parquet::file::metadata::SortingColumn {
+        column_idx: i as i32,
         descending: false,
         nulls_first: false,
     };
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::UNCOMPRESSED)
-        .set_sorting_columns(claimed.then(|| vec![order(4), order(0), order(1)]))
+        .set_sorting_columns(claimed.then(|| MINUTES_SORTED_BY.map(order).to_vec()))
         .build();
     let mut hours: BTreeMap<DateTime<Utc>, Vec<MinuteCandle>> = BTreeMap::new();
     for r in rows {

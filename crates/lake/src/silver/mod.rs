@@ -50,7 +50,7 @@ pub const SORTED_BY: [usize; 3] = [0, 1, 4];
 /// row group in hour order, so this order holds for the whole file, which is what an engine
 /// that reads the first row group's sort order as the file's (DataFusion) assumes. Exchange
 /// and symbol first would hold within each hour only.
-pub const MINUTES_SORTED_BY: [usize; 3] = [4, 0, 1];
+pub const MINUTES_SORTED_BY: [usize; 3] = [2, 0, 1];
 
 /// An exchange and one of its symbols.
 pub type Pair = (Exchange, Symbol);
