@@ -1035,15 +1035,36 @@ async fn minute_file_groups(lake: &Lake, day: &str) -> Vec<(String, DateTime<Utc
 /// uncompressed; each row group claims the build's order (open time, exchange, symbol) when
 /// `claimed`, none otherwise.
 async fn write_uncompressed_hours(lake: &Lake, day: &str, rows: &[MinuteCandle], claimed: bool) {
-    let order = |i: usize| parquet::file::metadata::SortingColumn {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+        .set_sorting_columns(claimed.then(|| sorting(&MINUTES_SORTED_BY)))
+        .build();
+    let schema = cryptolake_model::schema::ohlcv_1m();
+    write_hours(lake, day, rows, schema, props, |hour| {
+        cryptolake_lake::minutes_to_batch(hour).unwrap()
+    })
+    .await;
+}
+
+fn sorting(columns: &[usize]) -> Vec<parquet::file::metadata::SortingColumn> {
+    let order = |&i: &usize| parquet::file::metadata::SortingColumn {
         column_idx: i as i32,
         descending: false,
         nulls_first: false,
     };
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::UNCOMPRESSED)
-        .set_sorting_columns(claimed.then(|| MINUTES_SORTED_BY.map(order).to_vec()))
-        .build();
+    columns.iter().map(order).collect()
+}
+
+/// Writes `rows` as the minute file of `day`, an hour a row group in the build's order, each
+/// the batch `batch` makes of them, and records it as the build's version.
+async fn write_hours(
+    lake: &Lake,
+    day: &str,
+    rows: &[MinuteCandle],
+    schema: arrow::datatypes::SchemaRef,
+    props: parquet::file::properties::WriterProperties,
+    batch: impl Fn(&[MinuteCandle]) -> arrow::array::RecordBatch,
+) {
     let mut hours: BTreeMap<DateTime<Utc>, Vec<MinuteCandle>> = BTreeMap::new();
     for r in rows {
         hours
@@ -1052,18 +1073,21 @@ async fn write_uncompressed_hours(lake: &Lake, day: &str, rows: &[MinuteCandle],
             .push(r.clone());
     }
     let mut buf = Vec::new();
-    let schema = cryptolake_model::schema::ohlcv_1m();
     let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, Some(props)).unwrap();
     for mut hour in hours.into_values() {
         hour.sort_by(MinuteCandle::row_order);
         hour.sort_by_key(|m| m.candle.open_time);
-        w.write(&cryptolake_lake::minutes_to_batch(&hour).unwrap())
-            .unwrap();
+        w.write(&batch(&hour)).unwrap();
         w.flush().unwrap();
     }
     w.close().unwrap();
+    put_minute_file(lake, day, buf).await;
+}
+
+/// Puts `file` as the minute file of `day`, recorded as the build's version.
+async fn put_minute_file(lake: &Lake, day: &str, file: Vec<u8>) {
     let key = paths::minute_partition_file(t(day).date_naive());
-    lake.put(&key, Bytes::from(buf)).await.unwrap();
+    lake.put(&key, Bytes::from(file)).await.unwrap();
     record_minute_version(lake, day).await;
 }
 
@@ -1138,7 +1162,7 @@ async fn a_new_hour_copies_the_minute_files_other_hours_and_encodes_only_its_own
     // A file of one row group for the whole date (as the build wrote it before) is laid out an
     // hour a row group when its date is next built.
     let batch = cryptolake_lake::minutes_to_batch(&incremental).unwrap();
-    cryptolake_lake::write_parquet(&lake, &key, &batch, &[0, 1, 4])
+    cryptolake_lake::write_parquet(&lake, &key, &batch, &[0, 1, 2])
         .await
         .unwrap();
     record_minute_version(&lake, day).await;
@@ -1163,4 +1187,76 @@ async fn a_new_hour_copies_the_minute_files_other_hours_and_encodes_only_its_own
         .collect();
     assert_eq!(codecs, vec!["SNAPPY"; 5]);
     assert_eq!(minute_rows(&lake).await.len(), 2 * 240 + 60);
+
+    // A file with the columns the table had before (`base` and `quote` after `symbol`), an
+    // hour a row group in that layout's order: its chunks do not fit today's columns, so the
+    // file is laid out again in them, and no row is lost.
+    let before = minute_rows(&lake).await;
+    write_with_base_and_quote(&lake, day, &before).await;
+    assert!(
+        minute_file_columns(&lake, day)
+            .await
+            .contains(&"base".to_string())
+    );
+    assert_eq!(minute_rows(&lake).await, before);
+    let (start, end) = (t("2024-03-01T05:00:00Z"), t("2024-03-01T06:00:00Z"));
+    put_sim(&lake, &m, &b, start, end, end + Duration::minutes(5)).await;
+    build(&lake).await;
+    let columns = minute_file_columns(&lake, day).await;
+    let today: Vec<String> = cryptolake_model::schema::ohlcv_1m()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(columns, today);
+    let after = minute_rows(&lake).await;
+    assert_eq!(after.len(), before.len() + 60);
+    assert!(before.iter().all(|r| after.contains(r)));
+    rebuild(&lake).await;
+    assert_eq!(minute_rows(&lake).await, after);
+}
+
+/// The column names of the minute file of `day`, from its footer.
+async fn minute_file_columns(lake: &Lake, day: &str) -> Vec<String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let key = paths::minute_partition_file(t(day).date_naive());
+    let reader = SerializedFileReader::new(lake.get(&key).await.unwrap()).unwrap();
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    schema
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect()
+}
+
+/// Writes `rows` as the minute file of `day` with the columns `ohlcv_1m` had before `base` and
+/// `quote` were left out, an hour a row group, each claiming that layout's order (open time,
+/// exchange, symbol: columns 4, 0 and 1), and records it as the build's version.
+async fn write_with_base_and_quote(lake: &Lake, day: &str, rows: &[MinuteCandle]) {
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_sorting_columns(Some(sorting(&[4, 0, 1])))
+        .build();
+    let mut fields: Vec<Field> = cryptolake_model::schema::ohlcv_1m()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.insert(2, Field::new("base", DataType::Utf8, false));
+    fields.insert(3, Field::new("quote", DataType::Utf8, false));
+    let schema = std::sync::Arc::new(Schema::new(fields));
+    let with_parts = |hour: &[MinuteCandle]| {
+        let batch = cryptolake_lake::minutes_to_batch(hour).unwrap();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        let part = |f: fn(&Symbol) -> &str| -> ArrayRef {
+            std::sync::Arc::new(StringArray::from_iter_values(
+                hour.iter().map(|m| f(&m.candle.symbol)),
+            ))
+        };
+        columns.insert(2, part(Symbol::base));
+        columns.insert(3, part(Symbol::quote));
+        arrow::array::RecordBatch::try_new(schema.clone(), columns).unwrap()
+    };
+    write_hours(lake, day, rows, schema.clone(), props, with_parts).await;
 }
