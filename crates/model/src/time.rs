@@ -52,7 +52,10 @@ pub fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
 
 #[inline]
 pub fn minute_aligned(t: DateTime<Utc>) -> bool {
-    t.second() == 0 && t.nanosecond() == 0
+    // On the stored UTC time, as `date_of`: `Timelike` on the `DateTime` adds the zero offset
+    // first, with a division, for every candle parsed.
+    let naive = t.naive_utc();
+    naive.second() == 0 && naive.nanosecond() == 0
 }
 
 /// `20240102T030405.678Z`: sortable and safe in object keys.

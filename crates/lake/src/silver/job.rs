@@ -6,7 +6,7 @@ use super::*;
 use crate::MinuteRow;
 use crate::parquet_io::{ParquetFile, RowGroup};
 use chrono::Timelike;
-use cryptolake_model::Candle;
+use cryptolake_model::{Candle, minute_aligned};
 
 /// A bronze object's window `[start, end)` and fetch time.
 pub(super) type Fetch = (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
@@ -394,34 +394,34 @@ impl MinuteRow for Row<'_> {
 /// exchange and symbol in order within each minute. Rows of another date, or off the minute
 /// (which a rule may let through with a warning), get a comparison sort instead.
 fn by_open_time(rows: Vec<Row<'_>>) -> Vec<Row<'_>> {
-    let Some(date) = rows
-        .first()
-        .map(|r| r.candle().open_time.naive_utc().date())
-    else {
+    let Some(date) = rows.first().map(|r| date_of(r.candle().open_time)) else {
         return rows;
     };
     let minute_of_day = |r: &Row| {
-        let t = r.candle().open_time.naive_utc();
-        (t.date() == date && t.second() == 0 && t.nanosecond() == 0)
-            .then(|| (t.hour() * 60 + t.minute()) as usize)
+        let t = r.candle().open_time;
+        (date_of(t) == date && minute_aligned(t)).then(|| {
+            let t = t.naive_utc();
+            (t.hour() * 60 + t.minute()) as usize
+        })
+    };
+    let Some(minutes) = rows
+        .iter()
+        .map(minute_of_day)
+        .collect::<Option<Vec<usize>>>()
+    else {
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.candle().open_time);
+        return rows;
     };
     let mut starts = vec![0usize; 24 * 60 + 1];
-    for r in &rows {
-        match minute_of_day(r) {
-            Some(m) => starts[m + 1] += 1,
-            None => {
-                let mut rows = rows;
-                rows.sort_by_key(|r| r.candle().open_time);
-                return rows;
-            }
-        }
+    for &m in &minutes {
+        starts[m + 1] += 1;
     }
     for m in 1..starts.len() {
         starts[m] += starts[m - 1];
     }
     let mut placed: Vec<Option<Row>> = (0..rows.len()).map(|_| None).collect();
-    for r in rows {
-        let m = minute_of_day(&r).unwrap_or_default();
+    for (r, m) in rows.into_iter().zip(minutes) {
         placed[starts[m]] = Some(r);
         starts[m] += 1;
     }
@@ -738,10 +738,7 @@ mod tests {
     fn minute(pair: usize, at: DateTime<Utc>) -> Minute {
         let symbol = ["BTC-USDT", "ETH-USDT", "SOL-USDT"][pair % 3];
         let exchange = [Exchange::Binance, Exchange::Kraken][pair / 3];
-        let day = hour_start(at)
-            .date_naive()
-            .and_time(chrono::NaiveTime::MIN)
-            .and_utc();
+        let day = day_start(date_of(at));
         let mut candle = Candle::new(
             exchange,
             Symbol::parse(symbol).unwrap(),
