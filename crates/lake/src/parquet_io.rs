@@ -42,7 +42,7 @@ pub async fn write_parquet(
     let encode = {
         let batch = batch.clone();
         move || {
-            let mut buf = Vec::new();
+            let mut buf = buffers::take(0);
             let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))?;
             writer.write(&batch)?;
             writer.close()?;
@@ -53,7 +53,7 @@ pub async fn write_parquet(
         .await
         .map_err(|e| Error::Invalid(format!("encoding {key}: {e}")))?
         .map_err(|e| Error::parquet(key, e))?;
-    put_whole(lake, key, Bytes::from(bytes)).await
+    put_whole(lake, key, buffers::bytes(bytes)).await
 }
 
 /// The writer settings of every Parquet file of the lake; `sorted_by` names the columns the
@@ -299,7 +299,7 @@ pub(crate) async fn write_row_groups(
         capacity,
     };
     let bytes = job.run().await?;
-    put_whole(lake, key, Bytes::from(bytes)).await
+    put_whole(lake, key, buffers::bytes(bytes)).await
 }
 
 /// The length of the head of a file that holds exactly its first row groups when `groups`
@@ -363,7 +363,7 @@ impl Encode {
         let mut sink = Sink {
             skip: self.head.unwrap_or(0),
             skipped: 0,
-            kept: Vec::with_capacity(self.capacity),
+            kept: buffers::take(self.capacity),
         };
         let writer =
             ArrowWriter::try_new(&mut sink, self.schema.clone(), Some(self.props)).map_err(perr)?;
@@ -776,5 +776,96 @@ mod tests {
             .unwrap();
         let back = read_parquet(&lake, &from_file).await.unwrap();
         assert_eq!(all(&back), all(&[hour(0), hour(7), hour(2)]));
+    }
+}
+
+/// Encoding buffers kept for the next file. A date's minute file is megabytes: a new buffer
+/// of that size is mapped fresh from the system (blocks over the allocator's threshold are,
+/// see `cryptolake_pipeline::runtime`), and every page of it faulted in and zeroed by the
+/// kernel, once per file. A buffer that is given back keeps its pages, so the next file is
+/// encoded into memory that is already there.
+pub(crate) mod buffers {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    /// How many buffers are kept (about as many as files encode at once), and the largest
+    /// kept: a rare large file's buffer goes back to the system.
+    const KEPT: usize = 4;
+    const LARGEST_KEPT: usize = 64 << 20;
+
+    static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+    /// An empty buffer with room for at least `capacity` bytes: a kept one when there is one.
+    pub(crate) fn take(capacity: usize) -> Vec<u8> {
+        let kept = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buf = kept.unwrap_or_default();
+        buf.reserve(capacity);
+        buf
+    }
+
+    /// Keeps `buf` for a later [`take`], unless enough are kept or it is too large.
+    pub(crate) fn give_back(mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > LARGEST_KEPT {
+            return;
+        }
+        buf.clear();
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < KEPT {
+            pool.push(buf);
+        }
+    }
+
+    /// `buf` as `Bytes` that give the buffer back when the last of them is dropped (once the
+    /// file is written).
+    pub(crate) fn bytes(buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Returned(buf))
+    }
+
+    struct Returned(Vec<u8>);
+
+    impl AsRef<[u8]> for Returned {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Returned {
+        fn drop(&mut self) {
+            give_back(std::mem::take(&mut self.0));
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_buffer_given_back_is_taken_again_with_its_room_and_without_its_bytes() {
+            // Other tests encode at the same time and share the pool: look for this buffer
+            // among what is taken, by its address.
+            let mut buf = take(1 << 20);
+            buf.extend_from_slice(b"written");
+            let at = buf.as_ptr();
+            let bytes = bytes(buf);
+            assert_eq!(&bytes[..], b"written");
+            drop(bytes);
+            let taken: Vec<Vec<u8>> = (0..KEPT).map(|_| take(0)).collect();
+            let again = taken.iter().find(|b| b.as_ptr() == at);
+            let again = again.expect("the buffer is kept once its bytes are dropped");
+            assert!(again.is_empty() && again.capacity() >= 1 << 20);
+            taken.into_iter().for_each(give_back);
+        }
+
+        #[test]
+        fn a_buffer_too_large_is_not_kept() {
+            let mut buf = Vec::with_capacity(LARGEST_KEPT + 1);
+            buf.push(1u8);
+            let at = buf.as_ptr();
+            give_back(buf);
+            let taken: Vec<Vec<u8>> = (0..KEPT).map(|_| take(0)).collect();
+            assert!(taken.iter().all(|b| b.as_ptr() != at));
+            taken.into_iter().for_each(give_back);
+        }
     }
 }

@@ -497,6 +497,7 @@ impl Lake {
                         ));
                     }
                     out.write_all(&tail)?;
+                    crate::parquet_io::buffers::give_back(tail);
                     let meta = out.metadata()?;
                     Ok(object_meta(staged.to_string(), &meta)
                         .e_tag

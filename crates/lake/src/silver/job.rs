@@ -393,7 +393,9 @@ impl MinuteRow for Row<'_> {
 /// so a stable counting sort by minute of the day does it without comparing rows, and keeps
 /// exchange and symbol in order within each minute. Rows of another date, or off the minute
 /// (which a rule may let through with a warning), get a comparison sort instead.
-fn by_open_time(rows: Vec<Row<'_>>) -> Vec<Row<'_>> {
+/// The rows are moved into place where they are: a date's rows are a megabyte of references,
+/// and a second vector of them was mapped and faulted in fresh for every date.
+fn by_open_time(mut rows: Vec<Row<'_>>) -> Vec<Row<'_>> {
     let Some(date) = rows.first().map(|r| date_of(r.candle().open_time)) else {
         return rows;
     };
@@ -401,31 +403,39 @@ fn by_open_time(rows: Vec<Row<'_>>) -> Vec<Row<'_>> {
         let t = r.candle().open_time;
         (date_of(t) == date && minute_aligned(t)).then(|| {
             let t = t.naive_utc();
-            (t.hour() * 60 + t.minute()) as usize
+            t.hour() * 60 + t.minute()
         })
     };
-    let Some(minutes) = rows
-        .iter()
-        .map(minute_of_day)
-        .collect::<Option<Vec<usize>>>()
-    else {
-        let mut rows = rows;
+    // Each row's minute of the day, then in the same place the position it goes to.
+    let places = match u32::try_from(rows.len()) {
+        Ok(_) => rows.iter().map(minute_of_day).collect::<Option<Vec<u32>>>(),
+        Err(_) => None,
+    };
+    let Some(mut to) = places else {
         rows.sort_by_key(|r| r.candle().open_time);
         return rows;
     };
-    let mut starts = vec![0usize; 24 * 60 + 1];
-    for &m in &minutes {
-        starts[m + 1] += 1;
+    let mut starts = vec![0u32; 24 * 60 + 1];
+    for &m in &to {
+        starts[m as usize + 1] += 1;
     }
     for m in 1..starts.len() {
         starts[m] += starts[m - 1];
     }
-    let mut placed: Vec<Option<Row>> = (0..rows.len()).map(|_| None).collect();
-    for (r, m) in rows.into_iter().zip(minutes) {
-        placed[starts[m]] = Some(r);
-        starts[m] += 1;
+    for place in to.iter_mut() {
+        let minute = *place as usize;
+        *place = starts[minute];
+        starts[minute] += 1;
     }
-    placed.into_iter().flatten().collect()
+    // Each swap puts one row where it goes for good.
+    for i in 0..rows.len() {
+        while to[i] as usize != i {
+            let j = to[i] as usize;
+            rows.swap(i, j);
+            to.swap(i, j);
+        }
+    }
+    rows
 }
 
 fn row_key<R: MinuteRow>(r: &R) -> (Exchange, &Symbol, DateTime<Utc>) {
