@@ -368,6 +368,7 @@ pub(super) struct MinuteGroups {
 }
 
 /// A minute of the new file: parsed from bronze by this build, or kept from the file.
+#[derive(Clone, Copy)]
 enum Row<'a> {
     Fresh(&'a Minute),
     Kept(&'a MinuteCandle),
@@ -388,54 +389,46 @@ impl MinuteRow for Row<'_> {
     }
 }
 
-/// Rows sorted by exchange, symbol and open time, put in the file's order
-/// (`MINUTES_SORTED_BY`): open time, exchange, symbol. A date's rows fall in its 1,440 minutes,
+/// The file's order (`MINUTES_SORTED_BY`: open time, exchange, symbol) of rows sorted by
+/// exchange, symbol and open time, as their positions. A date's rows fall in its 1,440 minutes,
 /// so a stable counting sort by minute of the day does it without comparing rows, and keeps
 /// exchange and symbol in order within each minute. Rows of another date, or off the minute
-/// (which a rule may let through with a warning), get a comparison sort instead.
-/// The rows are moved into place where they are: a date's rows are a megabyte of references,
-/// and a second vector of them was mapped and faulted in fresh for every date.
-fn by_open_time(mut rows: Vec<Row<'_>>) -> Vec<Row<'_>> {
+/// (which a rule may let through with a warning), get a comparison sort instead, where they
+/// are. Positions, not the rows moved: a date's rows are a megabyte of references, and a
+/// second vector of them was mapped and faulted in fresh for every date.
+fn file_order(rows: &mut [Row<'_>]) -> Vec<u32> {
     let Some(date) = rows.first().map(|r| date_of(r.candle().open_time)) else {
-        return rows;
+        return Vec::new();
     };
     let minute_of_day = |r: &Row| {
         let t = r.candle().open_time;
         (date_of(t) == date && minute_aligned(t)).then(|| {
             let t = t.naive_utc();
-            t.hour() * 60 + t.minute()
+            (t.hour() * 60 + t.minute()) as u16
         })
     };
-    // Each row's minute of the day, then in the same place the position it goes to.
-    let places = match u32::try_from(rows.len()) {
-        Ok(_) => rows.iter().map(minute_of_day).collect::<Option<Vec<u32>>>(),
+    let minutes = match u32::try_from(rows.len()) {
+        Ok(_) => rows.iter().map(minute_of_day).collect::<Option<Vec<u16>>>(),
         Err(_) => None,
     };
-    let Some(mut to) = places else {
+    let Some(minutes) = minutes else {
         rows.sort_by_key(|r| r.candle().open_time);
-        return rows;
+        return (0..rows.len()).map(|i| i as u32).collect();
     };
     let mut starts = vec![0u32; 24 * 60 + 1];
-    for &m in &to {
-        starts[m as usize + 1] += 1;
+    for &m in &minutes {
+        starts[usize::from(m) + 1] += 1;
     }
     for m in 1..starts.len() {
         starts[m] += starts[m - 1];
     }
-    for place in to.iter_mut() {
-        let minute = *place as usize;
-        *place = starts[minute];
-        starts[minute] += 1;
+    let mut order = vec![0u32; rows.len()];
+    for (i, &m) in minutes.iter().enumerate() {
+        let at = &mut starts[usize::from(m)];
+        order[*at as usize] = i as u32;
+        *at += 1;
     }
-    // Each swap puts one row where it goes for good.
-    for i in 0..rows.len() {
-        while to[i] as usize != i {
-            let j = to[i] as usize;
-            rows.swap(i, j);
-            to.swap(i, j);
-        }
-    }
-    rows
+    order
 }
 
 fn row_key<R: MinuteRow>(r: &R) -> (Exchange, &Symbol, DateTime<Utc>) {
@@ -533,13 +526,17 @@ fn minute_groups(
         total += rows;
         groups.insert(h, RowGroup::Copied(index));
     }
-    let rows = by_open_time(rows);
-    for hour in
-        rows.chunk_by(|a, b| hour_start(a.candle().open_time) == hour_start(b.candle().open_time))
-    {
+    let order = file_order(&mut rows);
+    let hour_of = |i: &u32| hour_start(rows[*i as usize].candle().open_time);
+    let mut hour_rows: Vec<Row> = Vec::new();
+    for hour in order.chunk_by(|a, b| hour_of(a) == hour_of(b)) {
         total += hour.len();
-        let h = hour_start(hour[0].candle().open_time);
-        groups.insert(h, RowGroup::Rows(crate::minutes_to_batch(hour)?));
+        hour_rows.clear();
+        hour_rows.extend(hour.iter().map(|&i| rows[i as usize]));
+        groups.insert(
+            hour_of(&hour[0]),
+            RowGroup::Rows(crate::minutes_to_batch(&hour_rows)?),
+        );
     }
     let groups: Vec<RowGroup> = groups.into_values().collect();
     let source = source.filter(|_| groups.iter().any(|g| matches!(g, RowGroup::Copied(_))));
@@ -802,7 +799,8 @@ mod tests {
             };
             let mut want: Vec<_> = rows.iter().map(order).collect();
             want.sort();
-            let got: Vec<_> = by_open_time(rows).iter().map(order).collect();
+            let places = file_order(&mut rows);
+            let got: Vec<_> = places.iter().map(|&i| order(&rows[i as usize])).collect();
             prop_assert_eq!(got, want);
         }
     }
