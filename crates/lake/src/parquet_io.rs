@@ -794,45 +794,69 @@ pub(crate) mod buffers {
     const KEPT: usize = 4;
     const LARGEST_KEPT: usize = 64 << 20;
 
-    static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    static POOL: Pool = Pool::new();
 
     /// An empty buffer with room for at least `capacity` bytes: a kept one when there is one.
     pub(crate) fn take(capacity: usize) -> Vec<u8> {
-        let kept = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut buf = kept.unwrap_or_default();
-        buf.reserve(capacity);
-        buf
+        POOL.take(capacity)
     }
 
     /// Keeps `buf` for a later [`take`], unless enough are kept or it is too large.
-    pub(crate) fn give_back(mut buf: Vec<u8>) {
-        if buf.capacity() == 0 || buf.capacity() > LARGEST_KEPT {
-            return;
-        }
-        buf.clear();
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < KEPT {
-            pool.push(buf);
-        }
+    pub(crate) fn give_back(buf: Vec<u8>) {
+        POOL.give_back(buf)
     }
 
     /// `buf` as `Bytes` that give the buffer back when the last of them is dropped (once the
     /// file is written).
     pub(crate) fn bytes(buf: Vec<u8>) -> Bytes {
-        Bytes::from_owner(Returned(buf))
+        POOL.bytes(buf)
     }
 
-    struct Returned(Vec<u8>);
+    pub(crate) struct Pool {
+        kept: Mutex<Vec<Vec<u8>>>,
+    }
+
+    impl Pool {
+        const fn new() -> Self {
+            Pool {
+                kept: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn take(&self, capacity: usize) -> Vec<u8> {
+            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut buf = kept.unwrap_or_default();
+            buf.reserve(capacity);
+            buf
+        }
+
+        fn give_back(&self, mut buf: Vec<u8>) {
+            if buf.capacity() == 0 || buf.capacity() > LARGEST_KEPT {
+                return;
+            }
+            buf.clear();
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.len() < KEPT {
+                kept.push(buf);
+            }
+        }
+
+        fn bytes(&'static self, buf: Vec<u8>) -> Bytes {
+            Bytes::from_owner(Returned(self, buf))
+        }
+    }
+
+    struct Returned(&'static Pool, Vec<u8>);
 
     impl AsRef<[u8]> for Returned {
         fn as_ref(&self) -> &[u8] {
-            &self.0
+            &self.1
         }
     }
 
     impl Drop for Returned {
         fn drop(&mut self) {
-            give_back(std::mem::take(&mut self.0));
+            self.0.give_back(std::mem::take(&mut self.1));
         }
     }
 
@@ -840,32 +864,40 @@ pub(crate) mod buffers {
     mod tests {
         use super::*;
 
-        #[test]
-        fn a_buffer_given_back_is_taken_again_with_its_room_and_without_its_bytes() {
-            // Other tests encode at the same time and share the pool: look for this buffer
-            // among what is taken, by its address.
-            let mut buf = take(1 << 20);
-            buf.extend_from_slice(b"written");
-            let at = buf.as_ptr();
-            let bytes = bytes(buf);
-            assert_eq!(&bytes[..], b"written");
-            drop(bytes);
-            let taken: Vec<Vec<u8>> = (0..KEPT).map(|_| take(0)).collect();
-            let again = taken.iter().find(|b| b.as_ptr() == at);
-            let again = again.expect("the buffer is kept once its bytes are dropped");
-            assert!(again.is_empty() && again.capacity() >= 1 << 20);
-            taken.into_iter().for_each(give_back);
+        /// A pool of the test's own: the process's is shared with tests running alongside.
+        fn pool() -> &'static Pool {
+            Box::leak(Box::new(Pool::new()))
         }
 
         #[test]
-        fn a_buffer_too_large_is_not_kept() {
-            let mut buf = Vec::with_capacity(LARGEST_KEPT + 1);
-            buf.push(1u8);
+        fn a_buffer_is_kept_once_its_bytes_are_dropped_and_taken_again_empty() {
+            let pool = pool();
+            let mut buf = pool.take(1 << 20);
+            buf.extend_from_slice(b"written");
             let at = buf.as_ptr();
-            give_back(buf);
-            let taken: Vec<Vec<u8>> = (0..KEPT).map(|_| take(0)).collect();
-            assert!(taken.iter().all(|b| b.as_ptr() != at));
-            taken.into_iter().for_each(give_back);
+            let bytes = pool.bytes(buf);
+            let copy = bytes.clone();
+            drop(bytes);
+            // Still in use by a copy: not kept yet.
+            assert_eq!(pool.take(0).capacity(), 0);
+            assert_eq!(&copy[..], b"written");
+            drop(copy);
+            let again = pool.take(0);
+            assert_eq!(again.as_ptr(), at);
+            assert!(again.is_empty() && again.capacity() >= 1 << 20);
+        }
+
+        #[test]
+        fn only_so_many_buffers_are_kept_and_none_too_large() {
+            let pool = pool();
+            pool.give_back(Vec::with_capacity(LARGEST_KEPT + 1));
+            assert_eq!(pool.take(0).capacity(), 0);
+            for _ in 0..KEPT + 2 {
+                pool.give_back(Vec::with_capacity(16));
+            }
+            let kept: Vec<Vec<u8>> = (0..KEPT + 2).map(|_| pool.take(0)).collect();
+            let with_room = kept.iter().filter(|b| b.capacity() >= 16).count();
+            assert_eq!(with_room, KEPT);
         }
     }
 }
