@@ -263,7 +263,11 @@ pub(crate) async fn write_row_groups(
             capacity: new_rows,
         };
         match job.run().await {
-            Ok(tail) => return lake.put_spliced(key, file.clone(), head, tail).await,
+            Ok(tail) => {
+                return lake
+                    .put_spliced(key, file.clone(), head, buffers::bytes(tail))
+                    .await;
+            }
             // Never expected: the writer laid the copied row groups out differently from
             // the file they come from. The file is then written whole.
             Err(e) => tracing::warn!(key = %key, error = %e, "writing the file whole"),
@@ -801,11 +805,6 @@ pub(crate) mod buffers {
         POOL.take(capacity)
     }
 
-    /// Keeps `buf` for a later [`take`], unless enough are kept or it is too large.
-    pub(crate) fn give_back(buf: Vec<u8>) {
-        POOL.give_back(buf)
-    }
-
     /// `buf` as `Bytes` that give the buffer back when the last of them is dropped (once the
     /// file is written).
     pub(crate) fn bytes(buf: Vec<u8>) -> Bytes {
@@ -830,6 +829,7 @@ pub(crate) mod buffers {
             buf
         }
 
+        /// Keeps `buf` for a later `take`, unless enough are kept or it is too large.
         fn give_back(&self, mut buf: Vec<u8>) {
             if buf.capacity() == 0 || buf.capacity() > LARGEST_KEPT {
                 return;

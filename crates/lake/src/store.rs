@@ -470,7 +470,7 @@ impl Lake {
         key: &Path,
         from: Arc<std::fs::File>,
         head: u64,
-        tail: Vec<u8>,
+        tail: Bytes,
     ) -> Result<String> {
         let Some(root) = self.direct_root().cloned() else {
             return Err(Error::Invalid(format!("{key}: not a local file")));
@@ -497,7 +497,6 @@ impl Lake {
                         ));
                     }
                     out.write_all(&tail)?;
-                    crate::parquet_io::buffers::give_back(tail);
                     let meta = out.metadata()?;
                     Ok(object_meta(staged.to_string(), &meta)
                         .e_tag
