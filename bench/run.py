@@ -193,7 +193,7 @@ def repeated(lake, aside, repeats, build, trash):
     run's result.
 
     The lakes a repeat replaces are moved into `trash` (on the same file system), not removed:
-    the caller empties it once every measurement is taken. Removing a lake frees thousands of
+    the caller empties it between measured days (`empty_trash`). Removing a lake frees thousands of
     directory inodes, and for a while after (ext4 keeps recently freed inodes aside) every file
     a build creates costs a scan past them, which an hourly job on a real lake never pays."""
     if repeats <= 1:
@@ -221,6 +221,23 @@ def repeated(lake, aside, repeats, build, trash):
     return results
 
 
+def empty_trash(trash, wait):
+    """Removes what `repeated` moved into `trash`; with `wait`, then waits until inodes freed
+    by the removal are no longer recent to ext4 (`vm.dirty_expire_centisecs`, 30 s by default),
+    so that the builds measured next do not scan past them."""
+    removed = time.monotonic()
+    if not any(trash.iterdir()):
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+    trash.mkdir(parents=True)
+    if wait:
+        try:
+            recent = int(Path("/proc/sys/vm/dirty_expire_centisecs").read_text()) / 100
+        except (OSError, ValueError):
+            recent = 30.0
+        time.sleep(max(0.0, recent + 1 - (time.monotonic() - removed)))
+
+
 def incremental(binary, work, lake, symbols, days, runs, cap, env, repeats=1):
     """One more hour of bronze for every symbol on the lake holding the history, against the
     same hour on an empty lake. Every simulated hour runs as the hourly job does: ingest at
@@ -233,10 +250,10 @@ def incremental(binary, work, lake, symbols, days, runs, cap, env, repeats=1):
     single build of a few tens of milliseconds varies by a third on a shared machine; the
     median of several is what can be compared with a target."""
     first, last, empty = [], [], []
-    # What the repeats replace, removed once every measurement is taken (see `repeated`).
+    # What the repeats replace, removed between measured days (see `repeated`).
     trash = work / "trash"
-    shutil.rmtree(trash, ignore_errors=True)
-    trash.mkdir(parents=True)
+    trash.mkdir(parents=True, exist_ok=True)
+    empty_trash(trash, wait=True)  # a stopped run's
     clock = Clock(lake)
     # The full lake as an hourly job finds it: silver and gold up to date.
     transform(binary, lake, cap, env, clock=clock.args(0, 6))
@@ -265,7 +282,11 @@ def incremental(binary, work, lake, symbols, days, runs, cap, env, repeats=1):
         build = lambda: transform(binary, fresh / "lake", cap, env, expect_new=True, clock=clock.args(at, 6))
         empty.extend(repeated(fresh / "lake", work / "empty-before", repeats, build, trash))
         fresh.rename(trash / f"{len(list(trash.iterdir()))}-{fresh.name}")
-    shutil.rmtree(trash, ignore_errors=True)
+        # Emptied once a day, so that it never holds more than a day's lakes (their directory
+        # entries add up on a large lake), and the next day's builds start once ext4 no longer
+        # counts the freed inodes as recent.
+        empty_trash(trash, wait=i + 1 < runs)
+    trash.rmdir()
     f = statistics.median(r[0] for r in first)
     l = statistics.median(r[0] for r in last)
     e = statistics.median(r[0] for r in empty)

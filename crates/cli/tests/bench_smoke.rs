@@ -31,7 +31,7 @@ fn every_engine_agrees_with_cryptolake_on_the_small_benchmark() {
             "1",
             "--incremental",
             // One simulated day, each measured hour built twice: the repeat path (the lake
-            // put back from hard links, what it replaces kept aside until the end) runs,
+            // put back from hard links, what it replaces kept aside until the day is measured) runs,
             // at a seventh of the default's cost.
             "--incremental-days",
             "1",
