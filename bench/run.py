@@ -199,7 +199,7 @@ def repeated(lake, aside, repeats, build, trash):
     if repeats <= 1:
         return [build()]
     trash.mkdir(parents=True, exist_ok=True)
-    throw = lambda d: d.exists() and d.rename(trash / f"{len(list(trash.iterdir()))}-{d.name}")
+    throw = lambda d: d.exists() and set_aside(d, trash)
     throw(aside)
     subprocess.run(["cp", "-al", str(lake), str(aside)], check=True)
     results = []
@@ -219,6 +219,11 @@ def repeated(lake, aside, repeats, build, trash):
         results.append(build())
     throw(aside)
     return results
+
+
+def set_aside(d, trash):
+    """Moves `d` into `trash` under a name of its own."""
+    d.rename(trash / f"{len(list(trash.iterdir()))}-{d.name}")
 
 
 def empty_trash(trash, wait):
@@ -281,7 +286,7 @@ def incremental(binary, work, lake, symbols, days, runs, cap, env, repeats=1):
         generate_hour(binary, fresh / "lake", symbols, hour_after(day, 23), env, clock.args(at, 5))
         build = lambda: transform(binary, fresh / "lake", cap, env, expect_new=True, clock=clock.args(at, 6))
         empty.extend(repeated(fresh / "lake", work / "empty-before", repeats, build, trash))
-        fresh.rename(trash / f"{len(list(trash.iterdir()))}-{fresh.name}")
+        set_aside(fresh, trash)
         # Emptied once a day, so that it never holds more than a day's lakes (their directory
         # entries add up on a large lake), and the next day's builds start once ext4 no longer
         # counts the freed inodes as recent.
