@@ -28,6 +28,9 @@ const ROW_GROUP_ROWS: usize = 1 << 20;
 /// Objects up to this size are written with one PUT, whose answer carries the version; larger
 /// ones are uploaded in parts.
 const SINGLE_PUT_BYTES: usize = 64 << 20;
+/// From this size on, a file of row groups (a date's minutes, which no step of a build reads
+/// back) written whole to local disk skips the page cache.
+const UNCACHED_BYTES: usize = 1 << 20;
 
 /// Writes `batch` as the whole object at `key` and returns the object's version (its e-tag, as
 /// a listing or HEAD reports it). The store makes the object appear atomically (an S3 PUT or
@@ -310,7 +313,12 @@ pub(crate) async fn write_row_groups(
         capacity,
     };
     let bytes = job.run().await?;
-    put_whole(lake, key, buffers::bytes(bytes)).await
+    match lake.direct_root() {
+        Some(_) if bytes.len() >= UNCACHED_BYTES => {
+            lake.put_uncached(key, buffers::bytes(bytes)).await
+        }
+        _ => put_whole(lake, key, buffers::bytes(bytes)).await,
+    }
 }
 
 /// The length of the head of a file that holds exactly its first row groups when `groups`

@@ -12,6 +12,8 @@ use object_store::{
     BackoffConfig, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutPayload, RetryConfig,
 };
 
+mod uncached;
+
 use crate::requests::{Counters, Metered, RequestCounts, SimulatedLatency, pages};
 use crate::{Error, Result};
 
@@ -472,6 +474,40 @@ impl Lake {
         head: u64,
         tail: Bytes,
     ) -> Result<String> {
+        self.put_file(key, move |path| {
+            use std::io::{Read, Seek, Write};
+            let mut out = std::fs::File::create(path)?;
+            let mut from = from.as_ref();
+            from.seek(std::io::SeekFrom::Start(0))?;
+            let copied = std::io::copy(&mut from.take(head), &mut out)?;
+            if copied != head {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the file to copy from ended after {copied} of {head} bytes"),
+                ));
+            }
+            out.write_all(&tail)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Writes `bytes` whole as `key` on a local lake, past the page cache where the file
+    /// system allows it, and returns its version. For large files that no step reads back
+    /// soon: the system then does not copy every byte into its cache first, which costs as
+    /// much CPU as encoding them. Staged and renamed into place like every local write.
+    /// Counted as one PUT.
+    pub(crate) async fn put_uncached(&self, key: &Path, bytes: Bytes) -> Result<String> {
+        self.put_file(key, move |path| uncached::write(path, &bytes))
+            .await
+    }
+
+    /// Stages a file that `write` creates at the path it is given, renames it over `key`
+    /// and returns its version. Local lakes only; one PUT.
+    async fn put_file<F>(&self, key: &Path, write: F) -> Result<String>
+    where
+        F: FnOnce(&std::path::Path) -> std::io::Result<std::fs::File> + Send + 'static,
+    {
         let Some(root) = self.direct_root().cloned() else {
             return Err(Error::Invalid(format!("{key}: not a local file")));
         };
@@ -481,23 +517,11 @@ impl Lake {
             async move {
                 let written = staged.clone();
                 let v = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-                    use std::io::{Read, Seek, Write};
                     let path = root.join(staged.as_ref());
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)?;
                     }
-                    let mut out = std::fs::File::create(&path)?;
-                    let mut from = from.as_ref();
-                    from.seek(std::io::SeekFrom::Start(0))?;
-                    let copied = std::io::copy(&mut from.take(head), &mut out)?;
-                    if copied != head {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            format!("the file to copy from ended after {copied} of {head} bytes"),
-                        ));
-                    }
-                    out.write_all(&tail)?;
-                    let meta = out.metadata()?;
+                    let meta = write(&path)?.metadata()?;
                     Ok(object_meta(staged.to_string(), &meta)
                         .e_tag
                         .unwrap_or_default())
@@ -1175,6 +1199,57 @@ mod tests {
             matches!(err, Error::Store { key, source: object_store::Error::NotFound { .. } } if key == missing),
             "{err:?}"
         );
+    }
+
+    /// A file written past the page cache reads back byte for byte at every length around
+    /// the alignment and the chunk, replaces a longer file exactly, has the version a listing
+    /// gives it, and leaves nothing staged; on disk and on tmpfs alike.
+    #[tokio::test]
+    async fn put_uncached_writes_exactly_the_bytes_given() {
+        let chunk = uncached::CHUNK;
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        if std::path::Path::new("/dev/shm").is_dir() {
+            dirs.push(tempfile::tempdir_in("/dev/shm").unwrap());
+        }
+        for dir in &dirs {
+            let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+            let key = Path::from("silver/t/date=2024-01-01/part-00000.parquet");
+            for len in [
+                chunk + 4097,
+                0,
+                1,
+                4095,
+                4096,
+                4097,
+                chunk - 1,
+                chunk,
+                2 * chunk + 5,
+            ] {
+                let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ (len as u8)).collect();
+                let before = lake.requests();
+                let version = lake
+                    .put_uncached(&key, Bytes::from(bytes.clone()))
+                    .await
+                    .unwrap();
+                assert_eq!(lake.requests().since(before).put, 1, "{len}");
+                let read = lake.get(&key).await.unwrap();
+                assert_eq!(read.len(), len, "{}", dir.path().display());
+                assert!(
+                    read == bytes,
+                    "{len} bytes differ in {}",
+                    dir.path().display()
+                );
+                let meta = lake.head(&key).await.unwrap().unwrap();
+                assert_eq!(version, crate::state::version(&meta), "{len}");
+            }
+            let staging = dir.path().join("_staging");
+            let left = std::fs::read_dir(&staging).map_or(0, |d| {
+                d.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .count()
+            });
+            assert_eq!(left, 0, "files left in {}", staging.display());
+        }
     }
 
     /// One folder as two lakes: read from disk directly, and through the store (a lake with

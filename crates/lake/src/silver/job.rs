@@ -7,6 +7,7 @@ use crate::MinuteRow;
 use crate::parquet_io::{ParquetFile, RowGroup};
 use chrono::Timelike;
 use cryptolake_model::{Candle, minute_aligned};
+use std::ops::Range;
 
 /// A bronze object's window `[start, end)` and fetch time.
 pub(super) type Fetch = (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
@@ -16,6 +17,8 @@ pub(super) struct Parsed {
     pub(super) key: BronzeKey,
     pub(super) path: String,
     pub(super) minutes: Vec<Minute>,
+    /// The earliest and latest open time of `minutes`.
+    pub(super) span: Option<(DateTime<Utc>, DateTime<Utc>)>,
     pub(super) open_skipped: usize,
     pub(super) outside_window: usize,
     pub(super) dropped: usize,
@@ -267,17 +270,24 @@ impl DateJob {
             counts.open_candles_skipped += p.open_skipped;
             counts.outside_window_skipped += p.outside_window;
         }
-        // Minutes stay where parsing put them; grouping and sorting move references.
+        // Minutes stay where parsing put them; grouping and sorting move references. An
+        // object within the date is taken whole, without reading its minutes: they are read
+        // pair by pair from here on, while a pair's fit in the cache.
         let mut by_pair: BTreeMap<Pair, Vec<&Minute>> = BTreeMap::new();
         for p in &parsed {
-            by_pair
+            let pair = by_pair
                 .entry((p.key.source, p.key.symbol.clone()))
-                .or_default()
-                .extend(
+                .or_default();
+            match p.span {
+                Some((lo, hi)) if date_of(lo) == date && date_of(hi) == date => {
+                    pair.extend(&p.minutes)
+                }
+                _ => pair.extend(
                     p.minutes
                         .iter()
                         .filter(|m| date_of(m.candle.open_time) == date),
-                );
+                ),
+            }
         }
         // What each group's objects asked for, and when: a missing minute asked for by two
         // fetches after it closed is confirmed empty.
@@ -390,15 +400,18 @@ impl MinuteRow for Row<'_> {
 }
 
 /// The file's order (`MINUTES_SORTED_BY`: open time, exchange, symbol) of rows sorted by
-/// exchange, symbol and open time, as their positions. A date's rows fall in its 1,440 minutes,
+/// exchange, symbol and open time, as their positions, and where each UTC hour's rows lie in
+/// it (in hour order). A date's rows fall in its 1,440 minutes,
 /// so a stable counting sort by minute of the day does it without comparing rows, and keeps
 /// exchange and symbol in order within each minute. Rows of another date, or off the minute
 /// (which a rule may let through with a warning), get a comparison sort instead, where they
 /// are. Positions, not the rows moved: a date's rows are a megabyte of references, and a
-/// second vector of them was mapped and faulted in fresh for every date.
-fn file_order(rows: &mut [Row<'_>]) -> Vec<u32> {
+/// second vector of them was mapped and faulted in fresh for every date. The hours come from
+/// the counts, not from reading the rows again: in the file's order they are read in a jump
+/// from pair to pair, a cache miss each, so they are read once, hour by hour, to encode them.
+fn file_order(rows: &mut [Row<'_>]) -> (Vec<u32>, Vec<Range<usize>>) {
     let Some(date) = rows.first().map(|r| date_of(r.candle().open_time)) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let minute_of_day = |r: &Row| {
         let t = r.candle().open_time;
@@ -413,7 +426,15 @@ fn file_order(rows: &mut [Row<'_>]) -> Vec<u32> {
     };
     let Some(minutes) = minutes else {
         rows.sort_by_key(|r| r.candle().open_time);
-        return (0..rows.len()).map(|i| i as u32).collect();
+        let mut hours = Vec::new();
+        let mut start = 0;
+        for hour in rows
+            .chunk_by(|a, b| hour_start(a.candle().open_time) == hour_start(b.candle().open_time))
+        {
+            hours.push(start..start + hour.len());
+            start += hour.len();
+        }
+        return ((0..rows.len()).map(|i| i as u32).collect(), hours);
     };
     let mut starts = vec![0u32; 24 * 60 + 1];
     for &m in &minutes {
@@ -422,13 +443,17 @@ fn file_order(rows: &mut [Row<'_>]) -> Vec<u32> {
     for m in 1..starts.len() {
         starts[m] += starts[m - 1];
     }
+    let hours = (0..24)
+        .map(|h| starts[h * 60] as usize..starts[(h + 1) * 60] as usize)
+        .filter(|r| !r.is_empty())
+        .collect();
     let mut order = vec![0u32; rows.len()];
     for (i, &m) in minutes.iter().enumerate() {
         let at = &mut starts[usize::from(m)];
         order[*at as usize] = i as u32;
         *at += 1;
     }
-    order
+    (order, hours)
 }
 
 fn row_key<R: MinuteRow>(r: &R) -> (Exchange, &Symbol, DateTime<Utc>) {
@@ -526,15 +551,15 @@ fn minute_groups(
         total += rows;
         groups.insert(h, RowGroup::Copied(index));
     }
-    let order = file_order(&mut rows);
-    let hour_of = |i: &u32| hour_start(rows[*i as usize].candle().open_time);
+    let (order, hours) = file_order(&mut rows);
     let mut hour_rows: Vec<Row> = Vec::new();
-    for hour in order.chunk_by(|a, b| hour_of(a) == hour_of(b)) {
+    for hour in hours {
+        let hour = &order[hour];
         total += hour.len();
         hour_rows.clear();
         hour_rows.extend(hour.iter().map(|&i| rows[i as usize]));
         groups.insert(
-            hour_of(&hour[0]),
+            hour_start(hour_rows[0].candle().open_time),
             RowGroup::Rows(crate::minutes_to_batch(&hour_rows)?),
         );
     }
@@ -620,6 +645,7 @@ pub(super) fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules)
         key: key.clone(),
         path: path_text.clone(),
         minutes: Vec::new(),
+        span: None,
         open_skipped: 0,
         outside_window: 0,
         dropped: 0,
@@ -665,6 +691,8 @@ pub(super) fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules)
                     // Still open when fetched: not final, never counted.
                     out.open_skipped += 1;
                 } else {
+                    let t = candle.open_time;
+                    out.span = Some(out.span.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
                     out.minutes.push(Minute {
                         candle,
                         fetched_at: envelope.fetched_at,
@@ -770,10 +798,14 @@ mod tests {
 
     proptest! {
         /// Whatever the minutes (off the minute, or past the date's end, now and then), the
-        /// rows come out in the file's order: open time, exchange, symbol.
+        /// rows come out in the file's order (open time, exchange, symbol), and the hours
+        /// given are where each hour's rows lie in it.
         #[test]
         fn rows_come_in_the_files_order(
-            cells in proptest::collection::vec((0usize..6, 0i64..20), 0..200),
+            cells in proptest::collection::vec(
+                (0usize..6, prop_oneof![0i64..20, 0i64..24 * 60]),
+                0..200,
+            ),
             // Seconds off the minute, or into the next date.
             shifted in proptest::option::weighted(
                 0.3,
@@ -799,9 +831,22 @@ mod tests {
             };
             let mut want: Vec<_> = rows.iter().map(order).collect();
             want.sort();
-            let places = file_order(&mut rows);
+            let (places, hours) = file_order(&mut rows);
             let got: Vec<_> = places.iter().map(|&i| order(&rows[i as usize])).collect();
             prop_assert_eq!(got, want);
+            // The hours cover the order back to back, each one hour, in hour order.
+            let hour_of = |i: usize| hour_start(rows[places[i] as usize].candle().open_time);
+            let mut next = 0;
+            let mut last = None;
+            for range in &hours {
+                prop_assert_eq!(range.start, next);
+                prop_assert!(range.end > range.start);
+                let h = hour_of(range.start);
+                prop_assert!(range.clone().all(|i| hour_of(i) == h), "{range:?} spans hours");
+                prop_assert!(last < Some(h), "{h} after {last:?}");
+                (next, last) = (range.end, Some(h));
+            }
+            prop_assert_eq!(next, rows.len());
         }
     }
 }
