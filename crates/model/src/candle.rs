@@ -40,6 +40,40 @@ impl Candle {
         quote_volume: Option<f64>,
         trade_count: Option<i64>,
     ) -> Result<Candle, Error> {
+        Candle::check(
+            &symbol,
+            open_time,
+            [open, high, low, close, volume],
+            quote_volume,
+            trade_count,
+        )?;
+        Ok(Candle {
+            exchange,
+            symbol,
+            open_time,
+            open,
+            high,
+            low,
+            close,
+            volume,
+            quote_volume,
+            trade_count,
+            taker_buy_volume: None,
+            taker_buy_quote_volume: None,
+        })
+    }
+
+    /// The checks of [`Candle::new`] alone, for a parser that checks a whole page before it
+    /// builds any candle, and then builds each in place: a candle is larger than the moves the
+    /// compiler makes without a call, and each layer of `Result` it passed through copied it.
+    #[inline]
+    pub fn check(
+        symbol: &Symbol,
+        open_time: DateTime<Utc>,
+        [open, high, low, close, volume]: [f64; 5],
+        quote_volume: Option<f64>,
+        trade_count: Option<i64>,
+    ) -> Result<(), Error> {
         let fail = |rule: CandleRule, reason: String| Error::InvalidCandle {
             symbol: symbol.to_string(),
             open_time,
@@ -99,20 +133,7 @@ impl Candle {
                 format!("trade_count {n} is negative"),
             ));
         }
-        Ok(Candle {
-            exchange,
-            symbol,
-            open_time,
-            open,
-            high,
-            low,
-            close,
-            volume,
-            quote_volume,
-            trade_count,
-            taker_buy_volume: None,
-            taker_buy_quote_volume: None,
-        })
+        Ok(())
     }
 
     /// Sets the volumes of taker buys (base and quote), checked like the other amounts:
@@ -121,33 +142,43 @@ impl Candle {
     /// than the checks.
     #[inline]
     pub fn set_taker_buy(&mut self, base: f64, quote: f64) -> Result<(), Error> {
+        Candle::check_taker_buy(&self.symbol, self.open_time, self.volume, base, quote)?;
+        self.taker_buy_volume = Some(base);
+        self.taker_buy_quote_volume = Some(quote);
+        Ok(())
+    }
+
+    /// The checks of [`Candle::set_taker_buy`] alone, for a candle of `volume` not built yet.
+    #[inline]
+    pub fn check_taker_buy(
+        symbol: &Symbol,
+        open_time: DateTime<Utc>,
+        volume: f64,
+        base: f64,
+        quote: f64,
+    ) -> Result<(), Error> {
         for (name, v) in [
             ("taker_buy_volume", base),
             ("taker_buy_quote_volume", quote),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return Err(Error::InvalidCandle {
-                    symbol: self.symbol.to_string(),
-                    open_time: self.open_time,
+                    symbol: symbol.to_string(),
+                    open_time,
                     rule: CandleRule::Amounts,
                     reason: format!("{name} {v} is negative or not a number"),
                 });
             }
         }
         // Decimal strings of the same trades: allow the last digit's rounding.
-        if base > self.volume * (1.0 + 1e-9) + 1e-12 {
+        if base > volume * (1.0 + 1e-9) + 1e-12 {
             return Err(Error::InvalidCandle {
-                symbol: self.symbol.to_string(),
-                open_time: self.open_time,
+                symbol: symbol.to_string(),
+                open_time,
                 rule: CandleRule::Amounts,
-                reason: format!(
-                    "taker_buy_volume {base} is above the candle's volume {}",
-                    self.volume
-                ),
+                reason: format!("taker_buy_volume {base} is above the candle's volume {volume}"),
             });
         }
-        self.taker_buy_volume = Some(base);
-        self.taker_buy_quote_volume = Some(quote);
         Ok(())
     }
 }

@@ -196,18 +196,20 @@ pub(crate) fn checked_candle(
         quote_volume,
         trade_count,
     )
-    .map_err(|e| match &e {
-        cryptolake_model::Error::InvalidCandle { rule, .. } => (Some(*rule), e.to_string()),
-        _ => (None, e.to_string()),
-    })
+    .map_err(row_error)
 }
 
 /// The candle with its taker buy volumes, checked; a broken rule is named.
 pub(crate) fn set_taker_buy(candle: &mut Candle, base: f64, quote: f64) -> Result<(), RowError> {
-    candle.set_taker_buy(base, quote).map_err(|e| match &e {
+    candle.set_taker_buy(base, quote).map_err(row_error)
+}
+
+/// A candle's broken invariant as a row's error, naming its rule.
+pub(crate) fn row_error(e: cryptolake_model::Error) -> RowError {
+    match &e {
         cryptolake_model::Error::InvalidCandle { rule, .. } => (Some(*rule), e.to_string()),
         _ => (None, e.to_string()),
-    })
+    }
 }
 
 /// Turns each JSON row into a candle or a rejection with its reason and position.

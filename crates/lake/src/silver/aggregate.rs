@@ -1,7 +1,5 @@
 //! Pure aggregation of minutes into hours: deduplication and the OHLCV rules.
 
-use std::borrow::Borrow;
-
 use chrono::{DateTime, Duration, Timelike, Utc};
 use cryptolake_model::{Candle, HourlyCandle, hour_start};
 
@@ -18,6 +16,40 @@ pub struct Minute {
     pub source_key: std::sync::Arc<str>,
 }
 
+/// A minute with the provenance that decides between duplicates: a [`Minute`], or a view
+/// of one parsed in place.
+pub trait Fetched {
+    fn candle(&self) -> &Candle;
+    /// When the bronze object holding it was fetched.
+    fn fetched_at(&self) -> DateTime<Utc>;
+    /// The bronze key, to break ties between objects fetched at the same instant.
+    fn source_key(&self) -> &str;
+}
+
+impl Fetched for Minute {
+    fn candle(&self) -> &Candle {
+        &self.candle
+    }
+    fn fetched_at(&self) -> DateTime<Utc> {
+        self.fetched_at
+    }
+    fn source_key(&self) -> &str {
+        &self.source_key
+    }
+}
+
+impl<T: Fetched> Fetched for &T {
+    fn candle(&self) -> &Candle {
+        (**self).candle()
+    }
+    fn fetched_at(&self) -> DateTime<Utc> {
+        (**self).fetched_at()
+    }
+    fn source_key(&self) -> &str {
+        (**self).source_key()
+    }
+}
+
 /// What deduplication left out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Dropped {
@@ -31,13 +63,12 @@ pub struct Dropped {
 /// sorted by open time and does not depend on the input order.
 ///
 /// Works on minutes or on references to them (cheaper to move while sorting).
-pub fn dedup_latest<M: Borrow<Minute>>(mut minutes: Vec<M>) -> (Vec<M>, Dropped) {
+pub fn dedup_latest<M: Fetched>(mut minutes: Vec<M>) -> (Vec<M>, Dropped) {
     minutes.sort_by(|a, b| {
-        let (a, b) = (a.borrow(), b.borrow());
-        (a.candle.open_time, a.fetched_at, &a.source_key).cmp(&(
-            b.candle.open_time,
-            b.fetched_at,
-            &b.source_key,
+        (a.candle().open_time, a.fetched_at(), a.source_key()).cmp(&(
+            b.candle().open_time,
+            b.fetched_at(),
+            b.source_key(),
         ))
     });
     let before = minutes.len();
@@ -45,8 +76,8 @@ pub fn dedup_latest<M: Borrow<Minute>>(mut minutes: Vec<M>) -> (Vec<M>, Dropped)
     let mut conflicting = 0;
     for m in minutes {
         match out.last_mut() {
-            Some(last) if (*last).borrow().candle.open_time == m.borrow().candle.open_time => {
-                if (*last).borrow().candle != m.borrow().candle {
+            Some(last) if last.candle().open_time == m.candle().open_time => {
+                if last.candle() != m.candle() {
                     conflicting += 1;
                 }
                 *last = m
@@ -65,17 +96,17 @@ pub fn dedup_latest<M: Borrow<Minute>>(mut minutes: Vec<M>) -> (Vec<M>, Dropped)
 /// open of the first minute, highest high, lowest low, close of the last minute, summed amounts
 /// (an amount is null for the hour if any minute lacks it), and the count of minutes present.
 /// `is_final(hour_start)` decides which hours may be emitted at all.
-pub fn hourly<M: Borrow<Minute>>(
+pub fn hourly<M: Fetched>(
     minutes: &[M],
     is_final: impl Fn(DateTime<Utc>) -> bool,
 ) -> Vec<HourlyCandle> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < minutes.len() {
-        let hour = hour_start(minutes[i].borrow().candle.open_time);
+        let hour = hour_start(minutes[i].candle().open_time);
         let end = hour + Duration::hours(1);
         let mut j = i;
-        while j < minutes.len() && minutes[j].borrow().candle.open_time < end {
+        while j < minutes.len() && minutes[j].candle().open_time < end {
             j += 1;
         }
         if is_final(hour) {
@@ -103,17 +134,16 @@ pub fn hours_of_rows<'a>(
     hourly(&minutes, |_| true)
 }
 
-fn one_hour<M: Borrow<Minute>>(hour: DateTime<Utc>, group: &[M]) -> HourlyCandle {
-    let first = &group[0].borrow().candle;
-    let last = &group[group.len() - 1].borrow().candle;
+fn one_hour<M: Fetched>(hour: DateTime<Utc>, group: &[M]) -> HourlyCandle {
+    let first = group[0].candle();
+    let last = group[group.len() - 1].candle();
     let mut r = Rollup::new();
-    let mut ingested_at = group[0].borrow().fetched_at;
+    let mut ingested_at = group[0].fetched_at();
     let mut minute_mask = 0i64;
     for m in group {
-        let m = m.borrow();
-        let c = &m.candle;
+        let c = m.candle();
         r.add(c.high, c.low, c.volume, c.quote_volume, c.trade_count);
-        ingested_at = ingested_at.max(m.fetched_at);
+        ingested_at = ingested_at.max(m.fetched_at());
         // Every minute of the group lies in `hour`: its minute of the hour is its offset.
         minute_mask |= 1 << c.open_time.minute();
     }

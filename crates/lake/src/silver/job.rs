@@ -15,9 +15,14 @@ pub(super) type Fetch = (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
 /// What one bronze object yielded.
 pub(super) struct Parsed {
     pub(super) key: BronzeKey,
+    /// The key as text: what breaks ties between objects fetched at the same instant.
     pub(super) path: String,
-    pub(super) minutes: Vec<Minute>,
-    /// The earliest and latest open time of `minutes`.
+    /// When the object says it was fetched.
+    pub(super) fetched_at: DateTime<Utc>,
+    /// Its closed minutes inside its window, as parsing produced them: only
+    /// [`Record::Candle`]s are kept, where they are, so no minute is copied again.
+    pub(super) records: Vec<Record>,
+    /// The earliest and latest open time of `records`.
     pub(super) span: Option<(DateTime<Utc>, DateTime<Utc>)>,
     pub(super) open_skipped: usize,
     pub(super) outside_window: usize,
@@ -273,20 +278,17 @@ impl DateJob {
         // Minutes stay where parsing put them; grouping and sorting move references. An
         // object within the date is taken whole, without reading its minutes: they are read
         // pair by pair from here on, while a pair's fit in the cache.
-        let mut by_pair: BTreeMap<Pair, Vec<&Minute>> = BTreeMap::new();
+        let mut by_pair: BTreeMap<Pair, Vec<Fresh>> = BTreeMap::new();
         for p in &parsed {
             let pair = by_pair
                 .entry((p.key.source, p.key.symbol.clone()))
                 .or_default();
+            let minutes = p.records.iter().map(|record| Fresh { record, object: p });
             match p.span {
                 Some((lo, hi)) if date_of(lo) == date && date_of(hi) == date => {
-                    pair.extend(&p.minutes)
+                    pair.extend(minutes)
                 }
-                _ => pair.extend(
-                    p.minutes
-                        .iter()
-                        .filter(|m| date_of(m.candle.open_time) == date),
-                ),
+                _ => pair.extend(minutes.filter(|m| date_of(m.candle().open_time) == date)),
             }
         }
         // What each group's objects asked for, and when: a missing minute asked for by two
@@ -303,7 +305,7 @@ impl DateJob {
                 );
         }
         let mut fresh: Vec<HourlyCandle> = Vec::new();
-        let mut fresh_minutes: Vec<&Minute> = Vec::new();
+        let mut fresh_minutes: Vec<Fresh> = Vec::new();
         for (pair, minutes) in by_pair {
             counts.candles_read += minutes.len();
             let (minutes, dropped) = dedup_latest(minutes);
@@ -322,7 +324,7 @@ impl DateJob {
                 minutes
                     .iter()
                     .filter(|m| {
-                        let h = hour_start(m.candle.open_time);
+                        let h = hour_start(m.candle().open_time);
                         match last {
                             Some((at, fin)) if at == h => fin,
                             _ => last.insert((h, is_final(h))).1,
@@ -367,6 +369,29 @@ impl DateJob {
     }
 }
 
+/// A minute parsed by this build, where parsing put it, with the object it came from.
+#[derive(Clone, Copy)]
+pub(super) struct Fresh<'a> {
+    record: &'a Record,
+    object: &'a Parsed,
+}
+
+impl Fetched for Fresh<'_> {
+    fn candle(&self) -> &Candle {
+        match self.record {
+            Record::Candle { candle, .. } => candle,
+            // `parse_object` keeps nothing else.
+            Record::Rejected { .. } => unreachable!("a rejected record among the minutes"),
+        }
+    }
+    fn fetched_at(&self) -> DateTime<Utc> {
+        self.object.fetched_at
+    }
+    fn source_key(&self) -> &str {
+        &self.object.path
+    }
+}
+
 /// A date's `ohlcv_1m` file as it is to be written: one row group per UTC hour, in hour order,
 /// each ordered by open time, exchange and symbol.
 /// The hours no recomputed range reaches are copied from the file as it was, undecoded, so a
@@ -377,23 +402,24 @@ pub(super) struct MinuteGroups {
     pub(super) rows: usize,
 }
 
-/// A minute of the new file: parsed from bronze by this build, or kept from the file.
+/// A minute of the new file: parsed from bronze by this build (with its fetch time), or kept
+/// from the file.
 #[derive(Clone, Copy)]
 enum Row<'a> {
-    Fresh(&'a Minute),
+    Fresh(&'a Candle, DateTime<Utc>),
     Kept(&'a MinuteCandle),
 }
 
 impl MinuteRow for Row<'_> {
     fn candle(&self) -> &Candle {
         match self {
-            Row::Fresh(m) => &m.candle,
+            Row::Fresh(c, _) => c,
             Row::Kept(m) => &m.candle,
         }
     }
     fn fetched_at(&self) -> DateTime<Utc> {
         match self {
-            Row::Fresh(m) => m.fetched_at,
+            Row::Fresh(_, at) => *at,
             Row::Kept(m) => m.fetched_at,
         }
     }
@@ -471,7 +497,7 @@ fn row_key<R: MinuteRow>(r: &R) -> (Exchange, &Symbol, DateTime<Utc>) {
 fn minute_groups(
     key: &Path,
     existing: Option<ParquetFile>,
-    fresh: Vec<&Minute>,
+    fresh: Vec<Fresh<'_>>,
     ranges: &HashMap<Pair, Window>,
     rebuild: bool,
 ) -> Result<(MinuteGroups, bool)> {
@@ -534,7 +560,7 @@ fn minute_groups(
         false => outside_ranges(&decoded, ranges, row_key),
     };
     let mut rows: Vec<Row> = kept.iter().map(Row::Kept).collect();
-    rows.extend(fresh.into_iter().map(Row::Fresh));
+    rows.extend(fresh.iter().map(|m| Row::Fresh(m.candle(), m.fetched_at())));
     // A first build's minutes come in order already.
     if !rows.is_sorted_by(|a, b| row_key(a) <= row_key(b)) {
         rows.sort_by(|a, b| row_key(a).cmp(&row_key(b)));
@@ -640,11 +666,11 @@ async fn read_partition<T>(
 /// its window, and what its records broke.
 pub(super) fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules) -> Result<Parsed> {
     let path_text = key.path().to_string();
-    let source_key: std::sync::Arc<str> = path_text.as_str().into();
     let mut out = Parsed {
         key: key.clone(),
         path: path_text.clone(),
-        minutes: Vec::new(),
+        fetched_at: key.fetched_at,
+        records: Vec::new(),
         span: None,
         open_skipped: 0,
         outside_window: 0,
@@ -671,7 +697,8 @@ pub(super) fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules)
         )));
         return Ok(out);
     }
-    let records = match parse_payload(&envelope, &payload) {
+    out.fetched_at = envelope.fetched_at;
+    let mut records = match parse_payload(&envelope, &payload) {
         Ok(r) => r,
         Err(reason) => {
             out.quarantine = Some(whole_object_error(reason));
@@ -679,33 +706,30 @@ pub(super) fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules)
         }
     };
     let mut rejected = Vec::new();
-    out.minutes.reserve(records.len());
-    for record in records {
-        match record {
-            Record::Candle { candle, close_time } => {
-                if candle.open_time < envelope.window_start
-                    || candle.open_time >= envelope.window_end
-                {
-                    out.outside_window += 1;
-                } else if close_time > envelope.fetched_at {
-                    // Still open when fetched: not final, never counted.
-                    out.open_skipped += 1;
-                } else {
-                    let t = candle.open_time;
-                    out.span = Some(out.span.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
-                    out.minutes.push(Minute {
-                        candle,
-                        fetched_at: envelope.fetched_at,
-                        source_key: source_key.clone(),
-                    });
-                }
+    // In place: the candles kept do not move unless a record before them goes.
+    records.retain_mut(|record| match record {
+        Record::Candle { candle, close_time } => {
+            let t = candle.open_time;
+            if t < envelope.window_start || t >= envelope.window_end {
+                out.outside_window += 1;
+                false
+            } else if *close_time > envelope.fetched_at {
+                // Still open when fetched: not final, never counted.
+                out.open_skipped += 1;
+                false
+            } else {
+                out.span = Some(out.span.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
+                true
             }
-            Record::Rejected {
-                index,
-                raw,
-                rule,
-                reason,
-            } => match rule.map(|r| (r, rules.record_action(r))) {
+        }
+        Record::Rejected {
+            index,
+            raw,
+            rule,
+            reason,
+        } => {
+            let (index, raw, reason) = (*index, std::mem::take(raw), std::mem::take(reason));
+            match rule.map(|r| (r, rules.record_action(r))) {
                 Some((_, Action::Drop)) => out.dropped += 1,
                 Some((r, Action::Fail)) => {
                     if out.failure.is_none() {
@@ -720,9 +744,11 @@ pub(super) fn parse_object(key: &BronzeKey, bytes: &Bytes, rules: &QualityRules)
                 }
                 // Quarantine, and malformed records whatever the rules say.
                 _ => rejected.push(QuarantinedRecord { index, reason, raw }),
-            },
+            }
+            false
         }
-    }
+    });
+    out.records = records;
     if !rejected.is_empty() {
         out.quarantine = Some(QuarantineDoc {
             bronze_key: path_text,
@@ -766,6 +792,7 @@ fn outside_ranges<T: Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::silver::aggregate::Minute;
     use chrono::TimeDelta;
     use cryptolake_model::parse_time;
     use proptest::prelude::*;
@@ -823,7 +850,10 @@ mod tests {
                 cell.1 += TimeDelta::seconds(secs);
             }
             let minutes: Vec<Minute> = times.iter().map(|&(p, t)| minute(p, t)).collect();
-            let mut rows: Vec<Row> = minutes.iter().map(Row::Fresh).collect();
+            let mut rows: Vec<Row> = minutes
+                .iter()
+                .map(|m| Row::Fresh(&m.candle, m.fetched_at))
+                .collect();
             rows.sort_by(|a, b| row_key(a).cmp(&row_key(b)));
             let order = |r: &Row| {
                 let c = r.candle();

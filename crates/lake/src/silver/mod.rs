@@ -35,7 +35,7 @@ use crate::parquet_io::write_row_groups;
 use crate::paths::{self, BronzeKey};
 use crate::quality::{Action, QualityRules};
 use crate::{Error, Lake, Result, hourly_to_batch, state, write_parquet};
-use aggregate::{Minute, confirmed_empty, dedup_latest, hourly};
+use aggregate::{Fetched, confirmed_empty, dedup_latest, hourly};
 use build_state::SilverState;
 pub(crate) use build_state::manifest_since;
 pub use build_state::{
