@@ -28,8 +28,8 @@ const ROW_GROUP_ROWS: usize = 1 << 20;
 /// Objects up to this size are written with one PUT, whose answer carries the version; larger
 /// ones are uploaded in parts.
 const SINGLE_PUT_BYTES: usize = 64 << 20;
-/// From this size on, a file of row groups (a date's minutes, which no step of a build reads
-/// back) written whole to local disk skips the page cache.
+/// From this size on, a file of row groups (a date's minutes, which the run writing them does
+/// not read again) written whole to local disk skips the page cache.
 const UNCACHED_BYTES: usize = 1 << 20;
 
 /// Writes `batch` as the whole object at `key` and returns the object's version (its e-tag, as
