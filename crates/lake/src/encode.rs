@@ -43,6 +43,15 @@ pub trait MinuteRow {
     fn fetched_at(&self) -> DateTime<Utc>;
 }
 
+impl<T: MinuteRow> MinuteRow for &T {
+    fn candle(&self) -> &Candle {
+        (**self).candle()
+    }
+    fn fetched_at(&self) -> DateTime<Utc> {
+        (**self).fetched_at()
+    }
+}
+
 impl MinuteRow for MinuteCandle {
     fn candle(&self) -> &Candle {
         &self.candle

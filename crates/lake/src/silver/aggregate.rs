@@ -3,6 +3,7 @@
 use chrono::{DateTime, Duration, Timelike, Utc};
 use cryptolake_model::{Candle, HourlyCandle, hour_start};
 
+use crate::MinuteRow;
 use crate::rollup::Rollup;
 
 /// One closed minute with the provenance that decides between duplicates.
@@ -16,35 +17,29 @@ pub struct Minute {
     pub source_key: std::sync::Arc<str>,
 }
 
-/// A minute with the provenance that decides between duplicates: a [`Minute`], or a view
-/// of one parsed in place.
-pub trait Fetched {
-    fn candle(&self) -> &Candle;
-    /// When the bronze object holding it was fetched.
-    fn fetched_at(&self) -> DateTime<Utc>;
+/// A minute with the provenance that decides between duplicates (its candle and fetch time,
+/// and the key of its bronze object): a [`Minute`], or a view of one parsed in place.
+pub trait Fetched: MinuteRow {
     /// The bronze key, to break ties between objects fetched at the same instant.
     fn source_key(&self) -> &str;
 }
 
-impl Fetched for Minute {
+impl MinuteRow for Minute {
     fn candle(&self) -> &Candle {
         &self.candle
     }
     fn fetched_at(&self) -> DateTime<Utc> {
         self.fetched_at
     }
+}
+
+impl Fetched for Minute {
     fn source_key(&self) -> &str {
         &self.source_key
     }
 }
 
 impl<T: Fetched> Fetched for &T {
-    fn candle(&self) -> &Candle {
-        (**self).candle()
-    }
-    fn fetched_at(&self) -> DateTime<Utc> {
-        (**self).fetched_at()
-    }
     fn source_key(&self) -> &str {
         (**self).source_key()
     }
@@ -96,7 +91,7 @@ pub fn dedup_latest<M: Fetched>(mut minutes: Vec<M>) -> (Vec<M>, Dropped) {
 /// open of the first minute, highest high, lowest low, close of the last minute, summed amounts
 /// (an amount is null for the hour if any minute lacks it), and the count of minutes present.
 /// `is_final(hour_start)` decides which hours may be emitted at all.
-pub fn hourly<M: Fetched>(
+pub fn hourly<M: MinuteRow>(
     minutes: &[M],
     is_final: impl Fn(DateTime<Utc>) -> bool,
 ) -> Vec<HourlyCandle> {
@@ -122,19 +117,11 @@ pub fn hourly<M: Fetched>(
 pub fn hours_of_rows<'a>(
     rows: impl IntoIterator<Item = &'a cryptolake_model::MinuteCandle>,
 ) -> Vec<HourlyCandle> {
-    let source_key: std::sync::Arc<str> = std::sync::Arc::from("");
-    let minutes: Vec<Minute> = rows
-        .into_iter()
-        .map(|m| Minute {
-            candle: m.candle.clone(),
-            fetched_at: m.fetched_at,
-            source_key: source_key.clone(),
-        })
-        .collect();
-    hourly(&minutes, |_| true)
+    let rows: Vec<&cryptolake_model::MinuteCandle> = rows.into_iter().collect();
+    hourly(&rows, |_| true)
 }
 
-fn one_hour<M: Fetched>(hour: DateTime<Utc>, group: &[M]) -> HourlyCandle {
+fn one_hour<M: MinuteRow>(hour: DateTime<Utc>, group: &[M]) -> HourlyCandle {
     let first = group[0].candle();
     let last = group[group.len() - 1].candle();
     let mut r = Rollup::new();

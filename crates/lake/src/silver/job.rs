@@ -376,7 +376,7 @@ pub(super) struct Fresh<'a> {
     object: &'a Parsed,
 }
 
-impl Fetched for Fresh<'_> {
+impl MinuteRow for Fresh<'_> {
     fn candle(&self) -> &Candle {
         match self.record {
             Record::Candle { candle, .. } => candle,
@@ -387,6 +387,9 @@ impl Fetched for Fresh<'_> {
     fn fetched_at(&self) -> DateTime<Utc> {
         self.object.fetched_at
     }
+}
+
+impl Fetched for Fresh<'_> {
     fn source_key(&self) -> &str {
         &self.object.path
     }
